@@ -1,0 +1,256 @@
+"""Catalogs: the input contract every simlabel command starts from.
+
+A catalog is a CSV or Parquet table with one row per image:
+
+========== ======== ==========================================================
+column     required meaning
+========== ======== ==========================================================
+id         yes      unique, non-empty string
+image      yes*     path to the image, relative to the catalog's folder or absolute
+title      no       product title (text embeddings, text matching)
+label      no       single label
+labels     no       multi-label, ``|``-separated
+split      no       train / validation / test ...
+product    no       groups several images of one product
+clean      no       the label was verified by a person (true/false)
+rank       no       search rank (1 = best)
+========== ======== ==========================================================
+
+(*) ``image`` is required only by commands that read images.
+
+Any standard column can come from another name: ``columns={"label": "article_type"}``
+(``--label-col article_type`` on the command line). The source column is copied,
+not renamed, so the original name stays usable too.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+STANDARD_COLUMNS: tuple[str, ...] = ("id", "image", "title", "label", "labels", "split", "product", "clean", "rank")
+_TRUE = {"1", "true", "t", "yes", "y"}
+_FALSE = {"0", "false", "f", "no", "n"}
+
+
+class CatalogError(ValueError):
+    """The catalog cannot be used: the message names the file, row and column."""
+
+
+@dataclass
+class Catalog:
+    """A validated catalog.
+
+    ``table`` holds the standard columns (``id`` as ``str``; ``rank`` numeric;
+    ``clean`` boolean) next to every original column. ``root`` is the folder
+    relative image paths are resolved against.
+    """
+
+    table: pd.DataFrame
+    root: Path
+    path: Path | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(self.table)
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self.table["id"].to_numpy(dtype=object)
+
+    def has(self, column: str) -> bool:
+        return column in self.table.columns
+
+    def image_paths(self) -> np.ndarray:
+        """Absolute image paths (as strings), one per row."""
+        if "image" not in self.table.columns:
+            raise CatalogError(f"{self._name()}: no 'image' column (map one with --image-col)")
+        root = str(self.root)
+        images = self.table["image"].astype(str)
+        # os.path.join keeps absolute paths as they are, which is the contract.
+        return np.array([os.path.join(root, p) for p in images], dtype=object)
+
+    def column(self, name: str) -> pd.Series:
+        if name not in self.table.columns:
+            raise CatalogError(
+                f"{self._name()}: no column {name!r}; columns are {', '.join(map(str, self.table.columns))}"
+            )
+        return self.table[name]
+
+    def labels(self, column: str = "label") -> pd.Series:
+        """Single labels as strings; missing labels are ``None``."""
+        col = self.column(column)
+        return col.where(col.astype(str).str.len() > 0, None)
+
+    def multilabels(self, column: str = "labels", sep: str = "|") -> list[list[str]]:
+        """Multi-labels as lists of strings (empty list where none)."""
+        col = self.column(column).fillna("").astype(str)
+        return [[v.strip() for v in s.split(sep) if v.strip()] for s in col]
+
+    def fingerprint(self) -> str:
+        """A hash of the ids in order (what a resumable job must match)."""
+        return ids_fingerprint(self.table["id"].to_numpy())
+
+    def subset(self, mask: np.ndarray | pd.Series) -> "Catalog":
+        return Catalog(self.table[np.asarray(mask)].reset_index(drop=True), self.root, self.path, dict(self.columns))
+
+    def head(self, n: int) -> "Catalog":
+        return Catalog(self.table.head(n).reset_index(drop=True), self.root, self.path, dict(self.columns))
+
+    def _name(self) -> str:
+        return str(self.path) if self.path else "catalog"
+
+
+def ids_fingerprint(ids: Sequence[str] | np.ndarray) -> str:
+    h = hashlib.sha256()
+    for chunk_start in range(0, len(ids), 65536):
+        h.update("\n".join(map(str, ids[chunk_start : chunk_start + 65536])).encode())
+        h.update(b"\x00")
+    return h.hexdigest()
+
+
+def _read_table(path: Path) -> pd.DataFrame:
+    suffix = path.suffix.lower()
+    if suffix in (".parquet", ".pq"):
+        df = pd.read_parquet(path)
+        # Parquet keeps types; ids and paths must be strings for the contract.
+        for col in df.columns:
+            if df[col].dtype == object or str(df[col].dtype).startswith("string"):
+                df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+        return df
+    if suffix in (".csv", ".tsv", ".txt"):
+        sep = "\t" if suffix == ".tsv" else ","
+        try:
+            # Everything as text: ids like "00123" must not become numbers.
+            return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+        except pd.errors.ParserError as e:
+            raise CatalogError(f"{path}: cannot parse as CSV: {e}") from e
+        except UnicodeDecodeError as e:
+            raise CatalogError(f"{path}: not UTF-8 text ({e})") from e
+    raise CatalogError(f"{path}: unsupported catalog format {suffix!r}; use .csv, .tsv or .parquet")
+
+
+def _row_ref(path: Path | None, row: int, is_csv: bool) -> str:
+    where = f"{path}, " if path else ""
+    # +2: one for the header line, one because people count lines from 1.
+    line = f" (line {row + 2})" if is_csv else ""
+    return f"{where}row {row}{line}"
+
+
+def validate_table(
+    df: pd.DataFrame,
+    *,
+    path: Path | None = None,
+    require: Sequence[str] = ("id", "image"),
+) -> pd.DataFrame:
+    """Check and normalise the standard columns of an already mapped table."""
+    is_csv = path is not None and path.suffix.lower() in (".csv", ".tsv", ".txt")
+    name = str(path) if path else "catalog"
+    missing = [c for c in require if c not in df.columns]
+    if missing:
+        raise CatalogError(
+            f"{name}: missing required column(s) {', '.join(missing)}; columns are "
+            f"{', '.join(map(str, df.columns))}. Map one with --{missing[0]}-col NAME."
+        )
+    if "id" in df.columns:
+        ids = df["id"].astype(object).where(df["id"].notna(), "").astype(str).str.strip()
+        empty = np.flatnonzero((ids == "").to_numpy())
+        if len(empty):
+            rows = ", ".join(_row_ref(None, int(r), is_csv) for r in empty[:5])
+            raise CatalogError(f"{name}: column 'id': empty id at {rows}" + (f" and {len(empty) - 5} more" if len(empty) > 5 else ""))
+        dup = ids.duplicated(keep=False).to_numpy()
+        if dup.any():
+            first = ids[dup].iloc[0]
+            rows = np.flatnonzero((ids == first).to_numpy())
+            n_dup = int(ids.duplicated().sum())
+            raise CatalogError(
+                f"{name}: column 'id': duplicate id {first!r} at "
+                + ", ".join(_row_ref(None, int(r), is_csv) for r in rows[:5])
+                + (f" ({n_dup} duplicated ids in all)" if n_dup > 1 else "")
+            )
+        df["id"] = ids
+    if "image" in df.columns:
+        images = df["image"].astype(str).str.strip()
+        empty = np.flatnonzero((images == "").to_numpy())
+        if len(empty) and "image" in require:
+            r = int(empty[0])
+            raise CatalogError(f"{_row_ref(path, r, is_csv)}, column 'image': empty path for id {df['id'].iloc[r]!r}")
+        df["image"] = images
+    if "rank" in df.columns:
+        raw = df["rank"].astype(str).str.strip()
+        rank = pd.to_numeric(raw.where(raw != "", None), errors="coerce")
+        bad = np.flatnonzero((rank.isna() & (raw != "") & (raw.str.lower() != "nan")).to_numpy())
+        if len(bad):
+            r = int(bad[0])
+            raise CatalogError(f"{_row_ref(path, r, is_csv)}, column 'rank': not a number: {raw.iloc[r]!r}")
+        df["rank"] = rank
+    if "clean" in df.columns:
+        raw = df["clean"].astype(str).str.strip().str.lower()
+        ok = raw.isin(_TRUE | _FALSE | {"", "nan", "none"})
+        if not ok.all():
+            r = int(np.flatnonzero(~ok.to_numpy())[0])
+            raise CatalogError(
+                f"{_row_ref(path, r, is_csv)}, column 'clean': expected true/false/1/0/yes/no, got {df['clean'].iloc[r]!r}"
+            )
+        df["clean"] = raw.map(lambda v: True if v in _TRUE else (False if v in _FALSE else None)).astype(object)
+    for col in ("title", "label", "labels", "split", "product"):
+        if col in df.columns:
+            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    return df
+
+
+def load_catalog(
+    path: str | os.PathLike,
+    *,
+    columns: Mapping[str, str | None] | None = None,
+    require: Sequence[str] = ("id", "image"),
+    root: str | os.PathLike | None = None,
+) -> Catalog:
+    """Load and validate a catalog file.
+
+    Parameters
+    ----------
+    path:
+        CSV/TSV or Parquet file.
+    columns:
+        Mapping from standard column name to the column holding it in the file,
+        e.g. ``{"label": "article_type", "id": "sku"}``. ``None`` values are ignored.
+    require:
+        Standard columns that must be present (after mapping).
+    root:
+        Folder relative image paths are resolved against (default: the catalog's folder).
+
+    Raises
+    ------
+    CatalogError
+        naming the file, row and column of the first problem found.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for candidate in ("catalog.csv", "catalog.parquet"):
+            if (p / candidate).exists():
+                p = p / candidate
+                break
+        else:
+            raise CatalogError(f"{p}: is a folder with no catalog.csv or catalog.parquet in it")
+    if not p.exists():
+        raise CatalogError(f"{p}: catalog file not found")
+    df = _read_table(p)
+    mapping = {k: v for k, v in (columns or {}).items() if v}
+    for standard, source in mapping.items():
+        if standard not in STANDARD_COLUMNS:
+            raise CatalogError(f"unknown standard column {standard!r}; known: {', '.join(STANDARD_COLUMNS)}")
+        if source not in df.columns:
+            raise CatalogError(
+                f"{p}: --{standard}-col {source!r} is not a column; columns are {', '.join(map(str, df.columns))}"
+            )
+        df[standard] = df[source]
+    df = validate_table(df, path=p, require=require).reset_index(drop=True)
+    return Catalog(df, Path(root) if root else p.resolve().parent, p, mapping)
+
