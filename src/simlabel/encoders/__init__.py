@@ -1,0 +1,94 @@
+"""Encoders by name.
+
+=================================== ===== ===== ======================================================
+spec                                image text  what
+=================================== ===== ===== ======================================================
+``efficientnet-lite0``              yes         ImageNet EfficientNet-Lite0, 1280-d, offline (default)
+``efficientnet-lite0:/path/w.pth``  yes         the same architecture with other weights
+``minilm``                                yes   all-MiniLM-L6-v2, 384-d, offline (default text)
+``st:NAME_OR_PATH``                       yes   any sentence-transformers model
+``clip:NAME_OR_PATH``               yes   yes   Hugging Face CLIP, image and text towers in one space
+``dino:NAME_OR_PATH``               yes         Hugging Face DINO / DINOv2 CLS features
+=================================== ===== ===== ======================================================
+"""
+
+from __future__ import annotations
+
+from simlabel.encoders.base import ImageEncoder, TextEncoder, l2_normalize, resolve_device
+
+DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
+DEFAULT_TEXT_MODEL = "minilm"
+IMAGE_FAMILIES = ("efficientnet-lite0", "clip", "dino")
+TEXT_FAMILIES = ("minilm", "st", "clip")
+
+__all__ = [
+    "DEFAULT_IMAGE_MODEL",
+    "DEFAULT_TEXT_MODEL",
+    "ImageEncoder",
+    "TextEncoder",
+    "get_image_encoder",
+    "get_text_encoder",
+    "is_image_model",
+    "is_text_model",
+    "l2_normalize",
+    "parse_spec",
+    "resolve_device",
+]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None]:
+    """``"clip:openai/clip-vit-base-patch32"`` -> ``("clip", "openai/clip-vit-base-patch32")``."""
+    family, sep, arg = spec.partition(":")
+    family = family.strip().lower()
+    if family not in set(IMAGE_FAMILIES) | set(TEXT_FAMILIES):
+        raise ValueError(
+            f"unknown model {spec!r}: use one of efficientnet-lite0, minilm, st:NAME, clip:NAME_OR_PATH, dino:NAME_OR_PATH"
+        )
+    if family in ("clip", "dino", "st") and not arg:
+        raise ValueError(f"model {spec!r} needs a name or path after '{family}:', e.g. {family}:/path/to/model")
+    return family, (arg or None)
+
+
+def is_image_model(spec: str) -> bool:
+    return parse_spec(spec)[0] in IMAGE_FAMILIES
+
+
+def is_text_model(spec: str) -> bool:
+    return parse_spec(spec)[0] in TEXT_FAMILIES
+
+
+def get_image_encoder(spec: str = DEFAULT_IMAGE_MODEL, device: str = "auto", **options) -> ImageEncoder:
+    """Build the image encoder a spec names. ``options`` go to the family's constructor
+    (``backend``, ``resize``, ``threads`` for EfficientNet-Lite)."""
+    family, arg = parse_spec(spec)
+    if family == "efficientnet-lite0":
+        from simlabel.encoders.efficientnet import EfficientNetLiteEncoder
+
+        return EfficientNetLiteEncoder("efficientnet-lite0", device, weights_path=arg, **options)
+    if family == "clip":
+        from simlabel.encoders.hf import CLIPImageEncoder
+
+        return CLIPImageEncoder(arg, device)
+    if family == "dino":
+        from simlabel.encoders.hf import DINOImageEncoder
+
+        return DINOImageEncoder(arg, device)
+    raise ValueError(f"{spec!r} is a text model, not an image model")
+
+
+def get_text_encoder(spec: str = DEFAULT_TEXT_MODEL, device: str = "auto") -> TextEncoder:
+    """Build the text encoder a spec names."""
+    family, arg = parse_spec(spec)
+    if family == "minilm":
+        from simlabel.encoders.text import load_minilm
+
+        return load_minilm(device)
+    if family == "st":
+        from simlabel.encoders.text import SentenceTransformerTextEncoder
+
+        return SentenceTransformerTextEncoder(arg, device)
+    if family == "clip":
+        from simlabel.encoders.hf import CLIPTextEncoder
+
+        return CLIPTextEncoder(arg, device)
+    raise ValueError(f"{spec!r} is an image model, not a text model")

@@ -1,0 +1,85 @@
+"""Encoder interfaces shared by every model family.
+
+Encoders are plain callables over *batches* so that they can be mapped over
+data by any executor (a thread pool here, Ray Data across machines later):
+
+* an :class:`ImageEncoder` turns a batch of preprocessed pixels
+  ``(B, 3, H, W) float32`` into L2-normalised embeddings ``(B, d) float32``;
+  its :meth:`ImageEncoder.preprocess` turns one decoded RGB ``PIL.Image`` into
+  the ``(3, H, W) float32`` array the batch is stacked from, so decoding and
+  preprocessing can run in worker threads while the model runs;
+* a :class:`TextEncoder` turns a list of strings into ``(B, d) float32``.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from typing import Literal
+
+import numpy as np
+from PIL import Image
+
+Device = Literal["cpu", "cuda", "auto"]
+
+
+def resolve_device(device: str) -> str:
+    """Map ``auto`` to ``cuda`` when a CUDA device is visible, else ``cpu``.
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` when
+    ``cuda`` is asked for and none is present.
+    """
+    import torch
+
+    if device not in ("cpu", "cuda", "auto"):
+        raise ValueError(f"device must be one of cpu, cuda, auto; got {device!r}")
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+    return device
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Row-wise L2 normalisation in float32 (rows of zeros stay zero)."""
+    x = np.asarray(x, dtype=np.float32)
+    norms = np.linalg.norm(x, axis=1, keepdims=True)
+    return x / np.maximum(norms, eps)
+
+
+class ImageEncoder(ABC):
+    """A batch image encoder: ``encoder(pixels) -> (B, d)`` L2-normalised."""
+
+    #: registry spec that recreates this encoder, e.g. ``"efficientnet-lite0"``
+    name: str
+    #: embedding width
+    dim: int
+    #: string that changes whenever the weights or preprocessing change (cache keys)
+    version: str
+    #: side of the square input the model takes
+    image_size: int
+
+    @abstractmethod
+    def preprocess(self, image: Image.Image) -> np.ndarray:
+        """One decoded RGB image -> ``(3, image_size, image_size) float32``."""
+
+    @abstractmethod
+    def __call__(self, pixels: np.ndarray) -> np.ndarray:
+        """``(B, 3, H, W) float32`` -> ``(B, dim) float32``, rows of unit norm."""
+
+    def describe(self) -> dict:
+        return {"model": self.name, "dim": self.dim, "version": self.version, "modality": "image"}
+
+
+class TextEncoder(ABC):
+    """A batch text encoder: ``encoder(list_of_str) -> (B, d)`` L2-normalised."""
+
+    name: str
+    dim: int
+    version: str
+
+    @abstractmethod
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        """``B`` strings -> ``(B, dim) float32``, rows of unit norm."""
+
+    def describe(self) -> dict:
+        return {"model": self.name, "dim": self.dim, "version": self.version, "modality": "text"}

@@ -1,0 +1,363 @@
+"""Tests for the Hugging Face CLIP / DINO encoders.
+
+No network: tiny randomly initialised models (plus image processors and a tiny
+byte-level CLIP tokenizer) are written with ``save_pretrained`` into temporary
+directories and loaded back through the public functions, i.e. the same code
+path a user takes with a real checkpoint directory.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+transformers = pytest.importorskip("transformers")
+
+from PIL import Image  # noqa: E402
+
+from simlabel.encoders.hf import (  # noqa: E402
+    CLIPImageEncoder,
+    CLIPTextEncoder,
+    DINOImageEncoder,
+    load_clip,
+)
+
+DATASETS = Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+IMAGES_DIR = DATASETS / "fashion-products" / "images"
+
+PROJ_DIM = 16
+HIDDEN = 32
+SIDE = 32
+TEXTS = ["a red cotton shirt", "blue jeans", "", "a photo of a watch " * 20]
+
+
+# --------------------------------------------------------------------------- #
+# tiny model fixtures
+# --------------------------------------------------------------------------- #
+
+
+def _tiny_clip_tokenizer():
+    """A CLIP BPE tokenizer with the 256 byte-level symbols (and their ``</w>`` forms), no merges."""
+    from tokenizers import pre_tokenizers
+    from transformers import CLIPTokenizer
+
+    chars = sorted(pre_tokenizers.ByteLevel.alphabet())
+    vocab = {c: i for i, c in enumerate(chars)}
+    for c in chars:
+        vocab[c + "</w>"] = len(vocab)
+    vocab["<|startoftext|>"] = len(vocab)
+    vocab["<|endoftext|>"] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=[], model_max_length=16)
+
+
+def _pil_processor(name: str):
+    """The PIL-backend class in transformers 5.x (no torchvision), the plain one before."""
+    return getattr(transformers, name + "Pil", None) or getattr(transformers, name)
+
+
+@pytest.fixture(scope="module")
+def clip_dir(tmp_path_factory) -> Path:
+    from transformers import CLIPConfig, CLIPModel
+
+    out = tmp_path_factory.mktemp("tiny-clip")
+    tok = _tiny_clip_tokenizer()
+    torch.manual_seed(0)
+    config = CLIPConfig(
+        text_config=dict(
+            vocab_size=len(tok),
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            max_position_embeddings=16,
+            bos_token_id=tok.bos_token_id,
+            eos_token_id=tok.eos_token_id,
+            pad_token_id=tok.pad_token_id,
+        ),
+        vision_config=dict(
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=2,
+            image_size=SIDE,
+            patch_size=8,
+        ),
+        projection_dim=PROJ_DIM,
+    )
+    CLIPModel(config).save_pretrained(out)
+    tok.save_pretrained(out)
+    _pil_processor("CLIPImageProcessor")(
+        size={"shortest_edge": SIDE}, crop_size={"height": SIDE, "width": SIDE}
+    ).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def dino_dir(tmp_path_factory) -> Path:
+    from transformers import Dinov2Config, Dinov2Model
+
+    out = tmp_path_factory.mktemp("tiny-dinov2")
+    torch.manual_seed(1)
+    config = Dinov2Config(
+        hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIDE, patch_size=8
+    )
+    Dinov2Model(config).save_pretrained(out)
+    _pil_processor("BitImageProcessor")(
+        size={"shortest_edge": SIDE + 4}, crop_size={"height": SIDE, "width": SIDE}
+    ).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def vit_dino_dir(tmp_path_factory) -> Path:
+    """DINO v1 checkpoints are plain ViTModel weights with a ViTImageProcessor."""
+    from transformers import ViTConfig, ViTModel
+
+    out = tmp_path_factory.mktemp("tiny-dino-v1")
+    torch.manual_seed(2)
+    config = ViTConfig(
+        hidden_size=HIDDEN, intermediate_size=64, num_hidden_layers=2, num_attention_heads=2, image_size=SIDE, patch_size=8
+    )
+    ViTModel(config, add_pooling_layer=False).save_pretrained(out)
+    _pil_processor("ViTImageProcessor")(size={"height": SIDE, "width": SIDE}).save_pretrained(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def clip_pair(clip_dir):
+    return load_clip(str(clip_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def dino(dino_dir):
+    return DINOImageEncoder(str(dino_dir), device="cpu")
+
+
+@pytest.fixture(scope="module")
+def pixels():
+    rng = np.random.default_rng(0)
+    return rng.standard_normal((3, 3, SIDE, SIDE)).astype(np.float32)
+
+
+def _real_jpeg() -> Image.Image:
+    if not IMAGES_DIR.is_dir():
+        pytest.skip(f"dataset images not present at {IMAGES_DIR}")
+    jpgs = sorted(IMAGES_DIR.glob("*.jpg"))[:1]
+    if not jpgs:
+        pytest.skip(f"no JPEGs in {IMAGES_DIR}")
+    with Image.open(jpgs[0]) as im:
+        return im.convert("RGB")
+
+
+def _assert_embeddings(e: np.ndarray, n: int, dim: int) -> None:
+    assert e.shape == (n, dim)
+    assert e.dtype == np.float32
+    assert np.all(np.isfinite(e))
+    np.testing.assert_allclose(np.linalg.norm(e, axis=1), 1.0, atol=1e-5)
+
+
+# --------------------------------------------------------------------------- #
+# CLIP
+# --------------------------------------------------------------------------- #
+
+
+def test_clip_attributes(clip_pair, clip_dir):
+    image, text = clip_pair
+    assert isinstance(image, CLIPImageEncoder) and isinstance(text, CLIPTextEncoder)
+    for enc in (image, text):
+        assert enc.name == f"clip:{clip_dir}"
+        assert enc.dim == PROJ_DIM
+        assert enc.version.startswith("local-") and len(enc.version) > len("local-")
+    assert image.version == text.version
+    assert image.image_size == SIDE
+    assert image.model is text.model  # loaded once, shared
+    assert not image.model.training
+    assert image.describe() == {"model": image.name, "dim": PROJ_DIM, "version": image.version, "modality": "image"}
+    assert text.describe()["modality"] == "text"
+
+
+def test_clip_image_embeddings(clip_pair, pixels):
+    image, _ = clip_pair
+    e = image(pixels)
+    _assert_embeddings(e, 3, PROJ_DIM)
+    np.testing.assert_array_equal(e, image(pixels))  # deterministic
+    assert image(pixels[:0]).shape == (0, PROJ_DIM)
+    with pytest.raises(ValueError):
+        image(pixels[0])  # not a batch
+
+
+def test_clip_text_embeddings(clip_pair):
+    _, text = clip_pair
+    e = text(TEXTS)  # includes an empty string and one longer than max_length
+    _assert_embeddings(e, len(TEXTS), PROJ_DIM)
+    np.testing.assert_array_equal(e, text(TEXTS))
+    assert text([]).shape == (0, PROJ_DIM)
+    # internal batching gives the same rows as one batch
+    old = text.batch_size
+    try:
+        text.batch_size = 1
+        np.testing.assert_allclose(text(TEXTS), e, atol=1e-5)
+    finally:
+        text.batch_size = old
+    with pytest.raises(TypeError):
+        text("not a list")
+
+
+def test_clip_image_and_text_share_the_projection_space(clip_pair, clip_dir, pixels):
+    """Cosine(image, text) equals the dot product of the model's own normalised projected features."""
+    from transformers import AutoTokenizer, CLIPModel
+
+    image, text = clip_pair
+    sims = image(pixels) @ text(TEXTS).T
+
+    ref = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32).eval()
+    tok = AutoTokenizer.from_pretrained(clip_dir)
+
+    def pooled(out):
+        return out if isinstance(out, torch.Tensor) else out.pooler_output
+
+    with torch.inference_mode():
+        img = pooled(ref.get_image_features(pixel_values=torch.from_numpy(pixels)))
+        enc = tok(TEXTS, padding=True, truncation=True, max_length=16, return_tensors="pt")
+        txt = pooled(ref.get_text_features(input_ids=enc["input_ids"], attention_mask=enc["attention_mask"]))
+    img = torch.nn.functional.normalize(img, dim=-1)
+    txt = torch.nn.functional.normalize(txt, dim=-1)
+    np.testing.assert_allclose(sims, (img @ txt.T).numpy(), atol=1e-5)
+
+
+def test_clip_towers_built_separately_match_load_clip(clip_pair, clip_dir, pixels):
+    image, text = clip_pair
+    image2 = CLIPImageEncoder(str(clip_dir), device="cpu")
+    text2 = CLIPTextEncoder(str(clip_dir), device="cpu")
+    assert image2.version == image.version and text2.dim == text.dim
+    np.testing.assert_allclose(image2(pixels), image(pixels), atol=1e-6)
+    np.testing.assert_allclose(text2(TEXTS), text(TEXTS), atol=1e-6)
+
+
+def test_clip_preprocess_real_jpeg(clip_pair):
+    image, text = clip_pair
+    jpeg = _real_jpeg()
+    x = image.preprocess(jpeg)
+    assert x.shape == (3, image.image_size, image.image_size)
+    assert x.dtype == np.float32
+    np.testing.assert_array_equal(x, image.preprocess(jpeg))
+    gray = image.preprocess(jpeg.convert("L"))  # non-RGB input is converted
+    assert gray.shape == x.shape
+    e = image(np.stack([x, gray]))
+    _assert_embeddings(e, 2, PROJ_DIM)
+    assert (e @ text(["a shirt"]).T).shape == (2, 1)
+
+
+# --------------------------------------------------------------------------- #
+# DINO
+# --------------------------------------------------------------------------- #
+
+
+def test_dinov2_attributes_and_embeddings(dino, dino_dir, pixels):
+    from transformers import Dinov2Model
+
+    assert dino.name == f"dino:{dino_dir}"
+    assert dino.dim == HIDDEN
+    assert dino.image_size == SIDE
+    assert dino.version.startswith("local-")
+    assert DINOImageEncoder(str(dino_dir), device="cpu").version == dino.version  # stable
+    e = dino(pixels)
+    _assert_embeddings(e, 3, HIDDEN)
+    np.testing.assert_array_equal(e, dino(pixels))
+    # CLS token of the (final-layernormed) last_hidden_state
+    ref = Dinov2Model.from_pretrained(dino_dir, dtype=torch.float32).eval()
+    with torch.inference_mode():
+        cls = ref(pixel_values=torch.from_numpy(pixels)).last_hidden_state[:, 0]
+    np.testing.assert_allclose(e, torch.nn.functional.normalize(cls, dim=-1).numpy(), atol=1e-5)
+
+
+def test_dino_preprocess_real_jpeg(dino):
+    x = dino.preprocess(_real_jpeg())
+    assert x.shape == (3, dino.image_size, dino.image_size)
+    assert x.dtype == np.float32
+    _assert_embeddings(dino(x[None]), 1, HIDDEN)
+
+
+def test_dino_v1_vit_checkpoint(vit_dino_dir, pixels):
+    enc = DINOImageEncoder(str(vit_dino_dir), device="cpu")
+    assert type(enc.model).__name__ == "ViTModel"
+    assert enc.dim == HIDDEN and enc.image_size == SIDE
+    _assert_embeddings(enc(pixels), 3, HIDDEN)
+    x = enc.preprocess(Image.new("RGB", (50, 20), (200, 10, 10)))
+    assert x.shape == (3, SIDE, SIDE)
+
+
+def test_versions_differ_between_checkpoints(clip_pair, dino):
+    assert clip_pair[0].version != dino.version
+
+
+# --------------------------------------------------------------------------- #
+# errors: no network needed, and no hanging on it
+# --------------------------------------------------------------------------- #
+
+
+def test_missing_local_path_raises_value_error(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    missing = tmp_path / "no" / "such" / "model"
+    for build in (lambda s: load_clip(s, "cpu"), lambda s: DINOImageEncoder(s, "cpu")):
+        with pytest.raises(ValueError, match="no such local directory"):
+            build(str(missing))
+
+
+def test_unknown_hub_id_fails_fast_and_clearly(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    t0 = time.monotonic()
+    with pytest.raises(RuntimeError) as info:
+        load_clip("simlabel-test-nobody/no-such-model-xyz", "cpu")
+    msg = str(info.value)
+    assert "simlabel-test-nobody/no-such-model-xyz" in msg
+    assert "network" in msg and "local directory" in msg
+    assert isinstance(info.value.__cause__, OSError)
+    with pytest.raises(RuntimeError, match="network"):
+        DINOImageEncoder("simlabel-test-nobody/no-such-model-xyz", "cpu")
+    assert time.monotonic() - t0 < 15
+
+
+def test_incomplete_local_dir_raises_clear_errors(tmp_path, clip_dir, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    with pytest.raises(ValueError, match="no config.json"):
+        DINOImageEncoder(str(empty), "cpu")
+    partial = tmp_path / "weights-only"
+    partial.mkdir()
+    for f in ("config.json", "model.safetensors", "preprocessor_config.json"):
+        shutil.copy2(clip_dir / f, partial / f)
+    with pytest.raises(RuntimeError, match="tokenizer"):
+        load_clip(str(partial), "cpu")
+
+
+def test_hub_id_from_local_cache_records_commit(tmp_path, clip_dir):
+    """A hub id resolved from the HF cache (offline) loads, and its version names the snapshot commit."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--simlabel-test--tiny-clip"
+    shutil.copytree(clip_dir, repo / "snapshots" / commit)
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    code = textwrap.dedent(
+        """
+        from simlabel.encoders.hf import load_clip
+        image, text = load_clip("simlabel-test/tiny-clip", "cpu")
+        print("VERSION", image.version, image.name, text(["x"]).shape)
+        """
+    )
+    env = dict(os.environ, HF_HUB_CACHE=str(tmp_path / "hub"), HF_HUB_OFFLINE="1")
+    env.pop("HF_HOME", None)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    line = [ln for ln in out.stdout.splitlines() if ln.startswith("VERSION")][0]
+    assert line == f"VERSION simlabel-test/tiny-clip@{commit} clip:simlabel-test/tiny-clip (1, {PROJ_DIM})"
