@@ -1,0 +1,423 @@
+"""`simlabel embed`: catalog -> embedding store, resumable, failure-tolerant.
+
+The catalog is cut into shards of ``shard_size`` rows in catalog order. Each
+shard is embedded and written atomically (``part-NNNNN.parquet``); its per-item
+failures go to ``_errors/part-NNNNN.csv`` first. A shard whose Parquet file
+exists is finished, so a killed run started again skips it: no id is embedded
+twice and none is lost. ``manifest.json`` pins what the folder is for (model
+version, ids fingerprint, shard size), so a resume never mixes two jobs.
+
+Images are decoded and preprocessed in worker threads (Pillow releases the GIL
+while decoding) a bounded window ahead of the model, so decoding overlaps
+inference and memory stays flat whatever the catalog size.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import os
+import shutil
+import time
+from collections import deque
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+from simlabel.catalog import Catalog, load_catalog
+from simlabel.encoders import (
+    DEFAULT_IMAGE_MODEL,
+    DEFAULT_TEXT_MODEL,
+    ImageEncoder,
+    TextEncoder,
+    get_image_encoder,
+    get_text_encoder,
+    is_image_model,
+    parse_spec,
+)
+from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from simlabel.progress import progress_bar
+from simlabel.store import (
+    StoreError,
+    atomic_write_json,
+    atomic_write_text,
+    list_shards,
+    shard_name,
+    write_shard,
+)
+
+MANIFEST = "manifest.json"
+ERRORS = "errors.csv"
+ERRORS_DIR = "_errors"
+TEXT_SUBDIR = "text"
+
+
+class EmbedItemError(RuntimeError):
+    """Raised in ``strict`` mode for the first item that cannot be embedded."""
+
+    def __init__(self, item_id: str, path: str, reason: str, message: str) -> None:
+        super().__init__(f"id {item_id!r} ({path}): {reason}: {message}")
+        self.item_id, self.path, self.reason = item_id, path, reason
+
+
+class _ItemFailure(Exception):
+    def __init__(self, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason
+
+
+@dataclass
+class EmbedResult:
+    """What an embedding run did (also written to ``summary.json``)."""
+
+    out: str
+    model: str
+    modality: str
+    dim: int
+    n_items: int
+    n_embedded: int
+    n_failed: int
+    n_resumed: int
+    seconds: float
+    items_per_s: float
+    errors_path: str
+    text: "EmbedResult | None" = None
+    encoder: dict = field(default_factory=dict)
+
+    def summary_line(self) -> str:
+        line = (
+            f"{self.modality} embeddings ({self.model}, {self.dim}-d) -> {self.out}: {self.n_embedded:,} of "
+            f"{self.n_items:,} embedded, {self.n_failed:,} failed"
+            + (f" (see {self.errors_path})" if self.n_failed else "")
+            + (f", {self.n_resumed:,} already done" if self.n_resumed else "")
+            + f", {self.items_per_s:,.1f} items/s"
+        )
+        return line + ("\n" + self.text.summary_line() if self.text else "")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class _Job:
+    out: Path
+    ids: np.ndarray
+    paths: np.ndarray  # image path or text, for errors.csv and loading
+    load: Callable[[int], object]
+    encode: Callable[[list], np.ndarray]
+    manifest: dict
+    modality: str
+    workers: int
+
+
+def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
+    path = out / MANIFEST
+    if overwrite and out.exists():
+        for f in list_shards(out) if out.is_dir() else []:
+            f.unlink()
+        for name in (MANIFEST, ERRORS, "summary.json"):
+            (out / name).unlink(missing_ok=True)
+        shutil.rmtree(out / ERRORS_DIR, ignore_errors=True)
+    if path.exists():
+        import json
+
+        old = json.loads(path.read_text())
+        keys = ("model_version", "ids_sha256", "shard_size", "modality", "source_column")
+        diff = [k for k in keys if old.get(k) != manifest.get(k)]
+        if diff:
+            raise StoreError(
+                f"{out} holds a different embedding job ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
+                "use another --out folder, or --overwrite to start again"
+            )
+    elif out.exists() and list_shards(out):
+        raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another --out folder or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(path, manifest)
+
+
+def _ordered_prefetch(load: Callable[[int], object], positions: Sequence[int], workers: int, window: int) -> Iterator[tuple[int, object]]:
+    """Yield ``(position, load(position) or _ItemFailure)`` in order, ``window`` items ahead."""
+    if workers <= 0:
+        for p in positions:
+            yield p, _safe(load, p)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="simlabel-decode") as pool:
+        pending: deque[tuple[int, Future]] = deque()
+        it = iter(positions)
+        try:
+            for p in it:
+                pending.append((p, pool.submit(_safe, load, p)))
+                if len(pending) >= window:
+                    q, fut = pending.popleft()
+                    yield q, fut.result()
+            while pending:
+                q, fut = pending.popleft()
+                yield q, fut.result()
+        finally:
+            for _, fut in pending:
+                fut.cancel()
+
+
+def _safe(load: Callable[[int], object], p: int) -> object:
+    try:
+        return load(p)
+    except ImageError as e:
+        return _ItemFailure(e.reason, str(e))
+    except _ItemFailure as e:
+        return e
+    except Exception as e:  # one bad item never kills the run: record it and go on
+        return _ItemFailure("error", f"{type(e).__name__}: {e}")
+
+
+def _errors_csv(rows: list[tuple[str, str, str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "path", "reason"])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str) -> tuple[int, int, int, float]:
+    """Embed every unfinished shard; return (embedded, failed, resumed, seconds)."""
+    n = len(job.ids)
+    n_shards = max(1, -(-n // shard_size))
+    done = {p.name for p in list_shards(job.out)}
+    todo = [s for s in range(n_shards) if shard_name(s) not in done]
+    resumed = n - sum(min(shard_size, n - s * shard_size) for s in todo)
+    errors_dir = job.out / ERRORS_DIR
+    errors_dir.mkdir(exist_ok=True)
+    positions = [p for s in todo for p in range(s * shard_size, min(n, (s + 1) * shard_size))]
+    embedded = failed = 0
+    start = time.perf_counter()
+    meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+    with progress_bar(label, total=n, completed=resumed, enabled=progress) as advance:
+        stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
+        for s in todo:
+            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
+            ok_pos: list[int] = []
+            vectors: list[np.ndarray] = []
+            errors: list[tuple[str, str, str]] = []
+            batch_pos: list[int] = []
+            batch: list = []
+
+            def flush() -> None:
+                if batch:
+                    vectors.append(np.asarray(job.encode(batch), dtype=np.float32))
+                    ok_pos.extend(batch_pos)
+                    advance(len(batch))
+                    batch.clear()
+                    batch_pos.clear()
+
+            for _ in range(lo, hi):
+                p, payload = next(stream)
+                if isinstance(payload, _ItemFailure):
+                    if strict:
+                        raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
+                    errors.append((str(job.ids[p]), str(job.paths[p]), payload.reason))
+                    advance(1)
+                    continue
+                batch.append(payload)
+                batch_pos.append(p)
+                if len(batch) >= batch_size:
+                    flush()
+            flush()
+            dim = job.manifest["dim"]
+            matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+            # errors first: a shard's Parquet file is what marks it finished.
+            atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
+            write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": dim})
+            embedded += len(ok_pos)
+            failed += len(errors)
+    return embedded, failed, resumed, time.perf_counter() - start
+
+
+def _merge_errors(out: Path) -> tuple[Path, int]:
+    rows: list[list[str]] = []
+    for f in sorted((out / ERRORS_DIR).glob("*.csv")):
+        with open(f, newline="", encoding="utf-8") as fh:
+            r = csv.reader(fh)
+            next(r, None)
+            rows.extend(r)
+    path = out / ERRORS
+    atomic_write_text(path, _errors_csv([tuple(r) for r in rows]))
+    return path, len(rows)
+
+
+def _embed_one(
+    out: Path,
+    ids: np.ndarray,
+    sources: np.ndarray,
+    load: Callable[[int], object],
+    encode: Callable[[list], np.ndarray],
+    encoder: ImageEncoder | TextEncoder,
+    *,
+    modality: str,
+    source_column: str,
+    catalog: Catalog,
+    batch_size: int,
+    shard_size: int,
+    workers: int,
+    strict: bool,
+    overwrite: bool,
+    progress: bool,
+) -> EmbedResult:
+    manifest = {
+        "model": encoder.name,
+        "model_version": encoder.version,
+        "dim": encoder.dim,
+        "modality": modality,
+        "normalized": True,
+        "source_column": source_column,
+        "catalog": str(catalog.path) if catalog.path else None,
+        "n_items": int(len(ids)),
+        "ids_sha256": catalog.fingerprint(),
+        "shard_size": shard_size,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+    _check_manifest(out, manifest, overwrite)
+    job = _Job(out, ids, sources, load, encode, manifest, modality, workers)
+    embedded, failed, resumed, seconds = _run(
+        job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
+    )
+    errors_path, n_errors = _merge_errors(out)
+    n_ok = sum(_count_rows(p) for p in list_shards(out))
+    result = EmbedResult(
+        out=str(out),
+        model=encoder.name,
+        modality=modality,
+        dim=encoder.dim,
+        n_items=len(ids),
+        n_embedded=n_ok,
+        n_failed=n_errors,
+        n_resumed=resumed,
+        seconds=round(seconds, 3),
+        items_per_s=round((embedded + failed) / seconds, 2) if seconds > 0 else 0.0,
+        errors_path=str(errors_path),
+        encoder=encoder.describe(),
+    )
+    atomic_write_json(out / "summary.json", result.to_dict())
+    return result
+
+
+def _count_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return pq.ParquetFile(path).metadata.num_rows
+
+
+def default_workers() -> int:
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def embed(
+    catalog: str | os.PathLike | Catalog,
+    out: str | os.PathLike,
+    *,
+    model: str = DEFAULT_IMAGE_MODEL,
+    text_col: str | None = None,
+    text_model: str | None = None,
+    device: str = "auto",
+    backend: str = "auto",
+    batch_size: int = 32,
+    shard_size: int = 1024,
+    workers: int | None = None,
+    strict: bool = False,
+    overwrite: bool = False,
+    columns: Mapping[str, str | None] | None = None,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    resize: str = "center-crop",
+    progress: bool = True,
+    image_encoder: ImageEncoder | None = None,
+    text_encoder: TextEncoder | None = None,
+) -> EmbedResult:
+    """Embed a catalog's images (and optionally a text column) into ``out``.
+
+    Parameters
+    ----------
+    catalog: a catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
+    out: the embedding folder. Image embeddings go to ``out``; text embeddings to
+        ``out/text`` (or to ``out`` itself when ``model`` is a text model).
+    model: image model spec (see :mod:`simlabel.encoders`), or a text model spec
+        (``minilm``, ``st:...``) to embed only ``text_col``.
+    text_col: catalog column to embed as text (e.g. ``title``).
+    text_model: text model spec; default: the CLIP text tower when ``model`` is
+        CLIP (same space as the images), otherwise ``minilm``.
+    strict: stop at the first item that cannot be embedded (raises :class:`EmbedItemError`).
+    overwrite: delete what ``out`` holds instead of resuming.
+    image_encoder, text_encoder: ready-made encoders (skip building from specs).
+
+    Returns
+    -------
+    EmbedResult, with ``.text`` set when text was embedded too.
+    """
+    if batch_size < 1 or shard_size < 1:
+        raise ValueError("batch_size and shard_size must be >= 1")
+    if shard_size % batch_size:
+        # Shards cut batches short otherwise; round up so batches stay full.
+        shard_size = -(-shard_size // batch_size) * batch_size
+    out = Path(out)
+    family, _ = parse_spec(model)
+    image_mode = image_encoder is not None or is_image_model(model)
+    if not image_mode and not text_col:
+        raise ValueError(f"{model!r} is a text model: name the text column to embed with text_col= (--text-col)")
+    require = ("id", "image") if image_mode else ("id",)
+    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, columns=columns, require=require)
+    if text_col and text_col not in cat.table.columns:
+        cols = ", ".join(map(str, cat.table.columns))
+        raise ValueError(f"{cat.path or 'catalog'}: --text-col {text_col!r} is not a column; columns are {cols}")
+    workers = default_workers() if workers is None else workers
+    ids = cat.ids
+    common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite, progress=progress)
+
+    image_result = None
+    if image_mode:
+        if image_encoder is None:
+            if family == "clip" and text_col and text_encoder is None and not text_model:
+                from simlabel.encoders.hf import load_clip
+
+                image_encoder, text_encoder = load_clip(parse_spec(model)[1], device)
+            else:
+                opts = {"backend": backend, "resize": resize} if family == "efficientnet-lite0" else {}
+                image_encoder = get_image_encoder(model, device, **opts)
+        enc = image_encoder
+        paths = cat.image_paths()
+        draft = enc.image_size
+
+        def load_img(p: int) -> np.ndarray:
+            return enc.preprocess(load_image(paths[p], max_pixels=max_pixels, draft_size=draft))
+
+        def encode_img(batch: list) -> np.ndarray:
+            return enc(np.stack(batch))
+
+        image_result = _embed_one(
+            out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers, **common
+        )
+
+    if text_col:
+        if text_encoder is None:
+            spec = text_model or (model if not image_mode else (model if family == "clip" else DEFAULT_TEXT_MODEL))
+            text_encoder = get_text_encoder(spec, device)
+        tenc = text_encoder
+        texts = cat.table[text_col].astype(str).to_numpy(dtype=object)
+
+        def load_text(p: int) -> str:
+            t = texts[p].strip()
+            if not t or t.lower() == "nan":
+                raise _ItemFailure("empty-text", f"empty {text_col!r}")
+            return t
+
+        text_out = out / TEXT_SUBDIR if image_mode else out
+        text_result = _embed_one(
+            text_out, ids, texts, load_text, tenc, tenc, modality="text", source_column=text_col, workers=0,
+            **{**common, "batch_size": max(batch_size, 256), "shard_size": max(shard_size, 256)},
+        )
+        if image_result is None:
+            return text_result
+        image_result.text = text_result
+        atomic_write_json(out / "summary.json", image_result.to_dict())
+    assert image_result is not None
+    return image_result

@@ -1,0 +1,111 @@
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simlabel.embedding import EmbedItemError, embed
+from simlabel.store import StoreError, load_embeddings, read_metadata
+
+
+def test_embed_survives_bad_files_and_records_them(clothing_slice: Path, image_encoder, tmp_path: Path) -> None:
+    out = tmp_path / "emb"
+    res = embed(clothing_slice, out, image_encoder=image_encoder, shard_size=16, batch_size=8, progress=False)
+    cat = pd.read_csv(clothing_slice, dtype=str)
+    bad = {"bad-corrupt", "bad-truncated", "bad-empty", "bad-text", "bad-missing"}
+    assert res.n_items == len(cat) == 47
+    assert res.n_failed == 5 and res.n_embedded == 42
+    errors = pd.read_csv(out / "errors.csv", dtype=str)
+    assert list(errors.columns) == ["id", "path", "reason"]
+    reasons = dict(zip(errors["id"], errors["reason"]))
+    assert set(reasons) == bad
+    assert reasons["bad-empty"] == "empty"
+    assert reasons["bad-missing"] == "missing"
+    assert reasons["bad-text"] == "not-an-image"
+    assert reasons["bad-truncated"] == "truncated"
+    assert reasons["bad-corrupt"] in {"corrupt", "truncated"}
+    ids, x = load_embeddings(out)
+    # catalog order, no bad ids, CMYK and RGBA embedded, unit norm
+    assert list(ids) == [i for i in cat["id"] if i not in bad]
+    assert {"ok-cmyk", "ok-rgba"} <= set(ids)
+    assert x.shape == (42, 1280) and np.allclose(np.linalg.norm(x, axis=1), 1, atol=1e-5)
+    meta = read_metadata(out)
+    assert meta["model"] == "efficientnet-lite0" and meta["dim"] == 1280 and meta["normalized"] is True
+    assert "created" in meta
+    assert "failed" in res.summary_line() and "items/s" in res.summary_line()
+
+
+def test_strict_stops_at_first_failure(clothing_slice: Path, image_encoder, tmp_path: Path) -> None:
+    with pytest.raises(EmbedItemError, match="bad-corrupt"):
+        embed(clothing_slice, tmp_path / "emb", image_encoder=image_encoder, strict=True, progress=False)
+
+
+def test_title_embeddings_and_text_only_model(fashion_slice: Path, image_encoder, tmp_path: Path) -> None:
+    out = tmp_path / "emb"
+    res = embed(fashion_slice, out, image_encoder=image_encoder, text_col="title", progress=False)
+    assert res.text is not None and res.text.dim == 384 and res.text.n_embedded == 40
+    ids, t = load_embeddings(out / "text")
+    img_ids, _ = load_embeddings(out)
+    assert list(ids) == list(img_ids) and t.shape == (40, 384)
+    assert read_metadata(out / "text")["source_column"] == "title"
+    only = embed(fashion_slice, tmp_path / "titles", model="minilm", text_col="title", progress=False)
+    assert only.modality == "text" and np.allclose(load_embeddings(tmp_path / "titles")[1], t, atol=1e-6)
+    with pytest.raises(ValueError, match="text model"):
+        embed(fashion_slice, tmp_path / "x", model="minilm", progress=False)
+    with pytest.raises(ValueError, match="--text-col 'nope'"):
+        embed(fashion_slice, tmp_path / "y", image_encoder=image_encoder, text_col="nope", progress=False)
+
+
+def test_resume_skips_finished_shards_and_refuses_other_jobs(fashion_slice: Path, image_encoder, tmp_path: Path) -> None:
+    out = tmp_path / "emb"
+    first = embed(fashion_slice, out, image_encoder=image_encoder, shard_size=16, batch_size=8, progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    again = embed(fashion_slice, out, image_encoder=image_encoder, shard_size=16, batch_size=8, progress=False)
+    assert again.n_resumed == first.n_items == 40 and again.n_embedded == 40
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")} == mtimes
+    # a different catalog (other ids) must not be mixed into the same folder
+    other = pd.read_csv(fashion_slice, dtype=str).head(10)
+    other.to_csv(tmp_path / "other.csv", index=False)
+    with pytest.raises(StoreError, match="different embedding job"):
+        embed(tmp_path / "other.csv", out, image_encoder=image_encoder, shard_size=16, batch_size=8, progress=False)
+    redone = embed(tmp_path / "other.csv", out, image_encoder=image_encoder, shard_size=16, batch_size=8, overwrite=True, progress=False)
+    assert redone.n_embedded == 10 and len(load_embeddings(out)[0]) == 10
+
+
+def _cli(*args: str) -> list[str]:
+    return [sys.executable, "-m", "simlabel.cli", *args]
+
+
+def test_killed_run_resumes_to_the_same_result(fashion_slice: Path, tmp_path: Path) -> None:
+    """Kill `simlabel embed` with SIGKILL after its first shard, run it again, compare."""
+    args = ["embed", str(fashion_slice), "--shard-size", "8", "--batch-size", "4", "--no-progress", "--device", "cpu"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    full = tmp_path / "full"
+    subprocess.run(_cli(*args, "--out", str(full)), check=True, env=env, capture_output=True)
+
+    part = tmp_path / "part"
+    proc = subprocess.Popen(_cli(*args, "--out", str(part), "--workers", "1"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and not (part / "part-00000.parquet").exists():
+        if proc.poll() is not None:
+            pytest.fail(f"embed ended before it could be killed: {proc.stderr.read().decode()[-2000:]}")
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    done_before = sorted(p.name for p in part.glob("part-*.parquet"))
+    assert 1 <= len(done_before) < 5, "the kill should land midway"
+
+    res = subprocess.run(_cli(*args, "--out", str(part)), env=env, capture_output=True, text=True, check=True)
+    assert "already done" in res.stdout
+    ids_full, x_full = load_embeddings(full)
+    ids_part, x_part = load_embeddings(part)
+    assert list(ids_part) == list(ids_full) and len(set(ids_part)) == 40
+    np.testing.assert_allclose(x_part, x_full, atol=1e-5)
+    assert not list(part.glob(".*tmp")), "no temporary files survive"

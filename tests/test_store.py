@@ -1,0 +1,64 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from simlabel.store import StoreError, load_embeddings, read_metadata, shard_name, write_shard
+
+
+def test_round_trip_schema_and_metadata(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    m = rng.standard_normal((5, 7)).astype(np.float32)
+    write_shard(tmp_path / shard_name(0), ["a", "b", "c", "d", "e"], m, {"model": "toy", "normalized": True})
+    schema = pq.read_schema(tmp_path / shard_name(0))
+    assert schema.field("id").type == pa.string()
+    assert schema.field("embedding").type == pa.list_(pa.float32(), 7)
+    meta = read_metadata(tmp_path)
+    assert meta["model"] == "toy" and meta["dim"] == 7 and meta["normalized"] is True and "created" in meta
+    ids, x = load_embeddings(tmp_path)
+    assert list(ids) == ["a", "b", "c", "d", "e"]
+    assert x.dtype == np.float32 and np.array_equal(x, m)
+    # no temporary files left behind by the atomic write
+    assert [p.name for p in tmp_path.iterdir()] == [shard_name(0)]
+
+
+def test_shards_concatenate_in_order_and_ids_select(tmp_path: Path) -> None:
+    write_shard(tmp_path / shard_name(1), ["c"], np.full((1, 2), 3, np.float32))
+    write_shard(tmp_path / shard_name(0), ["a", "b"], np.array([[1, 1], [2, 2]], np.float32))
+    ids, x = load_embeddings(tmp_path)
+    assert list(ids) == ["a", "b", "c"] and x[:, 0].tolist() == [1, 2, 3]
+    ids, x = load_embeddings(tmp_path, ids=["c", "a"])
+    assert list(ids) == ["c", "a"] and x[:, 0].tolist() == [3, 1]
+    with pytest.raises(KeyError, match="zz"):
+        load_embeddings(tmp_path, ids=["a", "zz"])
+
+
+def test_missing_and_empty_folders(tmp_path: Path) -> None:
+    with pytest.raises(StoreError, match="not found"):
+        load_embeddings(tmp_path / "nope")
+    with pytest.raises(StoreError, match="no embedding shards"):
+        load_embeddings(tmp_path)
+
+
+def test_mismatched_dims_rejected(tmp_path: Path) -> None:
+    write_shard(tmp_path / shard_name(0), ["a"], np.ones((1, 2), np.float32))
+    write_shard(tmp_path / shard_name(1), ["b"], np.ones((1, 3), np.float32))
+    with pytest.raises(StoreError, match="different dimensions"):
+        load_embeddings(tmp_path)
+
+
+@settings(max_examples=25, deadline=None)
+@given(n=st.integers(0, 40), d=st.integers(1, 16), seed=st.integers(0, 2**16))
+def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, n: int, d: int, seed: int) -> None:
+    folder = tmp_path_factory.mktemp("rt")
+    m = np.random.default_rng(seed).standard_normal((n, d)).astype(np.float32)
+    ids = [f"id{i}" for i in range(n)]
+    write_shard(folder / shard_name(0), ids, m)
+    got_ids, got = load_embeddings(folder)
+    assert list(got_ids) == ids and got.shape == (n, d) and np.array_equal(got, m)
