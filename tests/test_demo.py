@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simlabel.demo import DataNotFound, find_default_data, knn_vote, run_demo
+
+
+def test_knn_vote_hand_case() -> None:
+    train = np.array(["a", "a", "b", "c"])
+    pos = np.array([[0, 2, 3], [2, 3, 1], [3, -1, -1]])
+    sims = np.array([[0.9, 0.5, 0.45], [0.6, 0.3, 0.2], [0.8, 0.0, 0.0]])
+    # row 0: a=0.9 vs b=0.5, c=0.45 -> a; row 1: b=0.6 > c=0.3, a=0.2 -> b; row 2: only c
+    assert list(knn_vote(train, pos, sims)) == ["a", "b", "c"]
+    # unweighted: row 0 is a tie a/b/c -> the first class code, deterministic
+    assert list(knn_vote(train, pos, sims, weighted=False)) == ["a", "a", "c"]
+
+
+def test_find_default_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SIMLABEL_DATA", str(tmp_path / "missing"))
+    with pytest.raises(DataNotFound, match="SIMLABEL_DATA"):
+        find_default_data()
+    monkeypatch.setenv("SIMLABEL_DATA", str(tmp_path))
+    assert find_default_data() == tmp_path
+    assert find_default_data(tmp_path) == tmp_path
+    with pytest.raises(DataNotFound, match="--data"):
+        find_default_data(tmp_path / "nope")
+
+
+def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path) -> None:
+    df = pd.read_csv(clothing_slice, dtype=str)
+    # a test split of real images: every 4th good image
+    good = ~df["id"].str.startswith(("bad-", "ok-"))
+    df.loc[good & (df.index % 4 == 0), "split"] = "test"
+    df.loc[good & (df.index % 4 != 0), "split"] = "train"
+    df.to_csv(clothing_slice, index=False)
+    rep = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False)
+    assert rep.n_items == 47 and rep.n_failed == 5 and rep.n_embedded == 42
+    assert rep.n_test == 10 and rep.knn_accuracy is not None
+    # 10 classes, 3 train images each: ImageNet features must beat chance (0.1) clearly
+    assert rep.knn_accuracy >= 0.3
+    assert (tmp_path / "run" / "index.faiss").exists() and (tmp_path / "run" / "demo_report.json").exists()
+    again = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False)
+    assert again.resumed and again.knn_accuracy == rep.knn_accuracy
