@@ -1,0 +1,35 @@
+# Two commands set everything up on a fresh machine:
+#   make demo   creates .venv, installs simlabel, runs the main job on the default data
+#   make test   creates .venv if missing, installs with test extras, runs the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+# Re-install whenever the project's dependencies change.
+STAMP  := $(VENV)/.simlabel-installed
+
+.PHONY: demo test install bench clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	# torch first and pinned: 2.13.0 is the CPU build; anything else pulls a multi-GB CUDA build.
+	$(BIN)/python -m pip install --quiet torch==2.13.0
+	$(BIN)/python -m pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/simlabel demo
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_embed.py
+	$(BIN)/python benchmarks/bench_knn.py
+
+clean:
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis
