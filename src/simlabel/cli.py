@@ -11,6 +11,7 @@ import json
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.console import Console
 from rich.table import Table
@@ -166,6 +167,147 @@ def neighbors(
 
 
 @app.command()
+def augment(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder (the universe: every id in it)."),
+    labels: Path = typer.Option(..., "--labels", help="Seed labels, CSV with id,label."),
+    out: Path = typer.Option(..., "--out", "-o", help="Augmented labels CSV: id,label,step,source,via."),
+    k: int = typer.Option(10, "--k", "-k", help="Neighbours per point (n_k)."),
+    holdout: Optional[Path] = typer.Option(None, "--holdout", help="Labels to hold out (never labeled), CSV id,label."),
+    holdout_frac: Optional[float] = typer.Option(None, "--holdout-frac", help="Hold out this share of the seeds instead (stratified)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for --holdout-frac."),
+    stop: str = typer.Option("shrink", "--stop", help="shrink: stop when a frontier shrinks (default); grow: the rule as printed in paper 000."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps."),
+    index_path: Optional[Path] = typer.Option(None, "--index", help="Reuse an index built by `simlabel index` over EMB."),
+    index_kind: str = typer.Option("auto", "--index-kind", help="auto (flat up to 200k points, else ivf), flat, hnsw, ivf."),
+) -> None:
+    """Grow seed labels through nearest neighbours (paper 000, section 3).
+
+    Writes OUT, OUT.summary.json (sizes per class and step) and, with --holdout-frac, OUT.holdout.csv.
+
+    Example: simlabel augment --emb emb/ --labels seeds.csv --k 10 --holdout-frac 0.3 --out aug.csv
+    """
+    from simlabel.labels.augment import augment as augment_fn
+
+    try:
+        table, result, hold = augment_fn(
+            emb, labels, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
+            max_steps=max_steps, index=index_path, index_kind=index_kind, out=out,
+        )
+    except _known_errors() as e:
+        _fail(str(e))
+    sizes = result.size_table()
+    t = Table(title=f"augmentation sizes (k={k}, stop={stop}: {result.stop_reason} after {result.n_steps} steps)")
+    t.add_column("")
+    for c in sizes.columns:
+        t.add_column(str(c), justify="right")
+    for name, row in sizes.iterrows():
+        t.add_row(str(name), *["" if v != v else f"{int(v):,}" for v in row])
+    out_console.print(t)
+    out_console.print(f"{len(table):,} labels ({int((table['source'] == 'augmented').sum()):,} augmented) -> {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def propagate(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    labels: Path = typer.Option(..., "--labels", help="Labeled ids, CSV with id,label (clamped)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Propagated labels CSV: id,label,confidence."),
+    k: int = typer.Option(10, "--k", "-k", help="Neighbours per node in the graph."),
+    steps: int = typer.Option(10, "--steps", help="Propagation steps (paper 000: as many as the augmentation took)."),
+    unlabeled_sample: Optional[int] = typer.Option(None, "--unlabeled-sample", help="Unlabeled nodes to sample (default: all)."),
+    symmetric: bool = typer.Option(False, "--symmetric", help="Use the symmetrised k-NN graph instead of the directed one."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of points to keep out of the graph (e.g. a holdout)."),
+    seed: int = typer.Option(0, "--seed", help="Seed for the unlabeled sample."),
+) -> None:
+    """Label propagation on the k-NN graph (Zhu & Ghahramani 2002), the baseline of paper 000.
+
+    Example: simlabel propagate --emb emb/ --labels seeds.csv --k 10 --steps 4 --unlabeled-sample 5000 --out prop.csv
+    """
+    import pandas as pd
+
+    from simlabel.labels.propagate import propagate as propagate_fn
+
+    try:
+        ex = pd.read_csv(exclude, dtype=str)["id"].tolist() if exclude else None
+        table, res = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric, exclude=ex, seed=seed, out=out)
+    except _known_errors() as e:
+        _fail(str(e))
+    counts = ", ".join(f"{c}: {n:,}" for c, n in table["label"].value_counts().sort_index().items())
+    out_console.print(f"{len(table):,} propagated labels after {res.steps} steps ({counts}) -> {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def train(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    labels: Path = typer.Option(..., "--labels", help="Training labels, CSV with id,label."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json + weights.pt)."),
+    extra: list[Path] = typer.Option([], "--extra", help="More label files (augmented, propagated); --labels wins on conflicts."),
+    head: str = typer.Option("linear", "--head", help="linear (one dense layer) or mlp (one hidden layer)."),
+    hidden: int = typer.Option(512, "--hidden", help="MLP hidden width."),
+    lr: float = typer.Option(1e-3, "--lr", help="Learning rate (AdamW)."),
+    epochs: int = typer.Option(200, "--epochs", help="At most this many epochs."),
+    patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation loss."),
+    val_frac: float = typer.Option(0.15, "--val-frac", help="Share of the training rows used for early stopping."),
+    balanced: bool = typer.Option(False, "--balanced", help="Weight classes inversely to their frequency."),
+    weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+) -> None:
+    """Train a classifier head on frozen embeddings, with early stopping.
+
+    Example: simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
+    """
+    from simlabel.heads import HeadConfig
+    from simlabel.probe import train as train_fn
+
+    try:
+        cfg = HeadConfig(head=head, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, val_frac=val_frac,
+                         class_weight="balanced" if balanced else None, seed=seed, device=device)
+        clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col)
+    except _known_errors() as e:
+        _fail(str(e))
+    out_console.print(
+        f"{head} head over {len(clf.classes_)} classes, best epoch {clf.best_epoch_} of {len(clf.history_)} -> {out}",
+        highlight=False, soft_wrap=True,
+    )
+
+
+@app.command()
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    labels: Path = typer.Option(..., "--labels", help="Test labels, CSV with id,label."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The + class of a binary task (adds +P, +R, -P, -R)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+) -> None:
+    """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2).
+
+    Example: simlabel evaluate --model model/ --emb emb/ --labels holdout.csv --json report.json
+    """
+    from simlabel.probe import evaluate as evaluate_fn
+
+    try:
+        rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out)
+    except _known_errors() as e:
+        _fail(str(e))
+    out_console.print(metrics_table(rep))
+    if json_out:
+        out_console.print(f"report: {json_out}", highlight=False, soft_wrap=True)
+
+
+def metrics_table(rep: dict, title: str = "evaluation") -> Table:
+    t = Table(title=f"{title}: accuracy {rep['accuracy']:.3f}, macro F1 {rep['macro_f1']:.3f}, HM {rep['hm']:.3f} (n={rep['n']:,})")
+    t.add_column("class")
+    for c in ("precision", "recall", "f1", "support"):
+        t.add_column(c, justify="right")
+    for c, m in rep["per_class"].items():
+        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{m['support']:,}")
+    if "binary" in rep:
+        b = rep["binary"]
+        t.caption = f"+P {b['+P']:.3f}  +R {b['+R']:.3f}  -P {b['-P']:.3f}  -R {b['-R']:.3f}  (+ = {b['positive']})"
+    return t
+
+
+@app.command()
 def demo(
     data: Optional[Path] = typer.Option(
         None, "--data", help="Catalog file or folder (default: $SIMLABEL_DATA or ../shared/datasets/clothing-small)."
@@ -189,7 +331,7 @@ def demo(
         _fail(str(e))
     t = Table(title="simlabel demo", show_header=False)
     t.add_column("what")
-    t.add_column("value")
+    t.add_column("value", overflow="fold")
     t.add_row("data", rep.data)
     t.add_row("model", rep.model)
     t.add_row("items / embedded / failed", f"{rep.n_items:,} / {rep.n_embedded:,} / {rep.n_failed:,}")
@@ -207,6 +349,101 @@ def demo(
             pc.add_row(c, f"{a:.3f}")
         out_console.print(pc)
     out_console.print(f"report: {Path(rep.out) / 'demo_report.json'}", highlight=False, soft_wrap=True)
+
+
+experiment_app = typer.Typer(help="Reproduce the papers' experiments on a catalog.", no_args_is_help=True)
+app.add_typer(experiment_app, name="experiment")
+
+
+@experiment_app.command("augment")
+def experiment_augment(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder (default: $SIMLABEL_DATA or ../shared/datasets/clothing-small)."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Catalog column holding the labels."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Binary one-vs-rest for this class; 'each' runs every class in turn."),
+    encoders: str = typer.Option("efficientnet-lite0", "--encoders", help="Comma-separated image models to compare."),
+    k: int = typer.Option(10, "--k", "-k", help="Neighbours per point."),
+    holdout_frac: float = typer.Option(0.3, "--holdout-frac", help="Share of the labeled examples held out for validation."),
+    holdout_split: Optional[str] = typer.Option(None, "--holdout-split", help="Hold out this catalog split (e.g. test) instead of --holdout-frac."),
+    labeled_frac: float = typer.Option(1.0, "--labeled-frac", help="Keep only this share of the catalog labeled; the rest stay unlabeled in the universe."),
+    stop: str = typer.Option("shrink", "--stop", help="Augmentation stop rule: shrink or grow."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    repeats: int = typer.Option(1, "--repeats", help="Repetitions with different seeds (mean and sd reported)."),
+    head: str = typer.Option("linear", "--head", help="linear or mlp."),
+    balanced: bool = typer.Option(False, "--balanced", help="Class weights inverse to frequency (rare positives)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (tables, chart, image grids)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = DeviceOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Paper 000: seeds vs seeds+augmented vs seeds+propagated, a dense layer on frozen embeddings.
+
+    Example: simlabel experiment augment --data ../shared/datasets/clothing-small --positive shoes --labeled-frac 0.1 --html aug.html
+    """
+    from simlabel.experiments.augment import AugmentExperimentConfig, labeled_table, run_augment_experiment
+    from simlabel.heads import HeadConfig
+
+    try:
+        positives: list[Optional[str]] = [positive]
+        if positive == "each":
+            from simlabel.catalog import load_catalog
+            from simlabel.demo import find_default_data
+
+            cat = load_catalog(find_default_data(data), columns={"label": label_col} if label_col else None)
+            positives = sorted(labeled_table(cat, None)["label"].unique())
+        all_results = {}
+        for pos in positives:
+            cfg = AugmentExperimentConfig(
+                label_col=label_col, positive=pos, encoders=[e.strip() for e in encoders.split(",") if e.strip()], k=k,
+                holdout_frac=holdout_frac, holdout_split=holdout_split, labeled_frac=labeled_frac, stop=stop, max_steps=max_steps,
+                repeats=list(range(repeats)), head=HeadConfig(head=head, class_weight="balanced" if balanced else None),
+                device=device, limit=limit,
+            )
+            suffix = "" if len(positives) == 1 else f".{pos}"
+            res = run_augment_experiment(
+                data, cfg, out=out,
+                json_out=json_out.with_suffix(f"{suffix}{json_out.suffix}") if json_out and suffix else json_out,
+                html_out=html_out.with_suffix(f"{suffix}{html_out.suffix}") if html_out and suffix else html_out,
+                progress=progress,
+            )
+            all_results[pos or "all"] = res
+            _print_augment_tables(res)
+    except _known_errors() as e:
+        _fail(str(e))
+    for path in (json_out, html_out):
+        if path:
+            out_console.print(f"written: {path}" + (" (one file per class)" if len(positives) > 1 else ""), highlight=False, soft_wrap=True)
+
+
+def _print_augment_tables(res: dict) -> None:
+    from simlabel.experiments.augment import metrics_table as exp_metrics, precision_table, sizes_table
+
+    title = res["config"].get("positive") or "all classes"
+    binary = bool(res["config"].get("positive"))
+    metrics = exp_metrics(res)
+    keys = ["+P", "+R", "-P", "-R", "HM", "accuracy"] if binary else ["accuracy", "macro_f1", "HM"]
+    compact = pd.DataFrame(index=metrics.index)
+    for key in keys:
+        sd = metrics.get(f"{key} sd")
+        compact[key] = [
+            f"{m:.3f}" + (f" ±{s:.3f}" if sd is not None else "") for m, s in zip(metrics[key], sd if sd is not None else metrics[key])
+        ]
+    sizes = sizes_table(res).map(lambda v: f"{v:,.0f}")
+    prec = precision_table(res)
+    prec = pd.DataFrame({"labels with known truth": prec.iloc[:, 0].map(lambda v: f"{v:,.0f}"), "precision": prec["precision"].map(lambda v: f"{v:.3f}")})
+    for name, df in (("Table 1: sizes", sizes), ("Table 2: holdout metrics (mean ±sd over repeats)", compact), ("precision of the labels made", prec)):
+        t = Table(title=f"{name} — {title}")
+        for col in ["", *map(str, df.columns)]:
+            t.add_column(col, justify="right" if col else "left")
+        single = len(res["encoders"]) == 1
+        for idx, row in df.iterrows():
+            parts = list(idx) if isinstance(idx, tuple) else [idx]
+            label = " / ".join(map(str, parts[1:] if single and len(parts) > 1 else parts))
+            t.add_row(label, *map(str, row))
+        if single:
+            t.caption = f"encoder: {next(iter(res['encoders']))}"
+        out_console.print(t)
 
 
 def main() -> None:

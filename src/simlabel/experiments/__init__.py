@@ -1,0 +1,1 @@
+"""One module per paper's experiment, built only from the public pieces."""

@@ -1,0 +1,327 @@
+"""Paper 000's experiment: seeds vs seeds + augmented vs seeds + propagated labels.
+
+Protocol (section 4 of the paper), per encoder and per repetition seed:
+
+1. Labeled examples: the catalog rows with a label (one-vs-rest ``positive`` vs
+   ``not <positive>`` when a positive class is named). To mimic "a handful of
+   labels among a myriad of unlabeled photos", ``labeled_frac`` keeps that
+   share of them labeled (stratified); the rest stay in the universe unlabeled,
+   and their hidden true labels measure the precision of the labels made.
+2. Hold out ``holdout_frac`` (30%) of the labeled examples; the rest are seeds.
+3. Augment the seeds with k = 10 over the universe (every embedded image).
+4. Sample an unlabeled set as large as the augmented set; propagate the seeds'
+   labels over the k-NN graph of seeds + sample, for as many steps as the
+   augmentation took.
+5. Train the same dense layer on seeds only, seeds + augmented, seeds +
+   propagated; evaluate each on the holdout: per-class precision and recall
+   and their harmonic mean HM (Table 2).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.catalog import Catalog, CatalogError, load_catalog
+from simlabel.demo import default_run_dir, find_default_data
+from simlabel.embedding import embed
+from simlabel.heads import HeadConfig
+from simlabel.labels.augment import augment, root_seeds, split_holdout
+from simlabel.labels.propagate import propagate
+from simlabel.probe import evaluate, train
+from simlabel.store import atomic_write_json, load_embeddings
+
+METHODS = ("seeds", "aug", "prop")
+
+
+@dataclass
+class AugmentExperimentConfig:
+    label_col: str | None = None
+    positive: str | None = None
+    encoders: Sequence[str] = ("efficientnet-lite0",)
+    k: int = 10
+    holdout_frac: float = 0.3
+    labeled_frac: float = 1.0
+    stop: str = "shrink"
+    max_steps: int | None = None
+    repeats: Sequence[int] = (0,)
+    head: HeadConfig = field(default_factory=HeadConfig)
+    device: str = "auto"
+    limit: int | None = None  # first N catalog rows (for quick runs and tests)
+    #: hold out every row of this catalog split (e.g. "test") instead of ``holdout_frac`` of the labeled rows
+    holdout_split: str | None = None
+
+
+def _negative_name(positive: str) -> str:
+    return f"not {positive}"
+
+
+def labeled_table(catalog: Catalog, positive: str | None) -> pd.DataFrame:
+    """``id, label[, split]`` of the labeled rows (binary one-vs-rest when ``positive`` is given)."""
+    if "label" not in catalog.table.columns:
+        raise CatalogError(f"{catalog.path}: the experiment needs labels (map a column with --label-col)")
+    df = catalog.table[[c for c in ("id", "label", "split") if c in catalog.table.columns]]
+    df = df[df["label"].astype(str).str.len() > 0].reset_index(drop=True)
+    if positive is not None:
+        if positive not in set(df["label"]):
+            raise ValueError(f"--positive {positive!r} is not a label; labels are {sorted(df['label'].unique())[:20]}")
+        df = df.assign(label=np.where(df["label"] == positive, positive, _negative_name(positive)))
+    return df
+
+
+def label_precision(made: pd.DataFrame, truth: pd.Series) -> dict:
+    """Precision of made labels against hidden true labels (only ids whose truth we hold)."""
+    known = made[made["id"].isin(truth.index)]
+    if known.empty:
+        return {"n": 0, "precision": float("nan"), "per_class": {}}
+    correct = known["label"].to_numpy() == truth.loc[known["id"]].to_numpy()
+    per = pd.Series(correct).groupby(known["label"].to_numpy()).agg(["mean", "size"])
+    return {
+        "n": int(len(known)),
+        "precision": float(correct.mean()),
+        "per_class": {str(c): {"precision": float(r["mean"]), "n": int(r["size"])} for c, r in per.iterrows()},
+    }
+
+
+def _metric_row(rep: dict, classes: list[str], positive: str | None) -> dict:
+    row = {"accuracy": rep["accuracy"], "macro_f1": rep["macro_f1"], "HM": rep["hm"]}
+    if positive is not None and "binary" in rep:
+        for key in ("+P", "+R", "-P", "-R"):
+            row[key] = rep["binary"][key]
+    else:
+        for c in classes:
+            row[f"{c} P"] = rep["per_class"][c]["precision"]
+            row[f"{c} R"] = rep["per_class"][c]["recall"]
+    return row
+
+
+def run_one(
+    emb_dir: Path,
+    labeled: pd.DataFrame,
+    cfg: AugmentExperimentConfig,
+    rep_seed: int,
+    work: Path,
+) -> dict:
+    """One encoder, one repetition: returns sizes, label precisions, metrics and samples."""
+    ids, _ = load_embeddings(emb_dir)
+    labeled = labeled[labeled["id"].isin(pd.Index(ids))].reset_index(drop=True)
+    rng = np.random.default_rng(rep_seed)
+    truth_all = labeled.set_index("id")["label"]
+    fixed_hold = None
+    if cfg.holdout_split:
+        if "split" not in labeled.columns or not (labeled["split"] == cfg.holdout_split).any():
+            raise ValueError(f"--holdout-split {cfg.holdout_split!r}: no catalog row has that split")
+        in_split = (labeled["split"] == cfg.holdout_split).to_numpy()
+        fixed_hold, labeled = labeled[in_split][["id", "label"]], labeled[~in_split]
+    labeled = labeled[["id", "label"]]
+    if cfg.labeled_frac < 1:
+        keep, _ = split_holdout(labeled, 1 - cfg.labeled_frac, seed=rep_seed)
+        known = keep
+    else:
+        known = labeled
+    if fixed_hold is not None:
+        seeds, hold = known, fixed_hold.reset_index(drop=True)
+    else:
+        seeds, hold = split_holdout(known, cfg.holdout_frac, seed=rep_seed)
+    hidden_truth = truth_all.drop(pd.Index(seeds["id"]).append(pd.Index(hold["id"])))
+    work.mkdir(parents=True, exist_ok=True)
+    aug, result, _ = augment(emb_dir, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps, out=work / "aug.csv")
+    augmented = aug[aug["source"] == "augmented"]
+    prop, _ = propagate(
+        emb_dir, seeds, k=cfg.k, steps=max(1, result.n_steps), unlabeled_sample=max(1, len(augmented)),
+        exclude=hold["id"].tolist(), seed=rep_seed, out=work / "prop.csv",
+    )
+    classes = sorted(seeds["label"].unique())
+    head = HeadConfig(**{**asdict(cfg.head), "seed": rep_seed, "device": cfg.device})
+    metrics, reports = {}, {}
+    for method, extra in (("seeds", []), ("aug", [augmented[["id", "label"]]]), ("prop", [prop[["id", "label"]]])):
+        clf = train(emb_dir, seeds[["id", "label"]], extra=extra, config=head)
+        rep = evaluate(clf, emb_dir, hold, positive=cfg.positive)
+        reports[method] = rep
+        metrics[method] = _metric_row(rep, classes, cfg.positive)
+    sizes = pd.DataFrame(
+        {
+            "seeds": seeds["label"].value_counts(),
+            "augmented": augmented["label"].value_counts(),
+            "propagated": prop["label"].value_counts(),
+            "validation": hold["label"].value_counts(),
+        }
+    ).reindex(classes).fillna(0).astype(int)
+    # samples for the image grids: augmented points beside the seed their via chain starts from
+    pos = pd.Index(ids)
+    roots = root_seeds(result.via, result.step)
+    samples = []
+    for c in classes:
+        part = augmented[augmented["label"] == c]
+        pick = part.sample(n=min(8, len(part)), random_state=rep_seed) if len(part) else part
+        for _, r in pick.iterrows():
+            p = pos.get_loc(r["id"])
+            samples.append({"id": r["id"], "label": c, "step": int(r["step"]), "seed_id": str(ids[roots[p]]),
+                            "truth": str(hidden_truth.get(r["id"], ""))})
+    return {
+        "seed": rep_seed,
+        "n_steps": result.n_steps,
+        "stop_reason": result.stop_reason,
+        "step_sizes": result.size_table().reset_index().rename(columns={"index": "row"}).to_dict(orient="list"),
+        "sizes": sizes.to_dict(),
+        "label_precision": {
+            "augmented": label_precision(augmented, hidden_truth),
+            "propagated": label_precision(prop, hidden_truth),
+        },
+        "metrics": metrics,
+        "reports": reports,
+        "samples": samples,
+        "classes": classes,
+    }
+
+
+def _aggregate(runs: list[dict]) -> pd.DataFrame:
+    rows = []
+    for run in runs:
+        for method, m in run["metrics"].items():
+            rows.append({"method": method, **m})
+    df = pd.DataFrame(rows)
+    mean = df.groupby("method", sort=False).mean()
+    std = df.groupby("method", sort=False).std().fillna(0.0)
+    return mean, std
+
+
+def run_augment_experiment(
+    data: str | os.PathLike | None = None,
+    config: AugmentExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    json_out: str | os.PathLike | None = None,
+    html_out: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Run the paper-000 experiment on a catalog; returns (and optionally writes) the results."""
+    cfg = config or AugmentExperimentConfig()
+    root = find_default_data(data)
+    catalog = load_catalog(root, columns={"label": cfg.label_col} if cfg.label_col else None)
+    if cfg.limit:
+        catalog = catalog.head(cfg.limit)
+    labeled = labeled_table(catalog, cfg.positive)
+    results: dict = {
+        "data": str(root),
+        "config": {**asdict(cfg), "head": asdict(cfg.head)},
+        "encoders": {},
+    }
+    for model in cfg.encoders:
+        run_dir = Path(out) if out else default_run_dir(catalog, model)
+        emb_dir = run_dir / "embeddings" if not out else run_dir / "embeddings" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+        embed(catalog, emb_dir, model=model, device=cfg.device, progress=progress)
+        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.positive or 'all'}")
+        runs = [
+            run_one(emb_dir, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}")
+            for s in cfg.repeats
+        ]
+        mean, std = _aggregate(runs)
+        results["encoders"][model] = {
+            "embeddings": str(emb_dir),
+            "runs": runs,
+            "mean": mean.to_dict(orient="index"),
+            "std": std.to_dict(orient="index"),
+        }
+    if json_out:
+        atomic_write_json(json_out, _jsonable(results))
+    if html_out:
+        write_html(results, catalog, html_out)
+    return results
+
+
+def _jsonable(obj):
+    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+
+
+def sizes_table(results: dict) -> pd.DataFrame:
+    """Table 1: class sizes (mean over repetitions) per encoder."""
+    frames = []
+    for model, r in results["encoders"].items():
+        df = pd.concat([pd.DataFrame(run["sizes"]) for run in r["runs"]]).groupby(level=0).mean()
+        df.columns = pd.MultiIndex.from_product([[model], df.columns])
+        frames.append(df.T)
+    return pd.concat(frames)
+
+
+def metrics_table(results: dict) -> pd.DataFrame:
+    """Table 2: metrics (mean, and std over repetitions) per encoder and method."""
+    rows = []
+    for model, r in results["encoders"].items():
+        for method, m in r["mean"].items():
+            row = {"encoder": model, "method": method}
+            for key, v in m.items():
+                row[key] = v
+                if len(r["runs"]) > 1:
+                    row[f"{key} sd"] = r["std"][method][key]
+            rows.append(row)
+    return pd.DataFrame(rows).set_index(["encoder", "method"])
+
+
+def precision_table(results: dict) -> pd.DataFrame:
+    rows = []
+    for model, r in results["encoders"].items():
+        for kind in ("augmented", "propagated"):
+            vals = [run["label_precision"][kind] for run in r["runs"]]
+            rows.append(
+                {
+                    "encoder": model,
+                    "labels": kind,
+                    "n with known truth": float(np.mean([v["n"] for v in vals])),
+                    "precision": float(np.nanmean([v["precision"] for v in vals])) if any(v["n"] for v in vals) else float("nan"),
+                }
+            )
+    return pd.DataFrame(rows).set_index(["encoder", "labels"])
+
+
+def write_html(results: dict, catalog: Catalog, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simlabel.report import Report, figure_html, pair_grid
+
+    cfg = results["config"]
+    title = "Similarity label augmentation vs propagation"
+    if cfg.get("positive"):
+        title += f" — {cfg['positive']} vs rest"
+    rep = Report(title)
+    rep.add(
+        "Setup",
+        "<ul>"
+        + f"<li>data: {results['data']}</li><li>k = {cfg['k']}, stop rule: {cfg['stop']}, holdout: "
+        + (f"the '{cfg['holdout_split']}' split" if cfg.get("holdout_split") else f"{cfg['holdout_frac']:.0%} of the labeled")
+        + ", "
+        + f"labeled share {cfg['labeled_frac']:.0%}, repetitions: {list(cfg['repeats'])}</li>"
+        + f"<li>head: {cfg['head']['head']}</li></ul>",
+    )
+    rep.add_table("Table 1: sizes per class (mean over repetitions)", sizes_table(results), float_format="{:.0f}")
+    mt = metrics_table(results)
+    rep.add_table("Table 2: holdout metrics", mt, note="seeds: trained on the seeds only; aug: seeds + augmented labels; prop: seeds + propagated labels. HM: harmonic mean of all per-class precisions and recalls.")
+    rep.add_table("Precision of the labels made (against the hidden true labels)", precision_table(results))
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    cols = ["HM", "accuracy", "macro_f1"]
+    plot = mt[cols]
+    plot.index = [f"{e} / {m}" for e, m in plot.index]
+    plot.plot.bar(ax=ax, rot=20)
+    ax.set_ylim(0, 1)
+    ax.set_title("holdout metrics")
+    rep.add("Chart", figure_html(fig))
+    paths = dict(zip(catalog.table["id"], catalog.image_paths()))
+    for model, r in results["encoders"].items():
+        samples = r["runs"][0]["samples"]
+        pairs = [
+            ((paths.get(s["id"]), f"{s['label']} (step {s['step']})" + (f", truly {s['truth']}" if s["truth"] else "")),
+             (paths.get(s["seed_id"]), "seed"))
+            for s in samples
+        ]
+        rep.add(f"Augmented images beside the seed that pulled them in ({model})", pair_grid(pairs))
+    return rep.write(path)

@@ -1,0 +1,331 @@
+"""Semantic-similarity label augmentation (paper 000, section 3).
+
+Seeds grow through the k-nearest-neighbour graph of pretrained embeddings.
+With ``n_k(x)`` the k nearest neighbours of ``x`` (other than ``x``) in the
+universe of labeled and unlabeled points, and for step ``i >= 1``::
+
+    P'_i = U_{x in P_(i-1)} n_k(x)  \\  U_{j<i} P_j  \\  U_{j<i} N_j
+    N'_i = U_{x in N_(i-1)} n_k(x)  \\  U_{j<i} P_j  \\  U_{j<i} N_j
+    P_i  = P'_i \\ N'_i \\ H
+    N_i  = N'_i \\ P'_i \\ H
+
+(the paper's equation in section 3). The augmented class is the union of all
+steps. With more than two classes every class grows by the same recurrence
+and a point reached by two or more classes in one step is left unlabeled in
+that step (it may be reached again later). Holdout points ``H`` stay in the
+universe (they can be neighbours and they can cause a conflict) but are never
+labeled.
+
+Stopping. The paper prints "stop as soon as |P_(i-1)| < |P_i| or
+|N_(i-1)| < |N_i|", but its reason ("the search henceforth will return
+increasingly more points that have appeared before") and its Table 1
+(augmented sets 15-42x the seeds with k = 10, which one step cannot reach)
+fit the opposite rule. ``stop="shrink"`` (default) stops as soon as some
+class's frontier shrinks; ``stop="grow"`` is the rule as printed. In both the
+step at which the stop is detected is kept, and the iteration also ends when
+no new point is labeled or after ``max_steps``.
+
+Only the frontier (the points labeled at the previous step) is queried, so the
+cost follows the augmented set, not the universe.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+StopRule = Literal["shrink", "grow"]
+#: ``knn(positions, k) -> (similarities (m, k) float32, neighbour positions (m, k) int64)``,
+#: self excluded, ``-1`` where fewer than k were found (FAISS's order, as ``NeighborIndex.knn_positions``).
+KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+
+UNLABELED = -1
+
+
+@dataclass
+class AugmentResult:
+    """Labels made by :func:`augment_positions`, per position of the universe.
+
+    ``label`` is the class code (``-1`` unlabeled), ``step`` the step that labeled
+    the point (0 for seeds, ``-1`` unlabeled), ``via`` the position of the point of
+    the previous step whose neighbour list reached it (its most similar one;
+    ``-1`` for seeds), ``via_similarity`` that cosine.
+    """
+
+    label: np.ndarray
+    step: np.ndarray
+    via: np.ndarray
+    via_similarity: np.ndarray
+    sizes: np.ndarray  # (n_steps + 1, n_classes): |P_i| per step and class
+    conflicts: np.ndarray  # (n_steps + 1,): points reached by 2+ classes per step
+    stop_reason: str
+    classes: list = field(default_factory=list)
+
+    @property
+    def n_steps(self) -> int:
+        return self.sizes.shape[0] - 1
+
+    def labeled_positions(self) -> np.ndarray:
+        return np.flatnonzero(self.label >= 0)
+
+    def size_table(self) -> pd.DataFrame:
+        """Sizes per step and class, plus seeds / augmented / total rows (the shape of Table 1)."""
+        names = [str(c) for c in self.classes] or [str(i) for i in range(self.sizes.shape[1])]
+        df = pd.DataFrame(self.sizes, columns=names, index=[f"step {i}" for i in range(self.sizes.shape[0])])
+        df["conflicts"] = self.conflicts
+        seeds = self.sizes[0]
+        aug = self.sizes[1:].sum(axis=0)
+        extra = pd.DataFrame(
+            [list(seeds) + [np.nan], list(aug) + [self.conflicts[1:].sum()], list(seeds + aug) + [np.nan]],
+            columns=df.columns,
+            index=["seeds", "augmented", "total"],
+        )
+        return pd.concat([df, extra])
+
+
+def augment_positions(
+    knn: KnnFn,
+    n: int,
+    seed_positions: Sequence[np.ndarray],
+    *,
+    k: int = 10,
+    holdout: np.ndarray | None = None,
+    stop: StopRule = "shrink",
+    max_steps: int | None = None,
+    classes: Sequence | None = None,
+) -> AugmentResult:
+    """Grow seed sets through k-NN (the paper's recurrence) over a universe of ``n`` points.
+
+    Parameters
+    ----------
+    knn: neighbour function over positions (see :data:`KnnFn`), e.g.
+        ``NeighborIndex.knn_positions``; called only on each step's frontier.
+    n: size of the universe.
+    seed_positions: one array of positions per class (``P_0``, ``N_0``, ...); disjoint.
+    holdout: positions (or a boolean mask of length ``n``) never to label.
+    stop: ``"shrink"`` (default) or ``"grow"``; see the module docstring.
+    max_steps: upper bound on the number of steps (``None``: until a stop).
+    """
+    if stop not in ("shrink", "grow"):
+        raise ValueError(f"stop must be 'shrink' or 'grow'; got {stop!r}")
+    if k < 1:
+        raise ValueError(f"k must be >= 1; got {k}")
+    n_classes = len(seed_positions)
+    if n_classes < 1:
+        raise ValueError("at least one class of seeds is needed")
+    label = np.full(n, UNLABELED, dtype=np.int32)
+    step = np.full(n, UNLABELED, dtype=np.int32)
+    via = np.full(n, -1, dtype=np.int64)
+    via_sim = np.full(n, np.nan, dtype=np.float32)
+    is_holdout = np.zeros(n, dtype=bool)
+    if holdout is not None:
+        holdout = np.asarray(holdout)
+        if holdout.dtype == bool:
+            if holdout.shape != (n,):
+                raise ValueError(f"holdout mask must have length {n}")
+            is_holdout = holdout.copy()
+        else:
+            is_holdout[holdout.astype(np.int64)] = True
+    frontiers: list[np.ndarray] = []
+    for c, pos in enumerate(seed_positions):
+        pos = np.unique(np.asarray(pos, dtype=np.int64))
+        if len(pos) and (pos.min() < 0 or pos.max() >= n):
+            raise ValueError(f"seed positions of class {c} out of range [0, {n})")
+        clash = pos[label[pos] != UNLABELED]
+        if len(clash):
+            raise ValueError(f"seed position {int(clash[0])} is a seed of two classes")
+        if is_holdout[pos].any():
+            raise ValueError(f"seed position {int(pos[is_holdout[pos]][0])} is also in the holdout")
+        label[pos] = c
+        step[pos] = 0
+        frontiers.append(pos)
+    sizes = [[len(f) for f in frontiers]]
+    conflicts = [0]
+    stop_reason = "max_steps"
+    i = 0
+    while max_steps is None or i < max_steps:
+        i += 1
+        reached_dst: list[np.ndarray] = []
+        reached_via: list[np.ndarray] = []
+        reached_sim: list[np.ndarray] = []
+        for c in range(n_classes):
+            f = frontiers[c]
+            if len(f) == 0:
+                reached_dst.append(np.empty(0, np.int64))
+                reached_via.append(np.empty(0, np.int64))
+                reached_sim.append(np.empty(0, np.float32))
+                continue
+            sim, nbr = knn(f, k)
+            nbr = np.asarray(nbr, dtype=np.int64)
+            src = np.repeat(f, nbr.shape[1])
+            dst = nbr.ravel()
+            s = np.asarray(sim, dtype=np.float32).ravel()
+            # P'_i: reached, minus every earlier P_j and N_j (holdout not yet removed)
+            keep = dst >= 0
+            keep[keep] &= label[dst[keep]] == UNLABELED
+            src, dst, s = src[keep], dst[keep], s[keep]
+            # one row per reached point: the most similar frontier point that reached it
+            order = np.lexsort((-s, dst))
+            dst, src, s = dst[order], src[order], s[order]
+            first = np.ones(len(dst), dtype=bool)
+            first[1:] = dst[1:] != dst[:-1]
+            reached_dst.append(dst[first])
+            reached_via.append(src[first])
+            reached_sim.append(s[first])
+        all_dst = np.concatenate(reached_dst)
+        uniq, counts = np.unique(all_dst, return_counts=True)
+        contested = uniq[counts > 1]
+        new_frontiers = []
+        for c in range(n_classes):
+            d = reached_dst[c]
+            ok = ~np.isin(d, contested, assume_unique=False) & ~is_holdout[d]
+            d, v, s = d[ok], reached_via[c][ok], reached_sim[c][ok]
+            label[d] = c
+            step[d] = i
+            via[d] = v
+            via_sim[d] = s
+            new_frontiers.append(d)
+        conflicts.append(int(len(contested)))
+        new_sizes = [len(f) for f in new_frontiers]
+        sizes.append(new_sizes)
+        prev = sizes[-2]
+        frontiers = new_frontiers
+        if sum(new_sizes) == 0:
+            stop_reason = "exhausted"
+            break
+        if stop == "shrink" and any(b < a for a, b in zip(prev, new_sizes)):
+            stop_reason = "shrink"
+            break
+        if stop == "grow" and any(a < b for a, b in zip(prev, new_sizes)):
+            stop_reason = "grow"
+            break
+    return AugmentResult(
+        label=label,
+        step=step,
+        via=via,
+        via_similarity=via_sim,
+        sizes=np.asarray(sizes, dtype=np.int64),
+        conflicts=np.asarray(conflicts, dtype=np.int64),
+        stop_reason=stop_reason,
+        classes=list(classes) if classes is not None else list(range(n_classes)),
+    )
+
+
+# -- files in, files out ------------------------------------------------------------------------
+
+
+def root_seeds(via: np.ndarray, step: np.ndarray) -> np.ndarray:
+    """Follow ``via`` chains back to step 0: the seed each labeled point descends from (-1 if none)."""
+    root = np.where(step == 0, np.arange(len(step)), via).astype(np.int64)
+    for _ in range(int(step.max(initial=0))):
+        nxt = np.where((root >= 0) & (step[np.maximum(root, 0)] > 0), via[np.maximum(root, 0)], root)
+        if np.array_equal(nxt, root):
+            break
+        root = nxt
+    return np.where(step >= 0, root, -1)
+
+
+def split_holdout(labels: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Stratified split of a label table into (seeds, holdout), ``frac`` of each class held out."""
+    if not 0 <= frac < 1:
+        raise ValueError(f"holdout fraction must be in [0, 1); got {frac}")
+    rng = np.random.default_rng(seed)
+    hold = np.zeros(len(labels), dtype=bool)
+    for _, idx in labels.groupby("label").indices.items():
+        idx = rng.permutation(idx)
+        hold[idx[: int(round(frac * len(idx)))]] = True
+    return labels[~hold].reset_index(drop=True), labels[hold].reset_index(drop=True)
+
+
+def augment(
+    emb: str | os.PathLike,
+    seeds: str | os.PathLike | pd.DataFrame,
+    *,
+    k: int = 10,
+    holdout: str | os.PathLike | pd.DataFrame | None = None,
+    holdout_frac: float | None = None,
+    seed: int = 0,
+    stop: StopRule = "shrink",
+    max_steps: int | None = None,
+    index: str | os.PathLike | None = None,
+    index_kind: str = "auto",
+    out: str | os.PathLike | None = None,
+) -> tuple[pd.DataFrame, AugmentResult, pd.DataFrame]:
+    """Augment seed labels over the universe of an embedding folder.
+
+    Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
+    (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
+    labels (given, drawn with ``holdout_frac``, or empty). With ``out`` the labels are written
+    there, the size table to ``<out>.summary.json`` and a drawn holdout to ``<out>.holdout.csv``.
+    """
+    import json
+    from pathlib import Path
+
+    from simlabel.index import IndexConfig, NeighborIndex
+    from simlabel.labels.io import read_labels, write_labels
+    from simlabel.store import atomic_write_json, load_embeddings
+
+    ids, matrix = load_embeddings(emb)
+    seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids)
+    if holdout is not None and holdout_frac is not None:
+        raise ValueError("give either holdout (a file) or holdout_frac, not both")
+    if holdout_frac:
+        seed_df, hold_df = split_holdout(seed_df, holdout_frac, seed)
+    elif holdout is not None:
+        hold_df = holdout if isinstance(holdout, pd.DataFrame) else read_labels(holdout, known_ids=ids)
+        seed_df = seed_df[~seed_df["id"].isin(hold_df["id"])].reset_index(drop=True)
+    else:
+        hold_df = seed_df.iloc[0:0]
+    classes = sorted(seed_df["label"].unique())
+    if index is not None:
+        nindex = NeighborIndex.load(index)
+        if len(nindex) != len(ids) or not np.array_equal(nindex.ids, ids):
+            raise ValueError(f"{index}: the index does not hold the ids of {emb} in the same order; rebuild it")
+    else:
+        kind = index_kind if index_kind != "auto" else ("flat" if len(ids) <= 200_000 else "ivf")
+        nindex = NeighborIndex.build(ids, matrix, IndexConfig(kind=kind))
+    del matrix
+    pos_of = nindex.positions_of
+    seed_pos = [pos_of(seed_df.loc[seed_df["label"] == c, "id"].to_numpy()) for c in classes]
+    hold_pos = pos_of(hold_df["id"].to_numpy()) if len(hold_df) else None
+    result = augment_positions(
+        nindex.knn_positions,
+        len(ids), seed_pos, k=k, holdout=hold_pos, stop=stop, max_steps=max_steps, classes=classes,
+    )
+    labeled = result.labeled_positions()
+    order = np.lexsort((labeled, result.step[labeled]))
+    labeled = labeled[order]
+    via = result.via[labeled]
+    table = pd.DataFrame(
+        {
+            "id": ids[labeled],
+            "label": np.asarray(classes, dtype=object)[result.label[labeled]],
+            "step": result.step[labeled],
+            "source": np.where(result.step[labeled] == 0, "seed", "augmented"),
+            "via": np.where(via >= 0, ids[np.maximum(via, 0)], ""),
+            "via_similarity": np.round(result.via_similarity[labeled], 6),
+        }
+    )
+    if out is not None:
+        out = Path(out)
+        write_labels(table, out)
+        summary = {
+            "k": k,
+            "stop": stop,
+            "stop_reason": result.stop_reason,
+            "n_steps": result.n_steps,
+            "universe": int(len(ids)),
+            "holdout": int(len(hold_df)),
+            "classes": [str(c) for c in classes],
+            "sizes": json.loads(result.size_table().to_json(orient="index")),
+        }
+        atomic_write_json(out.with_suffix(out.suffix + ".summary.json"), summary)
+        if holdout_frac:
+            write_labels(hold_df, out.with_suffix(out.suffix + ".holdout.csv"))
+    return table, result, hold_df
+

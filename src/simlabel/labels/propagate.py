@@ -1,0 +1,196 @@
+"""Label propagation on a k-NN graph (Zhu & Ghahramani, 2002): the baseline of paper 000.
+
+Graph: ``A[u, v] = 1`` iff ``v`` is one of the ``k`` nearest neighbours of ``u``
+(directed, as in paper 000; ``symmetric=True`` uses ``max(A, A^T)``). The
+transition matrix is the row-normalised ``P = D^-1 A``. With label
+distributions ``Y`` (one row per node, one-hot for labeled nodes) each step is::
+
+    Y <- P Y ;  Y[L] <- Y_L          (labeled nodes clamped)
+
+Run to convergence this reaches the harmonic solution
+``Y_U = (I - P_UU)^-1 P_UL Y_L`` (Zhu & Ghahramani 2002, section 2.3); paper
+000 runs as many steps as its augmentation took, so ``steps`` is an argument.
+Everything is ``scipy.sparse``: memory is ``O(n k + n C)``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from simlabel.labels.augment import UNLABELED
+
+
+def knn_adjacency(neighbors: np.ndarray, n: int | None = None, *, symmetric: bool = False) -> sp.csr_matrix:
+    """Binary adjacency from a ``(n, k)`` neighbour-position matrix (``-1`` = none)."""
+    neighbors = np.asarray(neighbors, dtype=np.int64)
+    n = neighbors.shape[0] if n is None else n
+    rows = np.repeat(np.arange(neighbors.shape[0], dtype=np.int64), neighbors.shape[1])
+    cols = neighbors.ravel()
+    ok = cols >= 0
+    a = sp.csr_matrix((np.ones(int(ok.sum()), dtype=np.float32), (rows[ok], cols[ok])), shape=(n, n))
+    a.sum_duplicates()
+    a.data[:] = 1.0
+    if symmetric:
+        a = a.maximum(a.T).tocsr()
+    return a
+
+
+def row_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
+    """``D^-1 A``; rows with no edge stay zero."""
+    deg = np.asarray(a.sum(axis=1)).ravel()
+    inv = np.divide(1.0, deg, out=np.zeros_like(deg, dtype=np.float64), where=deg > 0)
+    return (sp.diags(inv.astype(np.float32)) @ a).tocsr()
+
+
+@dataclass
+class PropagationResult:
+    """``distribution`` (n, C) after the last step; ``label`` its argmax where a node
+    received any mass (``-1`` otherwise); ``confidence`` the winning share."""
+
+    distribution: np.ndarray
+    label: np.ndarray
+    confidence: np.ndarray
+    steps: int
+    converged: bool
+
+
+def propagate_labels(
+    transition: sp.csr_matrix,
+    labels: np.ndarray,
+    n_classes: int | None = None,
+    *,
+    steps: int | None = 10,
+    tol: float = 1e-6,
+    max_steps: int = 1000,
+    callback: Callable[[int, float], None] | None = None,
+) -> PropagationResult:
+    """Iterate ``Y <- P Y`` with labeled rows clamped.
+
+    ``labels`` holds a class code per node, ``-1`` for unlabeled. ``steps=None``
+    iterates until the largest change is below ``tol`` (or ``max_steps``).
+    """
+    labels = np.asarray(labels)
+    n = transition.shape[0]
+    if labels.shape != (n,):
+        raise ValueError(f"labels must have shape ({n},); got {labels.shape}")
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    is_labeled = labels != UNLABELED
+    y_l = np.zeros((int(is_labeled.sum()), n_classes), dtype=np.float32)
+    y_l[np.arange(len(y_l)), labels[is_labeled]] = 1.0
+    y = np.zeros((n, n_classes), dtype=np.float32)
+    y[is_labeled] = y_l
+    limit = max_steps if steps is None else steps
+    converged = False
+    done = 0
+    for done in range(1, limit + 1):
+        new = transition @ y
+        new[is_labeled] = y_l
+        delta = float(np.abs(new - y).max()) if n else 0.0
+        y = new
+        if callback:
+            callback(done, delta)
+        if delta < tol:
+            converged = True
+            break
+    mass = y.sum(axis=1)
+    label = np.where(mass > 0, y.argmax(axis=1), UNLABELED).astype(np.int32)
+    conf = np.divide(y.max(axis=1), mass, out=np.zeros_like(mass), where=mass > 0)
+    return PropagationResult(y, label, conf, done, converged)
+
+
+def harmonic_solution(transition: sp.csr_matrix, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
+    """The closed form ``Y_U = (I - P_UU)^-1 P_UL Y_L`` (a sparse solve); rows of labeled nodes are one-hot."""
+    import scipy.sparse.linalg as spla
+
+    labels = np.asarray(labels)
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    lab = labels != UNLABELED
+    u = ~lab
+    p = transition.tocsr()
+    p_uu = p[u][:, u]
+    p_ul = p[u][:, lab]
+    y_l = np.zeros((int(lab.sum()), n_classes))
+    y_l[np.arange(len(y_l)), labels[lab]] = 1.0
+    a = (sp.identity(int(u.sum()), format="csc") - p_uu).tocsc()
+    rhs = p_ul @ y_l
+    y_u = spla.spsolve(a, rhs) if int(u.sum()) else np.zeros((0, n_classes))
+    y = np.zeros((len(labels), n_classes))
+    y[lab] = y_l
+    y[u] = np.asarray(y_u).reshape(int(u.sum()), n_classes)
+    return y
+
+
+# -- files in, files out ------------------------------------------------------------------------
+
+
+def propagate(
+    emb: str | os.PathLike,
+    labels: str | os.PathLike | pd.DataFrame,
+    *,
+    k: int = 10,
+    steps: int | None = 10,
+    unlabeled_sample: int | None = None,
+    symmetric: bool = False,
+    exclude: Sequence[str] | None = None,
+    seed: int = 0,
+    index_kind: str = "auto",
+    out: str | os.PathLike | None = None,
+) -> tuple[pd.DataFrame, PropagationResult]:
+    """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
+
+    As paper 000: the graph's nodes are the labeled points and ``unlabeled_sample``
+    points drawn (seeded) from the rest of the universe, never from ``exclude``
+    (e.g. the holdout); ``None`` takes every unlabeled point. Edges are each node's
+    ``k`` nearest neighbours among the nodes. Returns the labels propagated to the
+    unlabeled nodes (``id,label,confidence,source``; nodes no label reached are
+    left out) and the raw result.
+    """
+    from simlabel.index import IndexConfig, NeighborIndex
+    from simlabel.labels.io import read_labels, write_labels
+    from simlabel.store import load_embeddings
+
+    ids, matrix = load_embeddings(emb)
+    lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids)
+    classes = sorted(lab["label"].unique())
+    id_index = pd.Index(ids)
+    lab_pos = id_index.get_indexer(lab["id"])
+    if (lab_pos < 0).any():
+        raise KeyError(f"{int((lab_pos < 0).sum())} labeled id(s) have no embedding, e.g. {lab['id'][lab_pos < 0].iloc[0]}")
+    blocked = np.zeros(len(ids), dtype=bool)
+    blocked[lab_pos] = True
+    if exclude is not None and len(exclude):
+        ex = id_index.get_indexer(pd.Index(exclude))
+        blocked[ex[ex >= 0]] = True
+    pool = np.flatnonzero(~blocked)
+    rng = np.random.default_rng(seed)
+    if unlabeled_sample is not None and unlabeled_sample < len(pool):
+        pool = np.sort(rng.choice(pool, size=unlabeled_sample, replace=False))
+    nodes = np.concatenate([lab_pos, pool])
+    code = {c: i for i, c in enumerate(classes)}
+    node_labels = np.concatenate([lab["label"].map(code).to_numpy(np.int32), np.full(len(pool), UNLABELED, np.int32)])
+    kk = min(k, len(nodes) - 1)
+    kind = index_kind if index_kind != "auto" else ("flat" if len(nodes) <= 200_000 else "ivf")
+    graph_index = NeighborIndex.build(ids[nodes], matrix[nodes], IndexConfig(kind=kind))
+    del matrix
+    _, nbr = graph_index.knn_positions(np.arange(len(nodes)), kk)
+    p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
+    res = propagate_labels(p, node_labels, len(classes), steps=steps)
+    unl = np.arange(len(lab_pos), len(nodes))
+    got = unl[res.label[unl] >= 0]
+    table = pd.DataFrame(
+        {
+            "id": ids[nodes[got]],
+            "label": np.asarray(classes, dtype=object)[res.label[got]],
+            "confidence": np.round(res.confidence[got], 6),
+            "source": "propagated",
+        }
+    )
+    if out is not None:
+        write_labels(table, out)
+    return table, res

@@ -1,0 +1,82 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from simlabel.heads import EmbeddingClassifier, HeadConfig
+from simlabel.probe import evaluate, gather_training_labels, train
+
+
+def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, seed: int = 0):
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(classes), dim)) * 2
+    X = np.concatenate([c + spread * rng.standard_normal((n_per, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat(classes, n_per)
+    return X, y
+
+
+@pytest.mark.parametrize("head", ["linear", "mlp"])
+def test_fits_separable_data_and_round_trips(tmp_path: Path, head: str) -> None:
+    X, y = blobs(60, ["a", "b", "c"])
+    clf = EmbeddingClassifier(HeadConfig(head=head, max_epochs=300, patience=15, device="cpu")).fit(X, y)
+    assert (clf.predict(X) == y).mean() > 0.97
+    proba = clf.predict_proba(X)
+    assert proba.shape == (180, 3) and np.allclose(proba.sum(axis=1), 1)
+    clf.save(tmp_path / "m")
+    again = EmbeddingClassifier.load(tmp_path / "m")
+    assert again.classes_ == ["a", "b", "c"]
+    assert np.allclose(again.predict_proba(X), proba, atol=1e-6)
+
+
+def test_binary_uses_one_logistic_output() -> None:
+    X, y = blobs(50, ["neg", "pos"])
+    clf = EmbeddingClassifier(HeadConfig(device="cpu")).fit(X, y)
+    assert clf.decision_scores(X).shape == (100, 1)
+    assert (clf.predict(X) == y).mean() > 0.97
+
+
+def test_early_stopping_restores_best_epoch() -> None:
+    X, y = blobs(40, ["a", "b"], spread=3.0)  # noisy: validation loss turns up early
+    clf = EmbeddingClassifier(HeadConfig(max_epochs=500, patience=5, lr=1e-2, device="cpu")).fit(X, y)
+    assert len(clf.history_) < 500
+    vals = [h["val_loss"] for h in clf.history_]
+    assert clf.best_epoch_ == int(np.argmin(vals))
+
+
+def test_deterministic_with_seed() -> None:
+    X, y = blobs(30, ["a", "b", "c"])
+    a = EmbeddingClassifier(HeadConfig(seed=3, device="cpu")).fit(X, y).predict_proba(X)
+    b = EmbeddingClassifier(HeadConfig(seed=3, device="cpu")).fit(X, y).predict_proba(X)
+    assert np.array_equal(a, b)
+
+
+def test_validation_errors() -> None:
+    with pytest.raises(ValueError, match="two classes"):
+        EmbeddingClassifier().fit(np.zeros((3, 2)), ["a", "a", "a"])
+    with pytest.raises(ValueError, match="head"):
+        HeadConfig(head="resnet")
+    with pytest.raises(RuntimeError, match="not fitted"):
+        EmbeddingClassifier().predict(np.zeros((1, 2)))
+
+
+def test_train_and_evaluate_files(tmp_path: Path) -> None:
+    from simlabel.store import shard_name, write_shard
+
+    X, y = blobs(40, ["a", "b"], dim=8)
+    ids = [f"i{i}" for i in range(80)]
+    write_shard(tmp_path / "emb" / shard_name(0), ids, X)
+    tr = pd.DataFrame({"id": ids[:10] + ids[40:50], "label": list(y[:10]) + list(y[40:50])})
+    ex = pd.DataFrame({"id": ids[5:30] + ids[45:70], "label": ["b"] * 5 + list(y[10:30]) + list(y[45:70])})
+    tr.to_csv(tmp_path / "train.csv", index=False)
+    ex.to_csv(tmp_path / "aug.csv", index=False)
+    table = gather_training_labels(tmp_path / "train.csv", [tmp_path / "aug.csv"])
+    # the verified labels win over the extra file's (ids 5..9 are 'a', the extra says 'b')
+    assert (table.set_index("id").loc[ids[5:10], "label"] == "a").all() and len(table) == 60
+    train(tmp_path / "emb", tmp_path / "train.csv", extra=[tmp_path / "aug.csv"], out=tmp_path / "model", config=HeadConfig(device="cpu"))
+    test = pd.DataFrame({"id": ids[30:40] + ids[70:80], "label": list(y[30:40]) + list(y[70:80])})
+    rep = evaluate(tmp_path / "model", tmp_path / "emb", test, positive="b", json_out=tmp_path / "r.json")
+    assert rep["accuracy"] > 0.9 and set(rep["binary"]) >= {"+P", "+R", "-P", "-R"}
+    assert (tmp_path / "r.json").exists() and (tmp_path / "model" / "config.json").exists()

@@ -1,0 +1,43 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from sklearn.metrics import accuracy_score, precision_recall_fscore_support
+
+from simlabel.metrics import classification_report, harmonic_mean, topk_accuracy
+
+
+def test_binary_report_by_hand() -> None:
+    y = ["+", "+", "+", "-", "-", "-", "-", "-"]
+    p = ["+", "+", "-", "+", "-", "-", "-", "-"]
+    r = classification_report(y, p, positive="+")
+    # +P = 2/3, +R = 2/3, -P = 4/5, -R = 4/5
+    b = r["binary"]
+    assert b["+P"] == pytest.approx(2 / 3) and b["+R"] == pytest.approx(2 / 3)
+    assert b["-P"] == pytest.approx(0.8) and b["-R"] == pytest.approx(0.8)
+    assert r["hm"] == pytest.approx(4 / (3 / 2 + 3 / 2 + 5 / 4 + 5 / 4))
+    assert r["labels"] == ["+", "-"] and r["confusion_matrix"] == [[2, 1], [1, 4]]  # rows: truth, cols: prediction
+
+
+def test_matches_sklearn_multiclass() -> None:
+    rng = np.random.default_rng(0)
+    y = rng.choice(list("abcd"), 200)
+    p = np.where(rng.random(200) < 0.7, y, rng.choice(list("abcd"), 200))
+    r = classification_report(y, p)
+    pr, rc, f1, s = precision_recall_fscore_support(y, p, labels=list("abcd"), zero_division=0)
+    for i, c in enumerate("abcd"):
+        assert r["per_class"][c]["precision"] == pytest.approx(pr[i])
+        assert r["per_class"][c]["recall"] == pytest.approx(rc[i])
+        assert r["per_class"][c]["f1"] == pytest.approx(f1[i])
+    assert r["accuracy"] == pytest.approx(accuracy_score(y, p))
+
+
+def test_hm_is_zero_when_a_class_collapses() -> None:
+    assert classification_report(["a", "b"], ["a", "a"])["hm"] == 0.0
+    assert harmonic_mean([0.5, 1.0]) == pytest.approx(2 / 3)
+
+
+def test_topk() -> None:
+    s = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
+    assert topk_accuracy(s, np.array([2, 2]), 1) == 0.0
+    assert topk_accuracy(s, np.array([2, 2]), 2) == 0.5
