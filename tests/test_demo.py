@@ -37,11 +37,16 @@ def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path) -> None:
     df.loc[good & (df.index % 4 == 0), "split"] = "test"
     df.loc[good & (df.index % 4 != 0), "split"] = "train"
     df.to_csv(clothing_slice, index=False)
-    rep = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False)
+    rep = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, experiment=False)
     assert rep.n_items == 47 and rep.n_failed == 5 and rep.n_embedded == 42
     assert rep.n_test == 10 and rep.knn_accuracy is not None
     # 10 classes, 3 train images each: ImageNet features must beat chance (0.1) clearly
     assert rep.knn_accuracy >= 0.3
     assert (tmp_path / "run" / "index.faiss").exists() and (tmp_path / "run" / "demo_report.json").exists()
-    again = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False)
+    again = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, labeled_frac=0.9)
     assert again.resumed and again.knn_accuracy == rep.knn_accuracy
+    # the small paper-000 experiment ran on the same embeddings, the test split held out
+    exp = again.experiment["encoders"]["efficientnet-lite0"]
+    assert exp["embeddings"] == str(tmp_path / "run" / "embeddings")
+    assert set(exp["runs"][0]["metrics"]) == {"seeds", "aug", "prop"}
+    assert (tmp_path / "run" / "experiment_augment.html").exists()

@@ -316,17 +316,21 @@ def demo(
     model: str = typer.Option("efficientnet-lite0", "--model", "-m", help="Image model."),
     label_col: Optional[str] = typer.Option(None, "--label-col", help="Catalog column holding the labels."),
     k: int = typer.Option(10, "--k", "-k", help="Neighbours for the k-NN accuracy."),
+    experiment: bool = typer.Option(True, "--experiment/--no-experiment", help="Also run a small paper-000 experiment (augmentation vs propagation)."),
+    labeled_frac: float = typer.Option(0.1, "--labeled-frac", help="Share of the catalog kept labeled in that experiment."),
     device: str = DeviceOpt,
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
 ) -> None:
-    """Run the main job: embed the data (cached), index it, report k-NN accuracy.
+    """Run the main job: embed the data (cached), index it, report k-NN accuracy,
+    then a small label-augmentation experiment (paper 000) on the same embeddings.
 
     Example: simlabel demo            (uses ../shared/datasets/clothing-small)
     """
     from simlabel.demo import run_demo
 
     try:
-        rep = run_demo(data, out=out, model=model, label_col=label_col, k=k, device=device, progress=progress)
+        rep = run_demo(data, out=out, model=model, label_col=label_col, k=k, device=device, progress=progress,
+                       experiment=experiment, labeled_frac=labeled_frac)
     except _known_errors() as e:
         _fail(str(e))
     t = Table(title="simlabel demo", show_header=False)
@@ -348,6 +352,14 @@ def demo(
         for c, a in rep.per_class_accuracy.items():
             pc.add_row(c, f"{a:.3f}")
         out_console.print(pc)
+    if rep.experiment:
+        out_console.print(
+            f"\n[bold]Label augmentation (paper 000)[/]: {labeled_frac:.0%} of the catalog keeps its labels; "
+            "a dense layer trained on the seeds, seeds + augmented, seeds + propagated labels:",
+            soft_wrap=True,
+        )
+        _print_augment_tables(rep.experiment)
+        out_console.print(f"experiment report: {Path(rep.out) / 'experiment_augment.html'}", highlight=False, soft_wrap=True)
     out_console.print(f"report: {Path(rep.out) / 'demo_report.json'}", highlight=False, soft_wrap=True)
 
 

@@ -101,6 +101,7 @@ class DemoReport:
     n_test: int
     knn_accuracy: float | None
     per_class_accuracy: dict[str, float]
+    experiment: dict | None = None
 
 
 def run_demo(
@@ -113,8 +114,16 @@ def run_demo(
     device: str = "auto",
     progress: bool = True,
     seed: int = 0,
+    experiment: bool = True,
+    labeled_frac: float = 0.1,
 ) -> DemoReport:
-    """Embed the default (or given) data, index it and measure test-vs-train k-NN accuracy."""
+    """Embed the default (or given) data, index it and measure test-vs-train k-NN accuracy.
+
+    With ``experiment`` it then runs a small version of paper 000's experiment on the
+    same embeddings: ``labeled_frac`` of the catalog keeps its labels, the test split
+    (or 30% of the labeled rows) is held out, and a dense layer is trained on the seeds,
+    seeds + augmented and seeds + propagated labels.
+    """
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": label_col} if label_col else None)
     if "label" not in catalog.table.columns:
@@ -166,5 +175,17 @@ def run_demo(
         knn_accuracy=acc,
         per_class_accuracy=per_class,
     )
-    atomic_write_json(run_dir / "demo_report.json", report.__dict__)
+    if experiment:
+        from simlabel.experiments.augment import AugmentExperimentConfig, run_augment_experiment
+
+        has_test = "split" in catalog.table.columns and (catalog.table["split"] == "test").any()
+        cfg = AugmentExperimentConfig(
+            label_col=label_col, encoders=[model], labeled_frac=labeled_frac,
+            holdout_split="test" if has_test else None, repeats=[seed], device=device,
+        )
+        report.experiment = run_augment_experiment(
+            root, cfg, out=run_dir, json_out=run_dir / "experiment_augment.json",
+            html_out=run_dir / "experiment_augment.html", progress=progress, embeddings={model: emb_dir},
+        )
+    atomic_write_json(run_dir / "demo_report.json", {k: v for k, v in report.__dict__.items() if k != "experiment"})
     return report

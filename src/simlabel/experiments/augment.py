@@ -131,6 +131,12 @@ def run_one(
     else:
         seeds, hold = split_holdout(known, cfg.holdout_frac, seed=rep_seed)
     hidden_truth = truth_all.drop(pd.Index(seeds["id"]).append(pd.Index(hold["id"])))
+    seed_classes = set(seeds["label"])
+    if len(seed_classes) < 2:
+        raise ValueError(f"only {len(seed_classes)} class among the seeds: label more of the catalog (--labeled-frac)")
+    # a class with no seed cannot be predicted: leave its holdout rows out, and say how many
+    n_hold_unseen = int((~hold["label"].isin(seed_classes)).sum())
+    hold = hold[hold["label"].isin(seed_classes)].reset_index(drop=True)
     work.mkdir(parents=True, exist_ok=True)
     aug, result, _ = augment(emb_dir, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps, out=work / "aug.csv")
     augmented = aug[aug["source"] == "augmented"]
@@ -169,6 +175,7 @@ def run_one(
         "seed": rep_seed,
         "n_steps": result.n_steps,
         "stop_reason": result.stop_reason,
+        "holdout_rows_of_unseeded_classes": n_hold_unseen,
         "step_sizes": result.size_table().reset_index().rename(columns={"index": "row"}).to_dict(orient="list"),
         "sizes": sizes.to_dict(),
         "label_precision": {
@@ -201,8 +208,12 @@ def run_augment_experiment(
     json_out: str | os.PathLike | None = None,
     html_out: str | os.PathLike | None = None,
     progress: bool = True,
+    embeddings: dict[str, str | os.PathLike] | None = None,
 ) -> dict:
-    """Run the paper-000 experiment on a catalog; returns (and optionally writes) the results."""
+    """Run the paper-000 experiment on a catalog; returns (and optionally writes) the results.
+
+    ``embeddings`` maps an encoder to an existing embedding folder of this catalog (skips embedding).
+    """
     cfg = config or AugmentExperimentConfig()
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": cfg.label_col} if cfg.label_col else None)
@@ -216,8 +227,11 @@ def run_augment_experiment(
     }
     for model in cfg.encoders:
         run_dir = Path(out) if out else default_run_dir(catalog, model)
-        emb_dir = run_dir / "embeddings" if not out else run_dir / "embeddings" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-        embed(catalog, emb_dir, model=model, device=cfg.device, progress=progress)
+        if embeddings and model in embeddings:
+            emb_dir = Path(embeddings[model])
+        else:
+            emb_dir = run_dir / "embeddings" if not out else run_dir / "embeddings" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
+            embed(catalog, emb_dir, model=model, device=cfg.device, progress=progress)
         tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.positive or 'all'}")
         runs = [
             run_one(emb_dir, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}")
