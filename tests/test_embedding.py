@@ -42,6 +42,22 @@ def test_embed_survives_bad_files_and_records_them(clothing_slice: Path, image_e
     assert "failed" in res.summary_line() and "items/s" in res.summary_line()
 
 
+def test_fashion_slice_with_planted_bad_files(fashion_slice: Path, image_encoder, tmp_path: Path) -> None:
+    from tests.conftest import plant_bad_files
+
+    df = pd.read_csv(fashion_slice, dtype=str)
+    planted = plant_bad_files(tmp_path, df["image"].iloc[0])
+    df = pd.concat([df, pd.DataFrame(planted).drop(columns="expect")], ignore_index=True)
+    df.to_csv(tmp_path / "with_bad.csv", index=False)
+    res = embed(tmp_path / "with_bad.csv", tmp_path / "emb", image_encoder=image_encoder, text_col="title", progress=False)
+    assert res.n_embedded == 42 and res.n_failed == 5
+    reasons = pd.read_csv(tmp_path / "emb" / "errors.csv").set_index("id")["reason"].to_dict()
+    expected = {p["id"]: p["expect"] for p in planted if p["expect"] not in ("ok", "fail")}
+    assert {k: reasons[k] for k in expected} == expected
+    # the planted rows have no title: recorded as text failures, the real titles all embedded
+    assert res.text.n_embedded == 40 and res.text.n_failed == 7
+
+
 def test_strict_stops_at_first_failure(clothing_slice: Path, image_encoder, tmp_path: Path) -> None:
     with pytest.raises(EmbedItemError, match="bad-corrupt"):
         embed(clothing_slice, tmp_path / "emb", image_encoder=image_encoder, strict=True, progress=False)

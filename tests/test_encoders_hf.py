@@ -361,3 +361,30 @@ def test_hub_id_from_local_cache_records_commit(tmp_path, clip_dir):
     assert out.returncode == 0, out.stderr[-2000:]
     line = [ln for ln in out.stdout.splitlines() if ln.startswith("VERSION")][0]
     assert line == f"VERSION simlabel-test/tiny-clip@{commit} clip:simlabel-test/tiny-clip (1, {PROJ_DIM})"
+
+
+# ---------------------------------------------------------------------------
+# through the embed pipeline and the CLI, as a user names them
+# ---------------------------------------------------------------------------
+
+
+def test_embed_with_clip_and_dino_specs(clip_dir, dino_dir, fashion_slice, tmp_path):
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from simlabel.store import load_embeddings, read_metadata
+
+    runner = CliRunner()
+    out = tmp_path / "clip"
+    res = runner.invoke(app, ["embed", str(fashion_slice), "--out", str(out), "--model", f"clip:{clip_dir}",
+                              "--text-col", "title", "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    ids, img = load_embeddings(out)
+    tids, txt = load_embeddings(out / "text")
+    # CLIP's text tower is the default text model with a CLIP image model: one space, one width
+    assert img.shape == (40, 16) and txt.shape == (40, 16) and list(ids) == list(tids)
+    assert read_metadata(out)["model"] == f"clip:{clip_dir}" and read_metadata(out / "text")["model"] == f"clip:{clip_dir}"
+    res = runner.invoke(app, ["embed", str(fashion_slice), "--out", str(tmp_path / "dino"), "--model", f"dino:{dino_dir}",
+                              "--no-progress", "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    assert load_embeddings(tmp_path / "dino")[1].shape == (40, 32)

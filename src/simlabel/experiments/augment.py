@@ -328,6 +328,7 @@ def write_html(results: dict, catalog: Catalog, path: str | os.PathLike) -> Path
     plot.plot.bar(ax=ax, rot=20)
     ax.set_ylim(0, 1)
     ax.set_title("holdout metrics")
+    ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0))
     rep.add("Chart", figure_html(fig))
     paths = dict(zip(catalog.table["id"], catalog.image_paths()))
     for model, r in results["encoders"].items():
