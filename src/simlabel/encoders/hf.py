@@ -318,18 +318,9 @@ class _CLIPBase:
         return image_proc, tokenizer
 
 
-class CLIPImageEncoder(_CLIPBase, ImageEncoder):
-    """CLIP image tower: ``(B, 3, S, S) -> (B, projection_dim)``, L2-normalised."""
-
-    def __init__(self, name_or_path: str, device: str = "auto", *, model=None, processor=None):
-        image_proc, _ = self._setup(name_or_path, device, model, True, False)
-        if processor is not None:
-            image_proc = getattr(processor, "image_processor", processor)
-        if image_proc is None:
-            image_proc = _image_processor("CLIP", self._source, self._is_local)
-        self.processor = image_proc
-        self.image_size = _processor_image_size(image_proc, getattr(self.model.config.vision_config, "image_size", None))
-        self._proc_kwargs = _square_kwargs(image_proc, self.image_size)
+class _HFImageTower:
+    """What every Hugging Face image encoder shares: the processor's preprocessing and a
+    batched, no-grad forward whose features (``_features``) are L2-normalised."""
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         out = self.processor(images=_to_rgb(image), return_tensors="np", **self._proc_kwargs)
@@ -342,10 +333,25 @@ class CLIPImageEncoder(_CLIPBase, ImageEncoder):
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
         with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device)
-            feats = _pooled(self.model.get_image_features(pixel_values=x))
-            emb = feats.float().cpu().numpy()
-        return l2_normalize(emb)
+            feats = self._features(torch.from_numpy(pixels).to(self.device))
+        return l2_normalize(feats.float().cpu().numpy())
+
+
+class CLIPImageEncoder(_HFImageTower, _CLIPBase, ImageEncoder):
+    """CLIP image tower: ``(B, 3, S, S) -> (B, projection_dim)``, L2-normalised."""
+
+    def __init__(self, name_or_path: str, device: str = "auto", *, model=None, processor=None):
+        image_proc, _ = self._setup(name_or_path, device, model, True, False)
+        if processor is not None:
+            image_proc = getattr(processor, "image_processor", processor)
+        if image_proc is None:
+            image_proc = _image_processor("CLIP", self._source, self._is_local)
+        self.processor = image_proc
+        self.image_size = _processor_image_size(image_proc, getattr(self.model.config.vision_config, "image_size", None))
+        self._proc_kwargs = _square_kwargs(image_proc, self.image_size)
+
+    def _features(self, x):
+        return _pooled(self.model.get_image_features(pixel_values=x))
 
 
 class CLIPTextEncoder(_CLIPBase, TextEncoder):
@@ -407,7 +413,7 @@ def load_clip(name_or_path: str, device: str = "auto") -> tuple[CLIPImageEncoder
 # --------------------------------------------------------------------------- #
 
 
-class DINOImageEncoder(ImageEncoder):
+class DINOImageEncoder(_HFImageTower, ImageEncoder):
     """DINOv2 / DINO v1 backbone: CLS token of ``last_hidden_state``, L2-normalised."""
 
     def __init__(self, name_or_path: str, device: str = "auto"):
@@ -431,19 +437,5 @@ class DINOImageEncoder(ImageEncoder):
         self._proc_kwargs = _square_kwargs(self.processor, self.image_size)
         self.version = _weights_version(source, is_local, model.config)
 
-    def preprocess(self, image: Image.Image) -> np.ndarray:
-        out = self.processor(images=_to_rgb(image), return_tensors="np", **self._proc_kwargs)
-        return np.asarray(out["pixel_values"][0], dtype=np.float32)
-
-    def __call__(self, pixels: np.ndarray) -> np.ndarray:
-        import torch
-
-        pixels = _check_pixels(pixels, self.name)
-        if pixels.shape[0] == 0:
-            return np.zeros((0, self.dim), dtype=np.float32)
-        with torch.inference_mode():
-            x = torch.from_numpy(pixels).to(self.device)
-            out = self.model(pixel_values=x)
-            cls = out.last_hidden_state[:, 0]
-            emb = cls.float().cpu().numpy()
-        return l2_normalize(emb)
+    def _features(self, x):
+        return self.model(pixel_values=x).last_hidden_state[:, 0]
