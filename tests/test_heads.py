@@ -80,3 +80,64 @@ def test_train_and_evaluate_files(tmp_path: Path) -> None:
     rep = evaluate(tmp_path / "model", tmp_path / "emb", test, positive="b", json_out=tmp_path / "r.json")
     assert rep["accuracy"] > 0.9 and set(rep["binary"]) >= {"+P", "+R", "-P", "-R"}
     assert (tmp_path / "r.json").exists() and (tmp_path / "model" / "config.json").exists()
+
+
+def two_modalities(n_per: int = 60, seed: int = 0):
+    """4 classes: modality A tells {a,b} from {c,d}, modality B tells {a,c} from {b,d}; only both tell all four."""
+    rng = np.random.default_rng(seed)
+    classes = np.repeat(["a", "b", "c", "d"], n_per)
+    bit_a = np.isin(classes, ["c", "d"]).astype(float)
+    bit_b = np.isin(classes, ["b", "d"]).astype(float)
+    A = np.outer(bit_a * 2 - 1, np.ones(8)) + 0.5 * rng.standard_normal((len(classes), 8))
+    B = np.outer(bit_b * 2 - 1, np.ones(6)) + 0.5 * rng.standard_normal((len(classes), 6))
+    return A.astype(np.float32), B.astype(np.float32), classes
+
+
+def test_attention_fusion_needs_both_modalities(tmp_path: Path) -> None:
+    A, B, y = two_modalities()
+    X = np.concatenate([A, B], axis=1)
+    cfg = HeadConfig(head="fusion", fusion_width=16, fusion_heads=2, hidden=32, max_epochs=150, patience=20, lr=3e-3, device="cpu")
+    fused = EmbeddingClassifier(cfg).fit(X, y, input_dims=[8, 6])
+    assert (fused.predict(X) == y).mean() > 0.95
+    image_only = EmbeddingClassifier(HeadConfig(head="mlp", device="cpu")).fit(A, y)
+    assert (image_only.predict(A) == y).mean() < 0.75  # one modality cannot separate b from a
+    fused.save(tmp_path / "f")
+    again = EmbeddingClassifier.load(tmp_path / "f")
+    assert again.input_dims_ == [8, 6] and np.allclose(again.predict_proba(X), fused.predict_proba(X), atol=1e-5)
+    with pytest.raises(ValueError, match="two inputs"):
+        EmbeddingClassifier(cfg).fit(A, y)
+    with pytest.raises(ValueError, match="add up"):
+        EmbeddingClassifier(cfg).fit(X, y, input_dims=[8, 5])
+
+
+def test_soft_targets_move_mass_to_the_neighbour() -> None:
+    X, y = blobs(60, ["a", "b", "c"], spread=0.8)
+    # class a's soft target leans on b, never on c
+    T = np.array([[0.7, 0.3, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]])
+    base = EmbeddingClassifier(HeadConfig(head="mlp", loss="focal", device="cpu", max_epochs=80)).fit(X, y)
+    soft = EmbeddingClassifier(HeadConfig(head="mlp", loss="focal", device="cpu", max_epochs=80)).fit(X, y, soft_targets=T)
+    a = y == "a"
+    assert soft.predict_proba(X[a])[:, 1].mean() > base.predict_proba(X[a])[:, 1].mean() + 0.05
+    assert (soft.predict(X) == y).mean() > 0.9
+
+
+def test_curriculum_targets_are_asked_per_epoch() -> None:
+    X, y = blobs(30, ["a", "b", "c"])
+    seen = []
+
+    def targets(epoch: int) -> np.ndarray:
+        seen.append(epoch)
+        return np.eye(3) * 0.9 + 0.1 / 3
+
+    clf = EmbeddingClassifier(HeadConfig(max_epochs=7, patience=100, device="cpu")).fit(X, y, soft_targets=targets)
+    # once up front to check the shape, then once per epoch
+    assert seen == [0, *range(7)] and len(clf.history_) == 7
+    with pytest.raises(ValueError, match="soft targets must be"):
+        EmbeddingClassifier(HeadConfig(device="cpu")).fit(X, y, soft_targets=np.eye(2))
+
+
+def test_binary_with_focal_uses_softmax_and_early_stops_on_accuracy() -> None:
+    X, y = blobs(40, ["neg", "pos"])
+    clf = EmbeddingClassifier(HeadConfig(loss="focal", monitor="accuracy", device="cpu")).fit(X, y)
+    assert not clf.logistic_ and clf.decision_scores(X).shape == (80, 2)
+    assert "val_accuracy" in clf.history_[0]

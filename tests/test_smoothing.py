@@ -450,3 +450,46 @@ def test_load_descriptions_errors(tmp_path: Path) -> None:
     p.write_text("label,description\nTshirts,tops\n ,nothing\n")
     with pytest.raises(ValueError, match=r"empty\.csv, row 1 \(line 3\): empty label"):
         load_descriptions(p)
+
+
+# -- the trainer-facing helpers ------------------------------------------------------------------
+
+
+def test_target_schedule_kinds() -> None:
+    from simlabel.labels.smoothing import SmoothingConfig, target_schedule
+
+    classes = ["a", "b", "c", "d"]
+    sim = np.array([[1, 0.9, 0.1, 0.0], [0.9, 1, 0.2, 0.1], [0.1, 0.2, 1, 0.8], [0.0, 0.1, 0.8, 1]])
+    assert target_schedule(classes, SmoothingConfig(kind="none")) is None
+    t = target_schedule(classes, SmoothingConfig(kind="semantic", alpha=0.2, neighbors=1), similarity=sim)
+    assert np.allclose(t[0], [0.8, 0.2, 0, 0]) and np.allclose(t[2], [0, 0, 0.8, 0.2])
+    f = target_schedule(classes, SmoothingConfig(kind="semantic-curriculum", alpha=0.2, neighbors=1, curriculum_epochs=5), similarity=sim)
+    assert np.allclose(f(0), t) and np.allclose(f(4), np.eye(4)) and np.allclose(f(100), np.eye(4))
+    tax = {"a": ("X", "a"), "b": ("X", "b"), "c": ("Y", "c"), "d": ("Y", "d")}
+    tt = target_schedule(classes, SmoothingConfig(kind="taxonomy", taxonomy=tax, beta=1.0))
+    assert np.allclose(tt.sum(axis=1), 1) and tt[0, 1] > tt[0, 2]
+    with pytest.raises(ValueError, match="needs a taxonomy"):
+        target_schedule(classes, SmoothingConfig(kind="taxonomy"))
+    with pytest.raises(ValueError, match="unknown smoothing"):
+        SmoothingConfig(kind="label-noise")
+
+
+def test_taxonomy_files_and_columns(tmp_path) -> None:
+    import pandas as pd
+
+    from simlabel.labels.io import LabelFileError
+    from simlabel.labels.smoothing import read_taxonomy, taxonomy_from_columns, taxonomy_matrix
+
+    (tmp_path / "t.csv").write_text("label,path\nTshirts,Apparel > Topwear > Tshirts\nShirts,Apparel > Topwear > Shirts\nWatches,Accessories > Watches\n")
+    tax = read_taxonomy(tmp_path / "t.csv")
+    assert tax["Tshirts"] == ("Apparel", "Topwear", "Tshirts")
+    d = taxonomy_matrix(["Tshirts", "Shirts", "Watches"], tmp_path / "t.csv")
+    assert d[0, 1] == 2 and d[0, 2] == 5
+    with pytest.raises(ValueError, match="not in the taxonomy"):
+        taxonomy_matrix(["Tshirts", "Socks"], tax)
+    (tmp_path / "bad.csv").write_text("label,path\nA,X > A\nA,Y > A\n")
+    with pytest.raises(LabelFileError, match="line 3"):
+        read_taxonomy(tmp_path / "bad.csv")
+    table = pd.DataFrame({"m": ["A", "A", "A", "B"], "s": ["x", "x", "y", "x"]})
+    # each leaf takes its most frequent path
+    assert taxonomy_from_columns(table, ["m", "s"]) == {"x": ("A", "x"), "y": ("A", "y")}

@@ -243,9 +243,25 @@ def train(
     extra: list[Path] = typer.Option([], "--extra", help="More label files (augmented, propagated); --labels wins on conflicts."),
     head: str = typer.Option("linear", "--head", help="linear (one dense layer) or mlp (one hidden layer)."),
     hidden: int = typer.Option(512, "--hidden", help="MLP hidden width."),
+    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text) for --inputs text or image+text."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="image (default), text, or image+text (concatenated, or fused with --fusion attention)."),
+    fusion: str = typer.Option("none", "--fusion", help="none, or attention: paper 002's attention fusion of image and title (implies --inputs image+text)."),
+    smoothing: str = typer.Option("none", "--smoothing", help="Soft targets (paper 002): none, uniform, uniform-topk, semantic, semantic-curriculum, taxonomy."),
+    alpha: float = typer.Option(0.1, "--alpha", help="Smoothing mass moved off the true class."),
+    neighbors: int = typer.Option(20, "--neighbors", help="K nearest labels for the top-K smoothing kinds."),
+    label_model: str = typer.Option("minilm", "--label-model", help="Text model embedding the class names (minilm, st:..., clip:...)."),
+    descriptions: Optional[Path] = typer.Option(None, "--descriptions", help="CSV label,description: richer text per class for its embedding."),
+    taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path ('Apparel > Topwear > Tshirts') for --smoothing taxonomy."),
+    beta: float = typer.Option(1.0, "--beta", help="Taxonomy targets: softmax(-beta * tree distance)."),
+    curriculum_epochs: int = typer.Option(30, "--curriculum-epochs", help="semantic-curriculum: epochs over which alpha anneals to 0."),
+    schedule: str = typer.Option("linear", "--schedule", help="semantic-curriculum: linear, cosine, step or exp."),
+    loss: str = typer.Option("ce", "--loss", help="ce (cross-entropy) or focal."),
+    focal_gamma: float = typer.Option(2.0, "--focal-gamma", help="Focal loss gamma."),
+    kl_weight: float = typer.Option(1.0, "--kl-weight", help="Weight of the KL term to the soft targets."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate (AdamW)."),
     epochs: int = typer.Option(200, "--epochs", help="At most this many epochs."),
-    patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation loss."),
+    patience: int = typer.Option(10, "--patience", help="Early stopping: epochs without a better validation score."),
+    monitor: str = typer.Option("loss", "--monitor", help="Early stopping watches the validation loss or accuracy."),
     val_frac: float = typer.Option(0.15, "--val-frac", help="Share of the training rows used for early stopping."),
     balanced: bool = typer.Option(False, "--balanced", help="Weight classes inversely to their frequency."),
     weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
@@ -254,19 +270,33 @@ def train(
 ) -> None:
     """Train a classifier head on frozen embeddings, with early stopping.
 
-    Example: simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
+    Examples:
+      simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
+      simlabel train --emb emb/ --text-emb emb/text --labels train.csv --fusion attention --smoothing semantic --loss focal --out model/
     """
     from simlabel.heads import HeadConfig
+    from simlabel.labels.smoothing import SmoothingConfig
     from simlabel.probe import train as train_fn
 
     try:
+        if fusion not in ("none", "attention"):
+            raise ValueError(f"--fusion must be none or attention; got {fusion!r}")
+        if fusion == "attention":
+            head, inputs = "fusion", "image+text"
         cfg = HeadConfig(head=head, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, val_frac=val_frac,
-                         class_weight="balanced" if balanced else None, seed=seed, device=device)
-        clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col)
+                         class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
+                         kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
+        smooth = SmoothingConfig(kind=smoothing, alpha=alpha, neighbors=neighbors, label_model=label_model,
+                                 descriptions=str(descriptions) if descriptions else None,
+                                 taxonomy=str(taxonomy) if taxonomy else None, beta=beta,
+                                 curriculum_epochs=curriculum_epochs, schedule=schedule)
+        clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col, text_emb=text_emb,
+                       inputs=inputs, smoothing=smooth)
     except _known_errors() as e:
         _fail(str(e))
     out_console.print(
-        f"{head} head over {len(clf.classes_)} classes, best epoch {clf.best_epoch_} of {len(clf.history_)} -> {out}",
+        f"{cfg.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss), best epoch "
+        f"{clf.best_epoch_} of {len(clf.history_)} -> {out}",
         highlight=False, soft_wrap=True,
     )
 
@@ -277,19 +307,45 @@ def evaluate(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
     labels: Path = typer.Option(..., "--labels", help="Test labels, CSV with id,label."),
     positive: Optional[str] = typer.Option(None, "--positive", help="The + class of a binary task (adds +P, +R, -P, -R)."),
+    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model trained on text (default: the ones it was trained with)."),
+    semantic: Optional[int] = typer.Option(None, "--semantic", help="Add paper 002's metric with this many nearest labels (e.g. 20)."),
+    label_model: str = typer.Option("minilm", "--label-model", help="Text model embedding the class names for --semantic."),
+    taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path: adds the mistake severity (mean tree distance of wrong predictions)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
 ) -> None:
-    """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2).
+    """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2);
+    top-1/top-5, the semantic neighbourhood metric and mistake severity (paper 002) on request.
 
     Example: simlabel evaluate --model model/ --emb emb/ --labels holdout.csv --json report.json
     """
+    from simlabel.heads import EmbeddingClassifier
+    from simlabel.labels.smoothing import embed_label_names, label_similarity, nearest_labels, taxonomy_matrix
     from simlabel.probe import evaluate as evaluate_fn
 
     try:
-        rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out)
+        nbrs = dist = None
+        if semantic is not None or taxonomy is not None:
+            classes = EmbeddingClassifier.load(model).classes_
+            if semantic is not None:
+                sim = label_similarity(embed_label_names(classes, label_model))
+                nbrs = nearest_labels(sim, min(semantic, len(classes) - 1) + 1, include_self=True)
+            if taxonomy is not None:
+                dist = taxonomy_matrix(classes, taxonomy)
+        rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out, text_emb=text_emb,
+                          label_neighbors=nbrs, taxonomy_distance=dist)
     except _known_errors() as e:
         _fail(str(e))
     out_console.print(metrics_table(rep))
+    extras = []
+    if "top5" in rep:
+        extras.append(f"top-1 {rep['top1']:.3f}, top-5 {rep['top5']:.3f}")
+    if "semantic" in rep:
+        extras.append(f"top-5 inside the true label's {semantic} nearest + itself: {rep['semantic']['mean_in_top']:.2f} of 5, "
+                      f"all 5 inside: {rep['semantic']['share_all_in']:.3f}")
+    if "severity" in rep:
+        extras.append(f"mistake severity (mean tree distance of wrong top-1): {rep['severity']['mistake_severity']:.3f}")
+    for line in extras:
+        out_console.print(line, highlight=False, soft_wrap=True)
     if json_out:
         out_console.print(f"report: {json_out}", highlight=False, soft_wrap=True)
 
@@ -426,6 +482,58 @@ def experiment_augment(
     for path in (json_out, html_out):
         if path:
             out_console.print(f"written: {path}" + (" (one file per class)" if len(positives) > 1 else ""), highlight=False, soft_wrap=True)
+
+
+@experiment_app.command("smoothing")
+def experiment_smoothing(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with titles (e.g. ../shared/datasets/fashion-products)."),
+    label_col: str = typer.Option("article_type", "--label-col", help="Catalog column holding the labels."),
+    text_col: str = typer.Option("title", "--text-col", help="Catalog column holding the titles."),
+    taxonomy_cols: str = typer.Option("master_category,sub_category,article_type", "--taxonomy-cols", help="Label tree columns, root to leaf (empty: no taxonomy variant)."),
+    approaches: str = typer.Option(",".join(("none", "uniform", "uniform-topk", "semantic", "semantic-curriculum", "taxonomy")), "--approaches"),
+    inputs: str = typer.Option("image,image+text", "--inputs", help="Comma-separated: image, text, image+text (fused by attention)."),
+    alpha: float = typer.Option(0.1, "--alpha"),
+    neighbors: int = typer.Option(20, "--neighbors"),
+    loss: str = typer.Option("focal", "--loss", help="focal or ce."),
+    repeats: int = typer.Option(3, "--repeats", help="Training seeds (the split is fixed)."),
+    label_model: str = typer.Option("minilm", "--label-model", help="Text model for the class names."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (table, charts)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = DeviceOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Paper 002: the five smoothing approaches (+ taxonomy) on image and fused image+title inputs.
+
+    Example: simlabel experiment smoothing --data ../shared/datasets/fashion-products --html smoothing.html
+    """
+    from simlabel.experiments.smoothing import SmoothingExperimentConfig, run_smoothing_experiment
+
+    try:
+        cfg = SmoothingExperimentConfig(
+            label_col=label_col, text_col=text_col,
+            taxonomy_cols=[c.strip() for c in taxonomy_cols.split(",") if c.strip()],
+            approaches=[a.strip() for a in approaches.split(",") if a.strip()],
+            inputs=[i.strip() for i in inputs.split(",") if i.strip()], alpha=alpha, neighbors=neighbors,
+            loss=loss, repeats=list(range(repeats)), label_model=label_model, device=device, limit=limit,
+        )
+        res = run_smoothing_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
+    except _known_errors() as e:
+        _fail(str(e))
+    df = pd.DataFrame(res["summary"])
+    t = Table(title=f"semantic label smoothing: {res['n_classes']} classes, {res['n_train']:,} train / {res['n_test']:,} test, K = {res['neighbors']}")
+    for col in ("inputs", "approach", "top-1", "top-5", "top-5 in nbhd", "all 5 in", "severity"):
+        t.add_column(col, justify="left" if col in ("inputs", "approach") else "right")
+    sd = repeats > 1
+    for _, r in df.iterrows():
+        cell = lambda k, f="{:.3f}": f.format(r[k]) + (f" ±{r[k + ' sd']:.3f}" if sd else "")
+        t.add_row(r["inputs"], r["approach"], cell("top1"), cell("top5"), cell("in_top5", "{:.2f}"), cell("all5_in"), cell("severity"))
+    t.caption = "top-5 in nbhd: mean number of the top-5 predictions inside the true label's K nearest labels + itself; severity: mean tree distance of wrong top-1"
+    out_console.print(t)
+    for path in (json_out, html_out):
+        if path:
+            out_console.print(f"written: {path}", highlight=False, soft_wrap=True)
 
 
 def _print_augment_tables(res: dict) -> None:

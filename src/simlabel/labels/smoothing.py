@@ -52,6 +52,7 @@ import math
 import os
 import re
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -67,6 +68,7 @@ CURRICULUM_SCHEDULES: tuple[str, ...] = ("linear", "cosine", "step", "exp")
 __all__ = [
     "CURRICULUM_SCHEDULES",
     "SMOOTHING_KINDS",
+    "SmoothingConfig",
     "WEIGHT_KINDS",
     "build_targets",
     "clean_label_name",
@@ -76,9 +78,13 @@ __all__ = [
     "load_descriptions",
     "nearest_labels",
     "one_hot_targets",
+    "read_taxonomy",
     "smoothing_weights",
     "soft_targets",
+    "target_schedule",
     "taxonomy_distance",
+    "taxonomy_from_columns",
+    "taxonomy_matrix",
     "taxonomy_targets",
 ]
 
@@ -516,3 +522,122 @@ def build_targets(
     weight_kind = "uniform-topk" if kind == "uniform-topk" else "semantic"
     w = smoothing_weights(weight_kind, similarity=similarity, neighbors=neighbors)
     return soft_targets(w, alpha)
+
+
+# -- what a trainer needs: a config, a taxonomy, and targets per epoch -------------------------
+
+
+@dataclass
+class SmoothingConfig:
+    """Soft targets for training (paper 002). ``kind`` is one of :data:`SMOOTHING_KINDS`.
+
+    ``label_model`` embeds the class names (``minilm``, ``st:...``, or ``clip:...`` for the CLIP
+    text tower); ``descriptions`` a CSV ``label,description``; ``taxonomy`` a CSV ``label,path`` with
+    ``path`` like ``Apparel > Topwear > Tshirts`` (or a mapping label -> path tuple);
+    ``curriculum_epochs``/``schedule``/``warmup``: how approach 5 anneals alpha to 0.
+    """
+
+    kind: str = "none"
+    alpha: float = 0.1
+    neighbors: int = 20
+    label_model: str = "minilm"
+    descriptions: str | None = None
+    taxonomy: str | Mapping[str, Sequence[str]] | None = None
+    beta: float = 1.0
+    curriculum_epochs: int = 30
+    schedule: str = "linear"
+    warmup: int = 0
+
+    def __post_init__(self) -> None:
+        if self.kind not in SMOOTHING_KINDS:
+            raise ValueError(f"unknown smoothing {self.kind!r}; use one of {', '.join(SMOOTHING_KINDS)}")
+        if self.schedule not in CURRICULUM_SCHEDULES:
+            raise ValueError(f"unknown schedule {self.schedule!r}; use one of {', '.join(CURRICULUM_SCHEDULES)}")
+
+
+TAXONOMY_SEPARATOR = ">"
+
+
+def read_taxonomy(path: str | os.PathLike) -> dict[str, tuple[str, ...]]:
+    """A CSV ``label,path`` (``path`` levels separated by ``>``) as label -> path tuple."""
+    import pandas as pd
+
+    from simlabel.labels.io import LabelFileError
+
+    p = Path(path)
+    if not p.exists():
+        raise LabelFileError(f"{p}: taxonomy file not found")
+    df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    missing = [c for c in ("label", "path") if c not in df.columns]
+    if missing:
+        raise LabelFileError(f"{p}: missing column(s) {', '.join(missing)}; columns are {', '.join(df.columns)}")
+    out: dict[str, tuple[str, ...]] = {}
+    for row, (label, tree_path) in enumerate(zip(df["label"].str.strip(), df["path"])):
+        parts = tuple(x.strip() for x in tree_path.split(TAXONOMY_SEPARATOR) if x.strip())
+        if not label or not parts:
+            raise LabelFileError(f"{p}, line {row + 2}: empty label or path")
+        if label in out:
+            raise LabelFileError(f"{p}, line {row + 2}: label {label!r} given twice")
+        out[label] = parts
+    return out
+
+
+def taxonomy_from_columns(table, columns: Sequence[str]) -> dict[str, tuple[str, ...]]:
+    """Label -> path from catalog columns ordered root to leaf (the last is the label), e.g.
+    ``["master_category", "sub_category", "article_type"]``; each label takes its most frequent path."""
+    cols = list(columns)
+    counts = table[cols].astype(str).value_counts()
+    out: dict[str, tuple[str, ...]] = {}
+    for path in counts.index:  # most frequent first
+        out.setdefault(path[-1], tuple(path))
+    return out
+
+
+def taxonomy_matrix(classes: Sequence[str], taxonomy: str | os.PathLike | Mapping[str, Sequence[str]]) -> np.ndarray:
+    """The (C, C) tree distance between ``classes`` given a taxonomy file or mapping.
+
+    A class missing from the taxonomy is an error naming it, since a silent default
+    distance would bias both the targets and the mistake-severity metric.
+    """
+    mapping = read_taxonomy(taxonomy) if isinstance(taxonomy, (str, os.PathLike)) else taxonomy
+    missing = [c for c in classes if c not in mapping]
+    if missing:
+        raise ValueError(f"{len(missing)} class(es) not in the taxonomy, e.g. {', '.join(map(str, missing[:5]))}")
+    return taxonomy_distance([tuple(mapping[c]) for c in classes])
+
+
+def target_schedule(
+    classes: Sequence[str],
+    config: SmoothingConfig,
+    *,
+    similarity: np.ndarray | None = None,
+    device: str = "auto",
+):
+    """What :meth:`EmbeddingClassifier.fit` takes as ``soft_targets`` for ``config``:
+
+    ``None`` for ``none`` (approach 1 trains on the hard loss alone: a KL to one-hot targets
+    would just add a second cross-entropy), a (C, C) matrix for approaches 2-4 and the
+    taxonomy variant, and ``epoch -> matrix`` for the curriculum (approach 5).
+    ``similarity`` may be given (e.g. computed once for several runs); otherwise the class
+    names are embedded with ``config.label_model``.
+    """
+    kind = config.kind
+    if kind == "none":
+        return None
+    n = len(classes)
+    if kind == "taxonomy" and config.taxonomy is None:
+        raise ValueError("smoothing 'taxonomy' needs a taxonomy (--taxonomy, a CSV label,path)")
+    taxonomy = taxonomy_matrix(classes, config.taxonomy) if kind == "taxonomy" else None
+    if kind in ("uniform-topk", "semantic", "semantic-curriculum") and similarity is None:
+        desc = load_descriptions(config.descriptions) if config.descriptions else None
+        similarity = label_similarity(embed_label_names(classes, config.label_model, descriptions=desc, device=device))
+    common = dict(n_classes=n, similarity=similarity, neighbors=config.neighbors, taxonomy=taxonomy, beta=config.beta)
+    if kind != "semantic-curriculum":
+        return build_targets(kind, alpha=config.alpha, **common)
+    weights = smoothing_weights("semantic", similarity=similarity, neighbors=min(config.neighbors, n - 1))
+
+    def at_epoch(epoch: int) -> np.ndarray:
+        a = curriculum_alpha(epoch, config.curriculum_epochs, config.alpha, schedule=config.schedule, warmup=config.warmup)
+        return soft_targets(weights, a)
+
+    return at_epoch
