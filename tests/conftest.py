@@ -20,6 +20,11 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     if "SIMLABEL_TEST_KEEP_CACHE" not in os.environ:
         os.environ["SIMLABEL_CACHE"] = str(tmp_path_factory.mktemp("simlabel-cache"))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    # The heads in these tests are tiny: with torch's default of one thread per core, each small op
+    # pays OpenMP hand-offs, and on a shared 2-core machine those waits dominate (several x slower).
+    import torch
+
+    torch.set_num_threads(1)
 
 
 def dataset(name: str) -> Path:
