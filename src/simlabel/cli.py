@@ -549,7 +549,14 @@ def _print_augment_tables(res: dict) -> None:
         compact[key] = [
             f"{m:.3f}" + (f" ±{s:.3f}" if sd is not None else "") for m, s in zip(metrics[key], sd if sd is not None else metrics[key])
         ]
-    sizes = sizes_table(res).map(lambda v: f"{v:,.0f}")
+    sizes = sizes_table(res)
+    if sizes.shape[1] > 4:  # many classes read better as rows
+        sizes = sizes.T
+        if len(res["encoders"]) == 1:
+            sizes.columns = [c[1] for c in sizes.columns]
+        else:
+            sizes.columns = [" / ".join(c) for c in sizes.columns]
+    sizes = sizes.map(lambda v: f"{v:,.0f}")
     prec = precision_table(res)
     prec = pd.DataFrame({"labels with known truth": prec.iloc[:, 0].map(lambda v: f"{v:,.0f}"), "precision": prec["precision"].map(lambda v: f"{v:.3f}")})
     for name, df in (("Table 1: sizes", sizes), ("Table 2: holdout metrics (mean ±sd over repeats)", compact), ("precision of the labels made", prec)):

@@ -194,7 +194,8 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     embedded = failed = 0
     start = time.perf_counter()
     meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
-    with progress_bar(label, total=n, completed=resumed, enabled=progress) as advance:
+    # a finished job has nothing to show: no bar stuck at 100% and "0.0 items/s"
+    with progress_bar(label, total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
         for s in todo:
             lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
