@@ -257,6 +257,7 @@ def train(
     schedule: str = typer.Option("linear", "--schedule", help="semantic-curriculum: linear, cosine, step or exp."),
     loss: str = typer.Option("ce", "--loss", help="ce (cross-entropy) or focal."),
     focal_gamma: float = typer.Option(2.0, "--focal-gamma", help="Focal loss gamma."),
+    focal_alpha: Optional[float] = typer.Option(None, "--focal-alpha", help="Focal loss alpha (a weight on every class; default none)."),
     kl_weight: float = typer.Option(1.0, "--kl-weight", help="Weight of the KL term to the soft targets."),
     lr: float = typer.Option(1e-3, "--lr", help="Learning rate (AdamW)."),
     epochs: int = typer.Option(200, "--epochs", help="At most this many epochs."),
@@ -285,7 +286,7 @@ def train(
             head, inputs = "fusion", "image+text"
         cfg = HeadConfig(head=head, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, val_frac=val_frac,
                          class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
-                         kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
+                         focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
         smooth = SmoothingConfig(kind=smoothing, alpha=alpha, neighbors=neighbors, label_model=label_model,
                                  descriptions=str(descriptions) if descriptions else None,
                                  taxonomy=str(taxonomy) if taxonomy else None, beta=beta,
