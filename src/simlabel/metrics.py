@@ -227,3 +227,232 @@ def mistake_severity(y_pred: np.ndarray, y_true: np.ndarray, distance: np.ndarra
         "n_mistakes": n_mistakes,
         "n": int(len(yt)),
     }
+
+
+# --- Multi-label metrics (paper 004, SELF-ML, Table 1) --------------------------------------------
+#
+# ``Y_true`` and ``Y_pred`` are (n, L) 0/1 matrices (images x labels), ``scores`` an (n, L) real matrix.
+
+
+def _binary_matrix(Y: np.ndarray, name: str) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, L), got shape {Y.shape}")
+    if Y.size and not np.isin(Y, (0, 1)).all():
+        raise ValueError(f"{name} must hold only 0 and 1")
+    return Y.astype(bool)
+
+
+def _score_matrix(scores: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    s = np.asarray(scores, dtype=np.float64)
+    if s.shape != shape:
+        raise ValueError(f"scores must have Y_true's shape {shape}, got {s.shape}")
+    if np.isnan(s).any():
+        raise ValueError("scores contain NaN; their rank is undefined")
+    return s
+
+
+def precision_recall_f1_at_k(Y_true: np.ndarray, scores: np.ndarray) -> dict:
+    r"""Table 1's P@k*, R@k*, F1@k*: top-k with k the image's own number of true labels.
+
+    For image :math:`i` with true set :math:`T_i`, :math:`k_i = |T_i|` and
+    predicted set :math:`P_i` = its :math:`k_i` best-scored labels (ties broken
+    by the lower label index),
+
+    .. math:: P_i = \frac{|P_i \cap T_i|}{k_i}, \quad R_i = \frac{|P_i \cap T_i|}{|T_i|}, \quad
+              F_i = \frac{2 P_i R_i}{P_i + R_i} \ (0 \text{ if } P_i = R_i = 0)
+
+    and the reported numbers are means over images. With :math:`k_i = |T_i|`
+    the three are equal per image (Table 1's three columns differ slightly; the
+    paper does not say why); they are computed as defined all the same. Images with no true label have k = 0 and no defined
+    precision or recall: they are **skipped** and counted in ``n_skipped``.
+
+    Returns:
+        ``{"precision_at_k", "recall_at_k", "f1_at_k", "n_images", "n_skipped"}``;
+        the means are nan when every image was skipped.
+    """
+    T = _binary_matrix(Y_true, "Y_true")
+    s = _score_matrix(scores, T.shape)
+    k = T.sum(axis=1)
+    keep = k > 0
+    T, s, k = T[keep], s[keep], k[keep]
+    n_skipped = int((~keep).sum())
+    if not len(k):
+        nan = float("nan")
+        return {"precision_at_k": nan, "recall_at_k": nan, "f1_at_k": nan, "n_images": 0, "n_skipped": n_skipped}
+    # Rank of every label within its row (0 = best); a stable sort of -scores breaks ties by index.
+    order = np.argsort(-s, axis=1, kind="stable")
+    rank = np.empty_like(order)
+    np.put_along_axis(rank, order, np.arange(s.shape[1])[None, :].repeat(len(s), axis=0), axis=1)
+    hits = ((rank < k[:, None]) & T).sum(axis=1)
+    p = hits / k
+    r = hits / T.sum(axis=1)
+    denom = p + r
+    f = np.divide(2 * p * r, denom, out=np.zeros_like(denom), where=denom > 0)
+    return {
+        "precision_at_k": float(p.mean()),
+        "recall_at_k": float(r.mean()),
+        "f1_at_k": float(f.mean()),
+        "n_images": int(len(k)),
+        "n_skipped": n_skipped,
+    }
+
+
+def _average_precision(y: np.ndarray, s: np.ndarray) -> float:
+    """Step-wise AP of one ranking, nan without positives (same value as scikit-learn's)."""
+    from sklearn.metrics import average_precision_score
+
+    if not y.any():
+        return float("nan")
+    return float(average_precision_score(y, s))
+
+
+def average_precision_all(Y_true: np.ndarray, scores: np.ndarray) -> float:
+    r"""Table 1's AP_all: one average precision over all (image, label) pairs (micro).
+
+    .. math:: \mathrm{AP} = \sum_j (R_j - R_{j-1}) P_j
+
+    over the thresholds of the flattened scores, i.e. scikit-learn's
+    ``average_precision_score(Y_true.ravel(), scores.ravel())``. Frequent labels
+    weigh more here than in :func:`mean_average_precision`. nan without positives.
+    """
+    T = _binary_matrix(Y_true, "Y_true")
+    s = _score_matrix(scores, T.shape)
+    return _average_precision(T.ravel(), s.ravel())
+
+
+def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray, *, groups: Sequence[str] | None = None) -> dict:
+    r"""Table 1's MAP: average precision per label (column), then the mean over labels.
+
+    Labels with no positive image have no defined AP: they get nan in
+    ``per_label`` and are left out of the means (``n_labels_skipped``).
+    ``groups`` names the attribute of each label (e.g. ``"gender"`` for
+    ``"gender=Men"``); then ``per_group`` holds the mean AP of each attribute's
+    labels and ``map_over_attributes`` the mean of those group means, so an
+    attribute with many values (sub-category) does not outweigh one with few.
+
+    Returns:
+        ``{"map", "per_label", "n_labels_scored", "n_labels_skipped"}`` plus
+        ``{"per_group", "map_over_attributes"}`` with ``groups``.
+    """
+    T = _binary_matrix(Y_true, "Y_true")
+    s = _score_matrix(scores, T.shape)
+    ap = np.array([_average_precision(T[:, j], s[:, j]) for j in range(T.shape[1])], dtype=float)
+    scored = ~np.isnan(ap)
+    out: dict = {
+        "map": float(ap[scored].mean()) if scored.any() else float("nan"),
+        "per_label": [float(a) for a in ap],
+        "n_labels_scored": int(scored.sum()),
+        "n_labels_skipped": int((~scored).sum()),
+    }
+    if groups is not None:
+        groups = [str(g) for g in groups]
+        if len(groups) != T.shape[1]:
+            raise ValueError(f"groups has {len(groups)} entries for {T.shape[1]} labels")
+        g_arr = np.array(groups, dtype=object)
+        per_group = {}
+        for g in dict.fromkeys(groups):
+            vals = ap[(g_arr == g) & scored]
+            per_group[g] = float(vals.mean()) if len(vals) else float("nan")
+        means = [v for v in per_group.values() if not np.isnan(v)]
+        out["per_group"] = per_group
+        out["map_over_attributes"] = float(np.mean(means)) if means else float("nan")
+    return out
+
+
+def jaccard_similarity(Y_true: np.ndarray, Y_pred: np.ndarray) -> float:
+    r"""Mean over images of :math:`|T_i \cap P_i| / |T_i \cup P_i|`, 1 when both sets are empty.
+
+    Equals scikit-learn's ``jaccard_score(average="samples")`` wherever that is
+    defined (no row with both sets empty); nan for no images.
+    """
+    T = _binary_matrix(Y_true, "Y_true")
+    P = _binary_matrix(Y_pred, "Y_pred")
+    if T.shape != P.shape:
+        raise ValueError(f"Y_true and Y_pred differ in shape: {T.shape} != {P.shape}")
+    if not len(T):
+        return float("nan")
+    inter = (T & P).sum(axis=1)
+    union = (T | P).sum(axis=1)
+    j = np.divide(inter, union, out=np.ones(len(T)), where=union > 0)
+    return float(j.mean())
+
+
+def exact_match(Y_true: np.ndarray, Y_pred: np.ndarray) -> float:
+    """0-1 exact match ratio (subset accuracy): share of images whose whole label row is right."""
+    T = _binary_matrix(Y_true, "Y_true")
+    P = _binary_matrix(Y_pred, "Y_pred")
+    if T.shape != P.shape:
+        raise ValueError(f"Y_true and Y_pred differ in shape: {T.shape} != {P.shape}")
+    return float((T == P).all(axis=1).mean()) if len(T) else float("nan")
+
+
+def multilabel_report(
+    Y_true: np.ndarray, scores: np.ndarray, *, threshold: float = 0.5, groups: Sequence[str] | None = None
+) -> dict:
+    """All of Table 1's metrics in one JSON-ready dict.
+
+    The ranking metrics (P/R/F1@k*, AP_all, MAP) use ``scores``; the set
+    metrics (Jaccard, exact match) use ``Y_pred = scores >= threshold``.
+    """
+    T = _binary_matrix(Y_true, "Y_true")
+    s = _score_matrix(scores, T.shape)
+    P = s >= threshold
+    report = {
+        "n": int(T.shape[0]),
+        "n_labels": int(T.shape[1]),
+        "threshold": float(threshold),
+        **precision_recall_f1_at_k(T, s),
+        "ap_all": average_precision_all(T, s),
+        **mean_average_precision(T, s, groups=groups),
+        "jaccard": jaccard_similarity(T, P),
+        "exact_match": exact_match(T, P),
+        "true_per_image": float(T.sum(axis=1).mean()) if len(T) else float("nan"),
+        "predicted_per_image": float(P.sum(axis=1).mean()) if len(T) else float("nan"),
+    }
+    return report
+
+
+def flip_quality(Y_noisy: np.ndarray, Y_new: np.ndarray, Y_true: np.ndarray) -> dict:
+    r"""How good the label flips themselves are (paper 004's label flipping module, Fig. 5).
+
+    A flip is an entry with ``Y_new != Y_noisy``. For each direction
+    :math:`a \to b` (``"0->1"``: a missing label added, ``"1->0"``: a spurious
+    label removed), and for all flips together (``"all"``):
+
+    .. math:: \text{precision} = \frac{\#\{\text{flips } a \to b \text{ with } y = b\}}{\#\{\text{flips } a \to b\}}, \qquad
+              \text{recall} = \frac{\#\{\text{flips } a \to b \text{ with } y = b\}}{\#\{\tilde y = a,\ y = b\}}
+
+    i.e. the share of flips that moved to the true value, and the share of the
+    noisy entries wrong in that way that got fixed. ``n_broken`` counts flips
+    that made a right entry wrong. Precision is nan without flips, recall nan
+    without wrong entries. ``errors_before`` / ``errors_after`` count wrong entries.
+    """
+    N = _binary_matrix(Y_noisy, "Y_noisy")
+    F = _binary_matrix(Y_new, "Y_new")
+    T = _binary_matrix(Y_true, "Y_true")
+    if not N.shape == F.shape == T.shape:
+        raise ValueError(f"shapes differ: Y_noisy {N.shape}, Y_new {F.shape}, Y_true {T.shape}")
+    flipped = N != F
+    wrong = N != T
+
+    def _stats(sel_flips: np.ndarray, sel_wrong: np.ndarray) -> dict:
+        n_flips = int(sel_flips.sum())
+        n_fixed = int((sel_flips & wrong).sum())  # a flip of a wrong binary entry lands on the truth
+        n_wrong = int(sel_wrong.sum())
+        return {
+            "n_flips": n_flips,
+            "n_fixed": n_fixed,
+            "n_broken": n_flips - n_fixed,
+            "n_wrong_before": n_wrong,
+            "precision": n_fixed / n_flips if n_flips else float("nan"),
+            "recall": n_fixed / n_wrong if n_wrong else float("nan"),
+        }
+
+    return {
+        "all": _stats(flipped, wrong),
+        "0->1": _stats(flipped & ~N, wrong & ~N),
+        "1->0": _stats(flipped & N, wrong & N),
+        "errors_before": int(wrong.sum()),
+        "errors_after": int((F != T).sum()),
+    }

@@ -1,0 +1,265 @@
+r"""Multi-label targets and simulated label noise (paper 004, SELF-ML, sections 2-3).
+
+SELF-ML learns from a large set ``N`` whose multi-labels are noisy, mostly
+*missing* (the paper's real data has 1.28 attribute annotations per image in
+``N`` against 3.40 in the clean set ``C``), and a small cleanly annotated set
+``C`` (about 5 % of the data, split 75 | 25 into train | test like ``N``).
+
+This module builds the binary label matrix ``Y`` (``n`` images x ``L`` labels,
+one label per value of each attribute: ``"gender=Men"``, ``"usage=Casual"``)
+from a catalog, simulates how shops lose labels, and draws the C/N splits.
+
+Noise model of :func:`simulate_missing_labels`, for entry :math:`(i, l)` of
+label :math:`l` of attribute :math:`a(l)`:
+
+.. math:: \tilde y_{il} = \begin{cases}
+            y_{il} \, [u_{il} \ge d_{a(l)}] & y_{il} = 1 \quad \text{(dropped with prob. } d_a) \\
+            [v_{il} < \varepsilon] & y_{il} = 0 \quad \text{(false positive with prob. } \varepsilon)
+          \end{cases}
+
+with :math:`u, v` independent uniforms. Drops dominate, as in the paper's data.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+
+@dataclass
+class MultiLabels:
+    """A binary multi-label matrix with its row ids and label names.
+
+    ``Y[i, l] = 1`` when image ``ids[i]`` carries label ``labels[l]``, which is a
+    value of attribute ``attribute_of[l]``.
+    """
+
+    ids: np.ndarray  # (n,) str
+    Y: np.ndarray  # (n, L) uint8 0/1
+    labels: list[str]  # L label names, e.g. "gender=Men"
+    attribute_of: list[str]  # L attribute names, e.g. "gender"
+
+    def __post_init__(self) -> None:
+        if self.Y.ndim != 2 or self.Y.shape != (len(self.ids), len(self.labels)):
+            raise ValueError(f"Y must have shape (len(ids), len(labels)) = ({len(self.ids)}, {len(self.labels)}), got {self.Y.shape}")
+        if len(self.attribute_of) != len(self.labels):
+            raise ValueError(f"attribute_of has {len(self.attribute_of)} entries for {len(self.labels)} labels")
+
+    @property
+    def attributes(self) -> list[str]:
+        """Distinct attributes, in label order."""
+        return list(dict.fromkeys(self.attribute_of))
+
+    def positives_per_image(self) -> float:
+        """Mean number of labels per image (paper: 3.40 clean, 1.28 noisy)."""
+        return float(self.Y.sum(axis=1).mean()) if len(self.ids) else float("nan")
+
+
+def _clean_values(column: pd.Series) -> np.ndarray:
+    """Values as stripped strings, ``""`` for NaN/None/blank (they give no label)."""
+    s = column.astype(object)
+    missing = s.isna().to_numpy()
+    vals = s.astype(str).str.strip().to_numpy(dtype=object)
+    vals[missing] = ""
+    return vals
+
+
+def from_attributes(
+    table: pd.DataFrame, attributes: Sequence[str], *, id_col: str = "id", min_count: int = 1
+) -> MultiLabels:
+    """One binary label ``"attr=value"`` per value of each attribute column.
+
+    Empty or NaN values give no label (the image simply has fewer positives).
+    Labels with fewer than ``min_count`` positives are dropped. Labels are
+    sorted by attribute name, then by value, so the order does not depend on
+    the order of ``attributes`` or of the rows.
+    """
+    missing = [c for c in [id_col, *attributes] if c not in table.columns]
+    if missing:
+        raise KeyError(f"columns not in table: {missing}")
+    if min_count < 1:
+        raise ValueError(f"min_count must be >= 1, got {min_count}")
+    n = len(table)
+    blocks: list[tuple[str, str, np.ndarray]] = []
+    for attr in sorted(set(attributes)):
+        vals = _clean_values(table[attr])
+        present = vals != ""
+        # One-hot by integer codes: codes index the sorted distinct values of the column.
+        uniq, codes = np.unique(vals[present].astype(str), return_inverse=True)
+        onehot = np.zeros((n, len(uniq)), dtype=np.uint8)
+        onehot[np.flatnonzero(present), codes] = 1
+        for j, v in enumerate(uniq):
+            blocks.append((attr, str(v), onehot[:, j]))
+    kept = [b for b in blocks if int(b[2].sum()) >= min_count]
+    Y = np.stack([b[2] for b in kept], axis=1) if kept else np.zeros((n, 0), dtype=np.uint8)
+    return MultiLabels(
+        ids=table[id_col].astype(str).to_numpy(),
+        Y=Y.astype(np.uint8, copy=False),
+        labels=[f"{a}={v}" for a, v, _ in kept],
+        attribute_of=[a for a, _, _ in kept],
+    )
+
+
+def from_labels_column(table: pd.DataFrame, column: str = "labels", sep: str = "|", id_col: str = "id") -> MultiLabels:
+    """Labels from one ``sep``-separated column, e.g. ``"gender=Men|usage=Casual"``.
+
+    Labels are sorted; ``attribute_of`` is the part before the first ``=``, or
+    the label itself when it has none. Empty/NaN cells and empty pieces give no
+    label; a label repeated in a cell counts once.
+    """
+    for c in (column, id_col):
+        if c not in table.columns:
+            raise KeyError(f"column {c!r} not in table")
+    cells = _clean_values(table[column])
+    rows = [sorted({p.strip() for p in cell.split(sep)} - {""}) for cell in cells]
+    labels = sorted({lab for r in rows for lab in r})
+    pos = {lab: j for j, lab in enumerate(labels)}
+    Y = np.zeros((len(table), len(labels)), dtype=np.uint8)
+    ri = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
+    ci = np.fromiter((pos[lab] for r in rows for lab in r), dtype=np.intp, count=len(ri))
+    Y[ri, ci] = 1
+    return MultiLabels(
+        ids=table[id_col].astype(str).to_numpy(),
+        Y=Y,
+        labels=labels,
+        attribute_of=[lab.split("=", 1)[0] if "=" in lab else lab for lab in labels],
+    )
+
+
+def _binary(Y: np.ndarray, name: str = "Y") -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n, L), got shape {Y.shape}")
+    if Y.size and not np.isin(Y, (0, 1)).all():
+        raise ValueError(f"{name} must hold only 0 and 1")
+    return Y.astype(bool)
+
+
+def _attribute_drop_rates(
+    Y: np.ndarray,
+    attr_idx: np.ndarray,
+    attrs: list[str],
+    drop_rate: float | Mapping[str, float],
+    drop_rates_range: tuple[float, float] | None,
+    rng: np.random.Generator,
+) -> np.ndarray:
+    """One drop probability per attribute (see :func:`simulate_missing_labels`)."""
+    m = len(attrs)
+    if isinstance(drop_rate, Mapping):
+        unknown = set(drop_rate) - set(attrs)
+        absent = [a for a in attrs if a not in drop_rate]
+        if unknown or absent:
+            raise ValueError(f"drop_rate mapping must name every attribute; unknown {sorted(unknown)}, absent {absent}")
+        rates = np.array([float(drop_rate[a]) for a in attrs])
+    elif drop_rates_range is None:
+        rates = np.full(m, float(drop_rate))
+    else:
+        lo, hi = map(float, drop_rates_range)
+        if not 0.0 <= lo <= hi <= 1.0:
+            raise ValueError(f"drop_rates_range must satisfy 0 <= lo <= hi <= 1, got {drop_rates_range}")
+        # Rarely queried attributes lose more: the draws, sorted high to low, go to the
+        # attributes sorted by positive count low to high (ties: first attribute first).
+        draws = np.sort(rng.uniform(lo, hi, size=m))[::-1]
+        counts = np.bincount(attr_idx, weights=Y.sum(axis=0), minlength=m)
+        rates = np.empty(m)
+        rates[np.argsort(counts, kind="stable")] = draws
+    if ((rates < 0) | (rates > 1)).any():
+        raise ValueError(f"drop rates must lie in [0, 1], got {rates}")
+    return rates
+
+
+def simulate_missing_labels(
+    Y: np.ndarray,
+    attribute_of: Sequence[str],
+    *,
+    drop_rate: float | Mapping[str, float] = 0.5,
+    drop_rates_range: tuple[float, float] | None = (0.2, 0.8),
+    false_positive_rate: float = 0.01,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """Noisy labels the way shops lose them: missing positives, a few spurious ones.
+
+    Each positive of attribute ``a`` is dropped independently with probability
+    ``d_a``; each negative entry becomes a false positive with probability
+    ``false_positive_rate`` (false positives are drawn on the clean negatives,
+    so a dropped positive is never re-added).
+
+    The per-attribute rates ``d_a``, in order of precedence:
+
+    * ``drop_rate`` as a mapping ``{attribute: rate}`` (must name every attribute);
+    * ``drop_rates_range=(lo, hi)`` (the default): each attribute draws a rate
+      uniformly from ``[lo, hi]`` (seeded), and the draws are handed out by
+      rarity, the highest to the attribute with the fewest positives, since
+      rarely queried attributes are the ones nobody fills in;
+    * ``drop_rates_range=None``: the scalar ``drop_rate`` for all attributes.
+
+    Returns:
+        ``(Y_noisy, info)``: ``Y_noisy`` uint8 of ``Y``'s shape; ``info`` holds
+        ``drop_rates`` and ``realised_drop_rates`` per attribute,
+        ``positives_per_attribute``, ``n_positive``, ``n_dropped``,
+        ``n_false_positive``, ``realised_false_positive_rate`` and
+        ``positives_per_image_clean`` / ``_noisy`` (paper: 3.40 vs 1.28).
+    """
+    Yb = _binary(Y)
+    n, L = Yb.shape
+    attribute_of = [str(a) for a in attribute_of]
+    if len(attribute_of) != L:
+        raise ValueError(f"attribute_of has {len(attribute_of)} entries for {L} labels")
+    if not 0.0 <= false_positive_rate <= 1.0:
+        raise ValueError(f"false_positive_rate must lie in [0, 1], got {false_positive_rate}")
+    attrs = list(dict.fromkeys(attribute_of))
+    attr_idx = np.array([attrs.index(a) for a in attribute_of], dtype=np.intp)
+    rng = np.random.default_rng(seed)
+    rates = _attribute_drop_rates(Yb, attr_idx, attrs, drop_rate, drop_rates_range, rng)
+
+    # Two independent uniforms per entry: one decides drops, the other false positives.
+    dropped = Yb & (rng.random((n, L)) < rates[attr_idx][None, :])
+    spurious = ~Yb & (rng.random((n, L)) < false_positive_rate)
+    noisy = (Yb & ~dropped) | spurious
+
+    pos_attr = np.bincount(attr_idx, weights=Yb.sum(axis=0), minlength=len(attrs))
+    drop_attr = np.bincount(attr_idx, weights=dropped.sum(axis=0), minlength=len(attrs))
+    n_neg = int((~Yb).sum())
+    info = {
+        "drop_rates": {a: float(r) for a, r in zip(attrs, rates)},
+        "realised_drop_rates": {
+            a: float(d / p) if p else float("nan") for a, d, p in zip(attrs, drop_attr, pos_attr)
+        },
+        "positives_per_attribute": {a: int(p) for a, p in zip(attrs, pos_attr)},
+        "false_positive_rate": float(false_positive_rate),
+        "n_positive": int(Yb.sum()),
+        "n_dropped": int(dropped.sum()),
+        "n_false_positive": int(spurious.sum()),
+        "realised_false_positive_rate": float(spurious.sum() / n_neg) if n_neg else float("nan"),
+        "positives_per_image_clean": float(Yb.sum(axis=1).mean()) if n else float("nan"),
+        "positives_per_image_noisy": float(noisy.sum(axis=1).mean()) if n else float("nan"),
+        "seed": int(seed),
+    }
+    return noisy.astype(np.uint8), info
+
+
+def clean_noisy_split(n: int, n_clean: int, *, test_frac: float = 0.25, seed: int = 0) -> dict[str, np.ndarray]:
+    """Random clean set ``C`` of ``n_clean`` images, noisy set ``N`` of the rest, each split train | test.
+
+    Paper 004, section 3: ``|C|`` is about 5 % of the data and both sets are
+    split 75 | 25; models are evaluated on ``C_test``. The test part of each
+    set has ``round(test_frac * size)`` images. Index arrays are sorted.
+
+    Returns:
+        ``{"clean_train", "clean_test", "noisy_train", "noisy_test"}``, disjoint
+        and covering ``range(n)``.
+    """
+    if n < 0 or not 0 <= n_clean <= n:
+        raise ValueError(f"need 0 <= n_clean <= n, got n={n}, n_clean={n_clean}")
+    if not 0.0 <= test_frac <= 1.0:
+        raise ValueError(f"test_frac must lie in [0, 1], got {test_frac}")
+    perm = np.random.default_rng(seed).permutation(n)
+    out: dict[str, np.ndarray] = {}
+    for name, part in (("clean", perm[:n_clean]), ("noisy", perm[n_clean:])):
+        n_test = int(round(test_frac * len(part)))
+        out[f"{name}_train"] = np.sort(part[n_test:])
+        out[f"{name}_test"] = np.sort(part[:n_test])
+    return {k: out[k] for k in ("clean_train", "clean_test", "noisy_train", "noisy_test")}
