@@ -365,6 +365,46 @@ def metrics_table(rep: dict, title: str = "evaluation") -> Table:
 
 
 @app.command()
+def flip(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    catalog: Path = typer.Option(..., "--catalog", help="Catalog with the (noisy) multi-labels."),
+    attributes: Optional[str] = typer.Option(None, "--attributes", help="Comma-separated attribute columns: one binary label per value (e.g. gender,usage,season)."),
+    labels_col: str = typer.Option("labels", "--labels-col", help="Or a '|'-separated multi-label column."),
+    clean: Optional[Path] = typer.Option(None, "--clean", help="CSV id,labels: verified labels of a few items (trains the flipping model)."),
+    export_basis: Optional[Path] = typer.Option(None, "--export-basis", help="No clean set: write the images nearest the used basis vectors, to be labelled."),
+    basis_labels: Optional[Path] = typer.Option(None, "--basis-labels", help="The labelled --export-basis file: flips by the direct rule Y_B c_i."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="FLIPS.csv: id,label,attribute,old,new,confidence,basis,weights,basis_labels."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A page of image grids: each flip beside the basis images that explain it."),
+    n_basis: int = typer.Option(1000, "--n-basis", help="Basis size n_B."),
+    joint_steps: int = typer.Option(2000, "--joint-steps", help="Joint training steps."),
+    threshold: float = typer.Option(0.5, "--threshold", help="Label threshold of the flipping model / direct rule."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+) -> None:
+    """Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004).
+
+    Example: simlabel flip --emb emb/ --catalog catalog.csv --attributes gender,usage,season --clean clean.csv --out flips.csv --html explain.html
+    """
+    from simlabel.encoders.base import resolve_device
+    from simlabel.labels.flipping import SelfMLConfig, flip as flip_fn
+
+    try:
+        cfg = SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps, threshold=threshold, seed=seed, device=resolve_device(device))
+        attrs = [a.strip() for a in attributes.split(",") if a.strip()] if attributes else None
+        table = flip_fn(emb, catalog, attributes=attrs, labels_col=labels_col, clean=clean, basis_labels=basis_labels,
+                        export_basis=export_basis, out=out, html=html_out, config=cfg)
+    except _known_errors() as e:
+        _fail(str(e))
+    if export_basis is not None:
+        out_console.print(f"{len(table):,} basis images to label -> {export_basis} (fill the labels column, then --basis-labels)", highlight=False, soft_wrap=True)
+        return
+    added, removed = int((table["new"] == 1).sum()), int((table["new"] == 0).sum())
+    out_console.print(f"{len(table):,} labels flipped ({added:,} added, {removed:,} removed)" + (f" -> {out}" if out else ""), highlight=False, soft_wrap=True)
+    if html_out:
+        out_console.print(f"explanations: {html_out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def demo(
     data: Optional[Path] = typer.Option(
         None, "--data", help="Catalog file or folder (default: $SIMLABEL_DATA or ../shared/datasets/clothing-small)."
@@ -532,6 +572,58 @@ def experiment_smoothing(
         t.add_row(r["inputs"], r["approach"], cell("top1"), cell("top5"), cell("in_top5", "{:.2f}"), cell("all5_in"), cell("severity"))
     t.caption = "top-5 in nbhd: mean number of the top-5 predictions inside the true label's K nearest labels + itself; severity: mean tree distance of wrong top-1"
     out_console.print(t)
+    for path in (json_out, html_out):
+        if path:
+            out_console.print(f"written: {path}", highlight=False, soft_wrap=True)
+
+
+@experiment_app.command("flipping")
+def experiment_flipping(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with attribute columns (e.g. ../shared/datasets/fashion-products)."),
+    attributes: str = typer.Option("gender,usage,season,sub_category", "--attributes", help="Comma-separated attribute columns."),
+    n_clean: int = typer.Option(500, "--clean", help="Clean samples used for fine-tuning / the flipping model."),
+    n_basis: int = typer.Option(1000, "--n-basis"),
+    joint_steps: int = typer.Option(2000, "--joint-steps"),
+    repeats: int = typer.Option(1, "--repeats"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Table 1, the flips, cleanlab, and the per-label AP gain chart (Figure 4)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = DeviceOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Paper 004: Baseline 0 (noisy only), Baseline 1 (fine-tuned on clean), SELF-ML, and cleanlab as a peer.
+
+    Example: simlabel experiment flipping --data ../shared/datasets/fashion-products --clean 500 --html flipping.html
+    """
+    from simlabel.experiments.flipping import FlippingExperimentConfig, run_flipping_experiment
+    from simlabel.labels.flipping import SelfMLConfig
+
+    try:
+        cfg = FlippingExperimentConfig(
+            attributes=[a.strip() for a in attributes.split(",") if a.strip()], n_clean=n_clean,
+            selfml=SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps), repeats=list(range(repeats)), device=device, limit=limit,
+        )
+        res = run_flipping_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
+    except _known_errors() as e:
+        _fail(str(e))
+    df = pd.DataFrame(res["table"]).set_index("method")
+    t = Table(title=f"Table 1 (in %): {len(res['labels'])} labels, {n_clean} clean samples")
+    t.add_column("method")
+    for c in df.columns:
+        t.add_column(str(c), justify="right")
+    for m, row in df.iterrows():
+        t.add_row(str(m), *[f"{v:.2f}" for v in row])
+    out_console.print(t)
+    run = res["runs"][0]
+    fq = run["flips_noisy_train"]["all"]
+    out_console.print(
+        f"SELF-ML flips on N_train: {fq['n_flips']:,} flips, precision {fq['precision']:.3f}, recall {fq['recall']:.3f} "
+        f"(wrong noisy entries: {fq['n_wrong_before']:,})", highlight=False, soft_wrap=True)
+    for name, q in (("SELF-ML (any flip)", run["selfml_image_level"]), ("cleanlab find_label_issues", run["cleanlab"])):
+        out_console.print(
+            f"images with wrong labels found by {name}: {q['flagged']:,} flagged, precision {q['precision']:.3f}, "
+            f"recall {q['recall']:.3f} (of {q['truly_wrong']:,})", highlight=False, soft_wrap=True)
     for path in (json_out, html_out):
         if path:
             out_console.print(f"written: {path}", highlight=False, soft_wrap=True)
