@@ -234,7 +234,8 @@ def mistake_severity(y_pred: np.ndarray, y_true: np.ndarray, distance: np.ndarra
 # ``Y_true`` and ``Y_pred`` are (n, L) 0/1 matrices (images x labels), ``scores`` an (n, L) real matrix.
 
 
-def _binary_matrix(Y: np.ndarray, name: str) -> np.ndarray:
+def check_binary_matrix(Y: np.ndarray, name: str = "Y") -> np.ndarray:
+    """A 2-D 0/1 label matrix as bool; ValueError naming ``name`` otherwise."""
     Y = np.asarray(Y)
     if Y.ndim != 2:
         raise ValueError(f"{name} must be 2-D (n, L), got shape {Y.shape}")
@@ -271,7 +272,7 @@ def precision_recall_f1_at_k(Y_true: np.ndarray, scores: np.ndarray) -> dict:
         ``{"precision_at_k", "recall_at_k", "f1_at_k", "n_images", "n_skipped"}``;
         the means are nan when every image was skipped.
     """
-    T = _binary_matrix(Y_true, "Y_true")
+    T = check_binary_matrix(Y_true, "Y_true")
     s = _score_matrix(scores, T.shape)
     k = T.sum(axis=1)
     keep = k > 0
@@ -316,7 +317,7 @@ def average_precision_all(Y_true: np.ndarray, scores: np.ndarray) -> float:
     ``average_precision_score(Y_true.ravel(), scores.ravel())``. Frequent labels
     weigh more here than in :func:`mean_average_precision`. nan without positives.
     """
-    T = _binary_matrix(Y_true, "Y_true")
+    T = check_binary_matrix(Y_true, "Y_true")
     s = _score_matrix(scores, T.shape)
     return _average_precision(T.ravel(), s.ravel())
 
@@ -335,7 +336,7 @@ def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray, *, groups: Se
         ``{"map", "per_label", "n_labels_scored", "n_labels_skipped"}`` plus
         ``{"per_group", "map_over_attributes"}`` with ``groups``.
     """
-    T = _binary_matrix(Y_true, "Y_true")
+    T = check_binary_matrix(Y_true, "Y_true")
     s = _score_matrix(scores, T.shape)
     ap = np.array([_average_precision(T[:, j], s[:, j]) for j in range(T.shape[1])], dtype=float)
     scored = ~np.isnan(ap)
@@ -366,8 +367,8 @@ def jaccard_similarity(Y_true: np.ndarray, Y_pred: np.ndarray) -> float:
     Equals scikit-learn's ``jaccard_score(average="samples")`` wherever that is
     defined (no row with both sets empty); nan for no images.
     """
-    T = _binary_matrix(Y_true, "Y_true")
-    P = _binary_matrix(Y_pred, "Y_pred")
+    T = check_binary_matrix(Y_true, "Y_true")
+    P = check_binary_matrix(Y_pred, "Y_pred")
     if T.shape != P.shape:
         raise ValueError(f"Y_true and Y_pred differ in shape: {T.shape} != {P.shape}")
     if not len(T):
@@ -380,8 +381,8 @@ def jaccard_similarity(Y_true: np.ndarray, Y_pred: np.ndarray) -> float:
 
 def exact_match(Y_true: np.ndarray, Y_pred: np.ndarray) -> float:
     """0-1 exact match ratio (subset accuracy): share of images whose whole label row is right."""
-    T = _binary_matrix(Y_true, "Y_true")
-    P = _binary_matrix(Y_pred, "Y_pred")
+    T = check_binary_matrix(Y_true, "Y_true")
+    P = check_binary_matrix(Y_pred, "Y_pred")
     if T.shape != P.shape:
         raise ValueError(f"Y_true and Y_pred differ in shape: {T.shape} != {P.shape}")
     return float((T == P).all(axis=1).mean()) if len(T) else float("nan")
@@ -395,7 +396,7 @@ def multilabel_report(
     The ranking metrics (P/R/F1@k*, AP_all, MAP) use ``scores``; the set
     metrics (Jaccard, exact match) use ``Y_pred = scores >= threshold``.
     """
-    T = _binary_matrix(Y_true, "Y_true")
+    T = check_binary_matrix(Y_true, "Y_true")
     s = _score_matrix(scores, T.shape)
     P = s >= threshold
     report = {
@@ -428,9 +429,9 @@ def flip_quality(Y_noisy: np.ndarray, Y_new: np.ndarray, Y_true: np.ndarray) -> 
     that made a right entry wrong. Precision is nan without flips, recall nan
     without wrong entries. ``errors_before`` / ``errors_after`` count wrong entries.
     """
-    N = _binary_matrix(Y_noisy, "Y_noisy")
-    F = _binary_matrix(Y_new, "Y_new")
-    T = _binary_matrix(Y_true, "Y_true")
+    N = check_binary_matrix(Y_noisy, "Y_noisy")
+    F = check_binary_matrix(Y_new, "Y_new")
+    T = check_binary_matrix(Y_true, "Y_true")
     if not N.shape == F.shape == T.shape:
         raise ValueError(f"shapes differ: Y_noisy {N.shape}, Y_new {F.shape}, Y_true {T.shape}")
     flipped = N != F

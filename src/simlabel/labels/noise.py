@@ -28,6 +28,8 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from simlabel.metrics import check_binary_matrix
+
 
 @dataclass
 class MultiLabels:
@@ -129,14 +131,6 @@ def from_labels_column(table: pd.DataFrame, column: str = "labels", sep: str = "
     )
 
 
-def _binary(Y: np.ndarray, name: str = "Y") -> np.ndarray:
-    Y = np.asarray(Y)
-    if Y.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, L), got shape {Y.shape}")
-    if Y.size and not np.isin(Y, (0, 1)).all():
-        raise ValueError(f"{name} must hold only 0 and 1")
-    return Y.astype(bool)
-
 
 def _attribute_drop_rates(
     Y: np.ndarray,
@@ -203,7 +197,7 @@ def simulate_missing_labels(
         ``n_false_positive``, ``realised_false_positive_rate`` and
         ``positives_per_image_clean`` / ``_noisy`` (paper: 3.40 vs 1.28).
     """
-    Yb = _binary(Y)
+    Yb = check_binary_matrix(Y)
     n, L = Yb.shape
     attribute_of = [str(a) for a in attribute_of]
     if len(attribute_of) != L:
