@@ -25,7 +25,7 @@ def fashion_120(tmp_path: Path) -> Path:
 
 def test_experiment_end_to_end(fashion_120: Path, tmp_path: Path) -> None:
     cfg = FlippingExperimentConfig(attributes=("gender", "usage", "season"), n_clean=30, min_count=2, selfml=SMALL,
-                                   head_epochs=5, finetune_epochs=3, device="cpu")
+                                   head_epochs=5, finetune_epochs=3, device="cpu", systematic_share=0.3)
     res = run_flipping_experiment(fashion_120, cfg, out=tmp_path / "run", json_out=tmp_path / "f.json", html_out=tmp_path / "f.html", progress=False)
     table = pd.DataFrame(res["table"]).set_index("method")
     assert list(table.index) == ["baseline0", "baseline1", "selfml"]
@@ -35,6 +35,7 @@ def test_experiment_end_to_end(fashion_120: Path, tmp_path: Path) -> None:
     assert run["sizes"]["clean_used"] == 30
     # the simulated loss leaves fewer positives per image than the truth, as in the paper
     assert run["noise"]["positives_per_image_noisy"] < run["noise"]["positives_per_image_clean"]
+    assert set(run["noise"]["systematic"]["groups_without"]) == {"gender", "usage", "season"}
     assert 0 <= run["cleanlab"]["precision"] <= 1 and run["cleanlab"]["truly_wrong"] > 0
     assert json.loads((tmp_path / "f.json").read_text())["labels"][0].startswith("gender=")
     html = (tmp_path / "f.html").read_text()

@@ -161,3 +161,22 @@ def test_real_catalog_defaults_lose_positives() -> None:
     assert max(rates, key=rates.get) == min(counts, key=counts.get)
     split = clean_noisy_split(len(ml.ids), round(0.05 * len(ml.ids)))
     assert len(split["clean_train"]) + len(split["clean_test"]) == round(0.05 * len(ml.ids))
+
+
+def test_drop_systematically_removes_whole_groups() -> None:
+    from simlabel.labels.noise import drop_systematically
+
+    rng = np.random.default_rng(0)
+    Y = (rng.random((400, 4)) < 0.5).astype(np.uint8)
+    attribute_of = ["a", "a", "b", "b"]
+    groups = np.repeat(["g0", "g1", "g2", "g3"], 100)
+    out, info = drop_systematically(Y, attribute_of, groups, share=0.5, seed=1)
+    for attr, cols in (("a", [0, 1]), ("b", [2, 3])):
+        lost = info["groups_without"][attr]
+        assert len(lost) == 2
+        in_lost = np.isin(groups, lost)
+        assert out[np.ix_(in_lost, cols)].sum() == 0  # never labelled there
+        assert np.array_equal(out[np.ix_(~in_lost, cols)], Y[np.ix_(~in_lost, cols)])  # untouched elsewhere
+    assert info["n_dropped"] == int(Y.sum() - out.sum())
+    again, _ = drop_systematically(Y, attribute_of, groups, share=0.5, seed=1)
+    assert np.array_equal(out, again)

@@ -582,6 +582,7 @@ def experiment_flipping(
     data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with attribute columns (e.g. ../shared/datasets/fashion-products)."),
     attributes: str = typer.Option("gender,usage,season,sub_category", "--attributes", help="Comma-separated attribute columns."),
     n_clean: int = typer.Option(500, "--clean", help="Clean samples used for fine-tuning / the flipping model."),
+    systematic: float = typer.Option(0.0, "--systematic", help="Also drop each attribute entirely for this share of the article types (content-dependent loss)."),
     n_basis: int = typer.Option(1000, "--n-basis"),
     joint_steps: int = typer.Option(2000, "--joint-steps"),
     repeats: int = typer.Option(1, "--repeats"),
@@ -601,7 +602,7 @@ def experiment_flipping(
 
     try:
         cfg = FlippingExperimentConfig(
-            attributes=[a.strip() for a in attributes.split(",") if a.strip()], n_clean=n_clean,
+            attributes=[a.strip() for a in attributes.split(",") if a.strip()], n_clean=n_clean, systematic_share=systematic,
             selfml=SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps), repeats=list(range(repeats)), device=device, limit=limit,
         )
         res = run_flipping_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)

@@ -27,7 +27,7 @@ from simlabel.catalog import load_catalog
 from simlabel.demo import default_run_dir, find_default_data
 from simlabel.embedding import embed
 from simlabel.labels.flipping import SelfMLConfig, correct_labels, fit_selfml, predict_scores
-from simlabel.labels.noise import clean_noisy_split, from_attributes, simulate_missing_labels
+from simlabel.labels.noise import clean_noisy_split, drop_systematically, from_attributes, simulate_missing_labels
 from simlabel.metrics import flip_quality, multilabel_report
 from simlabel.store import atomic_write_json, load_embeddings
 
@@ -40,6 +40,9 @@ class FlippingExperimentConfig:
     # per-attribute drop rates: high enough to give the paper's picture (3.40 true vs 1.28 noisy positives per image)
     drop_rates_range: tuple[float, float] = (0.5, 0.9)
     false_positive_rate: float = 0.01
+    #: content-dependent loss on top: this share of the ``group_col`` groups lose each attribute entirely
+    systematic_share: float = 0.0
+    group_col: str = "article_type"
     min_count: int = 20
     head_epochs: int = 60
     finetune_epochs: int = 30
@@ -145,6 +148,11 @@ def run_flipping_experiment(
         Y_noisy, noise_info = simulate_missing_labels(
             Y_true, ml.attribute_of, drop_rates_range=cfg.drop_rates_range, false_positive_rate=cfg.false_positive_rate, seed=seed
         )
+        if cfg.systematic_share > 0:
+            groups = catalog.table.set_index("id").loc[ids, cfg.group_col].astype(str).to_numpy()
+            Y_noisy, sys_info = drop_systematically(Y_noisy, ml.attribute_of, groups, share=cfg.systematic_share, seed=seed)
+            noise_info["systematic"] = sys_info
+            noise_info["positives_per_image_noisy"] = float(Y_noisy.sum(axis=1).mean())
         n_c = max(int(round(cfg.clean_frac * len(ids))), int(np.ceil(cfg.n_clean / 0.75)))
         split = clean_noisy_split(len(ids), n_c, seed=seed)
         c_tr = split["clean_train"][: cfg.n_clean]

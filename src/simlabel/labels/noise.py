@@ -257,3 +257,38 @@ def clean_noisy_split(n: int, n_clean: int, *, test_frac: float = 0.25, seed: in
         out[f"{name}_train"] = np.sort(part[n_test:])
         out[f"{name}_test"] = np.sort(part[:n_test])
     return {k: out[k] for k in ("clean_train", "clean_test", "noisy_train", "noisy_test")}
+
+
+def drop_systematically(
+    Y: np.ndarray,
+    attribute_of: Sequence[str],
+    groups: Sequence[str] | np.ndarray,
+    *,
+    share: float = 0.3,
+    seed: int = 0,
+) -> tuple[np.ndarray, dict]:
+    """Content-dependent label loss: for each attribute, a seeded ``share`` of the product groups
+    (e.g. article types) never carry that attribute's labels at all.
+
+    This is the paper's systematic case ("none of the jackets had positive annotations for Round
+    Neck or Long Sleeved", section 3): unlike :func:`simulate_missing_labels`' independent drops,
+    the loss follows what the image shows, so it biases a classifier's ranking, not only its
+    calibration. Returns the reduced ``Y`` and, per attribute, the groups that lost it.
+    """
+    Yb = check_binary_matrix(Y)
+    if not 0 <= share <= 1:
+        raise ValueError(f"share must be in [0, 1]; got {share}")
+    groups = np.asarray(groups).astype(str)
+    if groups.shape != (Yb.shape[0],):
+        raise ValueError(f"groups must have one entry per row ({Yb.shape[0]}); got {groups.shape}")
+    attribute_of = np.asarray(attribute_of)
+    rng = np.random.default_rng(seed)
+    names = np.unique(groups)
+    out = Yb.copy()
+    lost: dict[str, list[str]] = {}
+    for attr in dict.fromkeys(attribute_of):  # attributes in label order, each once
+        chosen = rng.choice(names, size=int(round(share * len(names))), replace=False)
+        rows = np.isin(groups, chosen)
+        out[np.ix_(rows, attribute_of == attr)] = False
+        lost[str(attr)] = sorted(map(str, chosen))
+    return out.astype(np.uint8), {"share": share, "groups_without": lost, "n_dropped": int((Yb & ~out).sum())}
