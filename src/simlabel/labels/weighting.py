@@ -1,0 +1,660 @@
+r"""Sample weights for noisy web labels from side information (paper 003, Cheng et al., Alibaba).
+
+The talk trains on images found by searching the web with each category name: every
+result is labelled with its query, so many labels are wrong. It weights each image with
+side information in two stages; its slides sketch them without formulas, so the
+functions below are our reading, each choice an option (README, "paper 003").
+
+Stage 1, image weighting ("image rank + WordNet KNN categories"). For image ``i`` with
+search label :math:`y_i` and rank :math:`r_i` among its query's :math:`R` results:
+
+* rank weight, a decreasing function of rank (:func:`rank_weight`), with
+  :math:`u_i = (r_i - 1) / R`:
+
+  - ``linear``: :math:`f = 1 - u`;  ``exp``: :math:`f = e^{-u/\tau}`;
+  - ``dcg``: :math:`f = 1 / \log_2(1 + r)` (absolute rank, as in DCG);  ``none``: :math:`f = 1`;
+
+  and :math:`w^{rank}_i = \phi + (1 - \phi) f` with a floor :math:`\phi`, so that a deep
+  result is trusted less but never dropped on rank alone;
+
+* neighbour agreement (:func:`neighbour_agreement`): over the :math:`k` nearest images
+  :math:`N(i)` in image-embedding space,
+
+  .. math:: a_i = \frac{\sum_{j \in N(i)} \omega_{ij} \, G[y_i, y_j]}{\sum_{j \in N(i)} \omega_{ij}},
+     \qquad G[c, c'] = \begin{cases} 1 & c' = c \\ S[c, c'] & c' \in K(c) \\ 0 & \text{otherwise} \end{cases}
+
+  where :math:`S` is the blended WordNet + text-encoder category similarity and
+  :math:`K(c)` the K nearest categories of :math:`c` (:mod:`simlabel.labels.categories`):
+  neighbours with the same or a related category support the label, neighbours with an
+  unrelated one count against it (they add to the denominator only); :math:`\omega_{ij}`
+  is 1 or the neighbour's cosine similarity;
+
+* the stage-1 weight (:func:`stage1_weights`): ``product`` :math:`w_i = w^{rank}_i a_i` or
+  ``mean`` :math:`w_i = \lambda w^{rank}_i + (1 - \lambda) a_i`. Both lie in ``[0, 1]``.
+
+Stage 2, re-weighting by text matching. A model trained with the stage-1 weights predicts
+every training image (out of fold, so it cannot simply echo the label it was trained on).
+"Predict scores of a good sample should reflect label relation": for a good *apple* the
+top predictions are *apple* and related fruit, for a noisy one they are unrelated. With
+:math:`\tilde p_{ic}` the predicted probabilities renormalised over the top :math:`m`
+classes, and keywords :math:`k \in T_i` extracted from the image's text,
+
+.. math::
+   s^{pred}_i = \sum_{c \in \mathrm{top}_m(i)} \tilde p_{ic} \, S[y_i, c], \qquad
+   s^{kw}_i = \max_{k \in T_i} \max(0, \cos(e_k, e_{y_i})), \qquad
+   s(x_i) = (1 - \gamma) \, s^{pred}_i + \gamma \, s^{kw}_i
+
+(:func:`prediction_match`, :func:`keyword_match`, :func:`text_match_score`), and the loss
+becomes :math:`L(x_i) = s(x_i) L_{ce}(x_i)` (the talk's formula), here multiplied by the
+stage-1 weight unless ``stage2_combine="replace"``.
+
+The numerical cores take arrays and return arrays; :func:`stage1_table` /
+:func:`stage2_scores` add the k-NN search, keyword extraction and out-of-fold heads, and
+:func:`compute_weights` reads and writes files for ``simlabel weights``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+RANK_WEIGHTS = ("linear", "exp", "dcg", "none")
+
+
+@dataclass
+class SideInfoConfig:
+    """Options of both stages (defaults: our reading of the talk; README, paper 003).
+
+    ``rank_weight``/``rank_floor``/``rank_tau``: :func:`rank_weight`. ``knn``: visual
+    neighbours per image. ``neighbor_weighting``: ``uniform`` or ``similarity`` (cosine of
+    each neighbour). ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
+    ``keyword_weight``, ``keywords``: stage 2 (``m``, ``gamma``, keywords per text).
+    ``stage2_folds``: out-of-fold predictions for stage 2 (0: the stage-1 model predicts its
+    own training images). ``stage2_combine``: ``multiply`` (stage-1 weight times s) or
+    ``replace`` (s alone).
+    """
+
+    rank_weight: Literal["linear", "exp", "dcg", "none"] = "linear"
+    rank_floor: float = 0.2
+    rank_tau: float = 0.5
+    knn: int = 10
+    neighbor_weighting: Literal["uniform", "similarity"] = "uniform"
+    combine: Literal["product", "mean"] = "product"
+    rank_share: float = 0.5
+    top_predictions: int = 5
+    keyword_weight: float = 0.3
+    keywords: int = 5
+    stage2_folds: int = 3
+    stage2_combine: Literal["multiply", "replace"] = "multiply"
+
+    def __post_init__(self) -> None:
+        if self.rank_weight not in RANK_WEIGHTS:
+            raise ValueError(f"rank_weight must be one of {', '.join(RANK_WEIGHTS)}; got {self.rank_weight!r}")
+        if not 0 <= self.rank_floor <= 1:
+            raise ValueError(f"rank_floor must be in [0, 1]; got {self.rank_floor}")
+        if self.rank_tau <= 0:
+            raise ValueError(f"rank_tau must be > 0; got {self.rank_tau}")
+        if self.knn < 1:
+            raise ValueError(f"knn must be >= 1; got {self.knn}")
+        if self.neighbor_weighting not in ("uniform", "similarity"):
+            raise ValueError(f"neighbor_weighting must be 'uniform' or 'similarity'; got {self.neighbor_weighting!r}")
+        if self.combine not in ("product", "mean"):
+            raise ValueError(f"combine must be 'product' or 'mean'; got {self.combine!r}")
+        if not 0 <= self.rank_share <= 1:
+            raise ValueError(f"rank_share must be in [0, 1]; got {self.rank_share}")
+        if self.top_predictions < 1:
+            raise ValueError(f"top_predictions must be >= 1; got {self.top_predictions}")
+        if not 0 <= self.keyword_weight <= 1:
+            raise ValueError(f"keyword_weight must be in [0, 1]; got {self.keyword_weight}")
+        if self.keywords < 1:
+            raise ValueError(f"keywords must be >= 1; got {self.keywords}")
+        if self.stage2_folds < 0 or self.stage2_folds == 1:
+            raise ValueError(f"stage2_folds must be 0 (in-sample) or >= 2; got {self.stage2_folds}")
+        if self.stage2_combine not in ("multiply", "replace"):
+            raise ValueError(f"stage2_combine must be 'multiply' or 'replace'; got {self.stage2_combine!r}")
+
+
+# -- stage 1: rank --------------------------------------------------------------------------------
+
+
+def rank_weight(
+    rank: np.ndarray | Sequence[float],
+    *,
+    kind: str = "linear",
+    depth: float | np.ndarray | None = None,
+    tau: float = 0.5,
+    floor: float = 0.2,
+) -> np.ndarray:
+    r"""Trust in a search result from its rank: :math:`\phi + (1 - \phi) f(r)` in ``[floor, 1]``.
+
+    ``rank`` is 1-based (1 = best). ``depth`` is the number of results of the item's query
+    (scalar or one per item; default: the largest rank given), so ``linear`` and ``exp`` see
+    the relative rank :math:`u = (r - 1) / depth` and queries of different depths are treated
+    alike. ``dcg`` uses the absolute rank. A missing rank (NaN) gets weight 1: no side
+    information, no penalty. See the module docstring for the formulas.
+    """
+    if kind not in RANK_WEIGHTS:
+        raise ValueError(f"rank weight kind must be one of {', '.join(RANK_WEIGHTS)}; got {kind!r}")
+    if not 0 <= floor <= 1:
+        raise ValueError(f"floor must be in [0, 1]; got {floor}")
+    if tau <= 0:
+        raise ValueError(f"tau must be > 0; got {tau}")
+    r = np.asarray(rank, dtype=np.float64)
+    known = ~np.isnan(r)
+    if (r[known] < 1).any():
+        bad = np.flatnonzero(known & (r < 1))[0]
+        raise ValueError(f"ranks are 1-based; row {bad} has rank {r[bad]:g}")
+    if depth is None:
+        depth = float(np.nanmax(r)) if known.any() else 1.0
+    d = np.broadcast_to(np.asarray(depth, dtype=np.float64), r.shape)
+    if (d[known] <= 0).any():
+        raise ValueError("depth must be > 0")
+    u = np.clip((r - 1.0) / d, 0.0, 1.0)
+    if kind == "linear":
+        f = 1.0 - u
+    elif kind == "exp":
+        f = np.exp(-u / tau)
+    elif kind == "dcg":
+        f = 1.0 / np.log2(1.0 + r)
+    else:
+        f = np.ones_like(r)
+    w = floor + (1.0 - floor) * f
+    return np.where(known, w, 1.0)
+
+
+# -- stage 1: neighbours --------------------------------------------------------------------------
+
+
+def credit_matrix(similarity: np.ndarray, related: np.ndarray, *, unrelated: float = 0.0) -> np.ndarray:
+    """``G``: how much a neighbour labelled ``c'`` supports the label ``c``.
+
+    ``G[c, c] = 1``; ``G[c, c'] = similarity[c, c']`` for ``c'`` among ``related[c]`` (the K
+    nearest categories of ``c``); ``unrelated`` (default 0) elsewhere. ``(C, C)`` float64 in
+    ``[0, 1]`` (similarities are clipped).
+    """
+    s = np.asarray(similarity, dtype=np.float64)
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similarity must be (C, C); got {s.shape}")
+    rel = np.asarray(related, dtype=np.int64)
+    c = s.shape[0]
+    if rel.ndim != 2 or rel.shape[0] != c:
+        raise ValueError(f"related must be (C, K) with C = {c}; got {rel.shape}")
+    if rel.size and (rel.min() < 0 or rel.max() >= c):
+        raise ValueError(f"related category indices must lie in [0, {c})")
+    if not 0 <= unrelated <= 1:
+        raise ValueError(f"unrelated must be in [0, 1]; got {unrelated}")
+    g = np.full((c, c), float(unrelated))
+    rows = np.repeat(np.arange(c), rel.shape[1])
+    cols = rel.ravel()
+    g[rows, cols] = np.clip(s[rows, cols], 0.0, 1.0)
+    np.fill_diagonal(g, 1.0)
+    return g
+
+
+def neighbour_agreement(
+    labels: np.ndarray,
+    neighbors: np.ndarray,
+    credit: np.ndarray,
+    *,
+    neighbor_weights: np.ndarray | None = None,
+) -> np.ndarray:
+    r"""How well each item's visual neighbours agree with its label: :math:`a_i \in [0, 1]`.
+
+    ``labels`` ``(n,)`` category codes; ``neighbors`` ``(n, k)`` positions of each item's
+    neighbours among the same ``n`` items (``-1`` = none); ``credit`` the ``(C, C)`` matrix
+    of :func:`credit_matrix`; ``neighbor_weights`` optional ``(n, k)`` non-negative weights
+    (e.g. cosine similarities; negative values count as 0). An item with no usable
+    neighbour gets 1 (no evidence against its label).
+    """
+    y = np.asarray(labels, dtype=np.int64)
+    nb = np.asarray(neighbors, dtype=np.int64)
+    g = np.asarray(credit, dtype=np.float64)
+    n = len(y)
+    if nb.ndim != 2 or nb.shape[0] != n:
+        raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
+    if y.size and (y.min() < 0 or y.max() >= g.shape[0]):
+        raise ValueError(f"labels must be codes in [0, {g.shape[0]})")
+    if nb.size and nb.max() >= n:
+        raise ValueError(f"neighbour positions must be < n = {n}")
+    valid = nb >= 0
+    omega = valid.astype(np.float64)
+    if neighbor_weights is not None:
+        w = np.asarray(neighbor_weights, dtype=np.float64)
+        if w.shape != nb.shape:
+            raise ValueError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
+        omega = omega * np.clip(np.nan_to_num(w, nan=0.0), 0.0, None)
+    support = g[y[:, None], y[np.where(valid, nb, 0)]]
+    total = omega.sum(axis=1)
+    agree = (omega * support).sum(axis=1)
+    out = np.ones(n, dtype=np.float64)
+    has = total > 0
+    out[has] = agree[has] / total[has]
+    return np.clip(out, 0.0, 1.0)
+
+
+def stage1_weights(
+    rank_weights: np.ndarray, agreement: np.ndarray, *, combine: str = "product", rank_share: float = 0.5
+) -> np.ndarray:
+    r"""Stage-1 weight: ``product`` :math:`w^{rank} a` or ``mean`` :math:`\lambda w^{rank} + (1 - \lambda) a`."""
+    rw = np.asarray(rank_weights, dtype=np.float64)
+    a = np.asarray(agreement, dtype=np.float64)
+    if rw.shape != a.shape:
+        raise ValueError(f"rank weights {rw.shape} and agreement {a.shape} differ in shape")
+    for name, v in (("rank weights", rw), ("agreement", a)):
+        if v.size and (np.isnan(v).any() or v.min() < 0 or v.max() > 1):
+            raise ValueError(f"{name} must lie in [0, 1]")
+    if combine == "product":
+        return rw * a
+    if combine == "mean":
+        if not 0 <= rank_share <= 1:
+            raise ValueError(f"rank_share must be in [0, 1]; got {rank_share}")
+        return rank_share * rw + (1.0 - rank_share) * a
+    raise ValueError(f"combine must be 'product' or 'mean'; got {combine!r}")
+
+
+# -- stage 2: text matching -----------------------------------------------------------------------
+
+
+def prediction_match(proba: np.ndarray, labels: np.ndarray, similarity: np.ndarray, *, top: int = 5) -> np.ndarray:
+    r""":math:`s^{pred}_i = \sum_{c \in top_m(i)} \tilde p_{ic} S[y_i, c]` in ``[0, 1]``.
+
+    ``proba`` ``(n, C)`` predicted probabilities (any non-negative scores: each row's top
+    ``top`` are renormalised to sum to 1); ``labels`` ``(n,)`` codes of the given labels;
+    ``similarity`` the ``(C, C)`` category similarity with diagonal 1 (clipped to [0, 1]).
+    A confident prediction of the given label scores 1, of a related category its
+    similarity, of unrelated ones about 0.
+    """
+    p = np.asarray(proba, dtype=np.float64)
+    y = np.asarray(labels, dtype=np.int64)
+    s = np.clip(np.asarray(similarity, dtype=np.float64), 0.0, 1.0)
+    if p.ndim != 2 or len(p) != len(y):
+        raise ValueError(f"proba must be (n, C) with one row per label; got {p.shape} for {len(y)} labels")
+    c = p.shape[1]
+    if s.shape != (c, c):
+        raise ValueError(f"similarity must be ({c}, {c}); got {s.shape}")
+    if y.size and (y.min() < 0 or y.max() >= c):
+        raise ValueError(f"labels must be codes in [0, {c})")
+    if (p < 0).any() or not np.isfinite(p).all():
+        raise ValueError("proba must be finite and non-negative")
+    m = int(min(max(top, 1), c))
+    top_idx = np.argpartition(-p, m - 1, axis=1)[:, :m] if m < c else np.tile(np.arange(c), (len(p), 1))
+    top_p = np.take_along_axis(p, top_idx, axis=1)
+    mass = top_p.sum(axis=1, keepdims=True)
+    top_p = np.where(mass > 0, top_p / np.where(mass > 0, mass, 1.0), 1.0 / m)
+    return np.clip((top_p * s[y[:, None], top_idx]).sum(axis=1), 0.0, 1.0)
+
+
+def extract_keywords(
+    texts: Sequence[str], *, top: int = 5, max_features: int = 100_000, min_length: int = 3
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``top`` highest-TF-IDF words of each text (English stop words removed).
+
+    Returns ``(keywords, vocabulary)``: ``keywords`` ``(n, top)`` int64 indices into
+    ``vocabulary`` (``-1`` pads texts with fewer words), best first; ``vocabulary`` the
+    words (lower-cased, letters only, at least ``min_length`` long). Vectorised over the
+    sparse TF-IDF matrix (no loop over texts).
+    """
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    docs = ["" if t is None or (isinstance(t, float) and np.isnan(t)) else str(t) for t in texts]
+    n = len(docs)
+    vec = TfidfVectorizer(
+        lowercase=True, stop_words="english", token_pattern=rf"(?u)\b[^\W\d_]{{{min_length},}}\b",
+        sublinear_tf=True, max_features=max_features,
+    )
+    try:
+        m = vec.fit_transform(docs).tocsr()
+    except ValueError:  # every text empty or stop words only
+        return np.full((n, top), -1, dtype=np.int64), np.array([], dtype=object)
+    vocab = vec.get_feature_names_out().astype(object)
+    rows = np.repeat(np.arange(n), np.diff(m.indptr))
+    # rank the non-zeros inside each row: by row, then weight descending, then word index
+    order = np.lexsort((m.indices, -m.data, rows))
+    rows_o, cols_o = rows[order], m.indices[order]
+    start = m.indptr[:-1]
+    pos_in_row = np.arange(len(order)) - start[rows_o]
+    keep = pos_in_row < top
+    out = np.full((n, top), -1, dtype=np.int64)
+    out[rows_o[keep], pos_in_row[keep]] = cols_o[keep]
+    return out, vocab
+
+
+def keyword_match(keywords: np.ndarray, labels: np.ndarray, keyword_label_similarity: np.ndarray) -> np.ndarray:
+    r""":math:`s^{kw}_i = \max_{k \in T_i} \max(0, \mathrm{sim}(k, y_i))`; NaN for items without keywords.
+
+    ``keywords`` ``(n, t)`` vocabulary indices (``-1`` = none); ``labels`` ``(n,)`` codes;
+    ``keyword_label_similarity`` ``(V, C)``, e.g. cosine of text embeddings of each keyword
+    and each category name.
+    """
+    kw = np.asarray(keywords, dtype=np.int64)
+    y = np.asarray(labels, dtype=np.int64)
+    sim = np.asarray(keyword_label_similarity, dtype=np.float64)
+    if kw.ndim != 2 or len(kw) != len(y):
+        raise ValueError(f"keywords must be (n, t) with one row per label; got {kw.shape} for {len(y)} labels")
+    if sim.ndim != 2:
+        raise ValueError(f"keyword_label_similarity must be (V, C); got {sim.shape}")
+    if kw.size and kw.max() >= sim.shape[0]:
+        raise ValueError(f"keyword indices must be < V = {sim.shape[0]}")
+    if y.size and (y.min() < 0 or y.max() >= sim.shape[1]):
+        raise ValueError(f"labels must be codes in [0, {sim.shape[1]})")
+    valid = kw >= 0
+    if sim.shape[0] == 0:
+        return np.full(len(y), np.nan)
+    vals = np.clip(sim[np.where(valid, kw, 0), y[:, None]], 0.0, 1.0)
+    vals = np.where(valid, vals, -np.inf)
+    best = vals.max(axis=1) if kw.shape[1] else np.full(len(y), -np.inf)
+    return np.where(np.isfinite(best), best, np.nan)
+
+
+def text_match_score(pred_match: np.ndarray, kw_match: np.ndarray | None = None, *, keyword_weight: float = 0.3) -> np.ndarray:
+    r""":math:`s(x_i) = (1 - \gamma) s^{pred}_i + \gamma s^{kw}_i` in ``[0, 1]``; items without
+    keywords (NaN) use :math:`s^{pred}_i` alone, as does ``kw_match=None``."""
+    pm = np.asarray(pred_match, dtype=np.float64)
+    if not 0 <= keyword_weight <= 1:
+        raise ValueError(f"keyword_weight must be in [0, 1]; got {keyword_weight}")
+    if kw_match is None:
+        return np.clip(pm, 0.0, 1.0)
+    km = np.asarray(kw_match, dtype=np.float64)
+    if km.shape != pm.shape:
+        raise ValueError(f"keyword match {km.shape} and prediction match {pm.shape} differ in shape")
+    mixed = (1.0 - keyword_weight) * pm + keyword_weight * km
+    return np.clip(np.where(np.isnan(km), pm, mixed), 0.0, 1.0)
+
+
+# -- putting stage 1 and 2 together on embeddings -------------------------------------------------
+
+
+def _codes(labels: Sequence[str], categories: Sequence[str]) -> np.ndarray:
+    index = pd.Index(list(categories))
+    codes = index.get_indexer(pd.Index([str(v) for v in labels]))
+    if (codes < 0).any():
+        unknown = sorted({str(v) for v, c in zip(labels, codes) if c < 0})
+        raise ValueError(f"labels not among the categories: {', '.join(unknown[:5])}")
+    return codes.astype(np.int64)
+
+
+def stage1_table(
+    X: np.ndarray,
+    labels: Sequence[str],
+    rank: np.ndarray | None,
+    categories: Sequence[str],
+    similarity: np.ndarray,
+    related: np.ndarray,
+    config: SideInfoConfig | None = None,
+    *,
+    depth: np.ndarray | float | None = None,
+) -> pd.DataFrame:
+    """Stage-1 weights of ``n`` labelled items with embeddings ``X`` ``(n, d)``.
+
+    ``rank``: search ranks (NaN or None = unknown); ``depth``: results of each item's query
+    (default: the largest rank seen with its label). ``similarity``/``related``: category
+    similarity and K nearest categories, in the order of ``categories``. The neighbours are
+    the ``config.knn`` nearest among the same items (exact cosine, FAISS). Returns a frame
+    with ``label, rank, rank_weight, agreement, weight`` and ``neighbors`` (positions) in
+    the order of the input.
+    """
+    from simlabel.index import exact_knn
+
+    cfg = config or SideInfoConfig()
+    X = np.asarray(X, dtype=np.float32)
+    n = len(X)
+    labels = [str(v) for v in labels]
+    if len(labels) != n:
+        raise ValueError(f"{len(labels)} labels for {n} embeddings")
+    y = _codes(labels, categories)
+    r = np.full(n, np.nan) if rank is None else np.asarray(rank, dtype=np.float64)
+    if len(r) != n:
+        raise ValueError(f"{len(r)} ranks for {n} embeddings")
+    if depth is None:
+        depth_per_label = pd.Series(r).groupby(y).transform("max").to_numpy()
+        depth = np.where(np.isnan(depth_per_label), 1.0, depth_per_label)
+    rw = rank_weight(r, kind=cfg.rank_weight, depth=depth, tau=cfg.rank_tau, floor=cfg.rank_floor)
+    k = min(cfg.knn, n - 1)
+    if k >= 1:
+        sims, nb = exact_knn(X, k, exclude_self=True)
+    else:
+        sims, nb = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+    credit = credit_matrix(similarity, related)
+    agree = neighbour_agreement(
+        y, nb, credit, neighbor_weights=sims if cfg.neighbor_weighting == "similarity" else None
+    )
+    w = stage1_weights(rw, agree, combine=cfg.combine, rank_share=cfg.rank_share)
+    return pd.DataFrame({"label": labels, "rank": r, "rank_weight": rw, "agreement": agree, "weight": w,
+                         "neighbors": list(nb)})
+
+
+def out_of_fold_proba(
+    X: np.ndarray,
+    labels: Sequence[str],
+    sample_weight: np.ndarray | None,
+    categories: Sequence[str],
+    head_config=None,
+    *,
+    folds: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Predicted probabilities ``(n, C)`` (columns in ``categories`` order) for every item from
+    heads that did not train on it (``folds`` >= 2, stratified where possible), or, with
+    ``folds=0``, from one head trained on all items (in-sample)."""
+    from dataclasses import replace
+
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    from simlabel.heads import EmbeddingClassifier, HeadConfig
+
+    cfg = replace(head_config or HeadConfig(), seed=seed)
+    X = np.asarray(X, dtype=np.float32)
+    y = np.asarray([str(v) for v in labels])
+    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+    cats = [str(c) for c in categories]
+    proba = np.zeros((len(X), len(cats)), dtype=np.float64)
+
+    def fit_predict(train_idx: np.ndarray, pred_idx: np.ndarray) -> None:
+        present = sorted(set(y[train_idx]))
+        clf = EmbeddingClassifier(cfg).fit(
+            X[train_idx], y[train_idx], sample_weight=None if w is None else w[train_idx], classes=present
+        )
+        cols = pd.Index(cats).get_indexer(clf.classes_)
+        proba[np.ix_(pred_idx, cols)] = clf.predict_proba(X[pred_idx])
+
+    if folds == 0:
+        fit_predict(np.arange(len(X)), np.arange(len(X)))
+        return proba
+    counts = pd.Series(y).value_counts()
+    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if counts.min() >= folds
+                else KFold(folds, shuffle=True, random_state=seed))
+    if isinstance(splitter, StratifiedKFold):
+        splits = splitter.split(X, y)
+    else:
+        splits = splitter.split(X)
+    for train_idx, pred_idx in splits:
+        fit_predict(train_idx, pred_idx)
+    return proba
+
+
+def keyword_label_similarity(
+    vocabulary: Sequence[str], categories: Sequence[str], encoder=None, *, device: str = "auto",
+    batch_size: int = 4096,
+) -> np.ndarray:
+    """Cosine ``(V, C)`` between text embeddings of keywords and of category names (the
+    cleaned names, as :func:`simlabel.labels.smoothing.embed_label_names` embeds them)."""
+    from simlabel.labels.smoothing import clean_label_name
+
+    if isinstance(encoder, str) or encoder is None:
+        from simlabel.encoders import get_text_encoder
+
+        encoder = get_text_encoder(encoder or "minilm", device)
+    vocab = [str(v) for v in vocabulary]
+    if not vocab:
+        return np.zeros((0, len(categories)))
+    names = np.asarray(encoder([clean_label_name(c) for c in categories]), dtype=np.float64)
+    names /= np.linalg.norm(names, axis=1, keepdims=True).clip(1e-12)
+    out = np.empty((len(vocab), len(names)))
+    for start in range(0, len(vocab), batch_size):
+        e = np.asarray(encoder(vocab[start : start + batch_size]), dtype=np.float64)
+        e /= np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
+        out[start : start + len(e)] = e @ names.T
+    return out
+
+
+def stage2_scores(
+    proba: np.ndarray,
+    labels: Sequence[str],
+    categories: Sequence[str],
+    similarity: np.ndarray,
+    config: SideInfoConfig | None = None,
+    *,
+    texts: Sequence[str] | None = None,
+    encoder=None,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """Stage-2 text-matching scores: ``pred_match``, ``keyword_match`` (NaN without text),
+    ``keywords`` (space-separated) and ``score`` = s(x_i), one row per item."""
+    cfg = config or SideInfoConfig()
+    y = _codes(labels, categories)
+    pm = prediction_match(proba, y, similarity, top=cfg.top_predictions)
+    km = None
+    kw_text = [""] * len(y)
+    if texts is not None and cfg.keyword_weight > 0:
+        if len(texts) != len(y):
+            raise ValueError(f"{len(texts)} texts for {len(y)} labels")
+        kw, vocab = extract_keywords(texts, top=cfg.keywords)
+        used = np.unique(kw[kw >= 0])
+        remap = np.full(len(vocab) + 1, -1, dtype=np.int64)
+        remap[used] = np.arange(len(used))
+        kw_used = np.where(kw >= 0, remap[np.where(kw >= 0, kw, len(vocab))], -1)
+        sim = keyword_label_similarity(vocab[used], categories, encoder, device=device)
+        km = keyword_match(kw_used, y, sim)
+        words = np.append(vocab, "").astype(object)
+        kw_text = [" ".join(w for w in row if w) for row in words[np.where(kw >= 0, kw, len(vocab))]]
+    score = text_match_score(pm, km, keyword_weight=cfg.keyword_weight)
+    return pd.DataFrame({
+        "pred_match": pm,
+        "keyword_match": np.full(len(y), np.nan) if km is None else km,
+        "keywords": kw_text,
+        "score": score,
+    })
+
+
+def final_weights(stage1: np.ndarray, score: np.ndarray, combine: str = "multiply") -> np.ndarray:
+    """The stage-2 training weight: ``multiply`` (stage-1 weight times s) or ``replace`` (s)."""
+    if combine == "multiply":
+        return np.asarray(stage1, dtype=np.float64) * np.asarray(score, dtype=np.float64)
+    if combine == "replace":
+        return np.asarray(score, dtype=np.float64).copy()
+    raise ValueError(f"stage2_combine must be 'multiply' or 'replace'; got {combine!r}")
+
+
+def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) -> pd.DataFrame:
+    """How well each weight separates correct from wrong labels (known from held-out truth):
+    per weight, mean / median / quartiles for correct and wrong labels, and the ROC AUC of
+    the weight as a detector of correct labels (0.5 = no better than chance)."""
+    from sklearn.metrics import roc_auc_score
+
+    ok = np.asarray(correct, dtype=bool)
+    rows = []
+    for name, w in weights.items():
+        w = np.asarray(w, dtype=np.float64)
+        if w.shape != ok.shape:
+            raise ValueError(f"weight {name!r} has shape {w.shape}, correctness {ok.shape}")
+        row = {"weight": name}
+        for tag, mask in (("correct", ok), ("wrong", ~ok)):
+            v = w[mask]
+            row[f"{tag} n"] = int(mask.sum())
+            row[f"{tag} mean"] = float(v.mean()) if len(v) else float("nan")
+            row[f"{tag} median"] = float(np.median(v)) if len(v) else float("nan")
+            row[f"{tag} q25"] = float(np.quantile(v, 0.25)) if len(v) else float("nan")
+            row[f"{tag} q75"] = float(np.quantile(v, 0.75)) if len(v) else float("nan")
+        row["auc"] = float(roc_auc_score(ok, w)) if 0 < ok.sum() < len(ok) else float("nan")
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+# -- files: simlabel weights ----------------------------------------------------------------------
+
+
+def compute_weights(
+    emb: str | os.PathLike,
+    labels: str | os.PathLike | pd.DataFrame,
+    *,
+    semantics=None,
+    config: SideInfoConfig | None = None,
+    stage: int = 1,
+    texts: Mapping[str, str] | None = None,
+    head_config=None,
+    seed: int = 0,
+    out: str | os.PathLike | None = None,
+    device: str = "auto",
+    text_encoder=None,
+    log: Callable[[str], None] | None = None,
+) -> pd.DataFrame:
+    """Weights for a label file (``id,label`` and optionally ``rank``) on an embedding folder.
+
+    ``semantics``: a :class:`simlabel.labels.categories.CategorySemantics`, a path to one
+    saved as JSON, or None (built here from the label names with the defaults). ``stage``:
+    1 (rank + neighbours) or 2 (also text matching, with ``texts`` an id -> title mapping
+    for keywords; out-of-fold heads with ``head_config``). The output keeps the input's
+    columns and adds ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
+    keyword_match, keywords, text_score``) and ``weight``, the column to train with
+    (``simlabel train --weight-col weight``). Written atomically as CSV when ``out`` is set.
+    """
+    from simlabel.labels.categories import CategorySemantics, category_semantics
+    from simlabel.labels.io import read_labels
+    from simlabel.store import atomic_write, load_embeddings
+
+    cfg = config or SideInfoConfig()
+    if stage not in (1, 2):
+        raise ValueError(f"stage must be 1 or 2; got {stage}")
+    table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels)
+    ids, X = load_embeddings(emb)
+    pos = pd.Index(ids).get_indexer(table["id"].astype(str))
+    if (pos < 0).any():
+        missing = table["id"][pos < 0].head(5).tolist()
+        raise KeyError(f"{int((pos < 0).sum())} labelled id(s) have no embedding in {emb}, e.g. {', '.join(map(str, missing))}")
+    categories = sorted(table["label"].astype(str).unique())
+    if semantics is None:
+        semantics = category_semantics(categories, text_encoder=text_encoder or "minilm", device=device)
+    elif not isinstance(semantics, CategorySemantics):
+        semantics = CategorySemantics.load(semantics)
+    missing_cats = sorted(set(categories) - set(semantics.names))
+    if missing_cats:
+        raise ValueError(f"categories missing from the semantics: {', '.join(missing_cats[:5])}")
+    order = pd.Index(semantics.names).get_indexer(categories)
+    sim = semantics.similarity[np.ix_(order, order)]
+    related_full = semantics.neighbors
+    # keep only related categories present in this label set, re-coded
+    recode = np.full(len(semantics.names), -1, dtype=np.int64)
+    recode[order] = np.arange(len(categories))
+    rel = recode[related_full[order]]
+    rel = np.where(rel >= 0, rel, np.arange(len(categories))[:, None])  # absent -> self (no extra credit)
+    rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy() if "rank" in table.columns else None
+    s1 = stage1_table(X[pos], table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg)
+    result = table.drop(columns=[c for c in ("weight",) if c in table.columns]).copy()
+    result["rank_weight"] = s1["rank_weight"].to_numpy()
+    result["agreement"] = s1["agreement"].to_numpy()
+    result["stage1_weight"] = s1["weight"].to_numpy()
+    result["weight"] = result["stage1_weight"]
+    if stage == 2:
+        if log:
+            log(f"stage 2: out-of-fold predictions ({cfg.stage2_folds or 'in-sample'} folds)")
+        proba = out_of_fold_proba(X[pos], result["label"].astype(str).tolist(), result["stage1_weight"].to_numpy(),
+                                  categories, head_config, folds=cfg.stage2_folds, seed=seed)
+        item_texts = None
+        if texts is not None:
+            item_texts = [texts.get(str(i), "") for i in result["id"]]
+        s2 = stage2_scores(proba, result["label"].astype(str).tolist(), categories, sim, cfg, texts=item_texts,
+                           encoder=text_encoder, device=device)
+        result["pred_match"] = s2["pred_match"].to_numpy()
+        result["keyword_match"] = s2["keyword_match"].to_numpy()
+        result["keywords"] = s2["keywords"].to_numpy()
+        result["text_score"] = s2["score"].to_numpy()
+        result["weight"] = final_weights(result["stage1_weight"], result["text_score"], cfg.stage2_combine)
+    if out is not None:
+        atomic_write(out, lambda tmp: result.to_csv(tmp, index=False, float_format="%.6g"))
+    return result

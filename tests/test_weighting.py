@@ -1,0 +1,239 @@
+"""Paper 003's sample weights: hand cases from the definitions, invariants, and a real slice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from simlabel.labels.weighting import (
+    SideInfoConfig,
+    credit_matrix,
+    extract_keywords,
+    final_weights,
+    keyword_match,
+    neighbour_agreement,
+    out_of_fold_proba,
+    prediction_match,
+    rank_weight,
+    stage1_table,
+    stage1_weights,
+    text_match_score,
+    weight_separation,
+)
+
+S3 = np.array([[1.0, 0.8, 0.1], [0.8, 1.0, 0.2], [0.1, 0.2, 1.0]])
+REL3 = np.array([[1], [0], [1]])  # each category's single nearest other category
+
+
+# -- rank ------------------------------------------------------------------------------------------
+
+
+def test_rank_weight_linear_by_hand() -> None:
+    r = np.array([1, 2, 3, 4, 5])
+    assert np.allclose(rank_weight(r, kind="linear", depth=5, floor=0.0), [1.0, 0.8, 0.6, 0.4, 0.2])
+    # the floor lifts the curve: 0.5 + 0.5 f
+    assert np.allclose(rank_weight(r, kind="linear", depth=5, floor=0.5), [1.0, 0.9, 0.8, 0.7, 0.6])
+    # the default depth is the deepest rank given
+    assert np.allclose(rank_weight(r, kind="linear", floor=0.0), [1.0, 0.8, 0.6, 0.4, 0.2])
+
+
+def test_rank_weight_exp_dcg_none_and_missing_by_hand() -> None:
+    assert rank_weight([3], kind="exp", depth=4, tau=0.5, floor=0.0)[0] == pytest.approx(np.exp(-1.0))
+    assert np.allclose(rank_weight([1, 3, 7], kind="dcg", floor=0.0), [1.0, 0.5, 1 / 3])
+    assert np.allclose(rank_weight([1, 50], kind="none"), [1.0, 1.0])
+    # no rank = no side information = no penalty; per-item depths
+    assert np.allclose(rank_weight([np.nan, 2, 2], kind="linear", depth=[1, 2, 4], floor=0.0), [1.0, 0.5, 0.75])
+
+
+def test_rank_weight_rejects_bad_input() -> None:
+    with pytest.raises(ValueError, match="1-based"):
+        rank_weight([0, 1])
+    with pytest.raises(ValueError, match="kind"):
+        rank_weight([1], kind="sigmoid")
+    with pytest.raises(ValueError, match="floor"):
+        rank_weight([1], floor=1.5)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    ranks=arrays(np.float64, st.integers(2, 40), elements=st.floats(1, 500)),
+    kind=st.sampled_from(["linear", "exp", "dcg"]),
+    floor=st.floats(0, 1),
+)
+def test_rank_weight_is_bounded_and_never_rises_with_rank(ranks: np.ndarray, kind: str, floor: float) -> None:
+    w = rank_weight(ranks, kind=kind, floor=floor, depth=500)
+    assert (w >= floor - 1e-12).all() and (w <= 1 + 1e-12).all()
+    order = np.argsort(ranks, kind="stable")
+    assert (np.diff(w[order]) <= 1e-12).all()
+
+
+# -- neighbours ------------------------------------------------------------------------------------
+
+
+def test_credit_matrix_by_hand() -> None:
+    g = credit_matrix(S3, REL3)
+    assert np.allclose(g, [[1.0, 0.8, 0.0], [0.8, 1.0, 0.0], [0.0, 0.2, 1.0]])
+
+
+def test_neighbour_agreement_by_hand() -> None:
+    g = credit_matrix(S3, REL3)
+    labels = np.array([0, 0, 1, 2])
+    neighbors = np.array([[1, 2], [0, 3], [0, -1], [-1, -1]])
+    a = neighbour_agreement(labels, neighbors, g)
+    # item 0: neighbours labelled 0 (same: 1) and 1 (related: 0.8) -> 0.9
+    # item 1: 0 (same) and 2 (unrelated: counts against) -> 0.5
+    # item 2 (label 1): one neighbour labelled 0, related to 1 -> 0.8
+    # item 3: no neighbour -> 1 (no evidence)
+    assert np.allclose(a, [0.9, 0.5, 0.8, 1.0])
+    # similarity-weighted: item 1's same-label neighbour weighs 3x the unrelated one -> 0.75
+    w = np.array([[1.0, 1.0], [0.6, 0.2], [1.0, 0.0], [0.0, 0.0]])
+    assert neighbour_agreement(labels, neighbors, g, neighbor_weights=w)[1] == pytest.approx(0.75)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    n=st.integers(2, 30),
+    k=st.integers(1, 6),
+    c=st.integers(1, 5),
+    seed=st.integers(0, 10_000),
+)
+def test_neighbour_agreement_is_in_unit_interval_and_one_for_pure_neighbourhoods(n: int, k: int, c: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, c, n)
+    neighbors = rng.integers(-1, n, (n, k))
+    s = rng.uniform(0, 1, (c, c))
+    s = (s + s.T) / 2
+    related = np.array([rng.permutation(c)[: max(c - 1, 1)] for _ in range(c)])
+    g = credit_matrix(s, related)
+    a = neighbour_agreement(labels, neighbors, g)
+    assert ((a >= 0) & (a <= 1)).all()
+    same = np.zeros(n, dtype=np.int64)
+    assert np.allclose(neighbour_agreement(same, neighbors, g), 1.0)
+
+
+def test_stage1_weights_by_hand() -> None:
+    rw, a = np.array([1.0, 0.5, 0.2]), np.array([0.9, 0.5, 1.0])
+    assert np.allclose(stage1_weights(rw, a), [0.9, 0.25, 0.2])
+    assert np.allclose(stage1_weights(rw, a, combine="mean", rank_share=0.25), [0.925, 0.5, 0.8])
+    with pytest.raises(ValueError, match="\\[0, 1\\]"):
+        stage1_weights(np.array([1.2]), np.array([0.5]))
+
+
+# -- stage 2 ---------------------------------------------------------------------------------------
+
+
+def test_prediction_match_by_hand() -> None:
+    p = np.array([[0.7, 0.2, 0.1], [0.7, 0.2, 0.1]])
+    # top-2 renormalised: 7/9 and 2/9 on categories 0 and 1
+    s = prediction_match(p, np.array([0, 2]), S3, top=2)
+    assert s[0] == pytest.approx((0.7 * 1.0 + 0.2 * 0.8) / 0.9)  # an "apple" predicted apple / fruit: high
+    assert s[1] == pytest.approx((0.7 * 0.1 + 0.2 * 0.2) / 0.9)  # labelled 2, predicted unrelated: low
+    # all three classes: the plain expectation of S[y, .] under p
+    assert prediction_match(p[:1], np.array([1]), S3, top=3)[0] == pytest.approx(0.7 * 0.8 + 0.2 * 1.0 + 0.1 * 0.2)
+
+
+@settings(max_examples=60, deadline=None)
+@given(n=st.integers(1, 20), c=st.integers(2, 8), top=st.integers(1, 10), seed=st.integers(0, 10_000))
+def test_prediction_match_bounds_and_certainty(n: int, c: int, top: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(c), n)
+    y = rng.integers(0, c, n)
+    s = rng.uniform(0, 1, (c, c))
+    s = (s + s.T) / 2
+    np.fill_diagonal(s, 1.0)
+    m = prediction_match(p, y, s, top=top)
+    assert ((m >= 0) & (m <= 1 + 1e-12)).all()
+    certain = np.eye(c)[y]
+    assert np.allclose(prediction_match(certain, y, s, top=top), 1.0)
+
+
+def test_extract_keywords_by_hand() -> None:
+    kw, vocab = extract_keywords(["Red red shirt", "the blue shoe 2012", "", "and the"], top=2)
+    words = [[vocab[i] for i in row if i >= 0] for row in kw]
+    assert words[0] == ["red", "shirt"]  # sublinear tf: "red" twice outweighs "shirt" once (same idf)
+    assert sorted(words[1]) == ["blue", "shoe"]  # stop words and numbers are not keywords
+    assert words[2] == [] and words[3] == []
+
+
+def test_keyword_match_and_text_score_by_hand() -> None:
+    # vocabulary: 0 "shirt", 1 "denim"; categories: 0 Shirts, 1 Jeans
+    sim = np.array([[0.9, 0.1], [-0.2, 0.7]])
+    kw = np.array([[0, 1], [1, -1], [-1, -1]])
+    km = keyword_match(kw, np.array([0, 0, 1]), sim)
+    assert km[0] == pytest.approx(0.9) and km[1] == pytest.approx(0.0) and np.isnan(km[2])
+    s = text_match_score(np.array([0.5, 0.5, 0.4]), km, keyword_weight=0.3)
+    assert np.allclose(s, [0.7 * 0.5 + 0.3 * 0.9, 0.35, 0.4])
+
+
+def test_final_weights_and_separation() -> None:
+    assert np.allclose(final_weights([0.5, 1.0], [0.5, 0.2]), [0.25, 0.2])
+    assert np.allclose(final_weights([0.5, 1.0], [0.5, 0.2], "replace"), [0.5, 0.2])
+    table = weight_separation({"w": np.array([0.9, 0.8, 0.1, 0.85])}, np.array([True, True, False, True]))
+    row = table.iloc[0]
+    assert row["auc"] == pytest.approx(1.0) and row["wrong n"] == 1 and row["correct mean"] == pytest.approx(0.85)
+
+
+def test_config_validation() -> None:
+    with pytest.raises(ValueError, match="rank_weight"):
+        SideInfoConfig(rank_weight="steep")
+    with pytest.raises(ValueError, match="stage2_folds"):
+        SideInfoConfig(stage2_folds=1)
+
+
+# -- a real slice: planted wrong labels get lower weights ------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fashion_embedded(tmp_path_factory, image_encoder):
+    from simlabel.embedding import embed
+    from simlabel.store import load_embeddings
+    from tests.conftest import slice_catalog
+
+    tmp = tmp_path_factory.mktemp("fashion-weights")
+    df = slice_catalog("fashion-products", 2000, tmp)
+    keep = df["article_type"].isin(["Tshirts", "Shirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses"])
+    df = df[keep].groupby("article_type").head(40).reset_index(drop=True)
+    df.to_csv(tmp / "catalog.csv", index=False)
+    embed(tmp / "catalog.csv", tmp / "emb", image_encoder=image_encoder, progress=False)
+    ids, X = load_embeddings(tmp / "emb")
+    df = df.set_index("id").loc[ids].reset_index()
+    return df, X
+
+
+def test_planted_wrong_labels_get_lower_weights_on_a_real_slice(fashion_embedded) -> None:
+    df, X = fashion_embedded
+    rng = np.random.default_rng(0)
+    cats = sorted(df["article_type"].unique())
+    truth = df["article_type"].to_numpy()
+    wrong = rng.random(len(df)) < 0.25
+    noisy = truth.copy()
+    for i in np.flatnonzero(wrong):
+        noisy[i] = rng.choice([c for c in cats if c != truth[i]])
+    # wrong labels also sit deeper in the (simulated) search results
+    rank = np.where(wrong, rng.integers(20, 41, len(df)), rng.integers(1, 41, len(df))).astype(float)
+    s = np.eye(len(cats))
+    s[cats.index("Tshirts"), cats.index("Shirts")] = s[cats.index("Shirts"), cats.index("Tshirts")] = 0.8
+    related = np.array([[cats.index("Shirts")] if c == "Tshirts" else [cats.index("Tshirts")] if c == "Shirts"
+                        else [(i + 1) % len(cats)] for i, c in enumerate(cats)])
+    t = stage1_table(X, noisy, rank, cats, s, related, SideInfoConfig(knn=8))
+    w = t["weight"].to_numpy()
+    assert ((w >= 0) & (w <= 1)).all()
+    assert w[wrong].mean() < 0.6 * w[~wrong].mean()
+    assert t["agreement"][wrong].mean() < t["agreement"][~wrong].mean() - 0.3
+    sep = weight_separation({"agreement": t["agreement"], "weight": w}, ~wrong).set_index("weight")
+    assert sep.loc["weight", "auc"] > 0.85
+
+    # stage 2 on top: out-of-fold predictions of a head trained with the stage-1 weights
+    from simlabel.heads import HeadConfig
+    from simlabel.labels.weighting import stage2_scores
+
+    proba = out_of_fold_proba(X, noisy, w, cats, HeadConfig(max_epochs=40, patience=5), folds=3, seed=0)
+    assert proba.shape == (len(df), len(cats)) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
+    s2 = stage2_scores(proba, noisy, cats, s, SideInfoConfig(keyword_weight=0.0))
+    sep2 = weight_separation({"s": s2["score"]}, ~wrong).set_index("weight")
+    assert s2["score"][wrong].mean() < 0.8 * s2["score"][~wrong].mean()
+    assert sep2.loc["s", "auc"] > 0.7
