@@ -237,3 +237,35 @@ def test_planted_wrong_labels_get_lower_weights_on_a_real_slice(fashion_embedded
     sep2 = weight_separation({"s": s2["score"]}, ~wrong).set_index("weight")
     assert s2["score"][wrong].mean() < 0.8 * s2["score"][~wrong].mean()
     assert sep2.loc["s", "auc"] > 0.7
+
+
+def test_grouped_agreement_by_hand_and_equal_to_single_label_without_duplicates() -> None:
+    g = credit_matrix(S3, REL3)
+    # rows: image 0 labelled 0 and 2 (found by two queries), image 1 labelled 1, image 2 labelled 0
+    labels = np.array([0, 2, 1, 0])
+    groups = np.array([0, 0, 1, 2])
+    nb_img = np.array([[1, 2], [0, 2], [0, 1]])
+    a = neighbour_agreement(labels, nb_img, g, groups=groups)
+    # row 0 (image 0, label 0): image 1 (label 1: G[0,1] = .8), image 2 (label 0: 1) -> .9
+    # row 1 (image 0, label 2): image 1 (G[2,1] = .2), image 2 (G[2,0] = 0) -> .1
+    # row 2 (image 1, label 1): image 0 has labels {0, 2}: (G[1,0] + G[1,2]) / 2 = .4; image 2: .8 -> .6
+    # row 3 (image 2, label 0): image 0 {0, 2}: (1 + 0) / 2 = .5; image 1 (G[0,1] = .8) -> .65
+    assert np.allclose(a, [0.9, 0.1, 0.6, 0.65])
+    # one label per image: the grouped rule is the single-label rule
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 3, 12)
+    nb = np.array([rng.choice([j for j in range(12) if j != i], 3, replace=False) for i in range(12)])
+    assert np.allclose(neighbour_agreement(y, nb, g, groups=np.arange(12)), neighbour_agreement(y, nb, g))
+
+
+def test_stage1_table_never_counts_the_same_image_under_another_label() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(6, 8)).astype(np.float32)
+    # image "a" appears twice (two queries); its copy must not be its own neighbour
+    Xr = np.vstack([X, X[:1]])
+    ids = ["a", "b", "c", "d", "e", "f", "a"]
+    labels = ["x", "x", "x", "y", "y", "y", "y"]
+    t = stage1_table(Xr, labels, None, ["x", "y"], np.eye(2), np.array([[1], [0]]), SideInfoConfig(knn=2), ids=ids)
+    first = [n.tolist() for n in t["neighbors"]]
+    assert first[0] == first[6]  # the same image, the same neighbours
+    assert all(0 not in nb for nb in first[:1])  # positions are over images; image 0 is "a" itself

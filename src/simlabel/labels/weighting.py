@@ -203,6 +203,7 @@ def neighbour_agreement(
     credit: np.ndarray,
     *,
     neighbor_weights: np.ndarray | None = None,
+    groups: np.ndarray | None = None,
 ) -> np.ndarray:
     r"""How well each item's visual neighbours agree with its label: :math:`a_i \in [0, 1]`.
 
@@ -211,15 +212,24 @@ def neighbour_agreement(
     of :func:`credit_matrix`; ``neighbor_weights`` optional ``(n, k)`` non-negative weights
     (e.g. cosine similarities; negative values count as 0). An item with no usable
     neighbour gets 1 (no evidence against its label).
+
+    ``groups``: when one image carries several labels (web search: the same image returned
+    by several queries, one row per (image, query)), ``groups`` ``(n,)`` gives each row's
+    image in ``[0, m)``, and ``neighbors``/``neighbor_weights`` are ``(m, k)`` over images. A
+    neighbouring image then supports label ``c`` by the mean credit of its labels,
+    :math:`H[j, c] = \frac{1}{|L_j|} \sum_{l \in L_j} G[c, l]`; with one label per image this
+    is the single-label rule.
     """
     y = np.asarray(labels, dtype=np.int64)
     nb = np.asarray(neighbors, dtype=np.int64)
     g = np.asarray(credit, dtype=np.float64)
     n = len(y)
-    if nb.ndim != 2 or nb.shape[0] != n:
-        raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
     if y.size and (y.min() < 0 or y.max() >= g.shape[0]):
         raise ValueError(f"labels must be codes in [0, {g.shape[0]})")
+    if groups is not None:
+        return _grouped_agreement(y, np.asarray(groups, dtype=np.int64), nb, g, neighbor_weights)
+    if nb.ndim != 2 or nb.shape[0] != n:
+        raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
     if nb.size and nb.max() >= n:
         raise ValueError(f"neighbour positions must be < n = {n}")
     valid = nb >= 0
@@ -232,6 +242,44 @@ def neighbour_agreement(
     support = g[y[:, None], y[np.where(valid, nb, 0)]]
     total = omega.sum(axis=1)
     agree = (omega * support).sum(axis=1)
+    out = np.ones(n, dtype=np.float64)
+    has = total > 0
+    out[has] = agree[has] / total[has]
+    return np.clip(out, 0.0, 1.0)
+
+
+def _grouped_agreement(
+    y: np.ndarray, groups: np.ndarray, nb: np.ndarray, g: np.ndarray, neighbor_weights: np.ndarray | None
+) -> np.ndarray:
+    from scipy import sparse
+
+    n, m = len(y), nb.shape[0]
+    if groups.shape != (n,):
+        raise ValueError(f"groups must give one image per row ({n}); got shape {groups.shape}")
+    if n and (groups.min() < 0 or groups.max() >= m):
+        raise ValueError(f"groups must be image positions in [0, {m}) (the rows of neighbors)")
+    if nb.size and nb.max() >= m:
+        raise ValueError(f"neighbour positions must be < m = {m} images")
+    c = g.shape[0]
+    # image x category label counts, rows normalised: each image's labels share its vote
+    counts = sparse.csr_matrix((np.ones(n), (groups, y)), shape=(m, c))
+    per_image = np.asarray(counts.sum(axis=1)).ravel()
+    h = sparse.diags(1.0 / np.maximum(per_image, 1.0)) @ counts @ g.T  # (m, C): H[j, c]
+    h = np.asarray(h)
+    valid = nb >= 0
+    omega = valid.astype(np.float64)
+    if neighbor_weights is not None:
+        w = np.asarray(neighbor_weights, dtype=np.float64)
+        if w.shape != nb.shape:
+            raise ValueError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
+        omega = omega * np.clip(np.nan_to_num(w, nan=0.0), 0.0, None)
+    # images without labels (no rows) give no evidence either way
+    omega = omega * (per_image[np.where(valid, nb, 0)] > 0)
+    rows_nb = nb[groups]
+    rows_omega = omega[groups]
+    support = h[np.where(rows_nb >= 0, rows_nb, 0), y[:, None]]
+    total = rows_omega.sum(axis=1)
+    agree = (rows_omega * support).sum(axis=1)
     out = np.ones(n, dtype=np.float64)
     has = total > 0
     out[has] = agree[has] / total[has]
@@ -389,8 +437,13 @@ def stage1_table(
     config: SideInfoConfig | None = None,
     *,
     depth: np.ndarray | float | None = None,
+    ids: Sequence[str] | None = None,
 ) -> pd.DataFrame:
     """Stage-1 weights of ``n`` labelled items with embeddings ``X`` ``(n, d)``.
+
+    ``ids``: with one row per (image, label) pair, rows of the same id are one image: the
+    neighbours are other images (never the same image under another label), each
+    supporting a label by the mean credit of its labels (see :func:`neighbour_agreement`).
 
     ``rank``: search ranks (NaN or None = unknown); ``depth``: results of each item's query
     (default: the largest rank seen with its label). ``similarity``/``related``: category
@@ -415,15 +468,28 @@ def stage1_table(
         depth_per_label = pd.Series(r).groupby(y).transform("max").to_numpy()
         depth = np.where(np.isnan(depth_per_label), 1.0, depth_per_label)
     rw = rank_weight(r, kind=cfg.rank_weight, depth=depth, tau=cfg.rank_tau, floor=cfg.rank_floor)
-    k = min(cfg.knn, n - 1)
+    groups = None
+    X_img = X
+    if ids is not None:
+        if len(ids) != n:
+            raise ValueError(f"{len(ids)} ids for {n} embeddings")
+        codes, uniques = pd.factorize(pd.Index([str(i) for i in ids]))
+        if len(uniques) < n:
+            groups = codes.astype(np.int64)
+            first = pd.Series(np.arange(n)).groupby(codes).first().to_numpy()
+            X_img = X[first]
+    m = len(X_img)
+    k = min(cfg.knn, m - 1)
     if k >= 1:
-        sims, nb = exact_knn(X, k, exclude_self=True)
+        sims, nb = exact_knn(X_img, k, exclude_self=True)
     else:
-        sims, nb = np.zeros((n, 0), np.float32), np.zeros((n, 0), np.int64)
+        sims, nb = np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
     credit = credit_matrix(similarity, related)
     agree = neighbour_agreement(
-        y, nb, credit, neighbor_weights=sims if cfg.neighbor_weighting == "similarity" else None
+        y, nb, credit, neighbor_weights=sims if cfg.neighbor_weighting == "similarity" else None, groups=groups
     )
+    if groups is not None:
+        nb = nb[groups]
     w = stage1_weights(rw, agree, combine=cfg.combine, rank_share=cfg.rank_share)
     return pd.DataFrame({"label": labels, "rank": r, "rank_weight": rw, "agreement": agree, "weight": w,
                          "neighbors": list(nb)})
