@@ -405,6 +405,138 @@ def flip(
 
 
 @app.command()
+def search(
+    catalog: Path = typer.Argument(..., help="Catalog file or folder with a text column (e.g. titles)."),
+    out: Path = typer.Option(..., "--out", "-o", help="Label CSV to write: id,label,rank,score,query."),
+    categories: Optional[str] = typer.Option(None, "--categories", help="Comma-separated category names to query (default: the values of --label-col)."),
+    label_col: str = typer.Option("label", "--label-col", help="Catalog column whose distinct values are the queries (when --categories is not given)."),
+    text_col: str = typer.Option("title", "--text-col", help="Catalog column searched."),
+    top_r: int = typer.Option(100, "--top-r", help="Results kept per query (R)."),
+    method: str = typer.Option("bm25", "--method", help="bm25 (default), tfidf, or embedding (MiniLM cosine)."),
+    exclude_split: Optional[str] = typer.Option(None, "--exclude-split", help="Leave out the catalog rows of this split (e.g. test) from the searchable pool."),
+    duplicates: str = typer.Option("best", "--duplicates", help="An item found by several queries keeps the best-ranked one (best) or all (keep)."),
+    device: str = DeviceOpt,
+) -> None:
+    """Noisy web-style labels from a real search (paper 003): each category name queries the
+    titles; its top R results are labelled with the query, with their rank.
+
+    Example: simlabel search ../shared/datasets/fashion-products --label-col article_type --top-r 100 --out search.csv
+    """
+    from simlabel.catalog import load_catalog
+    from simlabel.search import SearchConfig, build_search_labels
+
+    try:
+        cat = load_catalog(catalog, columns=_columns(label=label_col if label_col != "label" else None))
+        exclude = None
+        if exclude_split:
+            if "split" not in cat.table.columns:
+                raise ValueError(f"{cat.path}: --exclude-split needs a split column")
+            exclude = set(cat.table.loc[cat.table["split"].astype(str) == exclude_split, "id"])
+        cats = [c.strip() for c in categories.split(",") if c.strip()] if categories else None
+        cfg = SearchConfig(method=method, top_r=top_r, duplicates=duplicates)
+        labels = build_search_labels(cat, categories=cats, text_col=text_col, config=cfg, out=out, exclude_ids=exclude)
+    except _known_errors() as e:
+        _fail(str(e))
+    counts = labels["label"].value_counts()
+    out_console.print(
+        f"{len(labels):,} labelled items from {counts.size} queries (median {int(counts.median())} per query) -> {out}",
+        highlight=False, soft_wrap=True)
+
+
+@app.command()
+def categories(
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV: its distinct labels are the categories."),
+    names: Optional[str] = typer.Option(None, "--names", help="Or comma-separated category names."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the semantics as JSON (for simlabel weights --semantics)."),
+    measure: str = typer.Option("wup", "--measure", help="WordNet similarity: wup (Wu-Palmer), lin (Lin, Brown IC) or path."),
+    text_weight: float = typer.Option(0.5, "--text-weight", help="Blend: (1-w) WordNet + w text-encoder similarity of the names (1: text only)."),
+    k: int = typer.Option(5, "--k", help="Nearest categories kept per category."),
+    overrides: Optional[Path] = typer.Option(None, "--overrides", help="CSV category,synset: your synset for names the automatic mapping gets wrong."),
+    sense: str = typer.Option("context", "--sense", help="Word sense: context (disambiguated by the other categories) or first (WordNet's most frequent)."),
+    text_model: str = typer.Option("minilm", "--text-model", help="Text encoder for the names ('none': WordNet only)."),
+    device: str = DeviceOpt,
+) -> None:
+    """Category semantic relationships (paper 003): WordNet synsets of the category names,
+    similarity updated with a text encoder, and each category's K nearest categories.
+
+    Example: simlabel categories --labels search.csv --out semantics.json
+    """
+    from simlabel.labels.categories import category_semantics, read_overrides
+    from simlabel.labels.io import read_labels
+
+    try:
+        if (labels is None) == (names is None):
+            raise ValueError("give the categories with exactly one of --labels FILE or --names A,B,C")
+        cats = sorted(read_labels(labels)["label"].unique()) if labels else [n.strip() for n in names.split(",") if n.strip()]
+        sem = category_semantics(cats, measure=measure, text_weight=text_weight, k=k, sense=sense,
+                                 text_encoder=None if text_model == "none" else text_model,
+                                 overrides=read_overrides(overrides) if overrides else None, device=device)
+        if out:
+            sem.save(out)
+    except _known_errors() as e:
+        _fail(str(e))
+    t = Table(title=f"{len(cats)} categories: WordNet {measure} + {text_model} (text weight {text_weight}), K = {k}")
+    for col in ("category", "synset", "how", "nearest categories (similarity)"):
+        t.add_column(col, overflow="fold")
+    for i, name in enumerate(sem.names):
+        near = ", ".join(f"{sem.names[j]} ({sem.similarity[i, j]:.2f})" for j in sem.neighbors[i])
+        t.add_row(name, sem.mapping.synsets[i] or "-", sem.mapping.how[i], near)
+    out_console.print(t)
+    if out:
+        out_console.print(f"written: {out}", highlight=False, soft_wrap=True)
+
+
+@app.command()
+def weights(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    labels: Path = typer.Option(..., "--labels", help="Noisy labels: CSV id,label and optionally rank (from simlabel search or your own search logs)."),
+    out: Path = typer.Option(..., "--out", "-o", help="The labels with their weights (column 'weight' for simlabel train --weight-col weight)."),
+    stage: int = typer.Option(1, "--stage", help="1: rank + visual neighbours; 2: also text matching of out-of-fold predictions."),
+    semantics: Optional[Path] = typer.Option(None, "--semantics", help="JSON from simlabel categories (default: built from the label names)."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="Stage 2: the catalog whose --text-col gives each item's keywords."),
+    text_col: str = typer.Option("title", "--text-col", help="Stage 2: text column for keywords (title, description or tags)."),
+    rank_weight: str = typer.Option("linear", "--rank-weight", help="linear, exp, dcg or none: how trust falls with rank."),
+    rank_floor: float = typer.Option(0.2, "--rank-floor", help="The weight of the deepest rank (rank alone never drops an item)."),
+    knn: int = typer.Option(10, "--knn", help="Visual neighbours per image."),
+    combine: str = typer.Option("product", "--combine", help="Stage 1: product or mean of rank weight and neighbour agreement."),
+    keyword_weight: float = typer.Option(0.3, "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
+    folds: int = typer.Option(3, "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = DeviceOpt,
+) -> None:
+    """Per-image weights for noisy labels from side information (paper 003).
+
+    Example: simlabel weights --emb emb/ --labels search.csv --stage 2 --catalog catalog.csv --out weighted.csv
+    then: simlabel train --emb emb/ --labels weighted.csv --weight-col weight --out model/
+    """
+    from simlabel.heads import HeadConfig
+    from simlabel.labels.weighting import SideInfoConfig, compute_weights
+
+    try:
+        cfg = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, combine=combine,
+                             keyword_weight=keyword_weight, stage2_folds=folds)
+        texts = None
+        if stage == 2 and catalog is not None:
+            from simlabel.catalog import load_catalog
+
+            cat = load_catalog(catalog)
+            if text_col not in cat.table.columns:
+                raise ValueError(f"{cat.path}: no text column {text_col!r}; columns are {', '.join(map(str, cat.table.columns))}")
+            texts = dict(zip(cat.table["id"].astype(str), cat.table[text_col].fillna("").astype(str)))
+        table = compute_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts,
+                                head_config=HeadConfig(head="mlp", patience=8, max_epochs=100, device=device),
+                                seed=seed, out=out, device=device,
+                                log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    except _known_errors() as e:
+        _fail(str(e))
+    w = table["weight"]
+    q = w.quantile([0.1, 0.5, 0.9])
+    out_console.print(
+        f"{len(table):,} weights (stage {stage}): mean {w.mean():.3f}, p10 {q[0.1]:.3f}, median {q[0.5]:.3f}, p90 {q[0.9]:.3f} -> {out}",
+        highlight=False, soft_wrap=True)
+
+
+@app.command()
 def demo(
     data: Optional[Path] = typer.Option(
         None, "--data", help="Catalog file or folder (default: $SIMLABEL_DATA or ../shared/datasets/clothing-small)."
@@ -625,6 +757,81 @@ def experiment_flipping(
         out_console.print(
             f"images with wrong labels found by {name}: {q['flagged']:,} flagged, precision {q['precision']:.3f}, "
             f"recall {q['recall']:.3f} (of {q['truly_wrong']:,})", highlight=False, soft_wrap=True)
+    for path in (json_out, html_out):
+        if path:
+            out_console.print(f"written: {path}", highlight=False, soft_wrap=True)
+
+
+@experiment_app.command("side-info")
+def experiment_side_info(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with titles and true labels (e.g. ../shared/datasets/fashion-products)."),
+    label_col: str = typer.Option("article_type", "--label-col", help="True labels; their names are the search queries."),
+    text_col: str = typer.Option("title", "--text-col", help="Text searched, and the keywords of stage 2."),
+    top_r: int = typer.Option(100, "--top-r", help="Search results kept per category (R)."),
+    search_method: str = typer.Option("bm25", "--search", help="bm25, tfidf or embedding."),
+    duplicates: str = typer.Option("keep", "--duplicates", help="An item found by several queries: one row per query (keep, as a web crawl) or its best-ranked query only (best)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Use this label file (id,label,rank: e.g. your search logs) instead of searching."),
+    methods: str = typer.Option(",".join(("baseline", "stage1", "stage1+stage2", "oracle-clean")), "--methods"),
+    rank_weight: str = typer.Option("linear", "--rank-weight", help="linear, exp, dcg or none."),
+    rank_floor: float = typer.Option(0.2, "--rank-floor"),
+    knn: int = typer.Option(10, "--knn", help="Visual neighbours per image (stage 1)."),
+    combine: str = typer.Option("product", "--combine", help="Stage 1: product or mean."),
+    keyword_weight: float = typer.Option(0.3, "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
+    folds: int = typer.Option(3, "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
+    measure: str = typer.Option("wup", "--measure", help="WordNet similarity: wup, lin or path."),
+    text_weight: float = typer.Option(0.5, "--text-weight", help="Blend of text-encoder similarity into WordNet's."),
+    related_k: int = typer.Option(5, "--related-k", help="WordNet-K-nearest categories that support a label."),
+    overrides: Optional[Path] = typer.Option(None, "--overrides", help="CSV category,synset for names the automatic mapping gets wrong."),
+    head: str = typer.Option("mlp", "--head", help="linear or mlp."),
+    repeats: int = typer.Option(3, "--repeats", help="Training seeds (split and search are fixed)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (tables, weight histograms, image grids)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = DeviceOpt,
+    progress: bool = typer.Option(True, "--progress/--no-progress"),
+) -> None:
+    """Paper 003: Baseline / + Stage 1 / + Stage 1 + Stage 2 on labels from a real title search.
+
+    Example: simlabel experiment side-info --data ../shared/datasets/fashion-products --label-col article_type --top-r 100 --html side.html
+    """
+    from simlabel.experiments.side_info import SideInfoExperimentConfig, run_side_info_experiment
+    from simlabel.heads import HeadConfig
+    from simlabel.labels.weighting import SideInfoConfig
+
+    try:
+        side = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, combine=combine,
+                              keyword_weight=keyword_weight, stage2_folds=folds)
+        cfg = SideInfoExperimentConfig(
+            label_col=label_col, text_col=text_col, top_r=top_r, search_method=search_method, duplicates=duplicates,
+            labels=str(labels) if labels else None, side=side, measure=measure, text_weight=text_weight,
+            related_k=related_k, overrides=str(overrides) if overrides else None,
+            methods=[m.strip() for m in methods.split(",") if m.strip()], repeats=list(range(repeats)),
+            head=HeadConfig(head=head, patience=8, max_epochs=100), device=device, limit=limit,
+        )
+        res = run_side_info_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress,
+                                       log=lambda m: console.print(m, highlight=False, soft_wrap=True))
+    except _known_errors() as e:
+        _fail(str(e))
+    df = pd.DataFrame(res["summary"])
+    t = Table(title=f"side information: {res['n_train']:,} search labels in {res['n_categories']} categories "
+                    f"(noise rate {res['noise_rate']:.3f}), {res['n_test']:,} clean test items")
+    for col in ("method", "top-1", "top-5", "top-1 gain", "top-5 gain"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    sd = repeats > 1
+    for _, r in df.iterrows():
+        cell = lambda k: f"{100 * r[k]:.2f}" + (f" ±{100 * r[k + ' sd']:.2f}" if sd else "")
+        gain = lambda k: f"{100 * r[k]:+.2f}" if k in r and r[k] == r[k] else ""
+        t.add_row(r["method"], cell("top1"), cell("top5"), gain("top1 gain"), gain("top5 gain"))
+    t.caption = "accuracy in %, mean (±sd) over seeds; oracle-clean drops the wrong labels using the truth (a ceiling)"
+    out_console.print(t)
+    sep = pd.DataFrame(res["separation"])
+    t2 = Table(title="weights of correct vs wrong search labels")
+    for col in ("weight", "correct mean", "wrong mean", "correct median", "wrong median", "AUC"):
+        t2.add_column(col, justify="left" if col == "weight" else "right")
+    for _, r in sep.iterrows():
+        t2.add_row(r["weight"], *(f"{r[k]:.3f}" for k in ("correct mean", "wrong mean", "correct median", "wrong median", "auc")))
+    out_console.print(t2)
     for path in (json_out, html_out):
         if path:
             out_console.print(f"written: {path}", highlight=False, soft_wrap=True)

@@ -75,7 +75,9 @@ class SideInfoConfig:
     neighbours per image. ``neighbor_weighting``: ``uniform`` or ``similarity`` (cosine of
     each neighbour). ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
     ``keyword_weight``, ``keywords``: stage 2 (``m``, ``gamma``, keywords per text).
-    ``stage2_folds``: out-of-fold predictions for stage 2 (0: the stage-1 model predicts its
+    ``sharpness``: exponent on the neighbour agreement and on s(x) (1: as defined; larger pushes
+    the weights of disputed labels towards 0, as in the talk's table where noisy images get
+    0-0.15). ``stage2_folds``: out-of-fold predictions for stage 2 (0: the stage-1 model predicts its
     own training images). ``stage2_combine``: ``multiply`` (stage-1 weight times s) or
     ``replace`` (s alone).
     """
@@ -87,6 +89,7 @@ class SideInfoConfig:
     neighbor_weighting: Literal["uniform", "similarity"] = "uniform"
     combine: Literal["product", "mean"] = "product"
     rank_share: float = 0.5
+    sharpness: float = 1.0
     top_predictions: int = 5
     keyword_weight: float = 0.3
     keywords: int = 5
@@ -108,6 +111,8 @@ class SideInfoConfig:
             raise ValueError(f"combine must be 'product' or 'mean'; got {self.combine!r}")
         if not 0 <= self.rank_share <= 1:
             raise ValueError(f"rank_share must be in [0, 1]; got {self.rank_share}")
+        if self.sharpness <= 0:
+            raise ValueError(f"sharpness must be > 0; got {self.sharpness}")
         if self.top_predictions < 1:
             raise ValueError(f"top_predictions must be >= 1; got {self.top_predictions}")
         if not 0 <= self.keyword_weight <= 1:
@@ -488,6 +493,8 @@ def stage1_table(
     agree = neighbour_agreement(
         y, nb, credit, neighbor_weights=sims if cfg.neighbor_weighting == "similarity" else None, groups=groups
     )
+    if cfg.sharpness != 1:
+        agree = agree**cfg.sharpness
     if groups is not None:
         nb = nb[groups]
     w = stage1_weights(rw, agree, combine=cfg.combine, rank_share=cfg.rank_share)
@@ -600,6 +607,8 @@ def stage2_scores(
         words = np.append(vocab, "").astype(object)
         kw_text = [" ".join(w for w in row if w) for row in words[np.where(kw >= 0, kw, len(vocab))]]
     score = text_match_score(pm, km, keyword_weight=cfg.keyword_weight)
+    if cfg.sharpness != 1:
+        score = score**cfg.sharpness
     return pd.DataFrame({
         "pred_match": pm,
         "keyword_match": np.full(len(y), np.nan) if km is None else km,

@@ -1,0 +1,355 @@
+"""Paper 003's ablation: Baseline / + Stage 1 / + Stage 1 + Stage 2 on noisy web-style labels.
+
+1. The catalog's true labels (e.g. fashion-products' 75 ``article_type``) are split into a
+   held-out test split (kept clean) and a pool.
+2. Noisy training labels come from a real search: each category name queries the pool's
+   titles (BM25 by default) and its top R results are labelled with the query, with their
+   rank (:mod:`simlabel.search`); or from a given label file with ``rank`` (a shop's own
+   search logs). Their noise rate against the truth is measured, never planted.
+3. Category semantics: WordNet synsets + text-encoder similarity, K nearest categories
+   (:mod:`simlabel.labels.categories`).
+4. For each seed the same head is trained three times on the search labels: plain
+   cross-entropy (Baseline), weighted by the stage-1 weights (rank + visual neighbours),
+   and weighted by stage 1 x the stage-2 text-matching score s(x_i) computed from
+   out-of-fold predictions of stage-1 heads (:mod:`simlabel.labels.weighting`). A fourth
+   reference row trains on the correct search labels only (the wrong ones dropped, which
+   only the held-out truth allows): the ceiling any weighting could reach.
+5. Top-1 / top-5 on the clean test split, and how each weight separates correct from wrong
+   labels (distributions and ROC AUC).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.catalog import load_catalog
+from simlabel.demo import default_run_dir, find_default_data
+from simlabel.embedding import embed
+from simlabel.experiments.smoothing import fixed_split
+from simlabel.heads import EmbeddingClassifier, HeadConfig
+from simlabel.labels.weighting import (
+    SideInfoConfig,
+    final_weights,
+    out_of_fold_proba,
+    stage1_table,
+    stage2_scores,
+    weight_separation,
+)
+from simlabel.store import atomic_write_json, load_embeddings
+
+METHODS = ("baseline", "stage1", "stage1+stage2", "oracle-clean")
+
+
+@dataclass
+class SideInfoExperimentConfig:
+    """``label_col``: the true labels, whose names are also the search queries. ``labels``:
+    a ready label file (``id,label,rank``) to use instead of searching. ``methods``: which
+    rows to train (``oracle-clean`` is the reference that drops the wrong labels)."""
+
+    label_col: str = "article_type"
+    text_col: str = "title"
+    top_r: int = 100
+    search_method: str = "bm25"
+    #: an item found by several queries: one row per (item, query) as a web crawl gives (``keep``),
+    #: or only its best-ranked query (``best``)
+    duplicates: str = "keep"
+    labels: str | None = None
+    side: SideInfoConfig = field(default_factory=SideInfoConfig)
+    measure: str = "wup"
+    text_weight: float = 0.5
+    related_k: int = 5
+    overrides: str | None = None
+    methods: Sequence[str] = METHODS
+    repeats: Sequence[int] = (0, 1, 2)
+    test_frac: float = 0.2
+    split_seed: int = 0
+    image_model: str = "efficientnet-lite0"
+    text_model: str = "minilm"
+    head: HeadConfig = field(default_factory=lambda: HeadConfig(head="mlp", patience=8, max_epochs=100))
+    device: str = "auto"
+    limit: int | None = None
+
+
+def _topk_hits(scores: np.ndarray, codes: np.ndarray, k: int) -> float:
+    """Top-k accuracy where ``codes`` of -1 (a true class the head does not have) always miss."""
+    k = min(k, scores.shape[1])
+    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+    return float(((top == codes[:, None]) & (codes[:, None] >= 0)).any(axis=1).mean())
+
+
+def summarize(runs: list[dict]) -> pd.DataFrame:
+    df = pd.DataFrame(runs)
+    g = df.groupby("method", sort=False)[["top1", "top5"]]
+    out = g.mean()
+    sd = g.std().fillna(0.0)
+    out["top1 sd"], out["top5 sd"] = sd["top1"], sd["top5"]
+    base = out.loc["baseline"] if "baseline" in out.index else None
+    if base is not None:
+        out["top1 gain"] = out["top1"] - base["top1"]
+        out["top5 gain"] = out["top5"] - base["top5"]
+    out["runs"] = g.size()
+    return out
+
+
+def run_side_info_experiment(
+    data: str | os.PathLike | None = None,
+    config: SideInfoExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    json_out: str | os.PathLike | None = None,
+    html_out: str | os.PathLike | None = None,
+    progress: bool = True,
+    log=None,
+) -> dict:
+    from simlabel.labels.categories import category_semantics, read_overrides
+    from simlabel.search import SearchConfig, build_search_labels, search_noise_report
+
+    cfg = config or SideInfoExperimentConfig()
+    bad = [m for m in cfg.methods if m not in METHODS]
+    if bad:
+        raise ValueError(f"unknown method(s) {bad}; use {', '.join(METHODS)}")
+    say = log or (lambda msg: None)
+    root = find_default_data(data)
+    catalog = load_catalog(root, columns={"label": cfg.label_col})
+    if cfg.limit:
+        catalog = catalog.head(cfg.limit)
+    table = catalog.table
+    if cfg.labels is None and cfg.text_col not in table.columns:
+        raise ValueError(f"{catalog.path}: no text column {cfg.text_col!r} to search (or pass a label file with ranks)")
+    run_dir = Path(out) if out else default_run_dir(catalog, cfg.image_model)
+    emb_dir = run_dir / "embeddings"
+    say(f"embedding {len(table):,} images -> {emb_dir}")
+    embed(catalog, emb_dir, model=cfg.image_model, device=cfg.device, progress=progress)
+    ids, X_all = load_embeddings(emb_dir)
+    row_of = pd.Index(ids)
+
+    truth_all = table[["id", "label"]].copy()
+    truth_all["label"] = truth_all["label"].astype(str)
+    truth_all = truth_all[truth_all["label"].str.len() > 0].reset_index(drop=True)
+    test_mask = fixed_split(truth_all["label"], cfg.test_frac, cfg.split_seed)
+    test_df = truth_all[test_mask].reset_index(drop=True)
+    test_df = test_df[row_of.get_indexer(test_df["id"]) >= 0].reset_index(drop=True)
+    truth = truth_all.set_index("id")["label"]
+
+    if cfg.labels:
+        # not read_labels: a search log may list one item under several queries
+        noisy = pd.read_csv(cfg.labels, dtype={"id": str, "label": str}, keep_default_na=False)
+        missing = [c for c in ("id", "label") if c not in noisy.columns]
+        if missing:
+            raise ValueError(f"{cfg.labels}: missing column(s) {', '.join(missing)}")
+        noisy = noisy[~noisy["id"].isin(set(test_df["id"]))].reset_index(drop=True)
+        source = f"label file {cfg.labels}"
+    else:
+        categories_q = sorted(truth_all["label"].unique())
+        say(f"searching {len(table):,} titles with {len(categories_q)} category names (top {cfg.top_r}, {cfg.search_method})")
+        noisy = build_search_labels(
+            catalog, categories=categories_q, text_col=cfg.text_col,
+            config=SearchConfig(method=cfg.search_method, top_r=cfg.top_r, duplicates=cfg.duplicates), exclude_ids=set(test_df["id"]),
+            progress=progress,
+        )
+        source = f"{cfg.search_method} search of '{cfg.text_col}', top {cfg.top_r} per category (duplicates: {cfg.duplicates})"
+    pos = row_of.get_indexer(noisy["id"].astype(str))
+    n_no_emb = int((pos < 0).sum())
+    noisy, pos = noisy[pos >= 0].reset_index(drop=True), pos[pos >= 0]
+    if noisy.empty:
+        raise ValueError("the search returned no labelled items with embeddings")
+    noise = search_noise_report(noisy, truth[~truth.index.isin(set(test_df["id"]))])
+    true_of = truth.reindex(noisy["id"].astype(str)).to_numpy()
+    correct = noisy["label"].astype(str).to_numpy() == true_of
+    say(f"{len(noisy):,} search labels, noise rate {1 - correct.mean():.3f}")
+
+    categories = sorted(noisy["label"].astype(str).unique())
+    overrides = read_overrides(cfg.overrides) if cfg.overrides else None
+    say(f"category semantics for {len(categories)} categories (WordNet {cfg.measure} + {cfg.text_model}, w = {cfg.text_weight})")
+    sem = category_semantics(categories, measure=cfg.measure, text_weight=cfg.text_weight, k=cfg.related_k,
+                             text_encoder=cfg.text_model, overrides=overrides, device=cfg.device)
+    sim, related = sem.similarity, sem.neighbors
+
+    X = X_all[pos]
+    y = noisy["label"].astype(str).to_numpy()
+    rank = pd.to_numeric(noisy["rank"], errors="coerce").to_numpy() if "rank" in noisy.columns else None
+    s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist())
+    w1 = s1["weight"].to_numpy()
+    texts = table.set_index("id")[cfg.text_col].reindex(noisy["id"].astype(str)).fillna("").astype(str).tolist() \
+        if cfg.text_col in table.columns else None
+
+    test_pos = row_of.get_indexer(test_df["id"])
+    X_test = X_all[test_pos]
+    test_codes = pd.Index(categories).get_indexer(test_df["label"].astype(str))
+    head = replace(cfg.head, device=cfg.device)
+    runs: list[dict] = []
+    separation_runs: list[pd.DataFrame] = []
+    stage2_first: pd.DataFrame | None = None
+    for seed in cfg.repeats:
+        hc = replace(head, seed=seed)
+
+        def fit_eval(method: str, weights: np.ndarray | None, keep: np.ndarray | None = None) -> None:
+            rows = np.arange(len(y)) if keep is None else np.flatnonzero(keep)
+            clf = EmbeddingClassifier(hc).fit(
+                X[rows], y[rows], sample_weight=None if weights is None else weights[rows], classes=categories
+            )
+            scores = clf.predict_proba(X_test)
+            runs.append({
+                "method": method, "seed": seed,
+                "top1": _topk_hits(scores, test_codes, 1), "top5": _topk_hits(scores, test_codes, 5),
+                "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
+            })
+            say(f"seed {seed} {method}: top-1 {runs[-1]['top1']:.4f} top-5 {runs[-1]['top5']:.4f}")
+
+        if "baseline" in cfg.methods:
+            fit_eval("baseline", None)
+        if "stage1" in cfg.methods:
+            fit_eval("stage1", w1)
+        if "stage1+stage2" in cfg.methods:
+            proba = out_of_fold_proba(X, y, w1, categories, hc, folds=cfg.side.stage2_folds, seed=seed)
+            s2 = stage2_scores(proba, y, categories, sim, cfg.side, texts=texts, encoder=cfg.text_model,
+                               device=cfg.device)
+            w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
+            fit_eval("stage1+stage2", w2)
+            sep = weight_separation({
+                "rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1,
+                "s(x): prediction match": s2["pred_match"],
+                **({"s(x): keyword match": s2["keyword_match"].fillna(0.0)} if s2["keyword_match"].notna().any() else {}),
+                "s(x)": s2["score"], "stage-2 weight": w2,
+            }, correct)
+            sep["seed"] = seed
+            separation_runs.append(sep)
+            if stage2_first is None:
+                stage2_first = s2.assign(stage2_weight=w2)
+        if "oracle-clean" in cfg.methods:
+            fit_eval("oracle-clean", None, keep=correct)
+
+    if not separation_runs:
+        separation_runs.append(weight_separation(
+            {"rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1}, correct))
+    separation = pd.concat(separation_runs).groupby("weight", sort=False).mean(numeric_only=True).reset_index()
+    separation = separation.drop(columns=[c for c in ("seed",) if c in separation.columns])
+
+    summary = summarize(runs)
+    per_item = noisy[["id", "label"] + (["rank"] if "rank" in noisy.columns else [])].copy()
+    per_item["true_label"] = true_of
+    per_item["correct"] = correct
+    per_item["rank_weight"] = s1["rank_weight"].to_numpy()
+    per_item["agreement"] = s1["agreement"].to_numpy()
+    per_item["stage1_weight"] = w1
+    if stage2_first is not None:
+        per_item["text_score"] = stage2_first["score"].to_numpy()
+        per_item["keywords"] = stage2_first["keywords"].to_numpy()
+        per_item["stage2_weight"] = stage2_first["stage2_weight"].to_numpy()
+    weights_csv = run_dir / "side_info_weights.csv"
+    from simlabel.store import atomic_write
+
+    atomic_write(weights_csv, lambda tmp: per_item.to_csv(tmp, index=False, float_format="%.5g"))
+
+    results = {
+        "data": str(root),
+        "config": {**{k: v for k, v in asdict(cfg).items() if k not in ("head", "side")},
+                   "side": asdict(cfg.side), "head": asdict(cfg.head)},
+        "source": source,
+        "n_catalog": int(len(table)),
+        "n_test": int(len(test_df)),
+        "n_train": int(len(noisy)),
+        "n_without_embeddings": n_no_emb,
+        "n_categories": len(categories),
+        "noise_rate": float(1 - correct.mean()),
+        "noise": noise,
+        "semantics": sem.to_frame().to_dict(orient="records"),
+        "unmapped": [n for n, s in zip(sem.names, sem.mapping.synsets) if s is None],
+        "runs": runs,
+        "summary": summary.reset_index().to_dict(orient="records"),
+        "separation": separation.to_dict(orient="records"),
+        "weights_csv": str(weights_csv),
+    }
+    if json_out:
+        atomic_write_json(json_out, results)
+    if html_out:
+        write_html(results, summary, separation, per_item, table, html_out)
+    return results
+
+
+def _weight_examples(per_item: pd.DataFrame, column: str, n_categories: int = 6, n_each: int = 6) -> pd.DataFrame:
+    """The talk's table: for the noisiest categories, the weights of their highest- and
+    lowest-weighted items, with whether each label is right."""
+    noisiest = (per_item.groupby("label")["correct"].agg(["mean", "size"])
+                .query("size >= 10").sort_values("mean").head(n_categories).index)
+    rows = []
+    for cat in noisiest:
+        g = per_item[per_item["label"] == cat].sort_values(column, ascending=False)
+        top, bottom = g.head(n_each), g.tail(n_each)
+        fmt = lambda d: "  ".join(f"{w:.2f}{'' if ok else '*'}" for w, ok in zip(d[column], d["correct"]))  # noqa: E731
+        rows.append({"category": cat, "noise rate": 1 - g["correct"].mean(), "highest weights": fmt(top),
+                     "lowest weights": fmt(bottom)})
+    return pd.DataFrame(rows)
+
+
+def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, per_item: pd.DataFrame,
+               table: pd.DataFrame, path: str | os.PathLike) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simlabel.report import Report, figure_html, image_grid, table_html
+
+    rep = Report("Re-weighting noisy web labels with side information (paper 003)")
+    cfg = results["config"]
+    rep.add(
+        "Setup",
+        f"<p>{results['data']}: {results['n_catalog']:,} items; {results['n_test']:,} held out with their true "
+        f"'{cfg['label_col']}' labels; training labels from {results['source']}: {results['n_train']:,} items in "
+        f"{results['n_categories']} categories, <b>noise rate {results['noise_rate']:.3f}</b>. Head: {cfg['head']['head']}; "
+        f"seeds {list(cfg['repeats'])}. Category semantics: WordNet {cfg['measure']} blended with {cfg['text_model']} "
+        f"(text weight {cfg['text_weight']}), K = {cfg['related_k']}; unmapped: {', '.join(results['unmapped']) or 'none'}.</p>",
+    )
+    rep.add_table("Top-1 / top-5 on the clean test split (mean over seeds)", summary.reset_index(), float_format="{:.4f}",
+                  note="baseline: plain cross-entropy on the search labels; stage1: weighted by rank and visual "
+                       "neighbours; stage1+stage2: also by the text-matching score s(x); oracle-clean: the wrong "
+                       "search labels dropped (needs the truth, a ceiling, not a method).")
+    fig, ax = plt.subplots(1, 2, figsize=(10, 3.2))
+    for a, key in zip(ax, ("top1", "top5")):
+        summary[key].plot.bar(ax=a, rot=20, yerr=summary[f"{key} sd"], color="#4c72b0")
+        lo = summary[key].min()
+        a.set_ylim(max(0.0, lo - 0.05), min(1.0, summary[key].max() + 0.02))
+        a.set_title(key)
+    rep.add("Chart", figure_html(fig))
+    rep.add_table("How each weight separates correct from wrong labels", separation,
+                  note="Known from the held-out truth. auc: ROC AUC of the weight as a detector of correct labels "
+                       "(0.5 = chance, 1 = perfect).")
+    cols = [c for c in ("rank_weight", "agreement", "stage1_weight", "text_score", "stage2_weight") if c in per_item]
+    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.8))
+    for a, c in zip(np.atleast_1d(axes), cols):
+        bins = np.linspace(0, 1, 21)
+        a.hist(per_item.loc[per_item["correct"], c], bins=bins, alpha=0.6, density=True, label="correct")
+        a.hist(per_item.loc[~per_item["correct"], c], bins=bins, alpha=0.6, density=True, label="wrong")
+        a.set_title(c)
+    np.atleast_1d(axes)[0].legend()
+    rep.add("Weight distributions, correct vs wrong labels", figure_html(fig))
+    final = "stage2_weight" if "stage2_weight" in per_item else "stage1_weight"
+    rep.add_table(f"Noisiest categories: highest and lowest {final} (* = wrong label)",
+                  _weight_examples(per_item, final), note="As the talk's table: wrong labels collect at the bottom.")
+    noise = results["noise"]
+    by_rank = pd.DataFrame(noise.get("by_rank", []))
+    if not by_rank.empty:
+        rep.add_table("Noise rate of the search labels by rank", by_rank)
+    by_cat = pd.DataFrame(noise.get("by_category", []))
+    if not by_cat.empty:
+        rep.add_table("Noisiest categories of the search", by_cat.head(15))
+    images = table.set_index("id")["image"] if "image" in table.columns else None
+    if images is not None:
+        low = per_item.sort_values(final).head(24)
+        rep.add("Lowest-weighted training images", image_grid(
+            [(str(images.get(i)), f"{lab} ({w:.2f}); truth {t}") for i, lab, w, t in
+             zip(low["id"], low["label"], low[final], low["true_label"])]))
+        high = per_item.sort_values(final, ascending=False).groupby("label").head(1).head(24)
+        rep.add("Highest-weighted image per category", image_grid(
+            [(str(images.get(i)), f"{lab} ({w:.2f})") for i, lab, w in zip(high["id"], high["label"], high[final])]))
+    sem = pd.DataFrame(results["semantics"])
+    if not sem.empty:
+        rep.add("Category semantics (WordNet synset and nearest categories)", table_html(sem))
+    return rep.write(path)

@@ -1,0 +1,98 @@
+"""Paper 003 end to end on a real fashion-products slice: search -> semantics -> weights -> heads -> report."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+from typer.testing import CliRunner
+
+from simlabel.cli import app
+from simlabel.experiments.side_info import SideInfoExperimentConfig, _topk_hits, run_side_info_experiment
+from simlabel.heads import HeadConfig
+from simlabel.labels.weighting import SideInfoConfig
+from tests.conftest import slice_catalog
+
+TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Sports Shoes", "Watches", "Handbags", "Heels", "Flip Flops"]
+
+
+@pytest.fixture(scope="module")
+def fashion_400(tmp_path_factory) -> Path:
+    tmp = tmp_path_factory.mktemp("side-info")
+    df = slice_catalog("fashion-products", 3000, tmp)
+    df = df[df["article_type"].isin(TYPES)].groupby("article_type").head(50).reset_index(drop=True)
+    df.to_csv(tmp / "catalog.csv", index=False)
+    return tmp / "catalog.csv"
+
+
+def test_topk_hits_counts_unknown_true_classes_as_misses() -> None:
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])
+    assert _topk_hits(scores, np.array([1, 1, -1]), 1) == pytest.approx(1 / 3)
+    assert _topk_hits(scores, np.array([1, 1, -1]), 2) == pytest.approx(2 / 3)
+
+
+def test_experiment_end_to_end(fashion_400: Path, tmp_path: Path) -> None:
+    cfg = SideInfoExperimentConfig(
+        top_r=40, repeats=[0], test_frac=0.3, related_k=3, side=SideInfoConfig(knn=5, stage2_folds=2),
+        head=HeadConfig(head="mlp", max_epochs=100, patience=8), device="cpu",
+    )
+    res = run_side_info_experiment(fashion_400, cfg, out=tmp_path / "run", json_out=tmp_path / "r.json",
+                                   html_out=tmp_path / "r.html", progress=False)
+    summary = pd.DataFrame(res["summary"]).set_index("method")
+    assert list(summary.index) == ["baseline", "stage1", "stage1+stage2", "oracle-clean"]
+    assert (summary["top5"] >= summary["top1"]).all()
+    # the search labels are real and noisy ("Shoes" titles answer both shoe queries), yet mostly right
+    assert 0.02 < res["noise_rate"] < 0.5
+    assert summary.loc["baseline", "top1"] > 0.5  # 8 classes: far above chance
+    sep = pd.DataFrame(res["separation"]).set_index("weight")
+    # the whole point of the method: wrong search labels get lower weights than correct ones
+    for w in ("neighbour agreement", "stage-1 weight", "s(x)", "stage-2 weight"):
+        assert sep.loc[w, "wrong mean"] < sep.loc[w, "correct mean"], w
+        assert sep.loc[w, "auc"] > 0.6, w
+    per_item = pd.read_csv(res["weights_csv"], dtype={"id": str})
+    assert {"id", "label", "rank", "true_label", "correct", "stage1_weight", "stage2_weight"} <= set(per_item.columns)
+    assert per_item["stage2_weight"].between(0, 1).all()
+    assert json.loads((tmp_path / "r.json").read_text())["n_categories"] == res["n_categories"]
+    html = (tmp_path / "r.html").read_text()
+    assert "side information" in html and "data:image/png;base64" in html and "data:image/jpeg;base64" in html
+
+
+def test_cli_search_categories_weights_train(fashion_400: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    search_csv = tmp_path / "search.csv"
+    r = runner.invoke(app, ["search", str(fashion_400), "--label-col", "article_type", "--top-r", "30", "--out", str(search_csv)])
+    assert r.exit_code == 0, r.output
+    labels = pd.read_csv(search_csv, dtype={"id": str})
+    assert {"id", "label", "rank"} <= set(labels.columns) and labels["id"].is_unique
+    sem_json = tmp_path / "sem.json"
+    r = runner.invoke(app, ["categories", "--labels", str(search_csv), "--k", "3", "--out", str(sem_json)])
+    assert r.exit_code == 0, r.output
+    assert "shoe.n.01" in r.output
+    emb = tmp_path / "emb"
+    assert runner.invoke(app, ["embed", str(fashion_400), "--out", str(emb), "--no-progress"]).exit_code == 0
+    weighted = tmp_path / "weighted.csv"
+    r = runner.invoke(app, ["weights", "--emb", str(emb), "--labels", str(search_csv), "--semantics", str(sem_json),
+                            "--stage", "2", "--catalog", str(fashion_400), "--folds", "2", "--knn", "5", "--out", str(weighted)])
+    assert r.exit_code == 0, r.output
+    w = pd.read_csv(weighted, dtype={"id": str})
+    assert len(w) == len(labels) and w["weight"].between(0, 1).all()
+    assert {"rank_weight", "agreement", "stage1_weight", "text_score", "keywords"} <= set(w.columns)
+    r = runner.invoke(app, ["train", "--emb", str(emb), "--labels", str(weighted), "--weight-col", "weight",
+                            "--out", str(tmp_path / "model")])
+    assert r.exit_code == 0, r.output
+
+
+def test_cli_errors_name_the_problem(fashion_400: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    r = runner.invoke(app, ["search", str(fashion_400), "--text-col", "description", "--label-col", "article_type",
+                            "--out", str(tmp_path / "s.csv")])
+    assert r.exit_code != 0 and "description" in r.output
+    r = runner.invoke(app, ["categories", "--names", "Shirts,Watches", "--overrides", str(tmp_path / "missing.csv")])
+    assert r.exit_code != 0 and "missing.csv" in r.output
+    bad = tmp_path / "bad.csv"
+    bad.write_text("category,synset\nShirts,shirtt.n.99\n")
+    r = runner.invoke(app, ["categories", "--names", "Shirts,Watches", "--overrides", str(bad)])
+    assert r.exit_code != 0 and "shirtt.n.99" in r.output
