@@ -269,3 +269,49 @@ def test_stage1_table_never_counts_the_same_image_under_another_label() -> None:
     first = [n.tolist() for n in t["neighbors"]]
     assert first[0] == first[6]  # the same image, the same neighbours
     assert all(0 not in nb for nb in first[:1])  # positions are over images; image 0 is "a" itself
+
+
+@settings(max_examples=40, deadline=None)
+@given(n=st.integers(1, 15), c=st.integers(2, 8), top=st.integers(1, 10), seed=st.integers(0, 10_000))
+def test_prediction_match_from_top_predictions_equals_full_matrix(n: int, c: int, top: int, seed: int) -> None:
+    from simlabel.labels.weighting import top_classes
+
+    rng = np.random.default_rng(seed)
+    p = rng.dirichlet(np.ones(c), n)
+    y = rng.integers(0, c, n)
+    s = rng.uniform(0, 1, (c, c))
+    idx = top_classes(p, top)
+    assert (np.diff(np.take_along_axis(p, idx, axis=1), axis=1) <= 0).all()  # largest first
+    pair = (idx, np.take_along_axis(p, idx, axis=1))
+    assert np.allclose(prediction_match(pair, y, s), prediction_match(p, y, s, top=top))
+
+
+def test_out_of_fold_top_predictions_match_the_full_matrix() -> None:
+    from simlabel.heads import HeadConfig
+    from simlabel.labels.weighting import top_classes
+
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16))
+    y = np.repeat(np.arange(4), 30)
+    X = (centers[y] + 0.5 * rng.normal(size=(120, 16))).astype(np.float32)
+    labels = np.array(list("abcd"))[y]
+    cfg = HeadConfig(max_epochs=60, patience=10, lr=0.05, batch_size=32)
+    full = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1)
+    idx, p = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1, top=2, batch_size=7)
+    assert np.array_equal(idx, top_classes(full, 2))
+    assert np.allclose(p, np.take_along_axis(full, idx, axis=1), atol=1e-6)
+    assert (idx[:, 0] == y).mean() > 0.9  # held-out predictions of separable clusters
+
+
+def test_stage1_approximate_indexes_agree_with_exact() -> None:
+    rng = np.random.default_rng(2)
+    centers = rng.normal(size=(5, 32))
+    y = np.repeat(np.arange(5), 200)
+    X = (centers[y] + 0.3 * rng.normal(size=(1000, 32))).astype(np.float32)
+    noisy = np.where(rng.random(1000) < 0.2, rng.integers(0, 5, 1000), y).astype(str)
+    cats = [str(i) for i in range(5)]
+    related = np.array([[(i + 1) % 5] for i in range(5)])
+    exact = stage1_table(X, noisy, None, cats, np.eye(5), related, SideInfoConfig(index="flat"))["agreement"]
+    for kind in ("ivf", "hnsw"):
+        approx = stage1_table(X, noisy, None, cats, np.eye(5), related, SideInfoConfig(index=kind))["agreement"]
+        assert np.abs(approx - exact).mean() < 0.02, kind

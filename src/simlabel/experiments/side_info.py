@@ -207,7 +207,8 @@ def run_side_info_experiment(
         if "stage1" in cfg.methods:
             fit_eval("stage1", w1)
         if "stage1+stage2" in cfg.methods:
-            proba = out_of_fold_proba(X, y, w1, categories, hc, folds=cfg.side.stage2_folds, seed=seed)
+            proba = out_of_fold_proba(X, y, w1, categories, hc, folds=cfg.side.stage2_folds, seed=seed,
+                                      top=cfg.side.top_predictions)
             s2 = stage2_scores(proba, y, categories, sim, cfg.side, texts=texts, encoder=cfg.text_model,
                                device=cfg.device)
             w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
@@ -274,10 +275,12 @@ def run_side_info_experiment(
 
 
 def _weight_examples(per_item: pd.DataFrame, column: str, n_categories: int = 6, n_each: int = 6) -> pd.DataFrame:
-    """The talk's table: for the noisiest categories, the weights of their highest- and
-    lowest-weighted items, with whether each label is right."""
-    noisiest = (per_item.groupby("label")["correct"].agg(["mean", "size"])
-                .query("size >= 10").sort_values("mean").head(n_categories).index)
+    """The talk's table: for the largest categories whose search results mix right and wrong
+    labels (noise rate 10-90%), the weights of their highest- and lowest-weighted items, with
+    whether each label is right."""
+    stats = per_item.groupby("label")["correct"].agg(["mean", "size"])
+    mixed = stats[(stats["size"] >= 10) & stats["mean"].between(0.1, 0.9)]
+    noisiest = mixed.sort_values("size", ascending=False).head(n_categories).index
     rows = []
     for cat in noisiest:
         g = per_item[per_item["label"] == cat].sort_values(column, ascending=False)
@@ -331,7 +334,7 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
     np.atleast_1d(axes)[0].legend()
     rep.add("Weight distributions, correct vs wrong labels", figure_html(fig))
     final = "stage2_weight" if "stage2_weight" in per_item else "stage1_weight"
-    rep.add_table(f"Noisiest categories: highest and lowest {final} (* = wrong label)",
+    rep.add_table(f"Categories with mixed search results: highest and lowest {final} (* = wrong label)",
                   _weight_examples(per_item, final), note="As the talk's table: wrong labels collect at the bottom.")
     noise = results["noise"]
     by_rank = pd.DataFrame(noise.get("by_rank", []))

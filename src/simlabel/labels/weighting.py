@@ -65,6 +65,8 @@ import numpy as np
 import pandas as pd
 
 RANK_WEIGHTS = ("linear", "exp", "dcg", "none")
+#: above this many images stage 1 finds neighbours with an IVF index instead of exactly
+AUTO_FLAT_MAX = 100_000
 
 
 @dataclass
@@ -73,7 +75,9 @@ class SideInfoConfig:
 
     ``rank_weight``/``rank_floor``/``rank_tau``: :func:`rank_weight`. ``knn``: visual
     neighbours per image. ``neighbor_weighting``: ``uniform`` or ``similarity`` (cosine of
-    each neighbour). ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
+    each neighbour). ``index``: how the neighbours are found: ``flat`` (exact), ``ivf`` or
+    ``hnsw`` (FAISS, approximate), ``auto`` = flat up to 100,000 images, IVF above.
+    ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
     ``keyword_weight``, ``keywords``: stage 2 (``m``, ``gamma``, keywords per text).
     ``sharpness``: exponent on the neighbour agreement and on s(x) (1: as defined; larger pushes
     the weights of disputed labels towards 0, as in the talk's table where noisy images get
@@ -86,6 +90,7 @@ class SideInfoConfig:
     rank_floor: float = 0.2
     rank_tau: float = 0.5
     knn: int = 10
+    index: Literal["auto", "flat", "ivf", "hnsw"] = "auto"
     neighbor_weighting: Literal["uniform", "similarity"] = "uniform"
     combine: Literal["product", "mean"] = "product"
     rank_share: float = 0.5
@@ -105,6 +110,8 @@ class SideInfoConfig:
             raise ValueError(f"rank_tau must be > 0; got {self.rank_tau}")
         if self.knn < 1:
             raise ValueError(f"knn must be >= 1; got {self.knn}")
+        if self.index not in ("auto", "flat", "ivf", "hnsw"):
+            raise ValueError(f"index must be auto, flat, ivf or hnsw; got {self.index!r}")
         if self.neighbor_weighting not in ("uniform", "similarity"):
             raise ValueError(f"neighbor_weighting must be 'uniform' or 'similarity'; got {self.neighbor_weighting!r}")
         if self.combine not in ("product", "mean"):
@@ -314,33 +321,63 @@ def stage1_weights(
 # -- stage 2: text matching -----------------------------------------------------------------------
 
 
-def prediction_match(proba: np.ndarray, labels: np.ndarray, similarity: np.ndarray, *, top: int = 5) -> np.ndarray:
+def prediction_match(
+    proba: np.ndarray | tuple[np.ndarray, np.ndarray],
+    labels: np.ndarray,
+    similarity: np.ndarray,
+    *,
+    top: int = 5,
+) -> np.ndarray:
     r""":math:`s^{pred}_i = \sum_{c \in top_m(i)} \tilde p_{ic} S[y_i, c]` in ``[0, 1]``.
 
     ``proba`` ``(n, C)`` predicted probabilities (any non-negative scores: each row's top
-    ``top`` are renormalised to sum to 1); ``labels`` ``(n,)`` codes of the given labels;
-    ``similarity`` the ``(C, C)`` category similarity with diagonal 1 (clipped to [0, 1]).
-    A confident prediction of the given label scores 1, of a related category its
-    similarity, of unrelated ones about 0.
+    ``top`` are renormalised to sum to 1), or already the top predictions as a pair
+    ``(classes (n, m), probabilities (n, m))`` (what :func:`out_of_fold_proba` returns with
+    ``top=``, so a million items x thousands of classes never sit in memory);
+    ``labels`` ``(n,)`` codes of the given labels; ``similarity`` the ``(C, C)`` category
+    similarity with diagonal 1 (clipped to [0, 1]). A confident prediction of the given
+    label scores 1, of a related category its similarity, of unrelated ones about 0.
     """
-    p = np.asarray(proba, dtype=np.float64)
     y = np.asarray(labels, dtype=np.int64)
     s = np.clip(np.asarray(similarity, dtype=np.float64), 0.0, 1.0)
-    if p.ndim != 2 or len(p) != len(y):
-        raise ValueError(f"proba must be (n, C) with one row per label; got {p.shape} for {len(y)} labels")
-    c = p.shape[1]
-    if s.shape != (c, c):
-        raise ValueError(f"similarity must be ({c}, {c}); got {s.shape}")
+    if s.ndim != 2 or s.shape[0] != s.shape[1]:
+        raise ValueError(f"similarity must be (C, C); got {s.shape}")
+    c = s.shape[0]
+    if isinstance(proba, tuple):
+        top_idx = np.asarray(proba[0], dtype=np.int64)
+        top_p = np.asarray(proba[1], dtype=np.float64)
+        if top_idx.shape != top_p.shape or top_idx.ndim != 2 or len(top_idx) != len(y):
+            raise ValueError(f"top predictions must be two (n, m) arrays for n = {len(y)} labels; got "
+                             f"{top_idx.shape} and {top_p.shape}")
+        if top_idx.size and (top_idx.min() < 0 or top_idx.max() >= c):
+            raise ValueError(f"predicted classes must be codes in [0, {c})")
+        m = top_idx.shape[1]
+    else:
+        p = np.asarray(proba, dtype=np.float64)
+        if p.ndim != 2 or len(p) != len(y):
+            raise ValueError(f"proba must be (n, C) with one row per label; got {p.shape} for {len(y)} labels")
+        if p.shape[1] != c:
+            raise ValueError(f"similarity must be ({p.shape[1]}, {p.shape[1]}); got {s.shape}")
+        m = int(min(max(top, 1), c))
+        top_idx = top_classes(p, m)
+        top_p = np.take_along_axis(p, top_idx, axis=1)
     if y.size and (y.min() < 0 or y.max() >= c):
         raise ValueError(f"labels must be codes in [0, {c})")
-    if (p < 0).any() or not np.isfinite(p).all():
+    if (top_p < 0).any() or not np.isfinite(top_p).all():
         raise ValueError("proba must be finite and non-negative")
-    m = int(min(max(top, 1), c))
-    top_idx = np.argpartition(-p, m - 1, axis=1)[:, :m] if m < c else np.tile(np.arange(c), (len(p), 1))
-    top_p = np.take_along_axis(p, top_idx, axis=1)
     mass = top_p.sum(axis=1, keepdims=True)
-    top_p = np.where(mass > 0, top_p / np.where(mass > 0, mass, 1.0), 1.0 / m)
+    top_p = np.where(mass > 0, top_p / np.where(mass > 0, mass, 1.0), 1.0 / max(m, 1))
     return np.clip((top_p * s[y[:, None], top_idx]).sum(axis=1), 0.0, 1.0)
+
+
+def top_classes(scores: np.ndarray, m: int) -> np.ndarray:
+    """Column indices of each row's ``m`` largest scores ``(n, m)``, largest first."""
+    scores = np.asarray(scores)
+    c = scores.shape[1]
+    m = int(min(max(m, 1), c))
+    idx = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < c else np.tile(np.arange(c), (len(scores), 1))
+    order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
+    return np.take_along_axis(idx, order, axis=1).astype(np.int64)
 
 
 def extract_keywords(
@@ -453,7 +490,7 @@ def stage1_table(
     ``rank``: search ranks (NaN or None = unknown); ``depth``: results of each item's query
     (default: the largest rank seen with its label). ``similarity``/``related``: category
     similarity and K nearest categories, in the order of ``categories``. The neighbours are
-    the ``config.knn`` nearest among the same items (exact cosine, FAISS). Returns a frame
+    the ``config.knn`` nearest among the same items (cosine; ``config.index``). Returns a frame
     with ``label, rank, rank_weight, agreement, weight`` and ``neighbors`` (positions) in
     the order of the input.
     """
@@ -485,8 +522,14 @@ def stage1_table(
             X_img = X[first]
     m = len(X_img)
     k = min(cfg.knn, m - 1)
-    if k >= 1:
+    kind = cfg.index if cfg.index != "auto" else ("flat" if m <= AUTO_FLAT_MAX else "ivf")
+    if k >= 1 and kind == "flat":
         sims, nb = exact_knn(X_img, k, exclude_self=True)
+    elif k >= 1:
+        from simlabel.index import IndexConfig, NeighborIndex
+
+        index = NeighborIndex.build(np.arange(m).astype(str), X_img, IndexConfig(kind=kind))
+        sims, nb = index.knn_positions(np.arange(m), k, exclude_self=True)
     else:
         sims, nb = np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
     credit = credit_matrix(similarity, related)
@@ -511,10 +554,17 @@ def out_of_fold_proba(
     *,
     folds: int = 3,
     seed: int = 0,
-) -> np.ndarray:
-    """Predicted probabilities ``(n, C)`` (columns in ``categories`` order) for every item from
-    heads that did not train on it (``folds`` >= 2, stratified where possible), or, with
-    ``folds=0``, from one head trained on all items (in-sample)."""
+    top: int | None = None,
+    batch_size: int = 65_536,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Predicted probabilities for every item from heads that did not train on it (``folds``
+    >= 2, stratified where possible), or, with ``folds=0``, from one head trained on all
+    items (in-sample).
+
+    Returns ``(n, C)`` (columns in ``categories`` order), or with ``top=m`` only each item's
+    ``m`` most probable classes as ``(classes (n, m) int64, probabilities (n, m) float32)``,
+    predicted in batches of ``batch_size``: memory O(n m), not O(n C).
+    """
     from dataclasses import replace
 
     from sklearn.model_selection import KFold, StratifiedKFold
@@ -526,7 +576,12 @@ def out_of_fold_proba(
     y = np.asarray([str(v) for v in labels])
     w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
     cats = [str(c) for c in categories]
-    proba = np.zeros((len(X), len(cats)), dtype=np.float64)
+    if top is None:
+        proba = np.zeros((len(X), len(cats)), dtype=np.float64)
+    else:
+        m = int(min(max(top, 1), len(cats)))
+        top_idx = np.zeros((len(X), m), dtype=np.int64)
+        top_p = np.zeros((len(X), m), dtype=np.float32)
 
     def fit_predict(train_idx: np.ndarray, pred_idx: np.ndarray) -> None:
         present = sorted(set(y[train_idx]))
@@ -534,21 +589,27 @@ def out_of_fold_proba(
             X[train_idx], y[train_idx], sample_weight=None if w is None else w[train_idx], classes=present
         )
         cols = pd.Index(cats).get_indexer(clf.classes_)
-        proba[np.ix_(pred_idx, cols)] = clf.predict_proba(X[pred_idx])
+        for start in range(0, len(pred_idx), batch_size):
+            rows = pred_idx[start : start + batch_size]
+            p = clf.predict_proba(X[rows])
+            if top is None:
+                proba[np.ix_(rows, cols)] = p
+            else:
+                local = top_classes(p, min(m, p.shape[1]))
+                top_idx[rows, : local.shape[1]] = cols[local]
+                top_p[rows, : local.shape[1]] = np.take_along_axis(p, local, axis=1)
 
     if folds == 0:
         fit_predict(np.arange(len(X)), np.arange(len(X)))
-        return proba
-    counts = pd.Series(y).value_counts()
-    splitter = (StratifiedKFold(folds, shuffle=True, random_state=seed) if counts.min() >= folds
-                else KFold(folds, shuffle=True, random_state=seed))
-    if isinstance(splitter, StratifiedKFold):
-        splits = splitter.split(X, y)
     else:
-        splits = splitter.split(X)
-    for train_idx, pred_idx in splits:
-        fit_predict(train_idx, pred_idx)
-    return proba
+        counts = pd.Series(y).value_counts()
+        if counts.min() >= folds:
+            splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y)
+        else:
+            splits = KFold(folds, shuffle=True, random_state=seed).split(X)
+        for train_idx, pred_idx in splits:
+            fit_predict(train_idx, pred_idx)
+    return proba if top is None else (top_idx, top_p)
 
 
 def keyword_label_similarity(
@@ -577,7 +638,7 @@ def keyword_label_similarity(
 
 
 def stage2_scores(
-    proba: np.ndarray,
+    proba: np.ndarray | tuple[np.ndarray, np.ndarray],
     labels: Sequence[str],
     categories: Sequence[str],
     similarity: np.ndarray,
@@ -719,7 +780,7 @@ def compute_weights(
         if log:
             log(f"stage 2: out-of-fold predictions ({cfg.stage2_folds or 'in-sample'} folds)")
         proba = out_of_fold_proba(X[pos], result["label"].astype(str).tolist(), result["stage1_weight"].to_numpy(),
-                                  categories, head_config, folds=cfg.stage2_folds, seed=seed)
+                                  categories, head_config, folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
         item_texts = None
         if texts is not None:
             item_texts = [texts.get(str(i), "") for i in result["id"]]
