@@ -96,3 +96,22 @@ def test_cli_errors_name_the_problem(fashion_400: Path, tmp_path: Path) -> None:
     bad.write_text("category,synset\nShirts,shirtt.n.99\n")
     r = runner.invoke(app, ["categories", "--names", "Shirts,Watches", "--overrides", str(bad)])
     assert r.exit_code != 0 and "shirtt.n.99" in r.output
+
+
+def test_experiment_on_a_given_search_log_with_repeated_items(fashion_400: Path, tmp_path: Path) -> None:
+    from simlabel.search import SearchConfig, build_search_labels
+
+    log = build_search_labels(fashion_400, label_col="article_type", config=SearchConfig(top_r=100, duplicates="keep"),
+                              out=tmp_path / "log.csv", progress=False)
+    assert log["id"].duplicated().any()  # the same item answered several queries
+    cfg = SideInfoExperimentConfig(
+        labels=str(tmp_path / "log.csv"), methods=["baseline", "stage1"], repeats=[0], test_frac=0.3, related_k=3,
+        side=SideInfoConfig(knn=5), head=HeadConfig(head="mlp", max_epochs=100, patience=8), device="cpu",
+    )
+    res = run_side_info_experiment(fashion_400, cfg, out=tmp_path / "run", progress=False)
+    assert res["source"].startswith("label file")
+    # held-out test items are never trained on, even when the log lists them
+    per_item = pd.read_csv(res["weights_csv"], dtype={"id": str})
+    assert len(per_item) < len(log) and res["n_test"] > 0
+    sep = pd.DataFrame(res["separation"]).set_index("weight")
+    assert sep.loc["neighbour agreement", "auc"] > 0.6

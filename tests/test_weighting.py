@@ -295,7 +295,7 @@ def test_out_of_fold_top_predictions_match_the_full_matrix() -> None:
     y = np.repeat(np.arange(4), 30)
     X = (centers[y] + 0.5 * rng.normal(size=(120, 16))).astype(np.float32)
     labels = np.array(list("abcd"))[y]
-    cfg = HeadConfig(max_epochs=60, patience=10, lr=0.05, batch_size=32)
+    cfg = HeadConfig(max_epochs=25, patience=5, lr=0.05, batch_size=64)
     full = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1)
     idx, p = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1, top=2, batch_size=7)
     assert np.array_equal(idx, top_classes(full, 2))

@@ -498,6 +498,7 @@ def weights(
     rank_weight: str = typer.Option("linear", "--rank-weight", help="linear, exp, dcg or none: how trust falls with rank."),
     rank_floor: float = typer.Option(0.2, "--rank-floor", help="The weight of the deepest rank (rank alone never drops an item)."),
     knn: int = typer.Option(10, "--knn", help="Visual neighbours per image."),
+    index_kind: str = typer.Option("auto", "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 100k images, ivf above)."),
     combine: str = typer.Option("product", "--combine", help="Stage 1: product or mean of rank weight and neighbour agreement."),
     keyword_weight: float = typer.Option(0.3, "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
     folds: int = typer.Option(3, "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
@@ -513,7 +514,7 @@ def weights(
     from simlabel.labels.weighting import SideInfoConfig, compute_weights
 
     try:
-        cfg = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, combine=combine,
+        cfg = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, index=index_kind, combine=combine,
                              keyword_weight=keyword_weight, stage2_folds=folds)
         texts = None
         if stage == 2 and catalog is not None:
