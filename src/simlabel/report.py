@@ -32,6 +32,7 @@ td:first-child,th:first-child{text-align:left}
 .cell img{width:{{ thumb }}px;height:{{ thumb }}px;object-fit:contain;background:#fafafa;border:1px solid #eee}
 .pair{display:flex;gap:2px;border:1px solid #ccc;padding:2px;border-radius:3px}
 .meta{color:#777;font-size:.8rem}
+img[alt=chart]{max-width:100%;height:auto}
 </style></head><body>
 <h1>{{ title }}</h1>
 <p class="meta">simlabel {{ version }} &middot; {{ created }}</p>

@@ -231,6 +231,8 @@ def run_side_info_experiment(
             {"rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1}, correct))
     separation = pd.concat(separation_runs).groupby("weight", sort=False).mean(numeric_only=True).reset_index()
     separation = separation.drop(columns=[c for c in ("seed",) if c in separation.columns])
+    for col in ("correct n", "wrong n"):
+        separation[col] = separation[col].round().astype(int)
 
     summary = summarize(runs)
     per_item = noisy[["id", "label"] + (["rank"] if "rank" in noisy.columns else [])].copy()
@@ -270,7 +272,8 @@ def run_side_info_experiment(
     if json_out:
         atomic_write_json(json_out, results)
     if html_out:
-        write_html(results, summary, separation, per_item, table, html_out)
+        images = dict(zip(table["id"].astype(str), catalog.image_paths())) if "image" in table.columns else {}
+        write_html(results, summary, separation, per_item, images, html_out)
     return results
 
 
@@ -292,7 +295,8 @@ def _weight_examples(per_item: pd.DataFrame, column: str, n_categories: int = 6,
 
 
 def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, per_item: pd.DataFrame,
-               table: pd.DataFrame, path: str | os.PathLike) -> Path:
+               images: dict[str, str], path: str | os.PathLike) -> Path:
+    """The report: ``images`` maps ids to absolute image paths (for the grids)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -310,7 +314,7 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
         f"seeds {list(cfg['repeats'])}. Category semantics: WordNet {cfg['measure']} blended with {cfg['text_model']} "
         f"(text weight {cfg['text_weight']}), K = {cfg['related_k']}; unmapped: {', '.join(results['unmapped']) or 'none'}.</p>",
     )
-    rep.add_table("Top-1 / top-5 on the clean test split (mean over seeds)", summary.reset_index(), float_format="{:.4f}",
+    rep.add_table("Top-1 / top-5 on the clean test split (mean over seeds)", summary, float_format="{:.4f}",
                   note="baseline: plain cross-entropy on the search labels; stage1: weighted by rank and visual "
                        "neighbours; stage1+stage2: also by the text-matching score s(x); oracle-clean: the wrong "
                        "search labels dropped (needs the truth, a ceiling, not a method).")
@@ -321,11 +325,11 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
         a.set_ylim(max(0.0, lo - 0.05), min(1.0, summary[key].max() + 0.02))
         a.set_title(key)
     rep.add("Chart", figure_html(fig))
-    rep.add_table("How each weight separates correct from wrong labels", separation,
+    rep.add_table("How each weight separates correct from wrong labels", separation.set_index("weight"),
                   note="Known from the held-out truth. auc: ROC AUC of the weight as a detector of correct labels "
                        "(0.5 = chance, 1 = perfect).")
     cols = [c for c in ("rank_weight", "agreement", "stage1_weight", "text_score", "stage2_weight") if c in per_item]
-    fig, axes = plt.subplots(1, len(cols), figsize=(3.2 * len(cols), 2.8))
+    fig, axes = plt.subplots(1, len(cols), figsize=(2.3 * len(cols), 2.4))
     for a, c in zip(np.atleast_1d(axes), cols):
         bins = np.linspace(0, 1, 21)
         a.hist(per_item.loc[per_item["correct"], c], bins=bins, alpha=0.6, density=True, label="correct")
@@ -335,16 +339,15 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
     rep.add("Weight distributions, correct vs wrong labels", figure_html(fig))
     final = "stage2_weight" if "stage2_weight" in per_item else "stage1_weight"
     rep.add_table(f"Categories with mixed search results: highest and lowest {final} (* = wrong label)",
-                  _weight_examples(per_item, final), note="As the talk's table: wrong labels collect at the bottom.")
+                  _weight_examples(per_item, final).set_index("category"), note="As the talk's table: wrong labels collect at the bottom.")
     noise = results["noise"]
     by_rank = pd.DataFrame(noise.get("by_rank", []))
     if not by_rank.empty:
-        rep.add_table("Noise rate of the search labels by rank", by_rank)
+        rep.add_table("Noise rate of the search labels by rank", by_rank.set_index(by_rank.columns[0]))
     by_cat = pd.DataFrame(noise.get("by_category", []))
     if not by_cat.empty:
-        rep.add_table("Noisiest categories of the search", by_cat.head(15))
-    images = table.set_index("id")["image"] if "image" in table.columns else None
-    if images is not None:
+        rep.add_table("Noisiest categories of the search", by_cat.head(15).set_index("label"))
+    if images:
         low = per_item.sort_values(final).head(24)
         rep.add("Lowest-weighted training images", image_grid(
             [(str(images.get(i)), f"{lab} ({w:.2f}); truth {t}") for i, lab, w, t in
@@ -354,5 +357,12 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
             [(str(images.get(i)), f"{lab} ({w:.2f})") for i, lab, w in zip(high["id"], high["label"], high[final])]))
     sem = pd.DataFrame(results["semantics"])
     if not sem.empty:
-        rep.add("Category semantics (WordNet synset and nearest categories)", table_html(sem))
+        near_cols = [c for c in sem.columns if c.startswith("neighbor_")]
+        compact = pd.DataFrame({
+            "category": sem["category"], "synset": sem["synset"].fillna("-"), "how": sem["how"],
+            "nearest categories (blended similarity)": [
+                ", ".join(f"{row[c]} ({row[c.replace('neighbor', 'similarity')]:.2f})" for c in near_cols
+                          if isinstance(row[c], str)) for _, row in sem.iterrows()],
+        }).set_index("category")
+        rep.add("Category semantics (WordNet synset and nearest categories)", table_html(compact))
     return rep.write(path)
