@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +25,11 @@ def fashion_400(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("side-info")
     df = slice_catalog("fashion-products", 3000, tmp)
     df = df[df["article_type"].isin(TYPES)].groupby("article_type").head(50).reset_index(drop=True)
+    # relative image paths, as real catalogs have them (the report must resolve them)
+    (tmp / "images").mkdir()
+    for i, src in zip(df["id"], df["image"]):
+        shutil.copyfile(src, tmp / "images" / f"{i}.jpg")
+    df["image"] = [f"images/{i}.jpg" for i in df["id"]]
     df.to_csv(tmp / "catalog.csv", index=False)
     return tmp / "catalog.csv"
 
