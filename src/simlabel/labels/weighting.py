@@ -238,58 +238,44 @@ def neighbour_agreement(
     n = len(y)
     if y.size and (y.min() < 0 or y.max() >= g.shape[0]):
         raise ValueError(f"labels must be codes in [0, {g.shape[0]})")
-    if groups is not None:
-        return _grouped_agreement(y, np.asarray(groups, dtype=np.int64), nb, g, neighbor_weights)
-    if nb.ndim != 2 or nb.shape[0] != n:
-        raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
-    if nb.size and nb.max() >= n:
-        raise ValueError(f"neighbour positions must be < n = {n}")
-    valid = nb >= 0
-    omega = valid.astype(np.float64)
-    if neighbor_weights is not None:
-        w = np.asarray(neighbor_weights, dtype=np.float64)
-        if w.shape != nb.shape:
-            raise ValueError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
-        omega = omega * np.clip(np.nan_to_num(w, nan=0.0), 0.0, None)
-    support = g[y[:, None], y[np.where(valid, nb, 0)]]
-    total = omega.sum(axis=1)
-    agree = (omega * support).sum(axis=1)
-    out = np.ones(n, dtype=np.float64)
-    has = total > 0
-    out[has] = agree[has] / total[has]
-    return np.clip(out, 0.0, 1.0)
-
-
-def _grouped_agreement(
-    y: np.ndarray, groups: np.ndarray, nb: np.ndarray, g: np.ndarray, neighbor_weights: np.ndarray | None
-) -> np.ndarray:
-    from scipy import sparse
-
-    n, m = len(y), nb.shape[0]
+    if groups is None:  # one label per image: row i is image i
+        if nb.ndim != 2 or nb.shape[0] != n:
+            raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
+        groups = np.arange(n)
+    groups = np.asarray(groups, dtype=np.int64)
+    if nb.ndim != 2:
+        raise ValueError(f"neighbors must be (m, k); got {nb.shape}")
+    m, k = nb.shape
     if groups.shape != (n,):
         raise ValueError(f"groups must give one image per row ({n}); got shape {groups.shape}")
     if n and (groups.min() < 0 or groups.max() >= m):
         raise ValueError(f"groups must be image positions in [0, {m}) (the rows of neighbors)")
     if nb.size and nb.max() >= m:
-        raise ValueError(f"neighbour positions must be < m = {m} images")
-    c = g.shape[0]
-    # image x category label counts, rows normalised: each image's labels share its vote
-    counts = sparse.csr_matrix((np.ones(n), (groups, y)), shape=(m, c))
-    per_image = np.asarray(counts.sum(axis=1)).ravel()
-    h = sparse.diags(1.0 / np.maximum(per_image, 1.0)) @ counts @ g.T  # (m, C): H[j, c]
-    h = np.asarray(h)
+        raise ValueError(f"neighbour positions must be < {m}")
     valid = nb >= 0
+    safe = np.where(valid, nb, 0)
     omega = valid.astype(np.float64)
     if neighbor_weights is not None:
         w = np.asarray(neighbor_weights, dtype=np.float64)
         if w.shape != nb.shape:
             raise ValueError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
         omega = omega * np.clip(np.nan_to_num(w, nan=0.0), 0.0, None)
+    # each image's labels: rows order[start[j] : start[j] + per_image[j]] of y
+    per_image = np.bincount(groups, minlength=m)
+    order = np.argsort(groups, kind="stable")
+    start = np.cumsum(per_image) - per_image
     # images without labels (no rows) give no evidence either way
-    omega = omega * (per_image[np.where(valid, nb, 0)] > 0)
-    rows_nb = nb[groups]
+    omega = omega * (per_image[safe] > 0)
+    # expand every (row, neighbour) pair into one entry per label of that neighbour, so the
+    # support H[j, y_i] = mean_l G[y_i, l] is summed without an (images x categories) matrix
+    pair_image = safe[groups].ravel()  # (n k,)
+    count = per_image[pair_image] * valid[groups].ravel()
+    pair = np.repeat(np.arange(n * k), count)
+    offset = np.arange(len(pair)) - np.repeat(np.cumsum(count) - count, count)
+    neighbour_label = y[order[start[pair_image[pair]] + offset]]
+    contrib = g[y[pair // max(k, 1)], neighbour_label] / per_image[pair_image[pair]]
+    support = np.bincount(pair, weights=contrib, minlength=n * k).reshape(n, k)
     rows_omega = omega[groups]
-    support = h[np.where(rows_nb >= 0, rows_nb, 0), y[:, None]]
     total = rows_omega.sum(axis=1)
     agree = (rows_omega * support).sum(axis=1)
     out = np.ones(n, dtype=np.float64)
