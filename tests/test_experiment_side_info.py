@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from simlabel.cli import app
-from simlabel.experiments.side_info import SideInfoExperimentConfig, _topk_hits, run_side_info_experiment
+from simlabel.experiments.side_info import SideInfoExperimentConfig, run_side_info_experiment
 from simlabel.heads import HeadConfig
 from simlabel.labels.weighting import SideInfoConfig
 from tests.conftest import slice_catalog
@@ -32,12 +32,6 @@ def fashion_400(tmp_path_factory) -> Path:
     df["image"] = [f"images/{i}.jpg" for i in df["id"]]
     df.to_csv(tmp / "catalog.csv", index=False)
     return tmp / "catalog.csv"
-
-
-def test_topk_hits_counts_unknown_true_classes_as_misses() -> None:
-    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])
-    assert _topk_hits(scores, np.array([1, 1, -1]), 1) == pytest.approx(1 / 3)
-    assert _topk_hits(scores, np.array([1, 1, -1]), 2) == pytest.approx(2 / 3)
 
 
 def test_experiment_end_to_end(fashion_400: Path, tmp_path: Path) -> None:

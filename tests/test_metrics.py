@@ -41,3 +41,10 @@ def test_topk() -> None:
     s = np.array([[0.1, 0.5, 0.4], [0.7, 0.2, 0.1]])
     assert topk_accuracy(s, np.array([2, 2]), 1) == 0.0
     assert topk_accuracy(s, np.array([2, 2]), 2) == 0.5
+
+
+def test_topk_counts_true_classes_the_model_lacks_as_misses() -> None:
+    # code -1: a test item whose true class the head was never trained on (side-info experiment)
+    scores = np.array([[0.1, 0.9], [0.8, 0.2], [0.5, 0.5]])
+    assert topk_accuracy(scores, np.array([1, 1, -1]), 1) == pytest.approx(1 / 3)
+    assert topk_accuracy(scores, np.array([1, 1, -1]), 2) == pytest.approx(2 / 3)

@@ -41,7 +41,8 @@ from simlabel.labels.weighting import (
     stage2_scores,
     weight_separation,
 )
-from simlabel.store import atomic_write_json, load_embeddings
+from simlabel.metrics import topk_accuracy
+from simlabel.store import atomic_write, atomic_write_json, load_embeddings
 
 METHODS = ("baseline", "stage1", "stage1+stage2", "oracle-clean")
 
@@ -74,13 +75,6 @@ class SideInfoExperimentConfig:
     head: HeadConfig = field(default_factory=lambda: HeadConfig(head="mlp", patience=8, max_epochs=100))
     device: str = "auto"
     limit: int | None = None
-
-
-def _topk_hits(scores: np.ndarray, codes: np.ndarray, k: int) -> float:
-    """Top-k accuracy where ``codes`` of -1 (a true class the head does not have) always miss."""
-    k = min(k, scores.shape[1])
-    top = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    return float(((top == codes[:, None]) & (codes[:, None] >= 0)).any(axis=1).mean())
 
 
 def summarize(runs: list[dict]) -> pd.DataFrame:
@@ -181,6 +175,7 @@ def run_side_info_experiment(
 
     test_pos = row_of.get_indexer(test_df["id"])
     X_test = X_all[test_pos]
+    # -1 for a true class the head does not have: never among the top k, so always a miss
     test_codes = pd.Index(categories).get_indexer(test_df["label"].astype(str))
     head = replace(cfg.head, device=cfg.device)
     runs: list[dict] = []
@@ -197,7 +192,7 @@ def run_side_info_experiment(
             scores = clf.predict_proba(X_test)
             runs.append({
                 "method": method, "seed": seed,
-                "top1": _topk_hits(scores, test_codes, 1), "top5": _topk_hits(scores, test_codes, 5),
+                "top1": topk_accuracy(scores, test_codes, 1), "top5": topk_accuracy(scores, test_codes, 5),
                 "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
             })
             say(f"seed {seed} {method}: top-1 {runs[-1]['top1']:.4f} top-5 {runs[-1]['top5']:.4f}")
@@ -230,7 +225,7 @@ def run_side_info_experiment(
         separation_runs.append(weight_separation(
             {"rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1}, correct))
     separation = pd.concat(separation_runs).groupby("weight", sort=False).mean(numeric_only=True).reset_index()
-    separation = separation.drop(columns=[c for c in ("seed",) if c in separation.columns])
+    separation = separation.drop(columns="seed", errors="ignore")
     for col in ("correct n", "wrong n"):
         separation[col] = separation[col].round().astype(int)
 
@@ -246,8 +241,6 @@ def run_side_info_experiment(
         per_item["keywords"] = stage2_first["keywords"].to_numpy()
         per_item["stage2_weight"] = stage2_first["stage2_weight"].to_numpy()
     weights_csv = run_dir / "side_info_weights.csv"
-    from simlabel.store import atomic_write
-
     atomic_write(weights_csv, lambda tmp: per_item.to_csv(tmp, index=False, float_format="%.5g"))
 
     results = {

@@ -757,7 +757,7 @@ def compute_weights(
     rel = np.where(rel >= 0, rel, np.arange(len(categories))[:, None])  # absent -> self (no extra credit)
     rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy() if "rank" in table.columns else None
     s1 = stage1_table(X[pos], table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg)
-    result = table.drop(columns=[c for c in ("weight",) if c in table.columns]).copy()
+    result = table.drop(columns="weight", errors="ignore")
     result["rank_weight"] = s1["rank_weight"].to_numpy()
     result["agreement"] = s1["agreement"].to_numpy()
     result["stage1_weight"] = s1["weight"].to_numpy()
