@@ -461,22 +461,10 @@ def read_overrides(path: str | os.PathLike) -> dict[str, str]:
     that is not of the form ``lemma.n.NN`` (whether it exists is checked by
     :func:`map_categories`, which names the category).
     """
-    import pandas as pd
-
-    from simlabel.labels.io import LabelFileError
+    from simlabel.labels.io import LabelFileError, read_csv_table
 
     p = Path(path)
-    if not p.exists():
-        raise LabelFileError(f"{p}: synset override file not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LabelFileError(f"{p}: cannot parse as CSV: {e}") from e
-    missing = [c for c in ("category", "synset") if c not in df.columns]
-    if missing:
-        raise LabelFileError(
-            f"{p}: missing column(s) {', '.join(missing)}; need category,synset; columns are {', '.join(map(str, df.columns))}"
-        )
+    df = read_csv_table(p, ("category", "synset"), "synset override file")
     out: dict[str, str] = {}
     first_line: dict[str, int] = {}
     synset_form = re.compile(r"^.+\.n\.\d+$")

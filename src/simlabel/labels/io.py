@@ -15,6 +15,27 @@ class LabelFileError(ValueError):
     """A label file cannot be used: the message names the file, row and id."""
 
 
+def read_csv_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> pd.DataFrame:
+    """A small CSV (e.g. label descriptions, synset overrides) as strings, empty cells as ``""``.
+
+    Raises :class:`LabelFileError` naming the file when it is missing (``"<path>: <what> not
+    found"``), cannot be parsed, or lacks one of ``columns``.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise LabelFileError(f"{p}: {what} not found")
+    try:
+        df = pd.read_csv(p, dtype=str, keep_default_na=False)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise LabelFileError(f"{p}: cannot parse as CSV: {e}") from e
+    missing = [c for c in columns if c not in df.columns]
+    if missing:
+        raise LabelFileError(
+            f"{p}: missing column(s) {', '.join(missing)}; need {','.join(columns)}; columns are {', '.join(map(str, df.columns))}"
+        )
+    return df
+
+
 def read_labels(
     path: str | os.PathLike,
     *,

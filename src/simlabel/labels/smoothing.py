@@ -164,22 +164,10 @@ def load_descriptions(path: str | os.PathLike) -> dict[str, str]:
     (a ``ValueError``) naming the file and line for a missing file or column, an empty
     label, or a label given twice.
     """
-    import pandas as pd
-
-    from simlabel.labels.io import LabelFileError
+    from simlabel.labels.io import LabelFileError, read_csv_table
 
     p = Path(path)
-    if not p.exists():
-        raise LabelFileError(f"{p}: description file not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LabelFileError(f"{p}: cannot parse as CSV: {e}") from e
-    missing = [c for c in ("label", "description") if c not in df.columns]
-    if missing:
-        raise LabelFileError(
-            f"{p}: missing column(s) {', '.join(missing)}; need label,description; columns are {', '.join(map(str, df.columns))}"
-        )
+    df = read_csv_table(p, ("label", "description"), "description file")
     labels = df["label"].str.strip()
     descs = df["description"].str.strip()
     empty = np.flatnonzero((labels == "").to_numpy())
