@@ -36,6 +36,7 @@ from simlabel.heads import EmbeddingClassifier, HeadConfig
 from simlabel.labels.weighting import (
     SideInfoConfig,
     final_weights,
+    keyword_scores,
     out_of_fold_proba,
     stage1_table,
     stage2_scores,
@@ -170,8 +171,10 @@ def run_side_info_experiment(
     rank = pd.to_numeric(noisy["rank"], errors="coerce").to_numpy() if "rank" in noisy.columns else None
     s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist())
     w1 = s1["weight"].to_numpy()
-    texts = table.set_index("id")[cfg.text_col].reindex(noisy["id"].astype(str)).fillna("").astype(str).tolist() \
-        if cfg.text_col in table.columns else None
+    keywords = None
+    if cfg.text_col in table.columns and cfg.side.keyword_weight > 0 and "stage1+stage2" in cfg.methods:
+        texts = table.set_index("id")[cfg.text_col].reindex(noisy["id"].astype(str)).fillna("").astype(str).tolist()
+        keywords = keyword_scores(texts, y, categories, cfg.side, encoder=cfg.text_model, device=cfg.device)
 
     test_pos = row_of.get_indexer(test_df["id"])
     X_test = X_all[test_pos]
@@ -204,8 +207,7 @@ def run_side_info_experiment(
         if "stage1+stage2" in cfg.methods:
             proba = out_of_fold_proba(X, y, w1, categories, hc, folds=cfg.side.stage2_folds, seed=seed,
                                       top=cfg.side.top_predictions)
-            s2 = stage2_scores(proba, y, categories, sim, cfg.side, texts=texts, encoder=cfg.text_model,
-                               device=cfg.device)
+            s2 = stage2_scores(proba, y, categories, sim, cfg.side, keywords=keywords)
             w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
             fit_eval("stage1+stage2", w2)
             sep = weight_separation({

@@ -622,6 +622,35 @@ def keyword_label_similarity(
     return out
 
 
+def keyword_scores(
+    texts: Sequence[str],
+    labels: Sequence[str],
+    categories: Sequence[str],
+    config: SideInfoConfig | None = None,
+    *,
+    encoder=None,
+    device: str = "auto",
+) -> pd.DataFrame:
+    """The keyword half of stage 2, which depends on the texts and labels only (not on any
+    model, so it is computed once per label set): ``keyword_match`` (NaN for a text without
+    keywords) and ``keywords`` (space-separated), one row per item."""
+    cfg = config or SideInfoConfig()
+    y = _codes(labels, categories)
+    if len(texts) != len(y):
+        raise ValueError(f"{len(texts)} texts for {len(y)} labels")
+    kw, vocab = extract_keywords(texts, top=cfg.keywords)
+    used = np.unique(kw[kw >= 0])
+    remap = np.full(len(vocab) + 1, -1, dtype=np.int64)
+    remap[used] = np.arange(len(used))
+    kw_used = np.where(kw >= 0, remap[np.where(kw >= 0, kw, len(vocab))], -1)
+    sim = keyword_label_similarity(vocab[used], categories, encoder, device=device)
+    words = np.append(vocab, "").astype(object)
+    return pd.DataFrame({
+        "keyword_match": keyword_match(kw_used, y, sim),
+        "keywords": [" ".join(w for w in row if w) for row in words[np.where(kw >= 0, kw, len(vocab))]],
+    })
+
+
 def stage2_scores(
     proba: np.ndarray | tuple[np.ndarray, np.ndarray],
     labels: Sequence[str],
@@ -630,35 +659,30 @@ def stage2_scores(
     config: SideInfoConfig | None = None,
     *,
     texts: Sequence[str] | None = None,
+    keywords: pd.DataFrame | None = None,
     encoder=None,
     device: str = "auto",
 ) -> pd.DataFrame:
     """Stage-2 text-matching scores: ``pred_match``, ``keyword_match`` (NaN without text),
-    ``keywords`` (space-separated) and ``score`` = s(x_i), one row per item."""
+    ``keywords`` (space-separated) and ``score`` = s(x_i), one row per item.
+
+    The keyword half comes from ``keywords`` (a :func:`keyword_scores` frame, e.g. computed
+    once for several models) or is computed here from ``texts``."""
     cfg = config or SideInfoConfig()
     y = _codes(labels, categories)
     pm = prediction_match(proba, y, similarity, top=cfg.top_predictions)
-    km = None
-    kw_text = [""] * len(y)
-    if texts is not None and cfg.keyword_weight > 0:
-        if len(texts) != len(y):
-            raise ValueError(f"{len(texts)} texts for {len(y)} labels")
-        kw, vocab = extract_keywords(texts, top=cfg.keywords)
-        used = np.unique(kw[kw >= 0])
-        remap = np.full(len(vocab) + 1, -1, dtype=np.int64)
-        remap[used] = np.arange(len(used))
-        kw_used = np.where(kw >= 0, remap[np.where(kw >= 0, kw, len(vocab))], -1)
-        sim = keyword_label_similarity(vocab[used], categories, encoder, device=device)
-        km = keyword_match(kw_used, y, sim)
-        words = np.append(vocab, "").astype(object)
-        kw_text = [" ".join(w for w in row if w) for row in words[np.where(kw >= 0, kw, len(vocab))]]
+    if keywords is None and texts is not None and cfg.keyword_weight > 0:
+        keywords = keyword_scores(texts, labels, categories, cfg, encoder=encoder, device=device)
+    if keywords is not None and len(keywords) != len(y):
+        raise ValueError(f"{len(keywords)} keyword rows for {len(y)} labels")
+    km = None if keywords is None or cfg.keyword_weight == 0 else keywords["keyword_match"].to_numpy()
     score = text_match_score(pm, km, keyword_weight=cfg.keyword_weight)
     if cfg.sharpness != 1:
         score = score**cfg.sharpness
     return pd.DataFrame({
         "pred_match": pm,
         "keyword_match": np.full(len(y), np.nan) if km is None else km,
-        "keywords": kw_text,
+        "keywords": [""] * len(y) if km is None else keywords["keywords"].tolist(),
         "score": score,
     })
 
