@@ -8,7 +8,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.labels.augment import augment, augment_positions, root_seeds, split_holdout
+from simlabel.labels.augment import (
+    augment,
+    augment_positions,
+    root_seeds,
+    split_holdout,
+)
 
 
 def graph_knn(neighbours: dict[int, list[int]]):
@@ -17,7 +22,7 @@ def graph_knn(neighbours: dict[int, list[int]]):
     def knn(positions: np.ndarray, k: int):
         pos = np.array([neighbours[int(p)][:k] for p in positions], dtype=np.int64)
         sims = np.tile(np.linspace(0.9, 0.5, k, dtype=np.float32), (len(positions), 1))
-        return sims, pos
+        return pos, sims
 
     return knn
 

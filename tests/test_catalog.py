@@ -5,8 +5,9 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from simlabel.catalog import CatalogError, ids_fingerprint, load_catalog
-from tests.conftest import dataset
+from simlabel.catalog import ids_fingerprint, load_catalog
+from simlabel.errors import CatalogError
+from tests.helpers import dataset
 
 
 def write(tmp_path: Path, text: str, name: str = "catalog.csv") -> Path:
@@ -84,7 +85,7 @@ def test_parquet_and_folder_and_unknown_format(tmp_path: Path) -> None:
     df.to_parquet(tmp_path / "catalog.parquet")
     cat = load_catalog(tmp_path)  # a folder with catalog.parquet
     assert list(cat.ids) == ["1", "2"]
-    assert cat.multilabels() == [["red", "cotton"], []]
+    assert list(cat.table["labels"]) == ["red|cotton", ""]
     with pytest.raises(CatalogError, match="unsupported catalog format"):
         load_catalog(write(tmp_path, "x", "catalog.xlsx"))
     with pytest.raises(CatalogError, match="not found"):

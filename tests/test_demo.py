@@ -6,7 +6,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlabel.demo import DataNotFound, find_default_data, knn_vote, run_demo
+from simlabel.demo import knn_vote, run_demo
+from simlabel.errors import DataNotFound
+from simlabel.runs import find_default_data
 
 
 def test_knn_vote_hand_case() -> None:

@@ -11,8 +11,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlabel.embedding import EmbedItemError, embed
-from simlabel.store import StoreError, load_embeddings, read_metadata
+from simlabel.embedding import embed
+from simlabel.errors import EmbedItemError, StoreError
+from simlabel.store import load_embeddings, read_metadata
 
 
 def test_embed_survives_bad_files_and_records_them(clothing_slice: Path, image_encoder, tmp_path: Path) -> None:
@@ -43,7 +44,7 @@ def test_embed_survives_bad_files_and_records_them(clothing_slice: Path, image_e
 
 
 def test_fashion_slice_with_planted_bad_files(fashion_slice: Path, image_encoder, tmp_path: Path) -> None:
-    from tests.conftest import plant_bad_files
+    from tests.helpers import plant_bad_files
 
     df = pd.read_csv(fashion_slice, dtype=str)
     planted = plant_bad_files(tmp_path, df["image"].iloc[0])

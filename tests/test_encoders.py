@@ -5,9 +5,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from simlabel.encoders import get_image_encoder, get_text_encoder, is_text_model, parse_spec, resolve_device
+from simlabel.encoders import (
+    get_image_encoder,
+    get_text_encoder,
+    is_text_model,
+    parse_spec,
+    resolve_device,
+)
 from simlabel.images import load_image
-from tests.conftest import dataset
+from tests.helpers import dataset
 
 
 def real_batch(encoder, n: int = 8) -> np.ndarray:

@@ -8,9 +8,14 @@ import pytest
 from typer.testing import CliRunner
 
 from simlabel.cli import app
-from simlabel.experiments.augment import AugmentExperimentConfig, labeled_table, label_precision, run_augment_experiment
+from simlabel.experiments.augment import (
+    AugmentExperimentConfig,
+    label_precision,
+    labeled_table,
+    run_augment_experiment,
+)
 from simlabel.heads import HeadConfig
-from tests.conftest import slice_catalog
+from tests.helpers import slice_catalog
 
 
 @pytest.fixture

@@ -9,9 +9,12 @@ import pytest
 from typer.testing import CliRunner
 
 from simlabel.cli import app
-from simlabel.experiments.flipping import FlippingExperimentConfig, run_flipping_experiment
+from simlabel.experiments.flipping import (
+    FlippingExperimentConfig,
+    run_flipping_experiment,
+)
 from simlabel.labels.flipping import SelfMLConfig
-from tests.conftest import slice_catalog
+from tests.helpers import slice_catalog
 
 SMALL = SelfMLConfig(n_basis=32, pretrain_epochs=5, flip_pretrain_epochs=10, joint_steps=60, hidden=64)
 

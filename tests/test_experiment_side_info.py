@@ -6,16 +6,18 @@ import json
 import shutil
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
 from simlabel.cli import app
-from simlabel.experiments.side_info import SideInfoExperimentConfig, run_side_info_experiment
+from simlabel.experiments.side_info import (
+    SideInfoExperimentConfig,
+    run_side_info_experiment,
+)
 from simlabel.heads import HeadConfig
-from simlabel.labels.weighting import SideInfoConfig
-from tests.conftest import slice_catalog
+from simlabel.labels.side_info import SideInfoConfig
+from tests.helpers import slice_catalog
 
 TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Sports Shoes", "Watches", "Handbags", "Heels", "Flip Flops"]
 
@@ -99,7 +101,7 @@ def test_cli_errors_name_the_problem(fashion_400: Path, tmp_path: Path) -> None:
 
 
 def test_experiment_on_a_given_search_log_with_repeated_items(fashion_400: Path, tmp_path: Path) -> None:
-    from simlabel.search import SearchConfig, build_search_labels
+    from simlabel.labels.search import SearchConfig, build_search_labels
 
     log = build_search_labels(fashion_400, label_col="article_type", config=SearchConfig(top_r=100, duplicates="keep"),
                               out=tmp_path / "log.csv", progress=False)

@@ -9,9 +9,13 @@ import pytest
 from typer.testing import CliRunner
 
 from simlabel.cli import app
-from simlabel.experiments.smoothing import SmoothingExperimentConfig, fixed_split, run_smoothing_experiment
+from simlabel.experiments.smoothing import (
+    SmoothingExperimentConfig,
+    fixed_split,
+    run_smoothing_experiment,
+)
 from simlabel.heads import HeadConfig
-from tests.conftest import slice_catalog
+from tests.helpers import slice_catalog
 
 
 @pytest.fixture

@@ -6,8 +6,15 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlabel.heads import EmbeddingClassifier, HeadConfig
-from simlabel.probe import evaluate, gather_training_labels, train
+from simlabel.heads import (
+    EmbeddingClassifier,
+    HeadConfig,
+    MultiLabelClassifier,
+    MultiLabelHeadConfig,
+    out_of_fold_proba,
+)
+from simlabel.metrics import top_k_predictions
+from simlabel.training import evaluate, gather_training_labels, train
 
 
 def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, seed: int = 0):
@@ -141,3 +148,69 @@ def test_binary_with_focal_uses_softmax_and_early_stops_on_accuracy() -> None:
     clf = EmbeddingClassifier(HeadConfig(loss="focal", monitor="accuracy", device="cpu")).fit(X, y)
     assert not clf.logistic_ and clf.decision_scores(X).shape == (80, 2)
     assert "val_accuracy" in clf.history_[0]
+
+
+def test_out_of_fold_top_predictions_match_the_full_matrix() -> None:
+    rng = np.random.default_rng(0)
+    centers = rng.normal(size=(4, 16))
+    y = np.repeat(np.arange(4), 30)
+    X = (centers[y] + 0.5 * rng.normal(size=(120, 16))).astype(np.float32)
+    labels = np.array(list("abcd"))[y]
+    cfg = HeadConfig(max_epochs=25, patience=5, lr=0.05, batch_size=64)
+    make = lambda: EmbeddingClassifier(cfg)  # noqa: E731
+    full = out_of_fold_proba(make, X, labels, classes=list("abcd"), folds=3, seed=1)
+    idx, p = out_of_fold_proba(make, X, labels, classes=list("abcd"), folds=3, seed=1, top=2, batch_size=7)
+    assert np.array_equal(idx, top_k_predictions(full, 2))
+    assert np.allclose(p, np.take_along_axis(full, idx, axis=1), atol=1e-6)
+    assert (idx[:, 0] == y).mean() > 0.9  # held-out predictions of separable clusters
+
+
+def test_training_leaves_the_global_torch_rng_alone() -> None:
+    import torch
+
+    X, y = blobs(20, ["a", "b", "c"])
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    EmbeddingClassifier(HeadConfig(head="mlp", max_epochs=3, seed=7)).fit(X, y)
+    MultiLabelClassifier(MultiLabelHeadConfig(epochs=2, seed=7)).fit(X, np.eye(3, dtype=np.uint8)[np.repeat([0, 1, 2], 20)])
+    assert torch.equal(torch.rand(3), expected)
+
+
+def test_multilabel_head_learns_fine_tunes_and_is_deterministic() -> None:
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 8)).astype(np.float32)
+    Y = np.stack([X[:, 0] > 0, X[:, 1] > 0, X[:, 0] + X[:, 1] > 0], axis=1).astype(np.uint8)
+    cfg = MultiLabelHeadConfig(epochs=40, lr=0.01, seed=3)
+    a = MultiLabelClassifier(cfg).fit(X, Y)
+    b = MultiLabelClassifier(cfg).fit(X, Y)
+    pa = a.predict_proba(X)
+    assert pa.shape == (300, 3) and ((pa >= 0) & (pa <= 1)).all()
+    assert np.array_equal(pa, b.predict_proba(X))
+    assert ((pa >= 0.5) == Y).mean() > 0.9
+    assert len(a.history_) == 40 and a.history_[-1]["loss"] < a.history_[0]["loss"]
+    # fine-tuning starts from a copy: the head it started from is left as it was
+    before = a.predict_proba(X)
+    tuned = MultiLabelClassifier(MultiLabelHeadConfig(epochs=5, lr=0.01, seed=3)).fit(X[:50], 1 - Y[:50], init=a)
+    assert np.array_equal(a.predict_proba(X), before)
+    assert not np.allclose(tuned.predict_proba(X), before)
+    with pytest.raises(ValueError, match="0/1 labels"):
+        MultiLabelClassifier(cfg).fit(X, Y * 2)
+    with pytest.raises(ValueError, match="epochs must be"):
+        MultiLabelHeadConfig(epochs=-1)
+
+
+def test_out_of_fold_multilabel_never_predicts_a_training_row() -> None:
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(90, 6)).astype(np.float32)
+    Y = (X[:, :2] > 0).astype(np.uint8)
+    # a head trained on all rows, in-sample, fits them better than held-out heads predict them
+    make = lambda: MultiLabelClassifier(MultiLabelHeadConfig(epochs=60, lr=0.05, hidden=32, seed=0))  # noqa: E731
+    oof = out_of_fold_proba(make, X, Y, folds=3, seed=0)
+    ins = out_of_fold_proba(make, X, Y, folds=0, seed=0)
+    assert oof.shape == ins.shape == (90, 2)
+    loss = lambda p: -np.mean(Y * np.log(p + 1e-9) + (1 - Y) * np.log(1 - p + 1e-9))  # noqa: E731
+    assert loss(ins) < loss(oof)
+    with pytest.raises(ValueError, match="folds must be 0"):
+        out_of_fold_proba(make, X, Y, folds=1)
+

@@ -46,7 +46,7 @@ def circle_index(request) -> NeighborIndex:
 
 
 def test_known_neighbours_on_circle(circle_index: NeighborIndex) -> None:
-    sims, pos = circle_index.knn_positions(np.arange(5), k=2)
+    pos, sims = circle_index.knn_positions(np.arange(5), k=2)
     # Nearest by angle, self excluded.
     expected = [[1, 2], [0, 2], [1, 0], [2, 4], [3, 2]]
     np.testing.assert_array_equal(pos, expected)
@@ -62,7 +62,7 @@ def test_known_neighbours_on_circle(circle_index: NeighborIndex) -> None:
 
 
 def test_without_self_exclusion_self_comes_first(circle_index: NeighborIndex) -> None:
-    sims, pos = circle_index.knn_positions(np.arange(5), k=2, exclude_self=False)
+    pos, sims = circle_index.knn_positions(np.arange(5), k=2, exclude_self=False)
     np.testing.assert_array_equal(pos[:, 0], np.arange(5))
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-6)
 
@@ -70,14 +70,14 @@ def test_without_self_exclusion_self_comes_first(circle_index: NeighborIndex) ->
 def test_search_and_knn_vectors_normalise_queries() -> None:
     index = NeighborIndex.build(ANGLE_IDS, unit_circle(ANGLES))
     q = 7.0 * unit_circle([12.0])  # unnormalised query: cosine must not care
-    sims, pos = index.search(q, k=3)
+    pos, sims = index.search(q, k=3)
     np.testing.assert_array_equal(pos, [[1, 0, 2]])
     np.testing.assert_allclose(sims, np.cos(np.deg2rad([[2, 12, 18]])), atol=1e-6)
     ids, sims2 = index.knn_vectors(q, k=3)
     assert ids.tolist() == [["a10", "a0", "a30"]]
     np.testing.assert_array_equal(sims, sims2)
     # Without self-exclusion, k may be n.
-    assert index.search(q, k=5)[1].shape == (1, 5)
+    assert index.search(q, k=5).neighbors.shape == (1, 5)
 
 
 def test_build_normalises_rows_and_keeps_unit_input_uncopied() -> None:
@@ -94,10 +94,10 @@ def test_duplicates_return_each_other_never_self(kind: str) -> None:
     X = unit_circle([0.0, 0.0, 45.0, 90.0, 135.0, 180.0])
     ids = [f"p{i}" for i in range(len(X))]
     index = NeighborIndex.build(ids, X, IndexConfig(kind=kind))
-    sims, pos = index.knn_positions(np.array([0, 1]), k=1)
+    pos, sims = index.knn_positions(np.array([0, 1]), k=1)
     np.testing.assert_array_equal(pos[:, 0], [1, 0])
     np.testing.assert_allclose(sims[:, 0], 1.0, atol=1e-6)
-    sims, pos = index.knn_positions(np.arange(len(X)), k=3)
+    pos, sims = index.knn_positions(np.arange(len(X)), k=3)
     assert not (pos == np.arange(len(X))[:, None]).any()
 
 
@@ -116,7 +116,7 @@ def test_many_identical_points_self_never_returned() -> None:
     X = np.ones((12, 3), dtype=np.float32)
     X[10:] = [[1, 0, 0], [0, 1, 0]]
     index = NeighborIndex.build([str(i) for i in range(12)], X)
-    sims, pos = index.knn_positions(np.arange(10), k=3)
+    pos, sims = index.knn_positions(np.arange(10), k=3)
     assert not (pos == np.arange(10)[:, None]).any()
     assert (pos < 10).all()
     np.testing.assert_allclose(sims, 1.0, atol=1e-6)
@@ -129,7 +129,7 @@ def test_knn_ids_agree_with_knn_positions(kind: str) -> None:
     index = NeighborIndex.build(ids, X, IndexConfig(kind=kind))
     query_ids = ids[::7]
     nb_ids, sims_i = index.knn_ids(query_ids, k=5)
-    sims_p, pos = index.knn_positions(index.positions_of(query_ids), k=5)
+    pos, sims_p = index.knn_positions(index.positions_of(query_ids), k=5)
     np.testing.assert_array_equal(index.positions_of(query_ids), np.arange(0, 300, 7))
     np.testing.assert_array_equal(nb_ids, np.asarray(ids, dtype=object)[pos])
     np.testing.assert_array_equal(sims_i, sims_p)
@@ -237,17 +237,17 @@ def test_flat_equals_numpy_argsort_reference() -> None:
     ref_pos = np.argsort(-S, axis=1, kind="stable")[:, :k]
     ref_sims = np.take_along_axis(S, ref_pos, axis=1)
 
-    sims, pos = NeighborIndex.build(ids, X).knn_positions(np.arange(len(X)), k)
+    pos, sims = NeighborIndex.build(ids, X).knn_positions(np.arange(len(X)), k)
     np.testing.assert_allclose(sims, ref_sims, atol=1e-5)
     rows = np.arange(len(X))[:, None]
     # Equal positions, or a float32-vs-float64 near-tie swap at equal similarity.
     assert ((pos == ref_pos) | (np.abs(S[rows, pos] - S[rows, ref_pos]) < 1e-5)).all()
     assert (pos == ref_pos).mean() > 0.99
 
-    sims2, pos2 = exact_knn(X, k)
+    pos2, sims2 = exact_knn(X, k)
     np.testing.assert_array_equal(pos2, pos)
     np.testing.assert_array_equal(sims2, sims)
-    assert (exact_knn(X, k, exclude_self=False)[1][:, 0] == np.arange(len(X))).all()
+    assert (exact_knn(X, k, exclude_self=False).neighbors[:, 0] == np.arange(len(X))).all()
 
 
 def test_recall_at_k() -> None:
@@ -263,7 +263,7 @@ def mixture_20k() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
     X = gaussian_mixture(20_000, 64, centers=100, spread=1.0, seed=0)
     ids = [f"m{i}" for i in range(len(X))]
     queries = np.arange(0, len(X), 5)
-    _, exact = NeighborIndex.build(ids, X).knn_positions(queries, k=10)
+    exact, _ = NeighborIndex.build(ids, X).knn_positions(queries, k=10)
     return ids, X, queries, exact
 
 
@@ -271,7 +271,7 @@ def mixture_20k() -> tuple[list[str], np.ndarray, np.ndarray, np.ndarray]:
 def test_approximate_recall_on_clustered_data(mixture_20k, kind: str) -> None:
     ids, X, queries, exact = mixture_20k
     index = NeighborIndex.build(ids, X, IndexConfig(kind=kind))
-    sims, pos = index.knn_positions(queries, k=10)
+    pos, sims = index.knn_positions(queries, k=10)
     recall = recall_at_k(pos, exact)
     print(f"\n{kind} recall@10 vs flat on 20,000 x 64 mixture: {recall:.4f}")
     assert recall >= 0.9
@@ -294,7 +294,7 @@ def test_missing_results_are_minus_one_and_minus_inf() -> None:
     # One probed list of many cannot always supply k+1 candidates.
     X = gaussian_mixture(2000, 16, centers=40, spread=0.3, seed=5)
     index = NeighborIndex.build([str(i) for i in range(len(X))], X, IndexConfig(kind="ivf", ivf_nlist=50, ivf_nprobe=1))
-    sims, pos = index.knn_positions(np.arange(len(X)), k=100)
+    pos, sims = index.knn_positions(np.arange(len(X)), k=100)
     assert (pos == -1).any()
     assert np.array_equal(pos == -1, sims == -np.inf)
     ids, _ = index.knn_ids([str(i) for i in range(len(X))], k=100)
@@ -314,7 +314,7 @@ def test_property_neighbours_exclude_self_sorted_and_bounded(X: np.ndarray, kind
     n = X.shape[0]
     k = data.draw(st.integers(1, n - 1), label="k")
     index = NeighborIndex.build([f"i{j}" for j in range(n)], X, IndexConfig(kind=kind))
-    sims, pos = index.knn_positions(np.arange(n), k)
+    pos, sims = index.knn_positions(np.arange(n), k)
     assert sims.shape == pos.shape == (n, k)
     assert not (pos == np.arange(n)[:, None]).any()
     found = pos >= 0

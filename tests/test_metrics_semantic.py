@@ -7,7 +7,12 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.metrics import mistake_severity, semantic_neighborhood_hits, top_k_predictions, topk_accuracy
+from simlabel.metrics import (
+    mistake_severity,
+    semantic_neighborhood_hits,
+    top_k_predictions,
+    topk_accuracy,
+)
 
 # 3 items, 4 classes; each label's neighbour set includes itself (simlabel's convention)
 SCORES = np.array(

@@ -1,4 +1,4 @@
-"""Multi-label targets, simulated missing labels and the clean/noisy split (paper 004)."""
+"""Simulated missing labels and the clean/noisy split (paper 004)."""
 
 from __future__ import annotations
 
@@ -8,13 +8,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simlabel.labels.noise import (
-    MultiLabels,
-    clean_noisy_split,
-    from_attributes,
-    from_labels_column,
-    simulate_missing_labels,
-)
+from simlabel.labels.multilabel import MultiLabels, from_attributes
+from simlabel.labels.noise import clean_noisy_split, simulate_missing_labels
 
 CATALOG = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-products" / "catalog.csv"
 
@@ -28,33 +23,6 @@ def table() -> pd.DataFrame:
             "gender": ["Men", "Women", "Men", " "],
         }
     )
-
-
-def test_from_attributes_labels_order_and_missing(table: pd.DataFrame) -> None:
-    ml = from_attributes(table, ["usage", "gender"])
-    assert ml.labels == ["gender=Men", "gender=Women", "usage=Casual", "usage=Formal"]
-    assert ml.attribute_of == ["gender", "gender", "usage", "usage"]
-    assert ml.ids.tolist() == ["1", "2", "3", "4"]
-    assert ml.Y.dtype == np.uint8
-    np.testing.assert_array_equal(ml.Y, [[1, 0, 1, 0], [0, 1, 0, 1], [1, 0, 0, 0], [0, 0, 1, 0]])
-    assert ml.attributes == ["gender", "usage"]
-    assert ml.positives_per_image() == pytest.approx(6 / 4)
-
-
-def test_from_attributes_min_count(table: pd.DataFrame) -> None:
-    ml = from_attributes(table, ["gender", "usage"], min_count=2)
-    assert ml.labels == ["gender=Men", "usage=Casual"]
-    np.testing.assert_array_equal(ml.Y, [[1, 1], [0, 0], [1, 0], [0, 1]])
-    with pytest.raises(KeyError):
-        from_attributes(table, ["colour"])
-
-
-def test_from_labels_column() -> None:
-    t = pd.DataFrame({"id": ["a", "b", "c"], "labels": ["usage=Casual|gender=Men", np.nan, "sale| sale |gender=Men|"]})
-    ml = from_labels_column(t)
-    assert ml.labels == ["gender=Men", "sale", "usage=Casual"]
-    assert ml.attribute_of == ["gender", "sale", "usage"]
-    np.testing.assert_array_equal(ml.Y, [[1, 0, 1], [0, 0, 0], [1, 1, 0]])
 
 
 def _random_Y(seed: int = 0) -> tuple[np.ndarray, list[str]]:
@@ -180,3 +148,4 @@ def test_drop_systematically_removes_whole_groups() -> None:
     assert info["n_dropped"] == int(Y.sum() - out.sum())
     again, _ = drop_systematically(Y, attribute_of, groups, share=0.5, seed=1)
     assert np.array_equal(out, again)
+

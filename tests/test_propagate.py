@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from simlabel.labels.propagate import harmonic_solution, knn_adjacency, propagate, propagate_labels, row_normalize
+from simlabel.labels.propagate import (
+    harmonic_solution,
+    knn_adjacency,
+    propagate,
+    propagate_labels,
+    row_normalize,
+)
 
 
 def test_adjacency_directed_and_symmetric() -> None:

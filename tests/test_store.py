@@ -9,7 +9,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.store import StoreError, load_embeddings, read_metadata, shard_name, write_shard
+from simlabel.store import (
+    StoreError,
+    load_embeddings,
+    read_metadata,
+    shard_name,
+    write_shard,
+)
 
 
 def test_round_trip_schema_and_metadata(tmp_path: Path) -> None:

@@ -2,12 +2,18 @@
 
 The public API (imported lazily, so ``import simlabel`` stays cheap)::
 
-    simlabel.load_catalog(path, columns={"label": "article_type"})
-    simlabel.embed(catalog, out, model="efficientnet-lite0", text_col="title")
-    ids, X = simlabel.load_embeddings(out)
-    index = simlabel.build_index(out, "index.faiss", kind="hnsw")
-    nbr_ids, sims = index.knn_ids(ids[:5], k=10)
-    simlabel.run_demo()
+    cat = simlabel.load_catalog(path, columns={"label": "article_type"})
+    simlabel.embed(cat, "emb/", model="efficientnet-lite0", text_col="title")
+    emb = simlabel.load_embeddings("emb/")             # Embeddings: ids, matrix, meta
+    index = simlabel.build_index(emb, "index.faiss", kind="hnsw")
+    nbr_ids, sims = index.knn_ids(emb.ids[:5], k=10)    # Neighbors(ids, similarities)
+
+    labels, result, holdout = simlabel.augment(emb, "seeds.csv", k=10)   # paper 000
+    prop, _ = simlabel.propagate(emb, "seeds.csv", k=10, steps=4)
+    clf = simlabel.train(emb, "seeds.csv", extra=[labels], out="model/")
+    report = simlabel.evaluate(clf, emb, "holdout.csv")
+
+Every function that takes an embedding folder also takes a loaded ``Embeddings``.
 """
 
 from __future__ import annotations
@@ -18,18 +24,54 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
+    # catalogs, embeddings, indexes
     "Catalog": "simlabel.catalog",
-    "CatalogError": "simlabel.catalog",
     "load_catalog": "simlabel.catalog",
     "embed": "simlabel.embedding",
     "EmbedResult": "simlabel.embedding",
+    "Embeddings": "simlabel.store",
+    "as_embeddings": "simlabel.store",
     "load_embeddings": "simlabel.store",
     "read_metadata": "simlabel.store",
     "NeighborIndex": "simlabel.index",
+    "Neighbors": "simlabel.index",
     "IndexConfig": "simlabel.index",
     "build_index": "simlabel.index",
     "get_image_encoder": "simlabel.encoders",
     "get_text_encoder": "simlabel.encoders",
+    # errors
+    "SimlabelError": "simlabel.errors",
+    "CatalogError": "simlabel.errors",
+    "LabelFileError": "simlabel.errors",
+    "MissingIdsError": "simlabel.errors",
+    "StoreError": "simlabel.errors",
+    # label files and producers
+    "read_labels": "simlabel.labels.io",
+    "write_labels": "simlabel.labels.io",
+    "augment": "simlabel.labels.augment",
+    "propagate": "simlabel.labels.propagate",
+    "SmoothingConfig": "simlabel.labels.smoothing",
+    "build_targets": "simlabel.labels.smoothing",
+    "target_schedule": "simlabel.labels.smoothing",
+    "SideInfoConfig": "simlabel.labels.side_info",
+    "side_info_weights": "simlabel.labels.side_info",
+    "SearchConfig": "simlabel.labels.search",
+    "search_labels": "simlabel.labels.search",
+    "build_search_labels": "simlabel.labels.search",
+    "SelfMLConfig": "simlabel.labels.flipping",
+    "flip": "simlabel.labels.flipping",
+    "category_semantics": "simlabel.semantics.categories",
+    # heads, training, evaluation
+    "HeadConfig": "simlabel.heads",
+    "EmbeddingClassifier": "simlabel.heads",
+    "MultiLabelHeadConfig": "simlabel.heads",
+    "MultiLabelClassifier": "simlabel.heads",
+    "out_of_fold_proba": "simlabel.heads",
+    "train": "simlabel.training",
+    "evaluate": "simlabel.training",
+    "oof_predictor": "simlabel.training",
+    "multilabel_pretrain": "simlabel.training",
+    "classification_report": "simlabel.metrics",
     "run_demo": "simlabel.demo",
 }
 

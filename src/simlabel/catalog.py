@@ -34,13 +34,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simlabel.errors import CatalogError
+
 STANDARD_COLUMNS: tuple[str, ...] = ("id", "image", "title", "label", "labels", "split", "product", "clean", "rank")
 _TRUE = {"1", "true", "t", "yes", "y"}
 _FALSE = {"0", "false", "f", "no", "n"}
-
-
-class CatalogError(ValueError):
-    """The catalog cannot be used: the message names the file, row and column."""
 
 
 @dataclass
@@ -88,10 +86,9 @@ class Catalog:
         col = self.column(column)
         return col.where(col.astype(str).str.len() > 0, None)
 
-    def multilabels(self, column: str = "labels", sep: str = "|") -> list[list[str]]:
-        """Multi-labels as lists of strings (empty list where none)."""
-        col = self.column(column).fillna("").astype(str)
-        return [[v.strip() for v in s.split(sep) if v.strip()] for s in col]
+    def texts(self, column: str) -> dict[str, str]:
+        """id -> the text of ``column`` (empty string where missing), e.g. titles for keywords."""
+        return dict(zip(self.table["id"].astype(str), self.column(column).fillna("").astype(str)))
 
     def fingerprint(self) -> str:
         """A hash of the ids in order (what a resumable job must match)."""

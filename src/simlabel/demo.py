@@ -8,53 +8,22 @@ of its ``k`` nearest train images).
 
 from __future__ import annotations
 
-import hashlib
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from simlabel.cache import cache_dir
-from simlabel.catalog import Catalog, CatalogError, load_catalog
+from simlabel.catalog import load_catalog
 from simlabel.embedding import embed
 from simlabel.encoders import DEFAULT_IMAGE_MODEL
+from simlabel.errors import CatalogError
+from simlabel.experiments.augment import AugmentExperimentConfig, run_augment_experiment
+from simlabel.files import atomic_write_json
 from simlabel.index import IndexConfig, NeighborIndex
-from simlabel.store import atomic_write_json, load_embeddings
-
-DATA_ENV = "SIMLABEL_DATA"
-DEFAULT_DATASET = "clothing-small"
-
-
-class DataNotFound(FileNotFoundError):
-    pass
-
-
-def find_default_data(data: str | os.PathLike | None = None) -> Path:
-    """``data``, else ``$SIMLABEL_DATA``, else ``../shared/datasets/clothing-small`` next to
-    the working directory or next to this source checkout."""
-    if data:
-        p = Path(data)
-        if not p.exists():
-            raise DataNotFound(f"--data {p}: not found")
-        return p
-    if os.environ.get(DATA_ENV):
-        p = Path(os.environ[DATA_ENV])
-        if not p.exists():
-            raise DataNotFound(f"${DATA_ENV}={p}: not found")
-        return p
-    here = Path(__file__).resolve()
-    candidates = [Path.cwd() / ".." / "shared" / "datasets" / DEFAULT_DATASET]
-    candidates += [parent / ".." / "shared" / "datasets" / DEFAULT_DATASET for parent in here.parents]
-    for c in candidates:
-        if (c / "catalog.csv").exists():
-            return c.resolve()
-    raise DataNotFound(
-        "no data found: pass --data PATH (a catalog file or a folder with catalog.csv), "
-        f"or set ${DATA_ENV}; by default simlabel looks for ../shared/datasets/{DEFAULT_DATASET}"
-    )
+from simlabel.runs import default_run_dir, find_default_data
+from simlabel.store import load_embeddings
 
 
 def knn_vote(
@@ -73,16 +42,6 @@ def knn_vote(
     scores = np.zeros((neighbor_pos.shape[0], len(classes)))
     np.add.at(scores, (np.repeat(np.arange(len(lab)), lab.shape[1]), lab.ravel()), w.ravel())
     return classes[scores.argmax(axis=1)]
-
-
-def _safe_name(text: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", text)[:60]
-
-
-def default_run_dir(catalog: Catalog, model: str) -> Path:
-    key = hashlib.sha256(f"{catalog.path}|{catalog.fingerprint()}|{model}".encode()).hexdigest()[:12]
-    name = _safe_name(catalog.path.parent.name if catalog.path else "catalog")
-    return cache_dir("runs") / f"{name}-{_safe_name(model)}-{key}"
 
 
 @dataclass
@@ -131,7 +90,8 @@ def run_demo(
     run_dir = Path(out) if out else default_run_dir(catalog, model)
     emb_dir = run_dir / "embeddings"
     result = embed(catalog, emb_dir, model=model, device=device, progress=progress)
-    ids, matrix = load_embeddings(emb_dir)
+    embeddings = load_embeddings(emb_dir)
+    ids, matrix = embeddings
     index = NeighborIndex.build(ids, matrix, IndexConfig(kind="flat"), metadata={"embeddings": str(emb_dir)})
     index_path = run_dir / "index.faiss"
     index.save(index_path)
@@ -152,7 +112,7 @@ def run_demo(
     per_class: dict[str, float] = {}
     if is_train.sum() > k and is_test.any():
         train_index = NeighborIndex.build(ids[is_train], matrix[is_train])
-        sims, pos = train_index.search(matrix[is_test], k)
+        pos, sims = train_index.search(matrix[is_test], k)
         pred = knn_vote(labels[is_train], pos, sims)
         truth = labels[is_test]
         acc = float((pred == truth).mean())
@@ -176,8 +136,6 @@ def run_demo(
         per_class_accuracy=per_class,
     )
     if experiment:
-        from simlabel.experiments.augment import AugmentExperimentConfig, run_augment_experiment
-
         has_test = "split" in catalog.table.columns and (catalog.table["split"] == "test").any()
         cfg = AugmentExperimentConfig(
             label_col=label_col, encoders=[model], labeled_frac=labeled_frac,
@@ -185,7 +143,7 @@ def run_demo(
         )
         report.experiment = run_augment_experiment(
             root, cfg, out=run_dir, json_out=run_dir / "experiment_augment.json",
-            html_out=run_dir / "experiment_augment.html", progress=progress, embeddings={model: emb_dir},
+            html_out=run_dir / "experiment_augment.html", progress=progress, embeddings={model: embeddings},
         )
     atomic_write_json(run_dir / "demo_report.json", {k: v for k, v in report.__dict__.items() if k != "experiment"})
     return report

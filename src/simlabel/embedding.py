@@ -39,29 +39,16 @@ from simlabel.encoders import (
     is_image_model,
     parse_spec,
 )
+from simlabel.errors import EmbedItemError, InputError, StoreError
+from simlabel.files import atomic_write_json, atomic_write_text
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
 from simlabel.progress import progress_bar
-from simlabel.store import (
-    StoreError,
-    atomic_write_json,
-    atomic_write_text,
-    list_shards,
-    shard_name,
-    write_shard,
-)
+from simlabel.store import list_shards, shard_name, write_shard
 
 MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
 ERRORS_DIR = "_errors"
 TEXT_SUBDIR = "text"
-
-
-class EmbedItemError(RuntimeError):
-    """Raised in ``strict`` mode for the first item that cannot be embedded."""
-
-    def __init__(self, item_id: str, path: str, reason: str, message: str) -> None:
-        super().__init__(f"id {item_id!r} ({path}): {reason}: {message}")
-        self.item_id, self.path, self.reason = item_id, path, reason
 
 
 class _ItemFailure(Exception):
@@ -356,7 +343,7 @@ def embed(
     EmbedResult, with ``.text`` set when text was embedded too.
     """
     if batch_size < 1 or shard_size < 1:
-        raise ValueError("batch_size and shard_size must be >= 1")
+        raise InputError("batch_size and shard_size must be >= 1")
     if shard_size % batch_size:
         # Shards cut batches short otherwise; round up so batches stay full.
         shard_size = -(-shard_size // batch_size) * batch_size
@@ -364,12 +351,12 @@ def embed(
     family, _ = parse_spec(model)
     image_mode = image_encoder is not None or is_image_model(model)
     if not image_mode and not text_col:
-        raise ValueError(f"{model!r} is a text model: name the text column to embed with text_col= (--text-col)")
+        raise InputError(f"{model!r} is a text model: name the text column to embed with text_col= (--text-col)")
     require = ("id", "image") if image_mode else ("id",)
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, columns=columns, require=require)
     if text_col and text_col not in cat.table.columns:
         cols = ", ".join(map(str, cat.table.columns))
-        raise ValueError(f"{cat.path or 'catalog'}: --text-col {text_col!r} is not a column; columns are {cols}")
+        raise InputError(f"{cat.path or 'catalog'}: --text-col {text_col!r} is not a column; columns are {cols}")
     workers = default_workers() if workers is None else workers
     ids = cat.ids
     common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite, progress=progress)

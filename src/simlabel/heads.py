@@ -12,11 +12,21 @@
 Training: AdamW on mini-batches, cross-entropy (optionally per-sample weights
 and balanced class weights), early stopping on the loss of a validation split
 (stratified, ``val_frac`` of the training rows unless one is given), restoring
-the best epoch. Deterministic for a given ``seed`` on CPU.
+the best epoch. Deterministic for a given ``seed`` on CPU; the caller's global torch
+RNG is left as it was (:func:`torch.random.fork_rng`).
+
+:class:`MultiLabelClassifier` is the one multi-label head (one sigmoid per label,
+binary focal loss, paper 004): the baselines of the flipping experiment and
+SELF-ML's classifier are all this head.
+
+:func:`out_of_fold_proba` predicts every row with heads that never saw it, the
+counterpart of scikit-learn's ``cross_val_predict(method="predict_proba")``; it serves
+paper 003's stage 2 and the cleanlab peer of paper 004.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 from collections.abc import Callable, Sequence
@@ -25,8 +35,15 @@ from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
+import torch.nn as nn
 
+from simlabel.checks import in_range, one_of, positive_int
 from simlabel.encoders.base import resolve_device
+from simlabel.errors import InputError
+from simlabel.files import atomic_write, atomic_write_json
+from simlabel.losses import binary_focal_loss, focal_loss, kl_to_targets
+from simlabel.metrics import top_k_predictions
 
 
 @dataclass
@@ -61,54 +78,54 @@ class HeadConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.head not in ("linear", "mlp", "fusion"):
-            raise ValueError(f"head must be 'linear', 'mlp' or 'fusion'; got {self.head!r}")
-        if self.loss not in ("ce", "focal"):
-            raise ValueError(f"loss must be 'ce' or 'focal'; got {self.loss!r}")
-        if self.monitor not in ("loss", "accuracy"):
-            raise ValueError(f"monitor must be 'loss' or 'accuracy'; got {self.monitor!r}")
-        if not 0 <= self.val_frac < 1:
-            raise ValueError(f"val_frac must be in [0, 1); got {self.val_frac}")
+        one_of(self.head, ("linear", "mlp", "fusion"), "head")
+        one_of(self.loss, ("ce", "focal"), "loss")
+        one_of(self.monitor, ("loss", "accuracy"), "monitor")
+        one_of(self.class_weight, ("balanced", None), "class_weight")
+        in_range(self.val_frac, "val_frac", 0, 1, hi_open=True)
+        in_range(self.lr, "lr", 0, lo_open=True)
+        in_range(self.dropout, "dropout", 0, 1, hi_open=True)
+        in_range(self.temperature, "temperature", 0, lo_open=True)
+        in_range(self.kl_weight, "kl_weight", 0)
+        for name in ("hidden", "fusion_width", "fusion_heads", "batch_size", "max_epochs", "patience"):
+            positive_int(getattr(self, name), name)
 
 
-def _fusion_module(input_dims: Sequence[int], n_out: int, cfg: HeadConfig):
+class AttentionFusion(nn.Module):
     """Paper 002's fusion: each modality's embedding projected to one width, a multi-head
-    self-attention layer over the modality tokens, mean-pooled, then an MLP."""
-    import torch
-    import torch.nn as nn
+    self-attention layer over the modality tokens, mean-pooled, then an MLP.
 
-    class AttentionFusion(nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.dims = list(input_dims)
-            self.proj = nn.ModuleList(nn.Linear(d, cfg.fusion_width) for d in self.dims)
-            self.modality = nn.Parameter(torch.zeros(len(self.dims), cfg.fusion_width))
-            self.attn = nn.MultiheadAttention(cfg.fusion_width, cfg.fusion_heads, dropout=cfg.dropout, batch_first=True)
-            self.norm = nn.LayerNorm(cfg.fusion_width)
-            self.mlp = nn.Sequential(
-                nn.Linear(cfg.fusion_width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, n_out)
-            )
+    ``forward(x)`` takes the modalities concatenated, ``x = [x_1 | x_2 | ...]`` with widths
+    ``input_dims``, and returns ``(n, n_out)`` logits.
+    """
 
-        def forward(self, x):
-            parts = torch.split(x, self.dims, dim=1)
-            tokens = torch.stack([p(part) for p, part in zip(self.proj, parts)], dim=1) + self.modality
-            attended, _ = self.attn(tokens, tokens, tokens, need_weights=False)
-            return self.mlp(self.norm(tokens + attended).mean(dim=1))
+    def __init__(self, input_dims: Sequence[int], n_out: int, cfg: HeadConfig) -> None:
+        super().__init__()
+        self.dims = [int(d) for d in input_dims]
+        self.proj = nn.ModuleList(nn.Linear(d, cfg.fusion_width) for d in self.dims)
+        self.modality = nn.Parameter(torch.zeros(len(self.dims), cfg.fusion_width))
+        self.attn = nn.MultiheadAttention(cfg.fusion_width, cfg.fusion_heads, dropout=cfg.dropout, batch_first=True)
+        self.norm = nn.LayerNorm(cfg.fusion_width)
+        self.mlp = nn.Sequential(
+            nn.Linear(cfg.fusion_width, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, n_out)
+        )
 
-    return AttentionFusion()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        parts = torch.split(x, self.dims, dim=1)
+        tokens = torch.stack([p(part) for p, part in zip(self.proj, parts)], dim=1) + self.modality
+        attended, _ = self.attn(tokens, tokens, tokens, need_weights=False)
+        return self.mlp(self.norm(tokens + attended).mean(dim=1))
 
 
-def _build_module(cfg: HeadConfig, input_dims: Sequence[int], n_out: int):
-    import torch.nn as nn
-
+def _build_module(cfg: HeadConfig, input_dims: Sequence[int], n_out: int) -> nn.Module:
     dim = int(sum(input_dims))
     if cfg.head == "linear":
         return nn.Linear(dim, n_out)
     if cfg.head == "mlp":
         return nn.Sequential(nn.Linear(dim, cfg.hidden), nn.ReLU(), nn.Dropout(cfg.dropout), nn.Linear(cfg.hidden, n_out))
     if len(input_dims) < 2:
-        raise ValueError("the fusion head needs at least two inputs (image and text embeddings)")
-    return _fusion_module(input_dims, n_out, cfg)
+        raise InputError("the fusion head needs at least two inputs (image and text embeddings)")
+    return AttentionFusion(input_dims, n_out, cfg)
 
 
 SoftTargets = np.ndarray | Callable[[int], np.ndarray]
@@ -150,41 +167,38 @@ class EmbeddingClassifier:
         the concatenated inputs in ``X`` (e.g. ``[1280, 384]`` for image + title), needed by the
         fusion head.
         """
-        import torch
         from sklearn.model_selection import train_test_split
-
-        from simlabel.losses import focal_loss, kl_to_targets
 
         cfg = self.config
         X = np.ascontiguousarray(X, dtype=np.float32)
         y = np.asarray(y).astype(str)
         if X.ndim != 2 or len(X) != len(y):
-            raise ValueError(f"X must be (n, d) with one label per row; got X {X.shape}, y {y.shape}")
+            raise InputError(f"X must be (n, d) with one label per row; got X {X.shape}, y {y.shape}")
         if not np.isfinite(X).all():
-            raise ValueError("X has NaN or infinite values")
+            raise InputError("X has NaN or infinite values")
         self.input_dims_ = [int(d) for d in input_dims] if input_dims else [X.shape[1]]
         if sum(self.input_dims_) != X.shape[1]:
-            raise ValueError(f"input_dims {self.input_dims_} do not add up to the width of X ({X.shape[1]})")
+            raise InputError(f"input_dims {self.input_dims_} do not add up to the width of X ({X.shape[1]})")
         self.classes_ = sorted(set(y)) if classes is None else [str(c) for c in classes]
         if len(self.classes_) < 2:
-            raise ValueError(f"need at least two classes to train; got {self.classes_}")
+            raise InputError(f"need at least two classes to train; got {self.classes_}")
         code = {c: i for i, c in enumerate(self.classes_)}
         unknown = sorted(set(y) - set(code))
         if unknown:
-            raise ValueError(f"labels not in classes: {unknown[:5]}")
+            raise InputError(f"labels not in classes: {unknown[:5]}")
         n_cls = len(self.classes_)
         target_at = None
         if soft_targets is not None:
             target_at = soft_targets if callable(soft_targets) else (lambda epoch, m=np.asarray(soft_targets): m)
             first = np.asarray(target_at(0))
             if first.shape != (n_cls, n_cls):
-                raise ValueError(f"soft targets must be ({n_cls}, {n_cls}); got {first.shape}")
+                raise InputError(f"soft targets must be ({n_cls}, {n_cls}); got {first.shape}")
         # paper 000's logistic output for two classes; soft targets and focal loss need the softmax
         self.logistic_ = self.binary and target_at is None and cfg.loss == "ce"
         t = np.array([code[v] for v in y], dtype=np.int64)
         w = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
         if len(w) != len(y):
-            raise ValueError(f"{len(w)} sample weights for {len(y)} rows")
+            raise InputError(f"{len(w)} sample weights for {len(y)} rows")
         if X_val is None and cfg.val_frac > 0:
             counts = np.bincount(t, minlength=n_cls)
             n_val = max(1, int(round(cfg.val_frac * len(t))))
@@ -201,9 +215,15 @@ class EmbeddingClassifier:
             Xv = tv = wv = None
 
         device = resolve_device(cfg.device)
-        torch.manual_seed(cfg.seed)
         self.dim_ = X.shape[1]
-        module = _build_module(cfg, self.input_dims_, 1 if self.logistic_ else n_cls).to(device)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            module = _build_module(cfg, self.input_dims_, 1 if self.logistic_ else n_cls).to(device)
+            self._train(module, device, X, t, w, Xv, tv, wv, target_at, n_cls)
+        return self
+
+    def _train(self, module, device, X, t, w, Xv, tv, wv, target_at, n_cls) -> None:
+        cfg = self.config
         opt = torch.optim.AdamW(module.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
         cw = None
         if cfg.class_weight == "balanced":
@@ -211,14 +231,12 @@ class EmbeddingClassifier:
             cw = torch.tensor(len(t) / (n_cls * np.maximum(counts, 1)), device=device)
 
         def objective(logits, target, weight, targets_matrix):
-            import torch.nn.functional as F
-
             if self.logistic_:
-                per = F.binary_cross_entropy_with_logits(logits.squeeze(1), target.float(), reduction="none")
+                per = nn.functional.binary_cross_entropy_with_logits(logits.squeeze(1), target.float(), reduction="none")
             elif cfg.loss == "focal":
                 per = focal_loss(logits, target, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha, reduction="none")
             else:
-                per = F.cross_entropy(logits, target, reduction="none")
+                per = nn.functional.cross_entropy(logits, target, reduction="none")
             if targets_matrix is not None and cfg.kl_weight:
                 per = per + cfg.kl_weight * kl_to_targets(logits, targets_matrix[target], temperature=cfg.temperature, reduction="none")
             if cw is not None:
@@ -271,16 +289,13 @@ class EmbeddingClassifier:
             self.best_epoch_ = len(self.history_) - 1
         module.eval()
         self.module_ = module.cpu()
-        return self
 
     def decision_scores(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        import torch
-
         if self.module_ is None:
             raise RuntimeError("the classifier is not fitted")
         X = np.ascontiguousarray(X, dtype=np.float32)
         if X.ndim != 2 or X.shape[1] != self.dim_:
-            raise ValueError(f"X must be (n, {self.dim_}); got {X.shape}")
+            raise InputError(f"X must be (n, {self.dim_}); got {X.shape}")
         outs = []
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
@@ -303,10 +318,6 @@ class EmbeddingClassifier:
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
         """Write ``config.json`` (what was trained, how, on what) and ``weights.pt`` into a folder."""
-        import torch
-
-        from simlabel.store import atomic_write, atomic_write_json
-
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         atomic_write(path / "weights.pt", lambda tmp: torch.save(self.module_.state_dict(), tmp))
@@ -326,8 +337,6 @@ class EmbeddingClassifier:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EmbeddingClassifier":
-        import torch
-
         path = Path(path)
         if not (path / "config.json").exists() or not (path / "weights.pt").exists():
             raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
@@ -351,3 +360,212 @@ class EmbeddingClassifier:
 
 def read_model_meta(path: str | os.PathLike) -> dict:
     return json.loads((Path(path) / "config.json").read_text())
+
+
+# -- multi-label ------------------------------------------------------------------------------
+
+
+@dataclass
+class MultiLabelHeadConfig:
+    """The multi-label head: ``hidden`` 0 for one dense layer (else one hidden ReLU layer of that
+    width), one sigmoid per label, binary focal loss (paper 004: ``focal_gamma`` 2,
+    ``focal_alpha`` 0.6), Adam on shuffled mini-batches for ``epochs`` passes."""
+
+    hidden: int = 0
+    lr: float = 1e-3
+    batch_size: int = 64
+    epochs: int = 30
+    focal_gamma: float = 2.0
+    focal_alpha: float = 0.6
+    seed: int = 0
+    device: str = "cpu"
+
+    def __post_init__(self) -> None:
+        positive_int(self.hidden, "hidden", minimum=0)
+        positive_int(self.batch_size, "batch_size")
+        positive_int(self.epochs, "epochs", minimum=0)
+        in_range(self.lr, "lr", 0, lo_open=True)
+        in_range(self.focal_gamma, "focal_gamma", 0)
+        in_range(self.focal_alpha, "focal_alpha", 0, 1)
+
+
+def multilabel_module(dim: int, n_labels: int, hidden: int = 0) -> nn.Module:
+    """``d -> L`` logits: one dense layer, or one hidden ReLU layer of width ``hidden`` first."""
+    if hidden:
+        return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
+    return nn.Linear(dim, n_labels)
+
+
+def _as_binary(Y: np.ndarray, n: int) -> np.ndarray:
+    Y = np.asarray(Y)
+    if Y.ndim != 2 or Y.shape[0] != n:
+        raise InputError(f"Y must be 2-D (n={n}, L); got shape {Y.shape}")
+    if Y.size and not np.isin(Y, (0, 1)).all():
+        raise InputError("Y must hold 0/1 labels")
+    return Y.astype(np.float32)
+
+
+@dataclass
+class MultiLabelClassifier:
+    """The one multi-label head on frozen embeddings (scikit-learn style ``fit`` / ``predict_proba``).
+
+    With ``init`` (a fitted :class:`MultiLabelClassifier` or a torch module), :meth:`fit`
+    continues from a copy of it: fine-tuning, as paper 004's Baseline 1. The module
+    (``module_``) maps ``(n, d)`` to ``(n, L)`` logits; SELF-ML trains it further jointly.
+    Deterministic for a given ``seed``; the caller's global torch RNG is left untouched.
+    """
+
+    config: MultiLabelHeadConfig = field(default_factory=MultiLabelHeadConfig)
+    module_: nn.Module | None = None
+    history_: list[dict] = field(default_factory=list)
+
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, init: "MultiLabelClassifier | nn.Module | None" = None) -> "MultiLabelClassifier":
+        """Train on ``X`` ``(n, d)`` and 0/1 labels ``Y`` ``(n, L)`` for ``config.epochs`` epochs."""
+        cfg = self.config
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        if X.ndim != 2 or not np.isfinite(X).all():
+            raise InputError(f"X must be a finite (n, d) matrix; got shape {X.shape}")
+        Yf = _as_binary(Y, len(X))
+        device = resolve_device(cfg.device)
+        rng = np.random.default_rng(cfg.seed)
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(cfg.seed)
+            if init is None:
+                module = multilabel_module(X.shape[1], Yf.shape[1], cfg.hidden)
+            else:
+                module = copy.deepcopy(init.module_ if isinstance(init, MultiLabelClassifier) else init)
+            module = module.to(device).train()
+            tX, tY = torch.from_numpy(X).to(device), torch.from_numpy(Yf).to(device)
+            opt = torch.optim.Adam(module.parameters(), lr=cfg.lr)
+            self.history_ = []
+            for epoch in range(1, cfg.epochs + 1):
+                total = 0.0
+                perm = rng.permutation(len(X))
+                for start in range(0, len(X), cfg.batch_size):
+                    idx = perm[start : start + cfg.batch_size]
+                    loss = binary_focal_loss(module(tX[idx]), tY[idx], gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
+                    opt.zero_grad()
+                    loss.backward()
+                    opt.step()
+                    total += loss.item() * len(idx)
+                self.history_.append({"epoch": epoch, "loss": total / max(len(X), 1)})
+        self.module_ = module.eval()
+        return self
+
+    def predict_proba(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
+        """``sigmoid(logits)``: ``(n, L)`` float32 label probabilities."""
+        if self.module_ is None:
+            raise RuntimeError("the classifier is not fitted")
+        device = next(self.module_.parameters()).device
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        parts = []
+        with torch.no_grad():
+            for s in range(0, len(X), batch_size):
+                parts.append(torch.sigmoid(self.module_(torch.from_numpy(X[s : s + batch_size]).to(device))).cpu().numpy())
+        n_out = self.module_(torch.zeros(1, X.shape[1], device=device)).shape[1] if not parts else parts[0].shape[1]
+        return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, n_out), np.float32)
+
+
+# -- out of fold --------------------------------------------------------------------------------
+
+
+def out_of_fold_proba(
+    make_estimator: Callable[[], object],
+    X: np.ndarray,
+    y: np.ndarray | Sequence[str],
+    *,
+    classes: Sequence[str] | None = None,
+    sample_weight: np.ndarray | None = None,
+    folds: int = 3,
+    seed: int = 0,
+    top: int | None = None,
+    batch_size: int = 65_536,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Probabilities for every row from estimators that did not train on it.
+
+    The counterpart of ``sklearn.model_selection.cross_val_predict(method="predict_proba")``
+    for simlabel's heads: ``make_estimator()`` builds a fresh, unfitted estimator per fold.
+
+    Parameters
+    ----------
+    make_estimator
+        ``() -> estimator``; an :class:`EmbeddingClassifier` for single labels (``y`` 1-D of
+        class names), a :class:`MultiLabelClassifier` for multi-labels (``y`` an ``(n, L)``
+        0/1 matrix).
+    classes
+        Single labels: the columns of the result (default: the sorted distinct labels). A
+        fold whose training rows lack a class predicts 0 for it.
+    sample_weight
+        Single labels: per-row training weights.
+    folds
+        ``>= 2``: stratified folds where every class has ``folds`` rows (plain shuffled folds
+        otherwise); ``0``: one estimator trained on every row predicts them (in-sample).
+    top
+        Single labels: keep only each row's ``top`` most probable classes and return
+        ``(classes (n, top) int64, probabilities (n, top) float32)``, predicted in blocks of
+        ``batch_size``: memory O(n top), not O(n C).
+
+    Returns
+    -------
+    ndarray or tuple
+        ``(n, C)`` (or ``(n, L)``) probabilities, or the ``top`` pair.
+    """
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if folds < 0 or folds == 1:
+        raise InputError(f"folds must be 0 (in-sample) or >= 2; got {folds}")
+    X = np.asarray(X, dtype=np.float32)
+    multilabel = np.ndim(y) == 2
+    if multilabel:
+        Y = np.asarray(y)
+        if top is not None:
+            raise InputError("top= is for single labels")
+        proba = np.zeros(Y.shape, dtype=np.float64)
+
+        def fit_predict(train_idx: np.ndarray, pred_idx: np.ndarray) -> None:
+            est = make_estimator().fit(X[train_idx], Y[train_idx])
+            proba[pred_idx] = est.predict_proba(X[pred_idx])
+
+        splits = KFold(folds, shuffle=True, random_state=seed).split(X) if folds else None
+    else:
+        labels = np.asarray([str(v) for v in y])
+        cats = sorted(set(labels)) if classes is None else [str(c) for c in classes]
+        w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
+        if top is None:
+            proba = np.zeros((len(X), len(cats)), dtype=np.float64)
+        else:
+            m = int(min(max(top, 1), len(cats)))
+            top_idx = np.zeros((len(X), m), dtype=np.int64)
+            top_p = np.zeros((len(X), m), dtype=np.float32)
+
+        def fit_predict(train_idx: np.ndarray, pred_idx: np.ndarray) -> None:
+            present = sorted(set(labels[train_idx]))
+            est = make_estimator().fit(
+                X[train_idx], labels[train_idx], sample_weight=None if w is None else w[train_idx], classes=present
+            )
+            cols = np.asarray([cats.index(c) for c in est.classes_], dtype=np.int64)
+            for start in range(0, len(pred_idx), batch_size):
+                rows = pred_idx[start : start + batch_size]
+                p = est.predict_proba(X[rows])
+                if top is None:
+                    proba[np.ix_(rows, cols)] = p
+                else:
+                    local = top_k_predictions(p, min(m, p.shape[1]))
+                    top_idx[rows, : local.shape[1]] = cols[local]
+                    top_p[rows, : local.shape[1]] = np.take_along_axis(p, local, axis=1)
+
+        splits = None
+        if folds:
+            counts = np.unique(labels, return_counts=True)[1]
+            if counts.min() >= folds:
+                splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, labels)
+            else:
+                splits = KFold(folds, shuffle=True, random_state=seed).split(X)
+    if splits is None:
+        fit_predict(np.arange(len(X)), np.arange(len(X)))
+    else:
+        for train_idx, pred_idx in splits:
+            fit_predict(train_idx, pred_idx)
+    if multilabel or top is None:
+        return proba
+    return top_idx, top_p

@@ -22,6 +22,8 @@ from typing import IO, Final, Literal, get_args
 import numpy as np
 from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
 
+from simlabel.errors import InputError
+
 __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_ERROR_REASONS",
@@ -93,7 +95,7 @@ class ImageError(Exception):
     def __init__(self, reason: str, path: str | os.PathLike[str], detail: str) -> None:
         if reason not in IMAGE_ERROR_REASONS:
             # A typo here would silently create a new failure bucket in reports.
-            raise ValueError(f"unknown ImageError reason {reason!r}; expected one of {IMAGE_ERROR_REASONS}")
+            raise InputError(f"unknown ImageError reason {reason!r}; expected one of {IMAGE_ERROR_REASONS}")
         self.reason = reason
         self.path = os.fsdecode(path)
         self.detail = detail
@@ -138,9 +140,9 @@ def load_image(
         ValueError: for invalid ``max_pixels`` or ``draft_size``.
     """
     if max_pixels < 1:
-        raise ValueError(f"max_pixels must be positive, got {max_pixels}")
+        raise InputError(f"max_pixels must be positive, got {max_pixels}")
     if draft_size is not None and draft_size < 1:
-        raise ValueError(f"draft_size must be positive or None, got {draft_size}")
+        raise InputError(f"draft_size must be positive or None, got {draft_size}")
 
     name = os.fsdecode(path)
     _check_regular_file(name)
@@ -176,9 +178,9 @@ def resize_center_crop(image: Image.Image, size: int, *, mode: str = "center-cro
     hidden colours cannot bleed into their neighbours while resampling.
     """
     if size < 1:
-        raise ValueError(f"size must be positive, got {size}")
+        raise InputError(f"size must be positive, got {size}")
     if mode not in _RESIZE_MODES:
-        raise ValueError(f"mode must be one of {_RESIZE_MODES}, got {mode!r}")
+        raise InputError(f"mode must be one of {_RESIZE_MODES}, got {mode!r}")
     image = _to_rgb(image)
     w, h = image.size
     bilinear = Image.Resampling.BILINEAR
@@ -219,9 +221,9 @@ def to_chw_float(image: Image.Image, mean: Sequence[float], std: Sequence[float]
     mean_arr = np.asarray(mean, dtype=np.float64)
     std_arr = np.asarray(std, dtype=np.float64)
     if mean_arr.shape != (3,) or std_arr.shape != (3,):
-        raise ValueError(f"mean and std need 3 values each, got {mean_arr.shape} and {std_arr.shape}")
+        raise InputError(f"mean and std need 3 values each, got {mean_arr.shape} and {std_arr.shape}")
     if np.any(std_arr == 0):
-        raise ValueError("std must not contain zeros")
+        raise InputError("std must not contain zeros")
     if image.mode != "RGB":
         image = _to_rgb(image)
     # Folding /255, -mean and /std into one multiply-add per pixel keeps this

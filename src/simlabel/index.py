@@ -20,8 +20,11 @@ Three index kinds are offered (:class:`IndexConfig`):
 ``ivf``   inverted file (``IndexIVFFlat``); fast to build, recall depends on
           how clustered the data is.
 
-Similarities are float32 cosines, best first.  Where an approximate index finds
-fewer than ``k`` neighbours the position is ``-1`` and the similarity ``-inf``.
+Every query returns a :class:`Neighbors` pair, ``(neighbours, similarities)``: the
+neighbours as positions (``search``, ``knn_positions``, :func:`exact_knn`) or ids
+(``knn_ids``, ``knn_vectors``), and their float32 cosines, best first. Where an
+approximate index finds fewer than ``k`` neighbours the position is ``-1`` (the id
+``None``) and the similarity ``-inf``.
 """
 
 from __future__ import annotations
@@ -31,20 +34,29 @@ import dataclasses
 import json
 import math
 import os
-import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 
 import faiss
 import numpy as np
 import pandas as pd
 from sklearn.utils.validation import check_array
 
+from simlabel.checks import one_of, positive_int
+from simlabel.errors import InputError, MissingIdsError, StoreError
+from simlabel.files import atomic_path
+
+if TYPE_CHECKING:
+    from simlabel.store import Embeddings
+
 __all__ = [
+    "AUTO_FLAT_MAX",
+    "Neighbors",
     "IndexConfig",
+    "auto_kind",
     "build_index",
     "IndexKind",
     "NeighborIndex",
@@ -66,7 +78,22 @@ _IDS_SUFFIX = ".ids.parquet"
 _META_SUFFIX = ".json"
 _FORMAT_VERSION = 1
 _IVF_TRAIN_PER_LIST = 64
+#: up to this many vectors ``auto`` searches exactly; above it, with IVF
+AUTO_FLAT_MAX = 200_000
 _IVF_KMEANS_ITERATIONS = 10
+
+
+def auto_kind(n: int, flat_max: int = AUTO_FLAT_MAX) -> str:
+    """The index kind ``auto`` means for ``n`` vectors: ``flat`` (exact) up to ``flat_max``, ``ivf`` above."""
+    return "flat" if n <= flat_max else "ivf"
+
+
+class Neighbors(NamedTuple):
+    """The answer of every k-NN query: ``(m, k)`` neighbours (positions or ids, by method)
+    and their ``(m, k)`` float32 cosine similarities, best first."""
+
+    neighbors: np.ndarray
+    similarities: np.ndarray
 
 
 @dataclass
@@ -106,14 +133,11 @@ class IndexConfig:
     seed: int = 0
 
     def __post_init__(self) -> None:
-        if self.kind not in _KINDS:
-            raise ValueError(f"kind must be one of {', '.join(_KINDS)}; got {self.kind!r}")
+        one_of(self.kind, _KINDS, "kind")
         for name in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe"):
-            _check_positive_int(getattr(self, name), name)
-        if self.ivf_nlist is not None:
-            _check_positive_int(self.ivf_nlist, "ivf_nlist")
-        if self.threads is not None:
-            _check_positive_int(self.threads, "threads")
+            positive_int(getattr(self, name), name)
+        positive_int(self.ivf_nlist, "ivf_nlist", allow_none=True)
+        positive_int(self.threads, "threads", allow_none=True)
 
     def nlist_for(self, n: int) -> int:
         """Number of IVF lists used for ``n`` vectors."""
@@ -203,21 +227,18 @@ class NeighborIndex:
         return f"NeighborIndex(kind={self.kind!r}, n={len(self)}, dim={self.dim})"
 
     # ----------------------------------------------------------------- search
-    def search(
-        self, vectors: np.ndarray, k: int, *, batch_size: int = 8192
-    ) -> tuple[np.ndarray, np.ndarray]:
+    def search(self, vectors: np.ndarray, k: int, *, batch_size: int = 8192) -> Neighbors:
         """k nearest stored points of arbitrary query vectors.
 
-        Queries are normalised like the stored vectors.  Returns ``(sims,
-        positions)``: ``(m, k)`` float32 cosines and ``(m, k)`` int64
-        positions, best first; ``-1`` / ``-inf`` where fewer than ``k`` were
-        found.
+        Queries are normalised like the stored vectors.  Returns
+        :class:`Neighbors` of ``(m, k)`` int64 positions and float32 cosines,
+        best first; ``-1`` / ``-inf`` where fewer than ``k`` were found.
         """
         Q = _check_matrix(vectors, "query vectors")
         if Q.shape[1] != self.dim:
-            raise ValueError(f"query vectors have {Q.shape[1]} columns but the index has dim {self.dim}")
+            raise InputError(f"query vectors have {Q.shape[1]} columns but the index has dim {self.dim}")
         _check_k(k, len(self), exclude_self=False)
-        _check_positive_int(batch_size, "batch_size")
+        positive_int(batch_size, "batch_size")
         sq_norms = _validated_sq_norms(Q, "query vectors")
         with _omp_threads(self.config.threads):
             return _search_batched(
@@ -235,18 +256,18 @@ class NeighborIndex:
         *,
         exclude_self: bool = True,
         batch_size: int = 8192,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Neighbors:
         """k nearest neighbours of stored points, given by position.
 
         With ``exclude_self`` each query asks for ``k+1`` and its own position
         is dropped wherever it appears in the row (see
         :func:`drop_self_matches`), so duplicates of a point are returned but
-        the point itself never is.  Returns ``(sims, positions)`` like
-        :meth:`search`.
+        the point itself never is.  Returns :class:`Neighbors` of positions,
+        like :meth:`search`.
         """
         pos = self._check_positions(positions)
         _check_k(k, len(self), exclude_self=exclude_self)
-        _check_positive_int(batch_size, "batch_size")
+        positive_int(batch_size, "batch_size")
         with _omp_threads(self.config.threads):
             return _search_batched(
                 self.index,
@@ -266,25 +287,24 @@ class NeighborIndex:
         *,
         exclude_self: bool = True,
         batch_size: int = 8192,
-    ) -> tuple[np.ndarray, np.ndarray]:
+    ) -> Neighbors:
         """k nearest neighbours of stored points, given by id.
 
-        Returns ``(neighbour_ids, sims)``: an ``(m, k)`` object array of ids
+        Returns :class:`Neighbors` of an ``(m, k)`` object array of ids
         (``None`` where fewer than ``k`` were found) and ``(m, k)`` float32
-        similarities.  Unknown ids raise ``KeyError``.
+        similarities.  Unknown ids raise :class:`~simlabel.errors.MissingIdsError`.
         """
-        sims, pos = self.knn_positions(
-            self.positions_of(ids), k, exclude_self=exclude_self, batch_size=batch_size
-        )
-        return self._ids_at(pos), sims
+        pos, sims = self.knn_positions(self.positions_of(ids), k, exclude_self=exclude_self, batch_size=batch_size)
+        return Neighbors(self._ids_at(pos), sims)
 
-    def knn_vectors(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """k nearest stored ids of arbitrary query vectors: ``(ids, sims)``."""
-        sims, pos = self.search(vectors, k)
-        return self._ids_at(pos), sims
+    def knn_vectors(self, vectors: np.ndarray, k: int) -> Neighbors:
+        """k nearest stored ids of arbitrary query vectors: :class:`Neighbors` of ids."""
+        pos, sims = self.search(vectors, k)
+        return Neighbors(self._ids_at(pos), sims)
 
     def positions_of(self, ids: Sequence[str]) -> np.ndarray:
-        """Positions of ``ids`` as an int64 array; ``KeyError`` names unknown ids."""
+        """Positions of ``ids`` as an int64 array; :class:`~simlabel.errors.MissingIdsError`
+        (a ``KeyError``) names unknown ids."""
         if isinstance(ids, str):
             # A bare string is a Sequence[str] of characters: almost surely a bug.
             raise TypeError("ids must be a sequence of str, not a single str; wrap it in a list")
@@ -295,9 +315,8 @@ class NeighborIndex:
         pos = self._id_index.get_indexer(query)
         missing = np.flatnonzero(pos < 0)
         if missing.size:
-            shown = ", ".join(repr(query[i]) for i in missing[:_SHOW])
-            more = f" (and {missing.size - _SHOW} more)" if missing.size > _SHOW else ""
-            raise KeyError(f"{missing.size} unknown id(s): {shown}{more}")
+            source = self.metadata.get("embeddings") or "the index"
+            raise MissingIdsError([query[i] for i in missing], str(source), "unknown id(s)")
         return pos.astype(np.int64, copy=False)
 
     # ------------------------------------------------------------ persistence
@@ -316,9 +335,9 @@ class NeighborIndex:
 
         path = Path(os.fspath(path))
         path.parent.mkdir(parents=True, exist_ok=True)
-        with _atomic_path(path) as tmp:
+        with atomic_path(path) as tmp:
             faiss.write_index(self.index, str(tmp))
-        with _atomic_path(_sidecar(path, _IDS_SUFFIX)) as tmp:
+        with atomic_path(_sidecar(path, _IDS_SUFFIX)) as tmp:
             pq.write_table(pa.table({"id": pa.array(self.ids, type=pa.string())}), tmp)
         meta = {
             "format_version": _FORMAT_VERSION,
@@ -330,15 +349,16 @@ class NeighborIndex:
             "created": datetime.now(timezone.utc).isoformat(),
             "faiss_version": faiss.__version__,
         }
-        with _atomic_path(_sidecar(path, _META_SUFFIX)) as tmp:
+        with atomic_path(_sidecar(path, _META_SUFFIX)) as tmp:
             tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NeighborIndex:
         """Read an index written by :meth:`save`.
 
-        Raises ``FileNotFoundError`` naming any missing file and ``ValueError``
-        when the index, ids and JSON disagree on count, dim or kind.
+        Raises ``FileNotFoundError`` naming any missing file and
+        :class:`~simlabel.errors.StoreError` when the index, ids and JSON disagree
+        on count, dim or kind.
         """
         import pyarrow.parquet as pq
 
@@ -357,16 +377,16 @@ class NeighborIndex:
 
         counts = {"faiss index": int(index.ntotal), str(ids_path.name): len(ids), str(meta_path.name): meta.get("n")}
         if len(set(counts.values())) != 1:
-            raise ValueError(
+            raise StoreError(
                 f"index files at {path} disagree on the number of vectors: "
                 + ", ".join(f"{k}={v}" for k, v in counts.items())
             )
         if meta.get("dim") != int(index.d):
-            raise ValueError(f"{meta_path.name} says dim={meta.get('dim')} but the faiss index has dim={index.d}")
+            raise StoreError(f"{meta_path.name} says dim={meta.get('dim')} but the faiss index has dim={index.d}")
         fields = {f.name for f in dataclasses.fields(IndexConfig)}
         config = IndexConfig(**{k: v for k, v in meta.get("config", {}).items() if k in fields})
         if meta.get("kind") != config.kind or _faiss_kind(index) != config.kind:
-            raise ValueError(
+            raise StoreError(
                 f"{meta_path.name} says kind={meta.get('kind')!r} (config {config.kind!r}) "
                 f"but the faiss index is {type(index).__name__}"
             )
@@ -382,7 +402,7 @@ class NeighborIndex:
     def _check_positions(self, positions: np.ndarray) -> np.ndarray:
         pos = np.asarray(positions)
         if pos.ndim != 1:
-            raise ValueError(f"positions must be 1-D; got shape {pos.shape}")
+            raise InputError(f"positions must be 1-D; got shape {pos.shape}")
         if pos.size and not np.issubdtype(pos.dtype, np.integer):
             raise TypeError(f"positions must be integers; got dtype {pos.dtype}")
         pos = np.ascontiguousarray(pos, dtype=np.int64)
@@ -423,18 +443,16 @@ def drop_self_matches(
     return sims[keep].reshape(m, kp1 - 1), positions[keep].reshape(m, kp1 - 1)
 
 
-def exact_knn(
-    vectors: np.ndarray, k: int, *, exclude_self: bool = True, batch_size: int = 8192
-) -> tuple[np.ndarray, np.ndarray]:
+def exact_knn(vectors: np.ndarray, k: int, *, exclude_self: bool = True, batch_size: int = 8192) -> Neighbors:
     """Exact all-to-all cosine k-NN of the rows of ``vectors``.
 
     A convenience for a matrix without ids (FAISS flat inner product after
-    normalisation).  Returns ``(sims, positions)``, each ``(n, k)``.
+    normalisation).  Returns :class:`Neighbors` of ``(n, k)`` positions.
     """
     X = _check_matrix(vectors, "vectors")
     n, d = X.shape
     _check_k(k, n, exclude_self=exclude_self)
-    _check_positive_int(batch_size, "batch_size")
+    positive_int(batch_size, "batch_size")
     sq_norms = _validated_sq_norms(X, "vectors")
     index = faiss.IndexFlatIP(d)
     _reserve_flat_storage(index, n)
@@ -461,9 +479,9 @@ def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> fl
     A = np.asarray(approx_positions, dtype=np.int64)
     E = np.asarray(exact_positions, dtype=np.int64)
     if A.ndim != 2 or E.ndim != 2 or A.shape[0] != E.shape[0]:
-        raise ValueError(f"expected two 2-D arrays with the same number of rows; got {A.shape} and {E.shape}")
+        raise InputError(f"expected two 2-D arrays with the same number of rows; got {A.shape} and {E.shape}")
     if A.shape[0] == 0:
-        raise ValueError("recall_at_k needs at least one row")
+        raise InputError("recall_at_k needs at least one row")
     # Broadcast compare (m, ka, 1) vs (m, 1, ke): a vectorised set intersection,
     # cheap for the small k used here (positions within a row are unique).
     # Chunked so the (rows, ka, ke) temporary stays small for m ~ 1e6.
@@ -476,7 +494,7 @@ def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> fl
     denom = valid_e.sum(axis=1)
     rows = denom > 0
     if not rows.any():
-        raise ValueError("exact_positions has no valid (non -1) entries")
+        raise InputError("exact_positions has no valid (non -1) entries")
     return float(np.mean(hits[rows] / denom[rows]))
 
 
@@ -487,18 +505,13 @@ def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> fl
 _ADD_BATCH = 8192
 
 
-def _check_positive_int(value: Any, name: str) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"{name} must be a positive integer; got {value!r}")
-
-
 def _check_k(k: Any, n: int, *, exclude_self: bool) -> None:
     if isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1:
-        raise ValueError(f"k must be a positive integer; got {k!r}")
+        raise InputError(f"k must be a positive integer; got {k!r}")
     if exclude_self and k >= n:
-        raise ValueError(f"k={k} is too large: excluding the query itself leaves at most n-1 = {n - 1} neighbours (n={n})")
+        raise InputError(f"k={k} is too large: excluding the query itself leaves at most n-1 = {n - 1} neighbours (n={n})")
     if not exclude_self and k > n:
-        raise ValueError(f"k={k} is larger than the number of indexed vectors n={n}")
+        raise InputError(f"k={k} is larger than the number of indexed vectors n={n}")
 
 
 def _check_matrix(vectors: Any, name: str) -> np.ndarray:
@@ -522,9 +535,9 @@ def _check_ids(ids: Sequence[str], n: int) -> np.ndarray:
         raise TypeError("ids must be a sequence of str, not a single str")
     arr = np.asarray(ids, dtype=object)
     if arr.ndim != 1:
-        raise ValueError(f"ids must be 1-D; got shape {arr.shape}")
+        raise InputError(f"ids must be 1-D; got shape {arr.shape}")
     if arr.shape[0] != n:
-        raise ValueError(f"vectors has {n} rows but {arr.shape[0]} ids were given")
+        raise InputError(f"vectors has {n} rows but {arr.shape[0]} ids were given")
     if pd.api.types.infer_dtype(arr, skipna=False) != "string":
         bad = [i for i, v in enumerate(arr[: 10 * _SHOW]) if not isinstance(v, str)]
         if not bad:  # non-string further down: find it (rare path, a loop is fine)
@@ -533,14 +546,14 @@ def _check_ids(ids: Sequence[str], n: int) -> np.ndarray:
         raise TypeError(f"ids must all be str; got {shown}")
     empty = np.flatnonzero(arr == "")
     if empty.size:
-        raise ValueError(f"{empty.size} empty id(s) at row(s) {_list(empty)}")
+        raise InputError(f"{empty.size} empty id(s) at row(s) {_list(empty)}")
     dup = pd.Index(arr).duplicated(keep=False)
     if dup.any():
         rows = np.flatnonzero(dup)
         groups = pd.Series(rows).groupby(arr[rows], sort=False).agg(list)
         shown = "; ".join(f"{key!r} at rows {v}" for key, v in list(groups.items())[:_SHOW])
         more = f" (and {len(groups) - _SHOW} more)" if len(groups) > _SHOW else ""
-        raise ValueError(f"ids must be unique; {len(groups)} duplicated: {shown}{more}")
+        raise InputError(f"ids must be unique; {len(groups)} duplicated: {shown}{more}")
     return arr
 
 
@@ -567,12 +580,12 @@ def _validated_sq_norms(X: np.ndarray, name: str, ids: np.ndarray | None = None)
         sq[start:stop] = np.einsum("ij,ij->i", X[start:stop], X[start:stop], dtype=np.float64)
     bad = np.flatnonzero(~np.isfinite(sq))
     if bad.size:
-        raise ValueError(
+        raise InputError(
             f"{name} contain non-finite values (NaN or inf) in {bad.size} row(s): {_describe_rows(bad, ids)}"
         )
     zero = np.flatnonzero(sq == 0.0)
     if zero.size:
-        raise ValueError(
+        raise InputError(
             f"{name} have {zero.size} all-zero row(s), for which cosine similarity is undefined: "
             f"{_describe_rows(zero, ids)}"
         )
@@ -619,7 +632,7 @@ def _new_faiss_index(config: IndexConfig, d: int, n: int) -> faiss.Index:
         return index
     nlist = config.nlist_for(n)
     if nlist > n:
-        raise ValueError(f"ivf_nlist={nlist} is larger than the number of vectors n={n}")
+        raise InputError(f"ivf_nlist={nlist} is larger than the number of vectors n={n}")
     quantizer = faiss.IndexFlatIP(d)
     # (FAISS's Python wrapper keeps a reference to the quantizer for us.)
     index = faiss.IndexIVFFlat(quantizer, d, nlist, faiss.METRIC_INNER_PRODUCT)
@@ -682,7 +695,7 @@ def _search_batched(
     k: int,
     batch_size: int,
     query_positions: np.ndarray | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
+) -> Neighbors:
     """Run ``index.search`` over ``m`` queries in batches into preallocated output.
 
     With ``query_positions`` each batch asks for ``k+1`` and drops self-matches.
@@ -699,7 +712,7 @@ def _search_batched(
         pos[start:stop] = I
     # FAISS pads missing results with -FLT_MAX; -inf says "none" unambiguously.
     sims[pos < 0] = -np.inf
-    return sims, pos
+    return Neighbors(pos, sims)
 
 
 def _faiss_kind(index: faiss.Index) -> str:
@@ -714,21 +727,6 @@ def _sidecar(path: Path, suffix: str) -> Path:
     return path.with_name(path.name + suffix)
 
 
-@contextlib.contextmanager
-def _atomic_path(final: Path) -> Iterator[Path]:
-    """Yield a temp path next to ``final``; on success ``os.replace`` it into place."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    os.close(fd)
-    tmp = Path(tmp_name)
-    try:
-        yield tmp
-        os.replace(tmp, final)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
-        raise
-
-
 def _check_json(obj: Any, name: str) -> None:
     try:
         json.dumps(obj)
@@ -737,7 +735,7 @@ def _check_json(obj: Any, name: str) -> None:
 
 
 def build_index(
-    emb_dir: str | os.PathLike,
+    emb_dir: "str | os.PathLike | Embeddings",
     out: str | os.PathLike | None = None,
     config: IndexConfig | None = None,
     *,
@@ -745,22 +743,24 @@ def build_index(
 ) -> NeighborIndex:
     """Build an index over an embedding folder written by ``simlabel embed``.
 
-    ``kind`` is a shortcut for ``IndexConfig(kind=kind)``. With ``out`` the index
-    is saved there (see :meth:`NeighborIndex.save`). The embedding folder's
-    model metadata is kept in the index metadata, so an index knows its source.
+    ``emb_dir`` is a folder or a loaded :class:`~simlabel.store.Embeddings`. ``kind``
+    is a shortcut for ``IndexConfig(kind=kind)``. With ``out`` the index is saved there
+    (see :meth:`NeighborIndex.save`). The embeddings' model metadata is kept in the
+    index metadata, so an index knows its source.
     """
-    from simlabel.store import load_embeddings, read_metadata
+    from simlabel.store import as_embeddings
 
     if config is None:
         config = IndexConfig(kind=kind or "flat")
     elif kind is not None:
         config = dataclasses.replace(config, kind=kind)
-    ids, matrix = load_embeddings(emb_dir)
-    if len(ids) == 0:
-        raise ValueError(f"{emb_dir}: no embeddings to index")
-    meta = read_metadata(emb_dir)
-    source = {"embeddings": str(Path(emb_dir).resolve()), **{k: meta[k] for k in ("model", "model_version", "modality") if k in meta}}
-    index = NeighborIndex.build(ids, matrix, config, metadata=source)
+    emb = as_embeddings(emb_dir)
+    if len(emb.ids) == 0:
+        raise StoreError(f"{emb.source}: no embeddings to index")
+    path = emb.meta.get("path")
+    where = str(Path(path).resolve()) if path and Path(path).exists() else emb.source
+    source = {"embeddings": where, **{k: emb.meta[k] for k in ("model", "model_version", "modality") if k in emb.meta}}
+    index = NeighborIndex.build(emb.ids, emb.matrix, config, metadata=source)
     if out is not None:
         index.save(out)
     return index

@@ -18,6 +18,9 @@ from pathlib import Path
 import pandas as pd
 from jinja2 import Environment, select_autoescape
 
+from simlabel.files import atomic_write_text
+from simlabel.images import ImageError, load_image
+
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
 <style>
@@ -78,8 +81,6 @@ class Report:
         )
 
     def write(self, path: str | os.PathLike) -> Path:
-        from simlabel.store import atomic_write_text
-
         return atomic_write_text(path, self.render())
 
 
@@ -104,8 +105,6 @@ def figure_html(fig) -> str:
 
 def thumbnail_uri(path: str | os.PathLike, size: int = 112) -> str | None:
     """A small JPEG data URI of an image, or None when it cannot be read."""
-    from simlabel.images import ImageError, load_image
-
     try:
         img = load_image(path, draft_size=size)
     except ImageError:
@@ -116,7 +115,8 @@ def thumbnail_uri(path: str | os.PathLike, size: int = 112) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
-def _cell(path: str | None, caption: str, size: int) -> str:
+def image_cell(path: str | None, caption: str, size: int = 112) -> str:
+    """One thumbnail with its caption (escaped); a grey square when the image cannot be read."""
     uri = thumbnail_uri(path, size) if path else None
     img = f'<img src="{uri}" alt="">' if uri else f'<div style="width:{size}px;height:{size}px;background:#eee"></div>'
     return f'<div class="cell">{img}<br>{html.escape(caption)}</div>'
@@ -124,10 +124,30 @@ def _cell(path: str | None, caption: str, size: int) -> str:
 
 def image_grid(items: Sequence[tuple[str | None, str]], size: int = 112) -> str:
     """A grid of (image path, caption) thumbnails."""
-    return '<div class="grid">' + "".join(_cell(p, c, size) for p, c in items) + "</div>"
+    return '<div class="grid">' + "".join(image_cell(p, c, size) for p, c in items) + "</div>"
 
 
 def pair_grid(pairs: Sequence[tuple[tuple[str | None, str], tuple[str | None, str]]], size: int = 96) -> str:
     """A grid of image pairs, e.g. an augmented image beside the seed that pulled it in."""
-    cells = "".join(f'<div class="pair">{_cell(a, ac, size)}{_cell(b, bc, size)}</div>' for (a, ac), (b, bc) in pairs)
+    cells = "".join(f'<div class="pair">{image_cell(a, ac, size)}{image_cell(b, bc, size)}</div>' for (a, ac), (b, bc) in pairs)
     return '<div class="grid">' + cells + "</div>"
+
+
+def write_flip_html(table: pd.DataFrame, catalog, path: str | os.PathLike, max_rows: int = 60) -> Path:
+    """The explanation page of ``simlabel flip``: each flipped label beside the basis images
+    that reconstruct its image, with their weights (``table`` as :func:`simlabel.labels.flipping.flip`
+    returns it, ``catalog`` a :class:`~simlabel.catalog.Catalog` for the image paths)."""
+    paths = dict(zip(catalog.table["id"], catalog.image_paths())) if "image" in catalog.table.columns else {}
+    rep = Report("SELF-ML label flips, explained")
+    shown = table.sort_values("confidence", ascending=False).head(max_rows)
+    rows_html = []
+    for _, r in shown.iterrows():
+        cells = [image_cell(paths.get(r["id"]), f"{r['id']}: {r['label']} {r['old']}->{r['new']} ({r['confidence']:.2f})", 112)]
+        for b, w, lab in zip(str(r["basis"]).split(";"), str(r["weights"]).split(";"), str(r["basis_labels"]).split(";")):
+            if b:
+                cells.append(image_cell(paths.get(b), f"basis {b} w={w} has label: {lab}", 96))
+        rows_html.append('<div class="pair">' + "".join(cells) + "</div>")
+    counts = table.groupby(["attribute", "new"]).size().unstack(fill_value=0) if len(table) else table
+    rep.add("Flips per attribute (new value 1 = label added, 0 = removed)", counts.to_html(border=0) if len(table) else "<p>no flips</p>")
+    rep.add(f"The {len(shown)} most confident flips", '<div class="grid">' + "".join(rows_html) + "</div>")
+    return rep.write(path)

@@ -1,4 +1,4 @@
-"""Embedding store: a folder of Parquet shards.
+"""Embedding store: a folder of Parquet shards, and the :class:`Embeddings` value it loads as.
 
 Layout of an embedding folder::
 
@@ -11,69 +11,47 @@ Layout of an embedding folder::
       text/                title embeddings, same layout, when embedded with --text-col
 
 Every file is written to a temporary name in the same folder and renamed into
-place (``os.replace`` is atomic on POSIX), so a crash never leaves a half
-written shard that looks finished.
+place (:mod:`simlabel.files`), so a crash never leaves a half written shard that
+looks finished.
+
+Loaded, a folder is an :class:`Embeddings` value: ``(ids, matrix)`` plus its metadata.
+Every function that takes an embedding folder also takes a loaded value, through
+:func:`as_embeddings`, so a caller that needs the same store twice reads it once.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Literal, NamedTuple
 
 import numpy as np
+import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from simlabel.errors import InputError, MissingIdsError, StoreError
+from simlabel.files import atomic_write
 
 SHARD_PREFIX = "part-"
 SHARD_SUFFIX = ".parquet"
 
-
-class StoreError(ValueError):
-    """An embedding folder is missing, empty or inconsistent."""
 
 
 def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}{SHARD_SUFFIX}"
 
 
-def atomic_write(path: str | os.PathLike, write: Callable[[str], None]) -> Path:
-    """Call ``write(tmp_path)`` then rename the temporary file onto ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
-    def write(tmp: str) -> None:
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-
-    return atomic_write(path, write)
-
-
-def atomic_write_json(path: str | os.PathLike, obj: object) -> Path:
-    return atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
-
-
 def embeddings_table(ids: np.ndarray | list[str], matrix: np.ndarray, metadata: dict | None = None) -> pa.Table:
     """Build the Arrow table of one shard (``id``, ``embedding``) with file metadata."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
     if matrix.ndim != 2:
-        raise ValueError(f"embeddings must be 2-D; got shape {matrix.shape}")
+        raise InputError(f"embeddings must be 2-D; got shape {matrix.shape}")
     if len(ids) != matrix.shape[0]:
-        raise ValueError(f"{len(ids)} ids for {matrix.shape[0]} embeddings")
+        raise InputError(f"{len(ids)} ids for {matrix.shape[0]} embeddings")
     dim = matrix.shape[1]
     values = pa.array(matrix.reshape(-1), type=pa.float32())
     emb = pa.FixedSizeListArray.from_arrays(values, dim)
@@ -135,12 +113,111 @@ def iter_embeddings(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.nd
         yield table.column("id").to_numpy(zero_copy_only=False).astype(object), _table_matrix(table, shard)
 
 
-def load_embeddings(path: str | os.PathLike, *, ids: list[str] | np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """Load an embedding folder (or one Parquet file) as ``(ids, matrix)``.
+Missing = Literal["raise", "drop"]
 
-    ``ids`` is an object array of strings, ``matrix`` a ``(n, d) float32`` array,
-    rows in shard order. With ``ids=`` the rows are returned in that order and an
-    unknown id raises ``KeyError`` naming it.
+
+class _EmbeddingsFields(NamedTuple):
+    ids: np.ndarray
+    matrix: np.ndarray
+
+
+class Embeddings(_EmbeddingsFields):
+    """A loaded embedding store: ``ids`` ``(n,)`` object array of ``str``, ``matrix`` ``(n, d)``
+    float32 with rows in the same order, and ``meta`` (the shards' metadata: ``model``,
+    ``model_version``, ``dim``, ``modality`` ..., and ``path``, the folder it came from).
+
+    A NamedTuple of ``(ids, matrix)``, so ``ids, X = load_embeddings(path)`` keeps
+    working; ``meta`` travels beside the two fields (and through :meth:`rows`).
+
+    Examples
+    --------
+    >>> emb = Embeddings(np.array(["a", "b"], dtype=object), np.eye(2, dtype=np.float32), {"path": "mem"})
+    >>> emb.rows(["b"]).matrix
+    array([[0., 1.]], dtype=float32)
+    """
+
+    meta: dict
+
+    def __new__(cls, ids: np.ndarray | Sequence[str], matrix: np.ndarray, meta: dict | None = None) -> "Embeddings":
+        ids = np.asarray([str(i) for i in ids], dtype=object) if not isinstance(ids, np.ndarray) else ids
+        self = super().__new__(cls, ids, matrix)
+        self.meta = dict(meta or {})
+        self._id_index = None
+        return self
+
+    def __reduce__(self) -> tuple:  # pickling (Ray, multiprocessing) keeps meta
+        return (Embeddings, (self.ids, self.matrix, self.meta))
+
+    def _replace(self, **changes) -> "Embeddings":
+        meta = changes.pop("meta", self.meta)
+        return Embeddings(changes.get("ids", self.ids), changes.get("matrix", self.matrix), meta)
+
+    @property
+    def source(self) -> str:
+        """Where these embeddings came from (the folder, or ``"embeddings"``), for messages."""
+        return str(self.meta.get("path") or "embeddings")
+
+    @property
+    def dim(self) -> int:
+        return int(self.matrix.shape[1])
+
+    def _index(self) -> pd.Index:
+        # Built on first use and kept: hashing a million ids takes a moment.
+        if self._id_index is None:
+            self._id_index = pd.Index(self.ids, dtype=object)
+        return self._id_index
+
+    def has(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """``(m,)`` bool: which of ``ids`` have an embedding."""
+        return self._index().get_indexer(pd.Index([str(i) for i in ids], dtype=object)) >= 0
+
+    def positions(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        """Row positions of ``ids`` (int64, in the order asked).
+
+        Raises
+        ------
+        MissingIdsError
+            Naming the ids that have no embedding and the folder.
+        """
+        if isinstance(ids, str):
+            raise TypeError("ids must be a sequence of str, not one str; wrap it in a list")
+        query = [str(i) for i in ids]
+        pos = self._index().get_indexer(pd.Index(query, dtype=object))
+        if (pos < 0).any():
+            raise MissingIdsError([query[i] for i in np.flatnonzero(pos < 0)], self.source, "id(s) have no embedding")
+        return pos.astype(np.int64)
+
+    def rows(self, ids: Sequence[str] | np.ndarray, missing: Missing = "raise") -> "Embeddings":
+        """The embeddings of ``ids``, in that order.
+
+        ``missing="raise"`` (default) raises :class:`~simlabel.errors.MissingIdsError` for an
+        id without an embedding; ``"drop"`` leaves such ids out (the result's ``ids`` say
+        which were kept).
+        """
+        if missing not in ("raise", "drop"):
+            raise InputError(f"missing must be 'raise' or 'drop'; got {missing!r}")
+        if missing == "drop":
+            keep = self.has(ids)
+            ids = [str(i) for i, k in zip(ids, keep) if k]
+        pos = self.positions(ids)
+        return Embeddings(self.ids[pos], self.matrix[pos], self.meta)
+
+
+def load_embeddings(path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None) -> Embeddings:
+    """Load an embedding folder (or one Parquet shard) as an :class:`Embeddings` value.
+
+    Parameters
+    ----------
+    path
+        A folder written by ``simlabel embed`` (or a single shard file).
+    ids
+        Return these rows, in this order; an id without an embedding raises
+        :class:`~simlabel.errors.MissingIdsError` naming it and the folder.
+
+    Returns
+    -------
+    Embeddings
+        ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order.
     """
     parts = list(iter_embeddings(path))
     if not parts:
@@ -148,16 +225,22 @@ def load_embeddings(path: str | os.PathLike, *, ids: list[str] | np.ndarray | No
     dims = {m.shape[1] for _, m in parts if len(m)}
     if len(dims) > 1:
         raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
-    all_ids = np.concatenate([i for i, _ in parts]) if parts else np.array([], dtype=object)
+    all_ids = np.concatenate([i for i, _ in parts])
     dim = dims.pop() if dims else parts[0][1].shape[1]
     matrix = np.concatenate([m.reshape(-1, dim) for _, m in parts], axis=0)
-    if ids is None:
-        return all_ids, matrix
-    import pandas as pd
+    meta = {**read_metadata(path), "path": str(path)}
+    emb = Embeddings(all_ids, matrix, meta)
+    return emb if ids is None else emb.rows(ids)
 
-    index = pd.Index(all_ids)
-    pos = index.get_indexer(pd.Index([str(i) for i in ids]))
-    if (pos < 0).any():
-        unknown = [str(ids[i]) for i in np.flatnonzero(pos < 0)[:5]]
-        raise KeyError(f"{path}: {int((pos < 0).sum())} id(s) have no embedding, e.g. {', '.join(unknown)}")
-    return np.asarray([str(i) for i in ids], dtype=object), matrix[pos]
+
+def as_embeddings(emb: "str | os.PathLike | Embeddings") -> Embeddings:
+    """``emb`` itself if it is already loaded, else :func:`load_embeddings` of the folder.
+
+    The one entry point every function taking embeddings uses, so a path and a loaded
+    value are interchangeable.
+    """
+    if isinstance(emb, Embeddings):
+        return emb
+    if isinstance(emb, tuple) and len(emb) == 2:  # a plain (ids, matrix) pair
+        return Embeddings(emb[0], np.asarray(emb[1], dtype=np.float32), {"path": "embeddings"})
+    return load_embeddings(emb)

@@ -14,7 +14,13 @@ spec                                image text  what
 
 from __future__ import annotations
 
-from simlabel.encoders.base import ImageEncoder, TextEncoder, l2_normalize, resolve_device
+from simlabel.encoders.base import (
+    ImageEncoder,
+    TextEncoder,
+    l2_normalize,
+    resolve_device,
+)
+from simlabel.errors import InputError
 
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "minilm"
@@ -41,11 +47,11 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     family, sep, arg = spec.partition(":")
     family = family.strip().lower()
     if family not in set(IMAGE_FAMILIES) | set(TEXT_FAMILIES):
-        raise ValueError(
+        raise InputError(
             f"unknown model {spec!r}: use one of efficientnet-lite0, minilm, st:NAME, clip:NAME_OR_PATH, dino:NAME_OR_PATH"
         )
     if family in ("clip", "dino", "st") and not arg:
-        raise ValueError(f"model {spec!r} needs a name or path after '{family}:', e.g. {family}:/path/to/model")
+        raise InputError(f"model {spec!r} needs a name or path after '{family}:', e.g. {family}:/path/to/model")
     return family, (arg or None)
 
 
@@ -73,7 +79,7 @@ def get_image_encoder(spec: str = DEFAULT_IMAGE_MODEL, device: str = "auto", **o
         from simlabel.encoders.hf import DINOImageEncoder
 
         return DINOImageEncoder(arg, device)
-    raise ValueError(f"{spec!r} is a text model, not an image model")
+    raise InputError(f"{spec!r} is a text model, not an image model")
 
 
 def get_text_encoder(spec: str = DEFAULT_TEXT_MODEL, device: str = "auto") -> TextEncoder:
@@ -91,4 +97,4 @@ def get_text_encoder(spec: str = DEFAULT_TEXT_MODEL, device: str = "auto") -> Te
         from simlabel.encoders.hf import CLIPTextEncoder
 
         return CLIPTextEncoder(arg, device)
-    raise ValueError(f"{spec!r} is an image model, not a text model")
+    raise InputError(f"{spec!r} is an image model, not a text model")

@@ -19,6 +19,8 @@ from typing import Literal
 import numpy as np
 from PIL import Image
 
+from simlabel.errors import InputError, ModelError
+
 Device = Literal["cpu", "cuda", "auto"]
 
 
@@ -31,11 +33,11 @@ def resolve_device(device: str) -> str:
     import torch
 
     if device not in ("cpu", "cuda", "auto"):
-        raise ValueError(f"device must be one of cpu, cuda, auto; got {device!r}")
+        raise InputError(f"device must be one of cpu, cuda, auto; got {device!r}")
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+        raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
     return device
 
 

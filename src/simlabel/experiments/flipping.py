@@ -6,30 +6,44 @@ true multi-labels are known; noisy labels are made the way shops lose them
 and noisy labels, the rest N only noisy ones; 75/25 train/test splits of both; everything is
 evaluated on C_test against the true labels.
 
-* Baseline 0: a multi-label head (focal loss, gamma 2, alpha 0.6) on N_train and C_train's noisy labels.
+* Baseline 0: the multi-label head (:class:`simlabel.heads.MultiLabelClassifier`: focal loss,
+  gamma 2, alpha 0.6) on N_train and C_train's noisy labels.
 * Baseline 1: Baseline 0 fine-tuned on ``n_clean`` clean samples of C_train.
-* SELF-ML: :func:`simlabel.labels.flipping.fit_selfml` with the same ``n_clean`` samples.
-* cleanlab's ``multilabel_classification.filter.find_label_issues`` on out-of-sample Baseline-0
-  probabilities, as a peer for *finding* wrong labels (image level).
+* SELF-ML: :func:`simlabel.labels.flipping.fit_selfml` with the same ``n_clean`` samples, its
+  classifier starting from the same Baseline-0 head (so the two differ only in what follows).
+* cleanlab's ``multilabel_classification.filter.find_label_issues`` on out-of-fold probabilities
+  of the same head (:func:`simlabel.heads.out_of_fold_proba`), as a peer for *finding* wrong
+  labels (image level).
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from simlabel.catalog import load_catalog
-from simlabel.demo import default_run_dir, find_default_data
-from simlabel.embedding import embed
-from simlabel.labels.flipping import SelfMLConfig, correct_labels, fit_selfml, predict_scores
-from simlabel.labels.noise import clean_noisy_split, drop_systematically, from_attributes, simulate_missing_labels
+from simlabel.checks import in_range, positive_int
+from simlabel.errors import InputError
+from simlabel.experiments._common import open_experiment
+from simlabel.files import atomic_write_json
+from simlabel.heads import MultiLabelClassifier, MultiLabelHeadConfig, out_of_fold_proba
+from simlabel.labels.flipping import (
+    SelfMLConfig,
+    correct_labels,
+    fit_selfml,
+    predict_scores,
+)
+from simlabel.labels.multilabel import from_attributes, label_lists
+from simlabel.labels.noise import (
+    clean_noisy_split,
+    drop_systematically,
+    simulate_missing_labels,
+)
 from simlabel.metrics import flip_quality, multilabel_report
-from simlabel.store import atomic_write_json, load_embeddings
 
 
 @dataclass
@@ -52,71 +66,37 @@ class FlippingExperimentConfig:
     device: str = "auto"
     limit: int | None = None
 
-
-def train_multilabel_head(
-    X: np.ndarray, Y: np.ndarray, *, epochs: int, seed: int, lr: float = 1e-3, init=None, gamma: float = 2.0, alpha: float = 0.6
-):
-    """A linear multi-label head trained with the binary focal loss (Lin et al.; paper 004: gamma 2, alpha 0.6).
-    ``init`` continues from an existing head (fine-tuning)."""
-    import copy
-
-    import torch
-
-    from simlabel.losses import binary_focal_loss
-
-    torch.manual_seed(seed)
-    head = copy.deepcopy(init) if init is not None else torch.nn.Linear(X.shape[1], Y.shape[1])
-    opt = torch.optim.Adam(head.parameters(), lr=lr)
-    Xt, Yt = torch.from_numpy(np.ascontiguousarray(X, np.float32)), torch.from_numpy(np.asarray(Y, np.float32))
-    gen = torch.Generator().manual_seed(seed)
-    for _ in range(epochs):
-        perm = torch.randperm(len(Xt), generator=gen)
-        for s in range(0, len(perm), 64):
-            b = perm[s : s + 64]
-            opt.zero_grad()
-            binary_focal_loss(head(Xt[b]), Yt[b], gamma=gamma, alpha=alpha).backward()
-            opt.step()
-    head.eval()
-    return head
+    def __post_init__(self) -> None:
+        positive_int(self.n_clean, "n_clean")
+        in_range(self.clean_frac, "clean_frac", 0, 1, lo_open=True, hi_open=True)
+        in_range(self.false_positive_rate, "false_positive_rate", 0, 1)
+        in_range(self.systematic_share, "systematic_share", 0, 1)
+        positive_int(self.min_count, "min_count")
+        positive_int(self.head_epochs, "head_epochs")
+        positive_int(self.finetune_epochs, "finetune_epochs", minimum=0)
+        positive_int(self.limit, "limit", allow_none=True)
 
 
-def head_scores(head, X: np.ndarray) -> np.ndarray:
-    import torch
-
-    with torch.no_grad():
-        return torch.sigmoid(head(torch.from_numpy(np.ascontiguousarray(X, np.float32)))).numpy()
-
-
-def cleanlab_peer(X: np.ndarray, Y_noisy: np.ndarray, Y_true: np.ndarray, *, epochs: int, seed: int) -> dict:
-    """cleanlab's multi-label issue finder on 2-fold out-of-sample probabilities; precision and recall
-    of the flagged images against the images whose noisy labels differ from the truth."""
+def cleanlab_peer(X: np.ndarray, Y_noisy: np.ndarray, Y_true: np.ndarray, head: MultiLabelHeadConfig) -> dict:
+    """cleanlab's multi-label issue finder on 2-fold out-of-fold probabilities of the head; precision
+    and recall of the flagged images against the images whose noisy labels differ from the truth."""
     from cleanlab.multilabel_classification.filter import find_label_issues
 
-    rng = np.random.default_rng(seed)
-    fold = rng.integers(0, 2, len(X))
-    probs = np.zeros(Y_noisy.shape, np.float64)
-    for f in (0, 1):
-        head = train_multilabel_head(X[fold != f], Y_noisy[fold != f], epochs=epochs, seed=seed)
-        probs[fold == f] = head_scores(head, X[fold == f])
-    labels = [list(np.flatnonzero(row)) for row in Y_noisy]
-    flagged = find_label_issues(labels, probs)
-    wrong = (Y_noisy != Y_true).any(axis=1)
-    tp = int((flagged & wrong).sum())
-    return {
-        "flagged": int(flagged.sum()),
-        "truly_wrong": int(wrong.sum()),
-        "precision": tp / max(1, int(flagged.sum())),
-        "recall": tp / max(1, int(wrong.sum())),
-    }
+    probs = out_of_fold_proba(lambda: MultiLabelClassifier(head), X, Y_noisy, folds=2, seed=head.seed)
+    flagged = find_label_issues(label_lists(Y_noisy), probs)
+    return detection_quality(flagged, (Y_noisy != Y_true).any(axis=1))
 
 
-def image_level_quality(Y_noisy: np.ndarray, Y_new: np.ndarray, Y_true: np.ndarray) -> dict:
-    """The same image-level view for SELF-ML: an image is flagged when any of its labels was flipped."""
-    flagged = (Y_noisy != Y_new).any(axis=1)
-    wrong = (Y_noisy != Y_true).any(axis=1)
+def detection_quality(flagged: np.ndarray, wrong: np.ndarray) -> dict:
+    """Precision and recall of the flagged images against the images whose labels are wrong."""
     tp = int((flagged & wrong).sum())
     return {"flagged": int(flagged.sum()), "truly_wrong": int(wrong.sum()),
             "precision": tp / max(1, int(flagged.sum())), "recall": tp / max(1, int(wrong.sum()))}
+
+
+def image_level_quality(Y_noisy: np.ndarray, Y_new: np.ndarray, Y_true: np.ndarray) -> dict:
+    """SELF-ML at the image level: an image is flagged when any of its labels was flipped."""
+    return detection_quality((Y_noisy != Y_new).any(axis=1), (Y_noisy != Y_true).any(axis=1))
 
 
 def run_flipping_experiment(
@@ -129,20 +109,14 @@ def run_flipping_experiment(
     progress: bool = True,
 ) -> dict:
     cfg = config or FlippingExperimentConfig()
-    root = find_default_data(data)
-    catalog = load_catalog(root)
-    if cfg.limit:
-        catalog = catalog.head(cfg.limit)
+    exp = open_experiment(data, model=cfg.model, limit=cfg.limit, out=out, device=cfg.device, progress=progress)
+    root, catalog = exp.root, exp.catalog
     missing = [a for a in cfg.attributes if a not in catalog.table.columns]
     if missing:
-        raise ValueError(f"{catalog.path}: no attribute column(s) {', '.join(missing)}")
-    run_dir = Path(out) if out else default_run_dir(catalog, cfg.model)
-    emb_dir = run_dir / "embeddings"
-    embed(catalog, emb_dir, model=cfg.model, device=cfg.device, progress=progress)
-    ids, X = load_embeddings(emb_dir)
+        raise InputError(f"{catalog.path}: no attribute column(s) {', '.join(missing)}")
+    ids, X = exp.embeddings
     ml = from_attributes(catalog.table, cfg.attributes, min_count=cfg.min_count)
-    pos = pd.Index(ml.ids).get_indexer(ids)
-    Y_true = ml.Y[pos]
+    Y_true = ml.Y[pd.Index(ml.ids).get_indexer(ids)]
     runs = []
     for seed in cfg.repeats:
         Y_noisy, noise_info = simulate_missing_labels(
@@ -157,16 +131,19 @@ def run_flipping_experiment(
         split = clean_noisy_split(len(ids), n_c, seed=seed)
         c_tr = split["clean_train"][: cfg.n_clean]
         n_tr, c_te = split["noisy_train"], split["clean_test"]
+        device = "cpu" if cfg.device == "auto" else cfg.device
+        head = MultiLabelHeadConfig(epochs=cfg.head_epochs, seed=seed, device=device)
         # Baseline 0: noisy labels only (N_train and C_train's noisy labels)
         b0_rows = np.concatenate([n_tr, split["clean_train"]])
-        b0 = train_multilabel_head(X[b0_rows], Y_noisy[b0_rows], epochs=cfg.head_epochs, seed=seed)
+        b0 = MultiLabelClassifier(head).fit(X[b0_rows], Y_noisy[b0_rows])
         # Baseline 1: fine-tuned on the clean samples
-        b1 = train_multilabel_head(X[c_tr], Y_true[c_tr], epochs=cfg.finetune_epochs, seed=seed, init=b0)
-        sm_cfg = SelfMLConfig(**{**asdict(cfg.selfml), "seed": seed, "device": "cpu" if cfg.device == "auto" else cfg.device})
-        sm = fit_selfml(X[n_tr], Y_noisy[n_tr], X[c_tr], Y_noisy[c_tr], Y_true[c_tr], sm_cfg)
+        b1 = MultiLabelClassifier(replace(head, epochs=cfg.finetune_epochs)).fit(X[c_tr], Y_true[c_tr], init=b0)
+        # SELF-ML: its classifier starts from the same Baseline-0 head
+        sm_cfg = replace(cfg.selfml, seed=seed, device=device)
+        sm = fit_selfml(X[n_tr], Y_noisy[n_tr], X[c_tr], Y_noisy[c_tr], Y_true[c_tr], sm_cfg, classifier=b0.module_)
         reports = {
-            "baseline0": multilabel_report(Y_true[c_te], head_scores(b0, X[c_te]), groups=ml.attribute_of),
-            "baseline1": multilabel_report(Y_true[c_te], head_scores(b1, X[c_te]), groups=ml.attribute_of),
+            "baseline0": multilabel_report(Y_true[c_te], b0.predict_proba(X[c_te]), groups=ml.attribute_of),
+            "baseline1": multilabel_report(Y_true[c_te], b1.predict_proba(X[c_te]), groups=ml.attribute_of),
             "selfml": multilabel_report(Y_true[c_te], predict_scores(sm, X[c_te]), groups=ml.attribute_of),
         }
         flipped_n, _ = correct_labels(sm, X[n_tr], Y_noisy[n_tr])
@@ -179,7 +156,7 @@ def run_flipping_experiment(
             "flips_noisy_train": flip_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
             "flips_clean_test": flip_quality(Y_noisy[c_te], flipped_c, Y_true[c_te]),
             "selfml_image_level": image_level_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
-            "cleanlab": cleanlab_peer(X[n_tr], Y_noisy[n_tr], Y_true[n_tr], epochs=cfg.head_epochs, seed=seed),
+            "cleanlab": cleanlab_peer(X[n_tr], Y_noisy[n_tr], Y_true[n_tr], head),
             "label_frequency": Y_true.sum(axis=0).tolist(),
         })
     results = {
@@ -231,7 +208,7 @@ def write_html(results: dict, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simlabel.report import Report, figure_html, table_html
+    from simlabel.report import Report, figure_html
 
     rep = Report("SELF-ML: explainable noisy-label flipping")
     cfg = results["config"]

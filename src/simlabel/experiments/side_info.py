@@ -4,14 +4,14 @@
    held-out test split (kept clean) and a pool.
 2. Noisy training labels come from a real search: each category name queries the pool's
    titles (BM25 by default) and its top R results are labelled with the query, with their
-   rank (:mod:`simlabel.search`); or from a given label file with ``rank`` (a shop's own
+   rank (:mod:`simlabel.labels.search`); or from a given label file with ``rank`` (a shop's own
    search logs). Their noise rate against the truth is measured, never planted.
 3. Category semantics: WordNet synsets + text-encoder similarity, K nearest categories
-   (:mod:`simlabel.labels.categories`).
+   (:mod:`simlabel.semantics.categories`).
 4. For each seed the same head is trained three times on the search labels: plain
    cross-entropy (Baseline), weighted by the stage-1 weights (rank + visual neighbours),
    and weighted by stage 1 x the stage-2 text-matching score s(x_i) computed from
-   out-of-fold predictions of stage-1 heads (:mod:`simlabel.labels.weighting`). A fourth
+   out-of-fold predictions of stage-1 heads (:mod:`simlabel.labels.side_info`). A fourth
    reference row trains on the correct search labels only (the wrong ones dropped, which
    only the held-out truth allows): the ceiling any weighting could reach.
 5. Top-1 / top-5 on the clean test split, and how each weight separates correct from wrong
@@ -28,22 +28,27 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlabel.catalog import load_catalog
-from simlabel.demo import default_run_dir, find_default_data
-from simlabel.embedding import embed
-from simlabel.experiments.smoothing import fixed_split
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.errors import InputError
+from simlabel.experiments._common import fixed_split, mean_sd, open_experiment
+from simlabel.files import atomic_write, atomic_write_json, read_csv_table
 from simlabel.heads import EmbeddingClassifier, HeadConfig
-from simlabel.labels.weighting import (
+from simlabel.labels.search import (
+    SearchConfig,
+    build_search_labels,
+    search_noise_report,
+)
+from simlabel.labels.side_info import (
     SideInfoConfig,
     final_weights,
     keyword_scores,
-    out_of_fold_proba,
     stage1_table,
     stage2_scores,
     weight_separation,
 )
 from simlabel.metrics import topk_accuracy
-from simlabel.store import atomic_write, atomic_write_json, load_embeddings
+from simlabel.semantics.categories import category_semantics, read_overrides
+from simlabel.training import oof_predictor
 
 METHODS = ("baseline", "stage1", "stage1+stage2", "oracle-clean")
 
@@ -77,18 +82,27 @@ class SideInfoExperimentConfig:
     device: str = "auto"
     limit: int | None = None
 
+    def __post_init__(self) -> None:
+        positive_int(self.top_r, "top_r")
+        one_of(self.search_method, ("bm25", "tfidf", "embedding"), "search_method")
+        one_of(self.duplicates, ("keep", "best"), "duplicates")
+        one_of(self.measure, ("wup", "lin", "path"), "measure")
+        in_range(self.text_weight, "text_weight", 0, 1)
+        positive_int(self.related_k, "related_k", minimum=0)
+        for m in self.methods:
+            one_of(m, METHODS, "method")
+        in_range(self.test_frac, "test_frac", 0, 1, lo_open=True, hi_open=True)
+        positive_int(self.limit, "limit", allow_none=True)
+
 
 def summarize(runs: list[dict]) -> pd.DataFrame:
     df = pd.DataFrame(runs)
-    g = df.groupby("method", sort=False)[["top1", "top5"]]
-    out = g.mean()
-    sd = g.std().fillna(0.0)
-    out["top1 sd"], out["top5 sd"] = sd["top1"], sd["top5"]
+    out = mean_sd(df, "method", ["top1", "top5"])[["top1", "top5", "top1 sd", "top5 sd"]]
     base = out.loc["baseline"] if "baseline" in out.index else None
     if base is not None:
         out["top1 gain"] = out["top1"] - base["top1"]
         out["top5 gain"] = out["top5"] - base["top5"]
-    out["runs"] = g.size()
+    out["runs"] = df.groupby("method", sort=False).size()
     return out
 
 
@@ -102,42 +116,27 @@ def run_side_info_experiment(
     progress: bool = True,
     log=None,
 ) -> dict:
-    from simlabel.labels.categories import category_semantics, read_overrides
-    from simlabel.search import SearchConfig, build_search_labels, search_noise_report
-
     cfg = config or SideInfoExperimentConfig()
-    bad = [m for m in cfg.methods if m not in METHODS]
-    if bad:
-        raise ValueError(f"unknown method(s) {bad}; use {', '.join(METHODS)}")
     say = log or (lambda msg: None)
-    root = find_default_data(data)
-    catalog = load_catalog(root, columns={"label": cfg.label_col})
-    if cfg.limit:
-        catalog = catalog.head(cfg.limit)
+    exp = open_experiment(data, model=cfg.image_model, label_col=cfg.label_col, limit=cfg.limit, out=out,
+                          device=cfg.device, progress=progress)
+    root, catalog, run_dir, emb = exp.root, exp.catalog, exp.run_dir, exp.embeddings
     table = catalog.table
     if cfg.labels is None and cfg.text_col not in table.columns:
-        raise ValueError(f"{catalog.path}: no text column {cfg.text_col!r} to search (or pass a label file with ranks)")
-    run_dir = Path(out) if out else default_run_dir(catalog, cfg.image_model)
-    emb_dir = run_dir / "embeddings"
-    say(f"embedding {len(table):,} images -> {emb_dir}")
-    embed(catalog, emb_dir, model=cfg.image_model, device=cfg.device, progress=progress)
-    ids, X_all = load_embeddings(emb_dir)
-    row_of = pd.Index(ids)
+        raise InputError(f"{catalog.path}: no text column {cfg.text_col!r} to search (or pass a label file with ranks)")
+    say(f"{len(emb.ids):,} image embeddings ({emb.source})")
 
     truth_all = table[["id", "label"]].copy()
     truth_all["label"] = truth_all["label"].astype(str)
     truth_all = truth_all[truth_all["label"].str.len() > 0].reset_index(drop=True)
     test_mask = fixed_split(truth_all["label"], cfg.test_frac, cfg.split_seed)
     test_df = truth_all[test_mask].reset_index(drop=True)
-    test_df = test_df[row_of.get_indexer(test_df["id"]) >= 0].reset_index(drop=True)
+    test_df = test_df[emb.has(test_df["id"])].reset_index(drop=True)
     truth = truth_all.set_index("id")["label"]
 
     if cfg.labels:
         # not read_labels: a search log may list one item under several queries
-        noisy = pd.read_csv(cfg.labels, dtype={"id": str, "label": str}, keep_default_na=False)
-        missing = [c for c in ("id", "label") if c not in noisy.columns]
-        if missing:
-            raise ValueError(f"{cfg.labels}: missing column(s) {', '.join(missing)}")
+        noisy = read_csv_table(cfg.labels, ("id", "label"), "search log")
         noisy = noisy[~noisy["id"].isin(set(test_df["id"]))].reset_index(drop=True)
         source = f"label file {cfg.labels}"
     else:
@@ -149,11 +148,11 @@ def run_side_info_experiment(
             progress=progress,
         )
         source = f"{cfg.search_method} search of '{cfg.text_col}', top {cfg.top_r} per category (duplicates: {cfg.duplicates})"
-    pos = row_of.get_indexer(noisy["id"].astype(str))
-    n_no_emb = int((pos < 0).sum())
-    noisy, pos = noisy[pos >= 0].reset_index(drop=True), pos[pos >= 0]
+    found = emb.has(noisy["id"].astype(str))
+    n_no_emb = int((~found).sum())
+    noisy = noisy[found].reset_index(drop=True)
     if noisy.empty:
-        raise ValueError("the search returned no labelled items with embeddings")
+        raise InputError("the search returned no labelled items with embeddings")
     noise = search_noise_report(noisy, truth[~truth.index.isin(set(test_df["id"]))])
     true_of = truth.reindex(noisy["id"].astype(str)).to_numpy()
     correct = noisy["label"].astype(str).to_numpy() == true_of
@@ -166,7 +165,7 @@ def run_side_info_experiment(
                              text_encoder=cfg.text_model, overrides=overrides, device=cfg.device)
     sim, related = sem.similarity, sem.neighbors
 
-    X = X_all[pos]
+    X = emb.rows(noisy["id"].astype(str)).matrix
     y = noisy["label"].astype(str).to_numpy()
     rank = pd.to_numeric(noisy["rank"], errors="coerce").to_numpy() if "rank" in noisy.columns else None
     s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist())
@@ -176,8 +175,7 @@ def run_side_info_experiment(
         texts = table.set_index("id")[cfg.text_col].reindex(noisy["id"].astype(str)).fillna("").astype(str).tolist()
         keywords = keyword_scores(texts, y, categories, cfg.side, encoder=cfg.text_model, device=cfg.device)
 
-    test_pos = row_of.get_indexer(test_df["id"])
-    X_test = X_all[test_pos]
+    X_test = emb.rows(test_df["id"]).matrix
     # -1 for a true class the head does not have: never among the top k, so always a miss
     test_codes = pd.Index(categories).get_indexer(test_df["label"].astype(str))
     head = replace(cfg.head, device=cfg.device)
@@ -205,8 +203,8 @@ def run_side_info_experiment(
         if "stage1" in cfg.methods:
             fit_eval("stage1", w1)
         if "stage1+stage2" in cfg.methods:
-            proba = out_of_fold_proba(X, y, w1, categories, hc, folds=cfg.side.stage2_folds, seed=seed,
-                                      top=cfg.side.top_predictions)
+            predict = oof_predictor(hc, folds=cfg.side.stage2_folds, seed=seed, top=cfg.side.top_predictions)
+            proba = predict(X, y, w1, categories)
             s2 = stage2_scores(proba, y, categories, sim, cfg.side, keywords=keywords)
             w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
             fit_eval("stage1+stage2", w2)

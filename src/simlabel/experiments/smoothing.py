@@ -24,24 +24,21 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
-from simlabel.catalog import load_catalog
-from simlabel.demo import default_run_dir, find_default_data
-from simlabel.embedding import TEXT_SUBDIR, embed
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.experiments._common import fixed_split, mean_sd, open_experiment
+from simlabel.files import atomic_write_json
 from simlabel.heads import HeadConfig
 from simlabel.labels.smoothing import (
+    CURRICULUM_SCHEDULES,
     SMOOTHING_KINDS,
     SmoothingConfig,
-    embed_label_names,
-    label_similarity,
-    nearest_labels,
-    taxonomy_from_columns,
-    taxonomy_matrix,
 )
-from simlabel.probe import evaluate, train
-from simlabel.store import atomic_write_json
+from simlabel.semantics.names import embed_label_names, label_similarity, nearest_labels
+from simlabel.semantics.taxonomy import taxonomy_from_columns, taxonomy_matrix
+from simlabel.training import INPUTS as HEAD_INPUTS
+from simlabel.training import evaluate, train
 
 INPUTS = ("image", "image+text")
 
@@ -72,27 +69,22 @@ class SmoothingExperimentConfig:
     device: str = "auto"
     limit: int | None = None
 
-
-def fixed_split(labels: pd.Series, test_frac: float, seed: int) -> np.ndarray:
-    """Boolean test mask: ``floor(test_frac * n)`` of each class (so classes of 1-4 items stay in train)."""
-    rng = np.random.default_rng(seed)
-    test = np.zeros(len(labels), dtype=bool)
-    for _, idx in pd.Series(np.arange(len(labels))).groupby(labels.to_numpy()).groups.items():
-        idx = rng.permutation(np.asarray(idx))
-        test[idx[: int(np.floor(test_frac * len(idx)))]] = True
-    return test
+    def __post_init__(self) -> None:
+        for a in self.approaches:
+            one_of(a, SMOOTHING_KINDS, "approach")
+        for i in self.inputs:
+            one_of(i, HEAD_INPUTS, "inputs")
+        in_range(self.alpha, "alpha", 0, 1)
+        positive_int(self.neighbors, "neighbors")
+        in_range(self.test_frac, "test_frac", 0, 1, lo_open=True, hi_open=True)
+        one_of(self.loss, ("ce", "focal"), "loss")
+        one_of(self.schedule, CURRICULUM_SCHEDULES, "schedule")
+        positive_int(self.limit, "limit", allow_none=True)
 
 
 def summarize(runs: list[dict]) -> pd.DataFrame:
     """Mean and sd over repetitions per (inputs, approach)."""
-    df = pd.DataFrame(runs)
-    keys = ["top1", "top5", "in_top5", "all5_in", "severity"]
-    g = df.groupby(["inputs", "approach"], sort=False)[keys]
-    mean, sd = g.mean(), g.std().fillna(0.0)
-    out = mean.copy()
-    for k in keys:
-        out[f"{k} sd"] = sd[k]
-    return out
+    return mean_sd(pd.DataFrame(runs), ["inputs", "approach"], ["top1", "top5", "in_top5", "all5_in", "severity"])
 
 
 def run_smoothing_experiment(
@@ -105,21 +97,11 @@ def run_smoothing_experiment(
     progress: bool = True,
 ) -> dict:
     cfg = config or SmoothingExperimentConfig()
-    bad = [a for a in cfg.approaches if a not in SMOOTHING_KINDS]
-    if bad:
-        raise ValueError(f"unknown approach(es) {bad}; use {', '.join(SMOOTHING_KINDS)}")
-    root = find_default_data(data)
-    catalog = load_catalog(root, columns={"label": cfg.label_col})
-    if cfg.limit:
-        catalog = catalog.head(cfg.limit)
     needs_text = any(i != "image" for i in cfg.inputs)
-    if needs_text and cfg.text_col not in catalog.table.columns:
-        raise ValueError(f"{catalog.path}: no text column {cfg.text_col!r} for the fused inputs")
-    run_dir = Path(out) if out else default_run_dir(catalog, cfg.image_model)
-    emb_dir = run_dir / "embeddings"
-    embed(catalog, emb_dir, model=cfg.image_model, text_col=cfg.text_col if needs_text else None,
-          text_model=cfg.text_model, device=cfg.device, progress=progress)
-    text_dir = emb_dir / TEXT_SUBDIR if needs_text else None
+    exp = open_experiment(data, model=cfg.image_model, label_col=cfg.label_col, limit=cfg.limit, out=out,
+                          text_col=cfg.text_col if needs_text else None, text_model=cfg.text_model,
+                          device=cfg.device, progress=progress)
+    root, catalog, image, text = exp.root, exp.catalog, exp.embeddings, exp.text
 
     table = catalog.table[["id", "label"]][catalog.table["label"].astype(str).str.len() > 0].reset_index(drop=True)
     test = fixed_split(table["label"], cfg.test_frac, cfg.split_seed)
@@ -146,9 +128,9 @@ def run_smoothing_experiment(
             smoothing = SmoothingConfig(kind=approach, alpha=cfg.alpha, neighbors=k, beta=cfg.beta, taxonomy=taxonomy,
                                         curriculum_epochs=cfg.curriculum_epochs, schedule=cfg.schedule, label_model=cfg.label_model)
             for seed in cfg.repeats:
-                clf = train(emb_dir, train_df, config=replace(head, seed=seed), text_emb=text_dir, inputs=inputs,
+                clf = train(image, train_df, config=replace(head, seed=seed), text_emb=text, inputs=inputs,
                             smoothing=smoothing, similarity=similarity)
-                rep = evaluate(clf, emb_dir, test_df, text_emb=text_dir, inputs=inputs,
+                rep = evaluate(clf, image, test_df, text_emb=text, inputs=inputs,
                                label_neighbors=neighborhood, taxonomy_distance=distance)
                 runs.append({
                     "inputs": inputs, "approach": approach, "seed": seed,

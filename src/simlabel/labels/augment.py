@@ -31,18 +31,26 @@ cost follows the augmented set, not the universe.
 
 from __future__ import annotations
 
+import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import pandas as pd
 
+from simlabel.errors import InputError
+from simlabel.files import atomic_write_json
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
+from simlabel.labels.io import read_labels, write_labels
+from simlabel.store import Embeddings, as_embeddings
+
 StopRule = Literal["shrink", "grow"]
-#: ``knn(positions, k) -> (similarities (m, k) float32, neighbour positions (m, k) int64)``,
-#: self excluded, ``-1`` where fewer than k were found (FAISS's order, as ``NeighborIndex.knn_positions``).
-KnnFn = Callable[[np.ndarray, int], tuple[np.ndarray, np.ndarray]]
+#: ``knn(positions, k) -> Neighbors(neighbour positions (m, k) int64, similarities (m, k) float32)``,
+#: self excluded, ``-1`` where fewer than k were found (as ``NeighborIndex.knn_positions``).
+KnnFn = Callable[[np.ndarray, int], Neighbors]
 
 UNLABELED = -1
 
@@ -112,12 +120,12 @@ def augment_positions(
     max_steps: upper bound on the number of steps (``None``: until a stop).
     """
     if stop not in ("shrink", "grow"):
-        raise ValueError(f"stop must be 'shrink' or 'grow'; got {stop!r}")
+        raise InputError(f"stop must be 'shrink' or 'grow'; got {stop!r}")
     if k < 1:
-        raise ValueError(f"k must be >= 1; got {k}")
+        raise InputError(f"k must be >= 1; got {k}")
     n_classes = len(seed_positions)
     if n_classes < 1:
-        raise ValueError("at least one class of seeds is needed")
+        raise InputError("at least one class of seeds is needed")
     label = np.full(n, UNLABELED, dtype=np.int32)
     step = np.full(n, UNLABELED, dtype=np.int32)
     via = np.full(n, -1, dtype=np.int64)
@@ -127,7 +135,7 @@ def augment_positions(
         holdout = np.asarray(holdout)
         if holdout.dtype == bool:
             if holdout.shape != (n,):
-                raise ValueError(f"holdout mask must have length {n}")
+                raise InputError(f"holdout mask must have length {n}")
             is_holdout = holdout.copy()
         else:
             is_holdout[holdout.astype(np.int64)] = True
@@ -135,12 +143,12 @@ def augment_positions(
     for c, pos in enumerate(seed_positions):
         pos = np.unique(np.asarray(pos, dtype=np.int64))
         if len(pos) and (pos.min() < 0 or pos.max() >= n):
-            raise ValueError(f"seed positions of class {c} out of range [0, {n})")
+            raise InputError(f"seed positions of class {c} out of range [0, {n})")
         clash = pos[label[pos] != UNLABELED]
         if len(clash):
-            raise ValueError(f"seed position {int(clash[0])} is a seed of two classes")
+            raise InputError(f"seed position {int(clash[0])} is a seed of two classes")
         if is_holdout[pos].any():
-            raise ValueError(f"seed position {int(pos[is_holdout[pos]][0])} is also in the holdout")
+            raise InputError(f"seed position {int(pos[is_holdout[pos]][0])} is also in the holdout")
         label[pos] = c
         step[pos] = 0
         frontiers.append(pos)
@@ -160,7 +168,7 @@ def augment_positions(
                 reached_via.append(np.empty(0, np.int64))
                 reached_sim.append(np.empty(0, np.float32))
                 continue
-            sim, nbr = knn(f, k)
+            nbr, sim = knn(f, k)
             nbr = np.asarray(nbr, dtype=np.int64)
             src = np.repeat(f, nbr.shape[1])
             dst = nbr.ravel()
@@ -233,7 +241,7 @@ def root_seeds(via: np.ndarray, step: np.ndarray) -> np.ndarray:
 def split_holdout(labels: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Stratified split of a label table into (seeds, holdout), ``frac`` of each class held out."""
     if not 0 <= frac < 1:
-        raise ValueError(f"holdout fraction must be in [0, 1); got {frac}")
+        raise InputError(f"holdout fraction must be in [0, 1); got {frac}")
     rng = np.random.default_rng(seed)
     hold = np.zeros(len(labels), dtype=bool)
     for _, idx in labels.groupby("label").indices.items():
@@ -243,7 +251,7 @@ def split_holdout(labels: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.
 
 
 def augment(
-    emb: str | os.PathLike,
+    emb: str | os.PathLike | Embeddings,
     seeds: str | os.PathLike | pd.DataFrame,
     *,
     k: int = 10,
@@ -252,28 +260,25 @@ def augment(
     seed: int = 0,
     stop: StopRule = "shrink",
     max_steps: int | None = None,
-    index: str | os.PathLike | None = None,
+    index: str | os.PathLike | NeighborIndex | None = None,
     index_kind: str = "auto",
     out: str | os.PathLike | None = None,
 ) -> tuple[pd.DataFrame, AugmentResult, pd.DataFrame]:
-    """Augment seed labels over the universe of an embedding folder.
+    """Augment seed labels over the universe of an embedding folder (or loaded :class:`Embeddings`).
+
+    ``index`` reuses a k-NN index over the same ids (a saved file or a built
+    :class:`~simlabel.index.NeighborIndex`) instead of building one.
 
     Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
     (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
     labels (given, drawn with ``holdout_frac``, or empty). With ``out`` the labels are written
     there, the size table to ``<out>.summary.json`` and a drawn holdout to ``<out>.holdout.csv``.
     """
-    import json
-    from pathlib import Path
-
-    from simlabel.index import IndexConfig, NeighborIndex
-    from simlabel.labels.io import read_labels, write_labels
-    from simlabel.store import atomic_write_json, load_embeddings
-
-    ids, matrix = load_embeddings(emb)
+    embeddings = as_embeddings(emb)
+    ids = embeddings.ids
     seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids)
     if holdout is not None and holdout_frac is not None:
-        raise ValueError("give either holdout (a file) or holdout_frac, not both")
+        raise InputError("give either holdout (a file) or holdout_frac, not both")
     if holdout_frac:
         seed_df, hold_df = split_holdout(seed_df, holdout_frac, seed)
     elif holdout is not None:
@@ -283,13 +288,12 @@ def augment(
         hold_df = seed_df.iloc[0:0]
     classes = sorted(seed_df["label"].unique())
     if index is not None:
-        nindex = NeighborIndex.load(index)
+        nindex = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
         if len(nindex) != len(ids) or not np.array_equal(nindex.ids, ids):
-            raise ValueError(f"{index}: the index does not hold the ids of {emb} in the same order; rebuild it")
+            raise InputError(f"{index}: the index does not hold the ids of {embeddings.source} in the same order; rebuild it")
     else:
-        kind = index_kind if index_kind != "auto" else ("flat" if len(ids) <= 200_000 else "ivf")
-        nindex = NeighborIndex.build(ids, matrix, IndexConfig(kind=kind))
-    del matrix
+        kind = index_kind if index_kind != "auto" else auto_kind(len(ids))
+        nindex = NeighborIndex.build(ids, embeddings.matrix, IndexConfig(kind=kind))
     pos_of = nindex.positions_of
     seed_pos = [pos_of(seed_df.loc[seed_df["label"] == c, "id"].to_numpy()) for c in classes]
     hold_pos = pos_of(hold_df["id"].to_numpy()) if len(hold_df) else None

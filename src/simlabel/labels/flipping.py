@@ -50,8 +50,9 @@ labels of its nearest (cosine) image of ``C``.
 :math:`\mathcal{L}_{EF} = \|\hat f_i - y_i^{clean}\|_1`.
 
 **Training** (section 2 "Model Training", section 3 "SELF-ML - jointly
-trained"): pre-train the classifier on ``N`` (binary focal loss,
-:math:`\gamma = 2, \alpha = 0.6`), then the reconstruction on ``N``, label the
+trained"): the classifier comes pre-trained on ``N`` (binary focal loss,
+:math:`\gamma = 2, \alpha = 0.6`: :class:`simlabel.heads.MultiLabelClassifier`, the
+same head the baselines are); then pre-train the reconstruction on ``N``, label the
 basis (strategy 2), pre-train the flipping model on ``C``; then minimise
 
 .. math:: \mathcal{L}_{total} = \lambda_{Class} \mathcal{L}_{Class}
@@ -71,25 +72,45 @@ fixed after pre-training, as an oracle would have labelled them once.
 Explanations (:func:`explain_flips`): for each changed label, the basis vectors
 with the largest :math:`c_i` and their labels (section 2 "Explaining Label Flips").
 
-Pure numpy/torch, no file I/O; deterministic for a given ``seed`` on CPU (the
-caller's global torch RNG is left untouched).
+Pure numpy/torch; deterministic for a given ``seed`` on CPU (the caller's global torch
+RNG is left untouched). :func:`flip` is the file job behind ``simlabel flip``; it is
+handed the classifier's pre-training as a function and never renders HTML (the
+explanation page is :func:`simlabel.report.write_flip_html`).
 """
 
 from __future__ import annotations
 
+import copy
+import os
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
+import pandas as pd
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from simlabel.catalog import Catalog, load_catalog
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.errors import InputError, LabelFileError
+from simlabel.files import atomic_write_text
+from simlabel.labels.io import write_labels
+from simlabel.labels.multilabel import (
+    from_attributes,
+    from_labels_column,
+    read_multilabel_file,
+)
 from simlabel.losses import binary_focal_loss
+from simlabel.store import Embeddings, as_embeddings
+
+#: ``pretrain(X, Y) -> module``: a multi-label classifier (``(n, d) -> (n, L)`` logits) trained
+#: on the noisy rows, e.g. ``lambda X, Y: MultiLabelClassifier(cfg).fit(X, Y).module_``.
+Pretrain = Callable[[np.ndarray, np.ndarray], nn.Module]
 
 __all__ = [
     "flip",
-    "write_flip_html",
     "ExplainableReconstruction",
     "Explanation",
     "FlippingModel",
@@ -101,7 +122,6 @@ __all__ = [
     "correct_labels",
     "direct_rule",
     "explain_flips",
-    "fit_classifier",
     "fit_flipping",
     "fit_reconstruction",
     "fit_selfml",
@@ -123,11 +143,10 @@ class SelfMLConfig:
 
     ``n_basis`` is clipped to the number of noisy rows. ``lambda_c`` weighs the reconstruction
     term inside ``L_BS`` (our reading of the paper's unexplained ``lambda_c = 10``); ``basis_reg``
-    weighs ``||X_B - X_sample||``. ``pretrain_epochs`` is used for both the classifier and the
-    reconstruction pre-training on ``N``. ``classifier_hidden``: 0 for a linear classifier, else the
-    width of one hidden ReLU layer. ``classifier_targets``: ``"hard"`` (thresholded ``f_i``) or
-    ``"soft"`` (``f_i``) as the classifier's targets on ``N`` rows. ``log_every``: joint steps per
-    history entry.
+    weighs ``||X_B - X_sample||``. ``pretrain_epochs``: the reconstruction's pre-training on ``N``
+    (and the classifier's, where :func:`simlabel.training.flip` pre-trains it).
+    ``classifier_targets``: ``"hard"`` (thresholded ``f_i``) or ``"soft"`` (``f_i``) as the
+    classifier's targets on ``N`` rows. ``log_every``: joint steps per history entry.
     """
 
     n_basis: int = 1000
@@ -151,28 +170,22 @@ class SelfMLConfig:
     threshold: float = 0.5
     seed: int = 0
     device: str = "cpu"
-    classifier_hidden: int = 0
     classifier_targets: str = "hard"
     log_every: int = 50
 
     def __post_init__(self) -> None:
-        if self.sparsity not in ("sparsemax", "softmax"):
-            raise ValueError(f"sparsity must be 'sparsemax' or 'softmax'; got {self.sparsity!r}")
-        if self.classifier_targets not in ("hard", "soft"):
-            raise ValueError(f"classifier_targets must be 'hard' or 'soft'; got {self.classifier_targets!r}")
-        if self.n_basis < 1:
-            raise ValueError(f"n_basis must be >= 1; got {self.n_basis}")
-        if not 0 < self.clean_share < 1:
-            raise ValueError(f"clean_share must be in (0, 1); got {self.clean_share}")
-        if self.batch_size < 2:
-            raise ValueError(f"batch_size must be >= 2 (one clean and one noisy row); got {self.batch_size}")
-        if self.huber_delta <= 0:
-            raise ValueError(f"huber_delta must be > 0; got {self.huber_delta}")
-        for name in ("pretrain_epochs", "flip_pretrain_epochs", "joint_steps", "classifier_hidden"):
-            if getattr(self, name) < 0:
-                raise ValueError(f"{name} must be >= 0; got {getattr(self, name)}")
-        if self.log_every < 1:
-            raise ValueError(f"log_every must be >= 1; got {self.log_every}")
+        one_of(self.sparsity, ("sparsemax", "softmax"), "sparsity")
+        one_of(self.classifier_targets, ("hard", "soft"), "classifier_targets")
+        positive_int(self.n_basis, "n_basis")
+        in_range(self.clean_share, "clean_share", 0, 1, lo_open=True, hi_open=True)
+        positive_int(self.batch_size, "batch_size (one clean and one noisy row)", minimum=2)
+        in_range(self.huber_delta, "huber_delta", 0, lo_open=True)
+        in_range(self.threshold, "threshold", 0, 1)
+        in_range(self.lr, "lr", 0, lo_open=True)
+        for name in ("pretrain_epochs", "flip_pretrain_epochs", "joint_steps"):
+            positive_int(getattr(self, name), name, minimum=0)
+        positive_int(self.hidden, "hidden")
+        positive_int(self.log_every, "log_every")
 
 
 # --------------------------------------------------------------------------- sparsemax
@@ -191,7 +204,7 @@ def sparsemax(z: Tensor, dim: int = -1) -> Tensor:
     :math:`I - \mathbf{1}\mathbf{1}^\top / |S|`, the paper's eq. 14.
     """
     if not z.is_floating_point():
-        raise ValueError(f"z must be floating point, got {z.dtype}")
+        raise InputError(f"z must be floating point, got {z.dtype}")
     z = z.movedim(dim, -1)
     # Shifting by the max changes nothing (tau shifts alike) but keeps the cumsum well scaled.
     z = z - z.max(dim=-1, keepdim=True).values.detach()
@@ -220,7 +233,7 @@ class ExplainableReconstruction(nn.Module):
     def __init__(self, X_sample: Tensor, config: SelfMLConfig) -> None:
         super().__init__()
         if X_sample.ndim != 2 or X_sample.shape[0] < 1:
-            raise ValueError(f"X_sample must be (n_B, d) with n_B >= 1, got {tuple(X_sample.shape)}")
+            raise InputError(f"X_sample must be (n_B, d) with n_B >= 1, got {tuple(X_sample.shape)}")
         n_b, d = X_sample.shape
         self.config = config
         self.register_buffer("X_sample", X_sample.detach().clone())
@@ -280,18 +293,18 @@ def _device(config: SelfMLConfig) -> torch.device:
 def _as_features(X: np.ndarray, name: str = "X") -> np.ndarray:
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (n, d), got shape {X.shape}")
+        raise InputError(f"{name} must be 2-D (n, d), got shape {X.shape}")
     if not np.isfinite(X).all():
-        raise ValueError(f"{name} has non-finite values")
+        raise InputError(f"{name} has non-finite values")
     return X
 
 
 def _as_labels(Y: np.ndarray, n: int, name: str = "Y") -> np.ndarray:
     Y = np.asarray(Y)
     if Y.ndim != 2 or Y.shape[0] != n:
-        raise ValueError(f"{name} must be 2-D (n={n}, L), got shape {Y.shape}")
+        raise InputError(f"{name} must be 2-D (n={n}, L), got shape {Y.shape}")
     if Y.size and not np.isin(Y, (0, 1)).all():
-        raise ValueError(f"{name} must hold 0/1 labels")
+        raise InputError(f"{name} must hold 0/1 labels")
     return Y.astype(np.float32)
 
 
@@ -334,7 +347,7 @@ def _nearest_cosine(queries: np.ndarray, pool: np.ndarray, chunk: int = 1024) ->
     """Index of the most cosine-similar ``pool`` row for each query (ties: the lowest index)."""
     q, p = _unit_rows(queries), _unit_rows(pool)
     if len(p) == 0:
-        raise ValueError("the pool of candidate rows is empty")
+        raise InputError("the pool of candidate rows is empty")
     out = np.empty(len(q), dtype=np.int64)
     # Chunks bound the similarity matrix's memory at chunk x len(pool).
     for s in range(0, len(q), chunk):
@@ -357,7 +370,7 @@ def fit_reconstruction(X_noisy: np.ndarray, config: SelfMLConfig | None = None) 
     cfg = config or SelfMLConfig()
     X = _as_features(X_noisy, "X_noisy")
     if len(X) == 0:
-        raise ValueError("X_noisy is empty")
+        raise InputError("X_noisy is empty")
     dev = _device(cfg)
     rng = np.random.default_rng(cfg.seed)
     n_b = min(cfg.n_basis, len(X))
@@ -419,7 +432,7 @@ def used_basis(C: np.ndarray, min_weight: float = 1e-6) -> np.ndarray:
     """
     C = np.asarray(C)
     if C.ndim != 2:
-        raise ValueError(f"C must be 2-D (n, n_B), got shape {C.shape}")
+        raise InputError(f"C must be 2-D (n, n_B), got shape {C.shape}")
     return np.flatnonzero((C > min_weight).any(axis=0)).astype(np.int64)
 
 
@@ -439,7 +452,7 @@ def label_basis_from_clean(
     X_clean = _as_features(X_clean, "X_clean")
     Y = _as_labels(Y_clean, len(X_clean), "Y_clean")
     if basis.shape[1] != X_clean.shape[1]:
-        raise ValueError(f"basis has d={basis.shape[1]} but X_clean has d={X_clean.shape[1]}")
+        raise InputError(f"basis has d={basis.shape[1]} but X_clean has d={X_clean.shape[1]}")
     source = _nearest_cosine(basis, X_clean)
     return Y[source].astype(np.uint8), source
 
@@ -455,7 +468,7 @@ def basis_query(basis: np.ndarray, X_pool: np.ndarray, used: np.ndarray) -> np.n
     X_pool = _as_features(X_pool, "X_pool")
     used = np.asarray(used, dtype=np.int64).reshape(-1)
     if used.size and (used.min() < 0 or used.max() >= len(basis)):
-        raise ValueError(f"used indices must lie in [0, {len(basis)})")
+        raise InputError(f"used indices must lie in [0, {len(basis)})")
     if used.size == 0:
         return np.empty(0, dtype=np.int64)
     return _nearest_cosine(basis[used], X_pool)
@@ -471,7 +484,7 @@ def direct_rule(C: np.ndarray, Y_B: np.ndarray, threshold: float = 0.5) -> tuple
     C = np.asarray(C, dtype=np.float32)
     Y_B = np.asarray(Y_B, dtype=np.float32)
     if C.ndim != 2 or Y_B.ndim != 2 or C.shape[1] != Y_B.shape[0]:
-        raise ValueError(f"C (n, n_B) and Y_B (n_B, L) do not match: {C.shape} and {Y_B.shape}")
+        raise InputError(f"C (n, n_B) and Y_B (n_B, L) do not match: {C.shape} and {Y_B.shape}")
     S = C @ Y_B
     return (S >= threshold).astype(np.uint8), S
 
@@ -519,12 +532,12 @@ def fit_flipping(
     X = _as_features(X_clean, "X_clean")
     n = len(X)
     if n == 0:
-        raise ValueError("the clean set is empty")
+        raise InputError("the clean set is empty")
     Yn = _as_labels(Y_clean_noisy, n, "Y_clean_noisy")
     Yt = _as_labels(Y_clean_true, n, "Y_clean_true")
     S = direct_rule(C_clean, Y_B)[1]
     if S.shape != Yn.shape or Yt.shape != Yn.shape:
-        raise ValueError(f"label shapes differ: noisy {Yn.shape}, true {Yt.shape}, Y_B c {S.shape}")
+        raise InputError(f"label shapes differ: noisy {Yn.shape}, true {Yt.shape}, Y_B c {S.shape}")
     dev = _device(cfg)
     rng = np.random.default_rng(cfg.seed + 1)
     with torch.random.fork_rng(devices=[]):
@@ -547,54 +560,19 @@ def fit_flipping(
 # --------------------------------------------------------------------------- classifier and joint training
 
 
-def _build_classifier(dim: int, n_labels: int, hidden: int) -> nn.Module:
-    if hidden:
-        return nn.Sequential(nn.Linear(dim, hidden), nn.ReLU(), nn.Linear(hidden, n_labels))
-    return nn.Linear(dim, n_labels)
-
-
 def _class_loss(logits: Tensor, targets: Tensor, cfg: SelfMLConfig) -> Tensor:
     return binary_focal_loss(logits, targets, gamma=cfg.focal_gamma, alpha=cfg.focal_alpha)
-
-
-def fit_classifier(X: np.ndarray, Y: np.ndarray, config: SelfMLConfig | None = None) -> nn.Module:
-    """A multi-label classifier on frozen features trained on ``(X, Y)`` as given (binary focal loss).
-
-    SELF-ML's classifier pre-training on ``N`` (``pretrain_epochs`` epochs); on its own, the
-    baseline "trained on the noisy labels alone". ``module.history``: mean loss per epoch.
-    """
-    cfg = config or SelfMLConfig()
-    X = _as_features(X)
-    Yf = _as_labels(Y, len(X))
-    dev = _device(cfg)
-    rng = np.random.default_rng(cfg.seed + 2)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(cfg.seed + 2)
-        clf = _build_classifier(X.shape[1], Yf.shape[1], cfg.classifier_hidden).to(dev)
-        tX, tY = _tensor(X, dev), _tensor(Yf, dev)
-        opt = torch.optim.Adam(clf.parameters(), lr=cfg.lr)
-        history = []
-        for epoch in range(1, cfg.pretrain_epochs + 1):
-            total = 0.0
-            for idx in _epoch_batches(len(X), cfg.batch_size, rng):
-                loss = _class_loss(clf(tX[idx]), tY[idx], cfg)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += loss.item() * len(idx)
-            history.append({"epoch": epoch, "loss": total / max(len(X), 1)})
-    clf.history = history
-    return clf.eval()
 
 
 @dataclass
 class SelfMLResult:
     """What :func:`fit_selfml` trained.
 
-    ``classifier``: ``d -> L`` multi-label logits; ``reconstruction``, ``flipper``: the modules;
+    ``classifier``: ``d -> L`` multi-label logits (a copy of the pre-trained one, trained
+    jointly); ``reconstruction``, ``flipper``: the modules;
     ``Y_B`` ``(n_B, L)`` uint8 basis labels; ``basis_source``: the clean row each basis vector took
     its labels from; ``history``: one dict per logging step, with a ``phase`` key
-    (``classifier``/``reconstruction``/``flipping`` per pre-training epoch, ``joint`` every
+    (``reconstruction``/``flipping`` per pre-training epoch, ``joint`` every
     ``log_every`` steps with ``total``, ``class``, ``bs``, ``ef``).
     """
 
@@ -614,10 +592,14 @@ def fit_selfml(
     Y_clean_noisy: np.ndarray,
     Y_clean_true: np.ndarray,
     config: SelfMLConfig | None = None,
+    *,
+    classifier: nn.Module,
 ) -> SelfMLResult:
     r"""SELF-ML jointly trained (paper 004, section 3; loss of section 2 "Model Training").
 
-    1. classifier on ``N`` (noisy labels, binary focal loss);
+    1. ``classifier``: a multi-label classifier pre-trained on ``N`` (noisy labels, binary focal
+       loss; :class:`simlabel.heads.MultiLabelClassifier`); a copy is trained, the caller's
+       module is left as it was;
     2. reconstruction on ``N`` (:func:`fit_reconstruction`);
     3. basis labels from ``C`` (strategy 2, :func:`label_basis_from_clean`), then fixed;
     4. flipping model on ``C`` (:func:`fit_flipping`);
@@ -637,14 +619,13 @@ def fit_selfml(
     Ycn = _as_labels(Y_clean_noisy, len(Xc), "Y_clean_noisy")
     Yct = _as_labels(Y_clean_true, len(Xc), "Y_clean_true")
     if Xn.shape[1] != Xc.shape[1] or Yn.shape[1] != Ycn.shape[1] or Ycn.shape != Yct.shape:
-        raise ValueError("noisy and clean sets disagree on the feature or label dimension")
+        raise InputError("noisy and clean sets disagree on the feature or label dimension")
     if len(Xn) == 0 or len(Xc) == 0:
-        raise ValueError("SELF-ML needs a non-empty noisy set and a non-empty clean set")
+        raise InputError("SELF-ML needs a non-empty noisy set and a non-empty clean set")
     dev = _device(cfg)
     history: list[dict] = []
 
-    clf = fit_classifier(Xn, Yn, cfg)
-    history += [{"phase": "classifier", **h} for h in clf.history]
+    clf = copy.deepcopy(classifier).to(dev)
     recon = fit_reconstruction(Xn, cfg)
     history += [{"phase": "reconstruction", **h} for h in recon.history]
     Y_B, source = label_basis_from_clean(basis_vectors(recon), Xc, Yct)
@@ -764,13 +745,13 @@ def explain_flips(
     C = np.asarray(C, dtype=np.float32)
     Y_noisy, Y_new, probs, Y_B = (np.asarray(a) for a in (Y_noisy, Y_new, probs, Y_B))
     if C.ndim != 2 or Y_B.ndim != 2 or C.shape[1] != Y_B.shape[0]:
-        raise ValueError(f"C (n, n_B) and Y_B (n_B, L) do not match: {C.shape} and {Y_B.shape}")
+        raise InputError(f"C (n, n_B) and Y_B (n_B, L) do not match: {C.shape} and {Y_B.shape}")
     shape = (C.shape[0], Y_B.shape[1])
     for name, a in (("Y_noisy", Y_noisy), ("Y_new", Y_new), ("probs", probs)):
         if a.shape != shape:
-            raise ValueError(f"{name} must have shape {shape}, got {a.shape}")
+            raise InputError(f"{name} must have shape {shape}, got {a.shape}")
     if top < 1:
-        raise ValueError(f"top must be >= 1, got {top}")
+        raise InputError(f"top must be >= 1, got {top}")
     rows, labels = np.nonzero(Y_noisy != Y_new)
     if len(rows) == 0:
         return []
@@ -806,77 +787,58 @@ def explain_flips(
 # -- files in, files out ------------------------------------------------------------------------
 
 
-def _read_multilabel_file(path, labels: list[str], *, id_col: str = "id", col: str = "labels") -> tuple[np.ndarray, np.ndarray]:
-    """A CSV ``id,labels`` (``|``-separated label names) as (ids, (n, L) 0/1) over ``labels``."""
-    import pandas as pd
-
-    from simlabel.labels.io import LabelFileError
-
-    df = pd.read_csv(path, dtype=str, keep_default_na=False)
-    for c in (id_col, col):
-        if c not in df.columns:
-            raise LabelFileError(f"{path}: missing column {c!r}; columns are {', '.join(df.columns)}")
-    index = {name: j for j, name in enumerate(labels)}
-    Y = np.zeros((len(df), len(labels)), np.uint8)
-    for r, value in enumerate(df[col]):
-        for name in (v.strip() for v in value.split("|") if v.strip()):
-            if name not in index:
-                raise LabelFileError(f"{path}, line {r + 2}: unknown label {name!r} (known: {', '.join(labels[:8])} ...)")
-            Y[r, index[name]] = 1
-    return df[id_col].str.strip().to_numpy(dtype=object), Y
-
-
 def flip(
-    emb,
-    catalog,
+    emb: str | os.PathLike | Embeddings,
+    catalog: str | os.PathLike | Catalog,
     *,
-    attributes=None,
+    attributes: Sequence[str] | None = None,
     labels_col: str = "labels",
-    clean=None,
-    basis_labels=None,
-    export_basis=None,
-    out=None,
-    html=None,
-    config: "SelfMLConfig | None" = None,
+    clean: str | os.PathLike | None = None,
+    basis_labels: str | os.PathLike | None = None,
+    export_basis: str | os.PathLike | None = None,
+    out: str | os.PathLike | None = None,
+    config: SelfMLConfig | None = None,
+    pretrain: Pretrain | None = None,
     min_count: int = 1,
     top: int = 3,
-):
-    """Find and explain noisy multi-labels of a catalog with SELF-ML; the function behind ``simlabel flip``.
+) -> pd.DataFrame:
+    """Find and explain noisy multi-labels of a catalog with SELF-ML: the job behind ``simlabel flip``.
 
     Labels come from ``attributes`` (one binary label per value of each column) or the
     ``labels_col`` column. With ``clean`` (CSV ``id,labels``: verified labels of a few items)
-    the basis is labelled by strategy 2 and the flipping model is trained (joint SELF-ML).
-    Without it: ``export_basis`` writes the images nearest the used basis vectors as a catalog
-    for an oracle to label (strategy 1), and ``basis_labels`` reads those answers and applies the
-    direct rule ``Y_B c_i >= threshold``. Returns the table of changed labels (``id, label,
-    attribute, old, new, confidence, basis, weights, basis_labels``), written to ``out``.
+    the basis is labelled by strategy 2 and the flipping model is trained (joint SELF-ML); the
+    classifier is pre-trained on the noisy rows by ``pretrain`` (required then). Without it:
+    ``export_basis`` writes the images nearest the used basis vectors as a catalog for an
+    oracle to label (strategy 1), and ``basis_labels`` reads those answers and applies the
+    direct rule ``Y_B c_i >= threshold``.
+
+    Returns
+    -------
+    DataFrame
+        The changed labels (``id, label, attribute, old, new, confidence, basis, weights,
+        basis_labels``), written to ``out``; with ``export_basis``, the exported basis table.
     """
-    import pandas as pd
-
-    from simlabel.catalog import load_catalog
-    from simlabel.labels.io import write_labels
-    from simlabel.labels.noise import from_attributes, from_labels_column
-    from simlabel.store import atomic_write_text, load_embeddings
-
     config = config or SelfMLConfig()
-    cat = load_catalog(catalog, require=("id",))
+    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, require=("id",))
     ml = from_attributes(cat.table, attributes, min_count=min_count) if attributes else from_labels_column(cat.table, labels_col)
-    ids_all, X_all = load_embeddings(emb)
-    pos = pd.Index(ids_all).get_indexer(ml.ids)
-    keep = pos >= 0
-    ids, X, Y = ml.ids[keep], X_all[pos[keep]], ml.Y[keep]
+    embeddings = as_embeddings(emb)
+    keep = embeddings.has(ml.ids)
+    ids, Y = ml.ids[keep], ml.Y[keep]
     if len(ids) == 0:
-        raise ValueError(f"none of the catalog's ids has an embedding in {emb}")
+        raise InputError(f"none of the catalog's ids has an embedding in {embeddings.source}")
+    X = embeddings.rows(ids).matrix
 
     if clean is not None:
-        c_ids, Y_clean = _read_multilabel_file(clean, ml.labels)
+        if pretrain is None:
+            raise InputError("a clean set needs the classifier's pre-training: pass pretrain= (simlabel.training.flip wires it)")
+        c_ids, Y_clean, _ = read_multilabel_file(clean, ml.labels, what="clean set")
         c_pos = pd.Index(ids).get_indexer(c_ids)
         if (c_pos < 0).any():
-            raise KeyError(f"{clean}: {int((c_pos < 0).sum())} id(s) not in the catalog/embeddings, e.g. {c_ids[c_pos < 0][0]}")
+            raise LabelFileError(f"{clean}: {int((c_pos < 0).sum())} id(s) not in the catalog/embeddings, e.g. {c_ids[c_pos < 0][0]}")
         is_clean = np.zeros(len(ids), bool)
         is_clean[c_pos] = True
         noisy = np.flatnonzero(~is_clean)
-        result = fit_selfml(X[noisy], Y[noisy], X[c_pos], Y[c_pos], Y_clean, config)
+        result = fit_selfml(X[noisy], Y[noisy], X[c_pos], Y[c_pos], Y_clean, config, classifier=pretrain(X[noisy], Y[noisy]))
         Y_new, probs = correct_labels(result, X[noisy], Y[noisy])
         C = coefficients(result.reconstruction, X[noisy])
         Y_B = result.Y_B
@@ -896,12 +858,11 @@ def flip(
             atomic_write_text(export_basis, exported.to_csv(index=False))
             return exported
         if basis_labels is None:
-            raise ValueError("without a clean set (--clean), give --export-basis FILE to get basis images to label, "
+            raise InputError("without a clean set (--clean), give --export-basis FILE to get basis images to label, "
                              "then --basis-labels FILE with the answers")
-        b = pd.read_csv(basis_labels, dtype=str, keep_default_na=False)
+        _, Yb, b = read_multilabel_file(basis_labels, ml.labels, what="basis label file")
         if "basis_index" not in b.columns:
-            raise ValueError(f"{basis_labels}: needs the basis_index column written by --export-basis")
-        _, Yb = _read_multilabel_file(basis_labels, ml.labels)
+            raise LabelFileError(f"{basis_labels}: needs the basis_index column written by --export-basis")
         Y_B = np.zeros((C.shape[1], len(ml.labels)), np.uint8)
         for r, cell in enumerate(b["basis_index"]):
             Y_B[[int(v) for v in str(cell).split(";") if v.strip()]] = Yb[r]
@@ -929,26 +890,4 @@ def flip(
     )
     if out is not None:
         write_labels(table, out)
-    if html is not None:
-        write_flip_html(table, cat, html)
     return table
-
-
-def write_flip_html(table, catalog, path, max_rows: int = 60):
-    """Each flipped label beside the basis images that reconstruct its image, with their weights."""
-    from simlabel.report import Report, _cell
-
-    paths = dict(zip(catalog.table["id"], catalog.image_paths())) if "image" in catalog.table.columns else {}
-    rep = Report("SELF-ML label flips, explained")
-    shown = table.sort_values("confidence", ascending=False).head(max_rows)
-    rows_html = []
-    for _, r in shown.iterrows():
-        cells = [_cell(paths.get(r["id"]), f"{r['id']}: {r['label']} {r['old']}->{r['new']} ({r['confidence']:.2f})", 112)]
-        for b, w, lab in zip(str(r["basis"]).split(";"), str(r["weights"]).split(";"), str(r["basis_labels"]).split(";")):
-            if b:
-                cells.append(_cell(paths.get(b), f"basis {b} w={w} has label: {lab}", 96))
-        rows_html.append('<div class="pair">' + "".join(cells) + "</div>")
-    counts = table.groupby(["attribute", "new"]).size().unstack(fill_value=0) if len(table) else table
-    rep.add("Flips per attribute (new value 1 = label added, 0 = removed)", counts.to_html(border=0) if len(table) else "<p>no flips</p>")
-    rep.add(f"The {len(shown)} most confident flips", '<div class="grid">' + "".join(rows_html) + "</div>")
-    return rep.write(path)

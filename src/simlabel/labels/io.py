@@ -10,30 +10,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from simlabel.errors import LabelFileError
+from simlabel.files import atomic_write_text, read_csv_table
 
-class LabelFileError(ValueError):
-    """A label file cannot be used: the message names the file, row and id."""
-
-
-def read_csv_table(path: str | os.PathLike, columns: Sequence[str], what: str) -> pd.DataFrame:
-    """A small CSV (e.g. label descriptions, synset overrides) as strings, empty cells as ``""``.
-
-    Raises :class:`LabelFileError` naming the file when it is missing (``"<path>: <what> not
-    found"``), cannot be parsed, or lacks one of ``columns``.
-    """
-    p = Path(path)
-    if not p.exists():
-        raise LabelFileError(f"{p}: {what} not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
-        raise LabelFileError(f"{p}: cannot parse as CSV: {e}") from e
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise LabelFileError(
-            f"{p}: missing column(s) {', '.join(missing)}; need {','.join(columns)}; columns are {', '.join(map(str, df.columns))}"
-        )
-    return df
+__all__ = ["LabelFileError", "read_id_list", "read_labels", "write_labels"]
 
 
 def read_labels(
@@ -46,21 +26,25 @@ def read_labels(
 ) -> pd.DataFrame:
     """Read a label CSV as a DataFrame with string ``id`` and ``label`` (other columns kept).
 
-    Errors name the file and row: missing columns, empty ids or labels, one id
-    given two different labels. Exact duplicate rows are dropped. With
-    ``known_ids`` every id must be among them (e.g. the ids of an embedding
-    folder) unless ``allow_missing``, in which case unknown ids are dropped.
+    Parameters
+    ----------
+    path
+        The CSV file.
+    label_col, id_col
+        The columns holding the labels and the ids (renamed to ``label`` and ``id``).
+    known_ids
+        When given, every id must be among them (e.g. the ids of an embedding folder),
+        unless ``allow_missing``, in which case unknown ids are dropped.
+
+    Raises
+    ------
+    LabelFileError
+        Naming the file and row: a missing file or column, an empty id or label, one id
+        given two different labels, an id not in ``known_ids``. Exact duplicate rows are
+        dropped silently.
     """
     p = Path(path)
-    if not p.exists():
-        raise LabelFileError(f"{p}: label file not found")
-    try:
-        df = pd.read_csv(p, dtype=str, keep_default_na=False)
-    except (pd.errors.ParserError, UnicodeDecodeError) as e:
-        raise LabelFileError(f"{p}: cannot parse as CSV: {e}") from e
-    missing = [c for c in (id_col, label_col) if c not in df.columns]
-    if missing:
-        raise LabelFileError(f"{p}: missing column(s) {', '.join(missing)}; columns are {', '.join(df.columns)}")
+    df = read_csv_table(p, (id_col, label_col), "label file")
     df = df.rename(columns={id_col: "id", label_col: "label"})
     df["id"] = df["id"].str.strip()
     df["label"] = df["label"].str.strip()
@@ -76,8 +60,7 @@ def read_labels(
         labels = sorted(df.loc[df["id"] == first, "label"])
         raise LabelFileError(f"{p}: id {first!r} has two labels: {', '.join(labels)}")
     if known_ids is not None:
-        known = pd.Index(known_ids)
-        unknown = ~df["id"].isin(known)
+        unknown = ~df["id"].isin(pd.Index(known_ids))
         if unknown.any():
             if not allow_missing:
                 shown = ", ".join(df.loc[unknown, "id"].head(5))
@@ -86,10 +69,15 @@ def read_labels(
     return df
 
 
+def read_id_list(path: str | os.PathLike, *, id_col: str = "id", what: str = "id list") -> list[str]:
+    """The ids of a CSV with an ``id`` column (other columns ignored), stripped, blanks dropped."""
+    df = read_csv_table(path, (id_col,), what)
+    ids = df[id_col].str.strip()
+    return ids[ids != ""].tolist()
+
+
 def write_labels(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a label table atomically (``id,label`` first)."""
-    from simlabel.store import atomic_write_text
-
     cols = ["id", "label"] + [c for c in df.columns if c not in ("id", "label")]
     buf = io.StringIO()
     df[cols].to_csv(buf, index=False)

@@ -5,9 +5,8 @@ SELF-ML learns from a large set ``N`` whose multi-labels are noisy, mostly
 ``N`` against 3.40 in the clean set ``C``), and a small cleanly annotated set
 ``C`` (about 5 % of the data, split 75 | 25 into train | test like ``N``).
 
-This module builds the binary label matrix ``Y`` (``n`` images x ``L`` labels,
-one label per value of each attribute: ``"gender=Men"``, ``"usage=Casual"``)
-from a catalog, simulates how shops lose labels, and draws the C/N splits.
+This module simulates how shops lose the labels of a binary label matrix ``Y``
+(``n`` images x ``L`` labels, :mod:`simlabel.labels.multilabel`) and draws the C/N splits.
 
 Noise model of :func:`simulate_missing_labels`, for entry :math:`(i, l)` of
 label :math:`l` of attribute :math:`a(l)`:
@@ -23,113 +22,10 @@ with :math:`u, v` independent uniforms. Drops dominate, as in the paper's data.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 
 import numpy as np
-import pandas as pd
 
 from simlabel.metrics import check_binary_matrix
-
-
-@dataclass
-class MultiLabels:
-    """A binary multi-label matrix with its row ids and label names.
-
-    ``Y[i, l] = 1`` when image ``ids[i]`` carries label ``labels[l]``, which is a
-    value of attribute ``attribute_of[l]``.
-    """
-
-    ids: np.ndarray  # (n,) str
-    Y: np.ndarray  # (n, L) uint8 0/1
-    labels: list[str]  # L label names, e.g. "gender=Men"
-    attribute_of: list[str]  # L attribute names, e.g. "gender"
-
-    def __post_init__(self) -> None:
-        if self.Y.ndim != 2 or self.Y.shape != (len(self.ids), len(self.labels)):
-            raise ValueError(f"Y must have shape (len(ids), len(labels)) = ({len(self.ids)}, {len(self.labels)}), got {self.Y.shape}")
-        if len(self.attribute_of) != len(self.labels):
-            raise ValueError(f"attribute_of has {len(self.attribute_of)} entries for {len(self.labels)} labels")
-
-    @property
-    def attributes(self) -> list[str]:
-        """Distinct attributes, in label order."""
-        return list(dict.fromkeys(self.attribute_of))
-
-    def positives_per_image(self) -> float:
-        """Mean number of labels per image (paper: 3.40 clean, 1.28 noisy)."""
-        return float(self.Y.sum(axis=1).mean()) if len(self.ids) else float("nan")
-
-
-def _clean_values(column: pd.Series) -> np.ndarray:
-    """Values as stripped strings, ``""`` for NaN/None/blank (they give no label)."""
-    s = column.astype(object)
-    missing = s.isna().to_numpy()
-    vals = s.astype(str).str.strip().to_numpy(dtype=object)
-    vals[missing] = ""
-    return vals
-
-
-def from_attributes(
-    table: pd.DataFrame, attributes: Sequence[str], *, id_col: str = "id", min_count: int = 1
-) -> MultiLabels:
-    """One binary label ``"attr=value"`` per value of each attribute column.
-
-    Empty or NaN values give no label (the image simply has fewer positives).
-    Labels with fewer than ``min_count`` positives are dropped. Labels are
-    sorted by attribute name, then by value, so the order does not depend on
-    the order of ``attributes`` or of the rows.
-    """
-    missing = [c for c in [id_col, *attributes] if c not in table.columns]
-    if missing:
-        raise KeyError(f"columns not in table: {missing}")
-    if min_count < 1:
-        raise ValueError(f"min_count must be >= 1, got {min_count}")
-    n = len(table)
-    blocks: list[tuple[str, str, np.ndarray]] = []
-    for attr in sorted(set(attributes)):
-        vals = _clean_values(table[attr])
-        present = vals != ""
-        # One-hot by integer codes: codes index the sorted distinct values of the column.
-        uniq, codes = np.unique(vals[present].astype(str), return_inverse=True)
-        onehot = np.zeros((n, len(uniq)), dtype=np.uint8)
-        onehot[np.flatnonzero(present), codes] = 1
-        for j, v in enumerate(uniq):
-            blocks.append((attr, str(v), onehot[:, j]))
-    kept = [b for b in blocks if int(b[2].sum()) >= min_count]
-    Y = np.stack([b[2] for b in kept], axis=1) if kept else np.zeros((n, 0), dtype=np.uint8)
-    return MultiLabels(
-        ids=table[id_col].astype(str).to_numpy(),
-        Y=Y.astype(np.uint8, copy=False),
-        labels=[f"{a}={v}" for a, v, _ in kept],
-        attribute_of=[a for a, _, _ in kept],
-    )
-
-
-def from_labels_column(table: pd.DataFrame, column: str = "labels", sep: str = "|", id_col: str = "id") -> MultiLabels:
-    """Labels from one ``sep``-separated column, e.g. ``"gender=Men|usage=Casual"``.
-
-    Labels are sorted; ``attribute_of`` is the part before the first ``=``, or
-    the label itself when it has none. Empty/NaN cells and empty pieces give no
-    label; a label repeated in a cell counts once.
-    """
-    for c in (column, id_col):
-        if c not in table.columns:
-            raise KeyError(f"column {c!r} not in table")
-    cells = _clean_values(table[column])
-    rows = [sorted({p.strip() for p in cell.split(sep)} - {""}) for cell in cells]
-    labels = sorted({lab for r in rows for lab in r})
-    pos = {lab: j for j, lab in enumerate(labels)}
-    Y = np.zeros((len(table), len(labels)), dtype=np.uint8)
-    ri = np.repeat(np.arange(len(rows)), [len(r) for r in rows])
-    ci = np.fromiter((pos[lab] for r in rows for lab in r), dtype=np.intp, count=len(ri))
-    Y[ri, ci] = 1
-    return MultiLabels(
-        ids=table[id_col].astype(str).to_numpy(),
-        Y=Y,
-        labels=labels,
-        attribute_of=[lab.split("=", 1)[0] if "=" in lab else lab for lab in labels],
-    )
-
 
 
 def _attribute_drop_rates(

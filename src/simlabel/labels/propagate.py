@@ -23,7 +23,11 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
+from simlabel.errors import InputError
+from simlabel.index import IndexConfig, NeighborIndex, auto_kind
 from simlabel.labels.augment import UNLABELED
+from simlabel.labels.io import read_labels, write_labels
+from simlabel.store import Embeddings, as_embeddings
 
 
 def knn_adjacency(neighbors: np.ndarray, n: int | None = None, *, symmetric: bool = False) -> sp.csr_matrix:
@@ -78,7 +82,7 @@ def propagate_labels(
     labels = np.asarray(labels)
     n = transition.shape[0]
     if labels.shape != (n,):
-        raise ValueError(f"labels must have shape ({n},); got {labels.shape}")
+        raise InputError(f"labels must have shape ({n},); got {labels.shape}")
     n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
     is_labeled = labels != UNLABELED
     y_l = np.zeros((int(is_labeled.sum()), n_classes), dtype=np.float32)
@@ -130,7 +134,7 @@ def harmonic_solution(transition: sp.csr_matrix, labels: np.ndarray, n_classes: 
 
 
 def propagate(
-    emb: str | os.PathLike,
+    emb: str | os.PathLike | Embeddings,
     labels: str | os.PathLike | pd.DataFrame,
     *,
     k: int = 10,
@@ -140,6 +144,7 @@ def propagate(
     exclude: Sequence[str] | None = None,
     seed: int = 0,
     index_kind: str = "auto",
+    index: NeighborIndex | None = None,
     out: str | os.PathLike | None = None,
 ) -> tuple[pd.DataFrame, PropagationResult]:
     """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
@@ -149,24 +154,19 @@ def propagate(
     (e.g. the holdout); ``None`` takes every unlabeled point. Edges are each node's
     ``k`` nearest neighbours among the nodes. Returns the labels propagated to the
     unlabeled nodes (``id,label,confidence,source``; nodes no label reached are
-    left out) and the raw result.
+    left out) and the raw result. ``index``: a built :class:`~simlabel.index.NeighborIndex`
+    over the same embeddings, whose stored vectors are used instead of the matrix.
     """
-    from simlabel.index import IndexConfig, NeighborIndex
-    from simlabel.labels.io import read_labels, write_labels
-    from simlabel.store import load_embeddings
-
-    ids, matrix = load_embeddings(emb)
+    embeddings = as_embeddings(emb)
+    ids = embeddings.ids
     lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids)
     classes = sorted(lab["label"].unique())
-    id_index = pd.Index(ids)
-    lab_pos = id_index.get_indexer(lab["id"])
-    if (lab_pos < 0).any():
-        raise KeyError(f"{int((lab_pos < 0).sum())} labeled id(s) have no embedding, e.g. {lab['id'][lab_pos < 0].iloc[0]}")
+    lab_pos = embeddings.positions(lab["id"])
     blocked = np.zeros(len(ids), dtype=bool)
     blocked[lab_pos] = True
     if exclude is not None and len(exclude):
-        ex = id_index.get_indexer(pd.Index(exclude))
-        blocked[ex[ex >= 0]] = True
+        ex = embeddings.positions(np.asarray(exclude)[embeddings.has(exclude)])
+        blocked[ex] = True
     pool = np.flatnonzero(~blocked)
     rng = np.random.default_rng(seed)
     if unlabeled_sample is not None and unlabeled_sample < len(pool):
@@ -175,10 +175,17 @@ def propagate(
     code = {c: i for i, c in enumerate(classes)}
     node_labels = np.concatenate([lab["label"].map(code).to_numpy(np.int32), np.full(len(pool), UNLABELED, np.int32)])
     kk = min(k, len(nodes) - 1)
-    kind = index_kind if index_kind != "auto" else ("flat" if len(nodes) <= 200_000 else "ivf")
-    graph_index = NeighborIndex.build(ids[nodes], matrix[nodes], IndexConfig(kind=kind))
-    del matrix
-    _, nbr = graph_index.knn_positions(np.arange(len(nodes)), kk)
+    kind = index_kind if index_kind != "auto" else auto_kind(len(nodes))
+    if index is not None and len(nodes) == len(index):
+        # the graph is the whole index: query it directly and map its positions to node numbers
+        at = index.positions_of(ids[nodes])
+        node_of = np.full(len(index), -1, dtype=np.int64)
+        node_of[at] = np.arange(len(nodes))
+        nbr_at, _ = index.knn_positions(at, kk)
+        nbr = np.where(nbr_at >= 0, node_of[np.maximum(nbr_at, 0)], -1)
+    else:
+        vectors = embeddings.matrix[nodes] if index is None else index.index.reconstruct_batch(index.positions_of(ids[nodes]))
+        nbr, _ = NeighborIndex.build(ids[nodes], vectors, IndexConfig(kind=kind)).knn_positions(np.arange(len(nodes)), kk)
     p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
     res = propagate_labels(p, node_labels, len(classes), steps=steps)
     unl = np.arange(len(lab_pos), len(nodes))

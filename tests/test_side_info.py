@@ -3,20 +3,18 @@
 from __future__ import annotations
 
 import numpy as np
-import pandas as pd
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from simlabel.labels.weighting import (
+from simlabel.labels.side_info import (
     SideInfoConfig,
     credit_matrix,
     extract_keywords,
     final_weights,
     keyword_match,
     neighbour_agreement,
-    out_of_fold_proba,
     prediction_match,
     rank_weight,
     stage1_table,
@@ -191,7 +189,7 @@ def test_config_validation() -> None:
 def fashion_embedded(tmp_path_factory, image_encoder):
     from simlabel.embedding import embed
     from simlabel.store import load_embeddings
-    from tests.conftest import slice_catalog
+    from tests.helpers import slice_catalog
 
     tmp = tmp_path_factory.mktemp("fashion-weights")
     df = slice_catalog("fashion-products", 2000, tmp)
@@ -229,9 +227,10 @@ def test_planted_wrong_labels_get_lower_weights_on_a_real_slice(fashion_embedded
 
     # stage 2 on top: out-of-fold predictions of a head trained with the stage-1 weights
     from simlabel.heads import HeadConfig
-    from simlabel.labels.weighting import stage2_scores
+    from simlabel.labels.side_info import stage2_scores
+    from simlabel.training import oof_predictor
 
-    proba = out_of_fold_proba(X, noisy, w, cats, HeadConfig(max_epochs=40, patience=5), folds=3, seed=0)
+    proba = oof_predictor(HeadConfig(max_epochs=40, patience=5), folds=3, seed=0, top=None)(X, noisy, w, cats)
     assert proba.shape == (len(df), len(cats)) and np.allclose(proba.sum(1), 1.0, atol=1e-5)
     s2 = stage2_scores(proba, noisy, cats, s, SideInfoConfig(keyword_weight=0.0))
     sep2 = weight_separation({"s": s2["score"]}, ~wrong).set_index("weight")
@@ -274,33 +273,16 @@ def test_stage1_table_never_counts_the_same_image_under_another_label() -> None:
 @settings(max_examples=40, deadline=None)
 @given(n=st.integers(1, 15), c=st.integers(2, 8), top=st.integers(1, 10), seed=st.integers(0, 10_000))
 def test_prediction_match_from_top_predictions_equals_full_matrix(n: int, c: int, top: int, seed: int) -> None:
-    from simlabel.labels.weighting import top_classes
+    from simlabel.metrics import top_k_predictions
 
     rng = np.random.default_rng(seed)
     p = rng.dirichlet(np.ones(c), n)
     y = rng.integers(0, c, n)
     s = rng.uniform(0, 1, (c, c))
-    idx = top_classes(p, top)
+    idx = top_k_predictions(p, top)
     assert (np.diff(np.take_along_axis(p, idx, axis=1), axis=1) <= 0).all()  # largest first
     pair = (idx, np.take_along_axis(p, idx, axis=1))
     assert np.allclose(prediction_match(pair, y, s), prediction_match(p, y, s, top=top))
-
-
-def test_out_of_fold_top_predictions_match_the_full_matrix() -> None:
-    from simlabel.heads import HeadConfig
-    from simlabel.labels.weighting import top_classes
-
-    rng = np.random.default_rng(0)
-    centers = rng.normal(size=(4, 16))
-    y = np.repeat(np.arange(4), 30)
-    X = (centers[y] + 0.5 * rng.normal(size=(120, 16))).astype(np.float32)
-    labels = np.array(list("abcd"))[y]
-    cfg = HeadConfig(max_epochs=25, patience=5, lr=0.05, batch_size=64)
-    full = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1)
-    idx, p = out_of_fold_proba(X, labels, None, list("abcd"), cfg, folds=3, seed=1, top=2, batch_size=7)
-    assert np.array_equal(idx, top_classes(full, 2))
-    assert np.allclose(p, np.take_along_axis(full, idx, axis=1), atol=1e-6)
-    assert (idx[:, 0] == y).mean() > 0.9  # held-out predictions of separable clusters
 
 
 def test_stage1_approximate_indexes_agree_with_exact() -> None:

@@ -49,8 +49,11 @@ becomes :math:`L(x_i) = s(x_i) L_{ce}(x_i)` (the talk's formula), here multiplie
 stage-1 weight unless ``stage2_combine="replace"``.
 
 The numerical cores take arrays and return arrays; :func:`stage1_table` /
-:func:`stage2_scores` add the k-NN search, keyword extraction and out-of-fold heads, and
-:func:`compute_weights` reads and writes files for ``simlabel weights``.
+:func:`stage2_scores` add the k-NN search and keyword extraction, and
+:func:`side_info_weights` reads and writes files for ``simlabel side-info``. Stage 2 needs
+predictions of models trained with the stage-1 weights: this module never trains them, it
+is handed a predictor (:data:`Predictor`; :func:`simlabel.training.oof_predictor` makes the
+out-of-fold one the talk implies).
 """
 
 from __future__ import annotations
@@ -63,7 +66,21 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.errors import InputError
+from simlabel.files import atomic_write
+from simlabel.index import IndexConfig, NeighborIndex, auto_kind, exact_knn
+from simlabel.labels.io import read_labels
+from simlabel.metrics import top_k_predictions
+from simlabel.semantics.categories import CategorySemantics, category_semantics
+from simlabel.semantics.names import clean_label_name
+from simlabel.store import Embeddings, as_embeddings
+
 RANK_WEIGHTS = ("linear", "exp", "dcg", "none")
+#: ``predictor(X, labels, weights, categories) -> (top classes (n, m) int64, probabilities (n, m))``:
+#: each row's most probable categories (codes into ``categories``) from models trained with
+#: ``weights`` that never saw the row (out of fold), or ``(n, C)`` probabilities.
+Predictor = Callable[[np.ndarray, Sequence[str], np.ndarray, Sequence[str]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
 #: above this many images stage 1 finds neighbours with an IVF index instead of exactly
 AUTO_FLAT_MAX = 100_000
 
@@ -101,34 +118,22 @@ class SideInfoConfig:
     stage2_combine: Literal["multiply", "replace"] = "multiply"
 
     def __post_init__(self) -> None:
-        if self.rank_weight not in RANK_WEIGHTS:
-            raise ValueError(f"rank_weight must be one of {', '.join(RANK_WEIGHTS)}; got {self.rank_weight!r}")
-        if not 0 <= self.rank_floor <= 1:
-            raise ValueError(f"rank_floor must be in [0, 1]; got {self.rank_floor}")
-        if self.rank_tau <= 0:
-            raise ValueError(f"rank_tau must be > 0; got {self.rank_tau}")
-        if self.knn < 1:
-            raise ValueError(f"knn must be >= 1; got {self.knn}")
-        if self.index not in ("auto", "flat", "ivf", "hnsw"):
-            raise ValueError(f"index must be auto, flat, ivf or hnsw; got {self.index!r}")
-        if self.neighbor_weighting not in ("uniform", "similarity"):
-            raise ValueError(f"neighbor_weighting must be 'uniform' or 'similarity'; got {self.neighbor_weighting!r}")
-        if self.combine not in ("product", "mean"):
-            raise ValueError(f"combine must be 'product' or 'mean'; got {self.combine!r}")
-        if not 0 <= self.rank_share <= 1:
-            raise ValueError(f"rank_share must be in [0, 1]; got {self.rank_share}")
-        if self.sharpness <= 0:
-            raise ValueError(f"sharpness must be > 0; got {self.sharpness}")
-        if self.top_predictions < 1:
-            raise ValueError(f"top_predictions must be >= 1; got {self.top_predictions}")
-        if not 0 <= self.keyword_weight <= 1:
-            raise ValueError(f"keyword_weight must be in [0, 1]; got {self.keyword_weight}")
-        if self.keywords < 1:
-            raise ValueError(f"keywords must be >= 1; got {self.keywords}")
-        if self.stage2_folds < 0 or self.stage2_folds == 1:
-            raise ValueError(f"stage2_folds must be 0 (in-sample) or >= 2; got {self.stage2_folds}")
-        if self.stage2_combine not in ("multiply", "replace"):
-            raise ValueError(f"stage2_combine must be 'multiply' or 'replace'; got {self.stage2_combine!r}")
+        one_of(self.rank_weight, RANK_WEIGHTS, "rank_weight")
+        in_range(self.rank_floor, "rank_floor", 0, 1)
+        in_range(self.rank_tau, "rank_tau", 0, lo_open=True)
+        positive_int(self.knn, "knn")
+        one_of(self.index, ("auto", "flat", "ivf", "hnsw"), "index")
+        one_of(self.neighbor_weighting, ("uniform", "similarity"), "neighbor_weighting")
+        one_of(self.combine, ("product", "mean"), "combine")
+        in_range(self.rank_share, "rank_share", 0, 1)
+        in_range(self.sharpness, "sharpness", 0, lo_open=True)
+        positive_int(self.top_predictions, "top_predictions")
+        in_range(self.keyword_weight, "keyword_weight", 0, 1)
+        positive_int(self.keywords, "keywords")
+        if self.stage2_folds == 1:
+            raise InputError("stage2_folds must be 0 (in-sample) or >= 2; got 1")
+        positive_int(self.stage2_folds, "stage2_folds", minimum=0)
+        one_of(self.stage2_combine, ("multiply", "replace"), "stage2_combine")
 
 
 # -- stage 1: rank --------------------------------------------------------------------------------
@@ -151,21 +156,21 @@ def rank_weight(
     information, no penalty. See the module docstring for the formulas.
     """
     if kind not in RANK_WEIGHTS:
-        raise ValueError(f"rank weight kind must be one of {', '.join(RANK_WEIGHTS)}; got {kind!r}")
+        raise InputError(f"rank weight kind must be one of {', '.join(RANK_WEIGHTS)}; got {kind!r}")
     if not 0 <= floor <= 1:
-        raise ValueError(f"floor must be in [0, 1]; got {floor}")
+        raise InputError(f"floor must be in [0, 1]; got {floor}")
     if tau <= 0:
-        raise ValueError(f"tau must be > 0; got {tau}")
+        raise InputError(f"tau must be > 0; got {tau}")
     r = np.asarray(rank, dtype=np.float64)
     known = ~np.isnan(r)
     if (r[known] < 1).any():
         bad = np.flatnonzero(known & (r < 1))[0]
-        raise ValueError(f"ranks are 1-based; row {bad} has rank {r[bad]:g}")
+        raise InputError(f"ranks are 1-based; row {bad} has rank {r[bad]:g}")
     if depth is None:
         depth = float(np.nanmax(r)) if known.any() else 1.0
     d = np.broadcast_to(np.asarray(depth, dtype=np.float64), r.shape)
     if (d[known] <= 0).any():
-        raise ValueError("depth must be > 0")
+        raise InputError("depth must be > 0")
     u = np.clip((r - 1.0) / d, 0.0, 1.0)
     if kind == "linear":
         f = 1.0 - u
@@ -191,15 +196,15 @@ def credit_matrix(similarity: np.ndarray, related: np.ndarray, *, unrelated: flo
     """
     s = np.asarray(similarity, dtype=np.float64)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ValueError(f"similarity must be (C, C); got {s.shape}")
+        raise InputError(f"similarity must be (C, C); got {s.shape}")
     rel = np.asarray(related, dtype=np.int64)
     c = s.shape[0]
     if rel.ndim != 2 or rel.shape[0] != c:
-        raise ValueError(f"related must be (C, K) with C = {c}; got {rel.shape}")
+        raise InputError(f"related must be (C, K) with C = {c}; got {rel.shape}")
     if rel.size and (rel.min() < 0 or rel.max() >= c):
-        raise ValueError(f"related category indices must lie in [0, {c})")
+        raise InputError(f"related category indices must lie in [0, {c})")
     if not 0 <= unrelated <= 1:
-        raise ValueError(f"unrelated must be in [0, 1]; got {unrelated}")
+        raise InputError(f"unrelated must be in [0, 1]; got {unrelated}")
     g = np.full((c, c), float(unrelated))
     rows = np.repeat(np.arange(c), rel.shape[1])
     cols = rel.ravel()
@@ -236,28 +241,28 @@ def neighbour_agreement(
     g = np.asarray(credit, dtype=np.float64)
     n = len(y)
     if y.size and (y.min() < 0 or y.max() >= g.shape[0]):
-        raise ValueError(f"labels must be codes in [0, {g.shape[0]})")
+        raise InputError(f"labels must be codes in [0, {g.shape[0]})")
     if groups is None:  # one label per image: row i is image i
         if nb.ndim != 2 or nb.shape[0] != n:
-            raise ValueError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
+            raise InputError(f"neighbors must be (n, k) with n = {n}; got {nb.shape}")
         groups = np.arange(n)
     groups = np.asarray(groups, dtype=np.int64)
     if nb.ndim != 2:
-        raise ValueError(f"neighbors must be (m, k); got {nb.shape}")
+        raise InputError(f"neighbors must be (m, k); got {nb.shape}")
     m, k = nb.shape
     if groups.shape != (n,):
-        raise ValueError(f"groups must give one image per row ({n}); got shape {groups.shape}")
+        raise InputError(f"groups must give one image per row ({n}); got shape {groups.shape}")
     if n and (groups.min() < 0 or groups.max() >= m):
-        raise ValueError(f"groups must be image positions in [0, {m}) (the rows of neighbors)")
+        raise InputError(f"groups must be image positions in [0, {m}) (the rows of neighbors)")
     if nb.size and nb.max() >= m:
-        raise ValueError(f"neighbour positions must be < {m}")
+        raise InputError(f"neighbour positions must be < {m}")
     valid = nb >= 0
     safe = np.where(valid, nb, 0)
     omega = valid.astype(np.float64)
     if neighbor_weights is not None:
         w = np.asarray(neighbor_weights, dtype=np.float64)
         if w.shape != nb.shape:
-            raise ValueError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
+            raise InputError(f"neighbor_weights must have the shape of neighbors {nb.shape}; got {w.shape}")
         omega = omega * np.clip(np.nan_to_num(w, nan=0.0), 0.0, None)
     # each image's labels: rows order[start[j] : start[j] + per_image[j]] of y
     per_image = np.bincount(groups, minlength=m)
@@ -290,17 +295,17 @@ def stage1_weights(
     rw = np.asarray(rank_weights, dtype=np.float64)
     a = np.asarray(agreement, dtype=np.float64)
     if rw.shape != a.shape:
-        raise ValueError(f"rank weights {rw.shape} and agreement {a.shape} differ in shape")
+        raise InputError(f"rank weights {rw.shape} and agreement {a.shape} differ in shape")
     for name, v in (("rank weights", rw), ("agreement", a)):
         if v.size and (np.isnan(v).any() or v.min() < 0 or v.max() > 1):
-            raise ValueError(f"{name} must lie in [0, 1]")
+            raise InputError(f"{name} must lie in [0, 1]")
     if combine == "product":
         return rw * a
     if combine == "mean":
         if not 0 <= rank_share <= 1:
-            raise ValueError(f"rank_share must be in [0, 1]; got {rank_share}")
+            raise InputError(f"rank_share must be in [0, 1]; got {rank_share}")
         return rank_share * rw + (1.0 - rank_share) * a
-    raise ValueError(f"combine must be 'product' or 'mean'; got {combine!r}")
+    raise InputError(f"combine must be 'product' or 'mean'; got {combine!r}")
 
 
 # -- stage 2: text matching -----------------------------------------------------------------------
@@ -317,7 +322,7 @@ def prediction_match(
 
     ``proba`` ``(n, C)`` predicted probabilities (any non-negative scores: each row's top
     ``top`` are renormalised to sum to 1), or already the top predictions as a pair
-    ``(classes (n, m), probabilities (n, m))`` (what :func:`out_of_fold_proba` returns with
+    ``(classes (n, m), probabilities (n, m))`` (what :func:`simlabel.heads.out_of_fold_proba` returns with
     ``top=``, so a million items x thousands of classes never sit in memory);
     ``labels`` ``(n,)`` codes of the given labels; ``similarity`` the ``(C, C)`` category
     similarity with diagonal 1 (clipped to [0, 1]). A confident prediction of the given
@@ -326,43 +331,33 @@ def prediction_match(
     y = np.asarray(labels, dtype=np.int64)
     s = np.clip(np.asarray(similarity, dtype=np.float64), 0.0, 1.0)
     if s.ndim != 2 or s.shape[0] != s.shape[1]:
-        raise ValueError(f"similarity must be (C, C); got {s.shape}")
+        raise InputError(f"similarity must be (C, C); got {s.shape}")
     c = s.shape[0]
     if isinstance(proba, tuple):
         top_idx = np.asarray(proba[0], dtype=np.int64)
         top_p = np.asarray(proba[1], dtype=np.float64)
         if top_idx.shape != top_p.shape or top_idx.ndim != 2 or len(top_idx) != len(y):
-            raise ValueError(f"top predictions must be two (n, m) arrays for n = {len(y)} labels; got "
+            raise InputError(f"top predictions must be two (n, m) arrays for n = {len(y)} labels; got "
                              f"{top_idx.shape} and {top_p.shape}")
         if top_idx.size and (top_idx.min() < 0 or top_idx.max() >= c):
-            raise ValueError(f"predicted classes must be codes in [0, {c})")
+            raise InputError(f"predicted classes must be codes in [0, {c})")
         m = top_idx.shape[1]
     else:
         p = np.asarray(proba, dtype=np.float64)
         if p.ndim != 2 or len(p) != len(y):
-            raise ValueError(f"proba must be (n, C) with one row per label; got {p.shape} for {len(y)} labels")
+            raise InputError(f"proba must be (n, C) with one row per label; got {p.shape} for {len(y)} labels")
         if p.shape[1] != c:
-            raise ValueError(f"similarity must be ({p.shape[1]}, {p.shape[1]}); got {s.shape}")
+            raise InputError(f"similarity must be ({p.shape[1]}, {p.shape[1]}); got {s.shape}")
         m = int(min(max(top, 1), c))
-        top_idx = top_classes(p, m)
+        top_idx = top_k_predictions(p, m)
         top_p = np.take_along_axis(p, top_idx, axis=1)
     if y.size and (y.min() < 0 or y.max() >= c):
-        raise ValueError(f"labels must be codes in [0, {c})")
+        raise InputError(f"labels must be codes in [0, {c})")
     if (top_p < 0).any() or not np.isfinite(top_p).all():
-        raise ValueError("proba must be finite and non-negative")
+        raise InputError("proba must be finite and non-negative")
     mass = top_p.sum(axis=1, keepdims=True)
     top_p = np.where(mass > 0, top_p / np.where(mass > 0, mass, 1.0), 1.0 / max(m, 1))
     return np.clip((top_p * s[y[:, None], top_idx]).sum(axis=1), 0.0, 1.0)
-
-
-def top_classes(scores: np.ndarray, m: int) -> np.ndarray:
-    """Column indices of each row's ``m`` largest scores ``(n, m)``, largest first."""
-    scores = np.asarray(scores)
-    c = scores.shape[1]
-    m = int(min(max(m, 1), c))
-    idx = np.argpartition(-scores, m - 1, axis=1)[:, :m] if m < c else np.tile(np.arange(c), (len(scores), 1))
-    order = np.argsort(-np.take_along_axis(scores, idx, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(idx, order, axis=1).astype(np.int64)
 
 
 def extract_keywords(
@@ -411,13 +406,13 @@ def keyword_match(keywords: np.ndarray, labels: np.ndarray, keyword_label_simila
     y = np.asarray(labels, dtype=np.int64)
     sim = np.asarray(keyword_label_similarity, dtype=np.float64)
     if kw.ndim != 2 or len(kw) != len(y):
-        raise ValueError(f"keywords must be (n, t) with one row per label; got {kw.shape} for {len(y)} labels")
+        raise InputError(f"keywords must be (n, t) with one row per label; got {kw.shape} for {len(y)} labels")
     if sim.ndim != 2:
-        raise ValueError(f"keyword_label_similarity must be (V, C); got {sim.shape}")
+        raise InputError(f"keyword_label_similarity must be (V, C); got {sim.shape}")
     if kw.size and kw.max() >= sim.shape[0]:
-        raise ValueError(f"keyword indices must be < V = {sim.shape[0]}")
+        raise InputError(f"keyword indices must be < V = {sim.shape[0]}")
     if y.size and (y.min() < 0 or y.max() >= sim.shape[1]):
-        raise ValueError(f"labels must be codes in [0, {sim.shape[1]})")
+        raise InputError(f"labels must be codes in [0, {sim.shape[1]})")
     valid = kw >= 0
     if sim.shape[0] == 0:
         return np.full(len(y), np.nan)
@@ -432,12 +427,12 @@ def text_match_score(pred_match: np.ndarray, kw_match: np.ndarray | None = None,
     keywords (NaN) use :math:`s^{pred}_i` alone, as does ``kw_match=None``."""
     pm = np.asarray(pred_match, dtype=np.float64)
     if not 0 <= keyword_weight <= 1:
-        raise ValueError(f"keyword_weight must be in [0, 1]; got {keyword_weight}")
+        raise InputError(f"keyword_weight must be in [0, 1]; got {keyword_weight}")
     if kw_match is None:
         return np.clip(pm, 0.0, 1.0)
     km = np.asarray(kw_match, dtype=np.float64)
     if km.shape != pm.shape:
-        raise ValueError(f"keyword match {km.shape} and prediction match {pm.shape} differ in shape")
+        raise InputError(f"keyword match {km.shape} and prediction match {pm.shape} differ in shape")
     mixed = (1.0 - keyword_weight) * pm + keyword_weight * km
     return np.clip(np.where(np.isnan(km), pm, mixed), 0.0, 1.0)
 
@@ -450,7 +445,7 @@ def _codes(labels: Sequence[str], categories: Sequence[str]) -> np.ndarray:
     codes = index.get_indexer(pd.Index([str(v) for v in labels]))
     if (codes < 0).any():
         unknown = sorted({str(v) for v, c in zip(labels, codes) if c < 0})
-        raise ValueError(f"labels not among the categories: {', '.join(unknown[:5])}")
+        raise InputError(f"labels not among the categories: {', '.join(unknown[:5])}")
     return codes.astype(np.int64)
 
 
@@ -479,18 +474,16 @@ def stage1_table(
     with ``label, rank, rank_weight, agreement, weight`` and ``neighbors`` (positions) in
     the order of the input.
     """
-    from simlabel.index import exact_knn
-
     cfg = config or SideInfoConfig()
     X = np.asarray(X, dtype=np.float32)
     n = len(X)
     labels = [str(v) for v in labels]
     if len(labels) != n:
-        raise ValueError(f"{len(labels)} labels for {n} embeddings")
+        raise InputError(f"{len(labels)} labels for {n} embeddings")
     y = _codes(labels, categories)
     r = np.full(n, np.nan) if rank is None else np.asarray(rank, dtype=np.float64)
     if len(r) != n:
-        raise ValueError(f"{len(r)} ranks for {n} embeddings")
+        raise InputError(f"{len(r)} ranks for {n} embeddings")
     if depth is None:
         depth_per_label = pd.Series(r).groupby(y).transform("max").to_numpy()
         depth = np.where(np.isnan(depth_per_label), 1.0, depth_per_label)
@@ -499,7 +492,7 @@ def stage1_table(
     X_img = X
     if ids is not None:
         if len(ids) != n:
-            raise ValueError(f"{len(ids)} ids for {n} embeddings")
+            raise InputError(f"{len(ids)} ids for {n} embeddings")
         codes, uniques = pd.factorize(pd.Index([str(i) for i in ids]))
         if len(uniques) < n:
             groups = codes.astype(np.int64)
@@ -507,14 +500,12 @@ def stage1_table(
             X_img = X[first]
     m = len(X_img)
     k = min(cfg.knn, m - 1)
-    kind = cfg.index if cfg.index != "auto" else ("flat" if m <= AUTO_FLAT_MAX else "ivf")
+    kind = cfg.index if cfg.index != "auto" else auto_kind(m, AUTO_FLAT_MAX)
     if k >= 1 and kind == "flat":
-        sims, nb = exact_knn(X_img, k, exclude_self=True)
+        nb, sims = exact_knn(X_img, k, exclude_self=True)
     elif k >= 1:
-        from simlabel.index import IndexConfig, NeighborIndex
-
         index = NeighborIndex.build(np.arange(m).astype(str), X_img, IndexConfig(kind=kind))
-        sims, nb = index.knn_positions(np.arange(m), k, exclude_self=True)
+        nb, sims = index.knn_positions(np.arange(m), k, exclude_self=True)
     else:
         sims, nb = np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
     credit = credit_matrix(similarity, related)
@@ -530,81 +521,12 @@ def stage1_table(
                          "neighbors": list(nb)})
 
 
-def out_of_fold_proba(
-    X: np.ndarray,
-    labels: Sequence[str],
-    sample_weight: np.ndarray | None,
-    categories: Sequence[str],
-    head_config=None,
-    *,
-    folds: int = 3,
-    seed: int = 0,
-    top: int | None = None,
-    batch_size: int = 65_536,
-) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
-    """Predicted probabilities for every item from heads that did not train on it (``folds``
-    >= 2, stratified where possible), or, with ``folds=0``, from one head trained on all
-    items (in-sample).
-
-    Returns ``(n, C)`` (columns in ``categories`` order), or with ``top=m`` only each item's
-    ``m`` most probable classes as ``(classes (n, m) int64, probabilities (n, m) float32)``,
-    predicted in batches of ``batch_size``: memory O(n m), not O(n C).
-    """
-    from dataclasses import replace
-
-    from sklearn.model_selection import KFold, StratifiedKFold
-
-    from simlabel.heads import EmbeddingClassifier, HeadConfig
-
-    cfg = replace(head_config or HeadConfig(), seed=seed)
-    X = np.asarray(X, dtype=np.float32)
-    y = np.asarray([str(v) for v in labels])
-    w = None if sample_weight is None else np.asarray(sample_weight, dtype=np.float32)
-    cats = [str(c) for c in categories]
-    if top is None:
-        proba = np.zeros((len(X), len(cats)), dtype=np.float64)
-    else:
-        m = int(min(max(top, 1), len(cats)))
-        top_idx = np.zeros((len(X), m), dtype=np.int64)
-        top_p = np.zeros((len(X), m), dtype=np.float32)
-
-    def fit_predict(train_idx: np.ndarray, pred_idx: np.ndarray) -> None:
-        present = sorted(set(y[train_idx]))
-        clf = EmbeddingClassifier(cfg).fit(
-            X[train_idx], y[train_idx], sample_weight=None if w is None else w[train_idx], classes=present
-        )
-        cols = pd.Index(cats).get_indexer(clf.classes_)
-        for start in range(0, len(pred_idx), batch_size):
-            rows = pred_idx[start : start + batch_size]
-            p = clf.predict_proba(X[rows])
-            if top is None:
-                proba[np.ix_(rows, cols)] = p
-            else:
-                local = top_classes(p, min(m, p.shape[1]))
-                top_idx[rows, : local.shape[1]] = cols[local]
-                top_p[rows, : local.shape[1]] = np.take_along_axis(p, local, axis=1)
-
-    if folds == 0:
-        fit_predict(np.arange(len(X)), np.arange(len(X)))
-    else:
-        counts = pd.Series(y).value_counts()
-        if counts.min() >= folds:
-            splits = StratifiedKFold(folds, shuffle=True, random_state=seed).split(X, y)
-        else:
-            splits = KFold(folds, shuffle=True, random_state=seed).split(X)
-        for train_idx, pred_idx in splits:
-            fit_predict(train_idx, pred_idx)
-    return proba if top is None else (top_idx, top_p)
-
-
 def keyword_label_similarity(
     vocabulary: Sequence[str], categories: Sequence[str], encoder=None, *, device: str = "auto",
     batch_size: int = 4096,
 ) -> np.ndarray:
     """Cosine ``(V, C)`` between text embeddings of keywords and of category names (the
-    cleaned names, as :func:`simlabel.labels.smoothing.embed_label_names` embeds them)."""
-    from simlabel.labels.smoothing import clean_label_name
-
+    cleaned names, as :func:`simlabel.semantics.names.embed_label_names` embeds them)."""
     if isinstance(encoder, str) or encoder is None:
         from simlabel.encoders import get_text_encoder
 
@@ -637,7 +559,7 @@ def keyword_scores(
     cfg = config or SideInfoConfig()
     y = _codes(labels, categories)
     if len(texts) != len(y):
-        raise ValueError(f"{len(texts)} texts for {len(y)} labels")
+        raise InputError(f"{len(texts)} texts for {len(y)} labels")
     kw, vocab = extract_keywords(texts, top=cfg.keywords)
     used = np.unique(kw[kw >= 0])
     remap = np.full(len(vocab) + 1, -1, dtype=np.int64)
@@ -674,7 +596,7 @@ def stage2_scores(
     if keywords is None and texts is not None and cfg.keyword_weight > 0:
         keywords = keyword_scores(texts, labels, categories, cfg, encoder=encoder, device=device)
     if keywords is not None and len(keywords) != len(y):
-        raise ValueError(f"{len(keywords)} keyword rows for {len(y)} labels")
+        raise InputError(f"{len(keywords)} keyword rows for {len(y)} labels")
     km = None if keywords is None or cfg.keyword_weight == 0 else keywords["keyword_match"].to_numpy()
     score = text_match_score(pm, km, keyword_weight=cfg.keyword_weight)
     if cfg.sharpness != 1:
@@ -693,7 +615,7 @@ def final_weights(stage1: np.ndarray, score: np.ndarray, combine: str = "multipl
         return np.asarray(stage1, dtype=np.float64) * np.asarray(score, dtype=np.float64)
     if combine == "replace":
         return np.asarray(score, dtype=np.float64).copy()
-    raise ValueError(f"stage2_combine must be 'multiply' or 'replace'; got {combine!r}")
+    raise InputError(f"stage2_combine must be 'multiply' or 'replace'; got {combine!r}")
 
 
 def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) -> pd.DataFrame:
@@ -707,7 +629,7 @@ def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) ->
     for name, w in weights.items():
         w = np.asarray(w, dtype=np.float64)
         if w.shape != ok.shape:
-            raise ValueError(f"weight {name!r} has shape {w.shape}, correctness {ok.shape}")
+            raise InputError(f"weight {name!r} has shape {w.shape}, correctness {ok.shape}")
         row = {"weight": name}
         for tag, mask in (("correct", ok), ("wrong", ~ok)):
             v = w[mask]
@@ -724,44 +646,53 @@ def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) ->
 # -- files: simlabel weights ----------------------------------------------------------------------
 
 
-def compute_weights(
-    emb: str | os.PathLike,
+def side_info_weights(
+    emb: str | os.PathLike | Embeddings,
     labels: str | os.PathLike | pd.DataFrame,
     *,
-    semantics=None,
+    semantics: CategorySemantics | str | os.PathLike | None = None,
     config: SideInfoConfig | None = None,
     stage: int = 1,
     texts: Mapping[str, str] | None = None,
-    head_config=None,
-    seed: int = 0,
+    predictor: Predictor | None = None,
     out: str | os.PathLike | None = None,
     device: str = "auto",
     text_encoder=None,
     log: Callable[[str], None] | None = None,
 ) -> pd.DataFrame:
-    """Weights for a label file (``id,label`` and optionally ``rank``) on an embedding folder.
+    """Paper 003's weights for a label file (``id,label`` and optionally ``rank``).
 
-    ``semantics``: a :class:`simlabel.labels.categories.CategorySemantics`, a path to one
-    saved as JSON, or None (built here from the label names with the defaults). ``stage``:
-    1 (rank + neighbours) or 2 (also text matching, with ``texts`` an id -> title mapping
-    for keywords; out-of-fold heads with ``head_config``). The output keeps the input's
-    columns and adds ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
-    keyword_match, keywords, text_score``) and ``weight``, the column to train with
-    (``simlabel train --weight-col weight``). Written atomically as CSV when ``out`` is set.
+    Parameters
+    ----------
+    emb
+        The images' embedding folder, or a loaded :class:`~simlabel.store.Embeddings`.
+    labels
+        The noisy labels (a CSV or a table).
+    semantics
+        A :class:`~simlabel.semantics.categories.CategorySemantics`, a path to one saved as
+        JSON, or None (built here from the label names with the defaults).
+    stage
+        1 (rank + neighbours) or 2 (also text matching).
+    texts
+        Stage 2: id -> text (title) for the keywords.
+    predictor
+        Stage 2: a :data:`Predictor`, trained with the stage-1 weights
+        (:func:`simlabel.training.oof_predictor` gives the out-of-fold heads).
+
+    Returns
+    -------
+    DataFrame
+        The input's columns plus ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
+        keyword_match, keywords, text_score``) and ``weight``, the column to train with
+        (``simlabel train --weight-col weight``). Written atomically as CSV when ``out`` is set.
     """
-    from simlabel.labels.categories import CategorySemantics, category_semantics
-    from simlabel.labels.io import read_labels
-    from simlabel.store import atomic_write, load_embeddings
-
     cfg = config or SideInfoConfig()
     if stage not in (1, 2):
-        raise ValueError(f"stage must be 1 or 2; got {stage}")
+        raise InputError(f"stage must be 1 or 2; got {stage}")
+    if stage == 2 and predictor is None:
+        raise InputError("stage 2 needs a predictor trained with the stage-1 weights (simlabel.training.oof_predictor)")
     table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels)
-    ids, X = load_embeddings(emb)
-    pos = pd.Index(ids).get_indexer(table["id"].astype(str))
-    if (pos < 0).any():
-        missing = table["id"][pos < 0].head(5).tolist()
-        raise KeyError(f"{int((pos < 0).sum())} labelled id(s) have no embedding in {emb}, e.g. {', '.join(map(str, missing))}")
+    X = as_embeddings(emb).rows(table["id"].astype(str)).matrix
     categories = sorted(table["label"].astype(str).unique())
     if semantics is None:
         semantics = category_semantics(categories, text_encoder=text_encoder or "minilm", device=device)
@@ -769,7 +700,7 @@ def compute_weights(
         semantics = CategorySemantics.load(semantics)
     missing_cats = sorted(set(categories) - set(semantics.names))
     if missing_cats:
-        raise ValueError(f"categories missing from the semantics: {', '.join(missing_cats[:5])}")
+        raise InputError(f"categories missing from the semantics: {', '.join(missing_cats[:5])}")
     order = pd.Index(semantics.names).get_indexer(categories)
     sim = semantics.similarity[np.ix_(order, order)]
     related_full = semantics.neighbors
@@ -779,7 +710,7 @@ def compute_weights(
     rel = recode[related_full[order]]
     rel = np.where(rel >= 0, rel, np.arange(len(categories))[:, None])  # absent -> self (no extra credit)
     rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy() if "rank" in table.columns else None
-    s1 = stage1_table(X[pos], table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg)
+    s1 = stage1_table(X, table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg)
     result = table.drop(columns="weight", errors="ignore")
     result["rank_weight"] = s1["rank_weight"].to_numpy()
     result["agreement"] = s1["agreement"].to_numpy()
@@ -788,13 +719,10 @@ def compute_weights(
     if stage == 2:
         if log:
             log(f"stage 2: out-of-fold predictions ({cfg.stage2_folds or 'in-sample'} folds)")
-        proba = out_of_fold_proba(X[pos], result["label"].astype(str).tolist(), result["stage1_weight"].to_numpy(),
-                                  categories, head_config, folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
-        item_texts = None
-        if texts is not None:
-            item_texts = [texts.get(str(i), "") for i in result["id"]]
-        s2 = stage2_scores(proba, result["label"].astype(str).tolist(), categories, sim, cfg, texts=item_texts,
-                           encoder=text_encoder, device=device)
+        y = result["label"].astype(str).tolist()
+        proba = predictor(X, y, result["stage1_weight"].to_numpy(), categories)
+        item_texts = None if texts is None else [texts.get(str(i), "") for i in result["id"]]
+        s2 = stage2_scores(proba, y, categories, sim, cfg, texts=item_texts, encoder=text_encoder, device=device)
         result["pred_match"] = s2["pred_match"].to_numpy()
         result["keyword_match"] = s2["keyword_match"].to_numpy()
         result["keywords"] = s2["keywords"].to_numpy()

@@ -28,7 +28,7 @@ download:
   (the reference). :class:`SynsetSimilarity` computes the same numbers (same formulas,
   same tie rules) from hypernym-distance tables cached per synset, about 20 times faster
   than nltk's per-call graph walks, which matters for the ``C^2`` category pairs of
-  :mod:`simlabel.labels.categories` and for its sense disambiguation.
+  :mod:`simlabel.semantics.categories` and for its sense disambiguation.
 """
 
 from __future__ import annotations
@@ -48,6 +48,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+
+from simlabel.errors import InputError, SimlabelError
 
 if TYPE_CHECKING:  # nltk is imported on first use only (it costs ~0.5 s)
     from nltk.corpus.reader.wordnet import Synset, WordNetCorpusReader
@@ -108,7 +110,7 @@ __all__ = [
 ]
 
 
-class WordNetUnavailable(RuntimeError):
+class WordNetUnavailable(SimlabelError, RuntimeError):
     """WordNet (or nltk, or an information-content file) cannot be found; the message says
     what is missing and how to provide it."""
 
@@ -392,13 +394,13 @@ def _as_synset(s: Synset | str, reader: WordNetCorpusReader) -> Synset:
         try:
             return reader.synset(s)
         except Exception as e:  # nltk raises WordNetError or ValueError for bad names
-            raise ValueError(f"unknown WordNet synset {s!r}: {e}") from e
+            raise InputError(f"unknown WordNet synset {s!r}: {e}") from e
     return s
 
 
 def _check_measure(measure: str) -> None:
     if measure not in MEASURES:
-        raise ValueError(f"unknown WordNet similarity {measure!r}; use one of {', '.join(MEASURES)}")
+        raise InputError(f"unknown WordNet similarity {measure!r}; use one of {', '.join(MEASURES)}")
 
 
 def synset_similarity(
@@ -477,7 +479,7 @@ class SynsetSimilarity:
         if s is None:
             s = _as_synset(name, self.reader)
             if s.pos() != "n":
-                raise ValueError(f"{name!r} is not a noun synset; category similarities use the noun taxonomy")
+                raise InputError(f"{name!r} is not a noun synset; category similarities use the noun taxonomy")
             self._synsets[name] = s
         return s
 

@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from simlabel import wordnet as W
-from simlabel.wordnet import (
+from simlabel.semantics import wordnet as W
+from simlabel.semantics.wordnet import (
     LEXNAMES_30,
     SynsetSimilarity,
     WordNetUnavailable,

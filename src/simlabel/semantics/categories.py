@@ -23,8 +23,8 @@ The talk relates its categories in three steps, which this module implements:
 
    with ``w = text_weight`` (0.5 by default), and the text similarity alone where a category
    has no synset. Each category then keeps its ``K`` nearest categories
-   (:func:`simlabel.labels.smoothing.nearest_labels`), which paper 003 uses to credit
-   visual neighbours whose label is a related category (:mod:`simlabel.labels.weighting`).
+   (:func:`simlabel.semantics.names.nearest_labels`), which paper 003 uses to credit
+   visual neighbours whose label is a related category (:mod:`simlabel.labels.side_info`).
 
 :func:`category_semantics` runs the three steps and returns a :class:`CategorySemantics`
 (save/load as JSON, a review table with :meth:`CategorySemantics.to_frame`).
@@ -43,12 +43,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from simlabel.errors import InputError, LabelFileError
+from simlabel.files import atomic_write_json, read_csv_table
+from simlabel.semantics.names import (
+    check_names,
+    embed_label_names,
+    label_similarity,
+    nearest_labels,
+)
+
 if TYPE_CHECKING:  # nltk is imported on first use only
     import pandas as pd
     from nltk.corpus.reader.wordnet import WordNetCorpusReader
 
     from simlabel.encoders.base import TextEncoder
-    from simlabel.wordnet import SynsetSimilarity
+    from simlabel.semantics.wordnet import SynsetSimilarity
 
 SENSE_MODES: tuple[str, ...] = ("first", "context")
 MAPPING_KINDS: tuple[str, ...] = ("override", "phrase", "head", "unmapped")
@@ -80,7 +89,7 @@ _SQUASH = re.compile(r"[\s_\-.']+")
 def _reader(reader: WordNetCorpusReader | None) -> WordNetCorpusReader:
     if reader is not None:
         return reader
-    from simlabel.wordnet import wordnet_reader
+    from simlabel.semantics.wordnet import wordnet_reader
 
     return wordnet_reader()
 
@@ -226,13 +235,13 @@ class CategoryMapping:
         if not self.candidates:
             self.candidates = [[s] if s else [] for s in self.synsets]
         if not (len(self.synsets) == len(self.how) == len(self.candidates) == n):
-            raise ValueError(
+            raise InputError(
                 f"CategoryMapping needs one synset, how and candidate list per name; got {n} names, "
                 f"{len(self.synsets)} synsets, {len(self.how)} how, {len(self.candidates)} candidate lists"
             )
         bad = [h for h in self.how if h not in MAPPING_KINDS]
         if bad:
-            raise ValueError(f"unknown mapping kind {bad[0]!r}; use one of {', '.join(MAPPING_KINDS)}")
+            raise InputError(f"unknown mapping kind {bad[0]!r}; use one of {', '.join(MAPPING_KINDS)}")
 
     @property
     def mapped(self) -> np.ndarray:
@@ -246,22 +255,6 @@ class CategoryMapping:
             "how": list(self.how),
             "candidates": [list(c) for c in self.candidates],
         }
-
-
-def _check_names(names: Sequence[str]) -> list[str]:
-    names = list(names)
-    if not names:
-        raise ValueError("no category names")
-    seen: dict[str, int] = {}
-    for i, n in enumerate(names):
-        if not isinstance(n, str):
-            raise TypeError(f"category name {i} is {type(n).__name__}, not str: {n!r}")
-        if not n.strip():
-            raise ValueError(f"category name {i} is empty")
-        if n in seen:
-            raise ValueError(f"category name {n!r} appears twice (positions {seen[n]} and {i})")
-        seen[n] = i
-    return names
 
 
 def _lemma_count(synset: Any, form: str) -> int:
@@ -296,8 +289,8 @@ def _senses(forms: Sequence[str], reader: WordNetCorpusReader) -> list[str]:
 
 @functools.lru_cache(maxsize=8)
 def _shared_similarity(reader: WordNetCorpusReader, measure: str, ic: str | None) -> SynsetSimilarity:
-    """One :class:`~simlabel.wordnet.SynsetSimilarity` (and its per-pair cache) per reader and measure."""
-    from simlabel.wordnet import SynsetSimilarity
+    """One :class:`~simlabel.semantics.wordnet.SynsetSimilarity` (and its per-pair cache) per reader and measure."""
+    from simlabel.semantics.wordnet import SynsetSimilarity
 
     return SynsetSimilarity(measure, ic, reader=reader)
 
@@ -306,9 +299,9 @@ def _validate_override(category: str, synset: str, reader: WordNetCorpusReader) 
     try:
         s = reader.synset(synset)
     except Exception as e:  # nltk raises WordNetError / ValueError for a bad name
-        raise ValueError(f"override for category {category!r}: unknown WordNet synset {synset!r} ({e})") from e
+        raise InputError(f"override for category {category!r}: unknown WordNet synset {synset!r} ({e})") from e
     if s is None or s.pos() != "n":
-        raise ValueError(f"override for category {category!r}: {synset!r} is not a noun synset")
+        raise InputError(f"override for category {category!r}: {synset!r} is not a noun synset")
     return s.name()
 
 
@@ -366,7 +359,7 @@ def map_categories(
             against in ``"context"`` mode (clipped to the number of other mapped
             categories; ``None``: all of them, a plain mean).
         rounds: rounds of the context update.
-        reader: an nltk WordNet reader (default :func:`simlabel.wordnet.wordnet_reader`).
+        reader: an nltk WordNet reader (default :func:`simlabel.semantics.wordnet.wordnet_reader`).
 
     Returns:
         A :class:`CategoryMapping`.
@@ -375,15 +368,15 @@ def map_categories(
     ``O(C^2 \cdot senses)`` Wu-Palmer values, each cached per synset pair (a few seconds for
     hundreds of categories; grows quadratically beyond).
     """
-    names = _check_names(names)
+    names = check_names(names, "category name")
     if sense not in SENSE_MODES:
-        raise ValueError(f"unknown sense selection {sense!r}; use one of {', '.join(SENSE_MODES)}")
+        raise InputError(f"unknown sense selection {sense!r}; use one of {', '.join(SENSE_MODES)}")
     if max_senses is not None and max_senses < 1:
-        raise ValueError(f"max_senses must be >= 1 or None; got {max_senses}")
+        raise InputError(f"max_senses must be >= 1 or None; got {max_senses}")
     if rounds < 0:
-        raise ValueError(f"rounds must be >= 0; got {rounds}")
+        raise InputError(f"rounds must be >= 0; got {rounds}")
     if context_k is not None and context_k < 1:
-        raise ValueError(f"context_k must be >= 1 or None; got {context_k}")
+        raise InputError(f"context_k must be >= 1 or None; got {context_k}")
     reader = _reader(reader)
     overrides = dict(overrides or {})
 
@@ -456,13 +449,11 @@ def read_overrides(path: str | os.PathLike) -> dict[str, str]:
     """Read synset overrides from a CSV with columns ``category,synset`` (others ignored).
 
     Values are stripped; an empty synset means "leave this category unmapped". Raises
-    :class:`~simlabel.labels.io.LabelFileError` (a ``ValueError``) naming the file and line
+    :class:`~simlabel.errors.LabelFileError` (a ``ValueError``) naming the file and line
     for a missing file or column, an empty category, a category given twice, or a synset
     that is not of the form ``lemma.n.NN`` (whether it exists is checked by
     :func:`map_categories`, which names the category).
     """
-    from simlabel.labels.io import LabelFileError, read_csv_table
-
     p = Path(path)
     df = read_csv_table(p, ("category", "synset"), "synset override file")
     out: dict[str, str] = {}
@@ -497,17 +488,17 @@ def wordnet_similarity(
 
     ``measure``: ``"wup"`` (Wu-Palmer, :math:`2\,d(\mathrm{lcs}) / (d(a) + d(b))`, in (0, 1]),
     ``"lin"`` (Lin, :math:`2\,IC(\mathrm{lcs}) / (IC(a) + IC(b))` with the information content
-    of corpus ``ic``, see :func:`simlabel.wordnet.information_content`; a synset unseen in
+    of corpus ``ic``, see :func:`simlabel.semantics.wordnet.information_content`; a synset unseen in
     that corpus gets ~0 against everything, the ``-add1`` corpora avoid that) or ``"path"``
     (:math:`1 / (1 + \text{hypernym path length})`). Values are nltk's
-    (:class:`simlabel.wordnet.SynsetSimilarity`), clipped to [0, 1].
+    (:class:`simlabel.semantics.wordnet.SynsetSimilarity`), clipped to [0, 1].
 
     Row and column of an unmapped category are NaN (no WordNet evidence, which
     :func:`blend_similarity` fills from the text similarity); the diagonal of a mapped one is
     1, as is every pair of categories mapped to the same synset. Symmetric by construction.
     Cost: one similarity per pair of distinct synsets (cached), a Python loop.
     """
-    from simlabel.wordnet import SynsetSimilarity
+    from simlabel.semantics.wordnet import SynsetSimilarity
 
     reader = _reader(reader)
     sim = (
@@ -546,22 +537,22 @@ def blend_similarity(wordnet_sim: np.ndarray, text_sim: np.ndarray, text_weight:
         wordnet_sim: ``(C, C)`` WordNet similarity in [0, 1], NaN for unmapped pairs
             (:func:`wordnet_similarity`).
         text_sim: ``(C, C)`` cosine similarity of the names' text embeddings
-            (:func:`simlabel.labels.smoothing.label_similarity`), finite.
+            (:func:`simlabel.semantics.names.label_similarity`), finite.
         text_weight: ``w`` in [0, 1].
     """
     wn = np.asarray(wordnet_sim, dtype=np.float64)
     tx = np.asarray(text_sim, dtype=np.float64)
     if wn.ndim != 2 or wn.shape[0] != wn.shape[1]:
-        raise ValueError(f"wordnet_sim must be a square (C, C) matrix; got shape {wn.shape}")
+        raise InputError(f"wordnet_sim must be a square (C, C) matrix; got shape {wn.shape}")
     if tx.shape != wn.shape:
-        raise ValueError(f"text_sim has shape {tx.shape}; wordnet_sim has {wn.shape}")
+        raise InputError(f"text_sim has shape {tx.shape}; wordnet_sim has {wn.shape}")
     if np.isinf(wn).any():
-        raise ValueError("wordnet_sim has infinite values (use NaN for unmapped categories)")
+        raise InputError("wordnet_sim has infinite values (use NaN for unmapped categories)")
     if not np.isfinite(tx).all():
-        raise ValueError("text_sim has non-finite values")
+        raise InputError("text_sim has non-finite values")
     w = float(text_weight)
     if not (0.0 <= w <= 1.0) or math.isnan(w):
-        raise ValueError(f"text_weight must lie in [0, 1]; got {text_weight}")
+        raise InputError(f"text_weight must lie in [0, 1]; got {text_weight}")
     t = np.maximum(tx, 0.0)
     s = np.where(np.isnan(wn), t, (1.0 - w) * np.nan_to_num(wn, nan=0.0) + w * t)
     s = np.clip(0.5 * (s + s.T), 0.0, 1.0)
@@ -582,9 +573,9 @@ def _matrix_from_json(rows: Any, c: int, what: str, where: str) -> np.ndarray:
     try:
         a = np.array([[np.nan if v is None else float(v) for v in row] for row in rows], dtype=np.float64)
     except (TypeError, ValueError) as e:
-        raise ValueError(f"{where}: {what} is not a matrix of numbers: {e}") from e
+        raise InputError(f"{where}: {what} is not a matrix of numbers: {e}") from e
     if a.shape != (c, c):
-        raise ValueError(f"{where}: {what} has shape {a.shape}; expected ({c}, {c})")
+        raise InputError(f"{where}: {what} has shape {a.shape}; expected ({c}, {c})")
     return a
 
 
@@ -659,8 +650,6 @@ class CategorySemantics:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write as JSON, atomically (NaN stored as ``null``)."""
-        from simlabel.store import atomic_write_json
-
         return atomic_write_json(path, self.to_dict())
 
     @classmethod
@@ -674,9 +663,9 @@ class CategorySemantics:
         except FileNotFoundError:
             raise FileNotFoundError(f"{p}: category semantics file not found") from None
         except (OSError, ValueError) as e:
-            raise ValueError(f"{p}: cannot read category semantics JSON: {e}") from e
+            raise InputError(f"{p}: cannot read category semantics JSON: {e}") from e
         if not isinstance(obj, dict) or obj.get("format") != "simlabel.category_semantics":
-            raise ValueError(f"{p}: not a category semantics file (no format 'simlabel.category_semantics')")
+            raise InputError(f"{p}: not a category semantics file (no format 'simlabel.category_semantics')")
         try:
             names = list(obj["names"])
             m = obj["mapping"]
@@ -692,11 +681,11 @@ class CategorySemantics:
             sim = _matrix_from_json(obj["similarity"], c, "similarity", str(p))
             nbr = np.asarray(obj["neighbors"], dtype=np.int64).reshape(c, -1)
         except (KeyError, TypeError) as e:
-            raise ValueError(f"{p}: malformed category semantics file: {e!r}") from e
+            raise InputError(f"{p}: malformed category semantics file: {e!r}") from e
         if mapping.names != names:
-            raise ValueError(f"{p}: the mapping's names differ from the file's names")
+            raise InputError(f"{p}: the mapping's names differ from the file's names")
         if nbr.size and (nbr.min() < 0 or nbr.max() >= c):
-            raise ValueError(f"{p}: neighbour indices out of range for {c} categories")
+            raise InputError(f"{p}: neighbour indices out of range for {c} categories")
         params = dict(obj.get("params") or {})
         return cls(names=names, mapping=mapping, wordnet=wn, text=text, similarity=sim, neighbors=nbr, params=params)
 
@@ -720,18 +709,16 @@ def category_semantics(
     1. :func:`map_categories` (``overrides``, ``sense``);
     2. :func:`wordnet_similarity` (``measure``, ``ic`` for Lin);
     3. the names' text similarity: ``text_similarity`` if given (``(C, C)``), else the
-       cosine of :func:`~simlabel.labels.smoothing.embed_label_names` with ``text_encoder``
+       cosine of :func:`~simlabel.semantics.names.embed_label_names` with ``text_encoder``
        (a spec such as ``"minilm"`` built on ``device``, an encoder object, or any callable
        ``list[str] -> (C, d)``), blended in with :func:`blend_similarity` (``text_weight``);
        with ``text_encoder=None`` (and no ``text_similarity``) WordNet alone, unmapped pairs 0;
-    4. the ``k`` nearest categories of each (:func:`~simlabel.labels.smoothing.nearest_labels`,
+    4. the ``k`` nearest categories of each (:func:`~simlabel.semantics.names.nearest_labels`,
        ``k`` clipped to ``C - 1``).
     """
-    from simlabel.labels.smoothing import embed_label_names, label_similarity, nearest_labels
-
-    names = _check_names(names)
+    names = check_names(names, "category name")
     if k < 0:
-        raise ValueError(f"k must be >= 0; got {k}")
+        raise InputError(f"k must be >= 0; got {k}")
     reader = _reader(reader)
     mapping = map_categories(names, overrides=overrides, sense=sense, reader=reader)
     wn = wordnet_similarity(mapping, measure, ic, reader=reader)
@@ -740,7 +727,7 @@ def category_semantics(
     if text_similarity is not None:
         text = np.asarray(text_similarity, dtype=np.float64)
         if text.shape != wn.shape:
-            raise ValueError(f"text_similarity has shape {text.shape}; expected {wn.shape} for {len(names)} categories")
+            raise InputError(f"text_similarity has shape {text.shape}; expected {wn.shape} for {len(names)} categories")
         encoder_name = "precomputed"
     elif text_encoder is not None:
         text = label_similarity(embed_label_names(names, text_encoder, device=device))

@@ -11,7 +11,7 @@ often right than results deep in the list; the rank is side information the meth
 
 What we do. Same recipe on a product catalog whose titles play the role of the web
 page text: for each category (e.g. the 75 ``article_type`` values of the fashion
-catalog) the cleaned category name (:func:`simlabel.labels.smoothing.clean_label_name`,
+catalog) the cleaned category name (:func:`simlabel.semantics.names.clean_label_name`,
 ``"Flip_Flops"`` -> ``"Flip Flops"``) is the query, the product titles are the
 searchable documents, the top ``R`` results are kept with their rank and score, and
 each result is labelled with its query. The noise is whatever the retrieval gets wrong,
@@ -44,7 +44,7 @@ where it ranked best, so the result is a valid simlabel label file (one label pe
 whose ``rank`` column is the side information Stage 1 uses. Ranks are those of the
 original result lists, so after de-duplication a query's ranks can have gaps.
 
-Layers: :func:`search` is the pure core (texts and queries in, ``(Q, R)`` arrays out),
+Layers: :func:`text_search` is the pure core (texts and queries in, ``(Q, R)`` arrays out),
 :func:`search_labels` turns it into a label table, :func:`build_search_labels` runs it
 on a catalog file and writes the CSV atomically.
 """
@@ -64,7 +64,10 @@ from typing import TYPE_CHECKING, Literal
 import numpy as np
 import pandas as pd
 
-from simlabel.labels.smoothing import clean_label_name
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.errors import CatalogError, InputError
+from simlabel.files import atomic_write_text
+from simlabel.semantics.names import check_names, clean_label_name
 
 if TYPE_CHECKING:
     from simlabel.catalog import Catalog
@@ -76,8 +79,8 @@ __all__ = [
     "analyze",
     "build_search_labels",
     "format_search_noise_report",
-    "search",
     "search_labels",
+    "text_search",
     "search_noise_report",
 ]
 
@@ -130,30 +133,15 @@ class SearchConfig:
     device: str = "auto"
 
     def __post_init__(self) -> None:
-        if self.method not in _METHODS:
-            raise ValueError(f"search method must be one of {', '.join(_METHODS)}; got {self.method!r}")
-        if self.duplicates not in _DUPLICATES:
-            raise ValueError(f"duplicates must be one of {', '.join(_DUPLICATES)}; got {self.duplicates!r}")
-        if isinstance(self.top_r, bool) or not isinstance(self.top_r, (int, np.integer)) or self.top_r < 1:
-            raise ValueError(f"top_r must be a positive integer (results kept per query); got {self.top_r!r}")
-        self.top_r = int(self.top_r)
-        try:
-            self.min_score = float(self.min_score)
-        except (TypeError, ValueError):
-            raise ValueError(f"min_score must be a number; got {self.min_score!r}") from None
-        if math.isnan(self.min_score):
-            raise ValueError("min_score must be a number, not NaN (use -inf to keep every result)")
-        for name in ("k1", "b"):
-            value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating, np.integer)):
-                raise ValueError(f"{name} must be a number; got {value!r}")
-            setattr(self, name, float(value))
-        if not (self.k1 >= 0 and math.isfinite(self.k1)):
-            raise ValueError(f"k1 must be a finite number >= 0 (BM25 term-frequency saturation); got {self.k1}")
-        if not 0.0 <= self.b <= 1.0:
-            raise ValueError(f"b must be in [0, 1] (BM25 length normalisation); got {self.b}")
+        one_of(self.method, _METHODS, "search method")
+        one_of(self.duplicates, _DUPLICATES, "duplicates")
+        self.top_r = int(positive_int(self.top_r, "top_r (results kept per query)"))
+        # -inf keeps every result; NaN is never a threshold
+        self.min_score = float(in_range(self.min_score, "min_score"))
+        self.k1 = float(in_range(self.k1, "k1 (BM25 term-frequency saturation)", 0, math.inf, hi_open=True))
+        self.b = float(in_range(self.b, "b (BM25 length normalisation)", 0, 1))
         if not isinstance(self.text_model, str) or not self.text_model.strip():
-            raise ValueError(f"text_model must be a non-empty encoder spec such as 'minilm'; got {self.text_model!r}")
+            raise InputError(f"text_model must be a non-empty encoder spec such as 'minilm'; got {self.text_model!r}")
 
 
 @dataclass
@@ -182,11 +170,11 @@ class SearchResults:
         ids_arr = np.asarray(ids, dtype=object)
         cats = list(categories)
         if len(cats) != self.doc.shape[0]:
-            raise ValueError(f"{len(cats)} categories for {self.doc.shape[0]} queries")
+            raise InputError(f"{len(cats)} categories for {self.doc.shape[0]} queries")
         qs, rs = np.nonzero(self.doc >= 0)  # row-major: query order, then rank order
         pos = self.doc[qs, rs]
         if len(pos) and int(pos.max()) >= len(ids_arr):
-            raise ValueError(f"{len(ids_arr)} ids for results at position up to {int(pos.max())}")
+            raise InputError(f"{len(ids_arr)} ids for results at position up to {int(pos.max())}")
         queries = self.queries if len(self.queries) == len(cats) else [clean_label_name(c) for c in cats]
         return pd.DataFrame(
             {
@@ -405,7 +393,7 @@ def _as_text(value: object) -> str:
     return str(value)
 
 
-def search(
+def text_search(
     texts: Sequence[str],
     queries: Sequence[str],
     config: SearchConfig | None = None,
@@ -435,7 +423,7 @@ def search(
     queries = [_as_text(q) for q in queries]
     n, q, r = len(texts), len(queries), config.top_r
     if block_size is not None and (isinstance(block_size, bool) or int(block_size) < 1):
-        raise ValueError(f"block_size must be a positive integer; got {block_size!r}")
+        raise InputError(f"block_size must be a positive integer; got {block_size!r}")
     empty_result = (np.full((q, r), -1, dtype=np.int64), np.full((q, r), -np.inf, dtype=np.float32))
     if q == 0 or n == 0:
         return _finish(*empty_result, queries)
@@ -455,11 +443,11 @@ def search(
         te = np.asarray(text_embeddings)
         qe = np.asarray(query_embeddings)
         if te.ndim != 2 or te.shape[0] != n:
-            raise ValueError(f"text_embeddings must have shape ({n}, d) for {n} texts; got {te.shape}")
+            raise InputError(f"text_embeddings must have shape ({n}, d) for {n} texts; got {te.shape}")
         if qe.ndim != 2 or qe.shape[0] != q:
-            raise ValueError(f"query_embeddings must have shape ({q}, d) for {q} queries; got {qe.shape}")
+            raise InputError(f"query_embeddings must have shape ({q}, d) for {q} queries; got {qe.shape}")
         if te.shape[1] != qe.shape[1]:
-            raise ValueError(f"text embeddings have dimension {te.shape[1]} but query embeddings {qe.shape[1]}")
+            raise InputError(f"text embeddings have dimension {te.shape[1]} but query embeddings {qe.shape[1]}")
         # Missing titles match nothing, whatever the encoder made of an empty string.
         nonempty = np.array([bool(t.strip()) for t in texts])
         if not nonempty.all():
@@ -502,24 +490,12 @@ def _restore(pos: np.ndarray, val: np.ndarray, keep_pos: np.ndarray) -> tuple[np
 
 
 def _check_categories(categories: Sequence[str]) -> list[str]:
-    if isinstance(categories, str):
-        raise ValueError("categories must be a sequence of names, not one string")
-    cats = [_as_text(c) for c in categories]
-    if not cats:
-        raise ValueError("no categories to search for (the query list is empty)")
-    blank = [i for i, c in enumerate(cats) if not c.strip()]
-    if blank:
-        raise ValueError(f"category at position {blank[0]} is empty; every category needs a name to search for")
-    seen: dict[str, int] = {}
-    for i, c in enumerate(cats):
-        if c in seen:
-            raise ValueError(f"duplicate category {c!r} (positions {seen[c]} and {i}); category names must be unique")
-        seen[c] = i
+    cats = check_names(categories, "category", "categories")
     by_query: dict[str, str] = {}
     for c in cats:
         query = clean_label_name(c)
         if query in by_query:
-            raise ValueError(
+            raise InputError(
                 f"categories {by_query[query]!r} and {c!r} give the same query {query!r}; they cannot be told apart by search"
             )
         by_query[query] = c
@@ -557,13 +533,13 @@ def search_labels(
     ids_list = [_as_text(i).strip() for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
     text_list = list(texts.tolist() if hasattr(texts, "tolist") else texts)
     if len(ids_list) != len(text_list):
-        raise ValueError(f"{len(ids_list)} ids but {len(text_list)} texts; they must be aligned one to one")
+        raise InputError(f"{len(ids_list)} ids but {len(text_list)} texts; they must be aligned one to one")
     blank_ids = [i for i, v in enumerate(ids_list) if not v]
     if blank_ids:
-        raise ValueError(f"empty id at position(s) {', '.join(map(str, blank_ids[:5]))}")
+        raise InputError(f"empty id at position(s) {', '.join(map(str, blank_ids[:5]))}")
     dup = pd.Index(ids_list).duplicated()
     if dup.any():
-        raise ValueError(f"duplicate id {ids_list[int(np.flatnonzero(dup)[0])]!r}; ids must be unique ({int(dup.sum())} duplicated)")
+        raise InputError(f"duplicate id {ids_list[int(np.flatnonzero(dup)[0])]!r}; ids must be unique ({int(dup.sum())} duplicated)")
     text_list = [_as_text(t) for t in text_list]
     empty = [ids_list[i] for i, t in enumerate(text_list) if not t.strip()]
     if empty:
@@ -573,7 +549,7 @@ def search_labels(
             stacklevel=2,
         )
     queries = [clean_label_name(c) for c in cats]
-    res = search(
+    res = text_search(
         text_list,
         queries,
         config,
@@ -614,6 +590,7 @@ def build_search_labels(
     config: SearchConfig | None = None,
     out: str | os.PathLike | None = None,
     exclude_ids: Iterable[str] | None = None,
+    exclude_split: str | None = None,
     progress: bool = True,
 ) -> pd.DataFrame:
     """Search a catalog's ``text_col`` with each category and return (and write) the labels.
@@ -622,12 +599,13 @@ def build_search_labels(
     :class:`~simlabel.catalog.Catalog`. ``categories`` default to the sorted distinct
     non-empty values of ``label_col``. ``exclude_ids`` (e.g. a held-out test split) are
     removed from the searchable pool before searching, so they can never be labelled and
-    do not count in the BM25/TF-IDF statistics. With ``out`` the table is written as CSV
+    do not count in the BM25/TF-IDF statistics; ``exclude_split`` (e.g. ``"test"``) adds the
+    rows of that catalog split to them. With ``out`` the table is written as CSV
     atomically (``id,label,rank,score,query``), readable by
     :func:`simlabel.labels.io.read_labels`. Missing columns raise
     :class:`~simlabel.catalog.CatalogError` naming the catalog and the column.
     """
-    from simlabel.catalog import Catalog, CatalogError, load_catalog
+    from simlabel.catalog import Catalog, load_catalog
 
     config = config or SearchConfig()
     if isinstance(catalog, Catalog):
@@ -654,6 +632,11 @@ def build_search_labels(
         categories = sorted(set(values[values != ""]))
         if not categories:
             raise CatalogError(f"{name}: column {label_col!r} has no non-empty values to use as categories")
+    if exclude_split is not None:
+        if "split" not in table.columns:
+            raise CatalogError(f"{name}: exclude_split={exclude_split!r} needs a split column")
+        split_ids = table.loc[table["split"].astype(str) == exclude_split, "id"].astype(str)
+        exclude_ids = set(split_ids) | set(map(str, exclude_ids or ()))
     pool = table
     n_excluded = 0
     if exclude_ids is not None:
@@ -670,8 +653,6 @@ def build_search_labels(
     )
     df.attrs["search"].update({"catalog": name, "text_col": text_col, "n_catalog": len(table), "n_excluded": n_excluded})
     if out is not None:
-        from simlabel.store import atomic_write_text
-
         buf = io.StringIO()
         df[["id", "label", "rank", "score", "query"]].to_csv(buf, index=False)
         atomic_write_text(out, buf.getvalue())
@@ -716,14 +697,14 @@ def search_noise_report(
     """
     missing = [c for c in ("id", "label") if c not in labels.columns]
     if missing:
-        raise ValueError(f"labels have no column(s) {', '.join(missing)}")
+        raise InputError(f"labels have no column(s) {', '.join(missing)}")
     if isinstance(truth, pd.Series):
         truth_s = truth.copy()
     else:
         truth_s = pd.Series(dict(truth), dtype=object)
     truth_s.index = truth_s.index.astype(str)
     if truth_s.index.duplicated().any():
-        raise ValueError(f"truth has duplicate id {truth_s.index[truth_s.index.duplicated()][0]!r}")
+        raise InputError(f"truth has duplicate id {truth_s.index[truth_s.index.duplicated()][0]!r}")
     truth_s = truth_s.astype(object).where(truth_s.notna(), None)
     ids = labels["id"].astype(str)
     true = ids.map(truth_s)

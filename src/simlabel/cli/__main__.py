@@ -1,0 +1,3 @@
+from simlabel.cli import main
+
+main()

@@ -1,0 +1,100 @@
+"""What every command shares: the consoles, the one error handler, option helpers."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+from simlabel.errors import SimlabelError
+
+console = Console(stderr=True)
+out_console = Console()
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int = 1) -> None:
+    """Print ``error: message`` on stderr and exit with ``code``."""
+    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """simlabel's own errors and OS errors become one line and exit 1; anything else is a bug
+    and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except (SimlabelError, OSError) as e:
+            fail(str(e))
+
+    return wrapper  # type: ignore[return-value]
+
+
+def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """``@app.command()`` with the error handler."""
+
+    def register(fn: F) -> F:
+        app.command(name, **kwargs)(handle_errors(fn))
+        return fn
+
+    return register
+
+
+def comma_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` -> ``["a", "b", "c"]``; None -> ``[]``."""
+    return [part.strip() for part in (text or "").split(",") if part.strip()]
+
+
+def default(cls: type, name: str) -> Any:
+    """The default of field ``name`` of dataclass ``cls`` (so options never copy a default)."""
+    for f in dataclasses.fields(cls):
+        if f.name == name:
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+    raise KeyError(f"{cls.__name__} has no field {name!r} with a default")
+
+
+def say(message: str) -> None:
+    """Print a line on stdout, unstyled."""
+    out_console.print(message, highlight=False, soft_wrap=True)
+
+
+def log(message: str) -> None:
+    """Print a progress line on stderr, unstyled."""
+    console.print(message, highlight=False, soft_wrap=True)
+
+
+def columns(**mapping: str | None) -> dict[str, str]:
+    """Catalog column mapping from ``--X-col`` options, the unset ones left out."""
+    return {k: v for k, v in mapping.items() if v}
+
+
+def device_option() -> Any:
+    return typer.Option("auto", "--device", help="cpu, cuda, or auto (cuda when present).")
+
+
+def written(*paths: Any) -> None:
+    """``written: PATH`` for each path that is set."""
+    for p in paths:
+        if p:
+            say(f"written: {p}")
+
+
+def param_default(fn: Callable[..., Any], name: str) -> Any:
+    """The default of parameter ``name`` of function ``fn``."""
+    import inspect
+
+    value = inspect.signature(fn).parameters[name].default
+    if value is inspect.Parameter.empty:
+        raise KeyError(f"{fn.__name__} has no default for {name!r}")
+    return value

@@ -1,0 +1,333 @@
+"""``simlabel demo`` and ``simlabel experiment ...``: the papers' experiments on a catalog."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import pandas as pd
+import typer
+from rich.table import Table
+
+from simlabel.cli._common import (
+    comma_list,
+    command,
+    default,
+    device_option,
+    log,
+    out_console,
+    say,
+    written,
+)
+from simlabel.experiments.augment import AugmentExperimentConfig
+from simlabel.experiments.flipping import FlippingExperimentConfig
+from simlabel.experiments.side_info import METHODS as SIDE_INFO_METHODS
+from simlabel.experiments.side_info import SideInfoExperimentConfig
+from simlabel.experiments.smoothing import SmoothingExperimentConfig
+from simlabel.heads import HeadConfig
+from simlabel.labels.flipping import SelfMLConfig
+from simlabel.labels.side_info import SideInfoConfig
+
+app = typer.Typer()
+experiment_app = typer.Typer(help="Reproduce the papers' experiments on a catalog.", no_args_is_help=True)
+DataOpt = "Catalog file or folder (default: $SIMLABEL_DATA or ../shared/datasets/clothing-small)."
+
+
+def _progress() -> bool:
+    return typer.Option(True, "--progress/--no-progress", help="Show progress bars.")
+
+
+@command(app)
+def demo(
+    data: Optional[Path] = typer.Option(None, "--data", help=DataOpt),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: a cached folder per data+model)."),
+    model: str = typer.Option("efficientnet-lite0", "--model", "-m", help="Image model."),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Catalog column holding the labels."),
+    k: int = typer.Option(10, "--k", "-k", help="Neighbours for the k-NN accuracy."),
+    experiment: bool = typer.Option(True, "--experiment/--no-experiment", help="Also run a small paper-000 experiment (augmentation vs propagation)."),
+    labeled_frac: float = typer.Option(0.1, "--labeled-frac", help="Share of the catalog kept labeled in that experiment."),
+    device: str = device_option(),
+    progress: bool = _progress(),
+) -> None:
+    """Run the main job: embed the data (cached), index it, report k-NN accuracy,
+    then a small label-augmentation experiment (paper 000) on the same embeddings.
+
+    Cost: embedding the catalog the first time (about 30 s for clothing-small on 2 cores).
+
+    Example: simlabel demo            (uses ../shared/datasets/clothing-small)
+    """
+    from simlabel.demo import run_demo
+
+    rep = run_demo(data, out=out, model=model, label_col=label_col, k=k, device=device, progress=progress,
+                   experiment=experiment, labeled_frac=labeled_frac)
+    t = Table(title="simlabel demo", show_header=False)
+    t.add_column("what")
+    t.add_column("value", overflow="fold")
+    t.add_row("data", rep.data)
+    t.add_row("model", rep.model)
+    t.add_row("items / embedded / failed", f"{rep.n_items:,} / {rep.n_embedded:,} / {rep.n_failed:,}")
+    t.add_row("throughput", "cached (embedded earlier)" if rep.resumed else f"{rep.items_per_s:,.1f} images/s")
+    t.add_row("index", rep.index_path)
+    t.add_row("train / test", f"{rep.n_train:,} / {rep.n_test:,}")
+    acc = "n/a" if rep.knn_accuracy is None else f"{rep.knn_accuracy:.3f}"
+    t.add_row(f"test-vs-train {rep.k}-NN accuracy", acc)
+    out_console.print(t)
+    if rep.per_class_accuracy:
+        pc = Table(title="k-NN accuracy per class")
+        pc.add_column("class")
+        pc.add_column("accuracy", justify="right")
+        for c, a in rep.per_class_accuracy.items():
+            pc.add_row(c, f"{a:.3f}")
+        out_console.print(pc)
+    if rep.experiment:
+        out_console.print(
+            f"\n[bold]Label augmentation (paper 000)[/]: {labeled_frac:.0%} of the catalog keeps its labels; "
+            "a dense layer trained on the seeds, seeds + augmented, seeds + propagated labels:",
+            soft_wrap=True,
+        )
+        _print_augment_tables(rep.experiment)
+        say(f"experiment report: {Path(rep.out) / 'experiment_augment.html'}")
+    say(f"report: {Path(rep.out) / 'demo_report.json'}")
+
+
+@command(experiment_app, "augment")
+def experiment_augment(
+    data: Optional[Path] = typer.Option(None, "--data", help=DataOpt),
+    label_col: Optional[str] = typer.Option(None, "--label-col", help="Catalog column holding the labels."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="Binary one-vs-rest for this class; 'each' runs every class in turn."),
+    encoders: str = typer.Option(",".join(default(AugmentExperimentConfig, "encoders")), "--encoders", help="Comma-separated image models to compare."),
+    k: int = typer.Option(default(AugmentExperimentConfig, "k"), "--k", "-k", help="Neighbours per point."),
+    holdout_frac: float = typer.Option(default(AugmentExperimentConfig, "holdout_frac"), "--holdout-frac", help="Share of the labeled examples held out for validation."),
+    holdout_split: Optional[str] = typer.Option(None, "--holdout-split", help="Hold out this catalog split (e.g. test) instead of --holdout-frac."),
+    labeled_frac: float = typer.Option(default(AugmentExperimentConfig, "labeled_frac"), "--labeled-frac", help="Keep only this share of the catalog labeled; the rest stay unlabeled in the universe."),
+    stop: str = typer.Option(default(AugmentExperimentConfig, "stop"), "--stop", help="Augmentation stop rule: shrink or grow."),
+    max_steps: Optional[int] = typer.Option(None, "--max-steps"),
+    repeats: int = typer.Option(1, "--repeats", help="Repetitions with different seeds (mean and sd reported)."),
+    head: str = typer.Option(default(HeadConfig, "head"), "--head", help="linear or mlp."),
+    balanced: bool = typer.Option(False, "--balanced", help="Class weights inverse to frequency (rare positives)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (tables, chart, image grids)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = device_option(),
+    progress: bool = _progress(),
+) -> None:
+    """Paper 000: seeds vs seeds+augmented vs seeds+propagated, a dense layer on frozen embeddings.
+
+    Example: simlabel experiment augment --data ../shared/datasets/clothing-small --positive shoes --labeled-frac 0.1 --html aug.html
+    """
+    from simlabel.experiments.augment import run_augment_experiment, run_one_vs_rest
+
+    cfg = AugmentExperimentConfig(
+        label_col=label_col, positive=None if positive == "each" else positive, encoders=comma_list(encoders), k=k,
+        holdout_frac=holdout_frac, holdout_split=holdout_split, labeled_frac=labeled_frac, stop=stop, max_steps=max_steps,
+        repeats=list(range(repeats)), head=HeadConfig(head=head, class_weight="balanced" if balanced else None),
+        device=device, limit=limit,
+    )
+    common = dict(json_out=json_out, html_out=html_out, progress=progress, out=out)
+    if positive == "each":
+        results = run_one_vs_rest(data, cfg, **common)
+    else:
+        results = {positive or "all": run_augment_experiment(data, cfg, **common)}
+    for res in results.values():
+        _print_augment_tables(res)
+    for path in (json_out, html_out):
+        if path:
+            say(f"written: {path}" + (" (one file per class: NAME.CLASS.EXT)" if len(results) > 1 else ""))
+
+
+@command(experiment_app, "smoothing")
+def experiment_smoothing(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with titles (e.g. ../shared/datasets/fashion-products)."),
+    label_col: str = typer.Option(default(SmoothingExperimentConfig, "label_col"), "--label-col", help="Catalog column holding the labels."),
+    text_col: str = typer.Option(default(SmoothingExperimentConfig, "text_col"), "--text-col", help="Catalog column holding the titles."),
+    taxonomy_cols: str = typer.Option(",".join(default(SmoothingExperimentConfig, "taxonomy_cols")), "--taxonomy-cols", help="Label tree columns, root to leaf (empty: no taxonomy variant)."),
+    approaches: str = typer.Option(",".join(default(SmoothingExperimentConfig, "approaches")), "--approaches"),
+    inputs: str = typer.Option(",".join(default(SmoothingExperimentConfig, "inputs")), "--inputs", help="Comma-separated: image, text, image+text (fused by attention)."),
+    alpha: float = typer.Option(default(SmoothingExperimentConfig, "alpha"), "--alpha"),
+    neighbors: int = typer.Option(default(SmoothingExperimentConfig, "neighbors"), "--neighbors"),
+    loss: str = typer.Option(default(SmoothingExperimentConfig, "loss"), "--loss", help="focal or ce."),
+    repeats: int = typer.Option(len(default(SmoothingExperimentConfig, "repeats")), "--repeats", help="Training seeds (the split is fixed)."),
+    label_model: str = typer.Option(default(SmoothingExperimentConfig, "label_model"), "--label-model", help="Text model for the class names."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (table, charts)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = device_option(),
+    progress: bool = _progress(),
+) -> None:
+    """Paper 002: the five smoothing approaches (+ taxonomy) on image and fused image+title inputs.
+
+    Example: simlabel experiment smoothing --data ../shared/datasets/fashion-products --html smoothing.html
+    """
+    from simlabel.experiments.smoothing import run_smoothing_experiment
+
+    cfg = SmoothingExperimentConfig(
+        label_col=label_col, text_col=text_col, taxonomy_cols=comma_list(taxonomy_cols), approaches=comma_list(approaches),
+        inputs=comma_list(inputs), alpha=alpha, neighbors=neighbors, loss=loss, repeats=list(range(repeats)),
+        label_model=label_model, device=device, limit=limit,
+    )
+    res = run_smoothing_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
+    df = pd.DataFrame(res["summary"])
+    t = Table(title=f"semantic label smoothing: {res['n_classes']} classes, {res['n_train']:,} train / {res['n_test']:,} test, K = {res['neighbors']}")
+    for col in ("inputs", "approach", "top-1", "top-5", "top-5 in nbhd", "all 5 in", "severity"):
+        t.add_column(col, justify="left" if col in ("inputs", "approach") else "right")
+    sd = repeats > 1
+    for _, r in df.iterrows():
+        cell = lambda k, f="{:.3f}": f.format(r[k]) + (f" ±{r[k + ' sd']:.3f}" if sd else "")  # noqa: E731
+        t.add_row(r["inputs"], r["approach"], cell("top1"), cell("top5"), cell("in_top5", "{:.2f}"), cell("all5_in"), cell("severity"))
+    t.caption = "top-5 in nbhd: mean number of the top-5 predictions inside the true label's K nearest labels + itself; severity: mean tree distance of wrong top-1"
+    out_console.print(t)
+    written(json_out, html_out)
+
+
+@command(experiment_app, "flipping")
+def experiment_flipping(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with attribute columns (e.g. ../shared/datasets/fashion-products)."),
+    attributes: str = typer.Option(",".join(default(FlippingExperimentConfig, "attributes")), "--attributes", help="Comma-separated attribute columns."),
+    n_clean: int = typer.Option(default(FlippingExperimentConfig, "n_clean"), "--clean", help="Clean samples used for fine-tuning / the flipping model."),
+    systematic: float = typer.Option(default(FlippingExperimentConfig, "systematic_share"), "--systematic", help="Also drop each attribute entirely for this share of the article types (content-dependent loss)."),
+    n_basis: int = typer.Option(default(SelfMLConfig, "n_basis"), "--n-basis"),
+    joint_steps: int = typer.Option(default(SelfMLConfig, "joint_steps"), "--joint-steps"),
+    repeats: int = typer.Option(1, "--repeats"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Table 1, the flips, cleanlab, and the per-label AP gain chart (Figure 4)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = device_option(),
+    progress: bool = _progress(),
+) -> None:
+    """Paper 004: Baseline 0 (noisy only), Baseline 1 (fine-tuned on clean), SELF-ML, and cleanlab as a peer.
+
+    Example: simlabel experiment flipping --data ../shared/datasets/fashion-products --clean 500 --html flipping.html
+    """
+    from simlabel.experiments.flipping import run_flipping_experiment
+
+    cfg = FlippingExperimentConfig(
+        attributes=comma_list(attributes), n_clean=n_clean, systematic_share=systematic,
+        selfml=SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps), repeats=list(range(repeats)), device=device, limit=limit,
+    )
+    res = run_flipping_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
+    df = pd.DataFrame(res["table"]).set_index("method")
+    t = Table(title=f"Table 1 (in %): {len(res['labels'])} labels, {n_clean} clean samples")
+    t.add_column("method")
+    for c in df.columns:
+        t.add_column(str(c), justify="right")
+    for m, row in df.iterrows():
+        t.add_row(str(m), *[f"{v:.2f}" for v in row])
+    out_console.print(t)
+    run = res["runs"][0]
+    fq = run["flips_noisy_train"]["all"]
+    say(f"SELF-ML flips on N_train: {fq['n_flips']:,} flips, precision {fq['precision']:.3f}, recall {fq['recall']:.3f} "
+        f"(wrong noisy entries: {fq['n_wrong_before']:,})")
+    for name, q in (("SELF-ML (any flip)", run["selfml_image_level"]), ("cleanlab find_label_issues", run["cleanlab"])):
+        say(f"images with wrong labels found by {name}: {q['flagged']:,} flagged, precision {q['precision']:.3f}, "
+            f"recall {q['recall']:.3f} (of {q['truly_wrong']:,})")
+    written(json_out, html_out)
+
+
+@command(experiment_app, "side-info")
+def experiment_side_info(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog file or folder with titles and true labels (e.g. ../shared/datasets/fashion-products)."),
+    label_col: str = typer.Option(default(SideInfoExperimentConfig, "label_col"), "--label-col", help="True labels; their names are the search queries."),
+    text_col: str = typer.Option(default(SideInfoExperimentConfig, "text_col"), "--text-col", help="Text searched, and the keywords of stage 2."),
+    top_r: int = typer.Option(default(SideInfoExperimentConfig, "top_r"), "--top-r", help="Search results kept per category (R)."),
+    search_method: str = typer.Option(default(SideInfoExperimentConfig, "search_method"), "--search", help="bm25, tfidf or embedding."),
+    duplicates: str = typer.Option(default(SideInfoExperimentConfig, "duplicates"), "--duplicates", help="An item found by several queries: one row per query (keep, as a web crawl) or its best-ranked query only (best)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Use this label file (id,label,rank: e.g. your search logs) instead of searching."),
+    methods: str = typer.Option(",".join(SIDE_INFO_METHODS), "--methods"),
+    rank_weight: str = typer.Option(default(SideInfoConfig, "rank_weight"), "--rank-weight", help="linear, exp, dcg or none."),
+    rank_floor: float = typer.Option(default(SideInfoConfig, "rank_floor"), "--rank-floor"),
+    knn: int = typer.Option(default(SideInfoConfig, "knn"), "--knn", help="Visual neighbours per image (stage 1)."),
+    combine: str = typer.Option(default(SideInfoConfig, "combine"), "--combine", help="Stage 1: product or mean."),
+    keyword_weight: float = typer.Option(default(SideInfoConfig, "keyword_weight"), "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
+    folds: int = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
+    measure: str = typer.Option(default(SideInfoExperimentConfig, "measure"), "--measure", help="WordNet similarity: wup, lin or path."),
+    text_weight: float = typer.Option(default(SideInfoExperimentConfig, "text_weight"), "--text-weight", help="Blend of text-encoder similarity into WordNet's."),
+    related_k: int = typer.Option(default(SideInfoExperimentConfig, "related_k"), "--related-k", help="WordNet-K-nearest categories that support a label."),
+    overrides: Optional[Path] = typer.Option(None, "--overrides", help="CSV category,synset for names the automatic mapping gets wrong."),
+    head: str = typer.Option(default(SideInfoExperimentConfig, "head").head, "--head", help="linear or mlp."),
+    repeats: int = typer.Option(len(default(SideInfoExperimentConfig, "repeats")), "--repeats", help="Training seeds (split and search are fixed)."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (tables, weight histograms, image grids)."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    device: str = device_option(),
+    progress: bool = _progress(),
+) -> None:
+    """Paper 003: Baseline / + Stage 1 / + Stage 1 + Stage 2 on labels from a real title search.
+
+    Example: simlabel experiment side-info --data ../shared/datasets/fashion-products --label-col article_type --top-r 100 --html side.html
+    """
+    from dataclasses import replace
+
+    from simlabel.experiments.side_info import run_side_info_experiment
+
+    side = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, combine=combine,
+                          keyword_weight=keyword_weight, stage2_folds=folds)
+    cfg = SideInfoExperimentConfig(
+        label_col=label_col, text_col=text_col, top_r=top_r, search_method=search_method, duplicates=duplicates,
+        labels=str(labels) if labels else None, side=side, measure=measure, text_weight=text_weight,
+        related_k=related_k, overrides=str(overrides) if overrides else None, methods=comma_list(methods),
+        repeats=list(range(repeats)), head=replace(default(SideInfoExperimentConfig, "head"), head=head),
+        device=device, limit=limit,
+    )
+    res = run_side_info_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress, log=log)
+    df = pd.DataFrame(res["summary"])
+    t = Table(title=f"side information: {res['n_train']:,} search labels in {res['n_categories']} categories "
+                    f"(noise rate {res['noise_rate']:.3f}), {res['n_test']:,} clean test items")
+    for col in ("method", "top-1", "top-5", "top-1 gain", "top-5 gain"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    sd = repeats > 1
+    for _, r in df.iterrows():
+        cell = lambda k: f"{100 * r[k]:.2f}" + (f" ±{100 * r[k + ' sd']:.2f}" if sd else "")  # noqa: E731
+        gain = lambda k: f"{100 * r[k]:+.2f}" if k in r and r[k] == r[k] else ""  # noqa: E731
+        t.add_row(r["method"], cell("top1"), cell("top5"), gain("top1 gain"), gain("top5 gain"))
+    t.caption = "accuracy in %, mean (±sd) over seeds; oracle-clean drops the wrong labels using the truth (a ceiling)"
+    out_console.print(t)
+    sep = pd.DataFrame(res["separation"])
+    t2 = Table(title="weights of correct vs wrong search labels")
+    for col in ("weight", "correct mean", "wrong mean", "correct median", "wrong median", "AUC"):
+        t2.add_column(col, justify="left" if col == "weight" else "right")
+    for _, r in sep.iterrows():
+        t2.add_row(r["weight"], *(f"{r[k]:.3f}" for k in ("correct mean", "wrong mean", "correct median", "wrong median", "auc")))
+    out_console.print(t2)
+    written(json_out, html_out)
+
+
+def _print_augment_tables(res: dict) -> None:
+    from simlabel.experiments.augment import metrics_table as exp_metrics
+    from simlabel.experiments.augment import precision_table, sizes_table
+
+    title = res["config"].get("positive") or "all classes"
+    binary = bool(res["config"].get("positive"))
+    metrics = exp_metrics(res)
+    keys = ["+P", "+R", "-P", "-R", "HM", "accuracy"] if binary else ["accuracy", "macro_f1", "HM"]
+    compact = pd.DataFrame(index=metrics.index)
+    for key in keys:
+        sd = metrics.get(f"{key} sd")
+        compact[key] = [
+            f"{m:.3f}" + (f" ±{s:.3f}" if sd is not None else "") for m, s in zip(metrics[key], sd if sd is not None else metrics[key])
+        ]
+    sizes = sizes_table(res)
+    if sizes.shape[1] > 4:  # many classes read better as rows
+        sizes = sizes.T
+        if len(res["encoders"]) == 1:
+            sizes.columns = [c[1] for c in sizes.columns]
+        else:
+            sizes.columns = [" / ".join(c) for c in sizes.columns]
+    sizes = sizes.map(lambda v: f"{v:,.0f}")
+    prec = precision_table(res)
+    prec = pd.DataFrame({"labels with known truth": prec.iloc[:, 0].map(lambda v: f"{v:,.0f}"), "precision": prec["precision"].map(lambda v: f"{v:.3f}")})
+    for name, df in (("Table 1: sizes", sizes), ("Table 2: holdout metrics (mean ±sd over repeats)", compact), ("precision of the labels made", prec)):
+        t = Table(title=f"{name} — {title}")
+        for col in ["", *map(str, df.columns)]:
+            t.add_column(col, justify="right" if col else "left")
+        single = len(res["encoders"]) == 1
+        for idx, row in df.iterrows():
+            parts = list(idx) if isinstance(idx, tuple) else [idx]
+            label = " / ".join(map(str, parts[1:] if single and len(parts) > 1 else parts))
+            t.add_row(label, *map(str, row))
+        if single:
+            t.caption = f"encoder: {next(iter(res['encoders']))}"
+        out_console.print(t)

@@ -1,0 +1,120 @@
+"""``simlabel train`` and ``simlabel evaluate``: heads on frozen embeddings."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from simlabel.cli._common import command, default, device_option, out_console, say
+from simlabel.heads import HeadConfig
+from simlabel.labels.smoothing import SmoothingConfig
+
+app = typer.Typer()
+
+
+@command(app)
+def train(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    labels: Path = typer.Option(..., "--labels", help="Training labels, CSV with id,label."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json + weights.pt)."),
+    extra: list[Path] = typer.Option([], "--extra", help="More label files (augmented, propagated); --labels wins on conflicts."),
+    head: str = typer.Option(default(HeadConfig, "head"), "--head", help="linear (one dense layer) or mlp (one hidden layer)."),
+    hidden: int = typer.Option(default(HeadConfig, "hidden"), "--hidden", help="MLP hidden width."),
+    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text) for --inputs text or image+text."),
+    inputs: Optional[str] = typer.Option(None, "--inputs", help="image (default), text, or image+text (concatenated, or fused with --fusion attention)."),
+    fusion: str = typer.Option("none", "--fusion", help="none, or attention: paper 002's attention fusion of image and title (implies --inputs image+text)."),
+    smoothing: str = typer.Option(default(SmoothingConfig, "kind"), "--smoothing", help="Soft targets (paper 002): none, uniform, uniform-topk, semantic, semantic-curriculum, taxonomy."),
+    alpha: float = typer.Option(default(SmoothingConfig, "alpha"), "--alpha", help="Smoothing mass moved off the true class."),
+    neighbors: int = typer.Option(default(SmoothingConfig, "neighbors"), "--neighbors", help="K nearest labels for the top-K smoothing kinds."),
+    label_model: str = typer.Option(default(SmoothingConfig, "label_model"), "--label-model", help="Text model embedding the class names (minilm, st:..., clip:...)."),
+    descriptions: Optional[Path] = typer.Option(None, "--descriptions", help="CSV label,description: richer text per class for its embedding."),
+    taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path ('Apparel > Topwear > Tshirts') for --smoothing taxonomy."),
+    beta: float = typer.Option(default(SmoothingConfig, "beta"), "--beta", help="Taxonomy targets: softmax(-beta * tree distance)."),
+    curriculum_epochs: int = typer.Option(default(SmoothingConfig, "curriculum_epochs"), "--curriculum-epochs", help="semantic-curriculum: epochs over which alpha anneals to 0."),
+    schedule: str = typer.Option(default(SmoothingConfig, "schedule"), "--schedule", help="semantic-curriculum: linear, cosine, step or exp."),
+    loss: str = typer.Option(default(HeadConfig, "loss"), "--loss", help="ce (cross-entropy) or focal."),
+    focal_gamma: float = typer.Option(default(HeadConfig, "focal_gamma"), "--focal-gamma", help="Focal loss gamma."),
+    focal_alpha: Optional[float] = typer.Option(None, "--focal-alpha", help="Focal loss alpha (a weight on every class; default none)."),
+    kl_weight: float = typer.Option(default(HeadConfig, "kl_weight"), "--kl-weight", help="Weight of the KL term to the soft targets."),
+    lr: float = typer.Option(default(HeadConfig, "lr"), "--lr", help="Learning rate (AdamW)."),
+    epochs: int = typer.Option(default(HeadConfig, "max_epochs"), "--epochs", help="At most this many epochs."),
+    patience: int = typer.Option(default(HeadConfig, "patience"), "--patience", help="Early stopping: epochs without a better validation score."),
+    monitor: str = typer.Option(default(HeadConfig, "monitor"), "--monitor", help="Early stopping watches the validation loss or accuracy."),
+    val_frac: float = typer.Option(default(HeadConfig, "val_frac"), "--val-frac", help="Share of the training rows used for early stopping."),
+    balanced: bool = typer.Option(False, "--balanced", help="Weight classes inversely to their frequency."),
+    weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
+    seed: int = typer.Option(default(HeadConfig, "seed"), "--seed"),
+    device: str = device_option(),
+) -> None:
+    """Train a classifier head on frozen embeddings, with early stopping.
+
+    Cost: the epochs of a small head on embeddings in memory (seconds to minutes).
+
+    Examples:
+      simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
+      simlabel train --emb emb/ --text-emb emb/text --labels train.csv --fusion attention --smoothing semantic --loss focal --out model/
+    """
+    from simlabel.training import train as train_fn
+
+    cfg = HeadConfig(head=head, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, val_frac=val_frac,
+                     class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
+                     focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
+    smooth = SmoothingConfig(kind=smoothing, alpha=alpha, neighbors=neighbors, label_model=label_model,
+                             descriptions=str(descriptions) if descriptions else None,
+                             taxonomy=str(taxonomy) if taxonomy else None, beta=beta,
+                             curriculum_epochs=curriculum_epochs, schedule=schedule)
+    clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col, text_emb=text_emb,
+                   inputs=inputs, fusion=fusion, smoothing=smooth)
+    say(f"{clf.config.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss), best epoch "
+        f"{clf.best_epoch_} of {len(clf.history_)} -> {out}")
+
+
+@command(app)
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    labels: Path = typer.Option(..., "--labels", help="Test labels, CSV with id,label."),
+    positive: Optional[str] = typer.Option(None, "--positive", help="The + class of a binary task (adds +P, +R, -P, -R)."),
+    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model trained on text (default: the ones it was trained with)."),
+    semantic: Optional[int] = typer.Option(None, "--semantic", help="Add paper 002's metric with this many nearest labels (e.g. 20)."),
+    label_model: str = typer.Option("minilm", "--label-model", help="Text model embedding the class names for --semantic."),
+    taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path: adds the mistake severity (mean tree distance of wrong predictions)."),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    device: str = device_option(),
+) -> None:
+    """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2);
+    top-1/top-5, the semantic neighbourhood metric and mistake severity (paper 002) on request.
+
+    Example: simlabel evaluate --model model/ --emb emb/ --labels holdout.csv --json report.json
+    """
+    from simlabel.training import evaluate as evaluate_fn
+
+    rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out, text_emb=text_emb, semantic=semantic,
+                      label_model=label_model, taxonomy=taxonomy, device=device)
+    out_console.print(metrics_table(rep))
+    if "top5" in rep:
+        say(f"top-1 {rep['top1']:.3f}, top-5 {rep['top5']:.3f}")
+    if "semantic" in rep:
+        say(f"top-5 inside the true label's {semantic} nearest + itself: {rep['semantic']['mean_in_top']:.2f} of 5, "
+            f"all 5 inside: {rep['semantic']['share_all_in']:.3f}")
+    if "severity" in rep:
+        say(f"mistake severity (mean tree distance of wrong top-1): {rep['severity']['mistake_severity']:.3f}")
+    if json_out:
+        say(f"report: {json_out}")
+
+
+def metrics_table(rep: dict, title: str = "evaluation") -> Table:
+    """The per-class table of an evaluation report."""
+    t = Table(title=f"{title}: accuracy {rep['accuracy']:.3f}, macro F1 {rep['macro_f1']:.3f}, HM {rep['hm']:.3f} (n={rep['n']:,})")
+    t.add_column("class")
+    for c in ("precision", "recall", "f1", "support"):
+        t.add_column(c, justify="right")
+    for c, m in rep["per_class"].items():
+        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{m['support']:,}")
+    if "binary" in rep:
+        b = rep["binary"]
+        t.caption = f"+P {b['+P']:.3f}  +R {b['+R']:.3f}  -P {b['-P']:.3f}  -R {b['-R']:.3f}  (+ = {b['positive']})"
+    return t

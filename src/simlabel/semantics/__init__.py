@@ -1,0 +1,1 @@
+"""What papers 002 and 003 both stand on: class names as text, WordNet, taxonomies, category semantics."""

@@ -1,0 +1,279 @@
+"""Heads on embedding folders and label files: ``simlabel train`` and ``simlabel evaluate``,
+and the heads the label methods are handed.
+
+* :func:`train`: a head (:class:`~simlabel.heads.EmbeddingClassifier`) on the embeddings of
+  the labelled ids, with soft targets (paper 002) and image + title fusion on request;
+* :func:`evaluate`: per-class P/R/F1, accuracy, confusion matrix and HM (paper 000), top-k,
+  the semantic neighbourhood metric and mistake severity (paper 002);
+* :func:`oof_predictor`: the out-of-fold heads paper 003's stage 2 is handed
+  (:func:`simlabel.labels.side_info.side_info_weights`);
+* :func:`multilabel_pretrain`: the multi-label head SELF-ML's classifier starts from
+  (:func:`simlabel.labels.flipping.flip`).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import asdict, replace
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.errors import InputError, MissingIdsError
+from simlabel.files import atomic_write_json
+from simlabel.heads import (
+    EmbeddingClassifier,
+    HeadConfig,
+    MultiLabelClassifier,
+    MultiLabelHeadConfig,
+    out_of_fold_proba,
+    read_model_meta,
+)
+from simlabel.labels.flipping import Pretrain, SelfMLConfig
+from simlabel.labels.io import read_labels
+from simlabel.labels.side_info import Predictor
+from simlabel.labels.smoothing import SmoothingConfig, target_schedule
+from simlabel.metrics import (
+    classification_report,
+    mistake_severity,
+    semantic_neighborhood_hits,
+    topk_accuracy,
+)
+from simlabel.semantics.names import embed_label_names, label_similarity, nearest_labels
+from simlabel.semantics.taxonomy import taxonomy_matrix
+from simlabel.store import Embeddings, as_embeddings
+
+__all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "train"]
+
+INPUTS = ("image", "text", "image+text")
+FUSIONS = ("none", "attention")
+
+
+def gather_training_labels(
+    labels: str | os.PathLike | pd.DataFrame,
+    extra: Sequence[str | os.PathLike | pd.DataFrame] = (),
+    *,
+    known_ids: Sequence[str] | None = None,
+) -> pd.DataFrame:
+    """The training table: ``labels`` first, then each ``extra`` file's rows for ids not seen yet
+    (so a verified label always wins over an augmented one). Adds an ``origin`` column."""
+    frames = []
+    for i, src in enumerate([labels, *extra]):
+        df = src.copy() if isinstance(src, pd.DataFrame) else read_labels(src, known_ids=known_ids)
+        df["origin"] = "labels" if i == 0 else (str(src) if not isinstance(src, pd.DataFrame) else f"extra{i}")
+        frames.append(df)
+    table = pd.concat(frames, ignore_index=True)
+    return table.drop_duplicates(subset="id", keep="first").reset_index(drop=True)
+
+
+def load_features(
+    emb: str | os.PathLike | Embeddings,
+    text_emb: str | os.PathLike | Embeddings | None = None,
+    *,
+    inputs: str = "image",
+) -> tuple[Embeddings, list[int]]:
+    """The features a head sees, as ``(Embeddings, input_dims)``, for ``inputs`` ``image``
+    (``emb``), ``text`` (``text_emb``) or ``image+text`` (both, concatenated per id; ids present
+    in both only)."""
+    if inputs not in INPUTS:
+        raise InputError(f"inputs must be one of {', '.join(INPUTS)}; got {inputs!r}")
+    if inputs != "image" and text_emb is None:
+        raise InputError(f"inputs {inputs!r} need text embeddings (--text-emb DIR, e.g. EMB_DIR/text)")
+    if inputs == "text":
+        text = as_embeddings(text_emb)
+        return text, [text.dim]
+    image = as_embeddings(emb)
+    if inputs == "image":
+        return image, [image.dim]
+    text = as_embeddings(text_emb)
+    both = image.ids[text.has(image.ids)]
+    joined = np.concatenate([image.rows(both).matrix, text.rows(both).matrix], axis=1)
+    return Embeddings(both, joined, {**image.meta, "text_path": text.meta.get("path")}), [image.dim, text.dim]
+
+
+def _source(emb: str | os.PathLike | Embeddings | None) -> str | None:
+    if emb is None:
+        return None
+    if isinstance(emb, Embeddings):
+        path = emb.meta.get("path")
+        return str(Path(path).resolve()) if path and Path(path).exists() else emb.source
+    return str(Path(emb).resolve())
+
+
+def train(
+    emb: str | os.PathLike | Embeddings,
+    labels: str | os.PathLike | pd.DataFrame,
+    *,
+    extra: Sequence[str | os.PathLike | pd.DataFrame] = (),
+    out: str | os.PathLike | None = None,
+    config: HeadConfig | None = None,
+    weight_col: str | None = None,
+    text_emb: str | os.PathLike | Embeddings | None = None,
+    inputs: str | None = None,
+    fusion: str = "none",
+    smoothing: SmoothingConfig | None = None,
+    similarity: np.ndarray | None = None,
+) -> EmbeddingClassifier:
+    """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
+
+    Parameters
+    ----------
+    emb, text_emb
+        Image and title embeddings (folders or loaded :class:`~simlabel.store.Embeddings`).
+    labels, extra
+        Label files or tables; ``labels`` wins over ``extra`` for the same id.
+    inputs
+        ``image`` (default), ``text`` or ``image+text`` (default when the head fuses).
+    fusion
+        ``attention``: paper 002's attention fusion of image and title (sets the head to
+        ``fusion`` and the inputs to ``image+text``); ``none`` (default).
+    smoothing, similarity
+        Soft targets (paper 002); ``similarity`` a precomputed label similarity in
+        sorted-class order.
+    weight_col
+        A per-row sample-weight column of the label files.
+    out
+        The model folder to write (``config.json`` + ``weights.pt``).
+    """
+    if fusion not in FUSIONS:
+        raise InputError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
+    config = config or HeadConfig()
+    if fusion == "attention":
+        config, inputs = replace(config, head="fusion"), "image+text"
+    if inputs is None:
+        inputs = "image+text" if (text_emb is not None and config.head == "fusion") else "image"
+    features, dims = load_features(emb, text_emb, inputs=inputs)
+    table = gather_training_labels(labels, extra)
+    found = features.has(table["id"])
+    if not found.any():
+        raise InputError(f"none of the {len(table)} labelled ids has {inputs} embeddings in {features.source}")
+    n_missing = int((~found).sum())
+    if n_missing and inputs == "image":
+        raise MissingIdsError(table["id"][~found].tolist(), features.source, "labelled id(s) have no embedding")
+    table = table[found].reset_index(drop=True)
+    X = features.rows(table["id"]).matrix
+    weights = None
+    if weight_col:
+        if weight_col not in table.columns:
+            raise InputError(f"no column {weight_col!r} in the label files")
+        weights = pd.to_numeric(table[weight_col], errors="raise").fillna(1.0).to_numpy(np.float32)
+    classes = sorted(table["label"].unique())
+    targets = None
+    if smoothing is not None and smoothing.kind != "none":
+        targets = target_schedule(classes, smoothing, similarity=similarity, device=config.device)
+    clf = EmbeddingClassifier(config).fit(
+        X, table["label"].to_numpy(), sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
+    )
+    if out is not None:
+        meta = as_embeddings(emb).meta if inputs != "text" else as_embeddings(text_emb).meta
+        clf.save(
+            out,
+            extra={
+                "embeddings": _source(emb),
+                "text_embeddings": _source(text_emb),
+                "inputs": inputs,
+                "embedding_model": meta.get("model"),
+                "embedding_version": meta.get("model_version"),
+                "smoothing": asdict(smoothing) if smoothing else None,
+                "labels": str(labels) if not isinstance(labels, pd.DataFrame) else "DataFrame",
+                "extra": [str(e) if not isinstance(e, pd.DataFrame) else "DataFrame" for e in extra],
+                "n_train": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
+                "n_by_origin": {str(k): int(v) for k, v in table["origin"].value_counts().items()},
+                "n_without_embeddings": n_missing,
+            },
+        )
+    return clf
+
+
+def evaluate(
+    model: str | os.PathLike | EmbeddingClassifier,
+    emb: str | os.PathLike | Embeddings,
+    labels: str | os.PathLike | pd.DataFrame,
+    *,
+    positive: str | None = None,
+    json_out: str | os.PathLike | None = None,
+    text_emb: str | os.PathLike | Embeddings | None = None,
+    inputs: str | None = None,
+    semantic: int | None = None,
+    label_model: str = "minilm",
+    taxonomy: str | os.PathLike | None = None,
+    label_neighbors: np.ndarray | None = None,
+    taxonomy_distance: np.ndarray | None = None,
+    device: str = "auto",
+) -> dict:
+    """Per-class P/R/F1, accuracy, confusion matrix and HM of a head on labelled ids.
+
+    Multi-class reports add top-1/top-5 accuracy. Paper 002's metrics on request:
+
+    * ``semantic=K``: how many of the top-5 predictions fall in the true label's ``K``
+      nearest labels plus itself (class names embedded by ``label_model``); or give the
+      ``(C, K+1)`` index matrix over the model's classes as ``label_neighbors``;
+    * ``taxonomy`` (a CSV ``label,path``): the mistake severity, the mean tree distance of
+      wrong top-1 predictions; or give the ``(C, C)`` distances as ``taxonomy_distance``.
+    """
+    meta = None
+    if isinstance(model, EmbeddingClassifier):
+        clf = model
+    else:
+        clf = EmbeddingClassifier.load(model)
+        meta = read_model_meta(model)
+    if inputs is None:
+        inputs = (meta or {}).get("inputs") or ("image+text" if len(clf.input_dims_) > 1 else "image")
+    if inputs != "image" and text_emb is None and meta and meta.get("text_embeddings"):
+        text_emb = meta["text_embeddings"]
+    features, _ = load_features(emb, text_emb, inputs=inputs)
+    table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
+    X = features.rows(table["id"]).matrix
+    unknown = sorted(set(table["label"]) - set(clf.classes_))
+    if unknown:
+        raise InputError(f"labels the model was not trained on: {unknown[:5]}; its classes are {clf.classes_}")
+    if semantic is not None and label_neighbors is None:
+        sim = label_similarity(embed_label_names(clf.classes_, label_model, device=device))
+        label_neighbors = nearest_labels(sim, min(semantic, len(clf.classes_) - 1) + 1, include_self=True)
+    if taxonomy is not None and taxonomy_distance is None:
+        taxonomy_distance = taxonomy_matrix(clf.classes_, taxonomy)
+    proba = clf.predict_proba(X)
+    pred = np.asarray(clf.classes_, dtype=object)[proba.argmax(axis=1)]
+    report = classification_report(table["label"].to_numpy(), pred, labels=clf.classes_, positive=positive)
+    code = {c: i for i, c in enumerate(clf.classes_)}
+    y = table["label"].map(code).to_numpy()
+    if len(clf.classes_) > 2:
+        report["top1"] = topk_accuracy(proba, y, 1)
+        report["top5"] = topk_accuracy(proba, y, 5)
+    if label_neighbors is not None:
+        report["semantic"] = semantic_neighborhood_hits(proba, y, label_neighbors, top=5)
+    if taxonomy_distance is not None:
+        report["severity"] = mistake_severity(proba.argmax(axis=1), y, taxonomy_distance)
+    if json_out is not None:
+        atomic_write_json(json_out, report)
+    return report
+
+
+def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> Predictor:
+    """Paper 003's stage-2 predictor: heads trained with the stage-1 weights predict every item
+    out of ``folds`` folds (``0``: in-sample), keeping each item's ``top`` classes."""
+    cfg = replace(head_config or HeadConfig(), seed=seed)
+
+    def predict(X: np.ndarray, labels: Sequence[str], weights: np.ndarray, categories: Sequence[str]):
+        return out_of_fold_proba(lambda: EmbeddingClassifier(cfg), X, labels, classes=categories, sample_weight=weights,
+                                 folds=folds, seed=seed, top=top)
+
+    return predict
+
+
+def multilabel_pretrain(config: MultiLabelHeadConfig | SelfMLConfig | None = None) -> Pretrain:
+    """SELF-ML's classifier pre-training: the multi-label head trained on the noisy rows.
+
+    Given a :class:`~simlabel.labels.flipping.SelfMLConfig`, the head takes its learning rate,
+    batch size, focal parameters, ``pretrain_epochs``, device and ``seed + 2`` (the seed
+    stream SELF-ML has always pre-trained its classifier with).
+    """
+    if isinstance(config, SelfMLConfig):
+        config = MultiLabelHeadConfig(
+            lr=config.lr, batch_size=config.batch_size, epochs=config.pretrain_epochs, focal_gamma=config.focal_gamma,
+            focal_alpha=config.focal_alpha, seed=config.seed + 2, device=config.device,
+        )
+    cfg = config or MultiLabelHeadConfig()
+    return lambda X, Y: MultiLabelClassifier(cfg).fit(X, Y).module_
