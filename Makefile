@@ -25,6 +25,8 @@ demo: $(STAMP)
 	$(BIN)/simlabel demo
 
 test: $(STAMP)
+	$(BIN)/ruff check src tests benchmarks
+	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

@@ -75,7 +75,7 @@ def multiclass_rows(results: dict, name: str) -> list[dict]:
     rows = []
     for method in ("seeds", "aug", "prop"):
         m, s = enc["mean"][method], enc["std"][method]
-        sd = (lambda k: s[k]) if len(runs) > 1 else (lambda k: None)
+        sd = (lambda k, s=s: s[k]) if len(runs) > 1 else (lambda k: None)
         rows.append(
             {
                 "task": name,

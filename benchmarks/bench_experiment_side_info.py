@@ -21,7 +21,7 @@ import pandas as pd
 
 from simlabel.experiments.side_info import SideInfoExperimentConfig, run_side_info_experiment
 from simlabel.heads import HeadConfig
-from simlabel.labels.weighting import SideInfoConfig
+from simlabel.labels.side_info import SideInfoConfig
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "datasets" / "fashion-products"

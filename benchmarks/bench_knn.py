@@ -140,7 +140,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
 
     # --- exact: FAISS flat through NeighborIndex -------------------------------
     flat, t_build = timed(NeighborIndex.build, ids, X, IndexConfig(kind="flat", **common))
-    (f_sims, f_pos), t_query = timed(flat.knn_positions, everyone, k, batch_size=args.batch_size)
+    (f_pos, f_sims), t_query = timed(flat.knn_positions, everyone, k, batch_size=args.batch_size)
     rows.append({"method": "faiss flat (NeighborIndex)", "build_s": t_build, "query_s": t_query, "recall": 1.0})
     print(f"flat: build {t_build:.2f}s query {t_query:.2f}s", flush=True)
     del flat
@@ -169,7 +169,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         if label is None:
             label = f"faiss IVF (nlist={cfg.nlist_for(n)}, nprobe={cfg.ivf_nprobe})"
         index, tb = timed(NeighborIndex.build, ids, X, cfg)
-        (_, a_pos), tq = timed(index.knn_positions, everyone, k, batch_size=args.batch_size)
+        (a_pos, _), tq = timed(index.knn_positions, everyone, k, batch_size=args.batch_size)
         r = recall_at_k(a_pos, f_pos)
         rows.append({"method": label, "build_s": tb, "query_s": tq, "recall": r})
         print(f"{kind}: build {tb:.2f}s query {tq:.2f}s recall@{k} {r:.4f}", flush=True)
@@ -185,7 +185,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
                 index.config.ivf_nprobe = value
                 name = f"faiss IVF (same index, nprobe={value}; {len(sample):,}-query sample)"
             index._apply_search_params()
-            (_, s_pos), ts = timed(index.knn_positions, sample, k, batch_size=args.batch_size)
+            (s_pos, _), ts = timed(index.knn_positions, sample, k, batch_size=args.batch_size)
             rs = recall_at_k(s_pos, f_pos[sample])
             rows.append({"method": name, "build_s": tb, "query_s": ts * n / len(sample), "recall": rs})
             print(f"{kind} sweep {value}: query {ts:.2f}s on {len(sample)} recall@{k} {rs:.4f}", flush=True)

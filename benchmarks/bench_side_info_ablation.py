@@ -17,7 +17,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from simlabel.experiments.side_info import SideInfoExperimentConfig, run_side_info_experiment
-from simlabel.labels.weighting import SideInfoConfig
+from simlabel.labels.side_info import SideInfoConfig
 
 HERE = Path(__file__).resolve().parent
 DATA = HERE.parent.parent / "shared" / "datasets" / "fashion-products"

@@ -3,11 +3,11 @@
 Each task runs in its own process, so its wall time and peak memory (ru_maxrss) are its own:
 
 * ``search``: BM25 over the fashion-products titles repeated to ``--titles`` rows (default
-  958,300), 75 article-type queries, top 1,000 each (`simlabel.search.search_labels`).
+  958,300), 75 article-type queries, top 1,000 each (`simlabel.labels.search.search_labels`).
 * ``stage1``: stage-1 weights (rank + neighbour agreement) of ``--n`` (default 1,000,000)
   search-labelled items, 384-d embeddings drawn from a mixture of ``--categories`` (1,000)
   clusters, 25% of the labels replaced by a random category and pushed down the ranks
-  (`simlabel.labels.weighting.stage1_table`, ``index="auto"``: IVF at this size).
+  (`simlabel.labels.side_info.stage1_table`, ``index="auto"``: IVF at this size).
 * ``exact-vs-ivf``: stage 1 at ``--small`` (100,000) items with the exact flat search and with
   IVF, side by side: time ratio and agreement difference.
 * ``stage2``: the stage-2 numerical core on ``--n`` items: keyword extraction over titles,
@@ -61,13 +61,13 @@ def semantics(n_cat: int, k: int = 5, seed: int = 1):
     e /= np.linalg.norm(e, axis=1, keepdims=True)
     s = np.clip(e @ e.T, 0, 1)
     np.fill_diagonal(s, 1.0)
-    from simlabel.labels.smoothing import nearest_labels
+    from simlabel.semantics.names import nearest_labels
 
     return s, nearest_labels(s, k)
 
 
 def task_search(args) -> dict:
-    from simlabel.search import SearchConfig, search_labels
+    from simlabel.labels.search import SearchConfig, search_labels
 
     df = pd.read_csv(FASHION, dtype=str, keep_default_na=False)
     reps = -(-args.titles // len(df))
@@ -83,7 +83,7 @@ def task_search(args) -> dict:
 def task_stage1(args, n: int, index: str) -> dict:
     from sklearn.metrics import roc_auc_score
 
-    from simlabel.labels.weighting import SideInfoConfig, stage1_table
+    from simlabel.labels.side_info import SideInfoConfig, stage1_table
 
     X, labels, truth, rank, wrong = synthetic(n, 384, args.categories)
     s, related = semantics(args.categories)
@@ -99,7 +99,7 @@ def task_stage1(args, n: int, index: str) -> dict:
 
 
 def task_stage2(args) -> dict:
-    from simlabel.labels.weighting import extract_keywords, prediction_match
+    from simlabel.labels.side_info import extract_keywords, prediction_match
 
     df = pd.read_csv(FASHION, dtype=str, keep_default_na=False)
     titles = np.tile(df["title"].to_numpy(), -(-args.n // len(df)))[: args.n]

@@ -4,12 +4,25 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 DATASETS = ROOT.parent / "shared" / "datasets"
+
+#: A hand-made similarity over 4 classes. With K = 2 the neighbours are
+#:   0: 1 (.8), 2 (.5)     1: 0 (.8), 3 (.6)     2: 0 (.5), 3 (.4)     3: 1 (.6), 2 (.4)
+S4 = np.array(
+    [
+        [1.0, 0.8, 0.5, 0.2],
+        [0.8, 1.0, 0.3, 0.6],
+        [0.5, 0.3, 1.0, 0.4],
+        [0.2, 0.6, 0.4, 1.0],
+    ]
+)
+NBR4 = [[1, 2], [0, 3], [0, 3], [1, 2]]
 
 #: a small label tree: paths of 6 classes from below the root
 TREE = [

@@ -57,7 +57,7 @@ def test_missing_required_column_names_it(tmp_path: Path) -> None:
 
 def test_duplicate_ids_name_rows(tmp_path: Path) -> None:
     p = write(tmp_path, "id,image\nA,a.jpg\nB,b.jpg\nA,c.jpg\n")
-    with pytest.raises(CatalogError) as err:
+    with pytest.raises(CatalogError, match="duplicate id 'A'") as err:
         load_catalog(p)
     msg = str(err.value)
     assert "duplicate id 'A'" in msg and "row 0 (line 2)" in msg and "row 2 (line 4)" in msg

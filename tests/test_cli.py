@@ -3,6 +3,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 from typer.testing import CliRunner
 
@@ -11,13 +12,44 @@ from simlabel.cli import app
 runner = CliRunner()
 
 
+COMMANDS = ["embed", "index", "neighbors", "augment", "propagate", "search", "categories", "side-info", "flip",
+            "train", "evaluate", "demo"]
+EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info"]
+
+
 def test_help_explains_every_command() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in ("embed", "index", "neighbors", "demo"):
-        assert cmd in res.output
-    res = runner.invoke(app, ["embed", "--help"])
-    assert res.exit_code == 0 and "--text-col" in res.output and "--strict" in res.output
+    for cmd in [*COMMANDS, "experiment"]:
+        assert cmd in res.output, cmd
+    assert "│ weights" not in res.output  # the old name of side-info still works, but is not advertised
+    for argv in [[c] for c in COMMANDS] + [["experiment", e] for e in EXPERIMENTS] + [["weights"]]:
+        res = runner.invoke(app, [*argv, "--help"])
+        assert res.exit_code == 0, (argv, res.output)
+        assert "Example" in res.output and "--" in res.output, argv
+    assert "--text-col" in runner.invoke(app, ["embed", "--help"]).output
+    assert "--weight-col" in runner.invoke(app, ["train", "--help"]).output
+    assert {c.name or c.callback.__name__ for c in app.registered_commands if not c.hidden} == set(COMMANDS)
+
+
+def test_simlabel_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, monkeypatch) -> None:
+    res = runner.invoke(app, ["train", "--emb", str(tmp_path / "nope"), "--labels", str(tmp_path / "l.csv"), "--out", str(tmp_path / "m")])
+    assert res.exit_code == 1 and res.output.strip().startswith("error:") and "Traceback" not in res.output
+    assert "not found" in res.output
+
+    import simlabel.labels.augment as aug
+
+    def bug(*args, **kwargs):
+        return {}["programming error"]
+
+    monkeypatch.setattr(aug, "augment_positions", bug)
+    from simlabel.store import shard_name, write_shard
+
+    write_shard(tmp_path / "emb" / shard_name(0), ["a", "b", "c"], np.eye(3, dtype=np.float32))
+    (tmp_path / "s.csv").write_text("id,label\na,x\nb,y\n")
+    res = runner.invoke(app, ["augment", "--emb", str(tmp_path / "emb"), "--labels", str(tmp_path / "s.csv"), "--k", "1", "--out", str(tmp_path / "o.csv")])
+    assert res.exit_code == 1 and isinstance(res.exception, KeyError)  # not swallowed into a one-line message
+    assert "error:" not in res.output
 
 
 def test_embed_index_neighbors_end_to_end(fashion_slice: Path, tmp_path: Path) -> None:

@@ -84,7 +84,7 @@ def test_device_resolution() -> None:
 
     assert resolve_device("cpu") == "cpu"
     assert resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="device must be one of"):
         resolve_device("tpu")
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA device"):
@@ -101,5 +101,5 @@ def test_custom_weights_path_is_used(tmp_path: Path) -> None:
     torch.save(state, tmp_path / "zeroed.pth")
     enc = get_image_encoder(f"efficientnet-lite0:{tmp_path / 'zeroed.pth'}", "cpu", backend="torch")
     assert "zeroed.pth" in enc.name and enc.version != get_image_encoder("efficientnet-lite0", "cpu", backend="torch").version
-    with pytest.raises(FileNotFoundError):
+    with pytest.raises(FileNotFoundError, match="missing.pth"):
         get_image_encoder(f"efficientnet-lite0:{tmp_path / 'missing.pth'}", "cpu")

@@ -191,7 +191,7 @@ def test_clip_image_embeddings(clip_pair, pixels):
     _assert_embeddings(e, 3, PROJ_DIM)
     np.testing.assert_array_equal(e, image(pixels))  # deterministic
     assert image(pixels[:0]).shape == (0, PROJ_DIM)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="expected pixels of shape"):
         image(pixels[0])  # not a batch
 
 
@@ -208,7 +208,7 @@ def test_clip_text_embeddings(clip_pair):
         np.testing.assert_allclose(text(TEXTS), e, atol=1e-5)
     finally:
         text.batch_size = old
-    with pytest.raises(TypeError):
+    with pytest.raises(TypeError, match="expected a list of strings"):
         text("not a list")
 
 
@@ -316,7 +316,7 @@ def test_missing_local_path_raises_value_error(tmp_path, monkeypatch):
 def test_unknown_hub_id_fails_fast_and_clearly(monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     t0 = time.monotonic()
-    with pytest.raises(RuntimeError) as info:
+    with pytest.raises(RuntimeError, match="could not load") as info:
         load_clip("simlabel-test-nobody/no-such-model-xyz", "cpu")
     msg = str(info.value)
     assert "simlabel-test-nobody/no-such-model-xyz" in msg

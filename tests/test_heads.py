@@ -3,7 +3,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
-import pandas as pd
 import pytest
 
 from simlabel.heads import (
@@ -14,7 +13,6 @@ from simlabel.heads import (
     out_of_fold_proba,
 )
 from simlabel.metrics import top_k_predictions
-from simlabel.training import evaluate, gather_training_labels, train
 
 
 def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, seed: int = 0):
@@ -67,26 +65,6 @@ def test_validation_errors() -> None:
         HeadConfig(head="resnet")
     with pytest.raises(RuntimeError, match="not fitted"):
         EmbeddingClassifier().predict(np.zeros((1, 2)))
-
-
-def test_train_and_evaluate_files(tmp_path: Path) -> None:
-    from simlabel.store import shard_name, write_shard
-
-    X, y = blobs(40, ["a", "b"], dim=8)
-    ids = [f"i{i}" for i in range(80)]
-    write_shard(tmp_path / "emb" / shard_name(0), ids, X)
-    tr = pd.DataFrame({"id": ids[:10] + ids[40:50], "label": list(y[:10]) + list(y[40:50])})
-    ex = pd.DataFrame({"id": ids[5:30] + ids[45:70], "label": ["b"] * 5 + list(y[10:30]) + list(y[45:70])})
-    tr.to_csv(tmp_path / "train.csv", index=False)
-    ex.to_csv(tmp_path / "aug.csv", index=False)
-    table = gather_training_labels(tmp_path / "train.csv", [tmp_path / "aug.csv"])
-    # the verified labels win over the extra file's (ids 5..9 are 'a', the extra says 'b')
-    assert (table.set_index("id").loc[ids[5:10], "label"] == "a").all() and len(table) == 60
-    train(tmp_path / "emb", tmp_path / "train.csv", extra=[tmp_path / "aug.csv"], out=tmp_path / "model", config=HeadConfig(device="cpu"))
-    test = pd.DataFrame({"id": ids[30:40] + ids[70:80], "label": list(y[30:40]) + list(y[70:80])})
-    rep = evaluate(tmp_path / "model", tmp_path / "emb", test, positive="b", json_out=tmp_path / "r.json")
-    assert rep["accuracy"] > 0.9 and set(rep["binary"]) >= {"+P", "+R", "-P", "-R"}
-    assert (tmp_path / "r.json").exists() and (tmp_path / "model" / "config.json").exists()
 
 
 def two_modalities(n_per: int = 60, seed: int = 0):

@@ -64,7 +64,7 @@ def _pixels(image: Image.Image) -> list[tuple[int, int, int]]:
 
 
 def _reason(path: Path, **kwargs: object) -> str:
-    with pytest.raises(ImageError) as info:
+    with pytest.raises(ImageError, match="cannot load image") as info:
         load_image(path, **kwargs)  # type: ignore[arg-type]
     err = info.value
     assert err.path == str(path)
@@ -165,15 +165,15 @@ def test_image_error_pickles_and_validates_reason(tmp_path: Path) -> None:
     err = ImageError("truncated", tmp_path / "x.jpg", "image file is truncated")
     back = pickle.loads(pickle.dumps(err))
     assert (back.reason, back.path, str(back)) == (err.reason, err.path, str(err))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="unknown ImageError reason"):
         ImageError("bogus", "x.jpg", "")
 
 
 def test_bad_arguments_raise_value_error(tmp_path: Path) -> None:
     path = _save(tmp_path, "ok.png", _photo(4, 4))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="max_pixels must be positive"):
         load_image(path, max_pixels=0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="draft_size must be positive"):
         load_image(path, draft_size=0)
 
 
@@ -191,9 +191,9 @@ def test_no_file_descriptor_leaks(tmp_path: Path) -> None:
         load_image(good)
         load_image(good, draft_size=16)
         for path in bad:
-            with pytest.raises(ImageError):
+            with pytest.raises(ImageError, match="cannot load image"):
                 load_image(path)
-        with pytest.raises(ImageError):
+        with pytest.raises(ImageError, match="too-large"):
             load_image(good, max_pixels=10)
     assert len(os.listdir("/proc/self/fd")) == before
 
@@ -366,9 +366,9 @@ def test_squash_keeps_everything() -> None:
 
 
 def test_resize_rejects_bad_arguments() -> None:
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mode must be one of"):
         resize_center_crop(_photo(10, 10), 8, mode="stretch")
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="size must be positive"):
         resize_center_crop(_photo(10, 10), 0)
 
 
@@ -429,9 +429,9 @@ def test_to_chw_float_matches_hand_computation() -> None:
 
 def test_to_chw_float_rejects_bad_stats() -> None:
     image = _photo(4, 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="mean and std need 3 values"):
         to_chw_float(image, (0.5, 0.5), (0.5, 0.5, 0.5))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="std must not contain zeros"):
         to_chw_float(image, (0.5, 0.5, 0.5), (0.5, 0.0, 0.5))
 
 

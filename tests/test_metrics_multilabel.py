@@ -72,7 +72,7 @@ def test_map_groups() -> None:
     assert m["per_group"]["usage"] == pytest.approx(ap[2])
     assert m["map_over_attributes"] == pytest.approx(((ap[0] + ap[1]) / 2 + ap[2]) / 2)
     assert m["map"] == pytest.approx(np.mean(ap))
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="groups has 1 entries"):
         mean_average_precision(T, s, groups=["gender"])
 
 
@@ -82,7 +82,7 @@ def test_jaccard_and_exact_match_by_hand() -> None:
     # 1/2, both empty -> 1, 1, 0
     assert jaccard_similarity(T, P) == pytest.approx(2.5 / 4)
     assert exact_match(T, P) == pytest.approx(2 / 4)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="differ in shape"):
         jaccard_similarity(T, P[:, :2])
 
 

@@ -88,11 +88,11 @@ def test_simulate_is_seeded_and_loses_positives() -> None:
 
 def test_simulate_rejects_bad_input() -> None:
     Y, attrs = _random_Y()
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="attribute_of has"):
         simulate_missing_labels(Y, attrs[:-1])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must hold only 0 and 1"):
         simulate_missing_labels(Y * 2, attrs)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="must name every attribute"):
         simulate_missing_labels(Y, attrs, drop_rate={"common": 0.5})
 
 
@@ -107,7 +107,7 @@ def test_clean_noisy_split() -> None:
     again = clean_noisy_split(1000, 50, seed=1)
     assert all(np.array_equal(s[k], again[k]) for k in s)
     assert not np.array_equal(s["clean_train"], clean_noisy_split(1000, 50, seed=2)["clean_train"])
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="need 0 <= n_clean <= n"):
         clean_noisy_split(10, 11)
 
 

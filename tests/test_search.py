@@ -312,10 +312,10 @@ def test_errors(tmp_path: Path) -> None:
 
     path = tmp_path / "cat.csv"
     pd.DataFrame({"id": ["1", "2"], "name": ["Blue Shirt", "Red Top"], "article_type": ["Shirts", "Tops"]}).to_csv(path, index=False)
-    with pytest.raises(CatalogError) as e:
+    with pytest.raises(CatalogError, match="no text column 'title'") as e:
         build_search_labels(path, label_col="article_type", progress=False)
     assert "'title'" in str(e.value) and str(path) in str(e.value)
-    with pytest.raises(CatalogError) as e:
+    with pytest.raises(CatalogError, match="--label-col 'category' is not a column") as e:
         build_search_labels(path, label_col="category", text_col="name", progress=False)
     assert "'category'" in str(e.value) and str(path) in str(e.value)
     ok = build_search_labels(path, label_col="article_type", text_col="name", progress=False)

@@ -230,7 +230,7 @@ def test_category_semantics_with_minilm(semantics: CategorySemantics) -> None:
     assert list(df.columns[:5]) == ["category", "synset", "how", "neighbor_1", "similarity_1"]
     assert df.loc[0, "neighbor_1"] == related[0]
     assert df.loc[0, "similarity_1"] == pytest.approx(s.similarity[0, s.neighbors[0, 0]])
-    with pytest.raises(KeyError):
+    with pytest.raises(KeyError, match="unknown category 'Hats'"):
         s.related("Hats")
 
 

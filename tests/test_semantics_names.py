@@ -18,19 +18,7 @@ from simlabel.semantics.names import (
     load_descriptions,
     nearest_labels,
 )
-
-# A hand-made similarity over 4 classes. With K = 2 the neighbours are
-#   0: 1 (.8), 2 (.5)     1: 0 (.8), 3 (.6)     2: 0 (.5), 3 (.4)     3: 1 (.6), 2 (.4)
-S4 = np.array(
-    [
-        [1.0, 0.8, 0.5, 0.2],
-        [0.8, 1.0, 0.3, 0.6],
-        [0.5, 0.3, 1.0, 0.4],
-        [0.2, 0.6, 0.4, 1.0],
-    ]
-)
-NBR4 = [[1, 2], [0, 3], [0, 3], [1, 2]]
-
+from tests.helpers import NBR4, S4
 
 # -- hand-computed rows ------------------------------------------------------------------------
 
@@ -72,7 +60,7 @@ def test_nearest_labels_ties_and_self() -> None:
     assert nearest_labels(odd, 2, include_self=True).tolist() == [[0, 1], [1, 0]]
     assert nearest_labels(odd, 1).tolist() == [[1], [0]]
     assert nearest_labels(s, 0).shape == (5, 0)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="similarity must be a square"):
         nearest_labels(s[:3], 2)
 
 

@@ -9,8 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simlabel.errors import MissingIdsError, StoreError
 from simlabel.store import (
-    StoreError,
+    Embeddings,
+    as_embeddings,
     load_embeddings,
     read_metadata,
     shard_name,
@@ -41,8 +43,10 @@ def test_shards_concatenate_in_order_and_ids_select(tmp_path: Path) -> None:
     assert list(ids) == ["a", "b", "c"] and x[:, 0].tolist() == [1, 2, 3]
     ids, x = load_embeddings(tmp_path, ids=["c", "a"])
     assert list(ids) == ["c", "a"] and x[:, 0].tolist() == [3, 1]
-    with pytest.raises(KeyError, match="zz"):
+    with pytest.raises(MissingIdsError, match=r"1 id\(s\) have no embedding: 'zz'") as err:
         load_embeddings(tmp_path, ids=["a", "zz"])
+    assert str(tmp_path) in str(err.value) and err.value.missing == ["zz"]
+    assert isinstance(err.value, KeyError) and not str(err.value).startswith('"')  # no KeyError quotes
 
 
 def test_missing_and_empty_folders(tmp_path: Path) -> None:
@@ -68,3 +72,42 @@ def test_round_trip_property(tmp_path_factory: pytest.TempPathFactory, n: int, d
     write_shard(folder / shard_name(0), ids, m)
     got_ids, got = load_embeddings(folder)
     assert list(got_ids) == ids and got.shape == (n, d) and np.array_equal(got, m)
+
+
+def test_embeddings_is_a_value_with_rows_positions_and_meta(tmp_path: Path) -> None:
+    import pickle
+
+    write_shard(tmp_path / shard_name(0), ["a", "b", "c"], np.arange(6, dtype=np.float32).reshape(3, 2), {"model": "toy"})
+    emb = load_embeddings(tmp_path)
+    ids, X = emb  # unpacks as (ids, matrix), as before
+    assert isinstance(emb, tuple) and len(emb) == 2 and emb.meta["model"] == "toy" and emb.meta["path"] == str(tmp_path)
+    assert emb.dim == 2 and emb.source == str(tmp_path)
+    assert emb.positions(["c", "a"]).tolist() == [2, 0]
+    sub = emb.rows(["c", "a"])
+    assert sub.ids.tolist() == ["c", "a"] and sub.matrix[:, 0].tolist() == [4, 0] and sub.meta["model"] == "toy"
+    assert emb.has(["a", "zz"]).tolist() == [True, False]
+    assert emb.rows(["zz", "b", "yy"], missing="drop").ids.tolist() == ["b"]
+    with pytest.raises(MissingIdsError, match=r"2 id\(s\) have no embedding: 'zz', 'yy'"):
+        emb.rows(["zz", "b", "yy"])
+    with pytest.raises(ValueError, match="missing must be"):
+        emb.rows(["a"], missing="ignore")
+    with pytest.raises(TypeError, match="not one str"):
+        emb.positions("a")
+    # a value survives pickling (process pools, Ray) with its metadata, and as_embeddings passes it through
+    back = pickle.loads(pickle.dumps(emb))
+    assert back.meta == emb.meta and np.array_equal(back.matrix, X) and back.ids.tolist() == ids.tolist()
+    assert as_embeddings(emb) is emb
+    assert np.array_equal(as_embeddings(tmp_path).matrix, X)
+    assert emb._replace(ids=np.array(["x", "y", "z"], dtype=object)).meta["model"] == "toy"
+    plain = as_embeddings((["p", "q"], np.eye(2)))
+    assert isinstance(plain, Embeddings) and plain.matrix.dtype == np.float32
+
+
+@settings(max_examples=30, deadline=None)
+@given(n=st.integers(1, 30), seed=st.integers(0, 2**16))
+def test_rows_of_a_permutation_is_the_permuted_matrix(n: int, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    emb = Embeddings([f"id{i}" for i in range(n)], rng.normal(size=(n, 3)).astype(np.float32), {"path": "mem"})
+    perm = rng.permutation(n)
+    sub = emb.rows(emb.ids[perm])
+    assert np.array_equal(sub.matrix, emb.matrix[perm]) and sub.ids.tolist() == emb.ids[perm].tolist()

@@ -168,6 +168,17 @@ def _errors_csv(rows: list[tuple[str, str, str]]) -> str:
     return buf.getvalue()
 
 
+def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[int], vectors: list[np.ndarray],
+           ok_pos: list[int], advance: Callable[[int], None]) -> None:
+    """Encode the pending batch into ``vectors`` and empty it."""
+    if batch:
+        vectors.append(np.asarray(encode(batch), dtype=np.float32))
+        ok_pos.extend(batch_pos)
+        advance(len(batch))
+        batch.clear()
+        batch_pos.clear()
+
+
 def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str) -> tuple[int, int, int, float]:
     """Embed every unfinished shard; return (embedded, failed, resumed, seconds)."""
     n = len(job.ids)
@@ -192,14 +203,6 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
             batch_pos: list[int] = []
             batch: list = []
 
-            def flush() -> None:
-                if batch:
-                    vectors.append(np.asarray(job.encode(batch), dtype=np.float32))
-                    ok_pos.extend(batch_pos)
-                    advance(len(batch))
-                    batch.clear()
-                    batch_pos.clear()
-
             for _ in range(lo, hi):
                 p, payload = next(stream)
                 if isinstance(payload, _ItemFailure):
@@ -211,8 +214,8 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
                 batch.append(payload)
                 batch_pos.append(p)
                 if len(batch) >= batch_size:
-                    flush()
-            flush()
+                    _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+            _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
             dim = job.manifest["dim"]
             matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
             # errors first: a shard's Parquet file is what marks it finished.

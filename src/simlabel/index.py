@@ -29,7 +29,6 @@ approximate index finds fewer than ``k`` neighbours the position is ``-1`` (the 
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import json
 import math
@@ -48,6 +47,7 @@ from sklearn.utils.validation import check_array
 from simlabel.checks import one_of, positive_int
 from simlabel.errors import InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_path
+from simlabel.threads import faiss_threads
 
 if TYPE_CHECKING:
     from simlabel.store import Embeddings
@@ -211,7 +211,7 @@ class NeighborIndex:
         if metadata is not None:
             _check_json(metadata, "metadata")
 
-        with _omp_threads(config.threads):
+        with faiss_threads(config.threads):
             index = _new_faiss_index(config, d, n)
             if config.kind == "ivf":
                 _train_ivf(index, X, sq_norms, config)
@@ -240,7 +240,7 @@ class NeighborIndex:
         _check_k(k, len(self), exclude_self=False)
         positive_int(batch_size, "batch_size")
         sq_norms = _validated_sq_norms(Q, "query vectors")
-        with _omp_threads(self.config.threads):
+        with faiss_threads(self.config.threads):
             return _search_batched(
                 self.index,
                 Q.shape[0],
@@ -268,7 +268,7 @@ class NeighborIndex:
         pos = self._check_positions(positions)
         _check_k(k, len(self), exclude_self=exclude_self)
         positive_int(batch_size, "batch_size")
-        with _omp_threads(self.config.threads):
+        with faiss_threads(self.config.threads):
             return _search_batched(
                 self.index,
                 pos.shape[0],
@@ -607,20 +607,6 @@ def _normalised(batch: np.ndarray, sq_norms: np.ndarray) -> np.ndarray:
 def _batches(n: int, size: int) -> Iterator[tuple[int, int]]:
     for start in range(0, n, size):
         yield start, min(start + size, n)
-
-
-@contextlib.contextmanager
-def _omp_threads(threads: int | None) -> Iterator[None]:
-    """Set FAISS's OpenMP thread count for the block and restore it after."""
-    if threads is None:
-        yield
-        return
-    previous = faiss.omp_get_max_threads()
-    faiss.omp_set_num_threads(int(threads))
-    try:
-        yield
-    finally:
-        faiss.omp_set_num_threads(previous)
 
 
 def _new_faiss_index(config: IndexConfig, d: int, n: int) -> faiss.Index:

@@ -19,6 +19,7 @@ from simlabel.cli._common import (
     say,
     written,
 )
+from simlabel.cli.labels import COMBINE, FOLDS, KEYWORD_WEIGHT, KNN, RANK_FLOOR, RANK_WEIGHT
 from simlabel.experiments.augment import AugmentExperimentConfig
 from simlabel.experiments.flipping import FlippingExperimentConfig
 from simlabel.experiments.side_info import METHODS as SIDE_INFO_METHODS
@@ -174,8 +175,9 @@ def experiment_smoothing(
         t.add_column(col, justify="left" if col in ("inputs", "approach") else "right")
     sd = repeats > 1
     for _, r in df.iterrows():
-        cell = lambda k, f="{:.3f}": f.format(r[k]) + (f" ±{r[k + ' sd']:.3f}" if sd else "")  # noqa: E731
-        t.add_row(r["inputs"], r["approach"], cell("top1"), cell("top5"), cell("in_top5", "{:.2f}"), cell("all5_in"), cell("severity"))
+        cells = [_mean_sd(r, k, sd, fmt) for k, fmt in (("top1", "{:.3f}"), ("top5", "{:.3f}"), ("in_top5", "{:.2f}"),
+                                                       ("all5_in", "{:.3f}"), ("severity", "{:.3f}"))]
+        t.add_row(r["inputs"], r["approach"], *cells)
     t.caption = "top-5 in nbhd: mean number of the top-5 predictions inside the true label's K nearest labels + itself; severity: mean tree distance of wrong top-1"
     out_console.print(t)
     written(json_out, html_out)
@@ -236,12 +238,12 @@ def experiment_side_info(
     duplicates: str = typer.Option(default(SideInfoExperimentConfig, "duplicates"), "--duplicates", help="An item found by several queries: one row per query (keep, as a web crawl) or its best-ranked query only (best)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Use this label file (id,label,rank: e.g. your search logs) instead of searching."),
     methods: str = typer.Option(",".join(SIDE_INFO_METHODS), "--methods"),
-    rank_weight: str = typer.Option(default(SideInfoConfig, "rank_weight"), "--rank-weight", help="linear, exp, dcg or none."),
-    rank_floor: float = typer.Option(default(SideInfoConfig, "rank_floor"), "--rank-floor"),
-    knn: int = typer.Option(default(SideInfoConfig, "knn"), "--knn", help="Visual neighbours per image (stage 1)."),
-    combine: str = typer.Option(default(SideInfoConfig, "combine"), "--combine", help="Stage 1: product or mean."),
-    keyword_weight: float = typer.Option(default(SideInfoConfig, "keyword_weight"), "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
-    folds: int = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
+    rank_weight: str = RANK_WEIGHT,
+    rank_floor: float = RANK_FLOOR,
+    knn: int = KNN,
+    combine: str = COMBINE,
+    keyword_weight: float = KEYWORD_WEIGHT,
+    folds: int = FOLDS,
     measure: str = typer.Option(default(SideInfoExperimentConfig, "measure"), "--measure", help="WordNet similarity: wup, lin or path."),
     text_weight: float = typer.Option(default(SideInfoExperimentConfig, "text_weight"), "--text-weight", help="Blend of text-encoder similarity into WordNet's."),
     related_k: int = typer.Option(default(SideInfoExperimentConfig, "related_k"), "--related-k", help="WordNet-K-nearest categories that support a label."),
@@ -280,9 +282,8 @@ def experiment_side_info(
         t.add_column(col, justify="left" if col == "method" else "right")
     sd = repeats > 1
     for _, r in df.iterrows():
-        cell = lambda k: f"{100 * r[k]:.2f}" + (f" ±{100 * r[k + ' sd']:.2f}" if sd else "")  # noqa: E731
-        gain = lambda k: f"{100 * r[k]:+.2f}" if k in r and r[k] == r[k] else ""  # noqa: E731
-        t.add_row(r["method"], cell("top1"), cell("top5"), gain("top1 gain"), gain("top5 gain"))
+        gains = [f"{100 * r[k]:+.2f}" if k in r and r[k] == r[k] else "" for k in ("top1 gain", "top5 gain")]
+        t.add_row(r["method"], _mean_sd(r, "top1", sd, "{:.2f}", 100), _mean_sd(r, "top5", sd, "{:.2f}", 100), *gains)
     t.caption = "accuracy in %, mean (±sd) over seeds; oracle-clean drops the wrong labels using the truth (a ceiling)"
     out_console.print(t)
     sep = pd.DataFrame(res["separation"])
@@ -293,6 +294,12 @@ def experiment_side_info(
         t2.add_row(r["weight"], *(f"{r[k]:.3f}" for k in ("correct mean", "wrong mean", "correct median", "wrong median", "auc")))
     out_console.print(t2)
     written(json_out, html_out)
+
+
+def _mean_sd(row, key: str, with_sd: bool, fmt: str, scale: float = 1.0) -> str:
+    """``mean`` or ``mean ±sd`` of ``key`` in a summary row (``"<key> sd"`` holds the sd)."""
+    text = fmt.format(scale * row[key])
+    return text + (" ±" + fmt.format(scale * row[f"{key} sd"]) if with_sd else "")
 
 
 def _print_augment_tables(res: dict) -> None:

@@ -162,6 +162,15 @@ def categories(
     written(out)
 
 
+# paper 003's knobs, shared by `side-info` and `experiment side-info`
+RANK_WEIGHT = typer.Option(default(SideInfoConfig, "rank_weight"), "--rank-weight", help="linear, exp, dcg or none: how trust falls with rank.")
+RANK_FLOOR = typer.Option(default(SideInfoConfig, "rank_floor"), "--rank-floor", help="The weight of the deepest rank (rank alone never drops an item).")
+KNN = typer.Option(default(SideInfoConfig, "knn"), "--knn", help="Visual neighbours per image (stage 1).")
+COMBINE = typer.Option(default(SideInfoConfig, "combine"), "--combine", help="Stage 1: product or mean of rank weight and neighbour agreement.")
+KEYWORD_WEIGHT = typer.Option(default(SideInfoConfig, "keyword_weight"), "--keyword-weight", help="Stage 2: share of the keyword match in s(x).")
+FOLDS = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="Stage 2: out-of-fold heads (0: in-sample).")
+
+
 def side_info(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
     labels: Path = typer.Option(..., "--labels", help="Noisy labels: CSV id,label and optionally rank (from simlabel search or your own search logs)."),
@@ -170,13 +179,13 @@ def side_info(
     semantics: Optional[Path] = typer.Option(None, "--semantics", help="JSON from simlabel categories (default: built from the label names)."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Stage 2: the catalog whose --text-col gives each item's keywords."),
     text_col: str = typer.Option("title", "--text-col", help="Stage 2: text column for keywords (title, description or tags)."),
-    rank_weight: str = typer.Option(default(SideInfoConfig, "rank_weight"), "--rank-weight", help="linear, exp, dcg or none: how trust falls with rank."),
-    rank_floor: float = typer.Option(default(SideInfoConfig, "rank_floor"), "--rank-floor", help="The weight of the deepest rank (rank alone never drops an item)."),
-    knn: int = typer.Option(default(SideInfoConfig, "knn"), "--knn", help="Visual neighbours per image."),
+    rank_weight: str = RANK_WEIGHT,
+    rank_floor: float = RANK_FLOOR,
+    knn: int = KNN,
     index_kind: str = typer.Option(default(SideInfoConfig, "index"), "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 100k images, ivf above)."),
-    combine: str = typer.Option(default(SideInfoConfig, "combine"), "--combine", help="Stage 1: product or mean of rank weight and neighbour agreement."),
-    keyword_weight: float = typer.Option(default(SideInfoConfig, "keyword_weight"), "--keyword-weight", help="Stage 2: share of the keyword match in s(x)."),
-    folds: int = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="Stage 2: out-of-fold heads (0: in-sample)."),
+    combine: str = COMBINE,
+    keyword_weight: float = KEYWORD_WEIGHT,
+    folds: int = FOLDS,
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
 ) -> None:

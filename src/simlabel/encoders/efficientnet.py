@@ -21,18 +21,20 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
+import torch
 from PIL import Image
 
 from simlabel.cache import cache_dir
 from simlabel.encoders.base import ImageEncoder, l2_normalize, resolve_device
 from simlabel.errors import InputError, ModelError
+from simlabel.files import atomic_path
 from simlabel.images import resize_center_crop, to_chw_float
+from simlabel.threads import torch_threads
 
 Backend = Literal["auto", "onnx", "torch"]
 NORMALIZATIONS = {
@@ -69,9 +71,19 @@ def _file_sha256(path: Path, limit: int | None = None) -> str:
     return h.hexdigest()
 
 
+class PooledFeatures(torch.nn.Module):
+    """An EfficientNet's last convolution, globally average-pooled: ``(B, 3, H, W) -> (B, C)``."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(x).mean(dim=(2, 3))
+
+
 def build_feature_model(variant: str = "efficientnet-lite0", weights_path: str | os.PathLike | None = None):
     """The torch module ``pixels (B,3,H,W) -> pooled features (B,1280)`` (not normalised)."""
-    import torch
     from efficientnet_lite_pytorch import EfficientNet
 
     path = Path(weights_path) if weights_path else default_weights_path()
@@ -84,14 +96,6 @@ def build_feature_model(variant: str = "efficientnet-lite0", weights_path: str |
     missing = [k for k in missing if not k.startswith("_fc.")]
     if missing or unexpected:
         raise ModelError(f"{path}: weights do not match {variant}: missing {missing[:5]}, unexpected {unexpected[:5]}")
-
-    class PooledFeatures(torch.nn.Module):
-        def __init__(self, net):
-            super().__init__()
-            self.net = net
-
-        def forward(self, x):
-            return self.net.extract_features(x).mean(dim=(2, 3))
 
     return PooledFeatures(model).eval()
 
@@ -157,48 +161,34 @@ class EfficientNetLiteEncoder(ImageEncoder):
         if backend == "onnx":
             self._session = self._onnx_session()
         else:
-            import torch
-
-            torch.set_num_threads(self.threads)
             self._torch_model = build_feature_model(variant, self.weights_path).to(self.device)
 
     # -- ONNX -------------------------------------------------------------------------------------
     def onnx_path(self) -> Path:
         import onnx
-        import torch
 
         key = f"{self.variant}-w{self._weights_key}-torch{torch.__version__}-onnx{onnx.__version__}-f{_EXPORT_FORMAT}"
         return cache_dir("onnx") / f"{key}.onnx"
 
     def export_onnx(self, path: Path | None = None) -> Path:
         """Export the feature model to ONNX (atomically) and return its path."""
-        import torch
-
         path = path or self.onnx_path()
         if path.exists():
             return path
-        path.parent.mkdir(parents=True, exist_ok=True)
         model = build_feature_model(self.variant, self.weights_path)
         dummy = torch.zeros(1, 3, self.image_size, self.image_size)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".onnx.tmp")
-        os.close(fd)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    model,
-                    (dummy,),
-                    tmp,
-                    input_names=["pixels"],
-                    output_names=["features"],
-                    dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
-                    opset_version=17,
-                    dynamo=False,
-                )
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (dummy,),
+                str(tmp),
+                input_names=["pixels"],
+                output_names=["features"],
+                dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}},
+                opset_version=17,
+                dynamo=False,
+            )
         return path
 
     def _onnx_session(self):
@@ -214,7 +204,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
         opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
         try:
             return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # a cache file damaged by a crash before os.replace cannot happen; a disk error can
+        except Exception as e:  # a cache file half written by a crash cannot happen (atomic_path); a disk error can
             raise ModelError(f"cannot load the cached ONNX model {path}: {e}; delete it to re-export") from e
 
     # -- encoder API --------------------------------------------------------------------------------
@@ -228,9 +218,7 @@ class EfficientNetLiteEncoder(ImageEncoder):
             raise InputError(f"pixels must be (B, 3, H, W); got {pixels.shape}")
         if self._session is not None:
             return self._session.run(["features"], {"pixels": pixels})[0]
-        import torch
-
-        with torch.inference_mode():
+        with torch_threads(self.threads), torch.inference_mode():
             out = self._torch_model(torch.from_numpy(pixels).to(self.device))
         return out.float().cpu().numpy()
 

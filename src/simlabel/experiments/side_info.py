@@ -185,7 +185,7 @@ def run_side_info_experiment(
     for seed in cfg.repeats:
         hc = replace(head, seed=seed)
 
-        def fit_eval(method: str, weights: np.ndarray | None, keep: np.ndarray | None = None) -> None:
+        def fit_eval(method: str, weights: np.ndarray | None, keep: np.ndarray | None = None, hc=hc, seed=seed) -> None:
             rows = np.arange(len(y)) if keep is None else np.flatnonzero(keep)
             clf = EmbeddingClassifier(hc).fit(
                 X[rows], y[rows], sample_weight=None if weights is None else weights[rows], classes=categories
