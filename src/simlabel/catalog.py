@@ -213,14 +213,14 @@ def load_catalog(
 
     Parameters
     ----------
-    path:
+    path
         CSV/TSV or Parquet file.
-    columns:
+    columns
         Mapping from standard column name to the column holding it in the file,
         e.g. ``{"label": "article_type", "id": "sku"}``. ``None`` values are ignored.
-    require:
+    require
         Standard columns that must be present (after mapping).
-    root:
+    root
         Folder relative image paths are resolved against (default: the catalog's folder).
 
     Raises

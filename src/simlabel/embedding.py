@@ -329,17 +329,25 @@ def embed(
 
     Parameters
     ----------
-    catalog: a catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
-    out: the embedding folder. Image embeddings go to ``out``; text embeddings to
+    catalog
+        a catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
+    out
+        the embedding folder. Image embeddings go to ``out``; text embeddings to
         ``out/text`` (or to ``out`` itself when ``model`` is a text model).
-    model: image model spec (see :mod:`simlabel.encoders`), or a text model spec
+    model
+        image model spec (see :mod:`simlabel.encoders`), or a text model spec
         (``minilm``, ``st:...``) to embed only ``text_col``.
-    text_col: catalog column to embed as text (e.g. ``title``).
-    text_model: text model spec; default: the CLIP text tower when ``model`` is
+    text_col
+        catalog column to embed as text (e.g. ``title``).
+    text_model
+        text model spec; default: the CLIP text tower when ``model`` is
         CLIP (same space as the images), otherwise ``minilm``.
-    strict: stop at the first item that cannot be embedded (raises :class:`EmbedItemError`).
-    overwrite: delete what ``out`` holds instead of resuming.
-    image_encoder, text_encoder: ready-made encoders (skip building from specs).
+    strict
+        stop at the first item that cannot be embedded (raises :class:`EmbedItemError`).
+    overwrite
+        delete what ``out`` holds instead of resuming.
+    image_encoder, text_encoder
+        ready-made encoders (skip building from specs).
 
     Returns
     -------

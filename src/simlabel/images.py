@@ -121,23 +121,30 @@ def load_image(
     white, 16-bit grey is scaled (not clipped) into 0..255.  The returned image
     does not reference the file, whose handle is closed before returning.
 
-    Args:
-        path: the image file.
-        max_pixels: refuse images whose declared ``width * height`` exceeds
-            this, before any pixel data is decoded.  Pillow's own bomb check in
-            ``Image.open`` still applies whatever this says: an image over
-            ``Image.MAX_IMAGE_PIXELS`` makes Pillow warn, one over twice that
-            makes it refuse; a refusal (or the warning, where warnings are
-            errors) is reported as ``too-large``.
-        draft_size: when set and the file is a JPEG, let libjpeg decode at a
-            reduced DCT scale (1/2, 1/4 or 1/8) whose shorter side is still at
-            least ``draft_size`` (or the full size, when the photo is smaller
-            than that).  Much faster for large photos that will be shrunk to
-            ``draft_size`` anyway; ignored for other formats.
+    Parameters
+    ----------
+    path
+        the image file.
+    max_pixels
+        refuse images whose declared ``width * height`` exceeds
+        this, before any pixel data is decoded.  Pillow's own bomb check in
+        ``Image.open`` still applies whatever this says: an image over
+        ``Image.MAX_IMAGE_PIXELS`` makes Pillow warn, one over twice that
+        makes it refuse; a refusal (or the warning, where warnings are
+        errors) is reported as ``too-large``.
+    draft_size
+        when set and the file is a JPEG, let libjpeg decode at a
+        reduced DCT scale (1/2, 1/4 or 1/8) whose shorter side is still at
+        least ``draft_size`` (or the full size, when the photo is smaller
+        than that).  Much faster for large photos that will be shrunk to
+        ``draft_size`` anyway; ignored for other formats.
 
-    Raises:
-        ImageError: for anything wrong with this particular file.
-        ValueError: for invalid ``max_pixels`` or ``draft_size``.
+    Raises
+    ------
+    ImageError
+        for anything wrong with this particular file.
+    ValueError
+        for invalid ``max_pixels`` or ``draft_size``.
     """
     if max_pixels < 1:
         raise InputError(f"max_pixels must be positive, got {max_pixels}")

@@ -161,12 +161,18 @@ def focal_loss(
     ``(C,)`` -> per-class, :math:`\alpha_t = \alpha[y]`. With ``gamma=0`` and
     ``alpha=None`` this equals ``F.cross_entropy`` exactly.
 
-    Args:
-        logits: ``(n, C)`` unnormalised scores.
-        target: ``(n,)`` integer class indices.
-        gamma: focusing parameter, >= 0 (down-weights easy samples).
-        weight: optional per-sample weights ``(n,)``.
-        reduction: ``"none"``, ``"mean"`` (weighted mean) or ``"sum"``.
+    Parameters
+    ----------
+    logits
+        ``(n, C)`` unnormalised scores.
+    target
+        ``(n,)`` integer class indices.
+    gamma
+        focusing parameter, >= 0 (down-weights easy samples).
+    weight
+        optional per-sample weights ``(n,)``.
+    reduction
+        ``"none"``, ``"mean"`` (weighted mean) or ``"sum"``.
     """
     n, c = _check_logits(logits)
     _check_target(target, n, c)
@@ -219,13 +225,20 @@ def binary_focal_loss(
     ``gamma=0`` the per-sample loss is ``F.binary_cross_entropy_with_logits``
     summed over the labels.
 
-    Args:
-        logits: ``(n, L)`` one logit per label.
-        targets: ``(n, L)`` in [0, 1]; may be soft.
-        gamma: focusing parameter, >= 0.
-        alpha: weight of positives (negatives get ``1 - alpha``), or ``None``.
-        weight: optional per-sample weights ``(n,)``.
-        reduction: ``"none"``, ``"mean"`` (weighted mean) or ``"sum"``.
+    Parameters
+    ----------
+    logits
+        ``(n, L)`` one logit per label.
+    targets
+        ``(n, L)`` in [0, 1]; may be soft.
+    gamma
+        focusing parameter, >= 0.
+    alpha
+        weight of positives (negatives get ``1 - alpha``), or ``None``.
+    weight
+        optional per-sample weights ``(n,)``.
+    reduction
+        ``"none"``, ``"mean"`` (weighted mean) or ``"sum"``.
     """
     n, _ = _check_logits(logits)
     _check_same_shape(logits, targets, "targets")

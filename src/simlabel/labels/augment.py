@@ -111,13 +111,19 @@ def augment_positions(
 
     Parameters
     ----------
-    knn: neighbour function over positions (see :data:`KnnFn`), e.g.
+    knn
+        neighbour function over positions (see :data:`KnnFn`), e.g.
         ``NeighborIndex.knn_positions``; called only on each step's frontier.
-    n: size of the universe.
-    seed_positions: one array of positions per class (``P_0``, ``N_0``, ...); disjoint.
-    holdout: positions (or a boolean mask of length ``n``) never to label.
-    stop: ``"shrink"`` (default) or ``"grow"``; see the module docstring.
-    max_steps: upper bound on the number of steps (``None``: until a stop).
+    n
+        size of the universe.
+    seed_positions
+        one array of positions per class (``P_0``, ``N_0``, ...); disjoint.
+    holdout
+        positions (or a boolean mask of length ``n``) never to label.
+    stop
+        ``"shrink"`` (default) or ``"grow"``; see the module docstring.
+    max_steps
+        upper bound on the number of steps (``None``: until a stop).
     """
     if stop not in ("shrink", "grow"):
         raise InputError(f"stop must be 'shrink' or 'grow'; got {stop!r}")

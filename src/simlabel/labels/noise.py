@@ -86,7 +86,8 @@ def simulate_missing_labels(
       rarely queried attributes are the ones nobody fills in;
     * ``drop_rates_range=None``: the scalar ``drop_rate`` for all attributes.
 
-    Returns:
+    Returns
+    -------
         ``(Y_noisy, info)``: ``Y_noisy`` uint8 of ``Y``'s shape; ``info`` holds
         ``drop_rates`` and ``realised_drop_rates`` per attribute,
         ``positives_per_attribute``, ``n_positive``, ``n_dropped``,
@@ -138,7 +139,8 @@ def clean_noisy_split(n: int, n_clean: int, *, test_frac: float = 0.25, seed: in
     split 75 | 25; models are evaluated on ``C_test``. The test part of each
     set has ``round(test_frac * size)`` images. Index arrays are sorted.
 
-    Returns:
+    Returns
+    -------
         ``{"clean_train", "clean_test", "noisy_train", "noisy_test"}``, disjoint
         and covering ``range(n)``.
     """

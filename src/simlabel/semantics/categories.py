@@ -197,7 +197,8 @@ def candidate_lemmas(name: str, *, reader: WordNetCorpusReader | None = None) ->
     when that finds nothing, matched to a lemma spelt the same up to hyphens, underscores
     and spaces (``"Tshirts"`` -> ``t-shirt``). A surface form with no lemma is listed as is.
 
-    Returns:
+    Returns
+    -------
         The distinct candidates, e.g. ``["casual_shoes", "casual-shoes", "shoes", "shoe"]``.
     """
     reader = _reader(reader)
@@ -216,13 +217,18 @@ def candidate_lemmas(name: str, *, reader: WordNetCorpusReader | None = None) ->
 class CategoryMapping:
     """Category names mapped to WordNet noun synsets.
 
-    Attributes:
-        names: the category names, in order.
-        synsets: the synset name of each category (``"shoe.n.01"``), ``None`` if unmapped.
-        how: ``"override"`` (given explicitly), ``"phrase"`` (the whole name is a WordNet
-            lemma), ``"head"`` (a shorter suffix or a conjunct of it is) or ``"unmapped"``.
-        candidates: the noun synsets considered for each category (the senses of its first
-            matching lemma, most frequent first; the override alone; ``[]`` if unmapped).
+    Attributes
+    ----------
+    names
+        the category names, in order.
+    synsets
+        the synset name of each category (``"shoe.n.01"``), ``None`` if unmapped.
+    how
+        ``"override"`` (given explicitly), ``"phrase"`` (the whole name is a WordNet
+        lemma), ``"head"`` (a shorter suffix or a conjunct of it is) or ``"unmapped"``.
+    candidates
+        the noun synsets considered for each category (the senses of its first
+        matching lemma, most frequent first; the override alone; ``[]`` if unmapped).
     """
 
     names: list[str]
@@ -318,50 +324,59 @@ def map_categories(
     r"""Map category names to WordNet noun synsets (paper 003, "Establish Category Semantic
     Relationships").
 
-    Parameters:
-        names: the category names (distinct).
-        overrides: an explicit synset name per category (``{"Trunk": "trunk.n.02"}``); an
-            empty string or ``None`` leaves that category unmapped. Names not in ``names``
-            are ignored (one file can serve several label sets). A synset that does not
-            exist or is not a noun raises ``ValueError`` naming the category.
-        sense: which sense of the first matching lemma (:func:`candidate_lemmas`):
+    Parameters
+    ----------
+    names
+        the category names (distinct).
+    overrides
+        an explicit synset name per category (``{"Trunk": "trunk.n.02"}``); an
+        empty string or ``None`` leaves that category unmapped. Names not in ``names``
+        are ignored (one file can serve several label sets). A synset that does not
+        exist or is not a noun raises ``ValueError`` naming the category.
+    sense
+        which sense of the first matching lemma (:func:`candidate_lemmas`):
 
-            ``"first"``
-                WordNet's most frequent sense (by SemCor count over the lemma's forms).
-            ``"context"`` (default)
-                The category set disambiguates itself. Starting from the first senses, each
-                category takes, among its candidate senses :math:`\sigma \in \Sigma_i`, the one
-                closest to the senses :math:`s_j` the other mapped categories hold: the mean
-                of its ``context_k`` largest Wu-Palmer similarities to them,
+        ``"first"``
+            WordNet's most frequent sense (by SemCor count over the lemma's forms).
+        ``"context"`` (default)
+            The category set disambiguates itself. Starting from the first senses, each
+            category takes, among its candidate senses :math:`\sigma \in \Sigma_i`, the one
+            closest to the senses :math:`s_j` the other mapped categories hold: the mean
+            of its ``context_k`` largest Wu-Palmer similarities to them,
 
-                .. math:: s_i \leftarrow \arg\max_{\sigma \in \Sigma_i}
-                          \operatorname{mean\,top}_{k}\{\mathrm{wup}(\sigma, s_j) : j \in M, j \ne i\},
+            .. math:: s_i \leftarrow \arg\max_{\sigma \in \Sigma_i}
+                      \operatorname{mean\,top}_{k}\{\mathrm{wup}(\sigma, s_j) : j \in M, j \ne i\},
 
-                all categories at once (so the result does not depend on their order),
-                repeated ``rounds`` times or until nothing changes; ties keep the more
-                frequent sense. In a fashion catalog "Flats" become footwear, "Briefs" and
-                "Boxers" underpants, "Ties" neckties, "Clutches" clutch bags, "Tops" the
-                garment (not the upper part of anything), because those senses sit next to the
-                catalog's other garments and accessories. Overridden categories take part as
-                fixed context.
+            all categories at once (so the result does not depend on their order),
+            repeated ``rounds`` times or until nothing changes; ties keep the more
+            frequent sense. In a fashion catalog "Flats" become footwear, "Briefs" and
+            "Boxers" underpants, "Ties" neckties, "Clutches" clutch bags, "Tops" the
+            garment (not the upper part of anything), because those senses sit next to the
+            catalog's other garments and accessories. Overridden categories take part as
+            fixed context.
 
-                Why the top ``k`` and not the mean over all categories: a catalog has several
-                families (garments, footwear, bags, jewellery, cosmetics) and a sense needs
-                to fit its own family. The plain mean (``context_k=None``) favours shallow,
-                generic senses that are equally far from every family: on the 75
-                fashion-products article types it picks "clothing in general" for
-                "Dresses", "an outer wrapping or casing" for "Jackets" and "covering for a
-                hole" for "Tops"; the top-5 mean picks the garments.
-        max_senses: at most this many senses per category are considered (most frequent
-            first; ``None``: all). The garment sense of a polysemous word can be rare
-            (``top`` in the sense of a garment is WordNet's 10th sense of ``top``).
-        context_k: how many of the most similar other categories a sense is scored
-            against in ``"context"`` mode (clipped to the number of other mapped
-            categories; ``None``: all of them, a plain mean).
-        rounds: rounds of the context update.
-        reader: an nltk WordNet reader (default :func:`simlabel.semantics.wordnet.wordnet_reader`).
+            Why the top ``k`` and not the mean over all categories: a catalog has several
+            families (garments, footwear, bags, jewellery, cosmetics) and a sense needs
+            to fit its own family. The plain mean (``context_k=None``) favours shallow,
+            generic senses that are equally far from every family: on the 75
+            fashion-products article types it picks "clothing in general" for
+            "Dresses", "an outer wrapping or casing" for "Jackets" and "covering for a
+            hole" for "Tops"; the top-5 mean picks the garments.
+    max_senses
+        at most this many senses per category are considered (most frequent
+        first; ``None``: all). The garment sense of a polysemous word can be rare
+        (``top`` in the sense of a garment is WordNet's 10th sense of ``top``).
+    context_k
+        how many of the most similar other categories a sense is scored
+        against in ``"context"`` mode (clipped to the number of other mapped
+        categories; ``None``: all of them, a plain mean).
+    rounds
+        rounds of the context update.
+    reader
+        an nltk WordNet reader (default :func:`simlabel.semantics.wordnet.wordnet_reader`).
 
-    Returns:
+    Returns
+    -------
         A :class:`CategoryMapping`.
 
     Cost: ``context`` compares every candidate sense with every chosen sense per round,
@@ -533,12 +548,16 @@ def blend_similarity(wordnet_sim: np.ndarray, text_sim: np.ndarray, text_weight:
     (0: WordNet only where it has an answer; 1: text only). Negative cosines are cut at 0
     because WordNet similarities are never negative: "unrelated" is 0 on both scales.
 
-    Parameters:
-        wordnet_sim: ``(C, C)`` WordNet similarity in [0, 1], NaN for unmapped pairs
-            (:func:`wordnet_similarity`).
-        text_sim: ``(C, C)`` cosine similarity of the names' text embeddings
-            (:func:`simlabel.semantics.names.label_similarity`), finite.
-        text_weight: ``w`` in [0, 1].
+    Parameters
+    ----------
+    wordnet_sim
+        ``(C, C)`` WordNet similarity in [0, 1], NaN for unmapped pairs
+        (:func:`wordnet_similarity`).
+    text_sim
+        ``(C, C)`` cosine similarity of the names' text embeddings
+        (:func:`simlabel.semantics.names.label_similarity`), finite.
+    text_weight
+        ``w`` in [0, 1].
     """
     wn = np.asarray(wordnet_sim, dtype=np.float64)
     tx = np.asarray(text_sim, dtype=np.float64)
@@ -583,15 +602,23 @@ def _matrix_from_json(rows: Any, c: int, what: str, where: str) -> np.ndarray:
 class CategorySemantics:
     """Category semantic relationships: the synsets, the similarities and the ``K`` nearest.
 
-    Attributes:
-        names: the category names.
-        mapping: their WordNet synsets (:func:`map_categories`).
-        wordnet: ``(C, C)`` WordNet similarity, NaN for unmapped categories.
-        text: ``(C, C)`` text-encoder cosine similarity of the names, or ``None``.
-        similarity: ``(C, C)`` the blended similarity in [0, 1] (:func:`blend_similarity`).
-        neighbors: ``(C, K)`` int64, the ``K`` most similar categories of each, most similar
-            first (itself excluded).
-        params: how it was made (measure, text_weight, k, sense, text_encoder, ic).
+    Attributes
+    ----------
+    names
+        the category names.
+    mapping
+        their WordNet synsets (:func:`map_categories`).
+    wordnet
+        ``(C, C)`` WordNet similarity, NaN for unmapped categories.
+    text
+        ``(C, C)`` text-encoder cosine similarity of the names, or ``None``.
+    similarity
+        ``(C, C)`` the blended similarity in [0, 1] (:func:`blend_similarity`).
+    neighbors
+        ``(C, K)`` int64, the ``K`` most similar categories of each, most similar
+        first (itself excluded).
+    params
+        how it was made (measure, text_weight, k, sense, text_encoder, ic).
     """
 
     names: list[str]
