@@ -212,7 +212,7 @@ def experiment_flipping(
     res = run_flipping_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
     df = pd.DataFrame(res["table"]).set_index("method")
     t = Table(title=f"Table 1 (in %): {len(res['labels'])} labels, {n_clean} clean samples")
-    t.add_column("method")
+    t.add_column("method", no_wrap=True)
     for c in df.columns:
         t.add_column(str(c), justify="right")
     for m, row in df.iterrows():
