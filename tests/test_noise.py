@@ -14,17 +14,6 @@ from simlabel.labels.noise import clean_noisy_split, simulate_missing_labels
 CATALOG = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "fashion-products" / "catalog.csv"
 
 
-@pytest.fixture
-def table() -> pd.DataFrame:
-    return pd.DataFrame(
-        {
-            "id": [1, 2, 3, 4],
-            "usage": ["Casual", "Formal", np.nan, "Casual"],
-            "gender": ["Men", "Women", "Men", " "],
-        }
-    )
-
-
 def _random_Y(seed: int = 0) -> tuple[np.ndarray, list[str]]:
     """Two frequent attributes and one rare one, one-hot per attribute like a catalog."""
     rng = np.random.default_rng(seed)
