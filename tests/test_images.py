@@ -473,8 +473,78 @@ def test_draft_that_undershoots_is_not_used(tmp_path: Path, monkeypatch: pytest.
         return original(self, mode, (size[0] // 4, size[1] // 4) if size else size)
 
     monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", greedy_draft)
+    monkeypatch.setattr(images, "simplejpeg", None)  # the Pillow path (CMYK JPEGs, no simplejpeg)
     path = _save(tmp_path, "big.jpg", _photo(800, 600))
     assert load_image(path, draft_size=300).size == (800, 600)
+
+
+@pytest.mark.parametrize(("w", "h", "draft"), [(800, 600, 100), (700, 700, 224), (450, 449, 224), (230, 900, 224), (64, 48, None)])
+def test_strict_jpeg_decoding_is_pixel_identical_to_pillow(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, w, h, draft) -> None:
+    path = _save(tmp_path, "p.jpg", _photo(w, h), quality=90)
+    strict = np.asarray(load_image(path, draft_size=draft))
+    monkeypatch.setattr(images, "simplejpeg", None)
+    assert np.array_equal(strict, np.asarray(load_image(path, draft_size=draft)))
+
+
+def test_damage_pillow_lets_through_is_recorded(tmp_path: Path) -> None:
+    import io
+    import struct
+    import zlib
+
+    photo = _photo(64, 80)
+    # a JPEG whose middle section is zeroed: Pillow decodes it without a word
+    buf = io.BytesIO()
+    photo.save(buf, "JPEG", quality=90)
+    data = bytearray(buf.getvalue())
+    mid = len(data) // 2
+    data[mid : mid + 300] = bytes(300)
+    (tmp_path / "mid.jpg").write_bytes(bytes(data))
+    assert _reason(tmp_path / "mid.jpg") == "corrupt"
+    # a PNG whose compressed rows end cleanly after 10 of 80: Pillow gives an image black below
+    arr = np.asarray(photo)
+    raw = b"".join(b"\x00" + arr[r].tobytes() for r in range(10))
+
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF)
+
+    png = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 64, 80, 8, 2, 0, 0, 0)) + chunk(b"IDAT", zlib.compress(raw)) + chunk(b"IEND", b"")
+    (tmp_path / "short.png").write_bytes(png)
+    assert _reason(tmp_path / "short.png") == "truncated"
+    # complete PNGs of every kind still load, interlaced included
+    for name, im, kw in (("rgba.png", photo.convert("RGBA"), {}), ("l.png", photo.convert("L"), {}),
+                         ("p.png", photo.convert("P"), {}), ("i.png", photo, {"interlace": 1}), ("bw.png", photo.convert("1"), {})):
+        im.save(tmp_path / name, **kw)
+        assert load_image(tmp_path / name).size == (64, 80), name
+    # a GIF cut short
+    photo.convert("P").save(tmp_path / "g.gif")
+    g = (tmp_path / "g.gif").read_bytes()
+    (tmp_path / "cut.gif").write_bytes(g[: len(g) // 2])
+    assert _reason(tmp_path / "cut.gif") == "truncated"
+
+
+def test_pixel_budget_bounds_pixels_in_flight() -> None:
+    import threading
+    import time
+
+    budget = images.PixelBudget(100)
+    inside, top = [0], [0]
+    lock = threading.Lock()
+
+    def work(n: int) -> None:
+        with budget.reserve(n):
+            with lock:
+                inside[0] += n
+                top[0] = max(top[0], inside[0])
+            time.sleep(0.01)
+            with lock:
+                inside[0] -= n
+
+    threads = [threading.Thread(target=work, args=(n,)) for n in (60, 60, 30, 250, 10)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert top[0] <= 250 and budget.peak <= 100 and budget.free == 100  # 250 is clipped to the whole budget, alone
 
 
 def test_draft_then_center_crop_never_upsamples(tmp_path: Path) -> None:

@@ -7,9 +7,17 @@ exists is finished, so a killed run started again skips it: no id is embedded
 twice and none is lost. ``manifest.json`` pins what the folder is for (model
 version, ids fingerprint, shard size), so a resume never mixes two jobs.
 
-Images are decoded and preprocessed in worker threads (Pillow releases the GIL
-while decoding) a bounded window ahead of the model, so decoding overlaps
-inference and memory stays flat whatever the catalog size.
+Images are decoded and preprocessed in worker threads (the decoders release the GIL)
+a bounded window ahead of the model, so decoding overlaps inference and memory stays
+flat whatever the catalog size; a pixel budget shared by the decoding threads
+(:class:`~simlabel.images.PixelBudget`) keeps a run of huge photos from being decoded
+at once.
+
+One writer per folder: the job holds an OS lock on ``out`` (:func:`simlabel.files.exclusive`),
+so a second ``embed`` into the same folder fails at once (or waits, ``wait=True``) instead
+of mixing its shards in. ``retry_failed`` embeds again the items ``errors.csv`` lists (after
+their files were fixed) into extra shards ``part-rNNNN.parquet``, listed in the manifest,
+without redoing the rest.
 """
 
 from __future__ import annotations
@@ -39,14 +47,14 @@ from simlabel.encoders import (
     is_image_model,
     parse_spec,
 )
-from simlabel.errors import EmbedItemError, InputError, StoreError
-from simlabel.files import atomic_write_json, atomic_write_text
-from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
+from simlabel.files import atomic_write_json, atomic_write_text, exclusive, kill_point, read_json
+from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
-from simlabel.store import list_shards, shard_name, write_shard
+from simlabel.store import MANIFEST, list_shards, shard_name, write_shard
 
-MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
+RETRY_PREFIX = "part-r"
 ERRORS_DIR = "_errors"
 TEXT_SUBDIR = "text"
 
@@ -109,10 +117,10 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
         for name in (MANIFEST, ERRORS, "summary.json"):
             (out / name).unlink(missing_ok=True)
         shutil.rmtree(out / ERRORS_DIR, ignore_errors=True)
+    for stale in out.glob(".*.tmp") if out.is_dir() else []:
+        stale.unlink(missing_ok=True)  # what a killed write left; we hold the folder's lock
     if path.exists():
-        import json
-
-        old = json.loads(path.read_text())
+        old = read_json(path, "embedding manifest")
         keys = ("model_version", "ids_sha256", "shard_size", "modality", "source_column")
         diff = [k for k in keys if old.get(k) != manifest.get(k)]
         if diff:
@@ -123,6 +131,9 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     elif out.exists() and list_shards(out):
         raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another --out folder or --overwrite")
     out.mkdir(parents=True, exist_ok=True)
+    if path.exists():
+        manifest["retry_shards"] = old.get("retry_shards", [])
+        manifest["created"] = old.get("created", manifest["created"])
     atomic_write_json(path, manifest)
 
 
@@ -220,10 +231,66 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
             matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
             # errors first: a shard's Parquet file is what marks it finished.
             atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
+            kill_point("embed:between-errors-and-shard")
             write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": dim})
+            kill_point("embed:after-shard")
             embedded += len(ok_pos)
             failed += len(errors)
     return embedded, failed, resumed, time.perf_counter() - start
+
+
+def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -> tuple[int, int]:
+    """Embed again the items the per-shard error files list; the ones that now work go into a
+    new shard ``part-rNNNN.parquet`` (listed in the manifest) and leave the error files.
+    Returns (embedded, still failing)."""
+    errors_dir = job.out / ERRORS_DIR
+    done = {str(i) for shard in list_shards(job.out) for i in _shard_ids(shard)}
+    failed: dict[str, list[list[str]]] = {}
+    for f in sorted(errors_dir.glob("*.csv")):
+        with open(f, newline="", encoding="utf-8") as fh:
+            rows = list(csv.reader(fh))[1:]
+        failed[f.name] = [r for r in rows if r and r[0] not in done]
+    todo_ids = [r[0] for rows in failed.values() for r in rows]
+    if not todo_ids:
+        return 0, 0
+    pos_of = {str(i): p for p, i in enumerate(job.ids)}
+    positions = [pos_of[i] for i in todo_ids if i in pos_of]
+    ok_pos: list[int] = []
+    vectors: list[np.ndarray] = []
+    still: set[str] = set()
+    batch: list = []
+    batch_pos: list[int] = []
+    with progress_bar(f"retry {job.modality}", total=len(positions), enabled=progress) as advance:
+        for p, payload in _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8)):
+            if isinstance(payload, _ItemFailure):
+                if strict:
+                    raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
+                still.add(str(job.ids[p]))
+                advance(1)
+                continue
+            batch.append(payload)
+            batch_pos.append(p)
+            if len(batch) >= batch_size:
+                _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+        _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+    if ok_pos:
+        manifest = read_json(job.out / MANIFEST, "embedding manifest")
+        retry = list(manifest.get("retry_shards", []))
+        name = f"{RETRY_PREFIX}{len(retry):04d}.parquet"
+        meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+        write_shard(job.out / name, job.ids[ok_pos], np.concatenate(vectors), {**meta, "dim": job.manifest["dim"]})
+        kill_point("embed:after-retry-shard")
+        atomic_write_json(job.out / MANIFEST, {**manifest, "retry_shards": retry + [name]})
+    fixed = {str(job.ids[p]) for p in ok_pos}
+    for fname, rows in failed.items():
+        atomic_write_text(errors_dir / fname, _errors_csv([tuple(r) for r in rows if r[0] not in fixed]))
+    return len(ok_pos), len(still)
+
+
+def _shard_ids(path: Path) -> np.ndarray:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path, columns=["id"]).column("id").to_numpy(zero_copy_only=False)
 
 
 def _merge_errors(out: Path) -> tuple[Path, int]:
@@ -255,6 +322,7 @@ def _embed_one(
     strict: bool,
     overwrite: bool,
     progress: bool,
+    retry_failed: bool = False,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -274,6 +342,9 @@ def _embed_one(
     embedded, failed, resumed, seconds = _run(
         job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
     )
+    if retry_failed:
+        fixed, _ = _retry_failed(job, batch_size=batch_size, strict=strict, progress=progress)
+        embedded += fixed
     errors_path, n_errors = _merge_errors(out)
     n_ok = sum(_count_rows(p) for p in list_shards(out))
     result = EmbedResult(
@@ -324,6 +395,9 @@ def embed(
     progress: bool = True,
     image_encoder: ImageEncoder | None = None,
     text_encoder: TextEncoder | None = None,
+    retry_failed: bool = False,
+    wait: bool = False,
+    pixel_budget: int = DEFAULT_MAX_PIXELS,
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
@@ -348,6 +422,13 @@ def embed(
         delete what ``out`` holds instead of resuming.
     image_encoder, text_encoder
         ready-made encoders (skip building from specs).
+    retry_failed
+        embed again the items ``errors.csv`` lists (e.g. after their files were fixed),
+        without redoing the rest.
+    wait
+        when another process is writing ``out``, wait for it instead of failing at once.
+    pixel_budget
+        at most this many decoded pixels in flight across the decoding threads.
 
     Returns
     -------
@@ -365,12 +446,24 @@ def embed(
         raise InputError(f"{model!r} is a text model: name the text column to embed with text_col= (--text-col)")
     require = ("id", "image") if image_mode else ("id",)
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, columns=columns, require=require)
+    if len(cat) == 0:
+        raise CatalogError(f"{cat.path or 'catalog'}: has no rows to embed")
     if text_col and text_col not in cat.table.columns:
         cols = ", ".join(map(str, cat.table.columns))
         raise InputError(f"{cat.path or 'catalog'}: --text-col {text_col!r} is not a column; columns are {cols}")
     workers = default_workers() if workers is None else workers
     ids = cat.ids
-    common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite, progress=progress)
+    common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite,
+                  progress=progress, retry_failed=retry_failed)
+    with exclusive(out, wait=wait):
+        return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
+                             text_model=text_model, device=device, backend=backend, resize=resize, workers=workers,
+                             max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size, shard_size=shard_size,
+                             image_encoder=image_encoder, text_encoder=text_encoder)
+
+
+def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col, text_model, device, backend, resize,
+                  workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder) -> EmbedResult:
 
     image_result = None
     if image_mode:
@@ -385,9 +478,10 @@ def embed(
         enc = image_encoder
         paths = cat.image_paths()
         draft = enc.image_size
+        budget = PixelBudget(pixel_budget)
 
         def load_img(p: int) -> np.ndarray:
-            return enc.preprocess(load_image(paths[p], max_pixels=max_pixels, draft_size=draft))
+            return load_image(paths[p], max_pixels=max_pixels, draft_size=draft, budget=budget, transform=enc.preprocess)
 
         def encode_img(batch: list) -> np.ndarray:
             return enc(np.stack(batch))

@@ -19,6 +19,7 @@ __all__ = [
     "EmbedItemError",
     "InputError",
     "LabelFileError",
+    "LockedError",
     "MissingIdsError",
     "ModelError",
     "SimlabelError",
@@ -55,6 +56,10 @@ class LabelFileError(InputError):
 
 class ModelError(SimlabelError, RuntimeError):
     """A model cannot be loaded or run as asked (missing weights, no CUDA device, an offline hub name)."""
+
+
+class LockedError(SimlabelError, RuntimeError):
+    """Another simlabel process is writing the same output (the message names its pid and start time)."""
 
 
 class DataNotFound(SimlabelError, FileNotFoundError):

@@ -27,7 +27,6 @@ paper 003's stage 2 and the cleanlab peer of paper 004.
 from __future__ import annotations
 
 import copy
-import json
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -41,7 +40,7 @@ import torch.nn as nn
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.encoders.base import resolve_device
 from simlabel.errors import InputError
-from simlabel.files import atomic_write, atomic_write_json
+from simlabel.files import atomic_dir, atomic_write_json, exclusive, kill_point, read_json
 from simlabel.losses import binary_focal_loss, focal_loss, kl_to_targets
 from simlabel.metrics import top_k_predictions
 
@@ -131,6 +130,34 @@ def _build_module(cfg: HeadConfig, input_dims: Sequence[int], n_out: int) -> nn.
 SoftTargets = np.ndarray | Callable[[int], np.ndarray]
 
 
+def check_sample_weights(w: np.ndarray, where: Callable[[int], str] | None = None) -> None:
+    """Sample weights must be finite and >= 0, and not all 0 (a model trained on nothing).
+
+    ``where(i)`` names row ``i`` in the message (e.g. the file and line); default ``row i``.
+    """
+    w = np.asarray(w, dtype=np.float64)
+    bad = np.flatnonzero(~np.isfinite(w) | (w < 0))
+    if len(bad):
+        i = int(bad[0])
+        name = where(i) if where else f"row {i}"
+        more = f" ({len(bad)} such rows)" if len(bad) > 1 else ""
+        raise InputError(f"{name}: sample weight {w[i]!r} is not a finite number >= 0{more}")
+    if len(w) and not (w > 0).any():
+        raise InputError("every sample weight is 0: there is nothing to train on")
+
+
+def keep_every_class(t: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Move one row of each class that has no training row from ``val`` back to ``train``, so a
+    validation split never takes a class's only examples out of training."""
+    val = np.asarray(val)
+    missing = np.setdiff1d(np.unique(t[val]), t[train])
+    back = np.array([val[t[val] == c][0] for c in missing], dtype=np.int64)
+    if len(back):
+        train = np.sort(np.concatenate([train, back]))
+        val = val[~np.isin(val, back)]
+    return train, val
+
+
 @dataclass
 class EmbeddingClassifier:
     """A dense, MLP or attention-fusion head over frozen embeddings. See the module docstring."""
@@ -143,6 +170,10 @@ class EmbeddingClassifier:
     input_dims_: list[int] = field(default_factory=list)
     logistic_: bool = False
     module_: object = None
+    #: what went wrong but not fatally (no validation improvement after the first epoch, ...)
+    warnings_: list[str] = field(default_factory=list)
+    #: classes with too few rows to hold any out for validation: trained on, not validated
+    classes_without_validation_: list[str] = field(default_factory=list)
 
     @property
     def binary(self) -> bool:
@@ -199,14 +230,32 @@ class EmbeddingClassifier:
         w = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
         if len(w) != len(y):
             raise InputError(f"{len(w)} sample weights for {len(y)} rows")
+        check_sample_weights(w)
+        self.warnings_, self.classes_without_validation_ = [], []
         if X_val is None and cfg.val_frac > 0:
             counts = np.bincount(t, minlength=n_cls)
             n_val = max(1, int(round(cfg.val_frac * len(t))))
-            # stratify when every class can appear on both sides; tiny sets fall back to a plain split
-            strat = t if counts.min() >= 2 and n_val >= n_cls and len(t) - n_val >= n_cls else None
-            idx_tr, idx_va = train_test_split(np.arange(len(t)), test_size=n_val, random_state=cfg.seed, stratify=strat)
-            Xv, tv, wv = X[idx_va], t[idx_va], w[idx_va]
-            X, t, w = X[idx_tr], t[idx_tr], w[idx_tr]
+            if counts.min() >= 2 and n_val >= n_cls and len(t) - n_val >= n_cls:
+                # every class can appear on both sides: sklearn's stratified split
+                idx_tr, idx_va = train_test_split(np.arange(len(t)), test_size=n_val, random_state=cfg.seed, stratify=t)
+            else:
+                # few labels: a plain split, then every class the split took out of training whole gets a row back
+                idx_tr, idx_va = train_test_split(np.arange(len(t)), test_size=n_val, random_state=cfg.seed, stratify=None)
+                idx_tr, idx_va = keep_every_class(t, idx_tr, idx_va)
+                self.classes_without_validation_ = [self.classes_[c] for c in range(n_cls) if counts[c] and not (t[idx_va] == c).any()]
+            if len(idx_va) == 0:
+                self.warnings_.append("too few labelled rows to hold any out for validation: trained for the full "
+                                      f"{cfg.max_epochs} epochs without early stopping")
+                Xv = tv = wv = None
+            else:
+                Xv, tv, wv = X[idx_va], t[idx_va], w[idx_va]
+                X, t, w = X[idx_tr], t[idx_tr], w[idx_tr]
+                if wv.sum() == 0:
+                    wv = np.ones_like(wv)  # validation rows all weighted 0: judge them unweighted
+            if self.classes_without_validation_:
+                shown = ", ".join(self.classes_without_validation_[:5])
+                self.warnings_.append(f"{len(self.classes_without_validation_)} class(es) have too few rows to validate "
+                                      f"(trained on, not validated): {shown}")
         elif X_val is not None:
             Xv = np.ascontiguousarray(X_val, dtype=np.float32)
             tv = np.array([code[str(v)] for v in y_val], dtype=np.int64)
@@ -264,6 +313,9 @@ class EmbeddingClassifier:
                 opt.step()
                 total += float(loss.detach()) * len(b)
             record = {"epoch": epoch, "train_loss": total / max(1, len(perm))}
+            if not np.isfinite(record["train_loss"]):
+                raise InputError(f"training diverged at epoch {epoch} (loss {record['train_loss']}): "
+                                 "lower the learning rate (--lr) or check the sample weights")
             if Xv is not None:
                 module.eval()
                 with torch.no_grad():
@@ -285,6 +337,10 @@ class EmbeddingClassifier:
                 break
         if best_state is not None:
             module.load_state_dict(best_state)
+            if self.best_epoch_ == 0 and len(self.history_) > 1:
+                self.warnings_.append(
+                    "the validation score never improved after the first epoch: the model kept is one epoch old "
+                    "(check the learning rate, the labels and the sample weights)")
         else:
             self.best_epoch_ = len(self.history_) - 1
         module.eval()
@@ -316,11 +372,13 @@ class EmbeddingClassifier:
         return np.asarray(self.classes_, dtype=object)[self.predict_proba(X).argmax(axis=1)]
 
     # -- persistence ------------------------------------------------------------------------------
-    def save(self, path: str | os.PathLike, extra: dict | None = None) -> Path:
-        """Write ``config.json`` (what was trained, how, on what) and ``weights.pt`` into a folder."""
+    def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:
+        """Write the model folder: ``config.json`` (what was trained, how, on what) and ``weights.pt``.
+
+        The folder is built beside ``path`` and swapped in whole (:func:`simlabel.files.atomic_dir`)
+        under a lock on ``path``, so a reader never pairs one run's weights with another's config.
+        """
         path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        atomic_write(path / "weights.pt", lambda tmp: torch.save(self.module_.state_dict(), tmp))
         meta = {
             "kind": "EmbeddingClassifier",
             "config": asdict(self.config),
@@ -330,9 +388,14 @@ class EmbeddingClassifier:
             "logistic": self.logistic_,
             "best_epoch": self.best_epoch_,
             "history": self.history_,
+            "warnings": self.warnings_,
+            "classes_without_validation": self.classes_without_validation_,
             **(extra or {}),
         }
-        atomic_write_json(path / "config.json", meta)
+        with exclusive(path, wait=wait), atomic_dir(path) as tmp:
+            torch.save(self.module_.state_dict(), tmp / "weights.pt")
+            kill_point("train:between-weights-and-config")
+            atomic_write_json(tmp / "config.json", meta)
         return path
 
     @classmethod
@@ -340,7 +403,7 @@ class EmbeddingClassifier:
         path = Path(path)
         if not (path / "config.json").exists() or not (path / "weights.pt").exists():
             raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
-        meta = json.loads((path / "config.json").read_text())
+        meta = read_json(path / "config.json", "model config")
         cfg = HeadConfig(**meta["config"])
         clf = cls(
             config=cfg,
@@ -359,7 +422,8 @@ class EmbeddingClassifier:
 
 
 def read_model_meta(path: str | os.PathLike) -> dict:
-    return json.loads((Path(path) / "config.json").read_text())
+    """The ``config.json`` of a model folder (an error naming the file when it is broken)."""
+    return read_json(Path(path) / "config.json", "model config")
 
 
 # -- multi-label ------------------------------------------------------------------------------

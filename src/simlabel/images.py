@@ -8,19 +8,45 @@ every per-file failure into one exception type, :class:`ImageError`, whose
 count failures by reason and carry on; anything else that escapes is a bug in
 the caller (bad arguments) or in this module, not a bad file.
 
+Damage a lenient decoder lets through is caught too:
+
+* JPEGs are decoded by libjpeg-turbo through ``simplejpeg`` in strict mode, which
+  turns libjpeg's warnings ("Corrupt JPEG data: premature end of data segment", a
+  corrupt middle section) into errors (``corrupt``; a file cut short is ``truncated``).
+  Its output is pixel-identical to Pillow's, DCT-domain draft scaling included.
+  CMYK JPEGs and every other format go through Pillow.
+* A PNG whose compressed data ends early but cleanly decodes without complaint
+  into an image black below the last row present; :func:`load_image` checks the
+  decompressed length against the header and reports ``truncated``.
+
+Memory: a :class:`PixelBudget` bounds the pixels being decoded at once across the
+decoding threads, so a batch of huge photos cannot hold several hundred-megabyte
+buffers together; ``transform`` runs inside the budget, so the full-size image is
+gone before the next one is admitted.
+
 :func:`resize_center_crop` and :func:`to_chw_float` then turn a decoded RGB
 image into the ``(3, H, W) float32`` array the encoders stack into batches.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import os
 import stat
-from collections.abc import Sequence
-from typing import IO, Final, Literal, get_args
+import struct
+import threading
+import zlib
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO, Any, Final, Literal, get_args
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, UnidentifiedImageError
+from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
+
+try:  # strict libjpeg-turbo decoding; without it JPEGs fall back to Pillow (lenient)
+    import simplejpeg
+except ImportError:  # pragma: no cover - a dependency, but a broken install should still run
+    simplejpeg = None
 
 from simlabel.errors import InputError
 
@@ -28,6 +54,7 @@ __all__ = [
     "DEFAULT_MAX_PIXELS",
     "IMAGE_ERROR_REASONS",
     "ImageError",
+    "PixelBudget",
     "Reason",
     "ResizeMode",
     "load_image",
@@ -107,12 +134,45 @@ class ImageError(Exception):
         return (type(self), (self.reason, self.path, self.detail))
 
 
+class PixelBudget:
+    """At most ``capacity`` pixels being decoded at once, across threads.
+
+    ``reserve(n)`` blocks until ``n`` pixels (clipped to the capacity, so one huge
+    image still gets through, alone) are free, and gives them back on exit.
+    """
+
+    def __init__(self, capacity: int = DEFAULT_MAX_PIXELS) -> None:
+        if capacity < 1:
+            raise InputError(f"pixel budget must be positive, got {capacity}")
+        self.capacity = int(capacity)
+        self.free = int(capacity)
+        self.peak = 0  # the most pixels ever reserved at once (for tests and benchmarks)
+        self._cond = threading.Condition()
+
+    @contextlib.contextmanager
+    def reserve(self, n: int) -> Iterator[None]:
+        n = max(1, min(int(n), self.capacity))
+        with self._cond:
+            while self.free < n:
+                self._cond.wait()
+            self.free -= n
+            self.peak = max(self.peak, self.capacity - self.free)
+        try:
+            yield
+        finally:
+            with self._cond:
+                self.free += n
+                self._cond.notify_all()
+
+
 def load_image(
     path: str | os.PathLike[str],
     *,
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: int | None = None,
-) -> Image.Image:
+    budget: PixelBudget | None = None,
+    transform: Callable[[Image.Image], Any] | None = None,
+) -> Any:
     """Open, fully decode and return an RGB image.
 
     The image is decoded completely before returning (so damage is reported
@@ -138,6 +198,16 @@ def load_image(
         least ``draft_size`` (or the full size, when the photo is smaller
         than that).  Much faster for large photos that will be shrunk to
         ``draft_size`` anyway; ignored for other formats.
+    budget
+        a :class:`PixelBudget` shared by the decoding threads: the decoded pixels of
+        this image are reserved for its decode and ``transform``.
+    transform
+        applied to the RGB image inside the budget (e.g. an encoder's ``preprocess``);
+        its result is returned instead of the image.
+
+    Returns
+    -------
+    PIL.Image.Image or the result of ``transform``
 
     Raises
     ------
@@ -165,7 +235,7 @@ def load_image(
             # is still reported as empty, not as an unidentifiable image.
             raise ImageError("empty", name, "file is empty (0 bytes)")
         try:
-            return _decode(fh, name, max_pixels, draft_size)
+            return _decode(fh, name, max_pixels, draft_size, budget, transform)
         except ImageError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
@@ -262,35 +332,56 @@ def _check_regular_file(name: str) -> None:
         raise ImageError("unreadable", name, kind)
 
 
-def _decode(fh: IO[bytes], name: str, max_pixels: int, draft_size: int | None) -> Image.Image:
-    """Decode the open file into a fresh RGB image that no longer needs ``fh``."""
+def _decode(
+    fh: IO[bytes],
+    name: str,
+    max_pixels: int,
+    draft_size: int | None,
+    budget: PixelBudget | None,
+    transform: Callable[[Image.Image], Any] | None,
+) -> Any:
+    """Decode the open file into a fresh RGB image that no longer needs ``fh`` (then ``transform`` it)."""
     with Image.open(fh) as im:
         w, h = im.size
         if w * h > max_pixels:
             raise ImageError("too-large", name, f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
-        decoded = im
-        if draft_size is not None and isinstance(im, JpegImagePlugin.JpegImageFile):
-            decoded = _drafted(im, fh, draft_size)
-        try:
-            decoded.load()
-            upright = _exif_upright(decoded)
-            rgb = _to_rgb(upright)
-            if rgb is decoded:
-                # Closing the context below invalidates `im`; hand back a copy.
-                rgb = rgb.copy()
-            return rgb
-        finally:
-            if decoded is not im:
-                decoded.close()
+        is_jpeg = isinstance(im, JpegImagePlugin.JpegImageFile)
+        scale = _draft_scale(w, h, draft_size) if is_jpeg else 1
+        out_w, out_h = -(-w // scale), -(-h // scale)
+        with budget.reserve(out_w * out_h) if budget is not None else contextlib.nullcontext():
+            if is_jpeg and simplejpeg is not None and im.mode in ("RGB", "L"):
+                rgb = _orient(_strict_jpeg(fh, name, out_w, out_h), im)
+            else:
+                rgb = _pillow_decode(im, fh, name, draft_size if is_jpeg else None)
+            return rgb if transform is None else transform(rgb)
+
+
+def _pillow_decode(im: Image.Image, fh: IO[bytes], name: str, draft_size: int | None) -> Image.Image:
+    decoded = im
+    if draft_size is not None:
+        decoded = _drafted(im, fh, draft_size)
+    try:
+        decoded.load()
+        if isinstance(im, PngImagePlugin.PngImageFile):
+            _check_png_complete(fh, name)
+        upright = _exif_upright(decoded)
+        rgb = _to_rgb(upright)
+        if rgb is decoded or rgb is im:
+            # Closing the context of the caller invalidates `im`; hand back a copy.
+            rgb = rgb.copy()
+        return rgb
+    finally:
+        if decoded is not im:
+            decoded.close()
 
 
 def _drafted(im: Image.Image, fh: IO[bytes], draft_size: int) -> Image.Image:
-    """Ask libjpeg for a reduced-scale decode whose shorter side stays >= ``draft_size``.
+    """Ask libjpeg (through Pillow) for a reduced-scale decode whose shorter side stays >= ``draft_size``.
 
-    Pillow picks the largest scale with ``size // scale >= requested`` on both
-    axes, so this holds today; it is re-checked because a centre crop at
-    ``draft_size`` of a too-small draft would silently upsample.  A draft
-    cannot be undone on the same object, so the fallback reopens the file.
+    Pillow picks the largest scale with ``size // scale >= requested`` on both axes, so
+    this holds today; it is re-checked because a centre crop at ``draft_size`` of a
+    too-small draft would silently upsample. A draft cannot be undone on the same object,
+    so the fallback reopens the file.
     """
     wanted = min(draft_size, *im.size)  # a photo smaller than draft_size stays full size
     im.draft("RGB", (draft_size, draft_size))
@@ -298,6 +389,86 @@ def _drafted(im: Image.Image, fh: IO[bytes], draft_size: int) -> Image.Image:
         return im
     fh.seek(0)
     return Image.open(fh)
+
+
+def _draft_scale(w: int, h: int, draft_size: int | None) -> int:
+    """Pillow's draft rule: the largest of 8, 4, 2, 1 that keeps both sides >= ``draft_size``."""
+    if draft_size is None:
+        return 1
+    s = min(w // draft_size, h // draft_size)
+    return next((c for c in (8, 4, 2) if c <= s), 1)
+
+
+def _strict_jpeg(fh: IO[bytes], name: str, out_w: int, out_h: int) -> Image.Image:
+    """libjpeg-turbo in strict mode: its warnings about corrupt data are errors here."""
+    fh.seek(0)
+    data = fh.read()
+    try:
+        arr = simplejpeg.decode_jpeg(data, colorspace="rgb", min_height=out_h, min_width=out_w, strict=True)
+    except ValueError as exc:
+        message = str(exc)
+        reason = "truncated" if "premature end of jpeg file" in message.lower() else "corrupt"
+        raise ImageError(reason, name, message) from exc
+    return Image.fromarray(arr)
+
+
+_ORIENTATION = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+
+
+def _orient(rgb: Image.Image, header: Image.Image) -> Image.Image:
+    """Apply ``header``'s EXIF orientation to ``rgb`` (decoded elsewhere), as ``exif_transpose`` does."""
+    try:
+        method = _ORIENTATION.get(header.getexif().get(0x0112))
+    except Exception:  # noqa: BLE001 - broken EXIF: the pixels are still good
+        method = None
+    return rgb.transpose(method) if method is not None else rgb
+
+
+_PNG_CHANNELS = {0: 1, 2: 3, 3: 1, 4: 2, 6: 4}
+_ADAM7 = ((0, 0, 8, 8), (4, 0, 8, 8), (0, 4, 4, 8), (2, 0, 4, 4), (0, 2, 2, 4), (1, 0, 2, 2), (0, 1, 1, 2))
+
+
+def _png_raw_size(w: int, h: int, depth: int, colour: int, interlaced: bool) -> int:
+    bits = depth * _PNG_CHANNELS.get(colour, 4)
+
+    def rows(width: int, height: int) -> int:
+        return 0 if width == 0 or height == 0 else height * (1 + math.ceil(width * bits / 8))
+
+    if not interlaced:
+        return rows(w, h)
+    return sum(rows(-(-(w - x0) // dx), -(-(h - y0) // dy)) for x0, y0, dx, dy in _ADAM7)
+
+
+def _check_png_complete(fh: IO[bytes], name: str) -> None:
+    """Raise ``truncated`` when a PNG's image data decompresses to fewer rows than its header says."""
+    fh.seek(0)
+    data = fh.read()
+    pos, idat, header = 8, [], None
+    while pos + 8 <= len(data):
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
+        body = data[pos + 8 : pos + 8 + length]
+        if kind == b"IHDR" and len(body) >= 13:
+            header = struct.unpack(">IIBBBBB", body[:13])
+        elif kind == b"IDAT":
+            idat.append(body)
+        elif kind == b"IEND":
+            break
+        pos += 12 + length
+    if header is None:
+        return
+    w, h, depth, colour, _, _, interlace = header
+    expected = _png_raw_size(w, h, depth, colour, bool(interlace))
+    got = len(zlib.decompressobj().decompress(b"".join(idat), expected + 1))
+    if got < expected:
+        raise ImageError("truncated", name, f"image data ends early: {got:,} of {expected:,} bytes of pixel rows")
 
 
 def _exif_upright(im: Image.Image) -> Image.Image:

@@ -46,7 +46,7 @@ from sklearn.utils.validation import check_array
 
 from simlabel.checks import one_of, positive_int
 from simlabel.errors import InputError, MissingIdsError, StoreError
-from simlabel.files import atomic_path
+from simlabel.files import SET_FORMAT, exclusive, read_json, verify_member, write_set
 from simlabel.threads import faiss_threads
 
 if TYPE_CHECKING:
@@ -58,6 +58,7 @@ __all__ = [
     "IndexConfig",
     "auto_kind",
     "build_index",
+    "check_index_matches",
     "IndexKind",
     "NeighborIndex",
     "drop_self_matches",
@@ -321,24 +322,17 @@ class NeighborIndex:
 
     # ------------------------------------------------------------ persistence
     def save(self, path: str | os.PathLike) -> None:
-        """Write the index to ``path`` and sidecars ``path + '.ids.parquet'``
-        and ``path + '.json'``.
+        """Write the index to ``path`` with sidecars ``path + '.ids.parquet'`` and ``path + '.json'``.
 
-        Each file is written to a temporary file in the same directory and
-        moved into place with ``os.replace``, so a crash never leaves a
-        half-written file under the final name.  The JSON sidecar is written
-        last and records ``n``, so :meth:`load` can tell when the three files
-        do not belong together.
+        The three files are one output set (:func:`simlabel.files.write_set`): the JSON sidecar
+        is the manifest, marked ``writing`` before the other two are renamed into place and
+        written last with their digests, so :meth:`load` refuses a mixed or half-written set.
+        The caller holds the lock when several processes may write the same path.
         """
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         path = Path(os.fspath(path))
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            faiss.write_index(self.index, str(tmp))
-        with atomic_path(_sidecar(path, _IDS_SUFFIX)) as tmp:
-            pq.write_table(pa.table({"id": pa.array(self.ids, type=pa.string())}), tmp)
         meta = {
             "format_version": _FORMAT_VERSION,
             "kind": self.kind,
@@ -349,8 +343,14 @@ class NeighborIndex:
             "created": datetime.now(timezone.utc).isoformat(),
             "faiss_version": faiss.__version__,
         }
-        with atomic_path(_sidecar(path, _META_SUFFIX)) as tmp:
-            tmp.write_text(json.dumps(meta, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+        write_set(
+            _sidecar(path, _META_SUFFIX),
+            {
+                path: lambda tmp: faiss.write_index(self.index, str(tmp)),
+                _sidecar(path, _IDS_SUFFIX): lambda tmp: pq.write_table(pa.table({"id": pa.array(self.ids, type=pa.string())}), tmp),
+            },
+            meta,
+        )
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> NeighborIndex:
@@ -370,7 +370,10 @@ class NeighborIndex:
                 "cannot load NeighborIndex: missing file(s) " + ", ".join(missing)
                 + " (an index is saved as <path>, <path>.ids.parquet and <path>.json)"
             )
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+        meta = read_json(meta_path, "index sidecar")
+        if meta.get("format") == SET_FORMAT:  # written as one set: refuse a mixed or unfinished one
+            verify_member(meta, meta_path, path, StoreError)
+            verify_member(meta, meta_path, ids_path, StoreError)
         table = pq.read_table(ids_path, columns=["id"])
         ids = table.column("id").to_numpy(zero_copy_only=False).astype(object, copy=False)
         index = faiss.read_index(str(path))
@@ -726,6 +729,7 @@ def build_index(
     config: IndexConfig | None = None,
     *,
     kind: IndexKind | None = None,
+    wait: bool = False,
 ) -> NeighborIndex:
     """Build an index over an embedding folder written by ``simlabel embed``.
 
@@ -745,8 +749,30 @@ def build_index(
         raise StoreError(f"{emb.source}: no embeddings to index")
     path = emb.meta.get("path")
     where = str(Path(path).resolve()) if path and Path(path).exists() else emb.source
-    source = {"embeddings": where, **{k: emb.meta[k] for k in ("model", "model_version", "modality") if k in emb.meta}}
+    source = {"embeddings": where, "embeddings_fingerprint": emb.fingerprint, "space": emb.space,
+              **{k: emb.meta[k] for k in ("model", "model_version", "modality") if k in emb.meta}}
     index = NeighborIndex.build(emb.ids, emb.matrix, config, metadata=source)
     if out is not None:
-        index.save(out)
+        with exclusive(out, wait=wait):
+            index.save(out)
     return index
+
+
+def check_index_matches(index: NeighborIndex, emb: "Embeddings", what: str = "index") -> None:
+    """Refuse an index built from other embeddings than ``emb`` (another model, or other rows).
+
+    Indexes that record the embeddings' fingerprint are checked against it; older ones by
+    width and ids.
+    """
+    recorded = index.metadata.get("embeddings_fingerprint")
+    source = index.metadata.get("embeddings") or "?"
+    if recorded is not None and recorded != emb.fingerprint:
+        raise InputError(
+            f"the {what} was built from other embeddings ({source}, {index.metadata.get('space', '?')}) than "
+            f"{emb.source} ({emb.space}); build it from these: simlabel index {emb.source} --out INDEX"
+        )
+    if index.dim != emb.dim or len(index) != len(emb.ids) or not np.array_equal(index.ids, emb.ids):
+        raise InputError(
+            f"the {what} ({len(index):,} x {index.dim}, from {source}) does not hold the rows of {emb.source} "
+            f"({len(emb.ids):,} x {emb.dim}) in the same order; rebuild it"
+        )

@@ -17,10 +17,20 @@ looks finished.
 Loaded, a folder is an :class:`Embeddings` value: ``(ids, matrix)`` plus its metadata.
 Every function that takes an embedding folder also takes a loaded value, through
 :func:`as_embeddings`, so a caller that needs the same store twice reads it once.
+
+Only a complete store loads: a folder whose ``manifest.json`` names shards that are not
+there (an ``embed`` that was killed, or is still running) is refused with the counts and
+the command that finishes it, unless ``allow_partial=True`` (``--allow-partial``).
+
+Provenance. A loaded value carries two keys every artifact made from it records:
+``space`` (model, model version, width, modality: embeddings of one space can be compared
+and scored by one head) and ``fingerprint`` (the space plus the ids in order: an index or
+a graph is only valid for the very same rows).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator, Sequence
@@ -97,6 +107,54 @@ def read_metadata(path: str | os.PathLike) -> dict:
     return meta
 
 
+MANIFEST = "manifest.json"
+
+
+def embedding_space(meta: dict, dim: int) -> str:
+    """``model|model_version|dim|modality``: embeddings of one space are comparable."""
+    return "|".join(str(meta.get(k, "?")) for k in ("model", "model_version")) + f"|{dim}|{meta.get('modality', '?')}"
+
+
+def ids_digest(ids: Sequence[str] | np.ndarray) -> str:
+    """sha256 of the ids in order, 16 hex digits."""
+    h = hashlib.sha256()
+    for start in range(0, len(ids), 65536):
+        h.update("\n".join(map(str, ids[start : start + 65536])).encode())
+        h.update(b"\x00")
+    return h.hexdigest()[:16]
+
+
+def check_complete(path: str | os.PathLike) -> dict | None:
+    """Refuse an embedding folder whose manifest names shards that are not written.
+
+    Returns the manifest (``None`` for a folder without one, e.g. shards written by hand).
+    """
+    folder = Path(path)
+    man = folder / MANIFEST
+    if not folder.is_dir() or not man.exists():
+        return None
+    from simlabel.files import read_json
+
+    m = read_json(man, "embedding manifest")
+    try:
+        n, size = int(m["n_items"]), int(m["shard_size"])
+    except (KeyError, TypeError, ValueError):
+        raise StoreError(f"{man}: not an embedding manifest (no n_items / shard_size)") from None
+    expected = [shard_name(s) for s in range(max(1, -(-n // size)))] if n else []
+    present = {p.name for p in list_shards(folder)}
+    missing = [e for e in expected if e not in present]
+    if missing:
+        done = len(expected) - len(missing)
+        rows = sum(pq.ParquetFile(folder / e).metadata.num_rows for e in expected if e in present)
+        source = m.get("catalog") or "CATALOG"
+        raise StoreError(
+            f"{folder}: incomplete embedding store: {done} of {len(expected)} shards written ({rows:,} of {n:,} rows); "
+            f"the embed job was interrupted or is still running. Finish it with `simlabel embed {source} --out {folder}` "
+            "(the same command resumes), or pass --allow-partial to read what is there"
+        )
+    return m
+
+
 def _table_matrix(table: pa.Table, source: Path) -> np.ndarray:
     col = table.column("embedding").combine_chunks()
     if not pa.types.is_fixed_size_list(col.type):
@@ -109,7 +167,12 @@ def _table_matrix(table: pa.Table, source: Path) -> np.ndarray:
 def iter_embeddings(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Yield ``(ids, matrix)`` per shard, so a huge store never needs to fit in memory."""
     for shard in list_shards(path):
-        table = pq.read_table(shard, columns=["id", "embedding"])
+        try:
+            table = pq.read_table(shard, columns=["id", "embedding"])
+        except (pa.ArrowInvalid, KeyError, OSError) as e:
+            raise StoreError(f"{shard}: not an embedding shard ({e})") from None
+        if not pa.types.is_string(table.schema.field("id").type) and not pa.types.is_large_string(table.schema.field("id").type):
+            raise StoreError(f"{shard}: column 'id' must be string; got {table.schema.field('id').type}")
         yield table.column("id").to_numpy(zero_copy_only=False).astype(object), _table_matrix(table, shard)
 
 
@@ -151,6 +214,20 @@ class Embeddings(_EmbeddingsFields):
     def _replace(self, **changes) -> "Embeddings":
         meta = changes.pop("meta", self.meta)
         return Embeddings(changes.get("ids", self.ids), changes.get("matrix", self.matrix), meta)
+
+    @property
+    def space(self) -> str:
+        """Model, model version, width and modality (:func:`embedding_space`)."""
+        return self.meta.get("space") or embedding_space(self.meta, self.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """The space and the ids in order: what an index or graph over these rows must match."""
+        fp = self.meta.get("fingerprint")
+        if fp is None:
+            fp = hashlib.sha256(f"{self.space}|{ids_digest(self.ids)}".encode()).hexdigest()[:16]
+            self.meta["fingerprint"] = fp
+        return fp
 
     @property
     def source(self) -> str:
@@ -200,10 +277,14 @@ class Embeddings(_EmbeddingsFields):
             keep = self.has(ids)
             ids = [str(i) for i, k in zip(ids, keep) if k]
         pos = self.positions(ids)
-        return Embeddings(self.ids[pos], self.matrix[pos], self.meta)
+        # the rows are another set of ids: same space, other fingerprint
+        meta = {k: v for k, v in self.meta.items() if k != "fingerprint"}
+        return Embeddings(self.ids[pos], self.matrix[pos], {**meta, "space": self.space})
 
 
-def load_embeddings(path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None) -> Embeddings:
+def load_embeddings(
+    path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None, allow_partial: bool = False
+) -> Embeddings:
     """Load an embedding folder (or one Parquet shard) as an :class:`Embeddings` value.
 
     Parameters
@@ -213,12 +294,16 @@ def load_embeddings(path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray 
     ids
         Return these rows, in this order; an id without an embedding raises
         :class:`~simlabel.errors.MissingIdsError` naming it and the folder.
+    allow_partial
+        Read a store whose embed job has not finished (otherwise an error says how far it got).
 
     Returns
     -------
     Embeddings
         ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order.
     """
+    if not allow_partial:
+        check_complete(path)
     parts = list(iter_embeddings(path))
     if not parts:
         raise StoreError(f"{path}: no embedding shards in it")
@@ -226,14 +311,20 @@ def load_embeddings(path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray 
     if len(dims) > 1:
         raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
     all_ids = np.concatenate([i for i, _ in parts])
+    dup = pd.Index(all_ids).duplicated()
+    if dup.any():
+        first = str(all_ids[int(np.flatnonzero(dup)[0])])
+        where = [s.name for s, (i, _) in zip(list_shards(path), parts) if first in set(i)]
+        raise StoreError(f"{path}: id {first!r} is in more than one row ({', '.join(where)}; {int(dup.sum())} duplicated rows in all)")
     dim = dims.pop() if dims else parts[0][1].shape[1]
     matrix = np.concatenate([m.reshape(-1, dim) for _, m in parts], axis=0)
     meta = {**read_metadata(path), "path": str(path)}
+    meta["space"] = embedding_space(meta, dim)
     emb = Embeddings(all_ids, matrix, meta)
     return emb if ids is None else emb.rows(ids)
 
 
-def as_embeddings(emb: "str | os.PathLike | Embeddings") -> Embeddings:
+def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool = False) -> Embeddings:
     """``emb`` itself if it is already loaded, else :func:`load_embeddings` of the folder.
 
     The one entry point every function taking embeddings uses, so a path and a loaded
@@ -243,4 +334,6 @@ def as_embeddings(emb: "str | os.PathLike | Embeddings") -> Embeddings:
         return emb
     if isinstance(emb, tuple) and len(emb) == 2:  # a plain (ids, matrix) pair
         return Embeddings(emb[0], np.asarray(emb[1], dtype=np.float32), {"path": "embeddings"})
-    return load_embeddings(emb)
+    if isinstance(emb, (str, os.PathLike)) and Path(emb).is_file() and Path(emb).suffix != ".parquet":
+        raise StoreError(f"{emb}: is a file; expected an embedding folder written by `simlabel embed`")
+    return load_embeddings(emb, allow_partial=allow_partial)

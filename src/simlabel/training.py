@@ -61,9 +61,10 @@ def gather_training_labels(
     (so a verified label always wins over an augmented one). Adds an ``origin`` column."""
     frames = []
     for i, src in enumerate([labels, *extra]):
-        df = src.copy() if isinstance(src, pd.DataFrame) else read_labels(src, known_ids=known_ids)
-        df["origin"] = "labels" if i == 0 else (str(src) if not isinstance(src, pd.DataFrame) else f"extra{i}")
-        frames.append(df)
+        df = src.copy() if isinstance(src, pd.DataFrame) else read_labels(src, known_ids=known_ids, keep_rows=True)
+        df["origin"] = str(src) if not isinstance(src, pd.DataFrame) else ("labels" if i == 0 else f"extra{i}")
+        df["origin_row"] = df["_row"] if "_row" in df.columns else np.arange(len(df))
+        frames.append(df.drop(columns="_row", errors="ignore"))
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset="id", keep="first").reset_index(drop=True)
 
@@ -154,11 +155,7 @@ def train(
         raise MissingIdsError(table["id"][~found].tolist(), features.source, "labelled id(s) have no embedding")
     table = table[found].reset_index(drop=True)
     X = features.rows(table["id"]).matrix
-    weights = None
-    if weight_col:
-        if weight_col not in table.columns:
-            raise InputError(f"no column {weight_col!r} in the label files")
-        weights = pd.to_numeric(table[weight_col], errors="raise").fillna(1.0).to_numpy(np.float32)
+    weights = None if not weight_col else sample_weights(table, weight_col)
     classes = sorted(table["label"].unique())
     targets = None
     if smoothing is not None and smoothing.kind != "none":
@@ -173,6 +170,8 @@ def train(
             extra={
                 "embeddings": _source(emb),
                 "text_embeddings": _source(text_emb),
+                "embedding_space": as_embeddings(emb).space if inputs != "text" else None,
+                "text_embedding_space": as_embeddings(text_emb).space if text_emb is not None else None,
                 "inputs": inputs,
                 "embedding_model": meta.get("model"),
                 "embedding_version": meta.get("model_version"),
@@ -185,6 +184,40 @@ def train(
             },
         )
     return clf
+
+
+def sample_weights(table: pd.DataFrame, column: str) -> np.ndarray:
+    """The per-row weights of a training table's ``column``: numbers, finite, >= 0, not all 0.
+
+    Empty cells weigh 1. An error names the label file, its line and the column.
+    """
+    from simlabel.heads import check_sample_weights
+
+    if column not in table.columns:
+        raise InputError(f"no column {column!r} in the label files (columns: {', '.join(c for c in table.columns if c != 'origin_row')})")
+    raw = table[column].astype(str).str.strip()
+    values = pd.to_numeric(raw.where(raw != "", "1"), errors="coerce").to_numpy(np.float64)
+
+    def where(i: int) -> str:
+        return f"{table['origin'].iloc[i]}, line {int(table['origin_row'].iloc[i]) + 2}, column {column!r}"
+
+    unparsable = np.flatnonzero(np.isnan(values) & ~raw.str.lower().isin(["nan"]).to_numpy())
+    if len(unparsable):
+        i = int(unparsable[0])
+        raise InputError(f"{where(i)}: sample weight {raw.iloc[i]!r} is not a number")
+    check_sample_weights(values, where)
+    return values.astype(np.float32)
+
+
+def check_space(model_meta: dict, features: Embeddings, model: str | os.PathLike, inputs: str) -> None:
+    """Refuse to score a model on embeddings of another space than it was trained on."""
+    key = "text_embedding_space" if inputs == "text" else "embedding_space"
+    trained = model_meta.get(key)
+    if trained and trained != features.space and inputs != "image+text":
+        raise InputError(
+            f"the model {model} was trained on embeddings of {trained} (from {model_meta.get('embeddings')}), "
+            f"but {features.source} holds {features.space}; embed the data with the model's encoder"
+        )
 
 
 def evaluate(
@@ -224,6 +257,11 @@ def evaluate(
     if inputs != "image" and text_emb is None and meta and meta.get("text_embeddings"):
         text_emb = meta["text_embeddings"]
     features, _ = load_features(emb, text_emb, inputs=inputs)
+    if meta is not None:
+        check_space(meta, features, model, inputs)
+    if features.dim != clf.dim_:
+        raise InputError(f"the model {model if meta is not None else ''} takes {clf.dim_}-d inputs but {features.source} "
+                         f"holds {features.dim}-d embeddings ({features.space})")
     table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
     X = features.rows(table["id"]).matrix
     unknown = sorted(set(table["label"]) - set(clf.classes_))

@@ -42,9 +42,9 @@ import numpy as np
 import pandas as pd
 
 from simlabel.errors import InputError
-from simlabel.files import atomic_write_json
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
-from simlabel.labels.io import read_labels, write_labels
+from simlabel.files import exclusive, write_set
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
+from simlabel.labels.io import labels_csv, read_holdout, read_labels
 from simlabel.store import Embeddings, as_embeddings
 
 StopRule = Literal["shrink", "grow"]
@@ -53,6 +53,9 @@ StopRule = Literal["shrink", "grow"]
 KnnFn = Callable[[np.ndarray, int], Neighbors]
 
 UNLABELED = -1
+#: the companions of an augmentation's label file OUT: OUT.summary.json (the set's manifest) and OUT.holdout.csv
+SUMMARY_SUFFIX = ".summary.json"
+HOLDOUT_SUFFIX = ".holdout.csv"
 
 
 @dataclass
@@ -277,9 +280,23 @@ def augment(
 
     Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
     (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
-    labels (given, drawn with ``holdout_frac``, or empty). With ``out`` the labels are written
-    there, the size table to ``<out>.summary.json`` and a drawn holdout to ``<out>.holdout.csv``.
+    labels (given, drawn with ``holdout_frac``, or empty). A holdout file is a list of ids (an
+    ``id`` column; a ``label`` column is kept when there is one).
+
+    With ``out`` the three files are one output set (:func:`simlabel.files.write_set`),
+    written under a lock on ``out``: the labels, ``<out>.holdout.csv`` (a drawn holdout; an
+    older one is removed when this run draws none) and ``<out>.summary.json``, the manifest:
+    the size table, the run that made the set, and the embeddings' fingerprint.
     """
+    if out is not None:
+        with exclusive(out):
+            return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
+                            max_steps=max_steps, index=index, index_kind=index_kind, out=Path(out))
+    return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
+                    max_steps=max_steps, index=index, index_kind=index_kind, out=None)
+
+
+def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, index, index_kind, out: Path | None):
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
     seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids)
@@ -288,15 +305,14 @@ def augment(
     if holdout_frac:
         seed_df, hold_df = split_holdout(seed_df, holdout_frac, seed)
     elif holdout is not None:
-        hold_df = holdout if isinstance(holdout, pd.DataFrame) else read_labels(holdout, known_ids=ids)
+        hold_df = holdout if isinstance(holdout, pd.DataFrame) else read_holdout(holdout, known_ids=ids)
         seed_df = seed_df[~seed_df["id"].isin(hold_df["id"])].reset_index(drop=True)
     else:
         hold_df = seed_df.iloc[0:0]
     classes = sorted(seed_df["label"].unique())
     if index is not None:
         nindex = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
-        if len(nindex) != len(ids) or not np.array_equal(nindex.ids, ids):
-            raise InputError(f"{index}: the index does not hold the ids of {embeddings.source} in the same order; rebuild it")
+        check_index_matches(nindex, embeddings, f"index {index}" if not isinstance(index, NeighborIndex) else "index")
     else:
         kind = index_kind if index_kind != "auto" else auto_kind(len(ids))
         nindex = NeighborIndex.build(ids, embeddings.matrix, IndexConfig(kind=kind))
@@ -322,8 +338,6 @@ def augment(
         }
     )
     if out is not None:
-        out = Path(out)
-        write_labels(table, out)
         summary = {
             "k": k,
             "stop": stop,
@@ -333,9 +347,14 @@ def augment(
             "holdout": int(len(hold_df)),
             "classes": [str(c) for c in classes],
             "sizes": json.loads(result.size_table().to_json(orient="index")),
+            "embeddings": embeddings.source,
+            "embeddings_fingerprint": embeddings.fingerprint,
+            "holdout_file": out.name + HOLDOUT_SUFFIX if holdout_frac else (str(holdout) if isinstance(holdout, (str, os.PathLike)) else None),
         }
-        atomic_write_json(out.with_suffix(out.suffix + ".summary.json"), summary)
-        if holdout_frac:
-            write_labels(hold_df, out.with_suffix(out.suffix + ".holdout.csv"))
+        hold_text = labels_csv(hold_df)
+        write_set(out.with_name(out.name + SUMMARY_SUFFIX), {
+            out: lambda tmp: tmp.write_text(labels_csv(table), encoding="utf-8"),
+            out.with_name(out.name + HOLDOUT_SUFFIX): (lambda tmp: tmp.write_text(hold_text, encoding="utf-8")) if holdout_frac else None,
+        }, summary)
     return table, result, hold_df
 

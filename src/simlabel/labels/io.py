@@ -8,12 +8,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from simlabel.errors import LabelFileError
 from simlabel.files import atomic_write_text, read_csv_table
 
-__all__ = ["LabelFileError", "read_id_list", "read_labels", "write_labels"]
+__all__ = ["LabelFileError", "labels_csv", "read_holdout", "read_id_list", "read_labels", "write_labels"]
 
 
 def read_labels(
@@ -23,6 +24,7 @@ def read_labels(
     id_col: str = "id",
     known_ids: Sequence[str] | None = None,
     allow_missing: bool = False,
+    keep_rows: bool = False,
 ) -> pd.DataFrame:
     """Read a label CSV as a DataFrame with string ``id`` and ``label`` (other columns kept).
 
@@ -46,6 +48,7 @@ def read_labels(
     p = Path(path)
     df = read_csv_table(p, (id_col, label_col), "label file")
     df = df.rename(columns={id_col: "id", label_col: "label"})
+    df["_row"] = np.arange(len(df))  # the file's row, for messages after rows are dropped
     df["id"] = df["id"].str.strip()
     df["label"] = df["label"].str.strip()
     for col in ("id", "label"):
@@ -66,7 +69,7 @@ def read_labels(
                 shown = ", ".join(df.loc[unknown, "id"].head(5))
                 raise LabelFileError(f"{p}: {int(unknown.sum())} id(s) not in the embeddings, e.g. {shown}")
             df = df[~unknown].reset_index(drop=True)
-    return df
+    return df if keep_rows else df.drop(columns="_row")
 
 
 def read_id_list(path: str | os.PathLike, *, id_col: str = "id", what: str = "id list") -> list[str]:
@@ -76,9 +79,34 @@ def read_id_list(path: str | os.PathLike, *, id_col: str = "id", what: str = "id
     return ids[ids != ""].tolist()
 
 
+def labels_csv(df: pd.DataFrame) -> str:
+    """A label table as CSV text, ``id`` (and ``label``, when there is one) first."""
+    first = [c for c in ("id", "label") if c in df.columns]
+    buf = io.StringIO()
+    df[first + [c for c in df.columns if c not in first]].to_csv(buf, index=False)
+    return buf.getvalue()
+
+
 def write_labels(df: pd.DataFrame, path: str | os.PathLike) -> Path:
     """Write a label table atomically (``id,label`` first)."""
-    cols = ["id", "label"] + [c for c in df.columns if c not in ("id", "label")]
-    buf = io.StringIO()
-    df[cols].to_csv(buf, index=False)
-    return atomic_write_text(path, buf.getvalue())
+    return atomic_write_text(path, labels_csv(df))
+
+
+def read_holdout(path: str | os.PathLike, *, known_ids: Sequence[str] | None = None) -> pd.DataFrame:
+    """A holdout file: a list of ids (``id`` column; other columns, e.g. ``label``, kept).
+
+    Ids not in ``known_ids`` are an error naming them; blank ids are dropped; a repeated id
+    counts once.
+    """
+    p = Path(path)
+    df = read_csv_table(p, ("id",), "holdout file")
+    df["id"] = df["id"].str.strip()
+    df = df[df["id"] != ""].drop_duplicates(subset="id").reset_index(drop=True)
+    if known_ids is not None:
+        unknown = ~df["id"].isin(pd.Index(known_ids))
+        if unknown.any():
+            shown = ", ".join(df.loc[unknown, "id"].head(5))
+            raise LabelFileError(f"{p}: {int(unknown.sum())} holdout id(s) not in the embeddings, e.g. {shown}")
+    if "label" in df.columns:
+        df["label"] = df["label"].str.strip()
+    return df
