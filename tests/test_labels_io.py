@@ -31,7 +31,7 @@ def test_other_column_names_and_exact_duplicates(tmp_path: Path) -> None:
     ("text", "message"),
     [
         ("id,label\na,x\n,y\n", r"labels\.csv, row 1 \(line 3\): empty id"),
-        ("id,label\na,\n", r"labels\.csv, row 0 \(line 2\): empty label"),
+        ("id,label\na,\nb,NaN\n", "no row has a label"),
         ("id,label\na,x\na,y\n", "id 'a' has two labels: x, y"),
         ("id,category\na,x\n", r"missing column\(s\) label; columns are id, category"),
         ("", "label file is empty"),
@@ -40,6 +40,23 @@ def test_other_column_names_and_exact_duplicates(tmp_path: Path) -> None:
 def test_errors_name_the_file_and_row(tmp_path: Path, text: str, message: str) -> None:
     with pytest.raises(LabelFileError, match=message):
         read_labels(write(tmp_path, text))
+
+
+def test_missing_labels_are_left_out_and_spellings_warn(tmp_path: Path) -> None:
+    from simlabel.catalog import normalizing_labels
+    from simlabel.errors import SimlabelWarning
+
+    p = write(tmp_path, "id,label\na,dress\nb,\nc,NaN\nd,None\ne,NULL\nf,N/A\ng,DRESS\nh,dress \ni,shirt\nj,dress\n")
+    with pytest.warns(SimlabelWarning) as record:
+        df = read_labels(p)
+    messages = [str(w.message) for w in record]
+    assert any("5 row(s) have no label" in m and "line 3" in m for m in messages)
+    assert any("'dress' / 'DRESS'" in m and "--normalize-labels" in m for m in messages)
+    assert df["id"].tolist() == ["a", "g", "h", "i", "j"] and set(df["label"]) == {"dress", "DRESS", "shirt"}
+    with normalizing_labels():
+        folded = read_labels(p)
+    assert folded["label"].tolist() == ["dress", "dress", "dress", "shirt", "dress"]
+    assert read_labels(p, normalize=True)["label"].tolist() == folded["label"].tolist()
 
 
 def test_missing_file_folder_and_unknown_ids(tmp_path: Path) -> None:

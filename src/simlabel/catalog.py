@@ -25,9 +25,11 @@ not renamed, so the original name stays usable too.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -112,13 +114,42 @@ def ids_fingerprint(ids: Sequence[str] | np.ndarray) -> str:
     return h.hexdigest()
 
 
-def _read_table(path: Path) -> pd.DataFrame:
+#: columns that hold text; in Parquet they must be strings (ids may also be integers)
+_TEXT_COLUMNS = ("id", "image", "title", "label", "labels", "split", "product")
+
+
+def _check_parquet_types(path: Path, mapping: Mapping[str, str]) -> None:
+    """Refuse Parquet columns whose type cannot be the text the contract needs (naming column and type)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    try:
+        schema = pq.read_schema(path)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise CatalogError(f"{path}: not a readable Parquet file ({e})") from None
+    wanted = {mapping.get(c, c): c for c in _TEXT_COLUMNS}
+    for name, standard in wanted.items():
+        if name not in schema.names:
+            continue
+        t = schema.field(name).type
+        ok = pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_dictionary(t) and pa.types.is_string(t.value_type)
+        if standard in ("id", "label", "split", "product") and pa.types.is_integer(t):
+            ok = True  # integer ids and codes are text without loss
+        if standard == "label" and pa.types.is_boolean(t):
+            ok = True
+        if not ok:
+            hint = " (bytes: decode them to text first)" if pa.types.is_binary(t) or pa.types.is_large_binary(t) else ""
+            raise CatalogError(f"{path}: column {name!r} ({standard}) must hold text; it holds {t}{hint}")
+
+
+def _read_table(path: Path, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
+        _check_parquet_types(path, mapping or {})
         df = pd.read_parquet(path)
         # Parquet keeps types; ids and paths must be strings for the contract.
         for col in df.columns:
-            if df[col].dtype == object or str(df[col].dtype).startswith("string"):
+            if df[col].dtype == object or str(df[col].dtype).startswith("string") or pd.api.types.is_integer_dtype(df[col]):
                 df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
         return df
     if suffix in (".csv", ".tsv", ".txt"):
@@ -126,6 +157,8 @@ def _read_table(path: Path) -> pd.DataFrame:
         try:
             # Everything as text: ids like "00123" must not become numbers.
             return pd.read_csv(path, dtype=str, keep_default_na=False, sep=sep)
+        except pd.errors.EmptyDataError:
+            raise CatalogError(f"{path}: is empty (no header line)") from None
         except pd.errors.ParserError as e:
             raise CatalogError(f"{path}: cannot parse as CSV: {e}") from e
         except UnicodeDecodeError as e:
@@ -199,7 +232,57 @@ def validate_table(
     for col in ("title", "label", "labels", "split", "product"):
         if col in df.columns:
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
+    if "label" in df.columns:
+        df["label"] = clean_label_values(df["label"], name)
     return df
+
+
+_NORMALIZE: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_normalize_labels", default=False)
+
+
+@contextlib.contextmanager
+def normalizing_labels(on: bool = True) -> Iterator[None]:
+    """Inside the block, label spellings that differ only in case or spaces are folded (``--normalize-labels``)."""
+    token = _NORMALIZE.set(on)
+    try:
+        yield
+    finally:
+        _NORMALIZE.reset(token)
+
+
+#: cell values that mean "no label", compared stripped and case-insensitively
+MISSING_LABELS = frozenset({"", "nan", "none", "null", "n/a", "na", "<na>"})
+
+
+def clean_label_values(values: pd.Series, source: str, *, normalize: bool | None = None) -> pd.Series:
+    """Labels stripped, with the missing-label spellings (NaN, None, NULL, N/A, empty) as ``""``.
+
+    Spellings of one label that differ only in case or inner whitespace (``dress``, ``DRESS``,
+    ``dress  ``) give a :class:`~simlabel.errors.SimlabelWarning` naming them; with
+    ``normalize`` they are folded into the most frequent spelling (ties: the first seen).
+    """
+    import warnings
+
+    from simlabel.errors import SimlabelWarning
+
+    normalize = _NORMALIZE.get() if normalize is None else normalize
+    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
+    text = text.where(~text.str.lower().isin(MISSING_LABELS), "")
+    present = text[text != ""]
+    if present.empty:
+        return text
+    key = present.str.casefold().str.split().str.join(" ")
+    spellings = present.groupby(key, sort=False).agg(lambda v: v.value_counts().index.tolist())
+    clashes = spellings[spellings.map(len) > 1]
+    if len(clashes):
+        if normalize:
+            fold = {variant: forms[0] for forms in clashes for variant in forms[1:]}
+            return text.replace(fold)
+        shown = "; ".join(" / ".join(repr(f) for f in forms) for forms in clashes.head(5))
+        more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
+        warnings.warn(f"{source}: labels spelt more than one way (case or spaces): {shown}{more}; they are different "
+                      "classes unless you pass --normalize-labels", SimlabelWarning, stacklevel=2)
+    return text
 
 
 def load_catalog(
@@ -238,8 +321,10 @@ def load_catalog(
             raise CatalogError(f"{p}: is a folder with no catalog.csv or catalog.parquet in it")
     if not p.exists():
         raise CatalogError(f"{p}: catalog file not found")
-    df = _read_table(p)
     mapping = {k: v for k, v in (columns or {}).items() if v}
+    df = _read_table(p, mapping)
+    if df.empty:
+        raise CatalogError(f"{p}: has a header ({', '.join(map(str, df.columns))}) but no rows")
     for standard, source in mapping.items():
         if standard not in STANDARD_COLUMNS:
             raise CatalogError(f"unknown standard column {standard!r}; known: {', '.join(STANDARD_COLUMNS)}")

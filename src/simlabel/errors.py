@@ -23,6 +23,7 @@ __all__ = [
     "MissingIdsError",
     "ModelError",
     "SimlabelError",
+    "SimlabelWarning",
     "StoreError",
 ]
 
@@ -32,6 +33,10 @@ SHOW = 5
 
 class SimlabelError(Exception):
     """Base of every error simlabel raises for input a user can fix."""
+
+
+class SimlabelWarning(UserWarning):
+    """Something a user should know about their input that does not stop the run."""
 
 
 class InputError(SimlabelError, ValueError):

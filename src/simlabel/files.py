@@ -22,6 +22,7 @@ exactly between two writes.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import fcntl
 import hashlib
 import json
@@ -50,6 +51,7 @@ __all__ = [
     "atomic_write_text",
     "check_member",
     "verify_member",
+    "waiting_for_locks",
     "exclusive",
     "file_digest",
     "kill_point",
@@ -336,17 +338,31 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 # -- one writer per output ---------------------------------------------------------------------
 
 
+_WAIT: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_wait_for_locks", default=False)
+
+
+@contextlib.contextmanager
+def waiting_for_locks(on: bool = True) -> Iterator[None]:
+    """Inside the block, :func:`exclusive` waits for another writer instead of failing (``--wait``)."""
+    token = _WAIT.set(on)
+    try:
+        yield
+    finally:
+        _WAIT.reset(token)
+
+
 def _lock_path(target: Path) -> Path:
     return target.with_name(f".{target.name}.lock")
 
 
 @contextlib.contextmanager
-def exclusive(target: str | os.PathLike, *, wait: bool = False, poll: float = 0.5) -> Iterator[Path]:
+def exclusive(target: str | os.PathLike, *, wait: bool | None = None, poll: float = 0.5) -> Iterator[Path]:
     """Hold the one-writer lock of ``target`` (a file or folder) for the block.
 
     The lock is ``.<name>.lock`` beside the target, an OS lock (``flock``) that the kernel
-    releases when the process dies, so a crash never leaves it held. Leftovers of killed
-    writes of ``target`` are removed once the lock is held.
+    releases when the process dies, so a crash never leaves it held; the file is removed
+    when the lock is let go (a killed holder leaves it, and the next writer takes it over).
+    Leftovers of killed writes of ``target`` are removed once the lock is held.
 
     Raises
     ------
@@ -354,19 +370,29 @@ def exclusive(target: str | os.PathLike, *, wait: bool = False, poll: float = 0.
         When another process holds it and ``wait`` is false, naming that process.
     """
     target = Path(target)
+    wait = _WAIT.get() if wait is None else wait
     lock = _lock_path(target)
     lock.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+    while True:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o666 & ~_UMASK)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(lock)
+            os.close(fd)
+            if not wait:
+                raise LockedError(f"{target} is being written by another simlabel process ({holder}); "
+                                  "wait for it to finish, or pass --wait") from None
+            time.sleep(poll)
+            continue
+        try:  # the holder before us may have removed the file as it let go: then lock the new one
+            same = os.stat(lock).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if same:
+            break
+        os.close(fd)
     try:
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                break
-            except BlockingIOError:
-                if not wait:
-                    raise LockedError(f"{target} is being written by another simlabel process ({_holder(lock)}); "
-                                      "wait for it to finish, or pass --wait") from None
-                time.sleep(poll)
         os.ftruncate(fd, 0)
         os.write(fd, json.dumps({"pid": os.getpid(), "host": socket.gethostname(),
                                  "started": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -374,6 +400,8 @@ def exclusive(target: str | os.PathLike, *, wait: bool = False, poll: float = 0.
         remove_stale_temps(target)
         yield lock
     finally:
+        with contextlib.suppress(FileNotFoundError):
+            lock.unlink()  # while still held: a waiter that locked the old file retries on the new one
         os.close(fd)  # releases the lock
 
 

@@ -30,6 +30,8 @@ a graph is only valid for the very same rows).
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import hashlib
 import json
 import os
@@ -108,6 +110,18 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 MANIFEST = "manifest.json"
+_PARTIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_allow_partial", default=False)
+
+
+@contextlib.contextmanager
+def reading_partial_stores(on: bool = True) -> Iterator[None]:
+    """Inside the block, incomplete embedding stores load (``--allow-partial``)."""
+    token = _PARTIAL.set(on)
+    try:
+        yield
+    finally:
+        _PARTIAL.reset(token)
+
 
 
 def embedding_space(meta: dict, dim: int) -> str:
@@ -283,7 +297,7 @@ class Embeddings(_EmbeddingsFields):
 
 
 def load_embeddings(
-    path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None, allow_partial: bool = False
+    path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None, allow_partial: bool | None = None
 ) -> Embeddings:
     """Load an embedding folder (or one Parquet shard) as an :class:`Embeddings` value.
 
@@ -302,7 +316,7 @@ def load_embeddings(
     Embeddings
         ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order.
     """
-    if not allow_partial:
+    if not (_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(path)
     parts = list(iter_embeddings(path))
     if not parts:
@@ -324,7 +338,7 @@ def load_embeddings(
     return emb if ids is None else emb.rows(ids)
 
 
-def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool = False) -> Embeddings:
+def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | None = None) -> Embeddings:
     """``emb`` itself if it is already loaded, else :func:`load_embeddings` of the folder.
 
     The one entry point every function taking embeddings uses, so a path and a loaded

@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
-from simlabel.errors import SimlabelError
+from simlabel.errors import SimlabelError, SimlabelWarning
 
 console = Console(stderr=True)
 out_console = Console()
@@ -24,18 +26,51 @@ def fail(message: str, code: int = 1) -> None:
     raise typer.Exit(code)
 
 
+def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+
+
 def handle_errors(fn: F) -> F:
     """simlabel's own errors and OS errors become one line and exit 1; anything else is a bug
-    and keeps its traceback."""
+    and keeps its traceback. Warnings print as one ``warning:`` line. A command's ``wait``,
+    ``allow_partial`` and ``normalize_labels`` options switch the run's :func:`modes`."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except (SimlabelError, OSError) as e:
-            fail(str(e))
+        switches = {k: kwargs[k] for k in ("wait", "allow_partial", "normalize_labels") if k in kwargs}
+        with warnings.catch_warnings(), modes(**switches):
+            warnings.showwarning = _show_warning
+            warnings.simplefilter("default", SimlabelWarning)
+            try:
+                return fn(*args, **kwargs)
+            except (SimlabelError, OSError) as e:
+                fail(str(e))
 
     return wrapper  # type: ignore[return-value]
+
+
+@contextlib.contextmanager
+def modes(*, wait: bool = False, allow_partial: bool = False, normalize_labels: bool = False) -> Iterator[None]:
+    """The run-wide switches of a command: ``--wait`` for locks, ``--allow-partial`` stores,
+    ``--normalize-labels``."""
+    from simlabel.catalog import normalizing_labels
+    from simlabel.files import waiting_for_locks
+    from simlabel.store import reading_partial_stores
+
+    with waiting_for_locks(wait), reading_partial_stores(allow_partial), normalizing_labels(normalize_labels):
+        yield
+
+
+def wait_option() -> Any:
+    return typer.Option(False, "--wait", help="When another simlabel process is writing the same output, wait for it instead of failing.")
+
+
+def partial_option() -> Any:
+    return typer.Option(False, "--allow-partial", help="Read an embedding store whose embed job has not finished (what is there).")
+
+
+def normalize_option() -> Any:
+    return typer.Option(False, "--normalize-labels", help="Fold label spellings that differ only in case or spaces (dress, DRESS, 'dress ') into the most frequent one.")
 
 
 def command(app: typer.Typer, name: str | None = None, **kwargs: Any) -> Callable[[F], F]:

@@ -16,7 +16,9 @@ from simlabel.cli._common import (
     device_option,
     out_console,
     param_default,
+    partial_option,
     say,
+    wait_option,
 )
 from simlabel.embedding import embed as embed_fn
 from simlabel.index import IndexConfig
@@ -50,6 +52,8 @@ def embed(
     id_col: Optional[str] = typer.Option(None, "--id-col", help="Catalog column holding the ids."),
     image_col: Optional[str] = typer.Option(None, "--image-col", help="Catalog column holding the image paths."),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    wait: bool = wait_option(),
+    retry_failed: bool = typer.Option(False, "--retry-failed", help="Embed again the items errors.csv lists (after fixing their files), without redoing the rest."),
 ) -> None:
     """Embed a catalog's images (and titles) into a resumable Parquet store.
 
@@ -62,7 +66,7 @@ def embed(
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
-        resize=resize, columns=columns(id=id_col, image=image_col), progress=progress,
+        resize=resize, columns=columns(id=id_col, image=image_col), progress=progress, retry_failed=retry_failed,
     )
     say(result.summary_line())
 
@@ -76,6 +80,8 @@ def index(
     ef_search: int = typer.Option(default(IndexConfig, "hnsw_ef_search"), "--ef-search", help="HNSW search breadth."),
     nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF lists (default about 4*sqrt(n))."),
     nprobe: int = typer.Option(default(IndexConfig, "ivf_nprobe"), "--nprobe", help="IVF lists searched per query."),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
 ) -> None:
     """Build a cosine k-NN index (FAISS) over an embedding folder.
 

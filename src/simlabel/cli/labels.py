@@ -15,9 +15,12 @@ from simlabel.cli._common import (
     default,
     device_option,
     log,
+    normalize_option,
     out_console,
     param_default,
+    partial_option,
     say,
+    wait_option,
     written,
 )
 from simlabel.labels.augment import augment as augment_fn
@@ -43,6 +46,9 @@ def augment(
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="Reuse an index built by `simlabel index` over EMB."),
     index_kind: str = typer.Option(param_default(augment_fn, "index_kind"), "--index-kind", help="auto (flat up to 200k points, else ivf), flat, hnsw, ivf."),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Grow seed labels through nearest neighbours (paper 000, section 3).
 
@@ -77,6 +83,9 @@ def propagate(
     symmetric: bool = typer.Option(False, "--symmetric", help="Use the symmetrised k-NN graph instead of the directed one."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of points to keep out of the graph (e.g. a holdout)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the unlabeled sample."),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Label propagation on the k-NN graph (Zhu & Ghahramani 2002), the baseline of paper 000.
 
@@ -105,6 +114,7 @@ def search(
     exclude_split: Optional[str] = typer.Option(None, "--exclude-split", help="Leave out the catalog rows of this split (e.g. test) from the searchable pool."),
     duplicates: str = typer.Option(default(SearchConfig, "duplicates"), "--duplicates", help="An item found by several queries keeps the best-ranked one (best) or all (keep)."),
     device: str = device_option(),
+    wait: bool = wait_option(),
 ) -> None:
     """Noisy web-style labels from a real search (paper 003): each category name queries the
     titles; its top R results are labelled with the query, with their rank.
@@ -134,6 +144,7 @@ def categories(
     sense: str = typer.Option(param_default(category_semantics, "sense"), "--sense", help="Word sense: context (disambiguated by the other categories) or first (WordNet's most frequent)."),
     text_model: str = typer.Option("minilm", "--text-model", help="Text encoder for the names ('none': WordNet only)."),
     device: str = device_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Category semantic relationships (paper 003): WordNet synsets of the category names,
     similarity updated with a text encoder, and each category's K nearest categories.
@@ -188,6 +199,9 @@ def side_info(
     folds: int = FOLDS,
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Per-image weights for noisy labels from side information (paper 003).
 
@@ -236,6 +250,8 @@ def flip(
     threshold: float = typer.Option(default(SelfMLConfig, "threshold"), "--threshold", help="Label threshold of the flipping model / direct rule."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
 ) -> None:
     """Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004).
 
@@ -252,13 +268,11 @@ def flip(
     cfg = SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps, threshold=threshold, seed=seed, device=resolve_device(device))
     cat = load_catalog(catalog, require=("id",))
     table = flip_fn(emb, cat, attributes=comma_list(attributes) or None, labels_col=labels_col, clean=clean,
-                    basis_labels=basis_labels, export_basis=export_basis, out=out, config=cfg,
-                    pretrain=multilabel_pretrain(cfg))
+                    basis_labels=basis_labels, export_basis=export_basis, out=out, html=html_out,
+                    render=lambda t, p: write_flip_html(t, cat, p), config=cfg, pretrain=multilabel_pretrain(cfg))
     if export_basis is not None:
         say(f"{len(table):,} basis images to label -> {export_basis} (fill the labels column, then --basis-labels)")
         return
-    if html_out:
-        write_flip_html(table, cat, html_out)
     added, removed = int((table["new"] == 1).sum()), int((table["new"] == 0).sum())
     say(f"{len(table):,} labels flipped ({added:,} added, {removed:,} removed)" + (f" -> {out}" if out else ""))
     if html_out:

@@ -8,7 +8,7 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simlabel.cli._common import command, default, device_option, out_console, say
+from simlabel.cli._common import command, default, device_option, normalize_option, out_console, partial_option, say, wait_option
 from simlabel.heads import HeadConfig
 from simlabel.labels.smoothing import SmoothingConfig
 
@@ -48,6 +48,9 @@ def train(
     weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
     seed: int = typer.Option(default(HeadConfig, "seed"), "--seed"),
     device: str = device_option(),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Train a classifier head on frozen embeddings, with early stopping.
 
@@ -84,6 +87,8 @@ def evaluate(
     taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path: adds the mistake severity (mean tree distance of wrong predictions)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     device: str = device_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
 ) -> None:
     """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2);
     top-1/top-5, the semantic neighbourhood metric and mistake severity (paper 002) on request.

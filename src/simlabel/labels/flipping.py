@@ -84,6 +84,7 @@ import copy
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -95,8 +96,8 @@ from torch import Tensor
 from simlabel.catalog import Catalog, load_catalog
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError, LabelFileError
-from simlabel.files import atomic_write_text
-from simlabel.labels.io import write_labels
+from simlabel.files import atomic_write_text, exclusive, write_set
+from simlabel.labels.io import labels_csv
 from simlabel.labels.multilabel import (
     from_attributes,
     from_labels_column,
@@ -797,6 +798,8 @@ def flip(
     basis_labels: str | os.PathLike | None = None,
     export_basis: str | os.PathLike | None = None,
     out: str | os.PathLike | None = None,
+    html: str | os.PathLike | None = None,
+    render: Callable[[pd.DataFrame, Path], None] | None = None,
     config: SelfMLConfig | None = None,
     pretrain: Pretrain | None = None,
     min_count: int = 1,
@@ -811,6 +814,10 @@ def flip(
     ``export_basis`` writes the images nearest the used basis vectors as a catalog for an
     oracle to label (strategy 1), and ``basis_labels`` reads those answers and applies the
     direct rule ``Y_B c_i >= threshold``.
+
+    ``out`` and ``html`` (the explanation page, drawn by ``render(table, path)``, e.g.
+    :func:`simlabel.report.write_flip_html`) are one output set, ``<out>.summary.json`` its
+    manifest, written under a lock on ``out``.
 
     Returns
     -------
@@ -888,6 +895,16 @@ def flip(
         ],
         columns=["id", "label", "attribute", "old", "new", "confidence", "basis", "weights", "basis_labels"],
     )
+    if html is not None and render is None:
+        raise InputError("html= needs render= (a function drawing the page, e.g. simlabel.report.write_flip_html)")
     if out is not None:
-        write_labels(table, out)
+        out = Path(out)
+        members = {out: lambda tmp: tmp.write_text(labels_csv(table), encoding="utf-8")}
+        if html is not None:
+            members[Path(html)] = lambda tmp: render(table, tmp)
+        with exclusive(out):
+            write_set(out.with_name(out.name + ".summary.json"), members,
+                      {"flips": int(len(table)), "embeddings_fingerprint": embeddings.fingerprint, "html": str(html) if html else None})
+    elif html is not None:
+        render(table, Path(html))
     return table

@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import io
 import os
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from simlabel.errors import LabelFileError
+from simlabel.catalog import clean_label_values
+from simlabel.errors import LabelFileError, SimlabelWarning
 from simlabel.files import atomic_write_text, read_csv_table
 
 __all__ = ["LabelFileError", "labels_csv", "read_holdout", "read_id_list", "read_labels", "write_labels"]
@@ -25,6 +27,7 @@ def read_labels(
     known_ids: Sequence[str] | None = None,
     allow_missing: bool = False,
     keep_rows: bool = False,
+    normalize: bool | None = None,
 ) -> pd.DataFrame:
     """Read a label CSV as a DataFrame with string ``id`` and ``label`` (other columns kept).
 
@@ -37,25 +40,39 @@ def read_labels(
     known_ids
         When given, every id must be among them (e.g. the ids of an embedding folder),
         unless ``allow_missing``, in which case unknown ids are dropped.
+    normalize
+        Fold spellings of one label that differ only in case or spaces into the most
+        frequent one (``--normalize-labels``); without it they warn. ``None``: as set by
+        :func:`simlabel.catalog.normalizing_labels` (off by default).
+
+    Rows whose label is missing (empty, ``NaN``, ``None``, ``NULL``, ``N/A``) are unlabelled:
+    they are left out, with a :class:`~simlabel.errors.SimlabelWarning` saying how many.
+    Exact duplicate rows are dropped silently.
 
     Raises
     ------
     LabelFileError
-        Naming the file and row: a missing file or column, an empty id or label, one id
-        given two different labels, an id not in ``known_ids``. Exact duplicate rows are
-        dropped silently.
+        Naming the file and row: a missing file or column, an empty id, one id given two
+        different labels, an id not in ``known_ids``, a file with no labelled row.
     """
     p = Path(path)
     df = read_csv_table(p, (id_col, label_col), "label file")
     df = df.rename(columns={id_col: "id", label_col: "label"})
     df["_row"] = np.arange(len(df))  # the file's row, for messages after rows are dropped
     df["id"] = df["id"].str.strip()
-    df["label"] = df["label"].str.strip()
-    for col in ("id", "label"):
-        empty = (df[col] == "").to_numpy().nonzero()[0]
-        if len(empty):
-            r = int(empty[0])
-            raise LabelFileError(f"{p}, row {r} (line {r + 2}): empty {col}")
+    empty = (df["id"] == "").to_numpy().nonzero()[0]
+    if len(empty):
+        r = int(empty[0])
+        raise LabelFileError(f"{p}, row {r} (line {r + 2}): empty id")
+    df["label"] = clean_label_values(df["label"], str(p), normalize=normalize)
+    unlabelled = (df["label"] == "").to_numpy()
+    if unlabelled.any():
+        if unlabelled.all():
+            raise LabelFileError(f"{p}: no row has a label (every {label_col!r} cell is empty, NaN, None, NULL or N/A)")
+        first = int(np.flatnonzero(unlabelled)[0])
+        warnings.warn(f"{p}: {int(unlabelled.sum())} row(s) have no label (empty, NaN, None, NULL or N/A; the first at "
+                      f"line {first + 2}) and are left out", SimlabelWarning, stacklevel=2)
+        df = df[~unlabelled].reset_index(drop=True)
     df = df.drop_duplicates(subset=["id", "label"]).reset_index(drop=True)
     dup = df["id"].duplicated(keep=False)
     if dup.any():

@@ -24,7 +24,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from simlabel.errors import InputError
-from simlabel.index import IndexConfig, NeighborIndex, auto_kind
+from simlabel.files import exclusive
+from simlabel.index import IndexConfig, NeighborIndex, auto_kind, check_index_matches
 from simlabel.labels.augment import UNLABELED
 from simlabel.labels.io import read_labels, write_labels
 from simlabel.store import Embeddings, as_embeddings
@@ -159,6 +160,8 @@ def propagate(
     """
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
+    if index is not None:
+        check_index_matches(index, embeddings)
     lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids)
     classes = sorted(lab["label"].unique())
     lab_pos = embeddings.positions(lab["id"])
@@ -174,7 +177,10 @@ def propagate(
     nodes = np.concatenate([lab_pos, pool])
     code = {c: i for i, c in enumerate(classes)}
     node_labels = np.concatenate([lab["label"].map(code).to_numpy(np.int32), np.full(len(pool), UNLABELED, np.int32)])
-    kk = min(k, len(nodes) - 1)
+    if k >= len(nodes):
+        raise InputError(f"k={k} is too large: the graph has {len(nodes):,} nodes ({len(lab_pos):,} labelled + "
+                         f"{len(pool):,} unlabelled), so each has at most {len(nodes) - 1:,} neighbours")
+    kk = k
     kind = index_kind if index_kind != "auto" else auto_kind(len(nodes))
     if index is not None and len(nodes) == len(index):
         # the graph is the whole index: query it directly and map its positions to node numbers
@@ -199,5 +205,6 @@ def propagate(
         }
     )
     if out is not None:
-        write_labels(table, out)
+        with exclusive(out):
+            write_labels(table, out)
     return table, res

@@ -66,7 +66,7 @@ import pandas as pd
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import CatalogError, InputError
-from simlabel.files import atomic_write_text
+from simlabel.files import atomic_write_text, exclusive
 from simlabel.semantics.names import check_names, clean_label_name
 
 if TYPE_CHECKING:
@@ -655,7 +655,8 @@ def build_search_labels(
     if out is not None:
         buf = io.StringIO()
         df[["id", "label", "rank", "score", "query"]].to_csv(buf, index=False)
-        atomic_write_text(out, buf.getvalue())
+        with exclusive(out):
+            atomic_write_text(out, buf.getvalue())
     return df
 
 

@@ -68,7 +68,7 @@ import pandas as pd
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
-from simlabel.files import atomic_write
+from simlabel.files import atomic_write, exclusive
 from simlabel.index import IndexConfig, NeighborIndex, auto_kind, exact_knn
 from simlabel.labels.io import read_labels
 from simlabel.metrics import top_k_predictions
@@ -729,5 +729,6 @@ def side_info_weights(
         result["text_score"] = s2["score"].to_numpy()
         result["weight"] = final_weights(result["stage1_weight"], result["text_score"], cfg.stage2_combine)
     if out is not None:
-        atomic_write(out, lambda tmp: result.to_csv(tmp, index=False, float_format="%.6g"))
+        with exclusive(out):
+            atomic_write(out, lambda tmp: result.to_csv(tmp, index=False, float_format="%.6g"))
     return result

@@ -1,0 +1,125 @@
+"""Fuzzed catalogs, label files and sample weights: every outcome is a success or a clean
+simlabel error (one ``error:`` line, exit 1), never a traceback, never a NaN model."""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from simlabel.catalog import load_catalog
+from simlabel.errors import SimlabelError
+from simlabel.heads import EmbeddingClassifier
+from tests.test_reliability import store
+
+runner = CliRunner()
+OUTCOMES: dict[str, int] = {}
+
+cells = st.one_of(
+    st.sampled_from(["", " ", "NaN", "nan", "None", "NULL", "N/A", "null", "0", "-1", "1e400", "inf", "-inf", "1.5",
+                     "a,b", 'q"uote', "dress", "DRESS", "dress ", "\u00e9t\u00e9", "\u202e", "0x1F", "[1, 2]"]),
+    st.text(max_size=8),
+)
+
+
+def csv_text(header: list[str], rows: list[list[str]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def classify(res) -> str:
+    """What happened: ok, or a clean error; anything else fails the test with the traceback."""
+    if res.exit_code == 0:
+        return "ok"
+    assert res.exit_code == 1 and isinstance(res.exception, SystemExit), f"not a clean error:\n{res.output}\n{res.exception!r}"
+    lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
+    assert lines and lines[-1].startswith("error:") and "Traceback" not in res.output, res.output
+    assert all(ln.startswith(("error:", "warning:")) or ln.startswith(" ") for ln in lines), res.output
+    return "error"
+
+
+@pytest.fixture(scope="module")
+def fuzz_store(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[str]]:
+    path = tmp_path_factory.mktemp("fuzz") / "emb"
+    return path, store(path, n=40)
+
+
+@st.composite
+def label_files(draw) -> tuple[list[str], list[list[str]]]:
+    """Mostly well-formed label files (known ids, a few classes, numeric weights), each cell
+    with a chance of being replaced by a fuzzed value, and sometimes a wrong header."""
+    header = draw(st.sampled_from([["id", "label", "weight"]] * 6 + [["label", "id", "weight"], ["id", "lab", "weight"], ["id", "label"]]))
+    n = draw(st.integers(0, 25))
+    rows = []
+    for _ in range(n):
+        row = {"id": draw(st.sampled_from([f"i{i}" for i in range(40)])), "label": draw(st.sampled_from(["x", "y", "z"])),
+               "weight": draw(st.sampled_from(["1", "0.5", "2", ""])), "lab": "x"}
+        if draw(st.integers(0, 9)) == 0:
+            row[draw(st.sampled_from(["id", "label", "weight"]))] = draw(cells)
+        rows.append([row.get(h, "") for h in header])
+    return header, rows
+
+
+@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(file=label_files(), weight=st.booleans())
+def test_train_on_fuzzed_label_files(fuzz_store, tmp_path_factory, file, weight) -> None:
+    from simlabel.cli import app
+
+    emb, _ = fuzz_store
+    d = tmp_path_factory.mktemp("case")
+    header, rows = file
+    (d / "l.csv").write_text(csv_text(header, rows), encoding="utf-8")
+    argv = ["train", "--emb", str(emb), "--labels", str(d / "l.csv"), "--out", str(d / "m"), "--epochs", "3"]
+    if weight:
+        argv += ["--weight-col", "weight"]
+    outcome = classify(runner.invoke(app, argv))
+    OUTCOMES[f"train {outcome}"] = OUTCOMES.get(f"train {outcome}", 0) + 1
+    if outcome == "ok":
+        clf = EmbeddingClassifier.load(d / "m")
+        assert all(torch.isfinite(p).all() for p in clf.module_.state_dict().values())  # never a NaN model
+        assert np.isfinite(clf.predict_proba(np.ones((2, clf.dim_), np.float32))).all()
+
+
+@st.composite
+def catalogs(draw) -> tuple[list[str], list[list[str]]]:
+    """Catalog files: usually an id column and distinct ids, with fuzzed cells, headers and row lengths."""
+    extra = draw(st.lists(st.sampled_from(["image", "label", "labels", "split", "rank", "clean", "title", "x"]), max_size=4))
+    header = (["id"] if draw(st.integers(0, 4)) else []) + extra
+    rows = []
+    for i in range(draw(st.integers(0, 8))):
+        row = [f"p{i}" if h == "id" else draw(cells) if draw(st.booleans()) else "" for h in header]
+        if header and draw(st.integers(0, 9)) == 0:
+            row = row + [draw(cells)]  # a ragged row
+        rows.append(row)
+    return header, rows
+
+
+@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(file=catalogs())
+def test_load_fuzzed_catalogs(tmp_path_factory, file) -> None:
+    header, rows = file
+    d = tmp_path_factory.mktemp("cat")
+    (d / "c.csv").write_text(csv_text(header, rows) if header else "", encoding="utf-8")
+    try:
+        cat = load_catalog(d / "c.csv", require=("id",))
+    except SimlabelError as e:
+        assert str(d / "c.csv") in str(e) or "catalog" in str(e), str(e)
+        OUTCOMES["catalog error"] = OUTCOMES.get("catalog error", 0) + 1
+        return
+    assert len(cat) > 0 and cat.table["id"].is_unique and (cat.table["id"] != "").all()
+    OUTCOMES["catalog ok"] = OUTCOMES.get("catalog ok", 0) + 1
+
+
+def test_zz_fuzz_outcomes_cover_both_classes() -> None:
+    """The fuzzers reached both outcomes (so neither only ever succeeds nor only ever fails)."""
+    assert {"train ok", "train error", "catalog ok", "catalog error"} <= set(OUTCOMES), OUTCOMES
