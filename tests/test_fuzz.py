@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import csv
 import io
+import json
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -21,6 +24,13 @@ from tests.test_reliability import store
 
 runner = CliRunner()
 OUTCOMES: dict[str, int] = {}
+#: ``benchmarks/bench_reliability.py`` runs these fuzzers longer and collects the outcomes by class
+EXAMPLES = int(os.environ.get("SIMLABEL_FUZZ_EXAMPLES", "0")) or None
+REPORT = os.environ.get("SIMLABEL_FUZZ_REPORT")
+
+
+def count(kind: str, outcome: str) -> None:
+    OUTCOMES[f"{kind} {outcome}"] = OUTCOMES.get(f"{kind} {outcome}", 0) + 1
 
 cells = st.one_of(
     st.sampled_from(["", " ", "NaN", "nan", "None", "NULL", "N/A", "null", "0", "-1", "1e400", "inf", "-inf", "1.5",
@@ -45,7 +55,15 @@ def classify(res) -> str:
     lines = [ln for ln in res.output.strip().splitlines() if ln.strip()]
     assert lines and lines[-1].startswith("error:") and "Traceback" not in res.output, res.output
     assert all(ln.startswith(("error:", "warning:")) or ln.startswith(" ") for ln in lines), res.output
-    return "error"
+    return "error: " + error_class(lines[-1])
+
+
+def error_class(message: str) -> str:
+    """An error message with its file, ids and values taken out: the kind of error."""
+    m = re.sub(r"\S*/\S+", "FILE", message.removeprefix("error:").strip())
+    m = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", m)
+    m = re.sub(r"\d[\d,.]*", "N", m)
+    return m.split(":")[-1].strip()[:70] if m.startswith("FILE") else m[:70]
 
 
 @pytest.fixture(scope="module")
@@ -70,7 +88,7 @@ def label_files(draw) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-@settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES or 60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(file=label_files(), weight=st.booleans())
 def test_train_on_fuzzed_label_files(fuzz_store, tmp_path_factory, file, weight) -> None:
     from simlabel.cli import app
@@ -83,7 +101,9 @@ def test_train_on_fuzzed_label_files(fuzz_store, tmp_path_factory, file, weight)
     if weight:
         argv += ["--weight-col", "weight"]
     outcome = classify(runner.invoke(app, argv))
-    OUTCOMES[f"train {outcome}"] = OUTCOMES.get(f"train {outcome}", 0) + 1
+    count("train", outcome if outcome == "ok" else "error")
+    if REPORT:
+        count("train", outcome)
     if outcome == "ok":
         clf = EmbeddingClassifier.load(d / "m")
         assert all(torch.isfinite(p).all() for p in clf.module_.state_dict().values())  # never a NaN model
@@ -104,7 +124,7 @@ def catalogs(draw) -> tuple[list[str], list[list[str]]]:
     return header, rows
 
 
-@settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=EXAMPLES or 80, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(file=catalogs())
 def test_load_fuzzed_catalogs(tmp_path_factory, file) -> None:
     header, rows = file
@@ -114,12 +134,16 @@ def test_load_fuzzed_catalogs(tmp_path_factory, file) -> None:
         cat = load_catalog(d / "c.csv", require=("id",))
     except SimlabelError as e:
         assert str(d / "c.csv") in str(e) or "catalog" in str(e), str(e)
-        OUTCOMES["catalog error"] = OUTCOMES.get("catalog error", 0) + 1
+        count("catalog", "error")
+        if REPORT:
+            count("catalog", "error: " + error_class(str(e)))
         return
     assert len(cat) > 0 and cat.table["id"].is_unique and (cat.table["id"] != "").all()
-    OUTCOMES["catalog ok"] = OUTCOMES.get("catalog ok", 0) + 1
+    count("catalog", "ok")
 
 
 def test_zz_fuzz_outcomes_cover_both_classes() -> None:
     """The fuzzers reached both outcomes (so neither only ever succeeds nor only ever fails)."""
     assert {"train ok", "train error", "catalog ok", "catalog error"} <= set(OUTCOMES), OUTCOMES
+    if REPORT:
+        Path(REPORT).write_text(json.dumps(OUTCOMES, indent=2))

@@ -43,7 +43,7 @@ def test_errors_name_the_file_and_row(tmp_path: Path, text: str, message: str) -
 
 
 def test_missing_labels_are_left_out_and_spellings_warn(tmp_path: Path) -> None:
-    from simlabel.catalog import normalizing_labels
+    from simlabel.context import NORMALIZE_LABELS, setting
     from simlabel.errors import SimlabelWarning
 
     p = write(tmp_path, "id,label\na,dress\nb,\nc,NaN\nd,None\ne,NULL\nf,N/A\ng,DRESS\nh,dress \ni,shirt\nj,dress\n")
@@ -53,7 +53,7 @@ def test_missing_labels_are_left_out_and_spellings_warn(tmp_path: Path) -> None:
     assert any("5 row(s) have no label" in m and "line 3" in m for m in messages)
     assert any("'dress' / 'DRESS'" in m and "--normalize-labels" in m for m in messages)
     assert df["id"].tolist() == ["a", "g", "h", "i", "j"] and set(df["label"]) == {"dress", "DRESS", "shirt"}
-    with normalizing_labels():
+    with setting(NORMALIZE_LABELS):
         folded = read_labels(p)
     assert folded["label"].tolist() == ["dress", "dress", "dress", "shirt", "dress"]
     assert read_labels(p, normalize=True)["label"].tolist() == folded["label"].tolist()

@@ -25,17 +25,16 @@ not renamed, so the original name stays usable too.
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import os
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from simlabel.context import NORMALIZE_LABELS
 from simlabel.errors import CatalogError
 
 STANDARD_COLUMNS: tuple[str, ...] = ("id", "image", "title", "label", "labels", "split", "product", "clean", "rank")
@@ -237,17 +236,8 @@ def validate_table(
     return df
 
 
-_NORMALIZE: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_normalize_labels", default=False)
 
 
-@contextlib.contextmanager
-def normalizing_labels(on: bool = True) -> Iterator[None]:
-    """Inside the block, label spellings that differ only in case or spaces are folded (``--normalize-labels``)."""
-    token = _NORMALIZE.set(on)
-    try:
-        yield
-    finally:
-        _NORMALIZE.reset(token)
 
 
 #: cell values that mean "no label", compared stripped and case-insensitively
@@ -265,7 +255,7 @@ def clean_label_values(values: pd.Series, source: str, *, normalize: bool | None
 
     from simlabel.errors import SimlabelWarning
 
-    normalize = _NORMALIZE.get() if normalize is None else normalize
+    normalize = NORMALIZE_LABELS.get() if normalize is None else normalize
     text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
     text = text.where(~text.str.lower().isin(MISSING_LABELS), "")
     present = text[text != ""]

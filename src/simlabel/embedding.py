@@ -179,6 +179,32 @@ def _errors_csv(rows: list[tuple[str, str, str]]) -> str:
     return buf.getvalue()
 
 
+def _encode_items(
+    job: _Job, items: Iterator[tuple[int, object]], batch_size: int, strict: bool, advance: Callable[[int], None]
+) -> tuple[list[int], np.ndarray, list[tuple[str, str, str]]]:
+    """Encode decoded ``(position, payload)`` items in batches; failures are recorded (or raised
+    with ``strict``). Returns the embedded positions, their ``(m, dim)`` matrix and the errors."""
+    ok_pos: list[int] = []
+    vectors: list[np.ndarray] = []
+    errors: list[tuple[str, str, str]] = []
+    batch: list = []
+    batch_pos: list[int] = []
+    for p, payload in items:
+        if isinstance(payload, _ItemFailure):
+            if strict:
+                raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
+            errors.append((str(job.ids[p]), str(job.paths[p]), payload.reason))
+            advance(1)
+            continue
+        batch.append(payload)
+        batch_pos.append(p)
+        if len(batch) >= batch_size:
+            _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+    _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+    matrix = np.concatenate(vectors) if vectors else np.zeros((0, job.manifest["dim"]), np.float32)
+    return ok_pos, matrix, errors
+
+
 def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[int], vectors: list[np.ndarray],
            ok_pos: list[int], advance: Callable[[int], None]) -> None:
     """Encode the pending batch into ``vectors`` and empty it."""
@@ -208,31 +234,11 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
         for s in todo:
             lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            ok_pos: list[int] = []
-            vectors: list[np.ndarray] = []
-            errors: list[tuple[str, str, str]] = []
-            batch_pos: list[int] = []
-            batch: list = []
-
-            for _ in range(lo, hi):
-                p, payload = next(stream)
-                if isinstance(payload, _ItemFailure):
-                    if strict:
-                        raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
-                    errors.append((str(job.ids[p]), str(job.paths[p]), payload.reason))
-                    advance(1)
-                    continue
-                batch.append(payload)
-                batch_pos.append(p)
-                if len(batch) >= batch_size:
-                    _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
-            _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
-            dim = job.manifest["dim"]
-            matrix = np.concatenate(vectors) if vectors else np.zeros((0, dim), np.float32)
+            ok_pos, matrix, errors = _encode_items(job, (next(stream) for _ in range(lo, hi)), batch_size, strict, advance)
             # errors first: a shard's Parquet file is what marks it finished.
             atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
             kill_point("embed:between-errors-and-shard")
-            write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": dim})
+            write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
             kill_point("embed:after-shard")
             embedded += len(ok_pos)
             failed += len(errors)
@@ -255,36 +261,21 @@ def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -
         return 0, 0
     pos_of = {str(i): p for p, i in enumerate(job.ids)}
     positions = [pos_of[i] for i in todo_ids if i in pos_of]
-    ok_pos: list[int] = []
-    vectors: list[np.ndarray] = []
-    still: set[str] = set()
-    batch: list = []
-    batch_pos: list[int] = []
     with progress_bar(f"retry {job.modality}", total=len(positions), enabled=progress) as advance:
-        for p, payload in _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8)):
-            if isinstance(payload, _ItemFailure):
-                if strict:
-                    raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
-                still.add(str(job.ids[p]))
-                advance(1)
-                continue
-            batch.append(payload)
-            batch_pos.append(p)
-            if len(batch) >= batch_size:
-                _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
-        _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
+        stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
+        ok_pos, matrix, errors = _encode_items(job, stream, batch_size, strict, advance)
     if ok_pos:
         manifest = read_json(job.out / MANIFEST, "embedding manifest")
         retry = list(manifest.get("retry_shards", []))
         name = f"{RETRY_PREFIX}{len(retry):04d}.parquet"
         meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
-        write_shard(job.out / name, job.ids[ok_pos], np.concatenate(vectors), {**meta, "dim": job.manifest["dim"]})
+        write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-retry-shard")
         atomic_write_json(job.out / MANIFEST, {**manifest, "retry_shards": retry + [name]})
     fixed = {str(job.ids[p]) for p in ok_pos}
     for fname, rows in failed.items():
         atomic_write_text(errors_dir / fname, _errors_csv([tuple(r) for r in rows if r[0] not in fixed]))
-    return len(ok_pos), len(still)
+    return len(ok_pos), len(errors)
 
 
 def _shard_ids(path: Path) -> np.ndarray:

@@ -22,7 +22,6 @@ exactly between two writes.
 from __future__ import annotations
 
 import contextlib
-import contextvars
 import fcntl
 import hashlib
 import json
@@ -40,6 +39,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from simlabel.context import WAIT_FOR_LOCKS
 from simlabel.errors import LabelFileError, LockedError, StoreError
 
 __all__ = [
@@ -51,7 +51,6 @@ __all__ = [
     "atomic_write_text",
     "check_member",
     "verify_member",
-    "waiting_for_locks",
     "exclusive",
     "file_digest",
     "kill_point",
@@ -338,17 +337,8 @@ def atomic_dir(final: str | os.PathLike) -> Iterator[Path]:
 # -- one writer per output ---------------------------------------------------------------------
 
 
-_WAIT: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_wait_for_locks", default=False)
 
 
-@contextlib.contextmanager
-def waiting_for_locks(on: bool = True) -> Iterator[None]:
-    """Inside the block, :func:`exclusive` waits for another writer instead of failing (``--wait``)."""
-    token = _WAIT.set(on)
-    try:
-        yield
-    finally:
-        _WAIT.reset(token)
 
 
 def _lock_path(target: Path) -> Path:
@@ -370,7 +360,7 @@ def exclusive(target: str | os.PathLike, *, wait: bool | None = None, poll: floa
         When another process holds it and ``wait`` is false, naming that process.
     """
     target = Path(target)
-    wait = _WAIT.get() if wait is None else wait
+    wait = WAIT_FOR_LOCKS.get() if wait is None else wait
     lock = _lock_path(target)
     lock.parent.mkdir(parents=True, exist_ok=True)
     while True:

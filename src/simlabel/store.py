@@ -30,8 +30,6 @@ a graph is only valid for the very same rows).
 
 from __future__ import annotations
 
-import contextlib
-import contextvars
 import hashlib
 import json
 import os
@@ -45,6 +43,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from simlabel.context import ALLOW_PARTIAL
 from simlabel.errors import InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_write
 
@@ -110,17 +109,8 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 MANIFEST = "manifest.json"
-_PARTIAL: contextvars.ContextVar[bool] = contextvars.ContextVar("simlabel_allow_partial", default=False)
 
 
-@contextlib.contextmanager
-def reading_partial_stores(on: bool = True) -> Iterator[None]:
-    """Inside the block, incomplete embedding stores load (``--allow-partial``)."""
-    token = _PARTIAL.set(on)
-    try:
-        yield
-    finally:
-        _PARTIAL.reset(token)
 
 
 
@@ -316,7 +306,7 @@ def load_embeddings(
     Embeddings
         ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order.
     """
-    if not (_PARTIAL.get() if allow_partial is None else allow_partial):
+    if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(path)
     parts = list(iter_embeddings(path))
     if not parts:

@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import functools
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
 
+from simlabel.context import modes
 from simlabel.errors import SimlabelError, SimlabelWarning
 
 console = Console(stderr=True)
@@ -47,18 +47,6 @@ def handle_errors(fn: F) -> F:
                 fail(str(e))
 
     return wrapper  # type: ignore[return-value]
-
-
-@contextlib.contextmanager
-def modes(*, wait: bool = False, allow_partial: bool = False, normalize_labels: bool = False) -> Iterator[None]:
-    """The run-wide switches of a command: ``--wait`` for locks, ``--allow-partial`` stores,
-    ``--normalize-labels``."""
-    from simlabel.catalog import normalizing_labels
-    from simlabel.files import waiting_for_locks
-    from simlabel.store import reading_partial_stores
-
-    with waiting_for_locks(wait), reading_partial_stores(allow_partial), normalizing_labels(normalize_labels):
-        yield
 
 
 def wait_option() -> Any:

@@ -43,7 +43,7 @@ def read_labels(
     normalize
         Fold spellings of one label that differ only in case or spaces into the most
         frequent one (``--normalize-labels``); without it they warn. ``None``: as set by
-        :func:`simlabel.catalog.normalizing_labels` (off by default).
+        :func:`simlabel.context.modes` (off by default).
 
     Rows whose label is missing (empty, ``NaN``, ``None``, ``NULL``, ``N/A``) are unlabelled:
     they are left out, with a :class:`~simlabel.errors.SimlabelWarning` saying how many.
