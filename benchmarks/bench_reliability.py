@@ -8,7 +8,7 @@
 3. Memory: peak RSS of `simlabel embed` on 8 images at the pixel limit, with the pixel budget
    and without it (budget = 8 x the limit), side by side.
 
-Usage: python benchmarks/bench_reliability.py [--random-kills 8] [--fuzz 300] [--skip-memory]
+Usage: python benchmarks/bench_reliability.py [--random-kills 8] [--fuzz 300] [--only kills fuzz memory]
 """
 
 from __future__ import annotations
@@ -179,7 +179,7 @@ def memory_campaign() -> list[dict]:
     for label, budget in (("pixel budget (default: the limit)", DEFAULT_MAX_PIXELS), ("no budget (8 x the limit)", 8 * DEFAULT_MAX_PIXELS)):
         code = (
             "import resource, sys; from simlabel.embedding import embed; "
-            f"r = embed({str(base / 'catalog.csv')!r}, {str(base / ('emb' + str(budget)))!r}, workers=4, pixel_budget={budget}, "
+            f"r = embed({str(base / 'catalog.csv')!r}, {str(base / ('emb' + str(budget)))!r}, workers=8, pixel_budget={budget}, "
             "progress=False, device='cpu'); "
             "print(r.n_embedded, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
         )
@@ -204,17 +204,17 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--random-kills", type=int, default=8)
     ap.add_argument("--fuzz", type=int, default=300)
-    ap.add_argument("--skip-memory", action="store_true")
+    ap.add_argument("--only", nargs="+", choices=["kills", "fuzz", "memory"], default=["kills", "fuzz", "memory"])
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args()
     print(f"machine: {platform.machine()}, {os.cpu_count()} cores, flags: {cpu_flags()}")
-    kills = kill_campaign(args.random_kills, args.seed)
-    fuzz = fuzz_campaign(args.fuzz)
-    mem = [] if args.skip_memory else memory_campaign()
-    print("\n### Kills\n\n" + markdown(kills))
-    print("\n### Fuzz outcomes\n\n" + markdown([{"outcome": k, "count": v} for k, v in sorted(fuzz.items(), key=lambda kv: -kv[1])]))
-    if mem:
-        print("\n### Memory\n\n" + markdown(mem))
+    if "kills" in args.only:
+        print("\n### Kills\n\n" + markdown(kill_campaign(args.random_kills, args.seed)))
+    if "fuzz" in args.only:
+        fuzz = fuzz_campaign(args.fuzz)
+        print("\n### Fuzz outcomes\n\n" + markdown([{"outcome": k, "count": v} for k, v in sorted(fuzz.items(), key=lambda kv: -kv[1])]))
+    if "memory" in args.only:
+        print("\n### Memory\n\n" + markdown(memory_campaign()))
 
 
 if __name__ == "__main__":

@@ -63,6 +63,8 @@ def error_class(message: str) -> str:
     m = re.sub(r"\S*/\S+", "FILE", message.removeprefix("error:").strip())
     m = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", m)
     m = re.sub(r"\d[\d,.]*", "N", m)
+    m = re.sub(r"\([^)]*\)", "(…)", m)
+    m = re.sub(r"columns are .*", "columns are …", m)
     return m.split(":")[-1].strip()[:70] if m.startswith("FILE") else m[:70]
 
 

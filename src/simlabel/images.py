@@ -41,7 +41,7 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import IO, Any, Final, Literal, get_args
 
 import numpy as np
-from PIL import Image, ImageOps, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
+from PIL import Image, JpegImagePlugin, PngImagePlugin, UnidentifiedImageError
 
 try:  # strict libjpeg-turbo decoding; without it JPEGs fall back to Pillow (lenient)
     import simplejpeg
@@ -349,14 +349,46 @@ def _decode(
         scale = _draft_scale(w, h, draft_size) if is_jpeg else 1
         out_w, out_h = -(-w // scale), -(-h // scale)
         with budget.reserve(out_w * out_h) if budget is not None else contextlib.nullcontext():
-            if is_jpeg and simplejpeg is not None and im.mode in ("RGB", "L"):
-                rgb = _orient(_strict_jpeg(fh, name, out_w, out_h), im)
-            else:
-                rgb = _pillow_decode(im, fh, name, draft_size if is_jpeg else None)
-            return rgb if transform is None else transform(rgb)
+            try:
+                if is_jpeg and simplejpeg is not None and im.mode in ("RGB", "L"):
+                    rgb = _orient(_strict_jpeg(fh, name, out_w, out_h), im)
+                    return rgb if transform is None else transform(rgb)
+                return _pillow_decode(im, fh, name, draft_size if is_jpeg else None, transform)
+            finally:
+                if transform is not None and out_w * out_h >= _TRIM_PIXELS:
+                    _release_freed_memory()
 
 
-def _pillow_decode(im: Image.Image, fh: IO[bytes], name: str, draft_size: int | None) -> Image.Image:
+#: after decoding an image this large, hand freed memory back to the OS (see _release_freed_memory)
+_TRIM_PIXELS = 16_000_000
+
+
+def _libc_trim() -> Callable[[int], int] | None:
+    try:
+        import ctypes
+
+        return ctypes.CDLL("libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc: nothing to do
+        return None
+
+
+_MALLOC_TRIM = _libc_trim()
+
+
+def _release_freed_memory() -> None:
+    """Return freed heap memory to the OS (glibc ``malloc_trim``).
+
+    Each decoding thread has its own malloc arena; the buffers of a huge image, once freed,
+    stay in that arena, so eight threads that each decoded one 89-megapixel photo keep
+    about 2 GB resident between them although no image is alive. Trimming after each huge
+    decode keeps the peak at what the pixel budget admits (benchmarks/RESULTS.md §9).
+    """
+    if _MALLOC_TRIM is not None:
+        _MALLOC_TRIM(0)
+
+
+def _pillow_decode(im: Image.Image, fh: IO[bytes], name: str, draft_size: int | None,
+                   transform: Callable[[Image.Image], Any] | None) -> Any:
     decoded = im
     if draft_size is not None:
         decoded = _drafted(im, fh, draft_size)
@@ -364,12 +396,11 @@ def _pillow_decode(im: Image.Image, fh: IO[bytes], name: str, draft_size: int | 
         decoded.load()
         if isinstance(im, PngImagePlugin.PngImageFile):
             _check_png_complete(fh, name)
-        upright = _exif_upright(decoded)
-        rgb = _to_rgb(upright)
-        if rgb is decoded or rgb is im:
-            # Closing the context of the caller invalidates `im`; hand back a copy.
-            rgb = rgb.copy()
-        return rgb
+        rgb = _to_rgb(_orient(decoded, decoded))
+        if transform is not None:
+            return transform(rgb)  # while the file is open: no copy of a full-size image
+        # closing the caller's context invalidates `im`; hand back an image of our own
+        return rgb.copy() if rgb is decoded or rgb is im else rgb
     finally:
         if decoded is not im:
             decoded.close()
@@ -424,7 +455,10 @@ _ORIENTATION = {
 
 
 def _orient(rgb: Image.Image, header: Image.Image) -> Image.Image:
-    """Apply ``header``'s EXIF orientation to ``rgb`` (decoded elsewhere), as ``exif_transpose`` does."""
+    """Apply ``header``'s EXIF orientation to ``rgb`` (decoded elsewhere) as ``ImageOps.exif_transpose``
+    does, but with no copy when there is nothing to turn (``exif_transpose`` copies a full-size image
+    even then). Broken EXIF metadata is common in scraped photos and the pixels are still good: an
+    unturned photo beats losing the item."""
     try:
         method = _ORIENTATION.get(header.getexif().get(0x0112))
     except Exception:  # noqa: BLE001 - broken EXIF: the pixels are still good
@@ -448,37 +482,39 @@ def _png_raw_size(w: int, h: int, depth: int, colour: int, interlaced: bool) -> 
 
 
 def _check_png_complete(fh: IO[bytes], name: str) -> None:
-    """Raise ``truncated`` when a PNG's image data decompresses to fewer rows than its header says."""
-    fh.seek(0)
-    data = fh.read()
-    pos, idat, header = 8, [], None
-    while pos + 8 <= len(data):
-        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
-        body = data[pos + 8 : pos + 8 + length]
-        if kind == b"IHDR" and len(body) >= 13:
-            header = struct.unpack(">IIBBBBB", body[:13])
-        elif kind == b"IDAT":
-            idat.append(body)
+    """Raise ``truncated`` when a PNG's image data decompresses to fewer rows than its header says.
+
+    Streams the file chunk by chunk and counts the decompressed bytes a megabyte at a time:
+    neither the compressed file nor the decompressed image is held.
+    """
+    fh.seek(8)
+    inflate, got, expected = zlib.decompressobj(), 0, None
+    while True:
+        head = fh.read(8)
+        if len(head) < 8:
+            break
+        length, kind = struct.unpack(">I4s", head)
+        if kind == b"IHDR":
+            w, h, depth, colour, _, _, interlace = struct.unpack(">IIBBBBB", fh.read(13))
+            expected = _png_raw_size(w, h, depth, colour, bool(interlace))
+            fh.seek(length - 13 + 4, os.SEEK_CUR)
+        elif kind == b"IDAT" and expected is not None:
+            remaining = length
+            while remaining and not inflate.eof and got <= expected:
+                chunk = fh.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                remaining -= len(chunk)
+                while chunk and got <= expected:
+                    got += len(inflate.decompress(chunk, 1 << 20))
+                    chunk = inflate.unconsumed_tail
+            fh.seek(remaining + 4, os.SEEK_CUR)
         elif kind == b"IEND":
             break
-        pos += 12 + length
-    if header is None:
-        return
-    w, h, depth, colour, _, _, interlace = header
-    expected = _png_raw_size(w, h, depth, colour, bool(interlace))
-    got = len(zlib.decompressobj().decompress(b"".join(idat), expected + 1))
-    if got < expected:
+        else:
+            fh.seek(length + 4, os.SEEK_CUR)
+    if expected is not None and got < expected:
         raise ImageError("truncated", name, f"image data ends early: {got:,} of {expected:,} bytes of pixel rows")
-
-
-def _exif_upright(im: Image.Image) -> Image.Image:
-    """Apply the EXIF orientation tag so phone photos come out upright."""
-    try:
-        return ImageOps.exif_transpose(im)
-    except Exception:  # noqa: BLE001
-        # Broken EXIF metadata is common in scraped photos and the pixels are
-        # still good; an un-rotated photo beats losing the item.
-        return im
 
 
 def _to_rgb(im: Image.Image) -> Image.Image:
