@@ -59,13 +59,13 @@ def classify(res) -> str:
 
 
 def error_class(message: str) -> str:
-    """An error message with its file, ids and values taken out: the kind of error."""
-    m = re.sub(r"\S*/\S+", "FILE", message.removeprefix("error:").strip())
+    """An error message with its file, row, ids and values taken out: the kind of error."""
+    m = message.removeprefix("error:").strip()
+    m = re.sub(r"^\S*/\S+?(, row \d+)?( \(line \d+\))?(, line \d+)?(, column '[^']*')?:\s*", "", m)
     m = re.sub(r"'[^']*'|\"[^\"]*\"", "'…'", m)
     m = re.sub(r"\d[\d,.]*", "N", m)
     m = re.sub(r"\([^)]*\)", "(…)", m)
-    m = re.sub(r"columns are .*", "columns are …", m)
-    return m.split(":")[-1].strip()[:70] if m.startswith("FILE") else m[:70]
+    return re.split(r"[:;]", m)[0].strip()[:70]
 
 
 @pytest.fixture(scope="module")

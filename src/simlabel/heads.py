@@ -141,7 +141,7 @@ def check_sample_weights(w: np.ndarray, where: Callable[[int], str] | None = Non
         i = int(bad[0])
         name = where(i) if where else f"row {i}"
         more = f" ({len(bad)} such rows)" if len(bad) > 1 else ""
-        raise InputError(f"{name}: sample weight {w[i]!r} is not a finite number >= 0{more}")
+        raise InputError(f"{name}: sample weight {float(w[i])!r} is not a finite number >= 0{more}")
     if len(w) and not (w > 0).any():
         raise InputError("every sample weight is 0: there is nothing to train on")
 
