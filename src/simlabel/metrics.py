@@ -1,10 +1,19 @@
 """Evaluation metrics.
 
 Single-label: per-class precision, recall, F1, support; accuracy; the confusion
-matrix; and **HM**, the harmonic mean of all per-class precisions and recalls
-(paper 000, Table 2: with two classes, HM of +P, +R, -P, -R). A class that is
-never predicted has precision 0 (scikit-learn's ``zero_division=0``), and then
-HM is 0: the harmonic mean punishes any collapsed class, which is its point.
+matrix; and **HM**, the harmonic mean of the per-class precisions and recalls
+(paper 000, Table 2: with two classes, HM of +P, +R, -P, -R).
+
+Three cases a report states instead of hiding (:func:`classification_report`):
+
+* a class with **no test items** has no recall: it is reported as "not in the test set"
+  and left out of HM and macro F1 (a 0/0/0 row would read as a failure it is not);
+* a class that is **never predicted** has an undefined precision, taken as 0
+  (scikit-learn's ``zero_division=0``), so HM is 0: the harmonic mean punishes a
+  collapsed class, which is its point; the report flags it, with a warning as
+  scikit-learn's ``UndefinedMetricWarning`` does;
+* test items whose true class the model **never saw** cannot be right: they count as
+  errors in the accuracy and are reported apart (``unseen``), outside the per-class table.
 """
 
 from __future__ import annotations
@@ -26,12 +35,36 @@ def harmonic_mean(values: Sequence[float]) -> float:
     return float(hmean(v))
 
 
-def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None, *, positive=None) -> dict:
+def classification_report(
+    y_true: Sequence, y_pred: Sequence, labels: Sequence | None = None, *, positive=None, warn: bool = True
+) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM, as a JSON-ready dict.
 
-    ``labels`` fixes the class order (default: sorted union of both). For a binary
-    task, ``positive`` names the + class and the report adds ``+P, +R, -P, -R``.
+    Parameters
+    ----------
+    y_true, y_pred
+        True and predicted class names.
+    labels
+        The classes (a model's): their order, and what counts as a known class (default:
+        sorted union of both).
+    positive
+        For a binary task, the + class: the report adds ``+P, +R, -P, -R``.
+    warn
+        Warn (``SimlabelWarning``) about classes that are never predicted.
+
+    Returns
+    -------
+    dict
+        ``accuracy`` over every item (items of unseen classes are errors); ``per_class`` for
+        ``labels``, each with ``in_test`` (support > 0) and ``never_predicted``; ``hm`` and
+        ``macro_f1`` over the classes in the test set (``hm_classes`` of them);
+        ``absent_classes``, ``never_predicted``; ``unseen`` (``{"n": .., "classes": {name: count}}``);
+        ``notes``, what a reader must know to read the numbers.
     """
+    import warnings
+
+    from simlabel.errors import SimlabelWarning
+
     y_true = np.asarray(y_true).astype(str)
     y_pred = np.asarray(y_pred).astype(str)
     if y_true.shape != y_pred.shape:
@@ -39,19 +72,45 @@ def classification_report(y_true: Sequence, y_pred: Sequence, labels: Sequence |
     if labels is None:
         labels = sorted(set(y_true) | set(y_pred))
     labels = [str(c) for c in labels]
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=labels, zero_division=0)
-    cm = confusion_matrix(y_true, y_pred, labels=labels)
+    known = np.isin(y_true, labels)
+    unseen_names, unseen_counts = np.unique(y_true[~known], return_counts=True)
+    yt, yp = y_true[known], y_pred[known]
+    p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0) if len(yt) else (
+        np.zeros(len(labels)),) * 3 + (np.zeros(len(labels), int),)
+    predicted = np.isin(labels, y_pred)
+    cm = confusion_matrix(yt, yp, labels=labels) if len(yt) else np.zeros((len(labels), len(labels)), int)
+    in_test = np.asarray(s) > 0
     per_class = {
-        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
+        c: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i]),
+            "in_test": bool(in_test[i]), "never_predicted": bool(in_test[i] and not predicted[i])}
         for i, c in enumerate(labels)
     }
+    absent = [c for c, m in per_class.items() if not m["in_test"]]
+    never = [c for c, m in per_class.items() if m["never_predicted"]]
+    notes = []
+    if absent:
+        notes.append(f"{len(absent)} class(es) not in the test set, left out of HM and macro F1: {', '.join(absent[:8])}"
+                     + (" ..." if len(absent) > 8 else ""))
+    if never:
+        notes.append(f"{len(never)} class(es) never predicted (precision taken as 0, so HM is 0): {', '.join(never[:8])}"
+                     + (" ..." if len(never) > 8 else ""))
+        if warn:
+            warnings.warn(notes[-1], SimlabelWarning, stacklevel=2)
+    if len(unseen_names):
+        notes.append(f"{int(unseen_counts.sum())} test item(s) of {len(unseen_names)} class(es) the model never saw, "
+                     f"counted as errors: " + ", ".join(f"{n} ({c})" for n, c in zip(unseen_names[:8], unseen_counts[:8])))
     report = {
         "n": int(len(y_true)),
         "labels": labels,
         "accuracy": float((y_true == y_pred).mean()) if len(y_true) else float("nan"),
-        "macro_f1": float(np.mean(f)) if len(f) else float("nan"),
-        "hm": harmonic_mean(list(p) + list(r)),
+        "macro_f1": float(np.mean(np.asarray(f)[in_test])) if in_test.any() else float("nan"),
+        "hm": harmonic_mean(list(np.asarray(p)[in_test]) + list(np.asarray(r)[in_test])),
+        "hm_classes": int(in_test.sum()),
         "per_class": per_class,
+        "absent_classes": absent,
+        "never_predicted": never,
+        "unseen": {"n": int(unseen_counts.sum()), "classes": {str(n): int(c) for n, c in zip(unseen_names, unseen_counts)}},
+        "notes": notes,
         "confusion_matrix": cm.tolist(),
     }
     if positive is not None:

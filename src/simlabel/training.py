@@ -264,9 +264,6 @@ def evaluate(
                          f"holds {features.dim}-d embeddings ({features.space})")
     table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
     X = features.rows(table["id"]).matrix
-    unknown = sorted(set(table["label"]) - set(clf.classes_))
-    if unknown:
-        raise InputError(f"labels the model was not trained on: {unknown[:5]}; its classes are {clf.classes_}")
     if semantic is not None and label_neighbors is None:
         sim = label_similarity(embed_label_names(clf.classes_, label_model, device=device))
         label_neighbors = nearest_labels(sim, min(semantic, len(clf.classes_) - 1) + 1, include_self=True)
@@ -276,14 +273,16 @@ def evaluate(
     pred = np.asarray(clf.classes_, dtype=object)[proba.argmax(axis=1)]
     report = classification_report(table["label"].to_numpy(), pred, labels=clf.classes_, positive=positive)
     code = {c: i for i, c in enumerate(clf.classes_)}
-    y = table["label"].map(code).to_numpy()
+    # -1 for a class the model never saw: never among the top k, an error
+    y = table["label"].map(code).fillna(-1).astype(int).to_numpy()
     if len(clf.classes_) > 2:
         report["top1"] = topk_accuracy(proba, y, 1)
         report["top5"] = topk_accuracy(proba, y, 5)
-    if label_neighbors is not None:
-        report["semantic"] = semantic_neighborhood_hits(proba, y, label_neighbors, top=5)
-    if taxonomy_distance is not None:
-        report["severity"] = mistake_severity(proba.argmax(axis=1), y, taxonomy_distance)
+    seen = y >= 0
+    if label_neighbors is not None and seen.any():
+        report["semantic"] = semantic_neighborhood_hits(proba[seen], y[seen], label_neighbors, top=5)
+    if taxonomy_distance is not None and seen.any():
+        report["severity"] = mistake_severity(proba[seen].argmax(axis=1), y[seen], taxonomy_distance)
     if json_out is not None:
         atomic_write_json(json_out, report)
     return report

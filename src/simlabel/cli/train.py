@@ -112,14 +112,24 @@ def evaluate(
 
 
 def metrics_table(rep: dict, title: str = "evaluation") -> Table:
-    """The per-class table of an evaluation report."""
-    t = Table(title=f"{title}: accuracy {rep['accuracy']:.3f}, macro F1 {rep['macro_f1']:.3f}, HM {rep['hm']:.3f} (n={rep['n']:,})")
-    t.add_column("class")
+    """The per-class table of an evaluation report, with what a reader must know beneath it."""
+    t = Table(title=f"{title}: accuracy {rep['accuracy']:.3f}, macro F1 {rep['macro_f1']:.3f}, "
+                    f"HM {rep['hm']:.3f} over {rep.get('hm_classes', len(rep['per_class']))} classes (n={rep['n']:,})")
+    t.add_column("class", no_wrap=True)
     for c in ("precision", "recall", "f1", "support"):
         t.add_column(c, justify="right")
+    t.add_column("")
     for c, m in rep["per_class"].items():
-        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{m['support']:,}")
+        if not m.get("in_test", True):
+            t.add_row(c, "", "", "", "0", "not in the test set", style="dim")
+            continue
+        flag = "never predicted" if m.get("never_predicted") else ""
+        t.add_row(c, f"{m['precision']:.3f}", f"{m['recall']:.3f}", f"{m['f1']:.3f}", f"{m['support']:,}", flag)
+    for name, n in rep.get("unseen", {}).get("classes", {}).items():
+        t.add_row(name, "", "0.000", "", f"{n:,}", "a class the model never saw: all errors", style="yellow")
+    captions = list(rep.get("notes", []))
     if "binary" in rep:
         b = rep["binary"]
-        t.caption = f"+P {b['+P']:.3f}  +R {b['+R']:.3f}  -P {b['-P']:.3f}  -R {b['-R']:.3f}  (+ = {b['positive']})"
+        captions.insert(0, f"+P {b['+P']:.3f}  +R {b['+R']:.3f}  -P {b['-P']:.3f}  -R {b['-R']:.3f}  (+ = {b['positive']})")
+    t.caption = "\n".join(captions) or None
     return t
