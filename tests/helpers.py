@@ -81,3 +81,53 @@ def plant_bad_files(dest: Path, good_image: str) -> list[dict]:
         {"id": "ok-cmyk", "image": str(bad / "cmyk.jpg"), "expect": "ok"},
         {"id": "ok-rgba", "image": str(bad / "rgba.png"), "expect": "ok"},
     ]
+
+
+CHROMIUM_PATHS = ("/usr/bin/chromium", "/usr/bin/chromium-browser", "/usr/lib/chromium/chromium")
+
+
+def chromium() -> str:
+    """Debian's chromium (never `playwright install`: it downloads a browser). Skips without it."""
+    import shutil
+
+    pytest.importorskip("playwright.sync_api", reason="playwright (PyPI) is not installed")
+    found = next((p for p in CHROMIUM_PATHS if Path(p).exists()), None) or shutil.which("chromium")
+    if not found:
+        pytest.skip("no chromium browser (apt-get install -y chromium): page checks skipped")
+    return found
+
+
+def check_page(page: Path, shots: Path, *, width: int = 1280) -> dict:
+    """Load an HTML page in headless Chromium as a user would and assert it reads well: no broken
+    image (every <img> decoded, natural width > 0), no horizontal overflow of the page body (wide
+    tables scroll inside it). Keeps a full-page screenshot in ``shots``; returns what it measured."""
+    from playwright.sync_api import sync_playwright
+
+    exe = chromium()
+    shots.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+        try:
+            tab = browser.new_page(viewport={"width": width, "height": 900})
+            errors: list[str] = []
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(Path(page).resolve().as_uri())
+            tab.wait_for_load_state("load")
+            facts = tab.evaluate(
+                """() => ({
+                    images: document.images.length,
+                    broken: Array.from(document.images).filter(i => !i.complete || i.naturalWidth === 0).map(i => i.alt || i.src.slice(0, 60)),
+                    bodyWidth: document.body.scrollWidth,
+                    viewport: window.innerWidth,
+                    missing: document.querySelectorAll('.missing').length,
+                    title: document.title,
+                })"""
+            )
+            tab.screenshot(path=str(shots / (Path(page).stem + ".png")), full_page=True)
+        finally:
+            browser.close()
+    assert not errors, errors
+    assert facts["broken"] == [], f"{page}: broken images {facts['broken'][:5]}"
+    assert facts["bodyWidth"] <= facts["viewport"], f"{page}: the body overflows ({facts['bodyWidth']} > {facts['viewport']} px)"
+    assert (shots / (Path(page).stem + ".png")).stat().st_size > 0
+    return facts

@@ -12,7 +12,7 @@ from simlabel.cli import app
 runner = CliRunner()
 
 
-COMMANDS = ["embed", "index", "neighbors", "augment", "propagate", "search", "categories", "side-info", "flip",
+COMMANDS = ["embed", "index", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip",
             "train", "evaluate", "demo"]
 EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info"]
 
@@ -23,13 +23,45 @@ def test_help_explains_every_command() -> None:
     for cmd in [*COMMANDS, "experiment"]:
         assert cmd in res.output, cmd
     assert "│ weights" not in res.output  # the old name of side-info still works, but is not advertised
-    for argv in [[c] for c in COMMANDS] + [["experiment", e] for e in EXPERIMENTS] + [["weights"]]:
+    for argv in [[c] for c in COMMANDS if c != "labels"] + [["experiment", e] for e in EXPERIMENTS] + [["weights"], ["labels", "sample"]]:
         res = runner.invoke(app, [*argv, "--help"])
         assert res.exit_code == 0, (argv, res.output)
         assert "Example" in res.output and "--" in res.output, argv
     assert "--text-col" in runner.invoke(app, ["embed", "--help"]).output
     assert "--weight-col" in runner.invoke(app, ["train", "--help"]).output
-    assert {c.name or c.callback.__name__ for c in app.registered_commands if not c.hidden} == set(COMMANDS)
+
+
+def test_the_lazy_registry_lists_every_command_with_its_own_help() -> None:
+    """`simlabel --help` reads the registry without importing the stages: it must match them."""
+    import importlib
+
+    import typer.main
+
+    from simlabel.cli import COMMANDS as REGISTRY
+    from simlabel.cli import HIDDEN
+
+    assert set(REGISTRY) - HIDDEN == set(COMMANDS) | {"experiment"}
+    registered = set()
+    for module in ("embed", "labels", "train", "experiments"):
+        stage = importlib.import_module(f"simlabel.cli.{module}")
+        registered |= {c.name or c.callback.__name__ for c in stage.app.registered_commands}
+    assert registered | {"labels", "experiment"} == set(REGISTRY)
+    for name, (module, attr, line) in REGISTRY.items():
+        stage = getattr(importlib.import_module(f"simlabel.cli.{module}"), attr)
+        doc = typer.main.get_group(stage).commands[name].help if attr == "app" else stage.info.help
+        assert " ".join(doc.strip().split("\n\n")[0].split()) == line, name
+
+
+def test_a_command_imports_only_its_stage() -> None:
+    """`simlabel train` never pays for the label methods' libraries (faiss, scikit-learn)."""
+    import subprocess
+    import sys
+
+    code = ("import sys; from simlabel.cli import app\n"
+            "try:\n    app(['train', '--help'])\nexcept SystemExit:\n    pass\n"
+            "print(sorted(m for m in ('faiss', 'sklearn', 'scipy.stats', 'simlabel.labels.flipping', 'torch._dynamo') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip().splitlines()[-1] == "[]"
 
 
 def test_simlabel_errors_are_one_line_and_bugs_keep_their_traceback(tmp_path: Path, monkeypatch) -> None:

@@ -15,7 +15,7 @@ from simlabel.experiments.augment import (
     run_augment_experiment,
 )
 from simlabel.heads import HeadConfig
-from tests.helpers import slice_catalog
+from tests.helpers import check_page, slice_catalog
 
 
 @pytest.fixture
@@ -52,6 +52,8 @@ def test_experiment_end_to_end_binary(clothing_80: Path, tmp_path: Path) -> None
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["config"]["positive"] == "shoes"
     html = (tmp_path / "r.html").read_text()
+    facts = check_page(tmp_path / "r.html", tmp_path / "shots")
+    assert facts["images"] > 2 and facts["missing"] == 0  # the chart and the image grids
     assert "Table 1" in html and "Table 2" in html and "data:image/png;base64" in html and "data:image/jpeg;base64" in html
 
 

@@ -14,7 +14,7 @@ from simlabel.experiments.flipping import (
     run_flipping_experiment,
 )
 from simlabel.labels.flipping import SelfMLConfig
-from tests.helpers import slice_catalog
+from tests.helpers import check_page, slice_catalog
 
 SMALL = SelfMLConfig(n_basis=32, pretrain_epochs=5, flip_pretrain_epochs=10, joint_steps=60, hidden=64)
 
@@ -42,6 +42,7 @@ def test_experiment_end_to_end(fashion_120: Path, tmp_path: Path) -> None:
     assert 0 <= run["cleanlab"]["precision"] <= 1 and run["cleanlab"]["truly_wrong"] > 0
     assert json.loads((tmp_path / "f.json").read_text())["labels"][0].startswith("gender=")
     html = (tmp_path / "f.html").read_text()
+    assert check_page(tmp_path / "f.html", tmp_path / "shots")["images"] >= 1
     assert "Table 1" in html and "Figure 4" in html
 
 
@@ -69,6 +70,8 @@ def test_flip_cli_with_a_clean_set_and_with_an_oracle(fashion_120: Path, tmp_pat
         w = [float(v) for v in cell.split(";")]
         assert w == sorted(w, reverse=True) and all(0 < v <= 1 for v in w)
     assert "SELF-ML label flips" in (tmp_path / "x.html").read_text()
+    facts = check_page(tmp_path / "x.html", tmp_path / "shots")
+    assert facts["images"] > 0 and facts["missing"] == 0
     # strategy 1: export the basis images, "label" them from the truth, flip by the direct rule
     res = runner.invoke(app, ["flip", *common, "--export-basis", str(tmp_path / "basis.csv")])
     assert res.exit_code == 0, res.output

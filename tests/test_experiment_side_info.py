@@ -17,7 +17,7 @@ from simlabel.experiments.side_info import (
 )
 from simlabel.heads import HeadConfig
 from simlabel.labels.side_info import SideInfoConfig
-from tests.helpers import slice_catalog
+from tests.helpers import check_page, slice_catalog
 
 TYPES = ["Tshirts", "Shirts", "Casual Shoes", "Sports Shoes", "Watches", "Handbags", "Heels", "Flip Flops"]
 
@@ -59,6 +59,8 @@ def test_experiment_end_to_end(fashion_400: Path, tmp_path: Path) -> None:
     assert per_item["stage2_weight"].between(0, 1).all()
     assert json.loads((tmp_path / "r.json").read_text())["n_categories"] == res["n_categories"]
     html = (tmp_path / "r.html").read_text()
+    facts = check_page(tmp_path / "r.html", tmp_path / "shots")
+    assert facts["images"] > 2 and facts["missing"] == 0
     assert "side information" in html and "data:image/png;base64" in html and "data:image/jpeg;base64" in html
 
 

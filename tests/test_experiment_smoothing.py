@@ -15,7 +15,7 @@ from simlabel.experiments.smoothing import (
     run_smoothing_experiment,
 )
 from simlabel.heads import HeadConfig
-from tests.helpers import slice_catalog
+from tests.helpers import check_page, slice_catalog
 
 
 @pytest.fixture
@@ -48,6 +48,7 @@ def test_experiment_end_to_end(fashion_150: Path, tmp_path: Path) -> None:
     assert fused["top1"].max() > 0.5
     assert json.loads((tmp_path / "s.json").read_text())["neighbors"] == 5
     html = (tmp_path / "s.html").read_text()
+    assert check_page(tmp_path / "s.html", tmp_path / "shots")["images"] >= 1
     assert "Semantic label smoothing" in html and "data:image/png;base64" in html
 
 

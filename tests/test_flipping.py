@@ -266,3 +266,48 @@ def test_explain_flips_hand_case():
     np.testing.assert_allclose(e.weights, [0.6, 0.3], rtol=1e-6)
     assert e.confidence == pytest.approx(0.8)
     assert explain_flips(C, Y_old, Y_old, probs, Y_B) == []
+
+
+def _full_sort_sparsemax(z: torch.Tensor) -> torch.Tensor:
+    """Algorithm 1 of Martins & Astudillo with a full sort: the reference."""
+    zs, _ = torch.sort(z, dim=-1, descending=True)
+    k = torch.arange(1, z.shape[-1] + 1, dtype=z.dtype)
+    cums = zs.cumsum(-1)
+    k_z = ((1 + k * zs) > cums).sum(-1, keepdim=True)
+    tau = (cums.gather(-1, k_z - 1) - 1) / k_z.to(z.dtype)
+    return torch.clamp(z - tau, min=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 6), st.integers(2, 300), st.floats(0.01, 30), st.integers(0, 10_000))
+def test_top_k_sparsemax_equals_the_full_sort(n: int, cols: int, scale: float, seed: int) -> None:
+    """The top-k search is exact even when a support is wider than the first k (it doubles)."""
+    from simlabel.labels.flipping import sparsemax_top
+
+    z = torch.randn(n, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
+    torch.testing.assert_close(sparsemax(z), _full_sort_sparsemax(z))
+    values, index = sparsemax_top(z, top=4)
+    dense = torch.zeros_like(z).scatter(-1, index, values)
+    torch.testing.assert_close(dense, _full_sort_sparsemax(z))
+
+
+def test_sparse_coefficients_match_dense_sparsemax_and_its_gradient() -> None:
+    """The reconstruction differentiates sparsemax on the support only: same values, same gradients."""
+    from simlabel.labels.flipping import ExplainableReconstruction
+
+    torch.manual_seed(0)
+    X = torch.randn(40, 12, dtype=torch.float64)
+    model = ExplainableReconstruction(X[:25], SelfMLConfig(n_basis=25)).double()
+    with torch.no_grad():
+        model.C_X.weight.add_(0.3 * torch.randn_like(model.C_X.weight))
+    x = X[5:37]
+    c, x_tilde = model(x)
+    dense_c = _full_sort_sparsemax(model.C_X(x))
+    torch.testing.assert_close(c, dense_c)
+    torch.testing.assert_close(x_tilde, dense_c @ model.X_B)
+    probe = torch.randn_like(x_tilde)
+    grads = torch.autograd.grad((x_tilde * probe).sum() + (c * c).sum(), [model.C_X.weight, model.C_X.bias, model.X_B])
+    ref = torch.autograd.grad(((dense_c @ model.X_B) * probe).sum() + (dense_c * dense_c).sum(),
+                              [model.C_X.weight, model.C_X.bias, model.X_B])
+    for a, b in zip(grads, ref):
+        torch.testing.assert_close(a, b)

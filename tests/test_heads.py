@@ -4,6 +4,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simlabel.heads import (
     EmbeddingClassifier,
@@ -192,3 +194,48 @@ def test_out_of_fold_multilabel_never_predicts_a_training_row() -> None:
     with pytest.raises(ValueError, match="folds must be 0"):
         out_of_fold_proba(make, X, Y, folds=1)
 
+
+
+def test_stratified_split_by_hand() -> None:
+    from simlabel.heads import stratified_split
+
+    t = np.array([0] * 6 + [1] * 3 + [2] * 1)
+    tr, va = stratified_split(t, 3, seed=0)
+    # quotas 6*0.3 = 1.8, 3*0.3 = 0.9, 0.1: floors 1, 0, 0; the two largest remainders (0.9, 0.8) get one each
+    assert np.bincount(t[va], minlength=3).tolist() == [2, 1, 0]
+    assert sorted(np.concatenate([tr, va]).tolist()) == list(range(10))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 5), min_size=2, max_size=80), st.floats(0.05, 0.9), st.integers(0, 3))
+def test_stratified_split_properties(codes: list[int], frac: float, seed: int) -> None:
+    from simlabel.heads import stratified_split
+
+    t = np.asarray(codes)
+    n_val = max(1, int(round(frac * len(t))))
+    tr, va = stratified_split(t, n_val, seed)
+    assert len(va) == n_val and len(np.intersect1d(tr, va)) == 0 and len(tr) + len(va) == len(t)
+    counts = np.bincount(t, minlength=6)
+    got = np.bincount(t[va], minlength=6)
+    # every class within one row of its exact share
+    assert (np.abs(got - counts * n_val / len(t)) < 1 + 1e-9).all()
+    assert np.array_equal(stratified_split(t, n_val, seed)[1], va)  # deterministic
+
+
+def test_default_learning_rate_follows_the_head() -> None:
+    from dataclasses import replace
+
+    from simlabel.heads import DEFAULT_LR
+
+    cfg = HeadConfig()
+    assert cfg.lr is None and cfg.learning_rate == DEFAULT_LR["linear"]
+    assert replace(cfg, head="fusion").learning_rate == DEFAULT_LR["fusion"]
+    assert HeadConfig(lr=0.2).learning_rate == 0.2
+
+
+def test_a_linear_head_early_stops() -> None:
+    """'best epoch 199 of 200' was a head that never converged: with the default rate it stops."""
+    X, y = blobs(200, [f"c{i}" for i in range(10)], dim=64, spread=1.5)
+    clf = EmbeddingClassifier(HeadConfig(device="cpu")).fit(X, y)
+    assert len(clf.history_) < clf.config.max_epochs
+    assert clf.best_epoch_ < len(clf.history_) - 1

@@ -141,6 +141,28 @@ def _check_parquet_types(path: Path, mapping: Mapping[str, str]) -> None:
             raise CatalogError(f"{path}: column {name!r} ({standard}) must hold text; it holds {t}{hint}")
 
 
+def catalog_file(path: str | os.PathLike, error: type[Exception] = CatalogError) -> Path:
+    """The catalog a path names: the file itself, or a folder's ``catalog.csv`` / ``catalog.parquet``.
+
+    Raises ``error`` (a :class:`~simlabel.errors.CatalogError` by default) when the path does not
+    exist or is a folder without a catalog in it.
+    """
+    p = Path(path)
+    if p.is_dir():
+        for candidate in ("catalog.csv", "catalog.parquet"):
+            if (p / candidate).is_file():
+                return p / candidate
+        raise error(f"{p}: is a folder with no catalog.csv or catalog.parquet in it; expected a file here")
+    if not p.exists():
+        raise error(f"{p}: file not found")
+    return p
+
+
+def read_table(path: Path, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """A CSV, TSV or Parquet table with its text columns as ``str`` (missing cells ``""``)."""
+    return _read_table(Path(path), mapping)
+
+
 def _read_table(path: Path, mapping: Mapping[str, str] | None = None) -> pd.DataFrame:
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -301,16 +323,7 @@ def load_catalog(
     CatalogError
         naming the file, row and column of the first problem found.
     """
-    p = Path(path)
-    if p.is_dir():
-        for candidate in ("catalog.csv", "catalog.parquet"):
-            if (p / candidate).exists():
-                p = p / candidate
-                break
-        else:
-            raise CatalogError(f"{p}: is a folder with no catalog.csv or catalog.parquet in it")
-    if not p.exists():
-        raise CatalogError(f"{p}: catalog file not found")
+    p = catalog_file(path)
     mapping = {k: v for k, v in (columns or {}).items() if v}
     df = _read_table(p, mapping)
     if df.empty:

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any, Literal, NamedTuple
 import faiss
 import numpy as np
 import pandas as pd
-from sklearn.utils.validation import check_array
 
 from simlabel.checks import one_of, positive_int
 from simlabel.errors import InputError, MissingIdsError, StoreError
@@ -521,7 +520,10 @@ def _check_matrix(vectors: Any, name: str) -> np.ndarray:
     # check_array gives the familiar sklearn messages for wrong shapes and
     # non-numeric input; finiteness is checked separately so that the error can
     # name the rows.  float32/float64 pass through without a copy; conversion
-    # to float32 C-order happens batch by batch later.
+    # to float32 C-order happens batch by batch later. Imported here: sklearn costs a second
+    # to import, and `simlabel train` imports this module without building an index.
+    from sklearn.utils.validation import check_array
+
     return check_array(
         vectors,
         dtype=[np.float32, np.float64],

@@ -21,8 +21,6 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import numpy as np
-from scipy.stats import hmean
-from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
 
 
 def harmonic_mean(values: Sequence[float]) -> float:
@@ -32,7 +30,7 @@ def harmonic_mean(values: Sequence[float]) -> float:
         return float("nan")
     if (v <= 0).any():
         return 0.0
-    return float(hmean(v))
+    return float(len(v) / np.sum(1.0 / v))
 
 
 def classification_report(
@@ -75,6 +73,9 @@ def classification_report(
     known = np.isin(y_true, labels)
     unseen_names, unseen_counts = np.unique(y_true[~known], return_counts=True)
     yt, yp = y_true[known], y_pred[known]
+    # imported here: sklearn.metrics costs 0.3 s, and the heads that import this module only need top-k
+    from sklearn.metrics import confusion_matrix, precision_recall_fscore_support
+
     p, r, f, s = precision_recall_fscore_support(yt, yp, labels=labels, zero_division=0) if len(yt) else (
         np.zeros(len(labels)),) * 3 + (np.zeros(len(labels), int),)
     predicted = np.isin(labels, y_pred)

@@ -10,6 +10,7 @@ import base64
 import html
 import io
 import os
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -28,17 +29,23 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:2rem 
 h1{font-size:1.6rem} h2{font-size:1.25rem;margin-top:2rem;border-bottom:1px solid #ddd;padding-bottom:.3rem}
 table{border-collapse:collapse;margin:.5rem 0 1rem;font-size:.9rem}
 th,td{border:1px solid #ddd;padding:.25rem .5rem;text-align:right} th{background:#f5f5f5}
-td:first-child,th:first-child{text-align:left}
+td:first-child,th:first-child{text-align:left} table.setup td{text-align:left}
 .note{color:#555;font-size:.9rem;max-width:900px}
 .grid{display:flex;flex-wrap:wrap;gap:.5rem}
-.cell{width:{{ thumb }}px;font-size:.7rem;text-align:center;word-break:break-all}
+.cell{width:{{ thumb }}px;font-size:.7rem;text-align:center;overflow-wrap:anywhere}
 .cell img{width:{{ thumb }}px;height:{{ thumb }}px;object-fit:contain;background:#fafafa;border:1px solid #eee}
-.pair{display:flex;gap:2px;border:1px solid #ccc;padding:2px;border-radius:3px}
+.pair{display:flex;gap:2px;border:1px solid #ccc;padding:2px;border-radius:3px;max-width:100%;overflow-x:auto}
 .meta{color:#777;font-size:.8rem}
+.scroll{overflow-x:auto;max-width:100%}
+.missing{display:flex;align-items:center;justify-content:center;background:#fbe9e7;color:#a33;border:1px dashed #d99;font-size:.7rem}
+.warn{background:#fff4e5;border-left:4px solid #f0a020;padding:.5rem .8rem;max-width:900px}
 img[alt=chart]{max-width:100%;height:auto}
 </style></head><body>
 <h1>{{ title }}</h1>
 <p class="meta">simlabel {{ version }} &middot; {{ created }}</p>
+{% if missing %}<p class="warn"><b>{{ missing }} image{{ "s" if missing > 1 else "" }} could not be read</b> and
+show as red squares{% if missing_example %} (e.g. {{ missing_example }}){% endif %}. Relative image paths are resolved against the
+catalog's folder; a catalog copied elsewhere needs absolute paths or its images beside it.</p>{% endif %}
 {% for s in sections %}<h2>{{ s.title }}</h2>
 {% if s.note %}<p class="note">{{ s.note }}</p>{% endif %}
 {{ s.html | safe }}
@@ -68,29 +75,88 @@ class Report:
     def add_table(self, title: str, df: pd.DataFrame, note: str = "", float_format: str = "{:.3f}") -> None:
         self.add(title, table_html(df, float_format), note)
 
+    @property
+    def missing_images(self) -> list[str]:
+        """The image paths the page's grids could not read (each shows as a red square)."""
+        return [m for s in self.sections for m in _MISSING.findall(s.html)]
+
     def render(self) -> str:
         from simlabel import __version__
 
         env = Environment(autoescape=select_autoescape(["html"]))
+        missing = self.missing_images
         return env.from_string(_TEMPLATE).render(
             title=self.title,
             sections=self.sections,
             thumb=self.thumb,
             version=__version__,
             created=datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+            missing=len(missing),
+            missing_example=html.unescape(missing[0]) if missing else "",
         )
 
     def write(self, path: str | os.PathLike) -> Path:
+        """Write the page; a page with images that could not be read says so at its top and
+        warns (:class:`~simlabel.errors.SimlabelWarning`), so a command never reports a page of
+        empty squares as a success."""
+        missing = self.missing_images
+        if missing:
+            import warnings
+
+            from simlabel.errors import SimlabelWarning
+
+            warnings.warn(f"{path}: {len(missing)} image(s) could not be read (e.g. {html.unescape(missing[0])}); "
+                          "the page marks them", SimlabelWarning, stacklevel=2)
         return atomic_write_text(path, self.render())
 
 
-def table_html(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
-    def fmt(v):
-        if isinstance(v, float):
-            return "" if v != v else float_format.format(v)
-        return v
+def _count_column(col: pd.Series) -> bool:
+    """A numeric column of whole numbers that are not all 0/1 (counts, sizes): shown as integers."""
+    if not pd.api.types.is_numeric_dtype(col) or pd.api.types.is_bool_dtype(col):
+        return False
+    v = col.dropna().to_numpy(dtype=float)
+    return bool(len(v)) and bool((v == v.round()).all()) and bool((abs(v) > 1).any())
 
-    return df.map(fmt).to_html(escape=True, border=0)
+
+def table_html(df: pd.DataFrame, float_format: str = "{:.3f}") -> str:
+    """A table that scrolls inside the page when wide; whole-number columns as integers
+    (``1,991``, not ``1991.000``), other floats with ``float_format``."""
+    counts = {c for c in df.columns if _count_column(df[c])}
+
+    def column(c):
+        if c in counts:
+            return df[c].map(lambda v: "" if v != v else f"{int(round(v)):,}")
+        return df[c].map(lambda v: ("" if v != v else float_format.format(v)) if isinstance(v, float) else v)
+
+    shown = pd.DataFrame({c: column(c) for c in df.columns}, index=df.index) if len(df.columns) else df
+    shown.columns = df.columns
+    return '<div class="scroll">' + shown.to_html(escape=True, border=0) + "</div>"
+
+
+def setup_table(items: dict) -> str:
+    """What an experiment ran with, as a two-column table (values that are dicts become
+    ``key: value`` lists; whole numbers get thousands separators)."""
+
+    def show(v) -> str:
+        if isinstance(v, dict):
+            return ", ".join(f"{k}: {show(x)}" for k, x in v.items())
+        if isinstance(v, (list, tuple)):
+            return ", ".join(map(show, v))
+        if isinstance(v, bool) or v is None:
+            return str(v)
+        if isinstance(v, int) or (isinstance(v, float) and v.is_integer() and abs(v) > 1):
+            return f"{int(v):,}"
+        if isinstance(v, float):
+            return f"{v:g}"
+        return str(v)
+
+    rows = "".join(f"<tr><th>{html.escape(str(k))}</th><td>{html.escape(show(v))}</td></tr>" for k, v in items.items())
+    return f'<div class="scroll"><table class="setup">{rows}</table></div>'
+
+
+def scroll(html_text: str) -> str:
+    """Wrap HTML (a pandas ``to_html`` table) so that it scrolls inside the page when wide."""
+    return f'<div class="scroll">{html_text}</div>'
 
 
 def figure_html(fig) -> str:
@@ -115,10 +181,18 @@ def thumbnail_uri(path: str | os.PathLike, size: int = 112) -> str | None:
     return "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
 
 
+_MISSING = re.compile(r'<div class="missing" data-path="([^"]*)"')
+
+
 def image_cell(path: str | None, caption: str, size: int = 112) -> str:
-    """One thumbnail with its caption (escaped); a grey square when the image cannot be read."""
+    """One thumbnail with its caption (escaped); a red square saying so when the image cannot be
+    read (the page counts them: :attr:`Report.missing_images`)."""
     uri = thumbnail_uri(path, size) if path else None
-    img = f'<img src="{uri}" alt="">' if uri else f'<div style="width:{size}px;height:{size}px;background:#eee"></div>'
+    if uri:
+        img = f'<img src="{uri}" alt="{html.escape(caption)}">'
+    else:
+        img = (f'<div class="missing" data-path="{html.escape(str(path or ""))}" style="width:{size}px;height:{size}px">'
+               "image not found</div>")
     return f'<div class="cell">{img}<br>{html.escape(caption)}</div>'
 
 
@@ -136,7 +210,9 @@ def pair_grid(pairs: Sequence[tuple[tuple[str | None, str], tuple[str | None, st
 def write_flip_html(table: pd.DataFrame, catalog, path: str | os.PathLike, max_rows: int = 60) -> Path:
     """The explanation page of ``simlabel flip``: each flipped label beside the basis images
     that reconstruct its image, with their weights (``table`` as :func:`simlabel.labels.flipping.flip`
-    returns it, ``catalog`` a :class:`~simlabel.catalog.Catalog` for the image paths)."""
+    returns it, ``catalog`` a :class:`~simlabel.catalog.Catalog` for the image paths, relative
+    ones resolved against its folder, or its ``root``). Images that cannot be read are marked on
+    the page and warned about."""
     paths = dict(zip(catalog.table["id"], catalog.image_paths())) if "image" in catalog.table.columns else {}
     rep = Report("SELF-ML label flips, explained")
     shown = table.sort_values("confidence", ascending=False).head(max_rows)
@@ -147,7 +223,16 @@ def write_flip_html(table: pd.DataFrame, catalog, path: str | os.PathLike, max_r
             if b:
                 cells.append(image_cell(paths.get(b), f"basis {b} w={w} has label: {lab}", 96))
         rows_html.append('<div class="pair">' + "".join(cells) + "</div>")
-    counts = table.groupby(["attribute", "new"]).size().unstack(fill_value=0) if len(table) else table
-    rep.add("Flips per attribute (new value 1 = label added, 0 = removed)", counts.to_html(border=0) if len(table) else "<p>no flips</p>")
+    if len(table):
+        counts = table.groupby(["attribute", "new"]).size().unstack(fill_value=0)
+        counts = counts.rename(columns={0: "removed (1 -> 0)", 1: "added (0 -> 1)"})
+        counts.columns.name = None
+        counts.index.name = None
+        rep.add("Flips per attribute", table_html(counts.astype(int)))
+    else:
+        rep.add("Flips per attribute", "<p>no flips</p>")
+    if "image" not in catalog.table.columns:
+        rep.add("Images", f"<p class=\"warn\">{html.escape(str(catalog.path))} has no image column: the flips are listed "
+                "without their images.</p>")
     rep.add(f"The {len(shown)} most confident flips", '<div class="grid">' + "".join(rows_html) + "</div>")
     return rep.write(path)

@@ -17,6 +17,7 @@ import os
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,9 +32,7 @@ from simlabel.heads import (
     out_of_fold_proba,
     read_model_meta,
 )
-from simlabel.labels.flipping import Pretrain, SelfMLConfig
 from simlabel.labels.io import read_labels
-from simlabel.labels.side_info import Predictor
 from simlabel.labels.smoothing import SmoothingConfig, target_schedule
 from simlabel.metrics import (
     classification_report,
@@ -44,6 +43,10 @@ from simlabel.metrics import (
 from simlabel.semantics.names import embed_label_names, label_similarity, nearest_labels
 from simlabel.semantics.taxonomy import taxonomy_matrix
 from simlabel.store import Embeddings, as_embeddings
+
+if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: not on `simlabel train`'s path
+    from simlabel.labels.flipping import Pretrain, SelfMLConfig
+    from simlabel.labels.side_info import Predictor
 
 __all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "train"]
 
@@ -56,17 +59,103 @@ def gather_training_labels(
     extra: Sequence[str | os.PathLike | pd.DataFrame] = (),
     *,
     known_ids: Sequence[str] | None = None,
+    label_col: str = "label",
 ) -> pd.DataFrame:
     """The training table: ``labels`` first, then each ``extra`` file's rows for ids not seen yet
-    (so a verified label always wins over an augmented one). Adds an ``origin`` column."""
+    (so a verified label always wins over an augmented one). Adds an ``origin`` column.
+    ``label_col`` names the label column of ``labels`` (the ``extra`` files are simlabel's own
+    outputs, with ``label``)."""
     frames = []
     for i, src in enumerate([labels, *extra]):
-        df = src.copy() if isinstance(src, pd.DataFrame) else read_labels(src, known_ids=known_ids, keep_rows=True)
+        col = label_col if i == 0 else "label"
+        df = src.copy() if isinstance(src, pd.DataFrame) else read_labels(src, label_col=col, known_ids=known_ids, keep_rows=True)
         df["origin"] = str(src) if not isinstance(src, pd.DataFrame) else ("labels" if i == 0 else f"extra{i}")
         df["origin_row"] = df["_row"] if "_row" in df.columns else np.arange(len(df))
         frames.append(df.drop(columns="_row", errors="ignore"))
     table = pd.concat(frames, ignore_index=True)
     return table.drop_duplicates(subset="id", keep="first").reset_index(drop=True)
+
+
+#: how training ids are recorded: 64-bit hashes, so that `evaluate` can find an overlap without the
+#: model folder holding a catalog's ids (8 bytes an id; a false match has probability ~ n m / 2^64)
+ID_HASH = "pandas.util.hash_array (SipHash-2-4, key 0123456789123456), sorted uint64"
+TRAINING_IDS_FILE = "training_ids.npy"
+
+
+def hash_ids(ids: Sequence[str]) -> np.ndarray:
+    """Sorted unique 64-bit hashes of ids (:data:`ID_HASH`)."""
+    arr = np.asarray([str(i) for i in ids], dtype=object)
+    return np.unique(pd.util.hash_array(arr, categorize=False))
+
+
+def ids_fingerprint(ids: Sequence[str]) -> str:
+    """A short digest of a set of ids (order-free)."""
+    import hashlib
+
+    return hashlib.sha256(hash_ids(ids).tobytes()).hexdigest()[:16]
+
+
+def holdouts_named_by(label_files: Sequence[str | os.PathLike | pd.DataFrame]) -> list[Path]:
+    """Holdout files a training run can see: the ``holdout_file`` an augmentation's summary
+    (``OUT.summary.json`` beside ``OUT``) names, for each label file that has one. A named
+    holdout that no longer exists warns (its ids cannot be checked)."""
+    import warnings
+
+    from simlabel.errors import SimlabelWarning
+    from simlabel.files import read_json
+
+    found = []
+    for src in label_files:
+        if isinstance(src, pd.DataFrame):
+            continue
+        summary = Path(str(src) + ".summary.json")
+        if not summary.is_file():
+            continue
+        name = read_json(summary, "augmentation summary").get("holdout_file")
+        if not name:
+            continue
+        candidates = [Path(name)] if Path(name).is_absolute() else [summary.parent / name, Path(name)]
+        hit = next((c for c in candidates if c.is_file()), None)
+        if hit is None:
+            warnings.warn(f"{summary} names the holdout {name}, which is not there: its ids cannot be kept out of "
+                          "training (give it with --holdout)", SimlabelWarning, stacklevel=3)
+            continue
+        found.append(hit)
+    return found
+
+
+def drop_holdout_ids(table: pd.DataFrame, holdouts: Sequence[str | os.PathLike | pd.DataFrame],
+                     *, on_overlap: str = "drop") -> tuple[pd.DataFrame, int]:
+    """The training table without the ids of any holdout (``on_overlap="drop"``, with a warning
+    naming the holdout and the count), or an :class:`~simlabel.errors.InputError`
+    (``"error"``). Returns the table and the number of rows dropped."""
+    import warnings
+
+    from simlabel.errors import SimlabelWarning
+    from simlabel.labels.io import read_holdout
+
+    if on_overlap not in ("drop", "error"):
+        raise InputError(f"on_overlap must be drop or error; got {on_overlap!r}")
+    dropped = 0
+    for h in holdouts:
+        if isinstance(h, pd.DataFrame):
+            ids, name = h["id"].astype(str), "table"
+        else:
+            ids, name = read_holdout(h)["id"], str(h)
+        leak = table["id"].isin(set(ids))
+        n = int(leak.sum())
+        if not n:
+            continue
+        shown = ", ".join(table.loc[leak, "id"].head(3))
+        origins = ", ".join(sorted(table.loc[leak, "origin"].astype(str).unique()))
+        msg = (f"{n:,} training id(s) are in the holdout {name} (e.g. {shown}; from {origins}): a model trained on "
+               "them would be scored on its own training data")
+        if on_overlap == "error":
+            raise InputError(msg)
+        warnings.warn(msg + "; they are left out of training", SimlabelWarning, stacklevel=3)
+        table = table[~leak].reset_index(drop=True)
+        dropped += n
+    return table, dropped
 
 
 def load_features(
@@ -116,6 +205,11 @@ def train(
     fusion: str = "none",
     smoothing: SmoothingConfig | None = None,
     similarity: np.ndarray | None = None,
+    label_col: str = "label",
+    holdout: str | os.PathLike | pd.DataFrame | Sequence[str | os.PathLike | pd.DataFrame] | None = None,
+    on_holdout: str = "drop",
+    input_dims: Sequence[int] | None = None,
+    progress_label: str = "train",
 ) -> EmbeddingClassifier:
     """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
 
@@ -124,7 +218,13 @@ def train(
     emb, text_emb
         Image and title embeddings (folders or loaded :class:`~simlabel.store.Embeddings`).
     labels, extra
-        Label files or tables; ``labels`` wins over ``extra`` for the same id.
+        Label files or tables; ``labels`` wins over ``extra`` for the same id. ``labels`` may be a
+        catalog (file or folder) whose ``label_col`` holds the labels.
+    holdout, on_holdout
+        Ids that must not be trained on: a holdout file or table (``id`` column), or a list of
+        them. Every holdout an augmentation summary names for one of the label files
+        (``aug.csv.summary.json`` -> ``aug.csv.holdout.csv``) is checked too. Training ids found
+        in one are dropped with a warning (``on_holdout="drop"``) or refused (``"error"``).
     inputs
         ``image`` (default), ``text`` or ``image+text`` (default when the head fuses).
     fusion
@@ -135,18 +235,37 @@ def train(
         sorted-class order.
     weight_col
         A per-row sample-weight column of the label files.
+    input_dims
+        With ``emb`` already holding several inputs side by side (what :func:`load_features`
+        returns; an experiment joins image and title once for all its models), their widths.
     out
-        The model folder to write (``config.json`` + ``weights.pt``).
+        The model folder to write (``config.json``, ``weights.pt`` and ``training_ids.npy``,
+        the 64-bit hashes of the training ids that :func:`evaluate` checks for overlap).
+    progress_label
+        How the epochs' progress is named (an experiment names the model it trains).
     """
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
     config = config or HeadConfig()
     if fusion == "attention":
         config, inputs = replace(config, head="fusion"), "image+text"
-    if inputs is None:
-        inputs = "image+text" if (text_emb is not None and config.head == "fusion") else "image"
-    features, dims = load_features(emb, text_emb, inputs=inputs)
-    table = gather_training_labels(labels, extra)
+    if input_dims is not None:
+        image, text = as_embeddings(emb), None
+        features, dims, inputs = image, [int(d) for d in input_dims], inputs or "image+text"
+    else:
+        if inputs is None:
+            inputs = "image+text" if (text_emb is not None and config.head == "fusion") else "image"
+        # each store is read once, here, and passed on as a value
+        image = as_embeddings(emb) if inputs != "text" else None
+        text = as_embeddings(text_emb) if text_emb is not None else None
+        features, dims = load_features(image, text, inputs=inputs)
+    table = gather_training_labels(labels, extra, label_col=label_col)
+    holdouts = [] if holdout is None else [holdout] if isinstance(holdout, (str, os.PathLike, pd.DataFrame)) else list(holdout)
+    seen = {Path(h).resolve() for h in holdouts if isinstance(h, (str, os.PathLike))}
+    holdouts += [h for h in holdouts_named_by([labels, *extra]) if h.resolve() not in seen]
+    table, n_dropped = drop_holdout_ids(table, holdouts, on_overlap=on_holdout)
+    if table.empty:
+        raise InputError("no training rows are left once the holdout ids are left out")
     found = features.has(table["id"])
     if not found.any():
         raise InputError(f"none of the {len(table)} labelled ids has {inputs} embeddings in {features.source}")
@@ -160,24 +279,31 @@ def train(
     targets = None
     if smoothing is not None and smoothing.kind != "none":
         targets = target_schedule(classes, smoothing, similarity=similarity, device=config.device)
-    clf = EmbeddingClassifier(config).fit(
+    clf = EmbeddingClassifier(config, progress_label=progress_label).fit(
         X, table["label"].to_numpy(), sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
     )
+    clf.training_ids_ = hash_ids(table["id"])
     if out is not None:
-        meta = as_embeddings(emb).meta if inputs != "text" else as_embeddings(text_emb).meta
+        meta = (image if inputs != "text" else text).meta
         clf.save(
             out,
             extra={
-                "embeddings": _source(emb),
-                "text_embeddings": _source(text_emb),
-                "embedding_space": as_embeddings(emb).space if inputs != "text" else None,
-                "text_embedding_space": as_embeddings(text_emb).space if text_emb is not None else None,
+                "embeddings": _source(image if image is not None else emb),
+                "text_embeddings": _source(text),
+                "embedding_space": image.space if inputs != "text" else None,
+                "text_embedding_space": text.space if text is not None else None,
                 "inputs": inputs,
                 "embedding_model": meta.get("model"),
                 "embedding_version": meta.get("model_version"),
                 "smoothing": asdict(smoothing) if smoothing else None,
                 "labels": str(labels) if not isinstance(labels, pd.DataFrame) else "DataFrame",
+                "label_col": label_col,
                 "extra": [str(e) if not isinstance(e, pd.DataFrame) else "DataFrame" for e in extra],
+                "holdouts_checked": [str(h) if isinstance(h, (str, os.PathLike)) else "ids" for h in holdouts],
+                "n_dropped_in_holdout": n_dropped,
+                "training_ids": {"n": int(len(table)), "fingerprint": ids_fingerprint(table["id"]),
+                                 "file": TRAINING_IDS_FILE, "hash": ID_HASH},
+                "lr": config.learning_rate,
                 "n_train": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
                 "n_by_origin": {str(k): int(v) for k, v in table["origin"].value_counts().items()},
                 "n_without_embeddings": n_missing,
@@ -235,8 +361,18 @@ def evaluate(
     label_neighbors: np.ndarray | None = None,
     taxonomy_distance: np.ndarray | None = None,
     device: str = "auto",
+    label_col: str = "label",
+    warn: bool = True,
 ) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM of a head on labelled ids.
+
+    ``warn=False`` keeps the never-predicted classes in the report only (experiments that
+    evaluate dozens of models report them in their tables instead).
+
+    ``labels`` may be a catalog (file or folder) whose ``label_col`` holds the labels. When
+    some of its ids are among the model's training ids (``training_ids.npy``), the report's
+    ``n_in_training`` says how many and a :class:`~simlabel.errors.SimlabelWarning` says that
+    the figures score the model on its own training data.
 
     Multi-class reports add top-1/top-5 accuracy. Paper 002's metrics on request:
 
@@ -262,7 +398,17 @@ def evaluate(
     if features.dim != clf.dim_:
         raise InputError(f"the model {model if meta is not None else ''} takes {clf.dim_}-d inputs but {features.source} "
                          f"holds {features.dim}-d embeddings ({features.space})")
-    table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels)
+    table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
+    n_in_training = None
+    if clf.training_ids_ is not None:
+        n_in_training = int(np.isin(hash_ids(table["id"]), clf.training_ids_).sum())
+        if n_in_training:
+            import warnings
+
+            from simlabel.errors import SimlabelWarning
+
+            warnings.warn(f"{n_in_training:,} of the {len(table):,} evaluation ids were in the model's training set: "
+                          "the figures are inflated (evaluate on a holdout the model never saw)", SimlabelWarning, stacklevel=2)
     X = features.rows(table["id"]).matrix
     if semantic is not None and label_neighbors is None:
         sim = label_similarity(embed_label_names(clf.classes_, label_model, device=device))
@@ -271,7 +417,7 @@ def evaluate(
         taxonomy_distance = taxonomy_matrix(clf.classes_, taxonomy)
     proba = clf.predict_proba(X)
     pred = np.asarray(clf.classes_, dtype=object)[proba.argmax(axis=1)]
-    report = classification_report(table["label"].to_numpy(), pred, labels=clf.classes_, positive=positive)
+    report = classification_report(table["label"].to_numpy(), pred, labels=clf.classes_, positive=positive, warn=warn)
     code = {c: i for i, c in enumerate(clf.classes_)}
     # -1 for a class the model never saw: never among the top k, an error
     y = table["label"].map(code).fillna(-1).astype(int).to_numpy()
@@ -283,12 +429,17 @@ def evaluate(
         report["semantic"] = semantic_neighborhood_hits(proba[seen], y[seen], label_neighbors, top=5)
     if taxonomy_distance is not None and seen.any():
         report["severity"] = mistake_severity(proba[seen].argmax(axis=1), y[seen], taxonomy_distance)
+    if n_in_training is not None:
+        report["n_in_training"] = n_in_training
+        if n_in_training:
+            report.setdefault("notes", []).append(
+                f"{n_in_training:,} of the {len(table):,} evaluated ids were trained on: these figures are not a test")
     if json_out is not None:
         atomic_write_json(json_out, report)
     return report
 
 
-def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> Predictor:
+def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":
     """Paper 003's stage-2 predictor: heads trained with the stage-1 weights predict every item
     out of ``folds`` folds (``0``: in-sample), keeping each item's ``top`` classes."""
     cfg = replace(head_config or HeadConfig(), seed=seed)
@@ -300,13 +451,15 @@ def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed
     return predict
 
 
-def multilabel_pretrain(config: MultiLabelHeadConfig | SelfMLConfig | None = None) -> Pretrain:
+def multilabel_pretrain(config: "MultiLabelHeadConfig | SelfMLConfig | None" = None) -> "Pretrain":
     """SELF-ML's classifier pre-training: the multi-label head trained on the noisy rows.
 
     Given a :class:`~simlabel.labels.flipping.SelfMLConfig`, the head takes its learning rate,
     batch size, focal parameters, ``pretrain_epochs``, device and ``seed + 2`` (the seed
     stream SELF-ML has always pre-trained its classifier with).
     """
+    from simlabel.labels.flipping import SelfMLConfig
+
     if isinstance(config, SelfMLConfig):
         config = MultiLabelHeadConfig(
             lr=config.lr, batch_size=config.batch_size, epochs=config.pretrain_epochs, focal_gamma=config.focal_gamma,

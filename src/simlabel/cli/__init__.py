@@ -6,18 +6,70 @@ cannot go on. simlabel's own errors (:class:`~simlabel.errors.SimlabelError`) an
 errors print as one line; anything else is a bug and keeps its traceback.
 
 The commands live by stage: :mod:`.embed` (embed, index, neighbors), :mod:`.labels`
-(augment, propagate, search, categories, side-info, flip), :mod:`.train` (train,
-evaluate) and :mod:`.experiments` (demo, experiment ...).
+(augment, propagate, search, categories, side-info, flip, and the ``labels`` group),
+:mod:`.train` (train, evaluate) and :mod:`.experiments` (demo, experiment ...). A stage
+module is imported only when one of its commands runs (torch alone costs a second), so
+``simlabel --help`` and ``simlabel train`` do not pay for the label methods' libraries.
 """
 
 from __future__ import annotations
 
-import typer
+from importlib import import_module
 
-from simlabel.cli import embed, experiments, labels, train
+import click
+import typer
+import typer.core
+import typer.main
+
+#: command -> (stage module, attribute of its Typer app, one-line help shown by ``simlabel --help``);
+#: tests check each line against the command's own help
+COMMANDS: dict[str, tuple[str, str, str]] = {
+    "embed": ("embed", "app", "Embed a catalog's images (and titles) into a resumable Parquet store."),
+    "index": ("embed", "app", "Build a cosine k-NN index (FAISS) over an embedding folder."),
+    "neighbors": ("embed", "app", "Print the k nearest neighbours of some ids (cosine similarity)."),
+    "labels": ("labels", "labels_app", "Make label files from a catalog: seeds, holdouts, clean sets, noisy copies."),
+    "augment": ("labels", "app", "Grow seed labels through nearest neighbours (paper 000, section 3)."),
+    "propagate": ("labels", "app", "Label propagation on the k-NN graph (Zhu & Ghahramani 2002), the baseline of paper 000."),
+    "search": ("labels", "app", "Noisy web-style labels from a real search (paper 003): each category name queries the titles."),
+    "categories": ("labels", "app", "Category semantic relationships (paper 003): WordNet synsets, text similarity, K nearest."),
+    "side-info": ("labels", "app", "Per-image weights for noisy labels from side information (paper 003)."),
+    "weights": ("labels", "app", "Per-image weights for noisy labels from side information (paper 003)."),
+    "flip": ("labels", "app", "Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004)."),
+    "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
+    "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids."),
+    "demo": ("experiments", "app", "Run the main job: embed the data (cached), index it, report k-NN accuracy and a small paper-000 experiment."),
+    "experiment": ("experiments", "experiment_app", "Reproduce the papers' experiments on a catalog."),
+}
+#: kept for scripts that use the first names; not listed
+HIDDEN = {"weights"}
+
+
+class LazyGroup(typer.core.TyperGroup):
+    """A group that imports a command's stage module only when the command is asked for."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return [name for name in COMMANDS if name not in HIDDEN]
+
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
+        if name not in COMMANDS:
+            return None
+        module, attr, _ = COMMANDS[name]
+        stage = getattr(import_module(f"simlabel.cli.{module}"), attr)
+        group = typer.main.get_group(stage)
+        if attr != "app":  # a sub-group (`experiment`, `labels`) is the command itself
+            group.name = name
+            return group
+        return group.get_command(ctx, name)
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        rows = [(name, COMMANDS[name][2]) for name in self.list_commands(ctx)]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 app = typer.Typer(
     name="simlabel",
+    cls=LazyGroup,
     help=(
         "Turn a product catalog with few or noisy labels into image classifiers, "
         "using semantic similarity as supervision.\n\n"
@@ -26,10 +78,17 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,
 )
-for stage in (embed, labels, train, experiments):
-    app.registered_commands.extend(stage.app.registered_commands)
-app.add_typer(experiments.experiment_app, name="experiment")
+
+
+@app.callback()
+def _root() -> None:
+    """Turn a product catalog with few or noisy labels into image classifiers, using semantic
+    similarity as supervision.
+
+    The spine: catalog -> embed -> index -> labels -> classifier -> report.
+    """
 
 
 def main() -> None:

@@ -13,6 +13,7 @@ from rich.console import Console
 
 from simlabel.context import modes
 from simlabel.errors import SimlabelError, SimlabelWarning
+from simlabel.progress import progress_mode
 
 console = Console(stderr=True)
 out_console = Console()
@@ -33,12 +34,14 @@ def _show_warning(message, category, filename, lineno, file=None, line=None) -> 
 def handle_errors(fn: F) -> F:
     """simlabel's own errors and OS errors become one line and exit 1; anything else is a bug
     and keeps its traceback. Warnings print as one ``warning:`` line. A command's ``wait``,
-    ``allow_partial`` and ``normalize_labels`` options switch the run's :func:`modes`."""
+    ``allow_partial`` and ``normalize_labels`` options switch the run's :func:`modes`; its
+    ``progress`` option (``--no-progress``) turns bars into one line per finished unit."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         switches = {k: kwargs[k] for k in ("wait", "allow_partial", "normalize_labels") if k in kwargs}
-        with warnings.catch_warnings(), modes(**switches):
+        shown = "auto" if kwargs.get("progress", True) else "lines"
+        with warnings.catch_warnings(), modes(**switches), progress_mode(shown):
             warnings.showwarning = _show_warning
             warnings.simplefilter("default", SimlabelWarning)
             try:
@@ -47,6 +50,12 @@ def handle_errors(fn: F) -> F:
                 fail(str(e))
 
     return wrapper  # type: ignore[return-value]
+
+
+def progress_option() -> Any:
+    return typer.Option(True, "--progress/--no-progress",
+                        help="Progress bars on a terminal; --no-progress (and any output that is not a terminal) "
+                             "prints one plain line per finished unit instead.")
 
 
 def wait_option() -> Any:

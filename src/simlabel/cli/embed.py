@@ -17,6 +17,7 @@ from simlabel.cli._common import (
     out_console,
     param_default,
     partial_option,
+    progress_option,
     say,
     wait_option,
 )
@@ -51,7 +52,7 @@ def embed(
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming what OUT holds."),
     id_col: Optional[str] = typer.Option(None, "--id-col", help="Catalog column holding the ids."),
     image_col: Optional[str] = typer.Option(None, "--image-col", help="Catalog column holding the image paths."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    progress: bool = progress_option(),
     wait: bool = wait_option(),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Embed again the items errors.csv lists (after fixing their files), without redoing the rest."),
 ) -> None:
@@ -66,7 +67,7 @@ def embed(
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
-        resize=resize, columns=columns(id=id_col, image=image_col), progress=progress, retry_failed=retry_failed,
+        resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed,
     )
     say(result.summary_line())
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Optional
 
+import pandas as pd
 import typer
 from rich.table import Table
 
@@ -19,6 +20,7 @@ from simlabel.cli._common import (
     out_console,
     param_default,
     partial_option,
+    progress_option,
     say,
     wait_option,
     written,
@@ -31,13 +33,78 @@ from simlabel.labels.side_info import SideInfoConfig
 from simlabel.semantics.categories import category_semantics
 
 app = typer.Typer()
+labels_app = typer.Typer(help="Make label files from a catalog: seeds, holdouts, clean sets, noisy copies.", no_args_is_help=True)
+
+
+def label_col_option() -> str:
+    return typer.Option("label", "--label-col", help="Column of --labels holding the labels, e.g. article_type when "
+                        "--labels is a catalog (file or folder); default 'label'.")
+
+
+@command(labels_app, "sample")
+def labels_sample(
+    catalog: Path = typer.Argument(..., help="Catalog file or folder."),
+    out: Path = typer.Option(..., "--out", "-o", help="Label file to write: id,label (id,labels for multi-labels)."),
+    label_col: str = typer.Option("label", "--label-col", help="Single labels from this column (e.g. article_type)."),
+    labels_col: Optional[str] = typer.Option(None, "--labels-col", help="Or multi-labels from a '|'-separated column."),
+    attributes: Optional[str] = typer.Option(None, "--attributes", help="Or multi-labels attr=value from these columns (gender,usage,season)."),
+    frac: Optional[float] = typer.Option(None, "--frac", help="Share of each class's labelled rows to draw (default: all)."),
+    n: Optional[int] = typer.Option(None, "--n", help="Or this many rows in all (spread over the classes with --stratify)."),
+    per_class: Optional[int] = typer.Option(None, "--per-class", help="Or this many rows of each class."),
+    stratify: bool = typer.Option(True, "--stratify/--no-stratify", help="Draw each class in proportion (every class keeps at least one row with --frac)."),
+    holdout_out: Optional[Path] = typer.Option(None, "--holdout-out", help="Also write a holdout (id,label), drawn first and never sampled."),
+    holdout_frac: Optional[float] = typer.Option(None, "--holdout-frac", help="Share of each class held out into --holdout-out."),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column: rows never drawn (e.g. an earlier holdout)."),
+    noise: float = typer.Option(0.0, "--noise", help="A noisy copy: this share of the single labels replaced by another class (uniform); multi-labels: each positive dropped with this probability."),
+    keep_columns: bool = typer.Option(False, "--keep-columns", help="Write every catalog column too (image paths made absolute): a catalog copy, e.g. a noisy catalog for flip."),
+    truth_out: Optional[Path] = typer.Option(None, "--truth-out", help="With --noise: write the true labels of the sample here."),
+    seed: int = typer.Option(0, "--seed", help="Seed of every draw."),
+    normalize_labels: bool = normalize_option(),
+) -> None:
+    """Draw seeds, a holdout, a clean set or a noisy copy from a catalog's own labels.
+
+    Cost: reading the catalog (seconds for millions of rows).
+
+    Examples:
+      simlabel labels sample ../shared/datasets/fashion-products --label-col article_type --frac 0.1 --holdout-frac 0.2 --holdout-out test.csv --out seeds.csv
+      simlabel labels sample catalog.csv --attributes gender,usage,season --n 500 --out clean.csv
+      simlabel labels sample catalog.csv --attributes gender,usage,season --noise 0.5 --keep-columns --out noisy.csv
+    """
+    from simlabel.labels.sample import SampleConfig, sample_labels
+
+    cfg = SampleConfig(label_col=label_col, labels_col=labels_col, attributes=tuple(comma_list(attributes)), frac=frac, n=n,
+                       per_class=per_class, stratify=stratify, holdout_frac=holdout_frac, noise=noise,
+                       keep_columns=keep_columns, seed=seed)
+    res = sample_labels(catalog, cfg, out=out, holdout_out=holdout_out, truth_out=truth_out, exclude=exclude)
+    counts = pd.Series(res.counts)
+    t = Table(title=f"{len(res.sample):,} of {res.n_labelled:,} labelled rows drawn, {len(counts)} classes"
+                    + (" (by rarest label)" if cfg.multilabel else ""))
+    for col in ("class", "rows", "class", "rows"):
+        t.add_column(col, justify="right" if col == "rows" else "left")
+    items = list(counts.sort_values(ascending=False).items())
+    half = (len(items) + 1) // 2
+    shown = items[:40] if len(items) > 80 else items
+    half = min(half, 20) if len(items) > 80 else half
+    for i in range(half):
+        left = shown[i] if i < len(shown) else ("", "")
+        right = shown[half + i] if half + i < len(shown) else ("", "")
+        t.add_row(str(left[0]), f"{left[1]:,}" if left[1] != "" else "", str(right[0]), f"{right[1]:,}" if right[1] != "" else "")
+    if len(items) > 80:
+        t.caption = f"the 40 largest of {len(items)} classes"
+    out_console.print(t)
+    if res.n_noisy:
+        say(f"noise: {res.n_noisy:,} of {len(res.sample):,} rows changed")
+    written(out, truth_out)
+    if res.holdout is not None:
+        say(f"holdout: {len(res.holdout):,} rows -> {holdout_out}")
 
 
 @command(app)
 def augment(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder (the universe: every id in it)."),
-    labels: Path = typer.Option(..., "--labels", help="Seed labels, CSV with id,label."),
+    labels: Path = typer.Option(..., "--labels", help="Seed labels: CSV with id,label (simlabel labels sample makes one), or a catalog with --label-col."),
     out: Path = typer.Option(..., "--out", "-o", help="Augmented labels CSV: id,label,step,source,via."),
+    label_col: str = label_col_option(),
     k: int = typer.Option(param_default(augment_fn, "k"), "--k", "-k", help="Neighbours per point (n_k)."),
     holdout: Optional[Path] = typer.Option(None, "--holdout", help="Labels to hold out (never labeled), CSV id,label."),
     holdout_frac: Optional[float] = typer.Option(None, "--holdout-frac", help="Hold out this share of the seeds instead (stratified)."),
@@ -59,24 +126,44 @@ def augment(
     """
     table, result, _ = augment_fn(
         emb, labels, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-        max_steps=max_steps, index=index_path, index_kind=index_kind, out=out,
+        max_steps=max_steps, index=index_path, index_kind=index_kind, out=out, label_col=label_col,
     )
-    sizes = result.size_table()
-    t = Table(title=f"augmentation sizes (k={k}, stop={stop}: {result.stop_reason} after {result.n_steps} steps)")
-    t.add_column("")
-    for c in sizes.columns:
-        t.add_column(str(c), justify="right")
-    for name, row in sizes.iterrows():
-        t.add_row(str(name), *["" if v != v else f"{int(v):,}" for v in row])
-    out_console.print(t)
+    out_console.print(augment_sizes_table(result, f"augmentation sizes (k={k}, stop={stop}: {result.stop_reason} after "
+                                                  f"{result.n_steps} steps)", summary=f"{out}.summary.json"))
     say(f"{len(table):,} labels ({int((table['source'] == 'augmented').sum()):,} augmented) -> {out}")
+
+
+def augment_sizes_table(result, title: str, *, summary: str, max_rows: int = 25) -> Table:
+    """The sizes per class and step, one class per row (a class per column is unreadable beyond a
+    few); the largest ``max_rows`` classes, the rest in the summary JSON."""
+    sizes = result.size_table()
+    conflicts = sizes.pop("conflicts")
+    by_class = sizes.T  # rows: classes; columns: step 0.., seeds, augmented, total
+    steps = [c for c in by_class.columns if str(c).startswith("step ")][1:]
+    by_class = by_class[["seeds", *steps, "augmented", "total"]].sort_values("total", ascending=False)
+    t = Table(title=title)
+    t.add_column("class")
+    for c in by_class.columns:
+        t.add_column(str(c), justify="right")
+    for name, row in by_class.head(max_rows).iterrows():
+        t.add_row(str(name), *["" if v != v else f"{int(v):,}" for v in row])
+    if len(by_class) > max_rows:
+        t.add_row(f"... {len(by_class) - max_rows} more classes", *[""] * len(by_class.columns), style="dim")
+    t.add_row("all classes", *[f"{int(v):,}" for v in by_class.sum()], style="bold")
+    contested = [f"step {i}: {int(conflicts.iloc[i]):,}" for i in range(1, result.n_steps + 1) if conflicts.iloc[i]]
+    notes = [f"points reached by two classes in one step, left unlabeled: {', '.join(contested)}"] if contested else []
+    if len(by_class) > max_rows:
+        notes.append(f"the {max_rows} largest of {len(by_class)} classes; every class and step in {summary}")
+    t.caption = "\n".join(notes) or None
+    return t
 
 
 @command(app)
 def propagate(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
-    labels: Path = typer.Option(..., "--labels", help="Labeled ids, CSV with id,label (clamped)."),
+    labels: Path = typer.Option(..., "--labels", help="Labeled ids, CSV with id,label (clamped), or a catalog with --label-col."),
     out: Path = typer.Option(..., "--out", "-o", help="Propagated labels CSV: id,label,confidence."),
+    label_col: str = label_col_option(),
     k: int = typer.Option(param_default(propagate_fn, "k"), "--k", "-k", help="Neighbours per node in the graph."),
     steps: int = typer.Option(param_default(propagate_fn, "steps"), "--steps", help="Propagation steps (paper 000: as many as the augmentation took)."),
     unlabeled_sample: Optional[int] = typer.Option(None, "--unlabeled-sample", help="Unlabeled nodes to sample (default: all)."),
@@ -97,9 +184,18 @@ def propagate(
 
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     table, res = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
-                              exclude=ex, seed=seed, out=out)
-    counts = ", ".join(f"{c}: {n:,}" for c, n in table["label"].value_counts().sort_index().items())
-    say(f"{len(table):,} propagated labels after {res.steps} steps ({counts}) -> {out}")
+                              exclude=ex, seed=seed, out=out, label_col=label_col)
+    counts = table["label"].value_counts()
+    t = Table(title=f"{len(table):,} propagated labels after {res.steps} steps")
+    for col in ("class", "labels", "mean confidence"):
+        t.add_column(col, justify="left" if col == "class" else "right")
+    conf = table.groupby("label")["confidence"].mean() if "confidence" in table.columns else None
+    for c, n in counts.head(25).items():
+        t.add_row(str(c), f"{n:,}", "" if conf is None else f"{conf[c]:.3f}")
+    if len(counts) > 25:
+        t.caption = f"the 25 largest of {len(counts)} classes; every label in {out}"
+    out_console.print(t)
+    say(f"{len(table):,} propagated labels -> {out}")
 
 
 @command(app)
@@ -116,8 +212,10 @@ def search(
     device: str = device_option(),
     wait: bool = wait_option(),
 ) -> None:
-    """Noisy web-style labels from a real search (paper 003): each category name queries the
-    titles; its top R results are labelled with the query, with their rank.
+    """Noisy web-style labels from a real search (paper 003): each category name queries the titles.
+
+    The top R results of each query are labelled with the query, with their rank.
+    Cost: one BM25 (or TF-IDF, or MiniLM) query per category over the titles (seconds for 10k titles).
 
     Example: simlabel search ../shared/datasets/fashion-products --label-col article_type --top-r 100 --out search.csv
     """
@@ -134,7 +232,8 @@ def search(
 
 @command(app)
 def categories(
-    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV: its distinct labels are the categories."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Label CSV (or a catalog with --label-col): its distinct labels are the categories."),
+    label_col: str = label_col_option(),
     names: Optional[str] = typer.Option(None, "--names", help="Or comma-separated category names."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Write the semantics as JSON (for simlabel side-info --semantics)."),
     measure: str = typer.Option(param_default(category_semantics, "measure"), "--measure", help="WordNet similarity: wup (Wu-Palmer), lin (Lin, Brown IC) or path."),
@@ -146,8 +245,11 @@ def categories(
     device: str = device_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
-    """Category semantic relationships (paper 003): WordNet synsets of the category names,
-    similarity updated with a text encoder, and each category's K nearest categories.
+    """Category semantic relationships (paper 003): WordNet synsets, text similarity, K nearest.
+
+    Each category name is mapped to a WordNet synset; the WordNet similarity is updated with a
+    text encoder's, and each category keeps its K nearest categories.
+    Cost: WordNet look-ups and one text-encoder pass over the names (seconds).
 
     Example: simlabel categories --labels search.csv --out semantics.json
     """
@@ -157,7 +259,7 @@ def categories(
 
     if (labels is None) == (names is None):
         raise InputError("give the categories with exactly one of --labels FILE or --names A,B,C")
-    cats = sorted(read_labels(labels)["label"].unique()) if labels else comma_list(names)
+    cats = sorted(read_labels(labels, label_col=label_col)["label"].unique()) if labels else comma_list(names)
     sem = category_semantics(cats, measure=measure, text_weight=text_weight, k=k, sense=sense,
                              text_encoder=None if text_model == "none" else text_model,
                              overrides=read_overrides(overrides) if overrides else None, device=device)
@@ -184,7 +286,8 @@ FOLDS = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="S
 
 def side_info(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
-    labels: Path = typer.Option(..., "--labels", help="Noisy labels: CSV id,label and optionally rank (from simlabel search or your own search logs)."),
+    labels: Path = typer.Option(..., "--labels", help="Noisy labels: CSV id,label and optionally rank (from simlabel search or your own search logs), or a catalog with --label-col."),
+    label_col: str = label_col_option(),
     out: Path = typer.Option(..., "--out", "-o", help="The labels with their weights (column 'weight' for simlabel train --weight-col weight)."),
     stage: int = typer.Option(1, "--stage", help="1: rank + visual neighbours; 2: also text matching of out-of-fold predictions."),
     semantics: Optional[Path] = typer.Option(None, "--semantics", help="JSON from simlabel categories (default: built from the label names)."),
@@ -199,13 +302,15 @@ def side_info(
     folds: int = FOLDS,
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
+    progress: bool = progress_option(),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
     """Per-image weights for noisy labels from side information (paper 003).
 
-    Cost: stage 1 is one k-NN query per image; stage 2 trains --folds heads.
+    Cost: stage 1 is one k-NN query per image (seconds for 10k); stage 2 trains --folds MLP heads
+    out of fold (about 10 s each on 10k rows, 2 cores) and embeds the keywords.
 
     Example: simlabel side-info --emb emb/ --labels search.csv --stage 2 --catalog catalog.csv --out weighted.csv
     then: simlabel train --emb emb/ --labels weighted.csv --weight-col weight --out model/
@@ -223,7 +328,7 @@ def side_info(
         head = HeadConfig(head="mlp", patience=8, max_epochs=100, device=device)
         predictor = oof_predictor(head, folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
     table = side_info_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts, predictor=predictor,
-                              out=out, device=device, log=log)
+                              out=out, device=device, log=log, label_col=label_col)
     w = table["weight"]
     q = w.quantile([0.1, 0.5, 0.9])
     say(f"{len(table):,} weights (stage {stage}): mean {w.mean():.3f}, p10 {q[0.1]:.3f}, median {q[0.5]:.3f}, p90 {q[0.9]:.3f} -> {out}")
@@ -248,14 +353,17 @@ def flip(
     n_basis: int = typer.Option(default(SelfMLConfig, "n_basis"), "--n-basis", help="Basis size n_B."),
     joint_steps: int = typer.Option(default(SelfMLConfig, "joint_steps"), "--joint-steps", help="Joint training steps."),
     threshold: float = typer.Option(default(SelfMLConfig, "threshold"), "--threshold", help="Label threshold of the flipping model / direct rule."),
+    image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the catalog's relative image paths start from (default: the catalog's folder)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
+    progress: bool = progress_option(),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
 ) -> None:
     """Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004).
 
-    Cost: pre-training and joint training of three small modules on the embeddings (minutes).
+    Cost: the reconstruction's pre-training (15 epochs of the 1000-vector basis over every image)
+    and 500 joint steps: about 20 s for fashion-products' 9.6k images on 2 cores.
 
     Example: simlabel flip --emb emb/ --catalog catalog.csv --attributes gender,usage,season --clean clean.csv --out flips.csv --html explain.html
     """
@@ -266,7 +374,7 @@ def flip(
     from simlabel.training import multilabel_pretrain
 
     cfg = SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps, threshold=threshold, seed=seed, device=resolve_device(device))
-    cat = load_catalog(catalog, require=("id",))
+    cat = load_catalog(catalog, require=("id",), root=image_root)
     table = flip_fn(emb, cat, attributes=comma_list(attributes) or None, labels_col=labels_col, clean=clean,
                     basis_labels=basis_labels, export_basis=export_basis, out=out, html=html_out,
                     render=lambda t, p: write_flip_html(t, cat, p), config=cfg, pretrain=multilabel_pretrain(cfg))

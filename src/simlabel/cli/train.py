@@ -8,8 +8,18 @@ from typing import Optional
 import typer
 from rich.table import Table
 
-from simlabel.cli._common import command, default, device_option, normalize_option, out_console, partial_option, say, wait_option
-from simlabel.heads import HeadConfig
+from simlabel.cli._common import (
+    command,
+    default,
+    device_option,
+    normalize_option,
+    out_console,
+    partial_option,
+    progress_option,
+    say,
+    wait_option,
+)
+from simlabel.heads import DEFAULT_LR, HeadConfig
 from simlabel.labels.smoothing import SmoothingConfig
 
 app = typer.Typer()
@@ -18,9 +28,12 @@ app = typer.Typer()
 @command(app)
 def train(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
-    labels: Path = typer.Option(..., "--labels", help="Training labels, CSV with id,label."),
-    out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json + weights.pt)."),
+    labels: Path = typer.Option(..., "--labels", help="Training labels: CSV with id,label, or a catalog (file or folder) with --label-col."),
+    out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json + weights.pt + training_ids.npy)."),
     extra: list[Path] = typer.Option([], "--extra", help="More label files (augmented, propagated); --labels wins on conflicts."),
+    label_col: str = typer.Option("label", "--label-col", help="Column of --labels holding the labels (e.g. article_type)."),
+    holdout: list[Path] = typer.Option([], "--holdout", help="Ids never to train on (a test set; repeatable). Holdouts that an augment summary names are checked too."),
+    holdout_overlap: str = typer.Option("drop", "--holdout-overlap", help="Training ids found in a holdout: drop (with a warning) or error."),
     head: str = typer.Option(default(HeadConfig, "head"), "--head", help="linear (one dense layer) or mlp (one hidden layer)."),
     hidden: int = typer.Option(default(HeadConfig, "hidden"), "--hidden", help="MLP hidden width."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text) for --inputs text or image+text."),
@@ -39,7 +52,8 @@ def train(
     focal_gamma: float = typer.Option(default(HeadConfig, "focal_gamma"), "--focal-gamma", help="Focal loss gamma."),
     focal_alpha: Optional[float] = typer.Option(None, "--focal-alpha", help="Focal loss alpha (a weight on every class; default none)."),
     kl_weight: float = typer.Option(default(HeadConfig, "kl_weight"), "--kl-weight", help="Weight of the KL term to the soft targets."),
-    lr: float = typer.Option(default(HeadConfig, "lr"), "--lr", help="Learning rate (AdamW)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (AdamW); default per head: " + ", ".join(f"{k} {v}" for k, v in DEFAULT_LR.items()) + "."),
+    batch_size: int = typer.Option(default(HeadConfig, "batch_size"), "--batch-size", help="Rows per optimiser step."),
     epochs: int = typer.Option(default(HeadConfig, "max_epochs"), "--epochs", help="At most this many epochs."),
     patience: int = typer.Option(default(HeadConfig, "patience"), "--patience", help="Early stopping: epochs without a better validation score."),
     monitor: str = typer.Option(default(HeadConfig, "monitor"), "--monitor", help="Early stopping watches the validation loss or accuracy."),
@@ -48,13 +62,16 @@ def train(
     weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
     seed: int = typer.Option(default(HeadConfig, "seed"), "--seed"),
     device: str = device_option(),
+    progress: bool = progress_option(),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
     """Train a classifier head on frozen embeddings, with early stopping.
 
-    Cost: the epochs of a small head on embeddings in memory (seconds to minutes).
+    Cost: the epochs over the labelled rows' embeddings, held in memory: about 1-2 s for a linear
+    head on 8k rows on 2 cores (30-60 epochs until early stopping), 5 s for --head mlp, 10 s for
+    --fusion attention; plus 2-3 s of start-up (torch).
 
     Examples:
       simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
@@ -62,7 +79,7 @@ def train(
     """
     from simlabel.training import train as train_fn
 
-    cfg = HeadConfig(head=head, hidden=hidden, lr=lr, max_epochs=epochs, patience=patience, val_frac=val_frac,
+    cfg = HeadConfig(head=head, hidden=hidden, lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, val_frac=val_frac,
                      class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
                      focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
     smooth = SmoothingConfig(kind=smoothing, alpha=alpha, neighbors=neighbors, label_model=label_model,
@@ -70,16 +87,19 @@ def train(
                              taxonomy=str(taxonomy) if taxonomy else None, beta=beta,
                              curriculum_epochs=curriculum_epochs, schedule=schedule)
     clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col, text_emb=text_emb,
-                   inputs=inputs, fusion=fusion, smoothing=smooth)
-    say(f"{clf.config.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss), best epoch "
-        f"{clf.best_epoch_} of {len(clf.history_)} -> {out}")
+                   inputs=inputs, fusion=fusion, smoothing=smooth, label_col=label_col, holdout=holdout,
+                   on_holdout=holdout_overlap)
+    stopped = "early stop" if len(clf.history_) < cfg.max_epochs else "no early stop: raise --epochs or --lr"
+    say(f"{clf.config.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss) on "
+        f"{len(clf.training_ids_):,} rows: best epoch {clf.best_epoch_} of {len(clf.history_)} ({stopped}) -> {out}")
 
 
 @command(app)
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
     emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
-    labels: Path = typer.Option(..., "--labels", help="Test labels, CSV with id,label."),
+    labels: Path = typer.Option(..., "--labels", help="Test labels: CSV with id,label, or a catalog with --label-col."),
+    label_col: str = typer.Option("label", "--label-col", help="Column of --labels holding the labels."),
     positive: Optional[str] = typer.Option(None, "--positive", help="The + class of a binary task (adds +P, +R, -P, -R)."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model trained on text (default: the ones it was trained with)."),
     semantic: Optional[int] = typer.Option(None, "--semantic", help="Add paper 002's metric with this many nearest labels (e.g. 20)."),
@@ -90,15 +110,19 @@ def evaluate(
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
-    """Per-class precision/recall/F1, accuracy, confusion matrix and HM (paper 000, Table 2);
-    top-1/top-5, the semantic neighbourhood metric and mistake severity (paper 002) on request.
+    """Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids.
+
+    Paper 000's Table 2 metrics; top-1/top-5, the semantic neighbourhood metric and mistake
+    severity (paper 002) on request. Warns when evaluation ids were trained on.
+
+    Cost: one forward pass over the test rows (well under a second); --semantic embeds the class names.
 
     Example: simlabel evaluate --model model/ --emb emb/ --labels holdout.csv --json report.json
     """
     from simlabel.training import evaluate as evaluate_fn
 
     rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out, text_emb=text_emb, semantic=semantic,
-                      label_model=label_model, taxonomy=taxonomy, device=device)
+                      label_model=label_model, taxonomy=taxonomy, device=device, label_col=label_col)
     out_console.print(metrics_table(rep))
     if "top5" in rep:
         say(f"top-1 {rep['top1']:.3f}, top-5 {rep['top5']:.3f}")

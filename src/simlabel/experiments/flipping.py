@@ -44,6 +44,7 @@ from simlabel.labels.noise import (
     simulate_missing_labels,
 )
 from simlabel.metrics import flip_quality, multilabel_report
+from simlabel.progress import task
 
 
 @dataclass
@@ -118,47 +119,49 @@ def run_flipping_experiment(
     ml = from_attributes(catalog.table, cfg.attributes, min_count=cfg.min_count)
     Y_true = ml.Y[pd.Index(ml.ids).get_indexer(ids)]
     runs = []
-    for seed in cfg.repeats:
-        Y_noisy, noise_info = simulate_missing_labels(
-            Y_true, ml.attribute_of, drop_rates_range=cfg.drop_rates_range, false_positive_rate=cfg.false_positive_rate, seed=seed
-        )
-        if cfg.systematic_share > 0:
-            groups = catalog.table.set_index("id").loc[ids, cfg.group_col].astype(str).to_numpy()
-            Y_noisy, sys_info = drop_systematically(Y_noisy, ml.attribute_of, groups, share=cfg.systematic_share, seed=seed)
-            noise_info["systematic"] = sys_info
-            noise_info["positives_per_image_noisy"] = float(Y_noisy.sum(axis=1).mean())
-        n_c = max(int(round(cfg.clean_frac * len(ids))), int(np.ceil(cfg.n_clean / 0.75)))
-        split = clean_noisy_split(len(ids), n_c, seed=seed)
-        c_tr = split["clean_train"][: cfg.n_clean]
-        n_tr, c_te = split["noisy_train"], split["clean_test"]
-        device = "cpu" if cfg.device == "auto" else cfg.device
-        head = MultiLabelHeadConfig(epochs=cfg.head_epochs, seed=seed, device=device)
-        # Baseline 0: noisy labels only (N_train and C_train's noisy labels)
-        b0_rows = np.concatenate([n_tr, split["clean_train"]])
-        b0 = MultiLabelClassifier(head).fit(X[b0_rows], Y_noisy[b0_rows])
-        # Baseline 1: fine-tuned on the clean samples
-        b1 = MultiLabelClassifier(replace(head, epochs=cfg.finetune_epochs)).fit(X[c_tr], Y_true[c_tr], init=b0)
-        # SELF-ML: its classifier starts from the same Baseline-0 head
-        sm_cfg = replace(cfg.selfml, seed=seed, device=device)
-        sm = fit_selfml(X[n_tr], Y_noisy[n_tr], X[c_tr], Y_noisy[c_tr], Y_true[c_tr], sm_cfg, classifier=b0.module_)
-        reports = {
-            "baseline0": multilabel_report(Y_true[c_te], b0.predict_proba(X[c_te]), groups=ml.attribute_of),
-            "baseline1": multilabel_report(Y_true[c_te], b1.predict_proba(X[c_te]), groups=ml.attribute_of),
-            "selfml": multilabel_report(Y_true[c_te], predict_scores(sm, X[c_te]), groups=ml.attribute_of),
-        }
-        flipped_n, _ = correct_labels(sm, X[n_tr], Y_noisy[n_tr])
-        flipped_c, _ = correct_labels(sm, X[c_te], Y_noisy[c_te])
-        runs.append({
-            "seed": seed,
-            "noise": noise_info,
-            "sizes": {k: int(len(v)) for k, v in split.items()} | {"clean_used": int(len(c_tr))},
-            "reports": reports,
-            "flips_noisy_train": flip_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
-            "flips_clean_test": flip_quality(Y_noisy[c_te], flipped_c, Y_true[c_te]),
-            "selfml_image_level": image_level_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
-            "cleanlab": cleanlab_peer(X[n_tr], Y_noisy[n_tr], Y_true[n_tr], head),
-            "label_frequency": Y_true.sum(axis=0).tolist(),
-        })
+    with task("experiment flipping", len(cfg.repeats), unit="repetitions", enabled=progress) as bar:
+        for seed in cfg.repeats:
+            Y_noisy, noise_info = simulate_missing_labels(
+                Y_true, ml.attribute_of, drop_rates_range=cfg.drop_rates_range, false_positive_rate=cfg.false_positive_rate, seed=seed
+            )
+            if cfg.systematic_share > 0:
+                groups = catalog.table.set_index("id").loc[ids, cfg.group_col].astype(str).to_numpy()
+                Y_noisy, sys_info = drop_systematically(Y_noisy, ml.attribute_of, groups, share=cfg.systematic_share, seed=seed)
+                noise_info["systematic"] = sys_info
+                noise_info["positives_per_image_noisy"] = float(Y_noisy.sum(axis=1).mean())
+            n_c = max(int(round(cfg.clean_frac * len(ids))), int(np.ceil(cfg.n_clean / 0.75)))
+            split = clean_noisy_split(len(ids), n_c, seed=seed)
+            c_tr = split["clean_train"][: cfg.n_clean]
+            n_tr, c_te = split["noisy_train"], split["clean_test"]
+            device = "cpu" if cfg.device == "auto" else cfg.device
+            head = MultiLabelHeadConfig(epochs=cfg.head_epochs, seed=seed, device=device)
+            # Baseline 0: noisy labels only (N_train and C_train's noisy labels)
+            b0_rows = np.concatenate([n_tr, split["clean_train"]])
+            b0 = MultiLabelClassifier(head).fit(X[b0_rows], Y_noisy[b0_rows])
+            # Baseline 1: fine-tuned on the clean samples
+            b1 = MultiLabelClassifier(replace(head, epochs=cfg.finetune_epochs)).fit(X[c_tr], Y_true[c_tr], init=b0)
+            # SELF-ML: its classifier starts from the same Baseline-0 head
+            sm_cfg = replace(cfg.selfml, seed=seed, device=device)
+            sm = fit_selfml(X[n_tr], Y_noisy[n_tr], X[c_tr], Y_noisy[c_tr], Y_true[c_tr], sm_cfg, classifier=b0.module_)
+            reports = {
+                "baseline0": multilabel_report(Y_true[c_te], b0.predict_proba(X[c_te]), groups=ml.attribute_of),
+                "baseline1": multilabel_report(Y_true[c_te], b1.predict_proba(X[c_te]), groups=ml.attribute_of),
+                "selfml": multilabel_report(Y_true[c_te], predict_scores(sm, X[c_te]), groups=ml.attribute_of),
+            }
+            flipped_n, _ = correct_labels(sm, X[n_tr], Y_noisy[n_tr])
+            flipped_c, _ = correct_labels(sm, X[c_te], Y_noisy[c_te])
+            runs.append({
+                "seed": seed,
+                "noise": noise_info,
+                "sizes": {k: int(len(v)) for k, v in split.items()} | {"clean_used": int(len(c_tr))},
+                "reports": reports,
+                "flips_noisy_train": flip_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
+                "flips_clean_test": flip_quality(Y_noisy[c_te], flipped_c, Y_true[c_te]),
+                "selfml_image_level": image_level_quality(Y_noisy[n_tr], flipped_n, Y_true[n_tr]),
+                "cleanlab": cleanlab_peer(X[n_tr], Y_noisy[n_tr], Y_true[n_tr], head),
+                "label_frequency": Y_true.sum(axis=0).tolist(),
+            })
+            bar.advance(1)
     results = {
         "data": str(root),
         "config": {**{k: v for k, v in asdict(cfg).items() if k != "selfml"}, "selfml": asdict(cfg.selfml)},
@@ -208,13 +211,20 @@ def write_html(results: dict, path: str | os.PathLike) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simlabel.report import Report, figure_html
+    from simlabel.report import Report, figure_html, setup_table
 
     rep = Report("SELF-ML: explainable noisy-label flipping")
     cfg = results["config"]
     run = results["runs"][0]
-    rep.add("Setup", f"<p>{results['data']}: attributes {', '.join(cfg['attributes'])} ({len(results['labels'])} labels); "
-                     f"{run['sizes']['clean_used']} clean samples; sizes {run['sizes']}.</p>")
+    sm = cfg["selfml"]
+    rep.add("Setup", setup_table({
+        "data": results["data"], "attributes": f"{', '.join(cfg['attributes'])} ({len(results['labels'])} labels)",
+        "clean samples used": run["sizes"]["clean_used"], "set sizes": run["sizes"], "repetitions": list(cfg["repeats"]),
+        "noise": f"positives dropped with per-attribute rates in {cfg['drop_rates_range']}, {cfg['false_positive_rate']:.0%} false positives"
+                 + (f"; {cfg['systematic_share']:.0%} of the {cfg['group_col']} values lose each attribute" if cfg["systematic_share"] else ""),
+        "SELF-ML": {"n_B": sm["n_basis"], "sparsity": sm["sparsity"], "pre-training": f"{sm['pretrain_epochs']} epochs of {sm['pretrain_batch_size']}",
+                    "joint": f"{sm['joint_steps']} steps of {sm['joint_batch_size'] or sm['batch_size']}"},
+    }))
     rep.add_table("Table 1 (in %, mean over repeats)", table1(results["runs"]), float_format="{:.2f}")
     flips = pd.DataFrame(
         [{"set": where, "direction": d, **{k: v for k, v in run[key][d].items()}}

@@ -47,6 +47,7 @@ from simlabel.labels.side_info import (
     weight_separation,
 )
 from simlabel.metrics import topk_accuracy
+from simlabel.progress import task
 from simlabel.semantics.categories import category_semantics, read_overrides
 from simlabel.training import oof_predictor
 
@@ -182,44 +183,46 @@ def run_side_info_experiment(
     runs: list[dict] = []
     separation_runs: list[pd.DataFrame] = []
     stage2_first: pd.DataFrame | None = None
-    for seed in cfg.repeats:
-        hc = replace(head, seed=seed)
+    with task("experiment side-info", len(cfg.repeats) * len(cfg.methods), unit="models", enabled=progress) as bar:
+        for seed in cfg.repeats:
+            hc = replace(head, seed=seed)
 
-        def fit_eval(method: str, weights: np.ndarray | None, keep: np.ndarray | None = None, hc=hc, seed=seed) -> None:
-            rows = np.arange(len(y)) if keep is None else np.flatnonzero(keep)
-            clf = EmbeddingClassifier(hc).fit(
-                X[rows], y[rows], sample_weight=None if weights is None else weights[rows], classes=categories
-            )
-            scores = clf.predict_proba(X_test)
-            runs.append({
-                "method": method, "seed": seed,
-                "top1": topk_accuracy(scores, test_codes, 1), "top5": topk_accuracy(scores, test_codes, 5),
-                "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
-            })
-            say(f"seed {seed} {method}: top-1 {runs[-1]['top1']:.4f} top-5 {runs[-1]['top5']:.4f}")
+            def fit_eval(method: str, weights: np.ndarray | None, keep: np.ndarray | None = None, hc=hc, seed=seed) -> None:
+                rows = np.arange(len(y)) if keep is None else np.flatnonzero(keep)
+                clf = EmbeddingClassifier(hc, progress_label=f"{method} seed {seed}").fit(
+                    X[rows], y[rows], sample_weight=None if weights is None else weights[rows], classes=categories
+                )
+                scores = clf.predict_proba(X_test)
+                runs.append({
+                    "method": method, "seed": seed,
+                    "top1": topk_accuracy(scores, test_codes, 1), "top5": topk_accuracy(scores, test_codes, 5),
+                    "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
+                })
+                say(f"seed {seed} {method}: top-1 {runs[-1]['top1']:.4f} top-5 {runs[-1]['top5']:.4f}")
+                bar.advance(1)
 
-        if "baseline" in cfg.methods:
-            fit_eval("baseline", None)
-        if "stage1" in cfg.methods:
-            fit_eval("stage1", w1)
-        if "stage1+stage2" in cfg.methods:
-            predict = oof_predictor(hc, folds=cfg.side.stage2_folds, seed=seed, top=cfg.side.top_predictions)
-            proba = predict(X, y, w1, categories)
-            s2 = stage2_scores(proba, y, categories, sim, cfg.side, keywords=keywords)
-            w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
-            fit_eval("stage1+stage2", w2)
-            sep = weight_separation({
-                "rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1,
-                "s(x): prediction match": s2["pred_match"],
-                **({"s(x): keyword match": s2["keyword_match"].fillna(0.0)} if s2["keyword_match"].notna().any() else {}),
-                "s(x)": s2["score"], "stage-2 weight": w2,
-            }, correct)
-            sep["seed"] = seed
-            separation_runs.append(sep)
-            if stage2_first is None:
-                stage2_first = s2.assign(stage2_weight=w2)
-        if "oracle-clean" in cfg.methods:
-            fit_eval("oracle-clean", None, keep=correct)
+            if "baseline" in cfg.methods:
+                fit_eval("baseline", None)
+            if "stage1" in cfg.methods:
+                fit_eval("stage1", w1)
+            if "stage1+stage2" in cfg.methods:
+                predict = oof_predictor(hc, folds=cfg.side.stage2_folds, seed=seed, top=cfg.side.top_predictions)
+                proba = predict(X, y, w1, categories)
+                s2 = stage2_scores(proba, y, categories, sim, cfg.side, keywords=keywords)
+                w2 = final_weights(w1, s2["score"].to_numpy(), cfg.side.stage2_combine)
+                fit_eval("stage1+stage2", w2)
+                sep = weight_separation({
+                    "rank weight": s1["rank_weight"], "neighbour agreement": s1["agreement"], "stage-1 weight": w1,
+                    "s(x): prediction match": s2["pred_match"],
+                    **({"s(x): keyword match": s2["keyword_match"].fillna(0.0)} if s2["keyword_match"].notna().any() else {}),
+                    "s(x)": s2["score"], "stage-2 weight": w2,
+                }, correct)
+                sep["seed"] = seed
+                separation_runs.append(sep)
+                if stage2_first is None:
+                    stage2_first = s2.assign(stage2_weight=w2)
+            if "oracle-clean" in cfg.methods:
+                fit_eval("oracle-clean", None, keep=correct)
 
     if not separation_runs:
         separation_runs.append(weight_separation(
@@ -295,18 +298,19 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simlabel.report import Report, figure_html, image_grid, table_html
+    from simlabel.report import Report, figure_html, image_grid, setup_table, table_html
 
     rep = Report("Re-weighting noisy web labels with side information (paper 003)")
     cfg = results["config"]
-    rep.add(
-        "Setup",
-        f"<p>{results['data']}: {results['n_catalog']:,} items; {results['n_test']:,} held out with their true "
-        f"'{cfg['label_col']}' labels; training labels from {results['source']}: {results['n_train']:,} items in "
-        f"{results['n_categories']} categories, <b>noise rate {results['noise_rate']:.3f}</b>. Head: {cfg['head']['head']}; "
-        f"seeds {list(cfg['repeats'])}. Category semantics: WordNet {cfg['measure']} blended with {cfg['text_model']} "
-        f"(text weight {cfg['text_weight']}), K = {cfg['related_k']}; unmapped: {', '.join(results['unmapped']) or 'none'}.</p>",
-    )
+    rep.add("Setup", setup_table({
+        "data": f"{results['data']} ({results['n_catalog']:,} items)",
+        "clean test split": f"{results['n_test']:,} items with their true '{cfg['label_col']}' labels",
+        "training labels": f"{results['source']}: {results['n_train']:,} items in {results['n_categories']} categories",
+        "noise rate": f"{results['noise_rate']:.3f}", "head": cfg["head"]["head"], "seeds": list(cfg["repeats"]),
+        "category semantics": f"WordNet {cfg['measure']} blended with {cfg['text_model']} (text weight {cfg['text_weight']}), "
+                              f"K = {cfg['related_k']}",
+        "unmapped categories": ", ".join(results["unmapped"]) or "none",
+    }))
     rep.add_table("Top-1 / top-5 on the clean test split (mean over seeds)", summary, float_format="{:.4f}",
                   note="baseline: plain cross-entropy on the search labels; stage1: weighted by rank and visual "
                        "neighbours; stage1+stage2: also by the text-matching score s(x); oracle-clean: the wrong "
@@ -328,7 +332,8 @@ def write_html(results: dict, summary: pd.DataFrame, separation: pd.DataFrame, p
         a.hist(per_item.loc[per_item["correct"], c], bins=bins, alpha=0.6, density=True, label="correct")
         a.hist(per_item.loc[~per_item["correct"], c], bins=bins, alpha=0.6, density=True, label="wrong")
         a.set_title(c)
-    np.atleast_1d(axes)[0].legend()
+    handles, names = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5))  # beside the histograms, not over them
     rep.add("Weight distributions, correct vs wrong labels", figure_html(fig))
     final = "stage2_weight" if "stage2_weight" in per_item else "stage1_weight"
     rep.add_table(f"Categories with mixed search results: highest and lowest {final} (* = wrong label)",

@@ -35,10 +35,11 @@ from simlabel.labels.smoothing import (
     SMOOTHING_KINDS,
     SmoothingConfig,
 )
+from simlabel.progress import task
 from simlabel.semantics.names import embed_label_names, label_similarity, nearest_labels
 from simlabel.semantics.taxonomy import taxonomy_from_columns, taxonomy_matrix
 from simlabel.training import INPUTS as HEAD_INPUTS
-from simlabel.training import evaluate, train
+from simlabel.training import evaluate, load_features, train
 
 INPUTS = ("image", "image+text")
 
@@ -121,24 +122,31 @@ def run_smoothing_experiment(
     approaches = [a for a in cfg.approaches if a != "taxonomy" or taxonomy is not None]
 
     runs = []
-    for inputs in cfg.inputs:
-        head = replace(cfg.head, head="fusion" if inputs == "image+text" else cfg.head.head, loss=cfg.loss,
-                       focal_gamma=cfg.focal_gamma, kl_weight=cfg.kl_weight, device=cfg.device)
-        for approach in approaches:
-            smoothing = SmoothingConfig(kind=approach, alpha=cfg.alpha, neighbors=k, beta=cfg.beta, taxonomy=taxonomy,
-                                        curriculum_epochs=cfg.curriculum_epochs, schedule=cfg.schedule, label_model=cfg.label_model)
-            for seed in cfg.repeats:
-                clf = train(image, train_df, config=replace(head, seed=seed), text_emb=text, inputs=inputs,
-                            smoothing=smoothing, similarity=similarity)
-                rep = evaluate(clf, image, test_df, text_emb=text, inputs=inputs,
-                               label_neighbors=neighborhood, taxonomy_distance=distance)
-                runs.append({
-                    "inputs": inputs, "approach": approach, "seed": seed,
-                    "top1": rep["top1"], "top5": rep["top5"],
-                    "in_top5": rep["semantic"]["mean_in_top"], "all5_in": rep["semantic"]["share_all_in"],
-                    "severity": rep["severity"]["mistake_severity"] if distance is not None else float("nan"),
-                    "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
-                })
+    n_models = len(cfg.inputs) * len(approaches) * len(cfg.repeats)
+    with task("experiment smoothing", n_models, unit="models", enabled=progress) as bar:
+        for inputs in cfg.inputs:
+            head = replace(cfg.head, head="fusion" if inputs == "image+text" else cfg.head.head, loss=cfg.loss,
+                           focal_gamma=cfg.focal_gamma, kl_weight=cfg.kl_weight, device=cfg.device)
+            # the features of these inputs, joined once for all their models
+            features, dims = load_features(image, text, inputs=inputs)
+            for approach in approaches:
+                smoothing = SmoothingConfig(kind=approach, alpha=cfg.alpha, neighbors=k, beta=cfg.beta, taxonomy=taxonomy,
+                                            curriculum_epochs=cfg.curriculum_epochs, schedule=cfg.schedule,
+                                            label_model=cfg.label_model)
+                for seed in cfg.repeats:
+                    name = f"{inputs} {approach} seed {seed}"
+                    clf = train(features, train_df, config=replace(head, seed=seed), input_dims=dims, inputs=inputs,
+                                smoothing=smoothing, similarity=similarity, progress_label=name)
+                    rep = evaluate(clf, features, test_df, inputs="image", label_neighbors=neighborhood,
+                                   taxonomy_distance=distance, warn=False)
+                    bar.advance(1, last=f"{name}: top-1 {rep['top1']:.3f}")
+                    runs.append({
+                        "inputs": inputs, "approach": approach, "seed": seed,
+                        "top1": rep["top1"], "top5": rep["top5"],
+                        "in_top5": rep["semantic"]["mean_in_top"], "all5_in": rep["semantic"]["share_all_in"],
+                        "severity": rep["severity"]["mistake_severity"] if distance is not None else float("nan"),
+                        "epochs": len(clf.history_), "best_epoch": clf.best_epoch_,
+                    })
     summary = summarize(runs)
     nn_names = {classes[i]: [classes[j] for j in neighborhood[i][1:6]] for i in range(len(classes))}
     results = {
@@ -163,16 +171,18 @@ def write_html(results: dict, summary: pd.DataFrame, path: str | os.PathLike) ->
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simlabel.report import Report, figure_html, table_html
+    from simlabel.report import Report, figure_html, setup_table, table_html
 
     rep = Report("Semantic label smoothing and image + title fusion")
     cfg = results["config"]
-    rep.add(
-        "Setup",
-        f"<p>{results['data']}: {results['n_classes']} classes, {results['n_train']:,} train / {results['n_test']:,} test items; "
-        f"alpha = {cfg['alpha']}, K = {results['neighbors']} nearest labels ({cfg['label_model']}), loss {cfg['loss']} + KL "
-        f"(weight {cfg['kl_weight']}), repeats {list(cfg['repeats'])}.</p>",
-    )
+    head = cfg["head"]
+    rep.add("Setup", setup_table({
+        "data": results["data"], "classes": results["n_classes"], "train / test items": f"{results['n_train']:,} / {results['n_test']:,}",
+        "alpha": cfg["alpha"], "K nearest labels": f"{results['neighbors']} ({cfg['label_model']})",
+        "loss": f"{cfg['loss']} + KL (weight {cfg['kl_weight']})", "repeats": list(cfg["repeats"]),
+        "heads": f"{head['head']} on images, attention fusion on image + title; early stopping on validation {head['monitor']} "
+                 f"(patience {head['patience']}), batches of {head['batch_size']}",
+    }))
     rep.add(
         "Results (mean over repeats; sd columns)",
         table_html(summary),
@@ -183,9 +193,12 @@ def write_html(results: dict, summary: pd.DataFrame, path: str | os.PathLike) ->
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for ax, key in zip(axes, ("top1", "in_top5", "severity")):
         piv = summary[key].unstack(0)
-        piv.plot.bar(ax=ax, rot=30, legend=key == "top1")
+        piv.plot.bar(ax=ax, rot=30, legend=False)
         ax.set_title(key)
+    # one legend for the three charts, beside them rather than over the bars
+    handles, names = axes[0].get_legend_handles_labels()
+    fig.legend(handles, names, loc="center left", bbox_to_anchor=(1.0, 0.5), title="inputs")
     rep.add("Charts", figure_html(fig))
     nn = pd.DataFrame({k: ", ".join(v) for k, v in results["label_neighbours_top5"].items()}, index=["5 nearest labels"]).T
-    rep.add("Label neighbourhoods (5 nearest of K)", nn.to_html(border=0))
+    rep.add("Label neighbourhoods (5 nearest of K)", table_html(nn))
     return rep.write(path)

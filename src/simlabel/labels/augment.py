@@ -272,6 +272,7 @@ def augment(
     index: str | os.PathLike | NeighborIndex | None = None,
     index_kind: str = "auto",
     out: str | os.PathLike | None = None,
+    label_col: str = "label",
 ) -> tuple[pd.DataFrame, AugmentResult, pd.DataFrame]:
     """Augment seed labels over the universe of an embedding folder (or loaded :class:`Embeddings`).
 
@@ -281,7 +282,8 @@ def augment(
     Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
     (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
     labels (given, drawn with ``holdout_frac``, or empty). A holdout file is a list of ids (an
-    ``id`` column; a ``label`` column is kept when there is one).
+    ``id`` column; a ``label`` column is kept when there is one). ``seeds`` may be a catalog
+    (file or folder) whose ``label_col`` holds the labels.
 
     With ``out`` the three files are one output set (:func:`simlabel.files.write_set`),
     written under a lock on ``out``: the labels, ``<out>.holdout.csv`` (a drawn holdout; an
@@ -291,15 +293,16 @@ def augment(
     if out is not None:
         with exclusive(out):
             return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-                            max_steps=max_steps, index=index, index_kind=index_kind, out=Path(out))
+                            max_steps=max_steps, index=index, index_kind=index_kind, out=Path(out), label_col=label_col)
     return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-                    max_steps=max_steps, index=index, index_kind=index_kind, out=None)
+                    max_steps=max_steps, index=index, index_kind=index_kind, out=None, label_col=label_col)
 
 
-def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, index, index_kind, out: Path | None):
+def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, index, index_kind, out: Path | None,
+             label_col: str = "label"):
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
-    seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids)
+    seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids, label_col=label_col)
     if holdout is not None and holdout_frac is not None:
         raise InputError("give either holdout (a file) or holdout_frac, not both")
     if holdout_frac:
@@ -349,7 +352,7 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
             "sizes": json.loads(result.size_table().to_json(orient="index")),
             "embeddings": embeddings.source,
             "embeddings_fingerprint": embeddings.fingerprint,
-            "holdout_file": out.name + HOLDOUT_SUFFIX if holdout_frac else (str(holdout) if isinstance(holdout, (str, os.PathLike)) else None),
+            "holdout_file": out.name + HOLDOUT_SUFFIX if holdout_frac else (str(Path(holdout).resolve()) if isinstance(holdout, (str, os.PathLike)) else None),
         }
         hold_text = labels_csv(hold_df)
         write_set(out.with_name(out.name + SUMMARY_SUFFIX), {

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlabel.catalog import clean_label_values
+from simlabel.catalog import catalog_file, clean_label_values, read_table
 from simlabel.errors import LabelFileError, SimlabelWarning
 from simlabel.files import atomic_write_text, read_csv_table
 
@@ -34,7 +34,9 @@ def read_labels(
     Parameters
     ----------
     path
-        The CSV file.
+        The CSV file, or a catalog: a CSV/TSV/Parquet table or a folder with ``catalog.csv`` or
+        ``catalog.parquet`` (so ``--labels catalog.csv --label-col article_type`` needs no
+        hand-made file).
     label_col, id_col
         The columns holding the labels and the ids (renamed to ``label`` and ``id``).
     known_ids
@@ -55,8 +57,9 @@ def read_labels(
         Naming the file and row: a missing file or column, an empty id, one id given two
         different labels, an id not in ``known_ids``, a file with no labelled row.
     """
-    p = Path(path)
-    df = read_csv_table(p, (id_col, label_col), "label file")
+    df, p = read_label_table(path, (id_col, label_col), label_col=label_col)
+    if label_col != "label" and "label" in df.columns:
+        df = df.drop(columns="label")  # the catalog's own `label` column is not the one asked for
     df = df.rename(columns={id_col: "id", label_col: "label"})
     df["_row"] = np.arange(len(df))  # the file's row, for messages after rows are dropped
     df["id"] = df["id"].str.strip()
@@ -87,6 +90,37 @@ def read_labels(
                 raise LabelFileError(f"{p}: {int(unknown.sum())} id(s) not in the embeddings, e.g. {shown}")
             df = df[~unknown].reset_index(drop=True)
     return df if keep_rows else df.drop(columns="_row")
+
+
+def read_label_table(path: str | os.PathLike, columns: Sequence[str], *, label_col: str = "label",
+                     what: str = "label file") -> tuple[pd.DataFrame, Path]:
+    """The table behind a label input and the file it came from: a CSV read as text, or a
+    catalog (a Parquet/TSV file, or a folder holding ``catalog.csv`` / ``catalog.parquet``).
+
+    The errors name the file and, when a column is missing, say which option selects it.
+    """
+    p = Path(path)
+    if p.is_dir() or p.suffix.lower() in (".parquet", ".pq", ".tsv"):
+        p = catalog_file(p, LabelFileError)
+        if p.suffix.lower() == ".csv":
+            df = read_csv_table(p, (), what)
+        else:
+            df = read_table(p)
+            if df.empty:
+                raise LabelFileError(f"{p}: {what} has a header ({', '.join(map(str, df.columns))}) but no rows")
+        missing = [c for c in columns if c not in df.columns]
+        if missing:
+            raise LabelFileError(f"{p}: no column {missing[0]!r}; columns are {', '.join(map(str, df.columns))}"
+                                 + (" (choose the labels with --label-col)" if missing[0] == label_col else ""))
+        for c in columns:
+            df[c] = df[c].astype(str)
+        return df, p
+    try:
+        return read_csv_table(p, columns, what), p
+    except LabelFileError as e:
+        if "missing column" not in str(e) or label_col not in str(e).split(";")[0]:
+            raise
+        raise LabelFileError(f"{e} (choose the label column with --label-col NAME)") from None
 
 
 def read_id_list(path: str | os.PathLike, *, id_col: str = "id", what: str = "id list") -> list[str]:

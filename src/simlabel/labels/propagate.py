@@ -147,6 +147,7 @@ def propagate(
     index_kind: str = "auto",
     index: NeighborIndex | None = None,
     out: str | os.PathLike | None = None,
+    label_col: str = "label",
 ) -> tuple[pd.DataFrame, PropagationResult]:
     """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
 
@@ -162,7 +163,7 @@ def propagate(
     ids = embeddings.ids
     if index is not None:
         check_index_matches(index, embeddings)
-    lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids)
+    lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids, label_col=label_col)
     classes = sorted(lab["label"].unique())
     lab_pos = embeddings.positions(lab["id"])
     blocked = np.zeros(len(ids), dtype=bool)

@@ -659,8 +659,10 @@ def side_info_weights(
     device: str = "auto",
     text_encoder=None,
     log: Callable[[str], None] | None = None,
+    label_col: str = "label",
 ) -> pd.DataFrame:
-    """Paper 003's weights for a label file (``id,label`` and optionally ``rank``).
+    """Paper 003's weights for a label file (``id,label`` and optionally ``rank``; ``label_col``
+    names another label column).
 
     Parameters
     ----------
@@ -691,7 +693,7 @@ def side_info_weights(
         raise InputError(f"stage must be 1 or 2; got {stage}")
     if stage == 2 and predictor is None:
         raise InputError("stage 2 needs a predictor trained with the stage-1 weights (simlabel.training.oof_predictor)")
-    table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels)
+    table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
     X = as_embeddings(emb).rows(table["id"].astype(str)).matrix
     categories = sorted(table["label"].astype(str).unique())
     if semantics is None:
