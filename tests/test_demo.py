@@ -32,7 +32,7 @@ def test_find_default_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
         find_default_data(tmp_path / "nope")
 
 
-def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path) -> None:
+def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     df = pd.read_csv(clothing_slice, dtype=str)
     # a test split of real images: every 4th good image
     good = ~df["id"].str.startswith(("bad-", "ok-"))
@@ -52,3 +52,22 @@ def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path) -> None:
     assert exp["embeddings"] == str(tmp_path / "run" / "embeddings")
     assert set(exp["runs"][0]["metrics"]) == {"seeds", "aug", "prop"}
     assert (tmp_path / "run" / "experiment_augment.html").exists()
+    assert not again.experiment_cached
+    # a third demo with the same inputs and code reads the experiment's results instead of rerunning it
+    import simlabel.demo as demo_module
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("the experiment ran again")
+
+    monkeypatch.setattr(demo_module, "run_augment_experiment", must_not_run)
+    third = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, labeled_frac=0.9)
+    from simlabel.experiments._common import jsonable
+
+    m = "efficientnet-lite0"
+    assert third.experiment_cached
+    cached = pd.DataFrame(third.experiment["encoders"][m]["mean"]).sort_index().sort_index(axis=1)
+    fresh = pd.DataFrame(jsonable(again.experiment)["encoders"][m]["mean"]).sort_index().sort_index(axis=1)
+    assert cached.equals(fresh)
+    # other inputs (here the labelled share) are another experiment
+    with pytest.raises(AssertionError, match="ran again"):
+        run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, labeled_frac=0.8)

@@ -8,6 +8,7 @@ of its ``k`` nearest train images).
 
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,9 +19,9 @@ import pandas as pd
 from simlabel.catalog import load_catalog
 from simlabel.embedding import embed
 from simlabel.encoders import DEFAULT_IMAGE_MODEL
-from simlabel.errors import CatalogError
+from simlabel.errors import CatalogError, SimlabelError
 from simlabel.experiments.augment import AugmentExperimentConfig, run_augment_experiment
-from simlabel.files import atomic_write_json
+from simlabel.files import atomic_write_json, read_json
 from simlabel.index import IndexConfig, NeighborIndex
 from simlabel.runs import default_run_dir, find_default_data
 from simlabel.store import load_embeddings
@@ -61,6 +62,37 @@ class DemoReport:
     knn_accuracy: float | None
     per_class_accuracy: dict[str, float]
     experiment: dict | None = None
+    #: the experiment's results were read from an earlier run with the same inputs and code
+    experiment_cached: bool = False
+
+
+def experiment_key(cfg: AugmentExperimentConfig, embeddings, catalog) -> str:
+    """What the demo's experiment results depend on: its config, the embeddings (fingerprint),
+    the catalog's labels and splits, and simlabel's code (a digest of its source files, so any
+    change of the code reruns it)."""
+    import hashlib
+    from dataclasses import asdict
+
+    import simlabel
+
+    code = hashlib.sha256()
+    for f in sorted(Path(simlabel.__file__).parent.rglob("*.py")):
+        code.update(f.read_bytes())
+    cols = [c for c in ("id", "label", "split") if c in catalog.table.columns]
+    labels = pd.util.hash_pandas_object(catalog.table[cols], index=False).to_numpy().tobytes()
+    parts = [json.dumps(asdict(cfg), sort_keys=True, default=str), embeddings.fingerprint, code.hexdigest(),
+             hashlib.sha256(labels).hexdigest()]
+    return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
+
+
+def _cached_experiment(json_path: Path, html_path: Path, key: str) -> dict | None:
+    if not (json_path.is_file() and html_path.is_file()):
+        return None
+    try:
+        results = read_json(json_path, "experiment results")
+    except SimlabelError:
+        return None
+    return results if results.get("cache_key") == key else None
 
 
 def run_demo(
@@ -81,7 +113,8 @@ def run_demo(
     With ``experiment`` it then runs a small version of paper 000's experiment on the
     same embeddings: ``labeled_frac`` of the catalog keeps its labels, the test split
     (or 30% of the labeled rows) is held out, and a dense layer is trained on the seeds,
-    seeds + augmented and seeds + propagated labels.
+    seeds + augmented and seeds + propagated labels. Its results are cached in the run folder,
+    keyed by :func:`experiment_key`: a second demo with the same inputs and code reads them.
     """
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": label_col} if label_col else None)
@@ -141,9 +174,14 @@ def run_demo(
             label_col=label_col, encoders=[model], labeled_frac=labeled_frac,
             holdout_split="test" if has_test else None, repeats=[seed], device=device,
         )
-        report.experiment = run_augment_experiment(
-            root, cfg, out=run_dir, json_out=run_dir / "experiment_augment.json",
-            html_out=run_dir / "experiment_augment.html", progress=progress, embeddings={model: embeddings},
-        )
+        json_path, html_path = run_dir / "experiment_augment.json", run_dir / "experiment_augment.html"
+        key = experiment_key(cfg, embeddings, catalog)
+        cached = _cached_experiment(json_path, html_path, key)
+        if cached is not None:
+            report.experiment, report.experiment_cached = cached, True
+        else:
+            report.experiment = run_augment_experiment(root, cfg, out=run_dir, json_out=json_path, html_out=html_path,
+                                                       progress=progress, embeddings={model: embeddings})
+            atomic_write_json(json_path, {**read_json(json_path, "experiment results"), "cache_key": key})
     atomic_write_json(run_dir / "demo_report.json", {k: v for k, v in report.__dict__.items() if k != "experiment"})
     return report

@@ -52,6 +52,7 @@ from simlabel.files import atomic_write_json, atomic_write_text, exclusive, kill
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
 from simlabel.store import MANIFEST, list_shards, shard_name, write_shard
+from simlabel.vectors import VectorCache, content_hash, encoder_key
 
 ERRORS = "errors.csv"
 RETRY_PREFIX = "part-r"
@@ -82,6 +83,8 @@ class EmbedResult:
     errors_path: str
     text: "EmbedResult | None" = None
     encoder: dict = field(default_factory=dict)
+    #: items whose vector came from the content-addressed cache (the same file embedded before)
+    n_from_cache: int = 0
 
     def summary_line(self) -> str:
         line = (
@@ -89,6 +92,7 @@ class EmbedResult:
             f"{self.n_items:,} embedded, {self.n_failed:,} failed"
             + (f" (see {self.errors_path})" if self.n_failed else "")
             + (f", {self.n_resumed:,} already done" if self.n_resumed else "")
+            + (f", {self.n_from_cache:,} from the cache (embedded before)" if self.n_from_cache else "")
             + f", {self.items_per_s:,.1f} items/s"
         )
         return line + ("\n" + self.text.summary_line() if self.text else "")
@@ -107,6 +111,27 @@ class _Job:
     manifest: dict
     modality: str
     workers: int
+    #: the content-addressed vectors of this encoder (images only; None: off)
+    cache: VectorCache | None = None
+    cached: list[int] = field(default_factory=lambda: [0])
+
+
+class _Cached:
+    """A decoded-and-embedded-before item: its vector, found by its file's content hash."""
+
+    __slots__ = ("vector",)
+
+    def __init__(self, vector: np.ndarray) -> None:
+        self.vector = vector
+
+
+class _Fresh:
+    """A decoded item to embed, with its content hash (to cache its vector)."""
+
+    __slots__ = ("payload", "digest")
+
+    def __init__(self, payload: object, digest: bytes) -> None:
+        self.payload, self.digest = payload, digest
 
 
 def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
@@ -189,6 +214,7 @@ def _encode_items(
     errors: list[tuple[str, str, str]] = []
     batch: list = []
     batch_pos: list[int] = []
+    digests: dict[int, bytes] = {}
     for p, payload in items:
         if isinstance(payload, _ItemFailure):
             if strict:
@@ -196,12 +222,27 @@ def _encode_items(
             errors.append((str(job.ids[p]), str(job.paths[p]), payload.reason))
             advance(1)
             continue
+        if isinstance(payload, _Cached):
+            vectors.append(payload.vector[None, :])
+            ok_pos.append(p)
+            job.cached[0] += 1
+            advance(1)
+            continue
+        if isinstance(payload, _Fresh):
+            digests[p] = payload.digest
+            payload = payload.payload
         batch.append(payload)
         batch_pos.append(p)
         if len(batch) >= batch_size:
             _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
     _flush(job.encode, batch, batch_pos, vectors, ok_pos, advance)
     matrix = np.concatenate(vectors) if vectors else np.zeros((0, job.manifest["dim"]), np.float32)
+    # cached items skip the batches: put the rows back in catalog order
+    order = np.argsort(np.asarray(ok_pos, dtype=np.int64), kind="stable")
+    ok_pos, matrix = [ok_pos[i] for i in order], matrix[order]
+    if job.cache is not None and digests:
+        fresh = [i for i, p in enumerate(ok_pos) if p in digests]
+        job.cache.add([digests[ok_pos[i]] for i in fresh], matrix[fresh])
     return ok_pos, matrix, errors
 
 
@@ -314,6 +355,7 @@ def _embed_one(
     overwrite: bool,
     progress: bool,
     retry_failed: bool = False,
+    vector_cache: VectorCache | None = None,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -329,7 +371,7 @@ def _embed_one(
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     _check_manifest(out, manifest, overwrite)
-    job = _Job(out, ids, sources, load, encode, manifest, modality, workers)
+    job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache)
     embedded, failed, resumed, seconds = _run(
         job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
     )
@@ -351,6 +393,7 @@ def _embed_one(
         items_per_s=round((embedded + failed) / seconds, 2) if seconds > 0 else 0.0,
         errors_path=str(errors_path),
         encoder=encoder.describe(),
+        n_from_cache=job.cached[0],
     )
     atomic_write_json(out / "summary.json", result.to_dict())
     return result
@@ -389,6 +432,7 @@ def embed(
     retry_failed: bool = False,
     wait: bool = False,
     pixel_budget: int = DEFAULT_MAX_PIXELS,
+    cache: bool = True,
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
@@ -420,6 +464,10 @@ def embed(
         when another process is writing ``out``, wait for it instead of failing at once.
     pixel_budget
         at most this many decoded pixels in flight across the decoding threads.
+    cache
+        look images up in (and add them to) the content-addressed vector cache
+        (:mod:`simlabel.vectors`): a file embedded before by the same encoder is not decoded
+        or embedded again, whatever folder or id it comes with.
 
     Returns
     -------
@@ -450,11 +498,12 @@ def embed(
         return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
                              text_model=text_model, device=device, backend=backend, resize=resize, workers=workers,
                              max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size, shard_size=shard_size,
-                             image_encoder=image_encoder, text_encoder=text_encoder)
+                             image_encoder=image_encoder, text_encoder=text_encoder, cache=cache)
 
 
 def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col, text_model, device, backend, resize,
-                  workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder) -> EmbedResult:
+                  workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder,
+                  cache: bool = True) -> EmbedResult:
 
     image_result = None
     if image_mode:
@@ -470,15 +519,28 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         paths = cat.image_paths()
         draft = enc.image_size
         budget = PixelBudget(pixel_budget)
+        vcache = VectorCache(encoder_key(enc.describe()), enc.dim) if cache else None
 
-        def load_img(p: int) -> np.ndarray:
-            return load_image(paths[p], max_pixels=max_pixels, draft_size=draft, budget=budget, transform=enc.preprocess)
+        def load_img(p: int) -> object:
+            digest = None
+            if vcache is not None:
+                try:
+                    digest = content_hash(paths[p])
+                except OSError:
+                    digest = None  # the decoder names what is wrong with the file
+                if digest is not None:
+                    found, vec = vcache.lookup([digest])
+                    if found[0]:
+                        return _Cached(vec[0])
+            img = load_image(paths[p], max_pixels=max_pixels, draft_size=draft, budget=budget, transform=enc.preprocess)
+            return img if digest is None else _Fresh(img, digest)
 
         def encode_img(batch: list) -> np.ndarray:
             return enc(np.stack(batch))
 
         image_result = _embed_one(
-            out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers, **common
+            out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers,
+            vector_cache=vcache, **common
         )
 
     if text_col:

@@ -55,6 +55,7 @@ def embed(
     progress: bool = progress_option(),
     wait: bool = wait_option(),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Embed again the items errors.csv lists (after fixing their files), without redoing the rest."),
+    cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the vectors of image files this encoder embedded before (by content hash, whatever their folder or id), and add the new ones."),
 ) -> None:
     """Embed a catalog's images (and titles) into a resumable Parquet store.
 
@@ -67,7 +68,7 @@ def embed(
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
-        resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed,
+        resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
     )
     say(result.summary_line())
 
