@@ -87,6 +87,8 @@ def index(
 ) -> None:
     """Build a cosine k-NN index (FAISS) over an embedding folder.
 
+    Cost: flat is a copy of the vectors (instant); hnsw about 10 s per 100k vectors on 2 cores, ivf a k-means over a sample.
+
     Example: simlabel index emb/ --out emb/index.faiss --kind hnsw
     """
     from simlabel.index import build_index
@@ -104,6 +106,8 @@ def neighbors(
     as_json: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """Print the k nearest neighbours of some ids (cosine similarity).
+
+    Cost: loading the index (its file size from disk) and one search per id.
 
     Example: simlabel neighbors emb/index.faiss 10000 10001 --k 5
     """

@@ -309,8 +309,7 @@ def side_info(
 ) -> None:
     """Per-image weights for noisy labels from side information (paper 003).
 
-    Cost: stage 1 is one k-NN query per image (seconds for 10k); stage 2 trains --folds MLP heads
-    out of fold (about 10 s each on 10k rows, 2 cores) and embeds the keywords.
+    Cost: stage 1 is one k-NN query per image (seconds for 10k); stage 2 trains --folds MLP heads out of fold (about 10 s each on 10k rows, 2 cores) and embeds the keywords.
 
     Example: simlabel side-info --emb emb/ --labels search.csv --stage 2 --catalog catalog.csv --out weighted.csv
     then: simlabel train --emb emb/ --labels weighted.csv --weight-col weight --out model/
@@ -362,8 +361,7 @@ def flip(
 ) -> None:
     """Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004).
 
-    Cost: the reconstruction's pre-training (15 epochs of the 1000-vector basis over every image)
-    and 500 joint steps: about 20 s for fashion-products' 9.6k images on 2 cores.
+    Cost: the reconstruction's pre-training (15 epochs of the 1000-vector basis over every image) and 500 joint steps: about 20 s for fashion-products' 9.6k images on 2 cores.
 
     Example: simlabel flip --emb emb/ --catalog catalog.csv --attributes gender,usage,season --clean clean.csv --out flips.csv --html explain.html
     """

@@ -69,9 +69,7 @@ def train(
 ) -> None:
     """Train a classifier head on frozen embeddings, with early stopping.
 
-    Cost: the epochs over the labelled rows' embeddings, held in memory: about 1-2 s for a linear
-    head on 8k rows on 2 cores (30-60 epochs until early stopping), 5 s for --head mlp, 10 s for
-    --fusion attention; plus 2-3 s of start-up (torch).
+    Cost: the epochs over the labelled rows' embeddings, held in memory: about 1-2 s for a linear head on 8k rows on 2 cores (30-60 epochs until early stopping), 5 s for --head mlp, 10 s for --fusion attention; plus 2-3 s of start-up (torch).
 
     Examples:
       simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
