@@ -239,3 +239,31 @@ def test_a_linear_head_early_stops() -> None:
     clf = EmbeddingClassifier(HeadConfig(device="cpu")).fit(X, y)
     assert len(clf.history_) < clf.config.max_epochs
     assert clf.best_epoch_ < len(clf.history_) - 1
+
+
+def test_fast_dropout_keeps_the_expectation_and_the_rate() -> None:
+    import torch
+
+    from simlabel.heads import Dropout
+
+    x = torch.ones(400, 500)
+    d = Dropout(0.2).train()
+    y = d(x)
+    kept = (y > 0).float().mean().item()
+    # p is taken to 51/256: the kept share within a binomial tolerance of 205/256, the mean exact in expectation
+    assert abs(kept - 205 / 256) < 4 * (0.2 * 0.8 / x.numel()) ** 0.5
+    assert abs(y.mean().item() - 1.0) < 0.01
+    assert torch.equal(d.eval()(x), x) and torch.equal(Dropout(0.0).train()(x), x)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch) -> None:
+    import simlabel.encoders.base as base
+
+    monkeypatch.setattr(base, "native_bf16", lambda device: True)
+    assert base.resolve_precision("auto", "cpu") == "bf16"
+    monkeypatch.setattr(base, "native_bf16", lambda device: False)
+    assert base.resolve_precision("auto", "cpu") == "fp32" and base.resolve_precision("bf16", "cpu") == "bf16"
+    X, y = blobs(40, ["a", "b", "c"])
+    for precision in ("fp32", "bf16"):
+        clf = EmbeddingClassifier(HeadConfig(precision=precision, device="cpu")).fit(X, y)
+        assert clf.precision_ == precision and (clf.predict(X) == y).mean() > 0.95

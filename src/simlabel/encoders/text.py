@@ -33,33 +33,74 @@ def _dir_version(path: Path) -> str:
     return h.hexdigest()[:12]
 
 
+def _local_dim(path: Path) -> int | None:
+    """The output width of a local sentence-transformers folder read from its files, when its
+    modules are a transformer and a pooling layer (no dense projection); else None."""
+    import json
+
+    try:
+        modules = json.loads((path / "modules.json").read_text())
+        kinds = {m["type"].rsplit(".", 1)[-1] for m in modules}
+        pooling = next(m["path"] for m in modules if m["type"].endswith("Pooling"))
+        if not kinds <= {"Transformer", "Pooling", "Normalize"}:
+            return None
+        return int(json.loads((path / pooling / "config.json").read_text())["word_embedding_dimension"])
+    except (OSError, ValueError, KeyError, StopIteration):
+        return None
+
+
 class SentenceTransformerTextEncoder(TextEncoder):
-    """A sentence-transformers model as a batch :class:`TextEncoder`."""
+    """A sentence-transformers model as a batch :class:`TextEncoder`.
+
+    A local folder is loaded when first used: a job that finds its texts already embedded
+    (a complete store) never pays the 3 s of loading, and the name, version and width come
+    from the folder's files.
+    """
 
     def __init__(self, name_or_path: str, device: str = "auto", *, name: str | None = None, batch_size: int = 256) -> None:
+        self.device = resolve_device(device)
+        self.source = name_or_path
+        self.name = name or f"st:{name_or_path}"
+        self.batch_size = batch_size
+        self._model = None
+        local = Path(name_or_path).expanduser()
+        self.local = local if local.is_dir() else None
+        if self.local is not None:
+            self.version = f"{local.name}/{_dir_version(local)}"
+            dim = _local_dim(local)
+        else:
+            self.version, dim = name_or_path, None
+        if dim is None:
+            self._load()
+        else:
+            self.dim = dim
+
+    def _load(self):
+        if self._model is not None:
+            return self._model
         from sentence_transformers import SentenceTransformer
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()  # our own progress bar is the one that matters
-        self.device = resolve_device(device)
-        local = Path(name_or_path).expanduser()
         try:
-            if local.is_dir():
-                self.model = SentenceTransformer(str(local), device=self.device, local_files_only=True)
-                self.version = f"{local.name}/{_dir_version(local)}"
+            if self.local is not None:
+                model = SentenceTransformer(str(self.local), device=self.device, local_files_only=True)
             else:
-                self.model = SentenceTransformer(name_or_path, device=self.device)
-                self.version = name_or_path
+                model = SentenceTransformer(self.source, device=self.device)
         except OSError as e:
             raise ModelError(
-                f"cannot load text model {name_or_path!r}: {e}. Hub names need network access; "
+                f"cannot load text model {self.source!r}: {e}. Hub names need network access; "
                 "pass a local folder instead (st:/path/to/model)."
             ) from e
-        self.model.eval()
-        self.name = name or f"st:{name_or_path}"
-        get_dim = getattr(self.model, "get_embedding_dimension", None) or self.model.get_sentence_embedding_dimension
+        model.eval()
+        get_dim = getattr(model, "get_embedding_dimension", None) or model.get_sentence_embedding_dimension
         self.dim = int(get_dim())
-        self.batch_size = batch_size
+        self._model = model
+        return model
+
+    @property
+    def model(self):
+        return self._load()
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         if len(texts) == 0:

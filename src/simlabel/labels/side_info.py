@@ -72,6 +72,7 @@ from simlabel.files import atomic_write, exclusive
 from simlabel.index import IndexConfig, NeighborIndex, auto_kind, exact_knn
 from simlabel.labels.io import read_labels
 from simlabel.metrics import top_k_predictions
+from simlabel.progress import task
 from simlabel.semantics.categories import CategorySemantics, category_semantics
 from simlabel.semantics.names import clean_label_name
 from simlabel.store import Embeddings, as_embeddings
@@ -537,10 +538,12 @@ def keyword_label_similarity(
     names = np.asarray(encoder([clean_label_name(c) for c in categories]), dtype=np.float64)
     names /= np.linalg.norm(names, axis=1, keepdims=True).clip(1e-12)
     out = np.empty((len(vocab), len(names)))
-    for start in range(0, len(vocab), batch_size):
-        e = np.asarray(encoder(vocab[start : start + batch_size]), dtype=np.float64)
-        e /= np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
-        out[start : start + len(e)] = e @ names.T
+    with task("keywords", len(vocab), unit="keywords") as bar:
+        for start in range(0, len(vocab), batch_size):
+            e = np.asarray(encoder(vocab[start : start + batch_size]), dtype=np.float64)
+            e /= np.linalg.norm(e, axis=1, keepdims=True).clip(1e-12)
+            out[start : start + len(e)] = e @ names.T
+            bar.advance(len(e))
     return out
 
 
