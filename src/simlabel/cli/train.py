@@ -61,6 +61,7 @@ def train(
     balanced: bool = typer.Option(False, "--balanced", help="Weight classes inversely to their frequency."),
     weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
     seed: int = typer.Option(default(HeadConfig, "seed"), "--seed"),
+    precision: str = typer.Option(default(HeadConfig, "precision"), "--precision", help="auto (bfloat16 where the CPU or GPU computes it natively: AVX512-BF16, AMX, CUDA), fp32 or bf16."),
     device: str = device_option(),
     progress: bool = progress_option(),
     wait: bool = wait_option(),
@@ -79,7 +80,8 @@ def train(
 
     cfg = HeadConfig(head=head, hidden=hidden, lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, val_frac=val_frac,
                      class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
-                     focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device)
+                     focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device,
+                     precision=precision)
     smooth = SmoothingConfig(kind=smoothing, alpha=alpha, neighbors=neighbors, label_model=label_model,
                              descriptions=str(descriptions) if descriptions else None,
                              taxonomy=str(taxonomy) if taxonomy else None, beta=beta,
