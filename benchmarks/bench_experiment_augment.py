@@ -7,7 +7,8 @@ Runs `simlabel.experiments.augment.run_augment_experiment` for:
 Each with `--labeled-frac` of the catalog labeled (the rest unlabeled in the universe), the catalog's test
 split held out where it has one (else 30% of the labeled), k = 10, several repetition seeds.
 
-Usage: python benchmarks/bench_experiment_augment.py [--labeled-frac 0.1] [--repeats 3] [--out results.md]
+Usage: python benchmarks/bench_experiment_augment.py [--labeled-frac 0.1] [--repeats 3] [--paper-head] [--out results.md]
+(balanced class weights by default; --paper-head for the paper's plain dense layer)
 """
 
 from __future__ import annotations
@@ -94,12 +95,14 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--labeled-frac", type=float, default=0.1)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--balanced", action="store_true", help="balanced class weights in the head")
+    ap.add_argument("--paper-head", action="store_true", help="the paper's plain dense layer (no class weights)")
+    ap.add_argument("--balanced", action="store_true", help="balanced class weights (the default since issue 12; kept for old command lines)")
     ap.add_argument("--out", type=Path, default=None, help="write the markdown tables here")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
-    head = HeadConfig(class_weight="balanced" if args.balanced else None)
-    common = dict(labeled_frac=args.labeled_frac, repeats=list(range(args.repeats)), head=head, device="cpu")
+    head = HeadConfig()
+    common = dict(labeled_frac=args.labeled_frac, repeats=list(range(args.repeats)), head=head, device="cpu",
+                  paper_head=args.paper_head)
     t0 = time.perf_counter()
     md: list[str] = []
     everything: dict = {}
