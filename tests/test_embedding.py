@@ -108,7 +108,9 @@ def test_killed_run_resumes_to_the_same_result(fashion_slice: Path, tmp_path: Pa
     subprocess.run(_cli(*args, "--out", str(full)), check=True, env=env, capture_output=True)
 
     part = tmp_path / "part"
-    proc = subprocess.Popen(_cli(*args, "--out", str(part), "--workers", "1"), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    # --no-cache: the first run filled the vector cache, and a run served from it ends before any kill
+    proc = subprocess.Popen(_cli(*args, "--out", str(part), "--workers", "1", "--no-cache"), env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and not (part / "part-00000.parquet").exists():
         if proc.poll() is not None:
@@ -119,7 +121,7 @@ def test_killed_run_resumes_to_the_same_result(fashion_slice: Path, tmp_path: Pa
     done_before = sorted(p.name for p in part.glob("part-*.parquet"))
     assert 1 <= len(done_before) < 5, "the kill should land midway"
 
-    res = subprocess.run(_cli(*args, "--out", str(part)), env=env, capture_output=True, text=True, check=True)
+    res = subprocess.run(_cli(*args, "--out", str(part), "--no-cache"), env=env, capture_output=True, text=True, check=True)
     assert "already done" in res.stdout
     ids_full, x_full = load_embeddings(full)
     ids_part, x_part = load_embeddings(part)

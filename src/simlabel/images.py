@@ -288,6 +288,37 @@ def resize_center_crop(image: Image.Image, size: int, *, mode: str = "center-cro
     return image.resize((size, size), bilinear, box=box)
 
 
+def crop_to_product(image: Image.Image, *, threshold: int = 240, margin: float = 0.04, min_fraction: float = 0.02) -> Image.Image:
+    """Crop a studio photo to its product's bounding box on a near-white background, padded to a square.
+
+    A pixel is background when all three channels are ``>= threshold``; the box holds every other
+    pixel, grown by ``margin`` of its longer side and padded with white to a square so the
+    product keeps its shape. An image whose non-background area is below ``min_fraction`` of the
+    image (a white product, a blank photo) or that has no white background is returned as it is,
+    squared the same way. SkiLL's pre-processing "H" (paper 001 §6), our reading of it:
+    :mod:`simlabel.ssl.augment`.
+    """
+    image = _to_rgb(image)
+    a = np.asarray(image)
+    fg = (a < threshold).any(axis=2)
+    rows, cols = np.flatnonzero(fg.any(axis=1)), np.flatnonzero(fg.any(axis=0))
+    h, w = fg.shape
+    if rows.size == 0 or fg.sum() < min_fraction * h * w:
+        top, bottom, left, right = 0, h, 0, w
+    else:
+        top, bottom, left, right = rows[0], rows[-1] + 1, cols[0], cols[-1] + 1
+        grow = int(round(margin * max(bottom - top, right - left)))
+        top, left = max(0, top - grow), max(0, left - grow)
+        bottom, right = min(h, bottom + grow), min(w, right + grow)
+    box = image.crop((int(left), int(top), int(right), int(bottom)))
+    side = max(box.size)
+    if box.size == (side, side):
+        return box
+    canvas = Image.new("RGB", (side, side), _BACKGROUND)
+    canvas.paste(box, ((side - box.size[0]) // 2, (side - box.size[1]) // 2))
+    return canvas
+
+
 def to_chw_float(image: Image.Image, mean: Sequence[float], std: Sequence[float]) -> np.ndarray:
     """RGB uint8 image -> (3, H, W) float32, (x/255 - mean)/std, vectorised numpy.
 

@@ -521,3 +521,84 @@ def flip_quality(Y_noisy: np.ndarray, Y_new: np.ndarray, Y_true: np.ndarray) -> 
         "errors_before": int(wrong.sum()),
         "errors_after": int((F != T).sum()),
     }
+
+
+# -- paper 001: recall at precision, colour entropy --------------------------------------------
+
+
+def recall_at_precision(y_true: np.ndarray, scores: np.ndarray, precision: float = 0.9) -> dict:
+    """R@P (paper 001's R@90, R@95): per class, the largest recall whose precision is >= ``precision``.
+
+    For class ``c`` the items are ranked by ``scores[:, c]``; each threshold ``t`` (every
+    distinct score, ties kept together) keeps the items scoring ``>= t``, with precision
+    ``TP(t) / kept(t)`` and recall ``TP(t) / P_c``. R@P of the class is the largest recall among
+    the thresholds whose precision reaches ``precision``; a class that reaches it at no threshold
+    scores 0. The result averages over the classes with at least one true item (macro); classes
+    absent from ``y_true`` are left out and listed.
+
+    Parameters
+    ----------
+    y_true
+        ``(n,)`` integer class codes in ``0 .. C-1``.
+    scores
+        ``(n, C)`` scores (probabilities), higher meaning more likely.
+    precision
+        the precision bar, in (0, 1].
+
+    Returns
+    -------
+    dict
+        ``{"macro": float, "per_class": (C,) array with NaN for absent classes, "absent": [codes]}``
+    """
+    y = np.asarray(y_true)
+    s = np.asarray(scores, dtype=np.float64)
+    if s.ndim != 2 or len(s) != len(y):
+        raise ValueError(f"scores must be (n, C) with one row per label; got {s.shape} for {len(y)} labels")
+    if not 0 < precision <= 1:
+        raise ValueError(f"precision must be in (0, 1]; got {precision}")
+    n, c = s.shape
+    per = np.full(c, np.nan)
+    for k in range(c):
+        pos = y == k
+        n_pos = int(pos.sum())
+        if n_pos == 0:
+            continue
+        order = np.argsort(-s[:, k], kind="stable")
+        sorted_scores, hits = s[order, k], pos[order]
+        tp = np.cumsum(hits)
+        kept = np.arange(1, n + 1)
+        # a threshold keeps whole tie groups: evaluate at the last item of each group
+        last = np.r_[sorted_scores[1:] != sorted_scores[:-1], True]
+        ok = last & (tp / kept >= precision - 1e-12)
+        per[k] = float(tp[ok].max() / n_pos) if ok.any() else 0.0
+    present = ~np.isnan(per)
+    return {"macro": float(per[present].mean()) if present.any() else float("nan"), "per_class": per,
+            "absent": np.flatnonzero(~present).tolist()}
+
+
+def cluster_label_entropy(clusters: np.ndarray, labels: np.ndarray) -> dict:
+    """Paper 001's colour entropy: the entropy (nats) of the label distribution inside each cluster,
+    averaged over clusters weighted by their size.
+
+    ``H = sum_j (n_j / n) * (-sum_v p_jv ln p_jv)``, with ``p_jv`` the share of label ``v`` in
+    cluster ``j``. With ``labels`` the colours, a higher value means clusters mix colours: the
+    embedding groups designs regardless of colour. Also returned: the unweighted mean over
+    clusters and the entropy of the labels overall (the ceiling a colour-blind clustering nears).
+    """
+    cl = np.asarray(clusters)
+    lab = np.asarray(labels)
+    if cl.shape != lab.shape or cl.ndim != 1:
+        raise ValueError(f"clusters and labels must be 1-d of one length; got {cl.shape} and {lab.shape}")
+    if len(cl) == 0:
+        raise ValueError("no items")
+    _, ci = np.unique(cl, return_inverse=True)
+    _, li = np.unique(lab, return_inverse=True)
+    counts = np.zeros((ci.max() + 1, li.max() + 1))
+    np.add.at(counts, (ci, li), 1)
+    sizes = counts.sum(1)
+    p = counts / sizes[:, None]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        h = -np.where(p > 0, p * np.log(p), 0.0).sum(1)
+    overall = np.bincount(li) / len(li)
+    return {"weighted": float((sizes / sizes.sum()) @ h), "mean": float(h.mean()),
+            "overall": float(-(overall * np.log(overall)).sum()), "n_clusters": int(len(sizes))}

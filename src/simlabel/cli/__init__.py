@@ -37,6 +37,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "flip": ("labels", "app", "Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004)."),
     "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
     "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids."),
+    "ssl": ("ssl", "ssl_app", "Self-supervised, colour-agnostic design embeddings (SkiLL, paper 001): ssl train."),
     "demo": ("experiments", "app", "Run the main job: embed the data (cached), index it, report k-NN accuracy and a small paper-000 experiment."),
     "experiment": ("experiments", "experiment_app", "Reproduce the papers' experiments on a catalog."),
 }

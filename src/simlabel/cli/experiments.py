@@ -26,6 +26,7 @@ from simlabel.experiments.flipping import FlippingExperimentConfig
 from simlabel.experiments.side_info import METHODS as SIDE_INFO_METHODS
 from simlabel.experiments.side_info import SideInfoExperimentConfig
 from simlabel.experiments.smoothing import SmoothingExperimentConfig
+from simlabel.experiments.ssl import VARIANTS, SSLExperimentConfig
 from simlabel.heads import HeadConfig
 from simlabel.labels.flipping import SelfMLConfig
 from simlabel.labels.side_info import SideInfoConfig
@@ -354,3 +355,70 @@ def _print_augment_tables(res: dict) -> None:
         if single:
             t.caption = f"encoder: {next(iter(res['encoders']))}"
         out_console.print(t)
+
+
+@command(experiment_app, "ssl")
+def experiment_ssl(
+    data: Optional[Path] = typer.Option(None, "--data", help="Catalog with images, titles, base_colour and a product-type column (e.g. ../shared/datasets/fashion-products)."),
+    variants: str = typer.Option(",".join(VARIANTS), "--variants", help="Comma-separated: " + ", ".join(VARIANTS) + "."),
+    epochs: int = typer.Option(default(SSLExperimentConfig, "epochs"), "--epochs", help="Epochs per variant (the same budget for all)."),
+    steps_per_epoch: Optional[int] = typer.Option(default(SSLExperimentConfig, "steps_per_epoch"), "--steps-per-epoch", help="Steps per epoch (0: one pass over the catalog)."),
+    batch_size: int = typer.Option(default(SSLExperimentConfig, "batch_size"), "--batch-size"),
+    global_size: int = typer.Option(default(SSLExperimentConfig, "global_size"), "--global-size", help="Global views' side (the paper: 224)."),
+    local_size: int = typer.Option(default(SSLExperimentConfig, "local_size"), "--local-size", help="Low-resolution views' side (the paper: 96)."),
+    local_crops: int = typer.Option(default(SSLExperimentConfig, "local_crops"), "--local-crops"),
+    train_blocks: str = typer.Option(str(default(SSLExperimentConfig, "train_blocks")), "--train-blocks", help="EfficientNet blocks trained from the top, or 'all'."),
+    lr: float = typer.Option(default(SSLExperimentConfig, "lr"), "--lr"),
+    task_col: str = typer.Option(default(SSLExperimentConfig, "task_col"), "--task-col", help="Product-type column choosing the local space."),
+    probe_cols: str = typer.Option(",".join(default(SSLExperimentConfig, "probe_cols")), "--probe-cols", help="Attributes the probes predict."),
+    clusters: int = typer.Option(default(SSLExperimentConfig, "clusters"), "--clusters", help="k of the k-means behind colour entropy."),
+    seed: int = typer.Option(0, "--seed"),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (default: cached per data and model); a killed run resumes there."),
+    json_out: Optional[Path] = typer.Option(None, "--json"),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Probe table, colour entropy, training curves, nearest-neighbour grids."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: all cores)."),
+    device: str = device_option(),
+    progress: bool = progress_option(),
+) -> None:
+    """Paper 001: pretrained vs vanilla DINO vs SkiLL and its ablations (\\L, \\H, colour p = 0.1) on identical budgets.
+
+    Cost: the five trainings dominate: at the defaults (3 passes over the catalog in steps of 16 products, 2 x 128 px + 4 x 64 px views) about 50 products/s on 2 cores with AVX512-BF16, i.e. 10 min each for fashion-products' 9,583 images, then an embedding pass (1-2 min each) and the probes; about an hour in all.
+
+    Example: simlabel experiment ssl --data ../shared/datasets/fashion-products --json ssl.json --html ssl.html
+    """
+    import json as _json
+
+    from simlabel.experiments.ssl import probe_table, run_ssl_experiment
+    from simlabel.experiments.ssl import write_html as ssl_html
+
+    cfg = SSLExperimentConfig(
+        variants=tuple(comma_list(variants)), epochs=epochs, steps_per_epoch=steps_per_epoch or None, batch_size=batch_size,
+        global_size=global_size, local_size=local_size, local_crops=local_crops,
+        train_blocks="all" if train_blocks == "all" else int(train_blocks), lr=lr, task_col=task_col,
+        probe_cols=tuple(comma_list(probe_cols)), clusters=clusters, seed=seed, limit=limit, device=device, workers=workers,
+    )
+    res = run_ssl_experiment(data, cfg, out=out, progress=progress)
+    df = probe_table(res)
+    t = Table(title="Probes on frozen embeddings (%)")
+    t.add_column("variant", no_wrap=True)
+    for col in df.columns:
+        t.add_column(" ".join(col), justify="right")
+    for v, row in df.iterrows():
+        t.add_row(str(v), *[f"{x:.1f}" for x in row])
+    out_console.print(t)
+    for v, r in res["variants"].items():
+        e = r["colour"]["entropy"]
+        tr = r.get("training")
+        say(f"{v}: colour entropy {e['mean']:.3f} ±{e['sd']:.3f}, colour probe {100 * r['colour']['probe']['accuracy']:.1f}%"
+            + (f", trained {tr['steps']} steps at {tr['images_per_s']:.1f} products/s" if tr else "")
+            + ("".join(f"; WARNING {w}" for w in tr["warnings"]) if tr else ""))
+    if json_out:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(_json.dumps(res, indent=1))
+    if html_out:
+        from simlabel.catalog import load_catalog
+        from simlabel.runs import find_default_data
+
+        ssl_html(res, html_out, load_catalog(find_default_data(data)))
+    written(json_out, html_out)

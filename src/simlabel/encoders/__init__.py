@@ -9,6 +9,7 @@ spec                                image text  what
 ``st:NAME_OR_PATH``                       yes   any sentence-transformers model
 ``clip:NAME_OR_PATH``               yes   yes   Hugging Face CLIP, image and text towers in one space
 ``dino:NAME_OR_PATH``               yes         Hugging Face DINO / DINOv2 CLS features
+``skill:MODEL_DIR``                 yes         a model trained by ``simlabel ssl train`` (paper 001)
 =================================== ===== ===== ======================================================
 """
 
@@ -24,7 +25,7 @@ from simlabel.errors import InputError
 
 DEFAULT_IMAGE_MODEL = "efficientnet-lite0"
 DEFAULT_TEXT_MODEL = "minilm"
-IMAGE_FAMILIES = ("efficientnet-lite0", "clip", "dino")
+IMAGE_FAMILIES = ("efficientnet-lite0", "clip", "dino", "skill")
 TEXT_FAMILIES = ("minilm", "st", "clip")
 
 __all__ = [
@@ -48,9 +49,9 @@ def parse_spec(spec: str) -> tuple[str, str | None]:
     family = family.strip().lower()
     if family not in set(IMAGE_FAMILIES) | set(TEXT_FAMILIES):
         raise InputError(
-            f"unknown model {spec!r}: use one of efficientnet-lite0, minilm, st:NAME, clip:NAME_OR_PATH, dino:NAME_OR_PATH"
+            f"unknown model {spec!r}: use one of efficientnet-lite0, minilm, st:NAME, clip:NAME_OR_PATH, dino:NAME_OR_PATH, skill:MODEL_DIR"
         )
-    if family in ("clip", "dino", "st") and not arg:
+    if family in ("clip", "dino", "st", "skill") and not arg:
         raise InputError(f"model {spec!r} needs a name or path after '{family}:', e.g. {family}:/path/to/model")
     return family, (arg or None)
 
@@ -79,6 +80,10 @@ def get_image_encoder(spec: str = DEFAULT_IMAGE_MODEL, device: str = "auto", **o
         from simlabel.encoders.hf import DINOImageEncoder
 
         return DINOImageEncoder(arg, device)
+    if family == "skill":
+        from simlabel.encoders.skill import SkillEncoder
+
+        return SkillEncoder(arg, device, **{k: v for k, v in options.items() if k == "threads"})
     raise InputError(f"{spec!r} is a text model, not an image model")
 
 

@@ -1,0 +1,282 @@
+"""Paper 001's experiment: SkiLL against vanilla DINO and its ablations, on identical budgets.
+
+Variants (each a :class:`~simlabel.ssl.train.SSLConfig` from the same base: backbone, steps,
+batch, resolutions, learning rate, seed):
+
+============== =================================================================================
+pretrained     the pretrained encoder (EfficientNet-Lite0, ImageNet) without SSL
+dino           vanilla DINO: grey 0.2, jitter 0.8, blur 0.5, solarize 0.2; no local space, no
+               pre-processing, two views of one image
+skill          SkiLL: product-crop pre-processing, the local space per ``task_col`` type, the
+               colour-agnostic set (p1 = 0.5 grey, p2 = 0.8 jitter, p3 = 0.5 blur), positives
+               from two images of one product (``design_groups``: colour variants of a design)
+skill-L        SkiLL \\ L: no local augmentations
+skill-H        SkiLL \\ H: no pre-processing
+skill-colour   SkiLL with p1 = p2 = p3 = 0.1 (the paper's colour ablation)
+============== =================================================================================
+
+Each trained model is embedded through ``skill:DIR`` (the same resumable pipeline as any
+encoder) and scored by probes on frozen embeddings (linear and one hidden layer; accuracy,
+R@90, R@95) for ``probe_cols``, a linear colour probe, and colour entropy (k-means, size-weighted
+mean entropy of ``base_colour`` inside the clusters). SSL uses no labels but trains on every
+catalog image, the probes' test rows included (transductive, as a catalog would run it).
+
+A killed experiment resumes: a finished model folder whose options match is reused, an
+interrupted one continues from its checkpoint, embeddings resume as ``embed`` does.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.catalog import Catalog, design_groups
+from simlabel.checks import one_of, positive_int
+from simlabel.embedding import embed
+from simlabel.encoders import get_image_encoder
+from simlabel.experiments._common import jsonable, open_experiment
+from simlabel.progress import task
+from simlabel.ssl.augment import ViewConfig
+from simlabel.ssl.probes import colour_entropy, probe
+from simlabel.ssl.train import SSLConfig, train_ssl
+from simlabel.store import Embeddings, load_embeddings
+
+__all__ = ["SSLExperimentConfig", "VARIANTS", "run_ssl_experiment", "variant_config", "write_html"]
+
+VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour")
+
+
+@dataclass
+class SSLExperimentConfig:
+    """The shared budget and the evaluation; defaults fit about an hour on 2 CPU cores."""
+
+    variants: tuple[str, ...] = VARIANTS
+    backbone: str = "efficientnet-lite0"
+    train_blocks: int | str = 2
+    epochs: int = 3
+    #: steps per epoch (None: one pass over the catalog)
+    steps_per_epoch: int | None = None
+    batch_size: int = 16
+    global_size: int = 128
+    local_size: int = 64
+    local_crops: int = 4
+    lr: float = 1e-3
+    task_col: str = "sub_category"
+    title_col: str = "title"
+    colour_col: str = "base_colour"
+    probe_cols: tuple[str, ...] = ("article_type", "usage")
+    clusters: int = 50
+    cluster_seeds: tuple[int, ...] = (0, 1, 2)
+    seed: int = 0
+    limit: int | None = None
+    device: str = "auto"
+    workers: int | None = None
+    model: str = "efficientnet-lite0"
+    extra: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.variants = tuple(self.variants)
+        for v in self.variants:
+            one_of(v, VARIANTS, "variant")
+        positive_int(self.epochs, "epochs")
+        positive_int(self.steps_per_epoch, "steps_per_epoch", allow_none=True)
+        positive_int(self.clusters, "clusters", minimum=2)
+
+
+def variant_config(variant: str, cfg: SSLExperimentConfig) -> SSLConfig:
+    """The :class:`SSLConfig` of one variant on the experiment's shared budget."""
+    views = dict(global_size=cfg.global_size, local_size=cfg.local_size, local_crops=cfg.local_crops)
+    base = dict(backbone=cfg.backbone, train_blocks=cfg.train_blocks, epochs=cfg.epochs, steps_per_epoch=cfg.steps_per_epoch,
+                batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, workers=cfg.workers, **cfg.extra)
+    if variant == "dino":
+        return SSLConfig(views=ViewConfig.dino(**views), **base)
+    skill = dict(task_col=cfg.task_col, product_col="product")
+    v = {"skill": {}, "skill-L": {"use_local_space": False}, "skill-H": {"preprocess": "none"},
+         "skill-colour": {"p_gray": 0.1, "p_jitter": 0.1, "p_blur": 0.1}}[variant]
+    return SSLConfig(views=ViewConfig(**views, **v), **skill, **base)
+
+
+def evaluate_embeddings(emb: Embeddings, table: pd.DataFrame, cfg: SSLExperimentConfig, *, device: str = "cpu") -> dict:
+    """Probes for each ``probe_cols`` (linear and mlp), the colour probe and colour entropy."""
+    by_id = table.set_index(table["id"].astype(str))
+    out: dict = {"probes": {}, "colour": {}}
+    for col in cfg.probe_cols:
+        out["probes"][col] = {kind: probe(emb, by_id[col], kind=kind, seed=cfg.seed, device=device) for kind in ("linear", "mlp")}
+    out["colour"]["probe"] = probe(emb, by_id[cfg.colour_col], kind="linear", seed=cfg.seed, device=device)
+    out["colour"]["entropy"] = colour_entropy(emb, by_id[cfg.colour_col], k=cfg.clusters, seeds=cfg.cluster_seeds)
+    return out
+
+
+def _train_variant(variant: str, cat: Catalog, run_dir: Path, cfg: SSLExperimentConfig, device: str,
+                   progress: bool) -> tuple[Path, dict]:
+    scfg = variant_config(variant, cfg)
+    model_dir = run_dir / "ssl" / variant
+    wanted = json.loads(json.dumps(scfg.to_dict()))
+    done = model_dir / "config.json"
+    if done.exists() and json.loads(done.read_text()).get("options") == wanted:
+        return model_dir, json.loads(done.read_text())
+    partial = model_dir.with_name(model_dir.name + ".partial")
+    resume = (partial / "checkpoint.pt").exists()
+    try:
+        train_ssl(cat, model_dir, scfg, device=device, resume=resume, progress=progress)
+    except Exception as e:  # an interrupted run with other options: start that variant over
+        from simlabel.errors import InputError
+
+        if not (resume and isinstance(e, InputError) and "other options" in str(e)):
+            raise
+        train_ssl(cat, model_dir, scfg, device=device, restart=True, progress=progress)
+    return model_dir, json.loads(done.read_text())
+
+
+def run_ssl_experiment(data: str | os.PathLike | None = None, config: SSLExperimentConfig | None = None, *,
+                       out: str | os.PathLike | None = None, progress: bool = True) -> dict:
+    """Train every variant, embed, probe; return the results (see the module docstring)."""
+    from simlabel.encoders.base import resolve_device
+
+    cfg = config or SSLExperimentConfig()
+    device = resolve_device(cfg.device)
+    exp = open_experiment(data, model=cfg.model, limit=cfg.limit, out=out, device=device, progress=progress)
+    cat = exp.catalog
+    table = cat.table.copy()
+    table["product"] = design_groups(table, cfg.title_col, cfg.colour_col).to_numpy()
+    cat = dataclasses.replace(cat, table=table)
+    n_designs = int((table["product"].value_counts() >= 2).sum())
+    results: dict = {"data": str(exp.root), "config": jsonable(dataclasses.asdict(cfg)), "variants": {},
+                     "n_images": len(table), "n_design_groups": n_designs,
+                     "n_grouped_images": int(table["product"].duplicated(keep=False).sum())}
+    embeddings: dict[str, Embeddings] = {}
+    with task("experiment ssl", len(cfg.variants), unit="variants", enabled=progress) as bar:
+        for variant in cfg.variants:
+            if variant == "pretrained":
+                emb, train_meta = exp.embeddings, None
+            else:
+                model_dir, train_meta = _train_variant(variant, cat, exp.run_dir, cfg, device, progress)
+                enc = get_image_encoder(f"skill:{model_dir}", device="cpu")
+                emb_dir = exp.run_dir / "ssl" / f"{variant}-{enc.version.split('/')[1]}.embeddings"
+                embed(cat, emb_dir, image_encoder=enc, progress=progress, device="cpu")
+                emb = load_embeddings(emb_dir)
+            embeddings[variant] = emb
+            res = evaluate_embeddings(emb, table, cfg, device=device)
+            if train_meta is not None:
+                hist = json.loads((exp.run_dir / "ssl" / variant / "history.json").read_text())
+                res["training"] = {"steps": train_meta["steps"], "seconds": train_meta["seconds"],
+                                   "images_per_s": train_meta["images_per_s"], "warnings": train_meta["warnings"],
+                                   "n_failures": train_meta["n_failures"], "resolved": train_meta["resolved"],
+                                   "curve": [{k: h[k] for k in ("step", "loss", "entropy", "kl_uniform", "center_norm")}
+                                             for h in hist]}
+            results["variants"][variant] = res
+            bar.advance(1)
+    results["neighbours"] = _neighbours(embeddings, table, cfg)
+    return jsonable(results)
+
+
+def _neighbours(embeddings: dict[str, Embeddings], table: pd.DataFrame, cfg: SSLExperimentConfig, n_queries: int = 6,
+                k: int = 5) -> dict:
+    """Top-k cosine neighbours of a few grouped products, per variant (for the page's image grid)."""
+    grouped = table[table["product"].duplicated(keep=False)]
+    if grouped.empty:  # no colour variants in this catalog: any products will do
+        grouped = table
+    rng = np.random.default_rng(cfg.seed)
+    firsts = grouped.drop_duplicates("product")
+    queries = firsts["id"].astype(str).to_numpy()[rng.permutation(len(firsts))[:n_queries]]
+    out = {}
+    for variant, emb in embeddings.items():
+        X = emb.matrix / np.maximum(np.linalg.norm(emb.matrix, axis=1, keepdims=True), 1e-12)
+        pos = emb.positions(queries)
+        sims = X[pos] @ X.T
+        sims[np.arange(len(pos)), pos] = -np.inf
+        top = np.argsort(-sims, axis=1)[:, :k]
+        out[variant] = {q: emb.ids[row].astype(str).tolist() for q, row in zip(queries, top)}
+    return out
+
+
+def probe_table(results: dict) -> pd.DataFrame:
+    """Rows: variants; columns: (attribute, linear/non-linear, Acc/R@90/R@95) in %."""
+    rows = {}
+    for variant, res in results["variants"].items():
+        row = {}
+        for col, kinds in res["probes"].items():
+            for kind, m in kinds.items():
+                name = "linear" if kind == "linear" else "non-linear"
+                for key, label in (("accuracy", "Acc"), ("r90", "R@90"), ("r95", "R@95")):
+                    row[(col, name, label)] = 100 * m[key]
+        rows[variant] = row
+    df = pd.DataFrame(rows).T
+    df.columns = pd.MultiIndex.from_tuples(df.columns)
+    return df
+
+
+def colour_table(results: dict) -> pd.DataFrame:
+    rows = []
+    for variant, res in results["variants"].items():
+        e = res["colour"]["entropy"]
+        rows.append({"variant": variant, "colour entropy": e["mean"], "sd": e["sd"],
+                     "colour probe Acc %": 100 * res["colour"]["probe"]["accuracy"],
+                     "design (article_type) linear Acc %": 100 * res["probes"].get("article_type", {}).get("linear", {}).get("accuracy", np.nan),
+                     "products/s": res.get("training", {}).get("images_per_s", np.nan)})
+    return pd.DataFrame(rows).set_index("variant")
+
+
+def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None = None) -> Path:
+    """The page: setup, the probe table, colour entropy and colour probe, training curves, and
+    nearest-neighbour grids (pretrained against SkiLL)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from simlabel.report import Report, figure_html, image_grid, scroll, setup_table, table_html
+
+    cfg = results["config"]
+    rep = Report("SkiLL: self-supervised, colour-agnostic design embeddings (paper 001)")
+    rep.add("Setup", setup_table({
+        "data": results["data"], "images": results["n_images"],
+        "design groups (colour variants of one title)": f"{results['n_design_groups']} groups, {results['n_grouped_images']} images",
+        "budget per variant": f"{cfg['epochs']} epoch(s) x {cfg['steps_per_epoch'] or 'all'} steps of {cfg['batch_size']} products",
+        "views": f"2 x {cfg['global_size']} px + {cfg['local_crops']} x {cfg['local_size']} px",
+        "backbone": f"{cfg['backbone']}, last {cfg['train_blocks']} blocks trained",
+        "local space by": cfg["task_col"], "probes": ", ".join(cfg["probe_cols"]),
+        "colour entropy": f"k-means k = {cfg['clusters']}, seeds {list(cfg['cluster_seeds'])}, size-weighted, nats",
+    }))
+    probes = probe_table(results)
+    rep.add("Probes on frozen embeddings (%)", scroll(table_html(probes, "{:.1f}")),
+            note="Linear: one dense layer; non-linear: one hidden layer of 512. R@90 / R@95: per class, the largest recall at a "
+                 "threshold with precision >= 0.90 / 0.95 (0 when never reached), averaged over classes. Stratified 70/30 split.")
+    rep.add_table("Colour invariance", colour_table(results), float_format="{:.3f}",
+                  note="Colour entropy: mean entropy of base_colour inside k-means clusters, weighted by cluster size; higher = "
+                       "clusters mix colours. The colour probe predicts base_colour: lower = less colour in the embedding.")
+    trained = {v: r["training"] for v, r in results["variants"].items() if "training" in r}
+    if trained:
+        fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
+        for v, t in trained.items():
+            steps = [c["step"] for c in t["curve"]]
+            axes[0].plot(steps, [c["loss"] for c in t["curve"]], label=v, lw=1)
+            axes[1].plot(steps, [c["entropy"] for c in t["curve"]], label=v, lw=1)
+            axes[2].plot(steps, [c["center_norm"] for c in t["curve"]], label=v, lw=1)
+        for ax, title in zip(axes, ("DINO loss", "teacher entropy (nats)", "centre norm")):
+            ax.set_title(title)
+            ax.set_xlabel("step")
+        axes[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
+        fig.tight_layout()
+        rep.add("Training curves", figure_html(fig), note="Collapse shows as the entropy pinned at log K (uniform) or near 0 "
+                "with every image on one prototype; warnings, if any, are listed under each variant in the JSON.")
+    nn = results.get("neighbours", {})
+    if nn and catalog is not None:
+        paths = dict(zip(catalog.table["id"].astype(str), catalog.image_paths()))
+        title = dict(zip(catalog.table["id"].astype(str), catalog.table.get("title", catalog.table["id"]).astype(str)))
+        shown = [v for v in ("pretrained", "skill") if v in nn] or list(nn)[:2]
+        body = []
+        for q in nn[shown[0]]:
+            body.append(f"<h3 style='font-size:1rem'>{title.get(q, q)}</h3>")
+            for v in shown:
+                items = [(paths.get(q), f"query {q}")] + [(paths.get(i), title.get(i, i)[:40]) for i in nn[v][q]]
+                body.append(f"<div class='meta'>{v}</div>" + image_grid(items, size=96))
+        rep.add("Nearest neighbours: pretrained against SkiLL", "".join(body),
+                note="First image: the query (a product with colour variants); then its 5 nearest neighbours by cosine similarity.")
+    return rep.write(path)
