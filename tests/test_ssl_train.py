@@ -159,3 +159,21 @@ def test_skill_spec_errors(tmp_path: Path):
         get_image_encoder(f"skill:{tmp_path / 'half'}", "cpu")
     with pytest.raises(InputError, match="needs a name or path"):
         get_image_encoder("skill", "cpu")
+
+
+def test_cli_ssl_train_prints_progress_lines_and_embeds(ssl_catalog: Path, tmp_path: Path):
+    """`simlabel ssl train` in a log (not a terminal): one line per unit with the loss, rate and monitors."""
+    out = tmp_path / "cli-model"
+    args = ["ssl", "train", "--data", str(ssl_catalog), "--out", str(out), "--task-col", "sub_category", "--product-col", "product",
+            "--train-blocks", "1", "--global-size", "64", "--local-size", "32", "--local-crops", "2", "--batch-size", "4",
+            "--steps-per-epoch", "2", "--out-dim", "128", "--no-progress"]
+    res = runner.invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "ssl train: 2/2 steps" in res.output and "loss" in res.output and "H " in res.output and "KL " in res.output
+    assert f"--model skill:{out}" in res.output
+    again = runner.invoke(app, args + ["--resume"])
+    assert again.exit_code == 1 and "holds no checkpoint" in again.output and "already complete" in again.output
+    bad = runner.invoke(app, [*args[:-1], "--task-col", "nope"])
+    assert bad.exit_code == 1 and bad.output.startswith("error:") and "'nope' is not a column" in bad.output
+    wrong = runner.invoke(app, [*args[:-1], "--design-from", "title"])
+    assert wrong.exit_code == 1 and "--design-from takes TITLE_COL,COLOUR_COL" in wrong.output

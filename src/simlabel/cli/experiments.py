@@ -398,7 +398,7 @@ def experiment_ssl(
         train_blocks="all" if train_blocks == "all" else int(train_blocks), lr=lr, task_col=task_col,
         probe_cols=tuple(comma_list(probe_cols)), clusters=clusters, seed=seed, limit=limit, device=device, workers=workers,
     )
-    res = run_ssl_experiment(data, cfg, out=out, progress=progress)
+    res = run_ssl_experiment(data, cfg, out=out)
     df = probe_table(res)
     t = Table(title="Probes on frozen embeddings (%)")
     t.add_column("variant", no_wrap=True)

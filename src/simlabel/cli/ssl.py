@@ -24,6 +24,7 @@ def ssl_train(
     out: Path = typer.Option(..., "--out", "-o", help="Model folder: weights, config.json, backbone.onnx (then: simlabel embed --model skill:OUT)."),
     task_col: Optional[str] = typer.Option(None, "--task-col", help="Column naming each row's product type T_i: picks its local augmentations (e.g. sub_category)."),
     product_col: Optional[str] = typer.Option(None, "--product-col", help="Column grouping images of one product: positives are two different images of it (eq. 1)."),
+    design_from: Optional[str] = typer.Option(None, "--design-from", help="TITLE_COL,COLOUR_COL: derive the product column from colour variants of one title (design_groups), e.g. title,base_colour."),
     local_config: Optional[Path] = typer.Option(None, "--local-config", help="YAML/JSON file of the local augmentation space per type (default: simlabel's for fashion sub-categories)."),
     backbone: str = typer.Option(default(SSLConfig, "backbone"), "--backbone", help="efficientnet-lite0 (pretrained, the default encoder) or vit-tiny (random init)."),
     train_blocks: str = typer.Option(str(default(SSLConfig, "train_blocks")), "--train-blocks", help="Backbone blocks trained, from the top, or 'all'; the frozen rest runs through ONNX Runtime on CPU."),
@@ -31,9 +32,9 @@ def ssl_train(
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the catalog)."),
     batch_size: int = typer.Option(default(SSLConfig, "batch_size"), "--batch-size", help="Products per step."),
     lr: float = typer.Option(default(SSLConfig, "lr"), "--lr", help="Peak learning rate (AdamW; warm-up then cosine)."),
-    global_size: int = typer.Option(128, "--global-size", help="Side of the 2 global views (the paper: 224)."),
-    local_size: int = typer.Option(64, "--local-size", help="Side of the low-resolution views (the paper: 96)."),
-    local_crops: int = typer.Option(4, "--local-crops", help="Number of low-resolution views c."),
+    global_size: Optional[int] = typer.Option(None, "--global-size", help="Side of the 2 global views (default: the paper's 224 on CUDA, 128 on CPU)."),
+    local_size: Optional[int] = typer.Option(None, "--local-size", help="Side of the low-resolution views (default: the paper's 96 on CUDA, 64 on CPU)."),
+    local_crops: Optional[int] = typer.Option(None, "--local-crops", help="Number of low-resolution views c (default: 6 on CUDA, 4 on CPU)."),
     p_gray: float = typer.Option(default(ViewConfig, "p_gray"), "--p-gray", help="p1: RandomGray probability."),
     p_jitter: float = typer.Option(default(ViewConfig, "p_jitter"), "--p-jitter", help="p2: ColorJitter probability."),
     p_blur: float = typer.Option(default(ViewConfig, "p_blur"), "--p-blur", help="p3: GaussianBlur probability."),
@@ -53,17 +54,33 @@ def ssl_train(
 ) -> None:
     """Train SkiLL (or vanilla DINO with --dino): a student and its EMA teacher over the global and per-type local augmentations.
 
-    The bar shows the loss, images/s and the collapse monitors (H: teacher entropy, KL: KL(mean teacher || uniform), c: centre norm); the command warns when training collapses.
+    The bar shows the loss, products/s and the collapse monitors (H: teacher entropy, KL: KL(mean teacher || uniform), c: centre norm); the command warns when training collapses.
 
     Cost: the views through the backbone each step: about 40-50 products/s on 2 cores at the defaults (2 x 128 px + 4 x 64 px, last 2 EfficientNet blocks trained over an ONNX trunk), so a pass over 10k images takes 3-4 min; the paper's 224/96 px with 6 views cost about 3x more; a GPU runs them.
 
     Examples:
-      simlabel ssl train --data ../shared/datasets/fashion-products --task-col sub_category --out skill/
+      simlabel ssl train --data ../shared/datasets/fashion-products --task-col sub_category --design-from title,base_colour --out skill/
       simlabel embed ../shared/datasets/fashion-products --model skill:skill/ --out emb-skill/
     """
+    from simlabel.encoders.base import resolve_device
     from simlabel.ssl.train import train_ssl
 
-    views_kw = dict(global_size=global_size, local_size=local_size, local_crops=local_crops)
+    device = resolve_device(device)
+    paper = device == "cuda"  # the paper's resolutions where there is a GPU to run them
+    views_kw = dict(global_size=global_size or (224 if paper else 128), local_size=local_size or (96 if paper else 64),
+                    local_crops=local_crops if local_crops is not None else (6 if paper else 4))
+    catalog = data
+    if design_from:
+        from simlabel.catalog import design_groups, load_catalog
+        from simlabel.errors import InputError
+
+        cols = [c.strip() for c in design_from.split(",")]
+        if len(cols) != 2 or not all(cols):
+            raise InputError(f"--design-from takes TITLE_COL,COLOUR_COL; got {design_from!r}")
+        catalog = load_catalog(data)
+        if product_col is None:
+            product_col = "product"
+        catalog.table[product_col] = design_groups(catalog, cols[0], cols[1]).to_numpy()
     if dino:
         views = ViewConfig.dino(**views_kw)
     else:
@@ -74,7 +91,7 @@ def ssl_train(
                     epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, out_dim=out_dim,
                     teacher_views=teacher_views, checkpoint_every=checkpoint_every, precision=precision, workers=workers,
                     seed=seed)
-    res = train_ssl(data, out, cfg, device=device, resume=resume, restart=restart, progress=progress)
+    res = train_ssl(catalog, out, cfg, device=device, resume=resume, restart=restart)
     last = res.history[-1] if res.history else {}
     say(f"{res.steps} steps, {res.images:,} products in {res.seconds:.0f} s ({res.images_per_s:.1f}/s); final loss "
         f"{last.get('loss', float('nan')):.3f}, teacher entropy {last.get('entropy', float('nan')):.2f}"

@@ -69,6 +69,25 @@ def resolve_device(device: str) -> str:
     return device
 
 
+def onnx_session(path, threads: int | None = None, *, spin: bool = False, what: str = "ONNX model"):
+    """An ONNX Runtime CPU session over ``path``: all graph optimisations, ``threads`` intra-op
+    threads (default: all cores), no busy-waiting between runs unless ``spin`` (spinning threads
+    take the cores the decoding threads need). A file that does not load is a ``ModelError``."""
+    import os
+
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.intra_op_num_threads = threads or os.cpu_count() or 1
+    opts.inter_op_num_threads = 1
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as e:  # noqa: BLE001 - a damaged or half-written file, a disk error
+        raise ModelError(f"cannot load the {what} {path}: {e}; delete it to re-export") from e
+
+
 def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
     """Row-wise L2 normalisation in float32 (rows of zeros stay zero)."""
     x = np.asarray(x, dtype=np.float32)

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 
 from simlabel.cache import cache_dir
-from simlabel.encoders.base import ImageEncoder, l2_normalize, resolve_device
+from simlabel.encoders.base import ImageEncoder, l2_normalize, onnx_session, resolve_device
 from simlabel.errors import InputError, ModelError
 from simlabel.files import atomic_path
 from simlabel.images import resize_center_crop, to_chw_float
@@ -200,20 +200,9 @@ class EfficientNetLiteEncoder(ImageEncoder):
         return path
 
     def _onnx_session(self):
-        import onnxruntime as ort
-
-        path = self.export_onnx()
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
         # Spinning worker threads burn the cores the decoding threads need; measured
         # faster end to end without it on 2 cores (benchmarks/RESULTS.md).
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "1" if self.spin else "0")
-        try:
-            return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # a cache file half written by a crash cannot happen (atomic_path); a disk error can
-            raise ModelError(f"cannot load the cached ONNX model {path}: {e}; delete it to re-export") from e
+        return onnx_session(self.export_onnx(), self.threads, spin=self.spin, what="cached ONNX model")
 
     # -- encoder API --------------------------------------------------------------------------------
     def preprocess(self, image: Image.Image) -> np.ndarray:

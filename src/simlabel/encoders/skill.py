@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from simlabel.encoders.base import ImageEncoder, l2_normalize
+from simlabel.encoders.base import ImageEncoder, l2_normalize, onnx_session
 from simlabel.errors import InputError, ModelError
 from simlabel.images import crop_to_product, resize_center_crop, to_chw_float
 
@@ -53,17 +53,7 @@ class SkillEncoder(ImageEncoder):
         self.version = f"skill/{digest}/{enc.get('preprocess')}/{self.image_size}"
         self.device = "cpu"  # ONNX Runtime's CPU provider; a CUDA request still embeds correctly, on the CPU
         self.threads = threads or os.cpu_count() or 1
-        import onnxruntime as ort
-
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = self.threads
-        opts.inter_op_num_threads = 1
-        opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self._session = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - a damaged export
-            raise ModelError(f"{onnx_path}: cannot load the exported backbone: {e}") from e
+        self._session = onnx_session(onnx_path, self.threads, what="exported SkiLL backbone")
         self._out = self._session.get_outputs()[0].name
 
     def preprocess(self, image: Image.Image) -> np.ndarray:

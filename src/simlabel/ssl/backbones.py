@@ -30,7 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from simlabel.errors import ConfigError, ModelError
+from simlabel.errors import ConfigError
 from simlabel.files import atomic_path
 
 __all__ = ["BACKBONES", "Backbone", "EfficientNetBackbone", "OnnxTrunk", "ViT", "build_backbone", "export_onnx"]
@@ -247,17 +247,10 @@ class OnnxTrunk:
     """A frozen trunk run through ONNX Runtime: ``tensor -> tensor`` with no gradient."""
 
     def __init__(self, trunk: nn.Module, path: str | os.PathLike, threads: int | None = None) -> None:
-        import onnxruntime as ort
+        from simlabel.encoders.base import onnx_session
 
         self.path = export_onnx(trunk, path, dynamic_size=True) if not Path(path).exists() else Path(path)
-        opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        opts.intra_op_num_threads = threads or os.cpu_count() or 1
-        opts.inter_op_num_threads = 1
-        try:
-            self.session = ort.InferenceSession(str(self.path), opts, providers=["CPUExecutionProvider"])
-        except Exception as e:  # noqa: BLE001 - a disk error or a stale file
-            raise ModelError(f"cannot load the trunk's ONNX export {self.path}: {e}; delete it to re-export") from e
+        self.session = onnx_session(self.path, threads, what="trunk's ONNX export")
         out = self.session.get_outputs()[0].name
         self._out = [out]
 

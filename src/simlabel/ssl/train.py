@@ -560,7 +560,7 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
             step += 1
             rate = images / max(time.perf_counter() - t0, 1e-9)
             last = history[-1] if history else {}
-            bar.advance(1, loss=f"{last.get('loss', float('nan')):.3f}", **{"img/s": f"{rate:.1f}"},
+            bar.advance(1, loss=f"{last.get('loss', float('nan')):.3f}", **{"products/s": f"{rate:.1f}"},
                         H=f"{last.get('entropy', float('nan')):.2f}", KL=f"{last.get('kl_uniform', float('nan')):.2f}",
                         c=f"{last.get('center_norm', float('nan')):.2f}")
             if step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == stop_at:
