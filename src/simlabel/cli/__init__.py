@@ -26,6 +26,7 @@ import typer.main
 COMMANDS: dict[str, tuple[str, str, str]] = {
     "embed": ("embed", "app", "Embed a catalog's images (and titles) into a resumable Parquet store."),
     "index": ("embed", "app", "Build a cosine k-NN index (FAISS) over an embedding folder."),
+    "graph": ("embed", "app", "Build the k-NN graph of an embedding folder once, for every label method (augment, propagate ... --graph)."),
     "neighbors": ("embed", "app", "Print the k nearest neighbours of some ids (cosine similarity)."),
     "labels": ("labels", "labels_app", "Make label files from a catalog: seeds, holdouts, clean sets, noisy copies."),
     "augment": ("labels", "app", "Grow seed labels through nearest neighbours (paper 000, section 3)."),

@@ -112,6 +112,7 @@ def augment(
     stop: str = typer.Option(param_default(augment_fn, "stop"), "--stop", help="shrink: stop when a frontier shrinks (default); grow: the rule as printed in paper 000."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps."),
     index_path: Optional[Path] = typer.Option(None, "--index", help="Reuse an index built by `simlabel index` over EMB."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="Reuse a k-NN graph built by `simlabel graph` over EMB (no queries at all; its k must be >= --k)."),
     index_kind: str = typer.Option(param_default(augment_fn, "index_kind"), "--index-kind", help="auto (flat up to 200k points, else ivf), flat, hnsw, ivf."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
@@ -126,7 +127,7 @@ def augment(
     """
     table, result, _ = augment_fn(
         emb, labels, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-        max_steps=max_steps, index=index_path, index_kind=index_kind, out=out, label_col=label_col,
+        max_steps=max_steps, index=index_path, index_kind=index_kind, out=out, label_col=label_col, graph=graph,
     )
     out_console.print(augment_sizes_table(result, f"augmentation sizes (k={k}, stop={stop}: {result.stop_reason} after "
                                                   f"{result.n_steps} steps)", summary=f"{out}.summary.json"))
@@ -170,13 +171,17 @@ def propagate(
     symmetric: bool = typer.Option(False, "--symmetric", help="Use the symmetrised k-NN graph instead of the directed one."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of points to keep out of the graph (e.g. a holdout)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the unlabeled sample."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="Reuse a k-NN graph built by `simlabel graph` over EMB instead of new queries."),
+    method: str = typer.Option(param_default(propagate_fn, "method"), "--method", help="iterate (paper 000's clamped steps) or spread (the closed form (I - alpha S) Z = Y by conjugate gradient, Zhou et al. 2004)."),
+    alpha: float = typer.Option(param_default(propagate_fn, "alpha"), "--alpha", help="spread: weight of the graph against the seeds, in (0, 1)."),
+    power: float = typer.Option(param_default(propagate_fn, "power"), "--power", help="spread: edge weight = similarity ** power (Iscen et al. 2019: 3)."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
     """Label propagation on the k-NN graph (Zhu & Ghahramani 2002), the baseline of paper 000.
 
-    Cost: building the k-NN graph of the labelled + sampled nodes, then one sparse product per step.
+    Cost: building the k-NN graph of the labelled + sampled nodes (none with --graph), then one sparse product per step (or per CG iteration with --method spread).
 
     Example: simlabel propagate --emb emb/ --labels seeds.csv --k 10 --steps 4 --unlabeled-sample 5000 --out prop.csv
     """
@@ -184,9 +189,11 @@ def propagate(
 
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     table, res = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
-                              exclude=ex, seed=seed, out=out, label_col=label_col)
+                              exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, method=method, alpha=alpha,
+                              power=power)
     counts = table["label"].value_counts()
-    t = Table(title=f"{len(table):,} propagated labels after {res.steps} steps")
+    how = f"{res.steps} steps" if method == "iterate" else f"{res.steps} CG iterations ({'converged' if res.converged else 'not converged'})"
+    t = Table(title=f"{len(table):,} propagated labels after {how}")
     for col in ("class", "labels", "mean confidence"):
         t.add_column(col, justify="left" if col == "class" else "right")
     conf = table.groupby("label")["confidence"].mean() if "confidence" in table.columns else None
@@ -296,7 +303,7 @@ def side_info(
     rank_weight: str = RANK_WEIGHT,
     rank_floor: float = RANK_FLOOR,
     knn: int = KNN,
-    index_kind: str = typer.Option(default(SideInfoConfig, "index"), "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 100k images, ivf above)."),
+    index_kind: str = typer.Option(default(SideInfoConfig, "index"), "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 200k images, ivf above: one rule for every k-NN user)."),
     combine: str = COMBINE,
     keyword_weight: float = KEYWORD_WEIGHT,
     folds: int = FOLDS,

@@ -36,7 +36,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -46,6 +46,9 @@ from simlabel.files import exclusive, write_set
 from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
 from simlabel.labels.io import labels_csv, read_holdout, read_labels
 from simlabel.store import Embeddings, as_embeddings
+
+if TYPE_CHECKING:
+    from simlabel.graph import KnnGraph
 
 StopRule = Literal["shrink", "grow"]
 #: ``knn(positions, k) -> Neighbors(neighbour positions (m, k) int64, similarities (m, k) float32)``,
@@ -273,11 +276,14 @@ def augment(
     index_kind: str = "auto",
     out: str | os.PathLike | None = None,
     label_col: str = "label",
+    graph: "str | os.PathLike | KnnGraph | None" = None,
 ) -> tuple[pd.DataFrame, AugmentResult, pd.DataFrame]:
     """Augment seed labels over the universe of an embedding folder (or loaded :class:`Embeddings`).
 
     ``index`` reuses a k-NN index over the same ids (a saved file or a built
-    :class:`~simlabel.index.NeighborIndex`) instead of building one.
+    :class:`~simlabel.index.NeighborIndex`) instead of building one; ``graph`` (a folder made by
+    ``simlabel graph`` or a :class:`~simlabel.graph.KnnGraph`) reuses its neighbours and makes no
+    query at all: the same graph gives the same labels as the queries would.
 
     Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
     (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
@@ -293,13 +299,14 @@ def augment(
     if out is not None:
         with exclusive(out):
             return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-                            max_steps=max_steps, index=index, index_kind=index_kind, out=Path(out), label_col=label_col)
+                            max_steps=max_steps, index=index, index_kind=index_kind, out=Path(out), label_col=label_col,
+                            graph=graph)
     return _augment(emb, seeds, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
-                    max_steps=max_steps, index=index, index_kind=index_kind, out=None, label_col=label_col)
+                    max_steps=max_steps, index=index, index_kind=index_kind, out=None, label_col=label_col, graph=graph)
 
 
 def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, index, index_kind, out: Path | None,
-             label_col: str = "label"):
+             label_col: str = "label", graph=None):
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
     seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids, label_col=label_col)
@@ -313,7 +320,15 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
     else:
         hold_df = seed_df.iloc[0:0]
     classes = sorted(seed_df["label"].unique())
-    if index is not None:
+    if graph is not None and index is not None:
+        raise InputError("give either a graph or an index, not both")
+    if graph is not None:
+        from simlabel.graph import as_graph
+
+        nindex = as_graph(graph)
+        nindex.check_matches(embeddings)
+        nindex._check_k(k)
+    elif index is not None:
         nindex = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
         check_index_matches(nindex, embeddings, f"index {index}" if not isinstance(index, NeighborIndex) else "index")
     else:

@@ -11,6 +11,16 @@ Run to convergence this reaches the harmonic solution
 ``Y_U = (I - P_UU)^-1 P_UL Y_L`` (Zhu & Ghahramani 2002, section 2.3); paper
 000 runs as many steps as its augmentation took, so ``steps`` is an argument.
 Everything is ``scipy.sparse``: memory is ``O(n k + n C)``.
+
+``method="spread"`` solves the closed form of label spreading instead (Zhou et al. 2004;
+Iscen et al., CVPR 2019, who use ``k = 50`` and similarities to the power 3)::
+
+    W = max(s, 0) ** power, symmetric      S = D^-1/2 W D^-1/2      (I - alpha S) Z = Y
+
+for every class at once by conjugate gradient (:func:`spread_labels`; ``I - alpha S`` is
+symmetric positive definite for ``alpha < 1``). A node's label is the argmax of its row of
+``Z``; classes without seeds and components without a seed get nothing; each node's
+confidence is its winning share and Iscen's weight ``1 - H(z) / log C``.
 """
 
 from __future__ import annotations
@@ -18,6 +28,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -29,6 +40,9 @@ from simlabel.index import IndexConfig, NeighborIndex, auto_kind, check_index_ma
 from simlabel.labels.augment import UNLABELED
 from simlabel.labels.io import read_labels, write_labels
 from simlabel.store import Embeddings, as_embeddings
+
+if TYPE_CHECKING:
+    from simlabel.graph import KnnGraph
 
 
 def knn_adjacency(neighbors: np.ndarray, n: int | None = None, *, symmetric: bool = False) -> sp.csr_matrix:
@@ -44,6 +58,20 @@ def knn_adjacency(neighbors: np.ndarray, n: int | None = None, *, symmetric: boo
     if symmetric:
         a = a.maximum(a.T).tocsr()
     return a
+
+
+def similarity_adjacency(neighbors: np.ndarray, similarities: np.ndarray, n: int | None = None, *,
+                         power: float = 3.0) -> sp.csr_matrix:
+    """``W = max(W_d, W_d^T)`` with ``W_d[i, j] = max(s_ij, 0) ** power`` for ``j`` among ``i``'s neighbours
+    (Iscen et al. 2019's affinity; ``-1`` neighbours are skipped)."""
+    neighbors = np.asarray(neighbors, dtype=np.int64)
+    n = neighbors.shape[0] if n is None else n
+    rows = np.repeat(np.arange(neighbors.shape[0], dtype=np.int64), neighbors.shape[1])
+    cols = neighbors.ravel()
+    ok = cols >= 0
+    vals = np.maximum(np.asarray(similarities, dtype=np.float64).ravel()[ok], 0.0) ** power
+    w = sp.csr_matrix((vals, (rows[ok], cols[ok])), shape=(n, n))
+    return w.maximum(w.T).tocsr()
 
 
 def row_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
@@ -63,6 +91,8 @@ class PropagationResult:
     confidence: np.ndarray
     steps: int
     converged: bool
+    #: Iscen et al.'s per-node weight ``1 - H / log C`` (``method="spread"`` only)
+    weight: np.ndarray | None = None
 
 
 def propagate_labels(
@@ -109,6 +139,83 @@ def propagate_labels(
     return PropagationResult(y, label, conf, done, converged)
 
 
+def normalized_affinity(w: sp.csr_matrix) -> sp.csr_matrix:
+    """``S = D^-1/2 W D^-1/2`` with the diagonal of ``W`` removed; isolated nodes get a zero row."""
+    w = sp.csr_matrix(w, dtype=np.float64)
+    w.setdiag(0)
+    w.eliminate_zeros()
+    deg = np.asarray(w.sum(axis=1)).ravel()
+    inv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
+    d = sp.diags(inv)
+    return (d @ w @ d).tocsr()
+
+
+def block_cg(matvec: Callable[[np.ndarray], np.ndarray], b: np.ndarray, *, tol: float = 1e-6, max_iter: int = 500,
+             callback: Callable[[int, float], None] | None = None) -> tuple[np.ndarray, int, bool]:
+    """Conjugate gradient on ``A X = B`` for every column of ``B`` at once (``A`` symmetric positive
+    definite, given by ``matvec(X) = A X``); columns stop when ``|r| <= tol |b|``. Returns
+    ``(X, iterations, converged)``. Each iteration is one sparse-dense product over all columns."""
+    b = np.asarray(b, dtype=np.float64)
+    x = np.zeros_like(b)
+    r = b.copy()
+    p = r.copy()
+    rs = np.einsum("ij,ij->j", r, r)
+    target = (tol * np.linalg.norm(b, axis=0)) ** 2
+    active = rs > target
+    it = 0
+    for it in range(1, max_iter + 1):
+        if not active.any():
+            return x, it - 1, True
+        ap = matvec(p)
+        pap = np.einsum("ij,ij->j", p, ap)
+        a = np.divide(rs, pap, out=np.zeros_like(rs), where=active & (pap > 0))
+        x += a * p
+        r -= a * ap
+        rs_new = np.einsum("ij,ij->j", r, r)
+        beta = np.divide(rs_new, rs, out=np.zeros_like(rs), where=rs > 0)
+        p = r + beta * p
+        rs = rs_new
+        active = rs > target
+        if callback:
+            callback(it, float(np.sqrt(rs.max())) if rs.size else 0.0)
+    return x, it, not active.any()
+
+
+def spread_labels(weights: sp.csr_matrix, labels: np.ndarray, n_classes: int | None = None, *, alpha: float = 0.99,
+                  tol: float = 1e-6, max_iter: int = 500,
+                  callback: Callable[[int, float], None] | None = None) -> PropagationResult:
+    """Label spreading's closed form ``Z = (I - alpha S)^-1 Y`` (Zhou et al. 2004), by block CG.
+
+    ``weights``: a symmetric non-negative ``(n, n)`` affinity. ``labels``: a class code per node,
+    ``-1`` for unlabeled. ``alpha`` in (0, 1). Returns a :class:`PropagationResult` whose
+    ``distribution`` is ``Z`` (non-negative; a row of zeros where no seed reaches),
+    ``confidence`` the winning share of the row, and ``weight`` ``1 - H(z/|z|) / log C``.
+    """
+    if not 0 < alpha < 1:
+        raise InputError(f"alpha must be in (0, 1); got {alpha}")
+    labels = np.asarray(labels)
+    n = weights.shape[0]
+    if weights.shape != (n, n) or labels.shape != (n,):
+        raise InputError(f"weights must be (n, n) and labels (n,); got {weights.shape} and {labels.shape}")
+    n_classes = int(labels.max()) + 1 if n_classes is None else n_classes
+    s = normalized_affinity(weights)
+    y = np.zeros((n, n_classes))
+    lab = labels != UNLABELED
+    y[np.flatnonzero(lab), labels[lab]] = 1.0
+    z, iters, converged = block_cg(lambda v: v - alpha * (s @ v), y, tol=tol, max_iter=max_iter, callback=callback)
+    z = np.maximum(z, 0.0)  # exact Z is non-negative; CG's round-off is not
+    mass = z.sum(axis=1)
+    label = np.where(mass > 1e-12, z.argmax(axis=1), UNLABELED).astype(np.int32)
+    share = np.divide(z, mass[:, None], out=np.zeros_like(z), where=mass[:, None] > 1e-12)
+    conf = share.max(axis=1)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        ent = -np.where(share > 0, share * np.log(share), 0.0).sum(axis=1)
+    weight = np.where(mass > 1e-12, 1.0 - ent / np.log(max(n_classes, 2)), 0.0)
+    res = PropagationResult(z.astype(np.float32), label, conf.astype(np.float32), iters, converged)
+    res.weight = weight.astype(np.float32)
+    return res
+
+
 def harmonic_solution(transition: sp.csr_matrix, labels: np.ndarray, n_classes: int | None = None) -> np.ndarray:
     """The closed form ``Y_U = (I - P_UU)^-1 P_UL Y_L`` (a sparse solve); rows of labeled nodes are one-hot."""
     import scipy.sparse.linalg as spla
@@ -148,6 +255,10 @@ def propagate(
     index: NeighborIndex | None = None,
     out: str | os.PathLike | None = None,
     label_col: str = "label",
+    graph: "str | os.PathLike | KnnGraph | None" = None,
+    method: str = "iterate",
+    alpha: float = 0.99,
+    power: float = 3.0,
 ) -> tuple[pd.DataFrame, PropagationResult]:
     """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
 
@@ -158,11 +269,25 @@ def propagate(
     unlabeled nodes (``id,label,confidence,source``; nodes no label reached are
     left out) and the raw result. ``index``: a built :class:`~simlabel.index.NeighborIndex`
     over the same embeddings, whose stored vectors are used instead of the matrix.
+
+    ``graph``: a k-NN graph of these embeddings (:func:`simlabel.graph.build_graph`, a folder or a
+    value) used instead of new queries: its ``k`` best neighbours, the edges among the nodes (over
+    the whole universe this is exactly the graph computed on the fly). ``method``: ``iterate``
+    (paper 000's clamped steps) or ``spread`` (the closed form, by CG, with ``alpha`` and the
+    similarities to ``power``; ``steps`` is then ignored).
     """
+    from simlabel.graph import KnnGraph, as_graph
+
+    if method not in ("iterate", "spread"):
+        raise InputError(f"method must be iterate or spread; got {method!r}")
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
     if index is not None:
         check_index_matches(index, embeddings)
+    if graph is not None:
+        graph = as_graph(graph)
+        graph.check_matches(embeddings)
+        graph._check_k(k)
     lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids, label_col=label_col)
     classes = sorted(lab["label"].unique())
     lab_pos = embeddings.positions(lab["id"])
@@ -183,18 +308,29 @@ def propagate(
                          f"{len(pool):,} unlabelled), so each has at most {len(nodes) - 1:,} neighbours")
     kk = k
     kind = index_kind if index_kind != "auto" else auto_kind(len(nodes))
-    if index is not None and len(nodes) == len(index):
+    sims = None
+    if isinstance(graph, KnnGraph):
+        # the graph's k best neighbours of each node, kept where the neighbour is a node too
+        node_of = np.full(len(graph), -1, dtype=np.int64)
+        node_of[nodes] = np.arange(len(nodes))
+        nbr_at, sims = graph.knn_positions(nodes, kk)
+        nbr = np.where(nbr_at >= 0, node_of[np.maximum(nbr_at, 0)], -1)
+        sims = np.where(nbr >= 0, sims, 0.0)
+    elif index is not None and len(nodes) == len(index):
         # the graph is the whole index: query it directly and map its positions to node numbers
         at = index.positions_of(ids[nodes])
         node_of = np.full(len(index), -1, dtype=np.int64)
         node_of[at] = np.arange(len(nodes))
-        nbr_at, _ = index.knn_positions(at, kk)
+        nbr_at, sims = index.knn_positions(at, kk)
         nbr = np.where(nbr_at >= 0, node_of[np.maximum(nbr_at, 0)], -1)
     else:
         vectors = embeddings.matrix[nodes] if index is None else index.index.reconstruct_batch(index.positions_of(ids[nodes]))
-        nbr, _ = NeighborIndex.build(ids[nodes], vectors, IndexConfig(kind=kind)).knn_positions(np.arange(len(nodes)), kk)
-    p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
-    res = propagate_labels(p, node_labels, len(classes), steps=steps)
+        nbr, sims = NeighborIndex.build(ids[nodes], vectors, IndexConfig(kind=kind)).knn_positions(np.arange(len(nodes)), kk)
+    if method == "iterate":
+        p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
+        res = propagate_labels(p, node_labels, len(classes), steps=steps)
+    else:
+        res = spread_labels(similarity_adjacency(nbr, sims, len(nodes), power=power), node_labels, len(classes), alpha=alpha)
     unl = np.arange(len(lab_pos), len(nodes))
     got = unl[res.label[unl] >= 0]
     table = pd.DataFrame(
@@ -205,6 +341,8 @@ def propagate(
             "source": "propagated",
         }
     )
+    if res.weight is not None:
+        table["weight"] = np.round(res.weight[got], 6)
     if out is not None:
         with exclusive(out):
             write_labels(table, out)

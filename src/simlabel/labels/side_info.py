@@ -82,9 +82,6 @@ RANK_WEIGHTS = ("linear", "exp", "dcg", "none")
 #: each row's most probable categories (codes into ``categories``) from models trained with
 #: ``weights`` that never saw the row (out of fold), or ``(n, C)`` probabilities.
 Predictor = Callable[[np.ndarray, Sequence[str], np.ndarray, Sequence[str]], "np.ndarray | tuple[np.ndarray, np.ndarray]"]
-#: above this many images stage 1 finds neighbours with an IVF index instead of exactly
-AUTO_FLAT_MAX = 100_000
-
 
 @dataclass
 class SideInfoConfig:
@@ -93,7 +90,7 @@ class SideInfoConfig:
     ``rank_weight``/``rank_floor``/``rank_tau``: :func:`rank_weight`. ``knn``: visual
     neighbours per image. ``neighbor_weighting``: ``uniform`` or ``similarity`` (cosine of
     each neighbour). ``index``: how the neighbours are found: ``flat`` (exact), ``ivf`` or
-    ``hnsw`` (FAISS, approximate), ``auto`` = flat up to 100,000 images, IVF above.
+    ``hnsw`` (FAISS, approximate), ``auto`` = :func:`simlabel.index.auto_kind` (flat up to 200,000 images, IVF above: the one rule every k-NN user shares).
     ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
     ``keyword_weight``, ``keywords``: stage 2 (``m``, ``gamma``, keywords per text).
     ``sharpness``: exponent on the neighbour agreement and on s(x) (1: as defined; larger pushes
@@ -501,7 +498,7 @@ def stage1_table(
             X_img = X[first]
     m = len(X_img)
     k = min(cfg.knn, m - 1)
-    kind = cfg.index if cfg.index != "auto" else auto_kind(m, AUTO_FLAT_MAX)
+    kind = cfg.index if cfg.index != "auto" else auto_kind(m)
     if k >= 1 and kind == "flat":
         nb, sims = exact_knn(X_img, k, exclude_self=True)
     elif k >= 1:

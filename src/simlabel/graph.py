@@ -1,0 +1,387 @@
+"""The k-NN graph: built once, in row blocks, resumable, and reused by every label method.
+
+A graph over an embedding store holds, for each row, its ``k`` nearest neighbours by cosine
+similarity (itself excluded), best first; ties are broken by the neighbour's row position
+(lower first), so one store and one ``k`` always give one graph.
+
+Folder layout (``GRAPH_DIR``)::
+
+    graph.json              format, k, index kind and parameters, the embeddings' fingerprint,
+                            block size, measured recall@k against exact search on a sample,
+                            state ("building" until the last block is in, then "complete")
+    ids.parquet             the row ids, in the store's order (neighbours are int32 positions)
+    blocks/part-NNNNN.parquet   rows [start, start + block): ``row`` int64, ``neighbors``
+                            fixed-size list<int32>, ``similarities`` fixed-size list<float32>
+    index.faiss (+ sidecars)    the index the blocks were queried from (so a resumed build does
+                            not train it again); removed when the graph is complete
+
+Each block is written atomically, so a killed build resumes at the first missing block.
+:class:`KnnGraph` answers ``knn_positions(positions, k)`` like a
+:class:`~simlabel.index.NeighborIndex`, so ``augment`` and ``propagate`` take either; a graph
+with a smaller ``k`` than asked is an error, a larger one is truncated. ``adjacency`` and
+``reverse`` give the sparse matrices (symmetric, or who has x among its neighbours) without new
+queries.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from simlabel.checks import one_of, positive_int
+from simlabel.errors import InputError, MissingIdsError, StoreError
+from simlabel.files import atomic_path, atomic_write_json, exclusive, read_json, run_record
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
+from simlabel.progress import task
+from simlabel.store import Embeddings, as_embeddings
+
+if TYPE_CHECKING:
+    import scipy.sparse
+
+__all__ = ["GraphConfig", "KnnGraph", "build_graph", "load_graph", "sort_rows"]
+
+FORMAT = "simlabel.graph"
+FORMAT_VERSION = 1
+META = "graph.json"
+
+
+@dataclass
+class GraphConfig:
+    """How a graph is built."""
+
+    k: int = 50
+    #: ``flat`` (exact), ``ivf``, ``hnsw`` or ``auto`` (:func:`simlabel.index.auto_kind`: exact up to
+    #: ``AUTO_FLAT_MAX`` rows, IVF above)
+    index: str = "auto"
+    #: rows queried (and written) per block: memory is bounded by ``block_rows * k``
+    block_rows: int = 65536
+    #: rows whose neighbours are checked against exact search for the recorded recall@k
+    recall_sample: int = 1000
+    seed: int = 0
+    threads: int | None = None
+    index_options: dict = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        positive_int(self.k, "k")
+        one_of(self.index, ("auto", "flat", "ivf", "hnsw"), "index")
+        positive_int(self.block_rows, "block_rows")
+        positive_int(self.recall_sample, "recall_sample", minimum=0)
+        positive_int(self.threads, "threads", allow_none=True)
+
+
+def sort_rows(neighbors: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows best first: similarity descending, ties by neighbour position ascending; ``-1``
+    (fewer than k found) last."""
+    nb = np.asarray(neighbors)
+    sim = np.where(nb < 0, -np.inf, np.asarray(similarities, dtype=np.float32))
+    key_pos = np.where(nb < 0, np.iinfo(np.int64).max, nb.astype(np.int64))
+    order = np.lexsort((key_pos, -sim), axis=-1)
+    nb = np.take_along_axis(nb, order, axis=1)
+    sim = np.take_along_axis(np.asarray(similarities, dtype=np.float32), order, axis=1)
+    return nb, sim
+
+
+class KnnGraph:
+    """A k-NN graph in memory: ``ids`` (n,), ``neighbors`` (n, k) int32 positions (-1: none),
+    ``similarities`` (n, k) float32, ``meta`` (what ``graph.json`` records)."""
+
+    def __init__(self, ids: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray, meta: dict | None = None) -> None:
+        self.ids = np.asarray(ids, dtype=object)
+        self.neighbors = np.asarray(neighbors, dtype=np.int32)
+        self.similarities = np.asarray(similarities, dtype=np.float32)
+        if self.neighbors.shape != self.similarities.shape or self.neighbors.shape[0] != len(self.ids):
+            raise InputError(f"graph arrays disagree: {len(self.ids)} ids, neighbours {self.neighbors.shape}, "
+                             f"similarities {self.similarities.shape}")
+        self.meta = dict(meta or {})
+        self._pos: pd.Index | None = None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"KnnGraph({len(self):,} rows, k={self.k}, {self.meta.get('index', {}).get('kind', '?')})"
+
+    @property
+    def k(self) -> int:
+        return int(self.neighbors.shape[1])
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.meta.get("embeddings_fingerprint")
+
+    @property
+    def metadata(self) -> dict:  # what check_index_matches reads on an index
+        return self.meta
+
+    def positions_of(self, ids: Sequence[str]) -> np.ndarray:
+        if self._pos is None:
+            self._pos = pd.Index(self.ids.astype(str))
+        pos = self._pos.get_indexer(np.asarray(ids).astype(str))
+        if (pos < 0).any():
+            missing = np.asarray(ids)[pos < 0]
+            raise MissingIdsError(f"{int((pos < 0).sum())} id(s) not in the graph {self.meta.get('path', '')}: "
+                                  f"{', '.join(map(str, missing[:5]))}")
+        return pos
+
+    def _check_k(self, k: int) -> None:
+        if k > self.k:
+            raise InputError(f"the graph {self.meta.get('path', '')} holds k = {self.k} neighbours per row, but {k} are "
+                             f"asked for; rebuild it with --k {k} or more")
+
+    def truncate(self, k: int) -> KnnGraph:
+        """The graph of the ``k`` best neighbours of each row (``k <= self.k``)."""
+        self._check_k(k)
+        return KnnGraph(self.ids, self.neighbors[:, :k], self.similarities[:, :k], {**self.meta, "k": k})
+
+    def knn_positions(self, positions: np.ndarray, k: int, *, exclude_self: bool = True, batch_size: int = 0) -> Neighbors:
+        """The ``k`` best neighbours of the rows at ``positions`` (self is never among them)."""
+        if not exclude_self:
+            raise InputError("a k-NN graph excludes each row itself; exclude_self=False needs an index")
+        self._check_k(k)
+        pos = np.asarray(positions, dtype=np.int64)
+        return Neighbors(self.neighbors[pos, :k].astype(np.int64), self.similarities[pos, :k])
+
+    def knn_ids(self, ids: Sequence[str], k: int) -> Neighbors:
+        nb, sim = self.knn_positions(self.positions_of(ids), k)
+        out = np.full(nb.shape, None, dtype=object)
+        ok = nb >= 0
+        out[ok] = self.ids[nb[ok]]
+        return Neighbors(out, sim)
+
+    def check_matches(self, emb: Embeddings, what: str = "graph") -> None:
+        """Refuse a graph built from other embeddings than ``emb``."""
+        if self.fingerprint is not None and self.fingerprint != emb.fingerprint:
+            raise InputError(f"the {what} {self.meta.get('path', '')} was built from other embeddings "
+                             f"({self.meta.get('embeddings', '?')}) than {emb.source}; build it from these: "
+                             f"simlabel graph {emb.source} --out GRAPH_DIR")
+        if len(self) != len(emb.ids) or not np.array_equal(self.ids.astype(str), emb.ids.astype(str)):
+            raise InputError(f"the {what} ({len(self):,} rows) does not hold the rows of {emb.source} "
+                             f"({len(emb.ids):,}) in the same order; rebuild it")
+
+    # -- sparse views, no new queries ------------------------------------------------------------
+    def adjacency(self, *, k: int | None = None, power: float = 1.0, symmetric: bool = True,
+                  combine: str = "max") -> scipy.sparse.csr_matrix:
+        """``W`` (n, n): ``W[i, j] = max(s_ij, 0) ** power`` for ``j`` among the ``k`` neighbours of ``i``.
+
+        ``symmetric``: ``max(W, W^T)`` (``combine="max"``) or ``(W + W^T) / 2`` (``"mean"``), the
+        undirected graph label propagation needs.
+        """
+        import scipy.sparse as sp
+
+        g = self if k is None else self.truncate(k)
+        n, kk = g.neighbors.shape
+        ok = g.neighbors >= 0
+        rows = np.repeat(np.arange(n), kk)[ok.ravel()]
+        cols = g.neighbors.ravel()[ok.ravel()]
+        vals = np.maximum(g.similarities.ravel()[ok.ravel()], 0.0) ** power
+        W = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, n))
+        if not symmetric:
+            return W
+        one_of(combine, ("max", "mean"), "combine")
+        return (W.maximum(W.T) if combine == "max" else (W + W.T) * 0.5).tocsr()
+
+    def reverse(self, *, k: int | None = None) -> scipy.sparse.csr_matrix:
+        """Row ``j`` lists the rows that have ``j`` among their neighbours (with the similarity)."""
+        return self.adjacency(k=k, symmetric=False).T.tocsr()
+
+    def distance_csr(self, *, k: int | None = None) -> scipy.sparse.csr_matrix:
+        """The graph as scikit-learn / cleanlab expect a precomputed ``knn_graph``: cosine distances
+        ``1 - s``, each row's ``k`` entries sorted by distance."""
+        import scipy.sparse as sp
+
+        g = self if k is None else self.truncate(k)
+        if (g.neighbors < 0).any():
+            raise InputError("the graph has rows with fewer than k neighbours; a knn_graph needs k in every row")
+        n, kk = g.neighbors.shape
+        dist = np.clip(1.0 - g.similarities, 0.0, None).astype(np.float32)
+        return sp.csr_matrix((dist.ravel(), g.neighbors.ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
+
+
+# -- building ------------------------------------------------------------------------------------
+
+
+def _block_path(out: Path, b: int) -> Path:
+    return out / "blocks" / f"part-{b:05d}.parquet"
+
+
+def _write_block(path: Path, start: int, nb: np.ndarray, sim: np.ndarray) -> None:
+    k = nb.shape[1]
+    table = pa.table({
+        "row": pa.array(np.arange(start, start + len(nb), dtype=np.int64)),
+        "neighbors": pa.FixedSizeListArray.from_arrays(pa.array(nb.ravel().astype(np.int32)), k),
+        "similarities": pa.FixedSizeListArray.from_arrays(pa.array(sim.ravel().astype(np.float32)), k),
+    })
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp)
+
+
+def _read_block(path: Path, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    t = pq.read_table(path)
+    rows = t.column("row").to_numpy()
+    nb = t.column("neighbors").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    sim = t.column("similarities").combine_chunks().flatten().to_numpy().reshape(-1, k)
+    return rows, nb, sim
+
+
+def _recall(index: NeighborIndex, X: np.ndarray, nb_sample: np.ndarray, sample: np.ndarray, k: int) -> float:
+    """recall@k of the graph's rows at ``sample`` against exact inner-product search."""
+    import faiss
+
+    from simlabel.index import drop_self_matches, recall_at_k
+
+    Xn = np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12), dtype=np.float32)
+    flat = faiss.IndexFlatIP(Xn.shape[1])
+    flat.add(Xn)
+    sims, pos = flat.search(Xn[sample], min(k + 1, len(Xn)))
+    _, exact = drop_self_matches(sims, pos, sample)
+    return float(recall_at_k(nb_sample, exact))
+
+
+def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | None = None,
+                config: GraphConfig | None = None, *, progress: bool = True, **options) -> KnnGraph:
+    """Build the k-NN graph of an embedding store (see the module docstring).
+
+    Parameters
+    ----------
+    emb
+        an embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
+    out
+        the graph folder to write (resumable); ``None``: in memory only.
+    config
+        :class:`GraphConfig`; ``options`` override its fields (``k=10, index="flat"``).
+
+    Returns
+    -------
+    KnnGraph
+    """
+    cfg = config or GraphConfig()
+    if options:
+        cfg = GraphConfig(**{**cfg.__dict__, **options})
+    e = as_embeddings(emb)
+    n = len(e.ids)
+    if cfg.k >= n:
+        raise InputError(f"k = {cfg.k} needs more than {cfg.k} rows; {e.source} has {n:,}")
+    kind = auto_kind(n) if cfg.index == "auto" else cfg.index
+    params = {"kind": kind, "chosen_by": "auto" if cfg.index == "auto" else "user", **cfg.index_options}
+    meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "k": cfg.k, "n": n, "index": params,
+            "block_rows": cfg.block_rows, "embeddings": e.source, "embeddings_fingerprint": e.fingerprint,
+            "space": e.space, "tie_rule": "similarity descending, then neighbour position ascending",
+            "neighbors": "int32 row positions into ids.parquet; -1 where fewer than k were found"}
+    if out is None:
+        return _build(e, None, cfg, meta, progress)
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise InputError(f"{out} is a file; --out takes a graph folder")
+    with exclusive(out):
+        return _build(e, out, cfg, meta, progress)
+
+
+def _same_job(old: dict, new: dict) -> bool:
+    keys = ("k", "n", "index", "block_rows", "embeddings_fingerprint")
+    return all(old.get(k) == new.get(k) for k in keys)
+
+
+def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
+    n, k = len(e.ids), cfg.k
+    if out is not None:
+        meta_path = out / META
+        if meta_path.exists():
+            old = read_json(meta_path, "graph metadata")
+            if not _same_job(old, meta):
+                raise StoreError(f"{out} holds a graph of other options or embeddings (k {old.get('k')}, "
+                                 f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another --out "
+                                 "or delete it")
+            if old.get("state") == "complete":
+                return load_graph(out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "blocks").mkdir(exist_ok=True)
+        atomic_write_json(meta_path, {**meta, "state": "building", "run": run_record()})
+        ids_path = out / "ids.parquet"
+        if not ids_path.exists():
+            with atomic_path(ids_path) as tmp:
+                pq.write_table(pa.table({"id": pa.array(e.ids.astype(str))}), tmp)
+    index_path = out / "index.faiss" if out is not None else None
+    starts = list(range(0, n, cfg.block_rows))
+    todo = [b for b, s in enumerate(starts) if out is None or not _block_path(out, b).exists()]
+    nb_all = np.empty((n, k), dtype=np.int32)
+    sim_all = np.empty((n, k), dtype=np.float32)
+    index = None
+    if todo or cfg.recall_sample:
+        if index_path is not None and index_path.exists():
+            index = NeighborIndex.load(index_path)
+        else:
+            index = NeighborIndex.build(e.ids, e.matrix, IndexConfig(kind=meta["index"]["kind"], threads=cfg.threads,
+                                        **cfg.index_options))
+            if index_path is not None and todo:
+                index.save(index_path)
+    with task("graph", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress) as bar:
+        for b, s in enumerate(starts):
+            stop = min(s + cfg.block_rows, n)
+            if b in todo:
+                nb, sim = index.knn_positions(np.arange(s, stop), k)
+                nb, sim = sort_rows(nb, sim)
+                if out is not None:
+                    _write_block(_block_path(out, b), s, nb, sim)
+                bar.advance(1)
+            else:
+                rows, nb, sim = _read_block(_block_path(out, b), k)
+                if len(rows) != stop - s or rows[0] != s:
+                    raise StoreError(f"{_block_path(out, b)}: holds rows {rows[0]}.. ({len(rows)}), expected {s}..{stop}; "
+                                     "delete it to rebuild that block")
+            nb_all[s:stop], sim_all[s:stop] = nb, sim
+    recall = None
+    if cfg.recall_sample and index is not None:
+        rng = np.random.default_rng(cfg.seed)
+        sample = np.sort(rng.choice(n, size=min(cfg.recall_sample, n), replace=False))
+        recall = _recall(index, e.matrix, nb_all[sample].astype(np.int64), sample, k)
+    meta = {**meta, "recall_at_k": recall, "recall_sample": int(min(cfg.recall_sample, n)), "state": "complete",
+            "n_blocks": len(starts)}
+    graph = KnnGraph(e.ids, nb_all, sim_all, meta)
+    if out is not None:
+        atomic_write_json(out / META, {**meta, "run": run_record()})
+        for p in out.glob("index.faiss*"):
+            p.unlink()
+        graph.meta["path"] = str(out)
+    return graph
+
+
+def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:
+    """Read a complete graph folder (``k``: truncate to the ``k`` best neighbours)."""
+    p = Path(path)
+    if not p.is_dir():
+        raise InputError(f"{p}: no such graph folder (made by `simlabel graph EMB_DIR --out {p}`)")
+    meta = read_json(p / META, "graph metadata")
+    if meta.get("format") != FORMAT:
+        raise StoreError(f"{p / META}: not a simlabel graph (format {meta.get('format')!r})")
+    if meta.get("state") != "complete":
+        raise StoreError(f"{p}: the graph is still being built or its build was killed; run `simlabel graph` "
+                         "again with the same options to finish it")
+    ids = pq.read_table(p / "ids.parquet").column("id").to_numpy(zero_copy_only=False).astype(object)
+    kk = int(meta["k"])
+    nb = np.empty((len(ids), kk), dtype=np.int32)
+    sim = np.empty((len(ids), kk), dtype=np.float32)
+    for b in range(int(meta["n_blocks"])):
+        bp = _block_path(p, b)
+        if not bp.exists():
+            raise StoreError(f"{bp}: missing block of a graph marked complete; rebuild the graph")
+        rows, bn, bs = _read_block(bp, kk)
+        nb[rows], sim[rows] = bn, bs
+    g = KnnGraph(ids, nb, sim, {**meta, "path": str(p)})
+    return g.truncate(k) if k is not None else g
+
+
+def as_graph(graph: str | os.PathLike | KnnGraph) -> KnnGraph:
+    return graph if isinstance(graph, KnnGraph) else load_graph(graph)
+
+
+def remove_graph(path: str | os.PathLike) -> None:
+    shutil.rmtree(path, ignore_errors=True)
