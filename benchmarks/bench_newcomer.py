@@ -36,17 +36,13 @@ import numpy as np
 import pandas as pd
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import cpu_flags  # noqa: E402
+
 ROOT = HERE.parent
 DATA = ROOT.parent / "shared" / "datasets" / "fashion-products"
 ATTRS = ["gender", "usage", "season"]
 
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split()
-    except (OSError, StopIteration):
-        return platform.processor()
-    return " ".join(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"))
 
 
 def simlabel(src: Path | None, *args, timed: bool = True) -> float:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -25,15 +26,11 @@ import torch
 from PIL import Image
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import cpu_flags  # noqa: E402
+
 DATA = HERE.parent.parent / "shared" / "datasets" / "fashion-products"
 
-
-def cpu_flags() -> str:
-    try:
-        flags = next(line for line in open("/proc/cpuinfo") if line.startswith("flags")).split(":")[1].split()
-    except (OSError, StopIteration):
-        return "?"
-    return " ".join(f for f in flags if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile"))
 
 
 def best(fn, repeats: int = 3) -> float:

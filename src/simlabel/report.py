@@ -196,6 +196,18 @@ def image_cell(path: str | None, caption: str, size: int = 112) -> str:
     return f'<div class="cell">{img}<br>{html.escape(caption)}</div>'
 
 
+def array_cell(pixels, caption: str, size: int = 112) -> str:
+    """One thumbnail of an ``(H, W, 3)`` uint8 array (e.g. an augmented view) with its caption."""
+    from PIL import Image
+
+    img = Image.fromarray(pixels)
+    img.thumbnail((size, size))
+    buf = io.BytesIO()
+    img.save(buf, format="JPEG", quality=85)
+    uri = "data:image/jpeg;base64," + base64.b64encode(buf.getvalue()).decode()
+    return f'<div class="cell"><img src="{uri}" alt="{html.escape(caption)}"><br>{html.escape(caption)}</div>'
+
+
 def image_grid(items: Sequence[tuple[str | None, str]], size: int = 112) -> str:
     """A grid of (image path, caption) thumbnails."""
     return '<div class="grid">' + "".join(image_cell(p, c, size) for p, c in items) + "</div>"

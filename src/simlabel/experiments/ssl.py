@@ -196,6 +196,27 @@ def _neighbours(embeddings: dict[str, Embeddings], table: pd.DataFrame, cfg: SSL
     return out
 
 
+def _views_html(catalog: Catalog, cfg: dict, array_cell, n: int = 4) -> str:
+    from simlabel.ssl.train import iter_views
+
+    known = {f.name for f in dataclasses.fields(SSLExperimentConfig)}
+    exp_cfg = SSLExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in known})
+    table = catalog.table.copy()
+    if exp_cfg.title_col in table.columns and exp_cfg.colour_col in table.columns:
+        table["product"] = design_groups(table, exp_cfg.title_col, exp_cfg.colour_col).to_numpy()
+    else:
+        table["product"] = table["id"]
+    scfg = variant_config("skill", exp_cfg)
+    if exp_cfg.task_col not in table.columns:
+        scfg = dataclasses.replace(scfg, task_col=None)
+    rows = []
+    for pid, views in iter_views(dataclasses.replace(catalog, table=table), scfg, n=n):
+        ptype = table.loc[table["id"].astype(str) == pid, exp_cfg.task_col].iloc[0] if scfg.task_col else ""
+        cells = [array_cell(v, ("global " if i < 2 else "low-res ") + str(i + 1), 96) for i, v in enumerate(views)]
+        rows.append(f"<div class='meta'>{pid} ({ptype})</div><div class='grid'>{''.join(cells)}</div>")
+    return "".join(rows)
+
+
 def probe_table(results: dict) -> pd.DataFrame:
     """Rows: variants; columns: (attribute, linear/non-linear, Acc/R@90/R@95) in %."""
     rows = {}
@@ -231,7 +252,7 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from simlabel.report import Report, figure_html, image_grid, scroll, setup_table, table_html
+    from simlabel.report import Report, array_cell, figure_html, image_grid, scroll, setup_table, table_html
 
     cfg = results["config"]
     rep = Report("SkiLL: self-supervised, colour-agnostic design embeddings (paper 001)")
@@ -266,6 +287,11 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
         fig.tight_layout()
         rep.add("Training curves", figure_html(fig), note="Collapse shows as the entropy pinned at log K (uniform) or near 0 "
                 "with every image on one prototype; warnings, if any, are listed under each variant in the JSON.")
+    if catalog is not None:
+        rep.add("The views SkiLL trains on", _views_html(catalog, cfg, array_cell),
+                note="Per product: the two global views (x1 from the image, x2 from another image of the same design when "
+                     "there is one), then the low-resolution views, after pre-processing, the product type's local "
+                     "augmentations and the colour-agnostic set; drawn as training step 0 draws them.")
     nn = results.get("neighbours", {})
     if nn and catalog is not None:
         paths = dict(zip(catalog.table["id"].astype(str), catalog.image_paths()))

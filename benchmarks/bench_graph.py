@@ -1,0 +1,113 @@
+"""Issue 14: the k-NN graph at scale, the label methods on it, and label spreading against scikit-learn.
+
+1. `simlabel.graph.build_graph` over N x 384 clustered unit vectors (bench_augment's mixture), k = 10 and
+   k = 50, each in its own process: wall time, peak memory (ru_maxrss), the index chosen by `auto`, and
+   recall@k against exact search on 1,000 rows.
+2. On the k = 10 graph: `augment --graph` and `propagate --graph` (2,000 seeds per class), each in its own
+   process: wall time and peak memory, against the same methods making their own queries (RESULTS §3).
+3. `propagate --method spread` (block CG on the graph) against scikit-learn's `LabelSpreading(kernel='knn')`
+   side by side on `--small` rows: time ratio and label agreement.
+
+Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--json out.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from machine import cpu_flags  # noqa: E402
+
+
+def in_process(code: str) -> dict:
+    """Run ``code`` (which prints one JSON line) in a fresh interpreter; add its wall time and peak RSS."""
+    t0 = time.perf_counter()
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         env={**os.environ, "PYTHONPATH": str(HERE.parent / "src")})
+    seconds = time.perf_counter() - t0
+    if res.returncode:
+        raise SystemExit(f"failed:\n{code}\n{res.stderr[-3000:]}")
+    out = json.loads(res.stdout.strip().splitlines()[-1])
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    out.update(seconds=seconds, children_max_rss_gib=usage.ru_maxrss / 2**20)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--n", type=int, default=1_000_000)
+    ap.add_argument("--small", type=int, default=50_000)
+    ap.add_argument("--ks", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    from bench_augment import write_universe
+
+    print(f"machine: {os.cpu_count()} cores, flags: {cpu_flags()}", flush=True)
+    results: dict = {"machine": cpu_flags(), "n": args.n}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        results["universe"] = write_universe(root, args.n, 384, 0, 2000)
+        for k in args.ks:
+            code = (f"import json, resource; from simlabel.graph import build_graph, GraphConfig\n"
+                    f"g = build_graph({str(root / 'emb')!r}, {str(root / f'graph{k}')!r}, GraphConfig(k={k}), progress=False)\n"
+                    "print(json.dumps({'kind': g.meta['index']['kind'], 'recall': g.meta['recall_at_k'], "
+                    "'rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))")
+            r = in_process(code)
+            results[f"graph_k{k}"] = r
+            print(f"graph k={k}: {r['seconds']:.0f} s, {r['rss_gib']:.2f} GiB, {r['kind']}, recall@{k} {r['recall']:.3f}", flush=True)
+        g10 = root / f"graph{min(args.ks)}"
+        for name, call in (("augment", f"augment({str(root / 'emb')!r}, {str(root / 'seeds.csv')!r}, k=10, graph={str(g10)!r})"),
+                           ("propagate", f"propagate({str(root / 'emb')!r}, {str(root / 'seeds.csv')!r}, k=10, steps=4, graph={str(g10)!r})"),
+                           ("spread", f"propagate({str(root / 'emb')!r}, {str(root / 'seeds.csv')!r}, k=10, method='spread', graph={str(g10)!r})")):
+            code = ("import json, resource\nfrom simlabel.labels.augment import augment\nfrom simlabel.labels.propagate import propagate\n"
+                    f"out = {call}\n"
+                    "print(json.dumps({'labels': len(out[0]), 'rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))")
+            r = in_process(code)
+            results[f"{name}_graph"] = r
+            print(f"{name} --graph: {r['seconds']:.1f} s, {r['rss_gib']:.2f} GiB, {r['labels']:,} labels", flush=True)
+
+        # 3. spreading against scikit-learn on the small universe
+        small = root / "small"
+        write_universe(small, args.small, 384, 1, 2000)
+        from simlabel.graph import GraphConfig, build_graph
+        from simlabel.labels.propagate import propagate
+        from simlabel.store import load_embeddings
+
+        e = load_embeddings(small / "emb")
+        seeds = pd.read_csv(small / "seeds.csv", dtype=str)
+        t0 = time.perf_counter()
+        g = build_graph(e, None, GraphConfig(k=10, recall_sample=0), progress=False)
+        table, res = propagate(e, seeds, k=10, method="spread", graph=g, alpha=0.99, power=1.0)
+        ours = time.perf_counter() - t0
+        from sklearn.semi_supervised import LabelSpreading
+
+        y = np.full(len(e.ids), -1)
+        pos = pd.Index(e.ids).get_indexer(seeds["id"])
+        y[pos] = (seeds["label"] == "pos").to_numpy().astype(int)
+        t0 = time.perf_counter()
+        ls = LabelSpreading(kernel="knn", n_neighbors=10, alpha=0.99, max_iter=1000).fit(e.matrix, y)
+        theirs = time.perf_counter() - t0
+        got = pd.Index(e.ids).get_indexer(table["id"])
+        agree = float((ls.transduction_[got] == (table["label"] == "pos").to_numpy().astype(int)).mean())
+        results["vs_sklearn"] = {"n": args.small, "simlabel_s": ours, "sklearn_s": theirs, "ratio": theirs / ours,
+                                 "agreement": agree, "labels": len(table), "cg_iterations": res.steps}
+        print(f"spread (graph + CG) {ours:.1f} s vs LabelSpreading {theirs:.1f} s: {theirs / ours:.1f}x, agreement {agree:.4f} "
+              f"on {len(table):,} labels", flush=True)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=1))
+
+
+if __name__ == "__main__":
+    main()
