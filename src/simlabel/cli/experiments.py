@@ -400,13 +400,15 @@ def experiment_ssl(
     )
     res = run_ssl_experiment(data, cfg, out=out)
     df = probe_table(res)
-    t = Table(title="Probes on frozen embeddings (%)")
-    t.add_column("variant", no_wrap=True)
-    for col in df.columns:
-        t.add_column(" ".join(col), justify="right")
-    for v, row in df.iterrows():
-        t.add_row(str(v), *[f"{x:.1f}" for x in row])
-    out_console.print(t)
+    for col in dict.fromkeys(c[0] for c in df.columns):  # one table per attribute: 6 columns fit a terminal
+        t = Table(title=f"{col}: probes on frozen embeddings (%)")
+        t.add_column("variant", no_wrap=True)
+        sub = df[col]
+        for kind, metric in sub.columns:
+            t.add_column(f"{'lin' if kind == 'linear' else 'mlp'} {metric}", justify="right")
+        for v, row in sub.iterrows():
+            t.add_row(str(v), *[f"{x:.1f}" for x in row])
+        out_console.print(t)
     for v, r in res["variants"].items():
         e = r["colour"]["entropy"]
         tr = r.get("training")

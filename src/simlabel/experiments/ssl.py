@@ -276,11 +276,12 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     if trained:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         for v, t in trained.items():
-            steps = [c["step"] for c in t["curve"]]
-            axes[0].plot(steps, [c["loss"] for c in t["curve"]], label=v, lw=1)
-            axes[1].plot(steps, [c["entropy"] for c in t["curve"]], label=v, lw=1)
-            axes[2].plot(steps, [c["center_norm"] for c in t["curve"]], label=v, lw=1)
-        for ax, title in zip(axes, ("DINO loss", "teacher entropy (nats)", "centre norm")):
+            curve = pd.DataFrame(t["curve"])
+            window = max(1, len(curve) // 60)  # per-step values of small batches are noisy: a running mean
+            smooth = curve.rolling(window, min_periods=1).mean()
+            for ax, key in zip(axes, ("loss", "entropy", "center_norm")):
+                ax.plot(curve["step"], smooth[key], label=v, lw=1.2)
+        for ax, title in zip(axes, ("DINO loss (running mean)", "teacher entropy (nats)", "centre norm")):
             ax.set_title(title)
             ax.set_xlabel("step")
         axes[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
