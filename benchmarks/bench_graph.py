@@ -8,7 +8,10 @@
 3. `propagate --method spread` (block CG on the graph) against scikit-learn's `LabelSpreading(kernel='knn')`
    side by side on `--small` rows: time ratio and label agreement.
 
-Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--json out.json]
+4. With ``--ray``: the overhead of ``--engine ray`` against ``--engine local`` on this one machine, side by
+   side: embedding clothing-small (vector cache off) and the graph of ``--ray-n`` vectors.
+
+Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--ray --ray-n 200000] [--json out.json]
 """
 
 from __future__ import annotations
@@ -45,17 +48,53 @@ def in_process(code: str) -> dict:
     return out
 
 
+def bench_ray(n: int) -> dict:
+    """--engine ray against local on this machine, each in its own process, side by side."""
+    from bench_augment import write_universe
+
+    data = HERE.parent.parent / "shared" / "datasets" / "clothing-small"
+    out: dict = {}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        for engine in ("local", "ray"):
+            code = ("import json\nfrom simlabel.embedding import embed\n"
+                    f"r = embed({str(data)!r}, {str(root / ('emb-' + engine))!r}, progress=False, cache=False, engine={engine!r})\n"
+                    "print(json.dumps({'n': r.n_embedded}))")
+            out[f"embed_{engine}"] = in_process(code)
+            print(f"embed clothing-small --engine {engine}: {out[f'embed_{engine}']['seconds']:.1f} s", flush=True)
+        write_universe(root / "u", n, 384, 3, 10)
+        for engine in ("local", "ray"):
+            code = ("import json\nfrom simlabel.graph import build_graph, GraphConfig\n"
+                    f"g = build_graph({str(root / 'u' / 'emb')!r}, {str(root / ('g-' + engine))!r}, "
+                    f"GraphConfig(k=10, engine={engine!r}, recall_sample=0), progress=False)\n"
+                    "print(json.dumps({'kind': g.meta['index']['kind']}))")
+            out[f"graph_{engine}"] = in_process(code)
+            print(f"graph of {n:,} --engine {engine}: {out[f'graph_{engine}']['seconds']:.1f} s", flush=True)
+    out["embed_ray_over_local"] = out["embed_ray"]["seconds"] / out["embed_local"]["seconds"]
+    out["graph_ray_over_local"] = out["graph_ray"]["seconds"] / out["graph_local"]["seconds"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
     ap.add_argument("--small", type=int, default=50_000)
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 50])
+    ap.add_argument("--ray", action="store_true", help="also measure --engine ray against local")
+    ap.add_argument("--ray-n", type=int, default=200_000)
+    ap.add_argument("--skip-scale", action="store_true", help="only the Ray comparison")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from bench_augment import write_universe
 
     print(f"machine: {os.cpu_count()} cores, flags: {cpu_flags()}", flush=True)
     results: dict = {"machine": cpu_flags(), "n": args.n}
+    if args.ray:
+        results["ray"] = bench_ray(args.ray_n)
+    if args.skip_scale:
+        if args.json:
+            args.json.write_text(json.dumps(results, indent=1))
+        return
     with tempfile.TemporaryDirectory() as d:
         root = Path(d)
         results["universe"] = write_universe(root, args.n, 384, 0, 2000)

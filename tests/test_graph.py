@@ -159,3 +159,28 @@ def test_augment_and_propagate_give_the_same_labels_with_the_graph(tmp_path: Pat
     s_via, res = propagate(e, seeds, k=10, method="spread", graph=g)
     pd.testing.assert_frame_equal(s_direct, s_via)
     assert res.converged and "weight" in s_via.columns
+
+
+def test_cli_graph_then_augment_with_it(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from simlabel.store import write_shard
+
+    e = _emb(n=200)
+    store = tmp_path / "emb"
+    write_shard(store / "part-00000.parquet", e.ids, e.matrix, {"model": "test", "dim": 16})
+    runner = CliRunner()
+    res = runner.invoke(app, ["graph", str(store), "--k", "8", "--out", str(tmp_path / "g"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "k = 8 graph of 200 rows (flat, chosen by auto; recall@8 1.000" in res.output
+    seeds = pd.DataFrame({"id": e.ids[:20], "label": ["a", "b"] * 10})
+    seeds.to_csv(tmp_path / "seeds.csv", index=False)
+    res = runner.invoke(app, ["augment", "--emb", str(store), "--labels", str(tmp_path / "seeds.csv"), "--k", "10",
+                              "--graph", str(tmp_path / "g"), "--out", str(tmp_path / "aug.csv")])
+    assert res.exit_code == 1 and "holds k = 8 neighbours per row, but 10 are asked for" in res.output
+    res = runner.invoke(app, ["propagate", "--emb", str(store), "--labels", str(tmp_path / "seeds.csv"), "--k", "5",
+                              "--graph", str(tmp_path / "g"), "--method", "spread", "--out", str(tmp_path / "p.csv")])
+    assert res.exit_code == 0, res.output
+    assert "iterations (converged)" in " ".join(res.output.split())
+    assert "weight" in pd.read_csv(tmp_path / "p.csv").columns

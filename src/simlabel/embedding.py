@@ -286,6 +286,64 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     return embedded, failed, resumed, time.perf_counter() - start
 
 
+def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str,
+             ray_job: dict) -> tuple[int, int, int, float]:
+    """:func:`_run` on Ray (:mod:`simlabel.distributed`): the same shards, errors and resume rule."""
+    from simlabel.distributed import run_ray_image_job
+
+    n = len(job.ids)
+    n_shards = max(1, -(-n // shard_size))
+    done = {p.name for p in list_shards(job.out)}
+    todo = [s for s in range(n_shards) if shard_name(s) not in done]
+    resumed = n - sum(min(shard_size, n - s * shard_size) for s in todo)
+    errors_dir = job.out / ERRORS_DIR
+    errors_dir.mkdir(exist_ok=True)
+    positions = [p for s in todo for p in range(s * shard_size, min(n, (s + 1) * shard_size))]
+    meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+    state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": []}
+    start = time.perf_counter()
+
+    def flush_shard(s: int) -> None:
+        pos = np.concatenate(state["pos"]) if state["pos"] else np.zeros(0, np.int64)
+        vec = np.concatenate(state["vec"]) if state["vec"] else np.zeros((0, job.manifest["dim"]), np.float32)
+        why = np.concatenate(state["why"]) if state["why"] else np.zeros(0, object)
+        ok = why == ""
+        errors = [(str(job.ids[p]), str(job.paths[p]), str(r)) for p, r in zip(pos[~ok], why[~ok])]
+        if strict and errors:
+            i, path, reason = errors[0]
+            raise EmbedItemError(i, path, reason, reason)
+        atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
+        kill_point("embed:between-errors-and-shard")
+        write_shard(job.out / shard_name(s), job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
+        kill_point("embed:after-shard")
+        state["embedded"] += int(ok.sum())
+        state["failed"] += len(errors)
+        state["pos"], state["vec"], state["why"] = [], [], []
+
+    with progress_bar(label + " (ray)", total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
+        current = [todo[0]] if todo else []
+
+        def on_result(pos: np.ndarray, vec: np.ndarray, why: np.ndarray) -> None:
+            # results arrive in position order: a shard is complete when the next one starts
+            shard_of = pos // shard_size
+            for s in np.unique(shard_of):
+                m = shard_of == s
+                while current[0] != s:
+                    flush_shard(current[0])
+                    current[0] = todo[todo.index(current[0]) + 1]
+                state["pos"].append(pos[m])
+                state["vec"].append(vec[m])
+                state["why"].append(why[m])
+            advance(len(pos))
+
+        run_ray_image_job(positions=positions, paths=job.paths, batch_size=batch_size, on_result=on_result, **ray_job)
+        if current:
+            flush_shard(current[0])
+            for s in todo[todo.index(current[0]) + 1:]:  # shards with no rows left (none in practice)
+                flush_shard(s)
+    return state["embedded"], state["failed"], resumed, time.perf_counter() - start
+
+
 def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -> tuple[int, int]:
     """Embed again the items the per-shard error files list; the ones that now work go into a
     new shard ``part-rNNNN.parquet`` (listed in the manifest) and leave the error files.
@@ -356,6 +414,7 @@ def _embed_one(
     progress: bool,
     retry_failed: bool = False,
     vector_cache: VectorCache | None = None,
+    ray_job: dict | None = None,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -372,9 +431,13 @@ def _embed_one(
     }
     _check_manifest(out, manifest, overwrite)
     job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache)
-    embedded, failed, resumed, seconds = _run(
-        job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
-    )
+    if ray_job is not None:
+        embedded, failed, resumed, seconds = _run_ray(job, batch_size=batch_size, shard_size=shard_size, strict=strict,
+                                                      progress=progress, label=f"embed {modality}", ray_job=ray_job)
+    else:
+        embedded, failed, resumed, seconds = _run(
+            job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
+        )
     if retry_failed:
         fixed, _ = _retry_failed(job, batch_size=batch_size, strict=strict, progress=progress)
         embedded += fixed
@@ -433,6 +496,9 @@ def embed(
     wait: bool = False,
     pixel_budget: int = DEFAULT_MAX_PIXELS,
     cache: bool = True,
+    engine: str = "local",
+    address: str | None = None,
+    actors: int | None = None,
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
@@ -468,6 +534,11 @@ def embed(
         look images up in (and add them to) the content-addressed vector cache
         (:mod:`simlabel.vectors`): a file embedded before by the same encoder is not decoded
         or embedded again, whatever folder or id it comes with.
+    engine
+        ``local`` (threads on this machine) or ``ray`` (:mod:`simlabel.distributed`: decoding in
+        Ray tasks, the encoder in an actor pool of ``actors``; the same store and resume
+        contract). ``address``: the Ray cluster (``auto``, ``HOST:PORT``; default a local Ray).
+        A model given as ``image_encoder`` runs locally (an actor builds its model from ``model``).
 
     Returns
     -------
@@ -475,6 +546,8 @@ def embed(
     """
     if batch_size < 1 or shard_size < 1:
         raise InputError("batch_size and shard_size must be >= 1")
+    if engine not in ("local", "ray"):
+        raise InputError(f"engine must be local or ray; got {engine!r}")
     if shard_size % batch_size:
         # Shards cut batches short otherwise; round up so batches stay full.
         shard_size = -(-shard_size // batch_size) * batch_size
@@ -498,14 +571,17 @@ def embed(
         return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
                              text_model=text_model, device=device, backend=backend, resize=resize, workers=workers,
                              max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size, shard_size=shard_size,
-                             image_encoder=image_encoder, text_encoder=text_encoder, cache=cache)
+                             image_encoder=image_encoder, text_encoder=text_encoder, cache=cache,
+                             engine=engine, address=address, actors=actors)
 
 
 def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col, text_model, device, backend, resize,
                   workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder,
-                  cache: bool = True) -> EmbedResult:
+                  cache: bool = True, engine: str = "local", address: str | None = None,
+                  actors: int | None = None) -> EmbedResult:
 
     image_result = None
+    _built_here = [image_encoder is None]
     if image_mode:
         if image_encoder is None:
             if family == "clip" and text_col and text_encoder is None and not text_model:
@@ -538,9 +614,17 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         def encode_img(batch: list) -> np.ndarray:
             return enc(np.stack(batch))
 
+        ray_job = None
+        if engine == "ray" and image_encoder is enc and not _built_here[0]:
+            raise InputError("engine='ray' builds the model in each actor from its spec: pass model=..., not image_encoder=")
+        if engine == "ray":
+            ray_job = {"spec": model, "device": enc.device if hasattr(enc, "device") else device,
+                       "options": {"backend": backend, "resize": resize} if family == "efficientnet-lite0" else {},
+                       "draft": draft, "max_pixels": max_pixels, "address": address, "actors": actors}
+            vcache = None
         image_result = _embed_one(
             out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers,
-            vector_cache=vcache, **common
+            vector_cache=vcache, ray_job=ray_job, **common
         )
 
     if text_col:

@@ -69,8 +69,14 @@ class GraphConfig:
     seed: int = 0
     threads: int | None = None
     index_options: dict = field(default_factory=dict)
+    #: ``local`` or ``ray`` (the index built once and shared through the object store, each
+    #: block a Ray task writing its own file: the folder must be on storage every node sees)
+    engine: str = "local"
+    #: Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray)
+    address: str | None = None
 
     def __post_init__(self) -> None:
+        one_of(self.engine, ("local", "ray"), "engine")
         positive_int(self.k, "k")
         one_of(self.index, ("auto", "flat", "ivf", "hnsw"), "index")
         positive_int(self.block_rows, "block_rows")
@@ -323,6 +329,11 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
                                         **cfg.index_options))
             if index_path is not None and todo:
                 index.save(index_path)
+    if cfg.engine == "ray" and todo:
+        if out is None:
+            raise InputError("engine='ray' writes its blocks to files: give an out folder")
+        _ray_blocks(index, out, starts, todo, n, cfg, progress)
+        todo = []
     with task("graph", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress) as bar:
         for b, s in enumerate(starts):
             stop = min(s + cfg.block_rows, n)
@@ -352,6 +363,35 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
             p.unlink()
         graph.meta["path"] = str(out)
     return graph
+
+
+def _query_block(index: NeighborIndex, path: str, start: int, stop: int, k: int) -> int:
+    """One block: query, sort, write (a Ray task, or local)."""
+    nb, sim = index.knn_positions(np.arange(start, stop), k)
+    nb, sim = sort_rows(nb, sim)
+    _write_block(Path(path), start, nb, sim)
+    return start
+
+
+def _ray_blocks(index: NeighborIndex, out: Path, starts: list[int], todo: list[int], n: int, cfg: GraphConfig,
+                progress: bool) -> None:
+    from simlabel.distributed import ray_session
+
+    ray, started = ray_session(cfg.address)
+    try:
+        ref = ray.put(index)  # built once, shared by every task through the object store
+        remote = ray.remote(_query_block)
+        futures = [remote.remote(ref, str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), cfg.k)
+                   for b in todo]
+        with task("graph (ray)", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress) as bar:
+            pending = list(futures)
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                ray.get(done)
+                bar.advance(len(done))
+    finally:
+        if started:
+            ray.shutdown()
 
 
 def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:

@@ -185,6 +185,18 @@ class NeighborIndex:
         self._id_index: pd.Index | None = None
         self._apply_search_params()
 
+    def __getstate__(self) -> dict:
+        # FAISS indexes are SWIG objects: ship them as bytes (Ray's object store, multiprocessing)
+        state = {k: v for k, v in self.__dict__.items() if k not in ("index", "_id_index")}
+        state["index_bytes"] = faiss.serialize_index(self.index)
+        return state
+
+    def __setstate__(self, state: dict) -> None:
+        state = dict(state)
+        index = faiss.deserialize_index(state.pop("index_bytes"))
+        self.__dict__.update(state, index=index, _id_index=None)
+        self._apply_search_params()
+
     # ------------------------------------------------------------------ build
     @classmethod
     def build(

@@ -57,6 +57,9 @@ def embed(
     wait: bool = wait_option(),
     retry_failed: bool = typer.Option(False, "--retry-failed", help="Embed again the items errors.csv lists (after fixing their files), without redoing the rest."),
     cache: bool = typer.Option(True, "--cache/--no-cache", help="Reuse the vectors of image files this encoder embedded before (by content hash, whatever their folder or id), and add the new ones."),
+    engine: str = typer.Option(param_default(embed_fn, "engine"), "--engine", help="local (threads here) or ray (decoding in Ray tasks, the model in an actor pool; same store, same resume; pip install 'simlabel[ray]')."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto (the one `ray start` runs) or HOST:PORT; default a local Ray."),
+    actors: Optional[int] = typer.Option(None, "--actors", help="Model actors for --engine ray (default: half the cluster's CPUs; one GPU each with --device cuda)."),
 ) -> None:
     """Embed a catalog's images (and titles) into a resumable Parquet store.
 
@@ -70,6 +73,7 @@ def embed(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
         resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
+        engine=engine, address=address, actors=actors,
     )
     say(result.summary_line())
 
@@ -107,6 +111,8 @@ def graph(
     index: str = typer.Option(default(GraphConfig, "index"), "--index", help="auto (exact up to 200k rows, IVF above), flat, ivf or hnsw."),
     block_rows: int = typer.Option(default(GraphConfig, "block_rows"), "--block-rows", help="Rows queried and written per block (bounds memory)."),
     recall_sample: int = typer.Option(default(GraphConfig, "recall_sample"), "--recall-sample", help="Rows checked against exact search for the recorded recall@k (0: skip)."),
+    engine: str = typer.Option(default(GraphConfig, "engine"), "--engine", help="local, or ray: the index built once and shared, each block a Ray task (OUT on storage every node sees)."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto or HOST:PORT (default a local Ray)."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     progress: bool = progress_option(),
@@ -119,7 +125,8 @@ def graph(
     """
     from simlabel.graph import build_graph
 
-    g = build_graph(emb_dir, out, GraphConfig(k=k, index=index, block_rows=block_rows, recall_sample=recall_sample))
+    g = build_graph(emb_dir, out, GraphConfig(k=k, index=index, block_rows=block_rows, recall_sample=recall_sample,
+                                              engine=engine, address=address))
     rec = g.meta.get("recall_at_k")
     say(f"k = {g.k} graph of {len(g):,} rows ({g.meta['index']['kind']}"
         + (", chosen by auto" if g.meta["index"].get("chosen_by") == "auto" else "")

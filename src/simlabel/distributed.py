@@ -1,0 +1,133 @@
+"""Embedding on Ray: the same store, written shard by shard, when one machine is not enough.
+
+``simlabel embed --engine ray [--address auto|HOST:PORT]`` runs the image job as a Ray Data
+pipeline:
+
+1. the positions of the unfinished shards, in blocks (``ray.data.range``);
+2. decoding in Ray tasks (``map_batches`` of :func:`_decode_batch`): each image is decoded at a
+   reduced JPEG scale near the model's input (``load_image(draft_size=...)``); a file that
+   cannot be read becomes a failure row with its reason, never a failed task;
+3. the encoder in an actor pool (``map_batches(_EncoderActor,
+   compute=ActorPoolStrategy(size=N))``, ``num_gpus=1`` per actor with ``--device cuda``): each
+   actor builds the model once, preprocesses and embeds its batches;
+4. the driver streams the results in order (``preserve_order``) and writes each shard as it
+   completes, with its errors file first, exactly as the local path does (same names, manifest,
+   ``errors.csv``), so a killed job resumes at the first unfinished shard, on Ray or locally.
+
+Images are read by the workers from the paths in the catalog: on a cluster they must be on
+storage every node sees (a shared filesystem, or object-store URIs that pyarrow's filesystems
+open); the store is written by the driver. The vector cache is not consulted on this path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+from simlabel.errors import InputError
+
+__all__ = ["ray_session", "run_ray_image_job"]
+
+
+def ray_session(address: str | None = None, *, num_cpus: int | None = None):
+    """``ray.init`` unless Ray is already up (then the running session is used and left running).
+
+    ``address``: ``None`` starts a local Ray on this machine; ``auto`` joins the cluster
+    ``ray start --head`` started; ``HOST:PORT`` a given head. Returns ``(ray, started_here)``.
+    """
+    try:
+        import ray
+    except ImportError as e:
+        raise InputError("--engine ray needs Ray: pip install 'simlabel[ray]'") from e
+    if ray.is_initialized():
+        return ray, False
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False, "ignore_reinit_error": True}
+    if address:
+        kwargs["address"] = address
+    elif num_cpus:
+        kwargs["num_cpus"] = num_cpus
+    ray.init(**kwargs)
+    return ray, True
+
+
+def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
+    """Ray task: decode the images of a batch of ``(pos, path)`` rows; failures carry their reason."""
+    from simlabel.images import ImageError, load_image
+
+    pos = np.asarray(batch["pos"], dtype=np.int64)
+    images, reasons = [], []
+    for path in batch["path"]:
+        try:
+            img = load_image(str(path), max_pixels=max_pixels, draft_size=draft)
+            images.append(np.asarray(img, dtype=np.uint8))
+            reasons.append("")
+        except ImageError as e:
+            images.append(np.zeros((1, 1, 3), np.uint8))
+            reasons.append(e.reason)
+        except Exception as e:  # noqa: BLE001 - one bad image never fails the job
+            images.append(np.zeros((1, 1, 3), np.uint8))
+            reasons.append(f"error: {type(e).__name__}")
+    out = np.empty(len(images), dtype=object)
+    out[:] = images
+    return {"pos": pos, "image": out, "reason": np.asarray(reasons, dtype=object)}
+
+
+class _EncoderActor:
+    """Ray actor: the model, built once; preprocesses and embeds decoded images."""
+
+    def __init__(self, spec: str, device: str, options: dict) -> None:
+        from simlabel.encoders import get_image_encoder
+
+        self.encoder = get_image_encoder(spec, device, **options)
+
+    def __call__(self, batch: dict) -> dict:
+        from PIL import Image
+
+        ok = np.asarray([r == "" for r in batch["reason"]], dtype=bool)
+        vectors = np.zeros((len(ok), self.encoder.dim), np.float32)
+        if ok.any():
+            pixels = np.stack([self.encoder.preprocess(Image.fromarray(im)) for im, good in zip(batch["image"], ok) if good])
+            vectors[ok] = self.encoder(pixels)
+        return {"pos": batch["pos"], "vector": vectors, "reason": batch["reason"]}
+
+
+def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, device: str, options: dict, draft: int,
+                      max_pixels: int, batch_size: int, on_result: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+                      address: str | None = None, actors: int | None = None) -> None:
+    """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons)`` receives the
+    results in position order, batch by batch (the caller writes the shards)."""
+    if not positions:
+        return
+    ray, started = ray_session(address)
+    try:
+        import ray.data as rd
+
+        ctx = rd.DataContext.get_current()
+        ctx.execution_options.preserve_order = True
+        ctx.enable_progress_bars = False
+        cpus = int(ray.cluster_resources().get("CPU", 1))
+        n_actors = actors or max(1, cpus // 2)
+        import pandas as pd
+
+        pos = np.asarray(positions, dtype=np.int64)
+        # the paths travel with their rows, block by block
+        rows = pd.DataFrame({"pos": pos, "path": np.asarray(paths, dtype=object)[pos].astype(str)})
+        n_blocks = max(1, min(len(rows) // max(batch_size, 1), 4 * cpus))
+        bounds = np.linspace(0, len(rows), n_blocks + 1).astype(int)
+        ds = rd.from_pandas([rows.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
+                            fn_kwargs={"draft": draft, "max_pixels": max_pixels})
+        gpus = 1 if device == "cuda" else 0
+        ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
+                            fn_constructor_kwargs={"spec": spec, "device": device, "options": options},
+                            compute=rd.ActorPoolStrategy(size=n_actors), num_gpus=gpus)
+        for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
+            on_result(np.asarray(b["pos"], dtype=np.int64), np.asarray(b["vector"], dtype=np.float32),
+                      np.asarray(b["reason"], dtype=object))
+    finally:
+        if started:
+            ray.shutdown()

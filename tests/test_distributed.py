@@ -1,0 +1,96 @@
+"""simlabel.distributed: `embed --engine ray` writes the store the local path writes, and resumes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests.helpers import ROOT
+
+ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'simlabel[ray]'")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    from simlabel.distributed import ray_session
+
+    r, started = ray_session(num_cpus=2)
+    yield r
+    if started:
+        r.shutdown()
+
+
+@pytest.mark.slow
+def test_ray_embed_equals_the_local_path(local_ray, clothing_slice: Path, tmp_path: Path):
+    from simlabel.embedding import embed
+    from simlabel.store import load_embeddings
+
+    local = embed(clothing_slice, tmp_path / "local", shard_size=16, batch_size=8, progress=False, cache=False)
+    on_ray = embed(clothing_slice, tmp_path / "ray", shard_size=16, batch_size=8, progress=False, engine="ray", actors=1)
+    a, b = load_embeddings(tmp_path / "local"), load_embeddings(tmp_path / "ray")
+    assert a.ids.tolist() == b.ids.tolist() and len(a.ids) == local.n_embedded == on_ray.n_embedded
+    assert np.allclose(a.matrix, b.matrix, atol=1e-5)
+    ea = pd.read_csv(tmp_path / "local" / "errors.csv").sort_values("id")
+    eb = pd.read_csv(tmp_path / "ray" / "errors.csv").sort_values("id")
+    assert len(ea) >= 4 and ea["id"].tolist() == eb["id"].tolist()  # one bad image never fails the job
+    assert set(eb["reason"]) == set(ea["reason"])
+    assert sorted(p.name for p in (tmp_path / "ray").glob("part-*.parquet")) == \
+        sorted(p.name for p in (tmp_path / "local").glob("part-*.parquet"))
+
+
+@pytest.mark.slow
+def test_a_killed_ray_job_resumes(clothing_slice: Path, tmp_path: Path):
+    from simlabel.embedding import embed
+    from simlabel.store import load_embeddings
+
+    out = tmp_path / "emb"
+    code = ("import sys\nfrom simlabel.embedding import embed\n"
+            "embed(sys.argv[1], sys.argv[2], shard_size=8, batch_size=8, progress=False, engine='ray', actors=1)\n")
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src"), "SIMLABEL_TEST_KILL_AT": "embed:after-shard",
+           "RAY_USAGE_STATS_ENABLED": "0"}
+    proc = subprocess.run([sys.executable, "-c", code, str(clothing_slice), str(out)], env=env, capture_output=True,
+                          text=True, timeout=300)
+    assert proc.returncode == -9, proc.stderr[-2000:]
+    assert [p.name for p in out.glob("part-*.parquet")] == ["part-00000.parquet"]
+    res = embed(clothing_slice, out, shard_size=8, batch_size=8, progress=False, cache=False)  # finish it locally
+    assert res.n_resumed == 8
+    whole = embed(clothing_slice, tmp_path / "whole", shard_size=8, batch_size=8, progress=False, cache=False)
+    a, b = load_embeddings(out), load_embeddings(tmp_path / "whole")
+    assert a.ids.tolist() == b.ids.tolist() and np.allclose(a.matrix, b.matrix, atol=1e-5)
+    assert whole.n_embedded == res.n_embedded
+
+
+def test_engine_errors(clothing_slice: Path, tmp_path: Path, image_encoder):
+    from simlabel.embedding import embed
+    from simlabel.errors import InputError
+
+    with pytest.raises(InputError, match="engine must be local or ray"):
+        embed(clothing_slice, tmp_path / "x", engine="spark")
+    with pytest.raises(InputError, match="builds the model in each actor"):
+        embed(clothing_slice, tmp_path / "y", engine="ray", image_encoder=image_encoder, progress=False)
+
+
+def test_ray_graph_equals_the_local_graph(local_ray, tmp_path: Path):
+    import pickle
+
+    from simlabel.graph import GraphConfig, build_graph
+    from simlabel.index import IndexConfig, NeighborIndex
+    from simlabel.store import Embeddings
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(500, 16)).astype(np.float32)
+    e = Embeddings(np.array([f"r{i}" for i in range(500)], dtype=object), X, {"path": "mem", "model": "test"})
+    idx = NeighborIndex.build(e.ids, X, IndexConfig(kind="ivf", ivf_nlist=8))
+    back = pickle.loads(pickle.dumps(idx))  # what the object store does with it
+    assert np.array_equal(back.knn_positions(np.arange(20), 5).neighbors, idx.knn_positions(np.arange(20), 5).neighbors)
+    local = build_graph(e, tmp_path / "local", GraphConfig(k=6, block_rows=128), progress=False)
+    on_ray = build_graph(e, tmp_path / "ray", GraphConfig(k=6, block_rows=128, engine="ray"), progress=False)
+    assert np.array_equal(local.neighbors, on_ray.neighbors) and np.allclose(local.similarities, on_ray.similarities)
+    assert len(list((tmp_path / "ray" / "blocks").glob("*.parquet"))) == 4
