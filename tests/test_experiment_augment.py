@@ -101,3 +101,24 @@ def test_cli_augment_propagate_train_evaluate(fashion_slice: Path, tmp_path: Pat
     bad.write_text("id,label\nnope,Apparel\n")
     res = runner.invoke(app, ["augment", "--emb", str(emb), "--labels", str(bad), "--out", str(tmp_path / "x.csv")])
     assert res.exit_code == 1 and "not in the embeddings" in res.output
+
+
+def test_one_repetition_is_the_same_on_the_graph_as_on_an_index(clothing_80: Path, tmp_path: Path) -> None:
+    """The experiment reads its augmentation's neighbours from one graph per encoder: same labels as an index."""
+    from simlabel.catalog import load_catalog
+    from simlabel.embedding import embed
+    from simlabel.experiments.augment import run_one
+    from simlabel.graph import GraphConfig, build_graph
+    from simlabel.index import IndexConfig, NeighborIndex
+    from simlabel.store import load_embeddings
+
+    embed(clothing_80, tmp_path / "emb", progress=False)
+    emb = load_embeddings(tmp_path / "emb")
+    labeled = labeled_table(load_catalog(clothing_80), None)
+    cfg = AugmentExperimentConfig(labeled_frac=0.5, repeats=[0], device="cpu", head=HeadConfig(max_epochs=5))
+    on_index = run_one(emb, labeled, cfg, 0, tmp_path / "a", index=NeighborIndex.build(emb.ids, emb.matrix, IndexConfig(kind="flat")))
+    on_graph = run_one(emb, labeled, cfg, 0, tmp_path / "b", graph=build_graph(emb, None, GraphConfig(k=cfg.k), progress=False))
+    a, b = pd.read_csv(tmp_path / "a" / "aug.csv"), pd.read_csv(tmp_path / "b" / "aug.csv")
+    assert len(a) > 40
+    pd.testing.assert_frame_equal(a, b)
+    assert on_index["sizes"] == on_graph["sizes"]

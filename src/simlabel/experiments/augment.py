@@ -38,8 +38,9 @@ from simlabel.embedding import embed
 from simlabel.errors import CatalogError, InputError
 from simlabel.experiments._common import jsonable, mean_sd
 from simlabel.files import atomic_write_json
+from simlabel.graph import GraphConfig, KnnGraph, build_graph
 from simlabel.heads import HeadConfig
-from simlabel.index import IndexConfig, NeighborIndex, auto_kind
+from simlabel.index import NeighborIndex
 from simlabel.labels.augment import augment, root_seeds, split_holdout
 from simlabel.labels.propagate import propagate
 from simlabel.progress import task
@@ -134,11 +135,14 @@ def run_one(
     work: Path,
     index: NeighborIndex | None = None,
     bar=None,
+    graph: KnnGraph | None = None,
 ) -> dict:
     """One encoder, one repetition: returns sizes, label precisions, metrics and samples.
 
-    ``index``: the k-NN index of the universe, built once per encoder and shared by the
-    repetitions (built here when not given)."""
+    ``graph`` (or ``index``): the k-NN graph (index) of the universe, built once per encoder and
+    shared by the repetitions (built here when neither is given). The augmentation reads its
+    neighbours from the graph; the propagation builds the graph of its own nodes (the seeds and
+    a sample, paper 000's protocol), which a graph of the whole universe cannot give."""
     ids = emb.ids
     labeled = labeled[emb.has(labeled["id"])].reset_index(drop=True)
     truth_all = labeled.set_index("id")["label"]
@@ -167,7 +171,7 @@ def run_one(
     hold = hold[hold["label"].isin(seed_classes)].reset_index(drop=True)
     work.mkdir(parents=True, exist_ok=True)
     aug, result, _ = augment(emb, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps,
-                             index=index, out=work / "aug.csv")
+                             index=index if graph is None else None, graph=graph, out=work / "aug.csv")
     augmented = aug[aug["source"] == "augmented"]
     prop, _ = propagate(
         emb, seeds, k=cfg.k, steps=max(1, result.n_steps), unlabeled_sample=max(1, len(augmented)),
@@ -268,12 +272,14 @@ def run_augment_experiment(
     for model in cfg.encoders:
         run_dir = Path(out) if out else default_run_dir(catalog, model)
         emb = _embeddings(catalog, model, out, cfg, progress, embeddings)
-        index = NeighborIndex.build(emb.ids, emb.matrix, IndexConfig(kind=auto_kind(len(emb.ids))))
+        # one graph per encoder (kept in the run folder, so a second run reuses it), read by every repetition
+        graph = build_graph(emb, run_dir / f"graph-k{cfg.k}-{emb.fingerprint[:8]}", GraphConfig(k=cfg.k, recall_sample=0),
+                            progress=progress)
         tag = safe_name(f"{cfg.positive or 'all'}")
         with task(f"experiment augment {cfg.positive or 'all classes'} ({model})", len(cfg.repeats) * len(METHODS),
                   unit="models", enabled=progress) as bar:
             runs = [
-                run_one(emb, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}", index=index, bar=bar)
+                run_one(emb, labeled, cfg, s, run_dir / "experiment-augment" / tag / f"seed{s}", graph=graph, bar=bar)
                 for s in cfg.repeats
             ]
         mean, std = _aggregate(runs)
