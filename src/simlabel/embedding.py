@@ -257,8 +257,9 @@ def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[in
         batch_pos.clear()
 
 
-def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str) -> tuple[int, int, int, float]:
-    """Embed every unfinished shard; return (embedded, failed, resumed, seconds)."""
+def _unfinished(job: _Job, shard_size: int) -> tuple[list[int], int, list[int], Path, dict]:
+    """The shards still to write, the rows already written (resumed), the rows to embed, the
+    errors folder and the shards' metadata: what the local and the Ray runner share."""
     n = len(job.ids)
     n_shards = max(1, -(-n // shard_size))
     done = {p.name for p in list_shards(job.out)}
@@ -267,9 +268,16 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     errors_dir = job.out / ERRORS_DIR
     errors_dir.mkdir(exist_ok=True)
     positions = [p for s in todo for p in range(s * shard_size, min(n, (s + 1) * shard_size))]
+    meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+    return todo, resumed, positions, errors_dir, meta
+
+
+def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str) -> tuple[int, int, int, float]:
+    """Embed every unfinished shard; return (embedded, failed, resumed, seconds)."""
+    n = len(job.ids)
+    todo, resumed, positions, errors_dir, meta = _unfinished(job, shard_size)
     embedded = failed = 0
     start = time.perf_counter()
-    meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
     # a finished job has nothing to show: no bar stuck at 100% and "0.0 items/s"
     with progress_bar(label, total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
@@ -292,14 +300,7 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
     from simlabel.distributed import run_ray_image_job
 
     n = len(job.ids)
-    n_shards = max(1, -(-n // shard_size))
-    done = {p.name for p in list_shards(job.out)}
-    todo = [s for s in range(n_shards) if shard_name(s) not in done]
-    resumed = n - sum(min(shard_size, n - s * shard_size) for s in todo)
-    errors_dir = job.out / ERRORS_DIR
-    errors_dir.mkdir(exist_ok=True)
-    positions = [p for s in todo for p in range(s * shard_size, min(n, (s + 1) * shard_size))]
-    meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+    todo, resumed, positions, errors_dir, meta = _unfinished(job, shard_size)
     state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": []}
     start = time.perf_counter()
 
