@@ -184,3 +184,18 @@ def test_cli_graph_then_augment_with_it(tmp_path: Path):
     assert res.exit_code == 0, res.output
     assert "iterations (converged)" in " ".join(res.output.split())
     assert "weight" in pd.read_csv(tmp_path / "p.csv").columns
+
+
+def test_augment_records_the_graph_it_read(tmp_path: Path):
+    import json
+
+    from simlabel.labels.augment import augment
+
+    e = _emb(n=200)
+    build_graph(e, tmp_path / "g", GraphConfig(k=10), progress=False)
+    seeds = pd.DataFrame({"id": e.ids[:20], "label": ["a", "b"] * 10})
+    augment(e, seeds, k=10, graph=tmp_path / "g", out=tmp_path / "aug.csv")
+    summary = json.loads((tmp_path / "aug.csv.summary.json").read_text())
+    assert summary["neighbours"]["graph"] == str(tmp_path / "g") and summary["neighbours"]["k"] == 10
+    augment(e, seeds, k=10, out=tmp_path / "aug2.csv")
+    assert json.loads((tmp_path / "aug2.csv.summary.json").read_text())["neighbours"] == {"index": "flat"}

@@ -367,6 +367,8 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
             "sizes": json.loads(result.size_table().to_json(orient="index")),
             "embeddings": embeddings.source,
             "embeddings_fingerprint": embeddings.fingerprint,
+            "neighbours": ({"graph": nindex.meta.get("path"), "k": nindex.k, "index": nindex.meta.get("index")}
+                           if graph is not None else {"index": getattr(nindex, "kind", None)}),
             "holdout_file": out.name + HOLDOUT_SUFFIX if holdout_frac else (str(Path(holdout).resolve()) if isinstance(holdout, (str, os.PathLike)) else None),
         }
         hold_text = labels_csv(hold_df)
