@@ -71,3 +71,21 @@ def test_demo_on_a_real_slice(clothing_slice: Path, tmp_path: Path, monkeypatch:
     # other inputs (here the labelled share) are another experiment
     with pytest.raises(AssertionError, match="ran again"):
         run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, labeled_frac=0.8)
+
+
+def test_demo_knn_accuracy_is_the_same_from_a_graph(clothing_slice: Path, tmp_path: Path) -> None:
+    from simlabel.graph import GraphConfig, build_graph, neighbours_among
+    from simlabel.store import load_embeddings
+
+    rep = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, experiment=False)
+    emb = load_embeddings(tmp_path / "run" / "embeddings")
+    # a small graph (k = 4): most test rows lack 3 training neighbours in it and are queried instead
+    for gk in (4, 30):
+        g = build_graph(emb, tmp_path / f"g{gk}", GraphConfig(k=gk), progress=False)
+        via = run_demo(clothing_slice, out=tmp_path / "run", k=3, progress=False, experiment=False, graph=g)
+        assert via.knn_accuracy == rep.knn_accuracy and via.per_class_accuracy == rep.per_class_accuracy
+    # the helper by hand: allowed rows only, best first, never the row itself
+    allowed = np.zeros(len(g), dtype=bool)
+    allowed[::2] = True
+    nb, sims = neighbours_among(g, np.arange(6), allowed, 3, vectors=emb.matrix)
+    assert allowed[nb].all() and (nb != np.arange(6)[:, None]).all() and (np.diff(sims, axis=1) <= 1e-6).all()

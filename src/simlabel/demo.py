@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from simlabel.files import atomic_write_json, read_json
 from simlabel.index import IndexConfig, NeighborIndex
 from simlabel.runs import default_run_dir, find_default_data
 from simlabel.store import load_embeddings
+
+if TYPE_CHECKING:
+    from simlabel.graph import KnnGraph
 
 
 def knn_vote(
@@ -107,6 +111,7 @@ def run_demo(
     seed: int = 0,
     experiment: bool = True,
     labeled_frac: float = 0.1,
+    graph: "str | os.PathLike | KnnGraph | None" = None,
 ) -> DemoReport:
     """Embed the default (or given) data, index it and measure test-vs-train k-NN accuracy.
 
@@ -115,6 +120,11 @@ def run_demo(
     (or 30% of the labeled rows) is held out, and a dense layer is trained on the seeds,
     seeds + augmented and seeds + propagated labels. Its results are cached in the run folder,
     keyed by :func:`experiment_key`: a second demo with the same inputs and code reads them.
+
+    ``graph`` (a :class:`~simlabel.graph.KnnGraph` or folder over these embeddings) gives the
+    test rows' training neighbours without new queries (:func:`simlabel.graph.neighbours_among`:
+    rows whose graph row holds fewer than ``k`` training neighbours are queried), the same
+    accuracy as the train-only index.
     """
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": label_col} if label_col else None)
@@ -144,8 +154,18 @@ def run_demo(
     acc: float | None = None
     per_class: dict[str, float] = {}
     if is_train.sum() > k and is_test.any():
-        train_index = NeighborIndex.build(ids[is_train], matrix[is_train])
-        pos, sims = train_index.search(matrix[is_test], k)
+        if graph is not None:
+            from simlabel.graph import as_graph, neighbours_among
+
+            g = as_graph(graph)
+            g.check_matches(embeddings)
+            nb, sims = neighbours_among(g, np.flatnonzero(is_test), is_train, k, vectors=matrix)
+            train_pos = np.full(len(ids), -1, dtype=np.int64)
+            train_pos[is_train] = np.arange(int(is_train.sum()))
+            pos = np.where(nb >= 0, train_pos[np.maximum(nb, 0)], -1)
+        else:
+            train_index = NeighborIndex.build(ids[is_train], matrix[is_train])
+            pos, sims = train_index.search(matrix[is_test], k)
         pred = knn_vote(labels[is_train], pos, sims)
         truth = labels[is_test]
         acc = float((pred == truth).mean())

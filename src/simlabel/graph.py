@@ -212,6 +212,49 @@ class KnnGraph:
         return sp.csr_matrix((dist.ravel(), g.neighbors.ravel(), np.arange(0, n * kk + 1, kk)), shape=(n, n))
 
 
+def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, k: int,
+                     vectors: np.ndarray | None = None) -> Neighbors:
+    """The ``k`` nearest *allowed* rows of each query row (e.g. training rows of test rows), from the graph.
+
+    Each query keeps its graph neighbours that are allowed, best first; a query whose graph row
+    holds fewer than ``k`` allowed neighbours is answered by exact search among the allowed rows
+    (``vectors``: the store's matrix), so the answer is the one a query over the allowed rows
+    would give (for an exact graph; ties aside). Returns positions into the graph's rows.
+    """
+    allowed = np.asarray(allowed, dtype=bool)
+    q = np.asarray(queries, dtype=np.int64)
+    nb = graph.neighbors[q].astype(np.int64)
+    sim = graph.similarities[q]
+    ok = (nb >= 0) & allowed[np.maximum(nb, 0)] & (nb != q[:, None])
+    # stable: the kept neighbours stay in graph order (best first)
+    order = np.argsort(~ok, axis=1, kind="stable")
+    nb_k = np.take_along_axis(nb, order, axis=1)[:, :k]
+    sim_k = np.take_along_axis(sim, order, axis=1)[:, :k]
+    short = ok.sum(axis=1) < k
+    if short.any():
+        if vectors is None:
+            raise InputError(f"{int(short.sum())} rows have fewer than {k} allowed neighbours in the graph; "
+                             "pass the vectors to query them")
+        import faiss
+
+        cand = np.flatnonzero(allowed)
+        X = np.ascontiguousarray(vectors[cand], dtype=np.float32)
+        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
+        flat = faiss.IndexFlatIP(X.shape[1])
+        flat.add(X)
+        Q = np.ascontiguousarray(vectors[q[short]], dtype=np.float32)
+        Q /= np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
+        s2, p2 = flat.search(Q, k + 1)
+        p2 = np.where(p2 >= 0, cand[np.maximum(p2, 0)], -1)
+        self_hit = p2 == q[short][:, None]
+        keep = ~self_hit
+        # drop the query itself where it is allowed, keep the first k of the rest
+        idx = np.argsort(~keep, axis=1, kind="stable")[:, :k]
+        nb_k[short] = np.take_along_axis(p2, idx, axis=1)
+        sim_k[short] = np.take_along_axis(s2, idx, axis=1)
+    return Neighbors(nb_k, sim_k)
+
+
 # -- building ------------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ def demo(
     k: int = typer.Option(10, "--k", "-k", help="Neighbours for the k-NN accuracy."),
     experiment: bool = typer.Option(True, "--experiment/--no-experiment", help="Also run a small paper-000 experiment (augmentation vs propagation)."),
     labeled_frac: float = typer.Option(0.1, "--labeled-frac", help="Share of the catalog kept labeled in that experiment."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of the run's embeddings (`simlabel graph`): the k-NN accuracy reads its neighbours instead of new queries."),
     device: str = device_option(),
     progress: bool = progress_option(),
 ) -> None:
@@ -59,7 +60,7 @@ def demo(
     from simlabel.demo import run_demo
 
     rep = run_demo(data, out=out, model=model, label_col=label_col, k=k, device=device,
-                   experiment=experiment, labeled_frac=labeled_frac)
+                   experiment=experiment, labeled_frac=labeled_frac, graph=graph)
     t = Table(title="simlabel demo", show_header=False)
     t.add_column("what")
     t.add_column("value", overflow="fold")
