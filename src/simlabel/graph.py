@@ -26,7 +26,6 @@ queries.
 from __future__ import annotations
 
 import os
-import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -235,23 +234,7 @@ def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, 
         if vectors is None:
             raise InputError(f"{int(short.sum())} rows have fewer than {k} allowed neighbours in the graph; "
                              "pass the vectors to query them")
-        import faiss
-
-        cand = np.flatnonzero(allowed)
-        X = np.ascontiguousarray(vectors[cand], dtype=np.float32)
-        X /= np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12)
-        flat = faiss.IndexFlatIP(X.shape[1])
-        flat.add(X)
-        Q = np.ascontiguousarray(vectors[q[short]], dtype=np.float32)
-        Q /= np.maximum(np.linalg.norm(Q, axis=1, keepdims=True), 1e-12)
-        s2, p2 = flat.search(Q, k + 1)
-        p2 = np.where(p2 >= 0, cand[np.maximum(p2, 0)], -1)
-        self_hit = p2 == q[short][:, None]
-        keep = ~self_hit
-        # drop the query itself where it is allowed, keep the first k of the rest
-        idx = np.argsort(~keep, axis=1, kind="stable")[:, :k]
-        nb_k[short] = np.take_along_axis(p2, idx, axis=1)
-        sim_k[short] = np.take_along_axis(s2, idx, axis=1)
+        nb_k[short], sim_k[short] = _exact_neighbours(vectors, np.flatnonzero(allowed), q[short], k)
     return Neighbors(nb_k, sim_k)
 
 
@@ -281,17 +264,29 @@ def _read_block(path: Path, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]
     return rows, nb, sim
 
 
-def _recall(index: NeighborIndex, X: np.ndarray, nb_sample: np.ndarray, sample: np.ndarray, k: int) -> float:
-    """recall@k of the graph's rows at ``sample`` against exact inner-product search."""
-    import faiss
+def _exact_neighbours(vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Exact search: the ``k`` nearest of ``rows`` (positions into ``vectors``) to each query position,
+    the query itself left out (:func:`~simlabel.index.drop_self_matches`); ``-1`` where fewer exist."""
+    from simlabel.index import drop_self_matches
 
-    from simlabel.index import drop_self_matches, recall_at_k
+    rows = np.asarray(rows, dtype=np.int64)
+    queries = np.asarray(queries, dtype=np.int64)
+    flat = NeighborIndex.build(rows.astype(str), vectors[rows], IndexConfig(kind="flat"))
+    pos, sims = flat.search(vectors[queries], min(k + 1, len(rows)))
+    pos = np.where(pos >= 0, rows[np.maximum(pos, 0)], -1)
+    sims, pos = drop_self_matches(sims, pos, queries)
+    short = k - pos.shape[1]
+    if short > 0:
+        pos = np.pad(pos, ((0, 0), (0, short)), constant_values=-1)
+        sims = np.pad(sims, ((0, 0), (0, short)), constant_values=-np.inf)
+    return pos[:, :k], sims[:, :k]
 
-    Xn = np.ascontiguousarray(X / np.maximum(np.linalg.norm(X, axis=1, keepdims=True), 1e-12), dtype=np.float32)
-    flat = faiss.IndexFlatIP(Xn.shape[1])
-    flat.add(Xn)
-    sims, pos = flat.search(Xn[sample], min(k + 1, len(Xn)))
-    _, exact = drop_self_matches(sims, pos, sample)
+
+def _recall(X: np.ndarray, nb_sample: np.ndarray, sample: np.ndarray, k: int) -> float:
+    """recall@k of the graph's rows at ``sample`` against exact search."""
+    from simlabel.index import recall_at_k
+
+    exact, _ = _exact_neighbours(X, np.arange(len(X)), sample, k)
     return float(recall_at_k(nb_sample, exact))
 
 
@@ -364,13 +359,13 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
     nb_all = np.empty((n, k), dtype=np.int32)
     sim_all = np.empty((n, k), dtype=np.float32)
     index = None
-    if todo or cfg.recall_sample:
+    if todo:
         if index_path is not None and index_path.exists():
             index = NeighborIndex.load(index_path)
         else:
             index = NeighborIndex.build(e.ids, e.matrix, IndexConfig(kind=meta["index"]["kind"], threads=cfg.threads,
                                         **cfg.index_options))
-            if index_path is not None and todo:
+            if index_path is not None:
                 index.save(index_path)
     if cfg.engine == "ray" and todo:
         if out is None:
@@ -393,10 +388,10 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
                                      "delete it to rebuild that block")
             nb_all[s:stop], sim_all[s:stop] = nb, sim
     recall = None
-    if cfg.recall_sample and index is not None:
+    if cfg.recall_sample:
         rng = np.random.default_rng(cfg.seed)
         sample = np.sort(rng.choice(n, size=min(cfg.recall_sample, n), replace=False))
-        recall = _recall(index, e.matrix, nb_all[sample].astype(np.int64), sample, k)
+        recall = _recall(e.matrix, nb_all[sample].astype(np.int64), sample, k)
     meta = {**meta, "recall_at_k": recall, "recall_sample": int(min(cfg.recall_sample, n)), "state": "complete",
             "n_blocks": len(starts)}
     graph = KnnGraph(e.ids, nb_all, sim_all, meta)
@@ -464,7 +459,3 @@ def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:
 
 def as_graph(graph: str | os.PathLike | KnnGraph) -> KnnGraph:
     return graph if isinstance(graph, KnnGraph) else load_graph(graph)
-
-
-def remove_graph(path: str | os.PathLike) -> None:
-    shutil.rmtree(path, ignore_errors=True)
