@@ -549,6 +549,8 @@ def embed(
         raise InputError("batch_size and shard_size must be >= 1")
     if engine not in ("local", "ray"):
         raise InputError(f"engine must be local or ray; got {engine!r}")
+    if engine == "ray" and image_encoder is not None:
+        raise InputError("engine='ray' builds the model in each actor from its spec: pass model=..., not image_encoder=")
     if shard_size % batch_size:
         # Shards cut batches short otherwise; round up so batches stay full.
         shard_size = -(-shard_size // batch_size) * batch_size
@@ -582,7 +584,6 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                   actors: int | None = None) -> EmbedResult:
 
     image_result = None
-    _built_here = [image_encoder is None]
     if image_mode:
         if image_encoder is None:
             if family == "clip" and text_col and text_encoder is None and not text_model:
@@ -616,8 +617,6 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
             return enc(np.stack(batch))
 
         ray_job = None
-        if engine == "ray" and image_encoder is enc and not _built_here[0]:
-            raise InputError("engine='ray' builds the model in each actor from its spec: pass model=..., not image_encoder=")
         if engine == "ray":
             ray_job = {"spec": model, "device": enc.device if hasattr(enc, "device") else device,
                        "options": {"backend": backend, "resize": resize} if family == "efficientnet-lite0" else {},
