@@ -102,6 +102,17 @@ def variant_config(variant: str, cfg: SSLExperimentConfig) -> SSLConfig:
     return SSLConfig(views=ViewConfig(**views, **v), **skill, **base)
 
 
+def with_products(catalog: Catalog, cfg: SSLExperimentConfig, *, required: bool = True) -> Catalog:
+    """The catalog with a ``product`` column: colour variants of one title (``design_groups``).
+    Without the title or colour column: an error, or (``required=False``) one product per row."""
+    table = catalog.table.copy()
+    if required or {cfg.title_col, cfg.colour_col} <= set(table.columns):
+        table["product"] = design_groups(table, cfg.title_col, cfg.colour_col).to_numpy()
+    else:
+        table["product"] = table["id"]
+    return dataclasses.replace(catalog, table=table)
+
+
 def evaluate_embeddings(emb: Embeddings, table: pd.DataFrame, cfg: SSLExperimentConfig, *, device: str = "cpu") -> dict:
     """Probes for each ``probe_cols`` (linear and mlp), the colour probe and colour entropy."""
     by_id = table.set_index(table["id"].astype(str))
@@ -142,10 +153,8 @@ def run_ssl_experiment(data: str | os.PathLike | None = None, config: SSLExperim
     cfg = config or SSLExperimentConfig()
     device = resolve_device(cfg.device)
     exp = open_experiment(data, model=cfg.model, limit=cfg.limit, out=out, device=device, progress=progress)
-    cat = exp.catalog
-    table = cat.table.copy()
-    table["product"] = design_groups(table, cfg.title_col, cfg.colour_col).to_numpy()
-    cat = dataclasses.replace(cat, table=table)
+    cat = with_products(exp.catalog, cfg)
+    table = cat.table
     n_designs = int((table["product"].value_counts() >= 2).sum())
     results: dict = {"data": str(exp.root), "config": jsonable(dataclasses.asdict(cfg)), "variants": {},
                      "n_images": len(table), "n_design_groups": n_designs,
@@ -201,16 +210,13 @@ def _views_html(catalog: Catalog, cfg: dict, array_cell, n: int = 4) -> str:
 
     known = {f.name for f in dataclasses.fields(SSLExperimentConfig)}
     exp_cfg = SSLExperimentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.items() if k in known})
-    table = catalog.table.copy()
-    if exp_cfg.title_col in table.columns and exp_cfg.colour_col in table.columns:
-        table["product"] = design_groups(table, exp_cfg.title_col, exp_cfg.colour_col).to_numpy()
-    else:
-        table["product"] = table["id"]
+    catalog = with_products(catalog, exp_cfg, required=False)
+    table = catalog.table
     scfg = variant_config("skill", exp_cfg)
     if exp_cfg.task_col not in table.columns:
         scfg = dataclasses.replace(scfg, task_col=None)
     rows = []
-    for pid, views in iter_views(dataclasses.replace(catalog, table=table), scfg, n=n):
+    for pid, views in iter_views(catalog, scfg, n=n):
         ptype = table.loc[table["id"].astype(str) == pid, exp_cfg.task_col].iloc[0] if scfg.task_col else ""
         cells = [array_cell(v, ("global " if i < 2 else "low-res ") + str(i + 1), 96) for i, v in enumerate(views)]
         rows.append(f"<div class='meta'>{pid} ({ptype})</div><div class='grid'>{''.join(cells)}</div>")
