@@ -83,3 +83,12 @@ def test_experiment_end_to_end_on_a_fashion_slice(tmp_path: Path):
     facts = check_page(page, tmp_path / "shots")
     assert facts["images"] >= 12
     assert dataset("fashion-products")
+
+
+def test_missing_labels_are_left_out_not_a_class():
+    emb, design, _ = _blobs()
+    gaps = design.copy().astype(object)
+    gaps.iloc[::7] = np.nan
+    gaps.iloc[1::7] = ""
+    r = probe(emb, gaps)
+    assert r["n_classes"] == 4 and r["n_train"] + r["n_test"] == len(design) - 2 * len(design[::7])

@@ -30,8 +30,8 @@ __all__ = ["colour_entropy", "probe"]
 
 def _aligned(emb: str | os.PathLike | Embeddings, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     e = as_embeddings(emb)
-    lab = labels.astype(str)
-    lab = lab[(lab != "") & (lab.str.upper() != "NA") & lab.notna()]
+    lab = labels.dropna().astype(str)  # before astype: NaN would become the class "nan"
+    lab = lab[(lab != "") & (lab.str.upper() != "NA")]
     pos = pd.Index(e.ids.astype(str)).get_indexer(lab.index.astype(str))
     keep = pos >= 0
     if not keep.any():
