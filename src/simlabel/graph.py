@@ -95,6 +95,25 @@ def sort_rows(neighbors: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarr
     return nb, sim
 
 
+def similarity_affinity(neighbors: np.ndarray, similarities: np.ndarray, n: int | None = None, *, power: float = 1.0,
+                        symmetric: bool = True, combine: str = "max", dtype=np.float64) -> scipy.sparse.csr_matrix:
+    """``W[i, j] = max(s_ij, 0) ** power`` for ``j`` among row ``i``'s neighbours (``-1``: skipped), ``(n, n)``;
+    ``symmetric``: ``max(W, W^T)`` (``combine="max"``) or ``(W + W^T) / 2`` (``"mean"``)."""
+    import scipy.sparse as sp
+
+    neighbors = np.asarray(neighbors, dtype=np.int64)
+    n = neighbors.shape[0] if n is None else n
+    rows = np.repeat(np.arange(neighbors.shape[0], dtype=np.int64), neighbors.shape[1])
+    cols = neighbors.ravel()
+    ok = cols >= 0
+    vals = np.maximum(np.asarray(similarities, dtype=dtype).ravel()[ok], 0.0) ** power
+    w = sp.csr_matrix((vals.astype(dtype), (rows[ok], cols[ok])), shape=(n, n))
+    if not symmetric:
+        return w
+    one_of(combine, ("max", "mean"), "combine")
+    return (w.maximum(w.T) if combine == "max" else (w + w.T) * 0.5).tocsr()
+
+
 class KnnGraph:
     """A k-NN graph in memory: ``ids`` (n,), ``neighbors`` (n, k) int32 positions (-1: none),
     ``similarities`` (n, k) float32, ``meta`` (what ``graph.json`` records)."""
@@ -180,19 +199,9 @@ class KnnGraph:
         ``symmetric``: ``max(W, W^T)`` (``combine="max"``) or ``(W + W^T) / 2`` (``"mean"``), the
         undirected graph label propagation needs.
         """
-        import scipy.sparse as sp
-
         g = self if k is None else self.truncate(k)
-        n, kk = g.neighbors.shape
-        ok = g.neighbors >= 0
-        rows = np.repeat(np.arange(n), kk)[ok.ravel()]
-        cols = g.neighbors.ravel()[ok.ravel()]
-        vals = np.maximum(g.similarities.ravel()[ok.ravel()], 0.0) ** power
-        W = sp.csr_matrix((vals.astype(np.float32), (rows, cols)), shape=(n, n))
-        if not symmetric:
-            return W
-        one_of(combine, ("max", "mean"), "combine")
-        return (W.maximum(W.T) if combine == "max" else (W + W.T) * 0.5).tocsr()
+        return similarity_affinity(g.neighbors, g.similarities, power=power, symmetric=symmetric, combine=combine,
+                                   dtype=np.float32)
 
     def reverse(self, *, k: int | None = None) -> scipy.sparse.csr_matrix:
         """Row ``j`` lists the rows that have ``j`` among their neighbours (with the similarity)."""

@@ -63,15 +63,10 @@ def knn_adjacency(neighbors: np.ndarray, n: int | None = None, *, symmetric: boo
 def similarity_adjacency(neighbors: np.ndarray, similarities: np.ndarray, n: int | None = None, *,
                          power: float = 3.0) -> sp.csr_matrix:
     """``W = max(W_d, W_d^T)`` with ``W_d[i, j] = max(s_ij, 0) ** power`` for ``j`` among ``i``'s neighbours
-    (Iscen et al. 2019's affinity; ``-1`` neighbours are skipped)."""
-    neighbors = np.asarray(neighbors, dtype=np.int64)
-    n = neighbors.shape[0] if n is None else n
-    rows = np.repeat(np.arange(neighbors.shape[0], dtype=np.int64), neighbors.shape[1])
-    cols = neighbors.ravel()
-    ok = cols >= 0
-    vals = np.maximum(np.asarray(similarities, dtype=np.float64).ravel()[ok], 0.0) ** power
-    w = sp.csr_matrix((vals, (rows[ok], cols[ok])), shape=(n, n))
-    return w.maximum(w.T).tocsr()
+    (Iscen et al. 2019's affinity; ``-1`` neighbours are skipped): :func:`simlabel.graph.similarity_affinity`."""
+    from simlabel.graph import similarity_affinity
+
+    return similarity_affinity(neighbors, similarities, n, power=power)
 
 
 def row_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
