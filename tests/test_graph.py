@@ -199,3 +199,83 @@ def test_augment_records_the_graph_it_read(tmp_path: Path):
     assert summary["neighbours"]["graph"] == str(tmp_path / "g") and summary["neighbours"]["k"] == 10
     augment(e, seeds, k=10, out=tmp_path / "aug2.csv")
     assert json.loads((tmp_path / "aug2.csv.summary.json").read_text())["neighbours"] == {"index": "flat"}
+
+
+def test_neighbours_within_a_subset_by_hand():
+    from simlabel.graph import KnnGraph, neighbours_within
+
+    # rows 0..4 on a line at 0, 1, 2, 3, 10 (1-d cosine is useless, so similarities are given by hand)
+    ids = np.array(list("abcde"), dtype=object)
+    nb = np.array([[1, 2, 3], [0, 2, 3], [1, 3, 0], [2, 1, 0], [3, 2, 1]], dtype=np.int32)
+    sim = np.array([[0.9, 0.8, 0.7], [0.9, 0.9, 0.8], [0.9, 0.9, 0.8], [0.9, 0.8, 0.7], [0.3, 0.2, 0.1]], np.float32)
+    g = KnnGraph(ids, nb, sim, {"k": 3})
+    # the subset {0, 2, 3}: row 0 keeps 2, 3 (1 is not a member); row 2 keeps 3, 0; row 3 keeps 2, 0
+    got, s = neighbours_within(g, np.array([0, 2, 3]), 2)
+    assert got.tolist() == [[1, 2], [2, 0], [1, 0]]  # positions into the subset
+    assert np.allclose(s, [[0.8, 0.7], [0.9, 0.8], [0.9, 0.7]])
+    # {0, 4}: neither row holds the other among its graph neighbours -> exact search needs the vectors
+    with pytest.raises(InputError, match="fewer than 1 allowed neighbours in the graph; pass the vectors"):
+        neighbours_within(g, np.array([0, 4]), 1)
+    X = np.eye(5, dtype=np.float32)
+    X[4] = X[0] * 0.6 + X[1] * 0.8
+    got, s = neighbours_within(g, np.array([0, 4]), 1, vectors=X)
+    assert got.tolist() == [[1], [0]] and s.ravel().tolist() == pytest.approx([0.6, 0.6])
+    with pytest.raises(InputError, match="distinct"):
+        neighbours_within(g, np.array([0, 0]), 1)
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(30, 120), frac=st.floats(0.2, 1.0), k=st.integers(1, 6), seed=st.integers(0, 1000))
+def test_neighbours_within_equals_exact_search_among_the_subset(n, frac, k, seed):
+    from simlabel.graph import neighbours_within
+    from simlabel.index import exact_knn
+
+    e = _emb(n=n, seed=seed)
+    rows = np.sort(np.random.default_rng(seed).choice(n, max(k + 1, int(frac * n)), replace=False))
+    g = build_graph(e, None, GraphConfig(k=min(8, n - 1), recall_sample=0), progress=False)
+    got, s = neighbours_within(g, rows, k, vectors=e.matrix)
+    want, ws = exact_knn(e.matrix[rows], k, exclude_self=True)
+    assert np.array_equal(np.sort(got, 1), np.sort(want, 1))
+    assert np.allclose(s, ws, atol=1e-5)
+
+
+def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
+    from simlabel.labels.side_info import SideInfoConfig, side_info_weights
+    from simlabel.semantics.categories import category_semantics
+    from simlabel.store import write_shard
+
+    e = _emb(n=400, clusters=4)
+    store = tmp_path / "emb"
+    write_shard(store / "part-00000.parquet", e.ids, e.matrix, {"model": "test", "dim": 16})
+    rng = np.random.default_rng(3)
+    cats = ["shirt", "shoe", "watch", "bag"]
+    picked = rng.choice(400, 250, replace=False)  # a search log over part of the store ...
+    labels = pd.DataFrame({"id": e.ids[picked], "label": np.array(cats)[np.argmax(e.matrix[picked, :4], 1)],
+                           "rank": rng.integers(1, 50, 250)})
+    again = labels.sample(30, random_state=0).assign(label="bag")  # ... with 30 images found by a second query
+    labels = pd.concat([labels, again], ignore_index=True)
+    sem = category_semantics(cats, text_encoder=None, k=2)
+    cfg = SideInfoConfig(knn=6, index="flat")
+    direct = side_info_weights(store, labels, semantics=sem, config=cfg)
+    g = build_graph(store, tmp_path / "g", GraphConfig(k=20), progress=False)
+    via = side_info_weights(store, labels, semantics=sem, config=cfg, graph=tmp_path / "g")
+    pd.testing.assert_frame_equal(direct, via)
+    assert direct["agreement"].std() > 0.05  # the neighbours decide something
+    # an image found twice is one image: it is never its own neighbour under the other label
+    dup = labels["id"].duplicated(keep=False)
+    assert dup.sum() == 60 and not direct.loc[dup, "agreement"].isna().any()
+    with pytest.raises(InputError, match="rebuild it with --k 6"):
+        side_info_weights(store, labels, semantics=sem, config=cfg, graph=g.truncate(4))
+    # the command passes --graph through
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+
+    sem.save(tmp_path / "sem.json")
+    labels.drop_duplicates("id").to_csv(tmp_path / "labels.csv", index=False)
+    res = CliRunner().invoke(app, ["side-info", "--emb", str(store), "--labels", str(tmp_path / "labels.csv"),
+                                   "--semantics", str(tmp_path / "sem.json"), "--knn", "6", "--graph", str(tmp_path / "g"),
+                                   "--out", str(tmp_path / "w.csv")])
+    assert res.exit_code == 0, res.output
+    want = side_info_weights(store, tmp_path / "labels.csv", semantics=sem, config=cfg)
+    assert np.allclose(pd.read_csv(tmp_path / "w.csv")["weight"], want["weight"], atol=1e-5)

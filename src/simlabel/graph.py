@@ -46,7 +46,7 @@ from simlabel.store import Embeddings, as_embeddings
 if TYPE_CHECKING:
     import scipy.sparse
 
-__all__ = ["GraphConfig", "KnnGraph", "build_graph", "load_graph", "sort_rows"]
+__all__ = ["GraphConfig", "KnnGraph", "build_graph", "load_graph", "neighbours_among", "neighbours_within", "sort_rows"]
 
 FORMAT = "simlabel.graph"
 FORMAT_VERSION = 1
@@ -156,21 +156,22 @@ class KnnGraph:
                                   f"{', '.join(map(str, missing[:5]))}")
         return pos
 
-    def _check_k(self, k: int) -> None:
+    def check_k(self, k: int) -> None:
+        """A method asking for more neighbours than the graph holds is an error naming the fix."""
         if k > self.k:
             raise InputError(f"the graph {self.meta.get('path', '')} holds k = {self.k} neighbours per row, but {k} are "
                              f"asked for; rebuild it with --k {k} or more")
 
     def truncate(self, k: int) -> KnnGraph:
         """The graph of the ``k`` best neighbours of each row (``k <= self.k``)."""
-        self._check_k(k)
+        self.check_k(k)
         return KnnGraph(self.ids, self.neighbors[:, :k], self.similarities[:, :k], {**self.meta, "k": k})
 
     def knn_positions(self, positions: np.ndarray, k: int, *, exclude_self: bool = True, batch_size: int = 0) -> Neighbors:
         """The ``k`` best neighbours of the rows at ``positions`` (self is never among them)."""
         if not exclude_self:
             raise InputError("a k-NN graph excludes each row itself; exclude_self=False needs an index")
-        self._check_k(k)
+        self.check_k(k)
         pos = np.asarray(positions, dtype=np.int64)
         return Neighbors(self.neighbors[pos, :k].astype(np.int64), self.similarities[pos, :k])
 
@@ -245,6 +246,26 @@ def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, 
                              "pass the vectors to query them")
         nb_k[short], sim_k[short] = _exact_neighbours(vectors, np.flatnonzero(allowed), q[short], k)
     return Neighbors(nb_k, sim_k)
+
+
+def neighbours_within(graph: KnnGraph, rows: np.ndarray, k: int, vectors: np.ndarray | None = None) -> Neighbors:
+    """The ``k`` nearest neighbours of each of ``rows`` among ``rows`` themselves, as positions
+    into ``rows`` (``-1``: none), from the graph.
+
+    The k-NN graph of a subset (the labelled images of paper 003's stage 1, say) read from the
+    graph of the whole store: :func:`neighbours_among` with the subset as both the queries and
+    the allowed rows (rows whose graph row holds fewer than ``k`` members of the subset are
+    answered by exact search among them, with ``vectors``).
+    """
+    rows = np.asarray(rows, dtype=np.int64)
+    if len(np.unique(rows)) != len(rows):
+        raise InputError("neighbours_within: rows must be distinct graph rows")
+    allowed = np.zeros(len(graph), dtype=bool)
+    allowed[rows] = True
+    nb, sims = neighbours_among(graph, rows, allowed, k, vectors=vectors)
+    member = np.full(len(graph), -1, dtype=np.int64)
+    member[rows] = np.arange(len(rows))
+    return Neighbors(np.where(nb >= 0, member[np.maximum(nb, 0)], -1), sims)
 
 
 # -- building ------------------------------------------------------------------------------------

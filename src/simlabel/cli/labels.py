@@ -304,6 +304,7 @@ def side_info(
     rank_floor: float = RANK_FLOOR,
     knn: int = KNN,
     index_kind: str = typer.Option(default(SideInfoConfig, "index"), "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 200k images, ivf above: one rule for every k-NN user)."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="Read the neighbours among the labelled images from a k-NN graph built by `simlabel graph` over EMB (its k must be >= --knn) instead of querying."),
     combine: str = COMBINE,
     keyword_weight: float = KEYWORD_WEIGHT,
     folds: int = FOLDS,
@@ -316,7 +317,7 @@ def side_info(
 ) -> None:
     """Per-image weights for noisy labels from side information (paper 003).
 
-    Cost: stage 1 is one k-NN query per image (seconds for 10k); stage 2 trains --folds MLP heads out of fold (about 10 s each on 10k rows, 2 cores) and embeds the keywords.
+    Cost: stage 1 is one k-NN query per image (seconds for 10k; none with --graph); stage 2 trains --folds MLP heads out of fold (about 10 s each on 10k rows, 2 cores) and embeds the keywords.
 
     Example: simlabel side-info --emb emb/ --labels search.csv --stage 2 --catalog catalog.csv --out weighted.csv
     then: simlabel train --emb emb/ --labels weighted.csv --weight-col weight --out model/
@@ -334,7 +335,7 @@ def side_info(
         head = HeadConfig(head="mlp", patience=8, max_epochs=100, device=device)
         predictor = oof_predictor(head, folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
     table = side_info_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts, predictor=predictor,
-                              out=out, device=device, log=log, label_col=label_col)
+                              out=out, device=device, log=log, label_col=label_col, graph=graph)
     w = table["weight"]
     q = w.quantile([0.1, 0.5, 0.9])
     say(f"{len(table):,} weights (stage {stage}): mean {w.mean():.3f}, p10 {q[0.1]:.3f}, median {q[0.5]:.3f}, p90 {q[0.9]:.3f} -> {out}")

@@ -327,7 +327,7 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
 
         nindex = as_graph(graph)
         nindex.check_matches(embeddings)
-        nindex._check_k(k)
+        nindex.check_k(k)
     elif index is not None:
         nindex = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
         check_index_matches(nindex, embeddings, f"index {index}" if not isinstance(index, NeighborIndex) else "index")

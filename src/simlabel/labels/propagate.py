@@ -282,7 +282,7 @@ def propagate(
     if graph is not None:
         graph = as_graph(graph)
         graph.check_matches(embeddings)
-        graph._check_k(k)
+        graph.check_k(k)
     lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids, label_col=label_col)
     classes = sorted(lab["label"].unique())
     lab_pos = embeddings.positions(lab["id"])

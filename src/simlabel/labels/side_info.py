@@ -61,7 +61,7 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
@@ -69,13 +69,16 @@ import pandas as pd
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 from simlabel.files import atomic_write, exclusive
-from simlabel.index import IndexConfig, NeighborIndex, auto_kind, exact_knn
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, exact_knn
 from simlabel.labels.io import read_labels
 from simlabel.metrics import top_k_predictions
 from simlabel.progress import task
 from simlabel.semantics.categories import CategorySemantics, category_semantics
 from simlabel.semantics.names import clean_label_name
 from simlabel.store import Embeddings, as_embeddings
+
+if TYPE_CHECKING:
+    from simlabel.graph import KnnGraph
 
 RANK_WEIGHTS = ("linear", "exp", "dcg", "none")
 #: ``predictor(X, labels, weights, categories) -> (top classes (n, m) int64, probabilities (n, m))``:
@@ -458,6 +461,7 @@ def stage1_table(
     *,
     depth: np.ndarray | float | None = None,
     ids: Sequence[str] | None = None,
+    neighbors: Neighbors | None = None,
 ) -> pd.DataFrame:
     """Stage-1 weights of ``n`` labelled items with embeddings ``X`` ``(n, d)``.
 
@@ -471,6 +475,11 @@ def stage1_table(
     the ``config.knn`` nearest among the same items (cosine; ``config.index``). Returns a frame
     with ``label, rank, rank_weight, agreement, weight`` and ``neighbors`` (positions) in
     the order of the input.
+
+    ``neighbors``: the images' neighbours found elsewhere (e.g. read from a k-NN graph by
+    :func:`simlabel.graph.neighbours_within`): positions into the distinct images (the rows in
+    order of first appearance of their id) and similarities, ``(m, >= config.knn)``; no query is
+    made.
     """
     cfg = config or SideInfoConfig()
     X = np.asarray(X, dtype=np.float32)
@@ -499,7 +508,12 @@ def stage1_table(
     m = len(X_img)
     k = min(cfg.knn, m - 1)
     kind = cfg.index if cfg.index != "auto" else auto_kind(m)
-    if k >= 1 and kind == "flat":
+    if neighbors is not None:
+        nb, sims = np.asarray(neighbors[0], dtype=np.int64), np.asarray(neighbors[1], dtype=np.float32)
+        if nb.shape[0] != m or nb.shape[1] < k or sims.shape != nb.shape:
+            raise InputError(f"neighbors must be ({m}, >= {k}) over the distinct images; got {nb.shape}")
+        nb, sims = nb[:, :k], sims[:, :k]
+    elif k >= 1 and kind == "flat":
         nb, sims = exact_knn(X_img, k, exclude_self=True)
     elif k >= 1:
         index = NeighborIndex.build(np.arange(m).astype(str), X_img, IndexConfig(kind=kind))
@@ -660,6 +674,7 @@ def side_info_weights(
     text_encoder=None,
     log: Callable[[str], None] | None = None,
     label_col: str = "label",
+    graph: "str | os.PathLike | KnnGraph | None" = None,
 ) -> pd.DataFrame:
     """Paper 003's weights for a label file (``id,label`` and optionally ``rank``; ``label_col``
     names another label column).
@@ -680,6 +695,12 @@ def side_info_weights(
     predictor
         Stage 2: a :data:`Predictor`, trained with the stage-1 weights
         (:func:`simlabel.training.oof_predictor` gives the out-of-fold heads).
+    graph
+        A k-NN graph of ``emb`` (a folder made by ``simlabel graph`` or a
+        :class:`~simlabel.graph.KnnGraph`, ``k >= config.knn``): each image's neighbours among
+        the labelled images are read from it (:func:`simlabel.graph.neighbours_within`) instead of
+        queried; images with fewer than ``knn`` labelled graph neighbours are queried exactly among
+        the labelled images. The weights equal those of the queries for an exact graph.
 
     Returns
     -------
@@ -694,7 +715,8 @@ def side_info_weights(
     if stage == 2 and predictor is None:
         raise InputError("stage 2 needs a predictor trained with the stage-1 weights (simlabel.training.oof_predictor)")
     table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
-    X = as_embeddings(emb).rows(table["id"].astype(str)).matrix
+    embeddings = as_embeddings(emb)
+    X = embeddings.rows(table["id"].astype(str)).matrix
     categories = sorted(table["label"].astype(str).unique())
     if semantics is None:
         semantics = category_semantics(categories, text_encoder=text_encoder or "minilm", device=device)
@@ -712,7 +734,20 @@ def side_info_weights(
     rel = recode[related_full[order]]
     rel = np.where(rel >= 0, rel, np.arange(len(categories))[:, None])  # absent -> self (no extra credit)
     rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy() if "rank" in table.columns else None
-    s1 = stage1_table(X, table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg)
+    item_ids = table["id"].astype(str).tolist()
+    nbrs = None
+    if graph is not None:
+        from simlabel.graph import as_graph, neighbours_within
+
+        g = as_graph(graph)
+        g.check_matches(embeddings)
+        distinct = pd.unique(pd.Series(item_ids))
+        k = min(cfg.knn, len(distinct) - 1)
+        g.check_k(k)
+        nbrs = neighbours_within(g, g.positions_of(distinct), k, vectors=embeddings.matrix)
+    # rows of one id are one image found under several labels (a search log): never its own neighbour
+    s1 = stage1_table(X, table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg, ids=item_ids,
+                      neighbors=nbrs)
     result = table.drop(columns="weight", errors="ignore")
     result["rank_weight"] = s1["rank_weight"].to_numpy()
     result["agreement"] = s1["agreement"].to_numpy()
