@@ -119,3 +119,10 @@ def test_experiment_on_a_given_search_log_with_repeated_items(fashion_400: Path,
     assert len(per_item) < len(log) and res["n_test"] > 0
     sep = pd.DataFrame(res["separation"]).set_index("weight")
     assert sep.loc["neighbour agreement", "auc"] > 0.6
+    # stage 1 from a k-NN graph of the store (built once in the run folder): the same weights and results
+    from dataclasses import replace
+
+    again = run_side_info_experiment(fashion_400, replace(cfg, graph="run"), out=tmp_path / "run", progress=False)
+    assert list((tmp_path / "run").glob("graph-k5-*/graph.json"))
+    pd.testing.assert_frame_equal(pd.read_csv(again["weights_csv"], dtype={"id": str}), per_item)
+    assert again["summary"] == res["summary"]

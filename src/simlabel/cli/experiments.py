@@ -266,6 +266,7 @@ def experiment_side_info(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write all results as JSON."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write an HTML report (tables, weight histograms, image grids)."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the first N catalog rows only."),
+    graph: Optional[str] = typer.Option(None, "--graph", help="Stage 1's neighbours from a k-NN graph: a folder made by `simlabel graph` over the experiment's embeddings, or 'run' to build one (k = --knn) in the run folder and reuse it."),
     device: str = device_option(),
     progress: bool = progress_option(),
 ) -> None:
@@ -286,7 +287,7 @@ def experiment_side_info(
         labels=str(labels) if labels else None, side=side, measure=measure, text_weight=text_weight,
         related_k=related_k, overrides=str(overrides) if overrides else None, methods=comma_list(methods),
         repeats=list(range(repeats)), head=replace(default(SideInfoExperimentConfig, "head"), head=head),
-        device=device, limit=limit,
+        device=device, limit=limit, graph=graph,
     )
     res = run_side_info_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, log=log)
     df = pd.DataFrame(res["summary"])

@@ -82,6 +82,10 @@ class SideInfoExperimentConfig:
     head: HeadConfig = field(default_factory=lambda: HeadConfig(head="mlp", patience=8, max_epochs=100))
     device: str = "auto"
     limit: int | None = None
+    #: stage 1's neighbours read from a k-NN graph of the image embeddings (a folder made by
+    #: ``simlabel graph`` over them, or ``"run"``: built once with ``k = side.knn`` and kept in the
+    #: run folder); ``None``: queried among the labelled images. The same weights for an exact graph.
+    graph: str | None = None
 
     def __post_init__(self) -> None:
         positive_int(self.top_r, "top_r")
@@ -169,7 +173,23 @@ def run_side_info_experiment(
     X = emb.rows(noisy["id"].astype(str)).matrix
     y = noisy["label"].astype(str).to_numpy()
     rank = pd.to_numeric(noisy["rank"], errors="coerce").to_numpy() if "rank" in noisy.columns else None
-    s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist())
+    nbrs = None
+    if cfg.graph is not None:
+        from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_within
+
+        if cfg.graph == "run":
+            g = build_graph(emb, run_dir / f"graph-k{cfg.side.knn}-{emb.fingerprint[:8]}",
+                            GraphConfig(k=cfg.side.knn, recall_sample=0), progress=progress)
+        else:
+            g = as_graph(cfg.graph)
+            g.check_matches(emb)
+        distinct = pd.unique(noisy["id"].astype(str))
+        k = min(cfg.side.knn, len(distinct) - 1)
+        g.check_k(k)
+        nbrs = neighbours_within(g, g.positions_of(distinct), k, vectors=emb.matrix)
+        say(f"stage-1 neighbours from the graph {g.meta.get('path', '(in memory)')}")
+    s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist(),
+                      neighbors=nbrs)
     w1 = s1["weight"].to_numpy()
     keywords = None
     if cfg.text_col in table.columns and cfg.side.keyword_weight > 0 and "stage1+stage2" in cfg.methods:
