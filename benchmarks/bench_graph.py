@@ -11,7 +11,12 @@
 4. With ``--ray``: the overhead of ``--engine ray`` against ``--engine local`` on this one machine, side by
    side: embedding clothing-small (vector cache off) and the graph of ``--ray-n`` vectors.
 
-Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--ray --ray-n 200000] [--json out.json]
+5. With ``--on-disk``: the graph of ``--n`` vectors with its IVF lists in memory against ``on_disk=True``
+   (the store read block by block, the lists merged on disk and memory-mapped), side by side in fresh
+   processes: time, peak RSS, peak anonymous memory (what cannot be paged out: RSS minus the mapped
+   files), recall@k and how far the two graphs agree.
+
+Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--ray --ray-n 200000] [--on-disk] [--json out.json]
 """
 
 from __future__ import annotations
@@ -108,6 +113,48 @@ def bench_ray(n: int) -> dict:
     return out
 
 
+_PEAK_ANON = """
+import threading, time
+_peak = [0]
+def _watch():
+    while True:
+        with open('/proc/self/status') as f:
+            for line in f:
+                if line.startswith('RssAnon:'):
+                    _peak[0] = max(_peak[0], int(line.split()[1]))
+        time.sleep(0.1)
+threading.Thread(target=_watch, daemon=True).start()
+"""
+
+
+def bench_on_disk(n: int, k: int = 10) -> dict:
+    """The graph with its IVF lists in memory against ``on_disk=True``, side by side, each in a fresh process."""
+    from bench_augment import write_universe
+
+    out: dict = {"n": n, "k": k}
+    with tempfile.TemporaryDirectory() as d:
+        root = Path(d)
+        write_universe(root, n, 384, 2, 10)
+        for mode, opts in (("in_memory", "index='ivf'"), ("on_disk", "on_disk=True")):
+            code = (_PEAK_ANON + "import json, resource\nfrom simlabel.graph import build_graph, GraphConfig\n"
+                    f"g = build_graph({str(root / 'emb')!r}, {str(root / mode)!r}, GraphConfig(k={k}, {opts}), progress=False)\n"
+                    "print(json.dumps({'recall': g.meta['recall_at_k'], 'index': g.meta['index'], "
+                    "'rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 'anon_gib': _peak[0] / 2**20}))")
+            r = in_process(code)
+            out[mode] = r
+            print(f"graph of {n:,} (k={k}) {mode}: {r['seconds']:.0f} s, peak RSS {r['rss_gib']:.2f} GiB, "
+                  f"peak anonymous {r['anon_gib']:.2f} GiB, recall@{k} {r['recall']:.3f}", flush=True)
+        from simlabel.graph import load_graph
+
+        a, b = load_graph(root / "in_memory"), load_graph(root / "on_disk")
+        same = (np.sort(a.neighbors, 1) == np.sort(b.neighbors, 1)).all(axis=1)
+        out["rows_identical"] = float(same.mean())
+        out["store_gib"] = sum(p.stat().st_size for p in (root / "emb").glob("part-*.parquet")) / 2**30
+        print(f"rows with identical neighbours: {out['rows_identical']:.4f}; store {out['store_gib']:.2f} GiB on disk", flush=True)
+    out["time_on_disk_over_in_memory"] = out["on_disk"]["seconds"] / out["in_memory"]["seconds"]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=1_000_000)
@@ -115,7 +162,8 @@ def main() -> None:
     ap.add_argument("--ks", type=int, nargs="+", default=[10, 50])
     ap.add_argument("--ray", action="store_true", help="also measure --engine ray against local")
     ap.add_argument("--ray-n", type=int, default=200_000)
-    ap.add_argument("--skip-scale", action="store_true", help="only the Ray comparison")
+    ap.add_argument("--on-disk", action="store_true", help="also measure the on-disk graph against the in-memory one at --n")
+    ap.add_argument("--skip-scale", action="store_true", help="only the Ray / on-disk comparisons")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     from bench_augment import write_universe
@@ -124,6 +172,8 @@ def main() -> None:
     results: dict = {"machine": cpu_flags(), "n": args.n}
     if args.ray:
         results["ray"] = bench_ray(args.ray_n)
+    if args.on_disk:
+        results["on_disk"] = bench_on_disk(args.n)
     if args.skip_scale:
         if args.json:
             args.json.write_text(json.dumps(results, indent=1))

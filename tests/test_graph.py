@@ -279,3 +279,112 @@ def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
     assert res.exit_code == 0, res.output
     want = side_info_weights(store, tmp_path / "labels.csv", semantics=sem, config=cfg)
     assert np.allclose(pd.read_csv(tmp_path / "w.csv")["weight"], want["weight"], atol=1e-5)
+
+
+def _sharded_store(path: Path, e: Embeddings, sizes: list[int]) -> Path:
+    from simlabel.store import write_shard
+
+    at = 0
+    for s, size in enumerate(sizes):
+        write_shard(path / f"part-{s:05d}.parquet", e.ids[at:at + size], e.matrix[at:at + size], {"model": "test", "dim": e.dim})
+        at += size
+    return path
+
+
+def test_on_disk_graph_never_loads_the_store_and_equals_exact_search(tmp_path: Path, monkeypatch):
+    import simlabel.store
+
+    e = _emb(n=2000, clusters=8)
+    store = _sharded_store(tmp_path / "emb", e, [700, 700, 600])
+    exact = build_graph(store, None, GraphConfig(k=7, index="flat", recall_sample=0), progress=False)
+
+    def refuse(*a, **k):
+        raise AssertionError("the on-disk build loaded the whole store")
+
+    monkeypatch.setattr(simlabel.store, "load_embeddings", refuse)
+    # nprobe = nlist: the IVF search visits every list, so it is exact and the graphs must agree
+    cfg = GraphConfig(k=7, block_rows=512, on_disk=True, recall_sample=300, index_options={"ivf_nlist": 16, "ivf_nprobe": 16})
+    g = build_graph(store, tmp_path / "g", cfg, progress=False)
+    assert g.meta["index"] == {"kind": "ivf", "chosen_by": "auto", "ivf_nlist": 16, "ivf_nprobe": 16, "on_disk": True}
+    assert g.ids.tolist() == e.ids.tolist() and g.meta["recall_at_k"] == 1.0 and g.meta["n_blocks"] == 4
+    assert np.array_equal(g.neighbors, exact.neighbors) and np.allclose(g.similarities, exact.similarities, atol=1e-5)
+    assert g.fingerprint == exact.fingerprint  # the same provenance as the loaded store's
+    assert not (tmp_path / "g" / "index").exists()  # the on-disk lists go once the graph is whole
+    # approximate (few lists probed): the measured recall says so, from the streamed exact search
+    approx = build_graph(store, tmp_path / "g2", GraphConfig(k=7, block_rows=512, on_disk=True,
+                         index_options={"ivf_nlist": 32, "ivf_nprobe": 1}), progress=False)
+    assert 0.3 < approx.meta["recall_at_k"] < 1.0
+    from simlabel.index import recall_at_k
+
+    assert abs(recall_at_k(approx.neighbors.astype(np.int64), exact.neighbors.astype(np.int64)) - approx.meta["recall_at_k"]) < 0.05
+    with pytest.raises(InputError, match="on_disk builds an IVF index"):
+        GraphConfig(on_disk=True, index="flat")
+    with pytest.raises(InputError, match="on_disk writes its blocks to files"):
+        build_graph(store, None, GraphConfig(k=5, on_disk=True), progress=False)
+
+
+@pytest.mark.parametrize("stage", ["parts", "blocks"])
+def test_a_killed_on_disk_build_resumes(tmp_path: Path, stage: str):
+    e = _emb(n=1200, clusters=6)
+    store = _sharded_store(tmp_path / "emb", e, [500, 500, 200])
+    fn = "_index_part" if stage == "parts" else "_write_block"
+    code = ("import sys\n"
+            "import simlabel.graph as G\n"
+            f"orig, count = G.{fn}, [0]\n"
+            "def dying(*a, **k):\n"
+            "    orig(*a, **k); count[0] += 1\n"
+            "    if count[0] == 2:\n"
+            "        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
+            f"G.{fn} = dying\n"
+            "G.build_graph(sys.argv[1], sys.argv[2], G.GraphConfig(k=5, block_rows=300, on_disk=True, "
+            "index_options={'ivf_nlist': 8}), progress=False)\n")
+    out = tmp_path / "g"
+    proc = subprocess.run([sys.executable, "-c", code, str(store), str(out)],
+                          env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
+    assert proc.returncode == -9, proc.stderr[-1500:]
+    kept = sorted((out / "index").glob("part-*.faiss")) if stage == "parts" else sorted((out / "blocks").glob("*.parquet"))
+    assert len(kept) == 2
+    mtimes = {p: p.stat().st_mtime_ns for p in kept}
+    trained = (out / "index" / "trained.faiss").stat().st_mtime_ns
+    with pytest.raises(StoreError, match="still being built"):
+        load_graph(out)
+    if stage == "blocks":
+        assert (out / "index" / "lists.faiss").exists()  # merged before the first block: reused, not rebuilt
+    import simlabel.graph
+    import simlabel.index
+
+    calls: dict[str, list] = {"train": [], "parts": []}
+    orig_train, orig_part = simlabel.index.train_ivf_file, simlabel.graph._index_part
+    simlabel.index.train_ivf_file = lambda *a, **k: calls["train"].append(a) or orig_train(*a, **k)
+    simlabel.graph._index_part = lambda *a, **k: calls["parts"].append(a[3]) or orig_part(*a, **k)
+    try:
+        g = build_graph(store, out, GraphConfig(k=5, block_rows=300, on_disk=True, index_options={"ivf_nlist": 8}),
+                        progress=False)
+    finally:
+        simlabel.index.train_ivf_file, simlabel.graph._index_part = orig_train, orig_part
+    assert calls["train"] == []  # the trained index was kept, not trained again
+    # only the parts the killed run had not written are built (rows 600.., 900..); none once merged
+    assert calls["parts"] == ([600, 900] if stage == "parts" else [])
+    assert g.meta["state"] == "complete"
+    fresh = build_graph(store, tmp_path / "fresh", GraphConfig(k=5, block_rows=300, on_disk=True,
+                        index_options={"ivf_nlist": 8}), progress=False)
+    assert np.array_equal(g.neighbors, fresh.neighbors)
+    if stage == "blocks":
+        assert {p: p.stat().st_mtime_ns for p in kept} == mtimes  # finished blocks not redone
+    assert (out / "graph.json").stat().st_mtime_ns > trained
+
+
+def test_cli_graph_on_disk(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+
+    e = _emb(n=600)
+    store = _sharded_store(tmp_path / "emb", e, [250, 350])
+    res = CliRunner().invoke(app, ["graph", str(store), "--k", "5", "--out", str(tmp_path / "g"), "--on-disk",
+                                   "--nlist", "8", "--nprobe", "8", "--block-rows", "200", "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "k = 5 graph of 600 rows (ivf, chosen by auto, lists on disk; recall@5 1.000" in " ".join(res.output.split())
+    res = CliRunner().invoke(app, ["graph", str(store), "--k", "5", "--out", str(tmp_path / "h"), "--on-disk",
+                                   "--index", "hnsw"])
+    assert res.exit_code == 1 and "on_disk builds an IVF index" in res.output

@@ -111,3 +111,29 @@ def test_rows_of_a_permutation_is_the_permuted_matrix(n: int, seed: int) -> None
     perm = rng.permutation(n)
     sub = emb.rows(emb.ids[perm])
     assert np.array_equal(sub.matrix, emb.matrix[perm]) and sub.ids.tolist() == emb.ids[perm].tolist()
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(0, 40), min_size=1, max_size=5).filter(lambda s: sum(s) > 0), a=st.integers(0, 200), b=st.integers(0, 200),
+       seed=st.integers(0, 1000))
+def test_open_store_reads_row_ranges_across_shards(tmp_path_factory: pytest.TempPathFactory, sizes, a, b, seed) -> None:
+    from simlabel.store import open_store
+
+    tmp = tmp_path_factory.mktemp("rows")
+    n = sum(sizes)
+    rng = np.random.default_rng(seed)
+    X = rng.normal(size=(n, 4)).astype(np.float32)
+    ids = np.array([f"i{j}" for j in range(n)], dtype=object)
+    at = 0
+    for s, size in enumerate(sizes):
+        write_shard(tmp / f"part-{s:05d}.parquet", ids[at:at + size], X[at:at + size], {"model": "m", "dim": 4})
+        at += size
+    rows = open_store(tmp)
+    loaded = load_embeddings(tmp)
+    assert rows.ids.tolist() == loaded.ids.tolist() and rows.fingerprint == loaded.fingerprint and len(rows) == n
+    start, stop = sorted((a % (n + 1), b % (n + 1)))
+    assert np.array_equal(rows.read(start, stop), X[start:stop])
+    assert np.array_equal(rows.reader().read(start, stop), X[start:stop])
+    pick = np.sort(rng.choice(n, size=min(n, 7), replace=False))
+    assert np.array_equal(rows.take(pick), X[pick])
+    assert np.array_equal(np.concatenate([m for _, m in rows.blocks(9)]), X)

@@ -37,11 +37,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from simlabel.checks import one_of, positive_int
-from simlabel.errors import InputError, MissingIdsError, StoreError
+from simlabel.errors import ConfigError, InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_path, atomic_write_json, exclusive, read_json, run_record
 from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
 from simlabel.progress import task
-from simlabel.store import Embeddings, as_embeddings
+from simlabel.store import Embeddings, StoreRows, as_embeddings, open_store
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -73,6 +73,10 @@ class GraphConfig:
     engine: str = "local"
     #: Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray)
     address: str | None = None
+    #: an index larger than memory: IVF trained on a sample, filled block by block from the
+    #: store's shards (in parallel on Ray) and merged into inverted lists on disk, memory-mapped;
+    #: the vectors are read from the store one block at a time and never loaded whole
+    on_disk: bool = False
 
     def __post_init__(self) -> None:
         one_of(self.engine, ("local", "ray"), "engine")
@@ -81,6 +85,9 @@ class GraphConfig:
         positive_int(self.block_rows, "block_rows")
         positive_int(self.recall_sample, "recall_sample", minimum=0)
         positive_int(self.threads, "threads", allow_none=True)
+        if self.on_disk and self.index not in ("auto", "ivf"):
+            raise ConfigError(f"on_disk builds an IVF index; index={self.index!r} keeps its vectors in memory "
+                              "(use index='ivf' or 'auto')")
 
 
 def sort_rows(neighbors: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -336,27 +343,41 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
     Returns
     -------
     KnnGraph
+
+    Notes
+    -----
+    With ``on_disk`` the store is opened without loading its vectors (:func:`~simlabel.store.open_store`):
+    the memory of the build is one block of rows, the IVF centroids and the graph's own
+    ``n * k * 8`` bytes, whatever the store's size; the inverted lists (the vectors, as large as
+    the store) live in ``out/index/`` until the graph is complete.
     """
     cfg = config or GraphConfig()
     if options:
         cfg = GraphConfig(**{**cfg.__dict__, **options})
-    e = as_embeddings(emb)
+    e = open_store(emb) if cfg.on_disk else as_embeddings(emb)
     n = len(e.ids)
     if cfg.k >= n:
         raise InputError(f"k = {cfg.k} needs more than {cfg.k} rows; {e.source} has {n:,}")
-    kind = auto_kind(n) if cfg.index == "auto" else cfg.index
+    kind = "ivf" if cfg.on_disk else auto_kind(n) if cfg.index == "auto" else cfg.index
     params = {"kind": kind, "chosen_by": "auto" if cfg.index == "auto" else "user", **cfg.index_options}
+    if cfg.on_disk:
+        params["on_disk"] = True
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "k": cfg.k, "n": n, "index": params,
             "block_rows": cfg.block_rows, "embeddings": e.source, "embeddings_fingerprint": e.fingerprint,
             "space": e.space, "tie_rule": "similarity descending, then neighbour position ascending",
             "neighbors": "int32 row positions into ids.parquet; -1 where fewer than k were found"}
     if out is None:
+        if cfg.on_disk or cfg.engine == "ray":
+            raise InputError(f"{'on_disk' if cfg.on_disk else 'engine=ray'} writes its blocks to files: give an out folder")
         return _build(e, None, cfg, meta, progress)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; --out takes a graph folder")
     with exclusive(out):
-        return _build(e, out, cfg, meta, progress)
+        done = _start(out, meta, e.ids)
+        if done is not None:
+            return done
+        return _build_on_disk(e, out, cfg, meta, progress) if cfg.on_disk else _build(e, out, cfg, meta, progress)
 
 
 def _same_job(old: dict, new: dict) -> bool:
@@ -364,30 +385,48 @@ def _same_job(old: dict, new: dict) -> bool:
     return all(old.get(k) == new.get(k) for k in keys)
 
 
+def _start(out: Path, meta: dict, ids: np.ndarray) -> KnnGraph | None:
+    """Open (or resume) the graph folder: the complete graph if it is there, else ``None``."""
+    meta_path = out / META
+    if meta_path.exists():
+        old = read_json(meta_path, "graph metadata")
+        if not _same_job(old, meta):
+            raise StoreError(f"{out} holds a graph of other options or embeddings (k {old.get('k')}, "
+                             f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another --out "
+                             "or delete it")
+        if old.get("state") == "complete":
+            return load_graph(out)
+    (out / "blocks").mkdir(parents=True, exist_ok=True)
+    atomic_write_json(meta_path, {**meta, "state": "building", "run": run_record()})
+    ids_path = out / "ids.parquet"
+    if not ids_path.exists():
+        with atomic_path(ids_path) as tmp:
+            pq.write_table(pa.table({"id": pa.array(ids.astype(str))}), tmp)
+    return None
+
+
+def _finish(out: Path | None, ids: np.ndarray, nb_all: np.ndarray, sim_all: np.ndarray, meta: dict, recall: float | None,
+            n_blocks: int, sample_size: int) -> KnnGraph:
+    meta = {**meta, "recall_at_k": recall, "recall_sample": sample_size, "state": "complete", "n_blocks": n_blocks}
+    graph = KnnGraph(ids, nb_all, sim_all, meta)
+    if out is not None:
+        atomic_write_json(out / META, {**meta, "run": run_record()})
+        for p in out.glob("index.faiss*"):
+            p.unlink()
+        graph.meta["path"] = str(out)
+    return graph
+
+
+def _recall_sample(n: int, cfg: GraphConfig) -> np.ndarray:
+    rng = np.random.default_rng(cfg.seed)
+    return np.sort(rng.choice(n, size=min(cfg.recall_sample, n), replace=False))
+
+
 def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
     n, k = len(e.ids), cfg.k
-    if out is not None:
-        meta_path = out / META
-        if meta_path.exists():
-            old = read_json(meta_path, "graph metadata")
-            if not _same_job(old, meta):
-                raise StoreError(f"{out} holds a graph of other options or embeddings (k {old.get('k')}, "
-                                 f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another --out "
-                                 "or delete it")
-            if old.get("state") == "complete":
-                return load_graph(out)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "blocks").mkdir(exist_ok=True)
-        atomic_write_json(meta_path, {**meta, "state": "building", "run": run_record()})
-        ids_path = out / "ids.parquet"
-        if not ids_path.exists():
-            with atomic_path(ids_path) as tmp:
-                pq.write_table(pa.table({"id": pa.array(e.ids.astype(str))}), tmp)
     index_path = out / "index.faiss" if out is not None else None
     starts = list(range(0, n, cfg.block_rows))
     todo = [b for b, s in enumerate(starts) if out is None or not _block_path(out, b).exists()]
-    nb_all = np.empty((n, k), dtype=np.int32)
-    sim_all = np.empty((n, k), dtype=np.float32)
     index = None
     if todo:
         if index_path is not None and index_path.exists():
@@ -397,40 +436,99 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
                                         **cfg.index_options))
             if index_path is not None:
                 index.save(index_path)
-    if cfg.engine == "ray" and todo:
-        if out is None:
-            raise InputError("engine='ray' writes its blocks to files: give an out folder")
-        _ray_blocks(index, out, starts, todo, n, cfg, progress)
+    if out is not None and todo:
+        # one task per block (in this process, or Ray tasks sharing the index through the object store)
+        calls = [(str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k) for b in todo]
+        _map(_query_block, (index,), calls, cfg, "graph", len(starts), progress)
         todo = []
-    with task("graph", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress) as bar:
+    nb_all = np.empty((n, k), dtype=np.int32)
+    sim_all = np.empty((n, k), dtype=np.float32)
+    with task("graph", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress and bool(todo)) as bar:
         for b, s in enumerate(starts):
             stop = min(s + cfg.block_rows, n)
-            if b in todo:
-                nb, sim = index.knn_positions(np.arange(s, stop), k)
-                nb, sim = sort_rows(nb, sim)
-                if out is not None:
-                    _write_block(_block_path(out, b), s, nb, sim)
+            if b in todo:  # in memory only
+                nb, sim = sort_rows(*index.knn_positions(np.arange(s, stop), k))
                 bar.advance(1)
             else:
-                rows, nb, sim = _read_block(_block_path(out, b), k)
-                if len(rows) != stop - s or rows[0] != s:
-                    raise StoreError(f"{_block_path(out, b)}: holds rows {rows[0]}.. ({len(rows)}), expected {s}..{stop}; "
-                                     "delete it to rebuild that block")
+                nb, sim = _checked_block(out, b, s, stop, k)
             nb_all[s:stop], sim_all[s:stop] = nb, sim
     recall = None
+    sample = _recall_sample(n, cfg)
     if cfg.recall_sample:
-        rng = np.random.default_rng(cfg.seed)
-        sample = np.sort(rng.choice(n, size=min(cfg.recall_sample, n), replace=False))
         recall = _recall(e.matrix, nb_all[sample].astype(np.int64), sample, k)
-    meta = {**meta, "recall_at_k": recall, "recall_sample": int(min(cfg.recall_sample, n)), "state": "complete",
-            "n_blocks": len(starts)}
-    graph = KnnGraph(e.ids, nb_all, sim_all, meta)
-    if out is not None:
-        atomic_write_json(out / META, {**meta, "run": run_record()})
-        for p in out.glob("index.faiss*"):
-            p.unlink()
-        graph.meta["path"] = str(out)
+    return _finish(out, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
+
+
+def _checked_block(out: Path, b: int, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, nb, sim = _read_block(_block_path(out, b), k)
+    if len(rows) != stop - start or rows[0] != start:
+        raise StoreError(f"{_block_path(out, b)}: holds rows {rows[0]}.. ({len(rows)}), expected {start}..{stop}; "
+                         "delete it to rebuild that block")
+    return nb, sim
+
+
+def _build_on_disk(e: StoreRows, out: Path, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
+    """The graph of a store larger than memory (``GraphConfig.on_disk``): see :func:`build_graph`."""
+    from simlabel.index import merge_ivf_on_disk, open_ivf_on_disk, train_ivf_file
+
+    n, k = len(e.ids), cfg.k
+    starts = list(range(0, n, cfg.block_rows))
+    todo = [b for b in range(len(starts)) if not _block_path(out, b).exists()]
+    icfg = IndexConfig(kind="ivf", threads=cfg.threads, seed=cfg.seed, **cfg.index_options)
+    work = out / "index"
+    trained, merged = work / "trained.faiss", work / "lists.faiss"
+    reader = e.reader()
+    if todo:
+        work.mkdir(exist_ok=True)
+        if not merged.exists():
+            if not trained.exists():
+                # the sample k-means needs (64 rows per list), read shard by shard
+                size = min(n, 64 * icfg.nlist_for(n))
+                rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=size, replace=False))
+                train_ivf_file(e.take(rows), n, trained, icfg)
+            parts = [work / f"part-{b:05d}.faiss" for b in range(len(starts))]
+            calls = [(str(trained), str(parts[b]), starts[b], min(starts[b] + cfg.block_rows, n), cfg.threads)
+                     for b in range(len(starts)) if not parts[b].exists()]
+            _map(_index_part, (reader,), calls, cfg, "graph index (parts)", len(starts), progress,
+                 completed=len(starts) - len(calls))
+            merge_ivf_on_disk(trained, parts, merged, e.ids, icfg)
+            for p in parts:
+                p.unlink()
+        index = open_ivf_on_disk(merged, e.ids, icfg)
+        calls = [(str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k) for b in todo]
+        _map(_query_block_rows, (index, reader), calls, cfg, "graph", len(starts), progress,
+             completed=len(starts) - len(todo))
+    nb_all = np.empty((n, k), dtype=np.int32)
+    sim_all = np.empty((n, k), dtype=np.float32)
+    for b, s in enumerate(starts):
+        stop = min(s + cfg.block_rows, n)
+        nb_all[s:stop], sim_all[s:stop] = _checked_block(out, b, s, stop, k)
+    recall = None
+    sample = _recall_sample(n, cfg)
+    if cfg.recall_sample:
+        recall = _recall_streamed(e, nb_all[sample].astype(np.int64), sample, k, cfg.block_rows)
+    graph = _finish(out, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
+    import shutil
+
+    shutil.rmtree(work, ignore_errors=True)
     return graph
+
+
+def _recall_streamed(e: StoreRows, nb_sample: np.ndarray, sample: np.ndarray, k: int, block_rows: int) -> float:
+    """recall@k against exact search, the store scanned block by block (FAISS's ``knn_ground_truth``)."""
+    import faiss
+    from faiss.contrib.exhaustive_search import knn_ground_truth
+
+    from simlabel.index import drop_self_matches, recall_at_k
+
+    def unit(X: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(X / np.linalg.norm(X, axis=1, keepdims=True), dtype=np.float32)
+
+    q = unit(e.take(sample))
+    sims, pos = knn_ground_truth(q, (unit(X) for _, X in e.blocks(block_rows)), k + 1,
+                                 metric_type=faiss.METRIC_INNER_PRODUCT)
+    _, exact = drop_self_matches(sims, pos, sample)
+    return float(recall_at_k(nb_sample, exact))
 
 
 def _query_block(index: NeighborIndex, path: str, start: int, stop: int, k: int) -> int:
@@ -441,18 +539,40 @@ def _query_block(index: NeighborIndex, path: str, start: int, stop: int, k: int)
     return start
 
 
-def _ray_blocks(index: NeighborIndex, out: Path, starts: list[int], todo: list[int], n: int, cfg: GraphConfig,
-                progress: bool) -> None:
+def _query_block_rows(index: NeighborIndex, rows: StoreRows, path: str, start: int, stop: int, k: int) -> int:
+    """One block of an on-disk build: its vectors read from the store, searched, sorted, written."""
+    nb, sim = sort_rows(*index.search_positions(rows.read(start, stop), np.arange(start, stop), k))
+    _write_block(Path(path), start, nb, sim)
+    return start
+
+
+def _index_part(rows: StoreRows, trained: str, part: str, start: int, stop: int, threads: int | None) -> int:
+    """One part of an on-disk IVF index: rows ``[start, stop)`` added to a copy of the trained index."""
+    from simlabel.index import add_ivf_part
+
+    add_ivf_part(trained, part, start, rows.read(start, stop), threads=threads)
+    return start
+
+
+def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, total: int, progress: bool, *,
+         completed: int | None = None) -> None:
+    """``fn(*shared, *call)`` for every call: in this process, or as Ray tasks (``cfg.engine``) with
+    the shared arguments put once in the object store. Each call writes its own file."""
+    completed = total - len(calls) if completed is None else completed
+    if cfg.engine != "ray":
+        with task(label, total, unit="blocks", completed=completed, enabled=progress) as bar:
+            for call in calls:
+                fn(*shared, *call)
+                bar.advance(1)
+        return
     from simlabel.distributed import ray_session
 
     ray, started = ray_session(cfg.address)
     try:
-        ref = ray.put(index)  # built once, shared by every task through the object store
-        remote = ray.remote(_query_block)
-        futures = [remote.remote(ref, str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), cfg.k)
-                   for b in todo]
-        with task("graph (ray)", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress) as bar:
-            pending = list(futures)
+        refs = [ray.put(x) for x in shared]  # built once, shared by every task through the object store
+        remote = ray.remote(fn)
+        pending = [remote.remote(*refs, *call) for call in calls]
+        with task(f"{label} (ray)", total, unit="blocks", completed=completed, enabled=progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
                 ray.get(done)

@@ -328,6 +328,121 @@ def load_embeddings(
     return emb if ids is None else emb.rows(ids)
 
 
+class StoreRows:
+    """An embedding store opened without reading its vectors: the ids, the provenance of
+    :class:`Embeddings` (``space``, ``fingerprint``, ``source``) and row ranges read on demand,
+    so a job over a store larger than memory holds one block at a time.
+
+    Made by :func:`open_store` (a folder) or :meth:`from_embeddings` (a loaded value).
+    """
+
+    def __init__(self, ids: np.ndarray, meta: dict, dim: int, shards: Sequence[Path] = (),
+                 counts: Sequence[int] = (), matrix: np.ndarray | None = None) -> None:
+        self.ids, self.meta, self.dim = ids, meta, int(dim)
+        self.shards = list(shards)
+        self.offsets = np.concatenate([[0], np.cumsum(np.asarray(counts, dtype=np.int64))]).astype(np.int64)
+        self._matrix = matrix
+
+    @classmethod
+    def from_embeddings(cls, emb: Embeddings) -> "StoreRows":
+        return cls(emb.ids, {**emb.meta, "space": emb.space, "fingerprint": emb.fingerprint}, emb.dim, matrix=emb.matrix)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    @property
+    def space(self) -> str:
+        return self.meta.get("space") or embedding_space(self.meta, self.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """The same fingerprint :class:`Embeddings` of this folder would have."""
+        fp = self.meta.get("fingerprint")
+        if fp is None:
+            fp = hashlib.sha256(f"{self.space}|{ids_digest(self.ids)}".encode()).hexdigest()[:16]
+            self.meta["fingerprint"] = fp
+        return fp
+
+    @property
+    def source(self) -> str:
+        return str(self.meta.get("path") or "embeddings")
+
+    def read(self, start: int, stop: int) -> np.ndarray:
+        """Rows ``[start, stop)`` as a ``(stop - start, d)`` float32 matrix (only the shards they span are read)."""
+        if self._matrix is not None:
+            return self._matrix[start:stop]
+        first = int(np.searchsorted(self.offsets, start, side="right")) - 1
+        parts, at = [], start
+        for s in range(max(first, 0), len(self.shards)):
+            lo, hi = int(self.offsets[s]), int(self.offsets[s + 1])
+            if lo >= stop:
+                break
+            table = pq.read_table(self.shards[s], columns=["embedding"])
+            parts.append(_table_matrix(table, self.shards[s])[max(at, lo) - lo : min(stop, hi) - lo])
+            at = hi
+        return np.concatenate(parts, axis=0) if parts else np.empty((0, self.dim), dtype=np.float32)
+
+    def take(self, rows: np.ndarray) -> np.ndarray:
+        """The rows at sorted positions ``rows`` (a training or recall sample), read shard by shard."""
+        rows = np.asarray(rows, dtype=np.int64)
+        if self._matrix is not None:
+            return self._matrix[rows]
+        out = np.empty((len(rows), self.dim), dtype=np.float32)
+        shard_of = np.searchsorted(self.offsets, rows, side="right") - 1
+        for s in np.unique(shard_of):
+            sel = np.flatnonzero(shard_of == s)
+            m = _table_matrix(pq.read_table(self.shards[s], columns=["embedding"]), self.shards[s])
+            out[sel] = m[rows[sel] - self.offsets[s]]
+        return out
+
+    def reader(self) -> "StoreRows":
+        """The same rows without the ids: what a worker needs to read its block (cheap to ship)."""
+        return StoreRows(np.empty(0, dtype=object), {"path": self.source}, self.dim, self.shards,
+                         np.diff(self.offsets), self._matrix)
+
+    def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
+        """``(start, rows)`` blocks of ``size`` rows, in order."""
+        for start in range(0, len(self), size):
+            yield start, self.read(start, min(start + size, len(self)))
+
+
+def open_store(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | None = None) -> StoreRows:
+    """Open an embedding folder as :class:`StoreRows` (its ids and provenance, the vectors left on
+    disk), with the checks of :func:`load_embeddings`; a loaded value is wrapped as it is."""
+    if isinstance(emb, Embeddings):
+        return StoreRows.from_embeddings(emb)
+    if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
+        check_complete(emb)
+    shards = list_shards(emb)
+    if not shards:
+        raise StoreError(f"{emb}: no embedding shards in it")
+    ids, counts, dims = [], [], set()
+    for shard in shards:
+        try:
+            f = pq.ParquetFile(shard)
+            field_ = f.schema_arrow.field("embedding")
+            table = f.read(columns=["id"])
+        except (pa.ArrowInvalid, KeyError, OSError) as e:
+            raise StoreError(f"{shard}: not an embedding shard ({e})") from None
+        if not pa.types.is_fixed_size_list(field_.type):
+            raise StoreError(f"{shard}: column 'embedding' must be fixed_size_list<float32>; got {field_.type}")
+        if table.num_rows:
+            dims.add(field_.type.list_size)
+        ids.append(table.column("id").to_numpy(zero_copy_only=False).astype(object))
+        counts.append(table.num_rows)
+    if len(dims) > 1:
+        raise StoreError(f"{emb}: shards have different dimensions {sorted(dims)}")
+    all_ids = np.concatenate(ids)
+    dup = pd.Index(all_ids).duplicated()
+    if dup.any():
+        raise StoreError(f"{emb}: id {str(all_ids[int(np.flatnonzero(dup)[0])])!r} is in more than one row "
+                         f"({int(dup.sum())} duplicated rows in all)")
+    dim = dims.pop() if dims else pq.ParquetFile(shards[0]).schema_arrow.field("embedding").type.list_size
+    meta = {**read_metadata(emb), "path": str(emb)}
+    meta["space"] = embedding_space(meta, dim)
+    return StoreRows(all_ids, meta, dim, shards, counts)
+
+
 def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | None = None) -> Embeddings:
     """``emb`` itself if it is already loaded, else :func:`load_embeddings` of the folder.
 

@@ -113,6 +113,9 @@ def graph(
     recall_sample: int = typer.Option(default(GraphConfig, "recall_sample"), "--recall-sample", help="Rows checked against exact search for the recorded recall@k (0: skip)."),
     engine: str = typer.Option(default(GraphConfig, "engine"), "--engine", help="local, or ray: the index built once and shared, each block a Ray task (OUT on storage every node sees)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto or HOST:PORT (default a local Ray)."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="For stores larger than memory: IVF trained on a sample, filled shard block by shard block (Ray tasks with --engine ray), its lists merged on disk under OUT/index and memory-mapped; the vectors are never loaded whole."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF: number of lists (default about 4 sqrt(n))."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF: lists visited per query (default 16; more: higher recall, slower)."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     progress: bool = progress_option(),
@@ -121,15 +124,17 @@ def graph(
 
     Cost: one k-NN query per row: exact search is n^2 d / 2 multiply-adds (a few seconds for 10k rows, minutes for 200k on 2 cores); IVF above 200k rows.
 
-    Example: simlabel graph emb/ --k 50 --out graph/
+    Example: simlabel graph emb/ --k 50 --out graph/   (a store larger than memory: add --on-disk)
     """
     from simlabel.graph import build_graph
 
+    ivf = {name: v for name, v in (("ivf_nlist", nlist), ("ivf_nprobe", nprobe)) if v is not None}
     g = build_graph(emb_dir, out, GraphConfig(k=k, index=index, block_rows=block_rows, recall_sample=recall_sample,
-                                              engine=engine, address=address))
+                                              engine=engine, address=address, on_disk=on_disk, index_options=ivf))
     rec = g.meta.get("recall_at_k")
     say(f"k = {g.k} graph of {len(g):,} rows ({g.meta['index']['kind']}"
         + (", chosen by auto" if g.meta["index"].get("chosen_by") == "auto" else "")
+        + (", lists on disk" if g.meta["index"].get("on_disk") else "")
         + (f"; recall@{g.k} {rec:.3f} against exact search on {g.meta['recall_sample']:,} rows" if rec is not None else "")
         + f") -> {out}")
 
