@@ -137,3 +137,20 @@ def test_open_store_reads_row_ranges_across_shards(tmp_path_factory: pytest.Temp
     pick = np.sort(rng.choice(n, size=min(n, 7), replace=False))
     assert np.array_equal(rows.take(pick), X[pick])
     assert np.array_equal(np.concatenate([m for _, m in rows.blocks(9)]), X)
+
+
+def test_open_store_refuses_what_load_embeddings_refuses(tmp_path: Path) -> None:
+    import json
+
+    from simlabel.store import open_store
+
+    X = np.eye(3, dtype=np.float32)
+    write_shard(tmp_path / "dup" / "part-00000.parquet", ["a", "b", "c"], X, {"model": "m"})
+    write_shard(tmp_path / "dup" / "part-00001.parquet", ["c"], X[:1], {"model": "m"})
+    with pytest.raises(StoreError, match=r"id 'c' is in more than one row \(part-00000.parquet, part-00001.parquet"):
+        open_store(tmp_path / "dup")
+    write_shard(tmp_path / "half" / "part-00000.parquet", ["a", "b", "c"], X, {"model": "m"})
+    (tmp_path / "half" / "manifest.json").write_text(json.dumps({"n_items": 6, "shard_size": 3}))
+    with pytest.raises(StoreError, match="incomplete embedding store: 1 of 2 shards written"):
+        open_store(tmp_path / "half")
+    assert len(open_store(tmp_path / "half", allow_partial=True)) == 3

@@ -128,6 +128,22 @@ def ids_digest(ids: Sequence[str] | np.ndarray) -> str:
     return h.hexdigest()[:16]
 
 
+def fingerprint_of(space: str, ids: Sequence[str] | np.ndarray) -> str:
+    """The space and the ids in order, 16 hex digits: what an index or graph over these rows records."""
+    return hashlib.sha256(f"{space}|{ids_digest(ids)}".encode()).hexdigest()[:16]
+
+
+def _refuse_duplicates(path: str | os.PathLike, shards: Sequence[Path], per_shard: Sequence[np.ndarray]) -> np.ndarray:
+    """The ids of all shards in order; an id in more than one row is an error naming its shards."""
+    all_ids = np.concatenate(per_shard) if per_shard else np.empty(0, dtype=object)
+    dup = pd.Index(all_ids).duplicated()
+    if dup.any():
+        first = str(all_ids[int(np.flatnonzero(dup)[0])])
+        where = [s.name for s, i in zip(shards, per_shard) if first in set(i)]
+        raise StoreError(f"{path}: id {first!r} is in more than one row ({', '.join(where)}; {int(dup.sum())} duplicated rows in all)")
+    return all_ids
+
+
 def check_complete(path: str | os.PathLike) -> dict | None:
     """Refuse an embedding folder whose manifest names shards that are not written.
 
@@ -229,8 +245,7 @@ class Embeddings(_EmbeddingsFields):
         """The space and the ids in order: what an index or graph over these rows must match."""
         fp = self.meta.get("fingerprint")
         if fp is None:
-            fp = hashlib.sha256(f"{self.space}|{ids_digest(self.ids)}".encode()).hexdigest()[:16]
-            self.meta["fingerprint"] = fp
+            fp = self.meta["fingerprint"] = fingerprint_of(self.space, self.ids)
         return fp
 
     @property
@@ -314,12 +329,7 @@ def load_embeddings(
     dims = {m.shape[1] for _, m in parts if len(m)}
     if len(dims) > 1:
         raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
-    all_ids = np.concatenate([i for i, _ in parts])
-    dup = pd.Index(all_ids).duplicated()
-    if dup.any():
-        first = str(all_ids[int(np.flatnonzero(dup)[0])])
-        where = [s.name for s, (i, _) in zip(list_shards(path), parts) if first in set(i)]
-        raise StoreError(f"{path}: id {first!r} is in more than one row ({', '.join(where)}; {int(dup.sum())} duplicated rows in all)")
+    all_ids = _refuse_duplicates(path, list_shards(path), [i for i, _ in parts])
     dim = dims.pop() if dims else parts[0][1].shape[1]
     matrix = np.concatenate([m.reshape(-1, dim) for _, m in parts], axis=0)
     meta = {**read_metadata(path), "path": str(path)}
@@ -359,8 +369,7 @@ class StoreRows:
         """The same fingerprint :class:`Embeddings` of this folder would have."""
         fp = self.meta.get("fingerprint")
         if fp is None:
-            fp = hashlib.sha256(f"{self.space}|{ids_digest(self.ids)}".encode()).hexdigest()[:16]
-            self.meta["fingerprint"] = fp
+            fp = self.meta["fingerprint"] = fingerprint_of(self.space, self.ids)
         return fp
 
     @property
@@ -432,11 +441,7 @@ def open_store(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | N
         counts.append(table.num_rows)
     if len(dims) > 1:
         raise StoreError(f"{emb}: shards have different dimensions {sorted(dims)}")
-    all_ids = np.concatenate(ids)
-    dup = pd.Index(all_ids).duplicated()
-    if dup.any():
-        raise StoreError(f"{emb}: id {str(all_ids[int(np.flatnonzero(dup)[0])])!r} is in more than one row "
-                         f"({int(dup.sum())} duplicated rows in all)")
+    all_ids = _refuse_duplicates(emb, shards, ids)
     dim = dims.pop() if dims else pq.ParquetFile(shards[0]).schema_arrow.field("embedding").type.list_size
     meta = {**read_metadata(emb), "path": str(emb)}
     meta["space"] = embedding_space(meta, dim)
