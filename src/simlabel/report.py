@@ -248,3 +248,42 @@ def write_flip_html(table: pd.DataFrame, catalog, path: str | os.PathLike, max_r
                 "without their images.</p>")
     rep.add(f"The {len(shown)} most confident flips", '<div class="grid">' + "".join(rows_html) + "</div>")
     return rep.write(path)
+
+
+def write_suspects_html(table: pd.DataFrame, catalog, path: str | os.PathLike, *, summary: dict | None = None,
+                        max_rows: int = 60) -> Path:
+    """The page of ``simlabel suspects``: the top suspects, each beside the labelled neighbours
+    that explain it (``table`` as :func:`simlabel.labels.suspects.find_suspects` returns it,
+    ``catalog`` a :class:`~simlabel.catalog.Catalog` for the images), with the counts by method
+    and by given label."""
+    paths = dict(zip(catalog.table["id"].astype(str), catalog.image_paths())) if "image" in catalog.table.columns else {}
+    rep = Report("Suspected label errors")
+    flagged = table[table["rank"].notna()].sort_values("rank")
+    s = summary or {}
+    facts = {"items checked": s.get("n", len(table)), "suspected": len(flagged), "method": s.get("method", ""),
+             "k": s.get("k", ""), "mode": s.get("mode", "")}
+    if "noise_rate_estimate" in s:
+        facts["estimated noise rate"] = f"{s['noise_rate_estimate']:.3f}"
+    facts["near-duplicate groups"] = s.get("n_duplicate_groups", "")
+    rep.add("Summary", setup_table(facts))
+    if len(flagged):
+        by = flagged.groupby(["label", "method"]).size().unstack(fill_value=0)
+        by["all"] = by.sum(axis=1)
+        by = by.sort_values("all", ascending=False).head(25)
+        by.columns.name = None
+        by.index.name = None
+        rep.add("Suspects by given label (top 25)", scroll(table_html(by.astype(int))))
+    rows_html = []
+    for _, r in flagged.head(max_rows).iterrows():
+        cells = [image_cell(paths.get(str(r["id"])), f"#{r['rank']} {r['id']}: {r['label']} -> {r['suggested']} "
+                            f"(score {r['score']:.2f}, {r['method']})", 112)]
+        nids = [x for x in str(r["neighbor_ids"]).split("|") if x]
+        for nid, lab, sim in zip(nids, str(r["neighbor_labels"]).split("|"), str(r["neighbor_similarities"]).split("|")):
+            cells.append(image_cell(paths.get(nid), f"{nid}: {lab} ({sim})", 96))
+        rows_html.append('<div class="pair">' + "".join(cells) + "</div>")
+    if "image" not in catalog.table.columns:
+        rep.add("Images", f"<p class=\"warn\">{html.escape(str(catalog.path))} has no image column: pass --catalog "
+                "with the images to see them.</p>")
+    rep.add(f"The top {len(rows_html)} suspects, each beside its nearest labelled neighbours",
+            '<div class="grid">' + "".join(rows_html) + "</div>" if rows_html else "<p>no suspects</p>")
+    return rep.write(path)

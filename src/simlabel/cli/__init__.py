@@ -6,7 +6,7 @@ cannot go on. simlabel's own errors (:class:`~simlabel.errors.SimlabelError`) an
 errors print as one line; anything else is a bug and keeps its traceback.
 
 The commands live by stage: :mod:`.embed` (embed, index, neighbors), :mod:`.labels`
-(augment, propagate, search, categories, side-info, flip, and the ``labels`` group),
+(augment, propagate, search, categories, side-info, flip, suspects, and the ``labels`` group),
 :mod:`.train` (train, evaluate) and :mod:`.experiments` (demo, experiment ...). A stage
 module is imported only when one of its commands runs (torch alone costs a second), so
 ``simlabel --help`` and ``simlabel train`` do not pay for the label methods' libraries.
@@ -36,6 +36,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "side-info": ("labels", "app", "Per-image weights for noisy labels from side information (paper 003)."),
     "weights": ("labels", "app", "Per-image weights for noisy labels from side information (paper 003)."),
     "flip": ("labels", "app", "Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004)."),
+    "suspects": ("labels", "app", "Suspected label errors in a single-label file: k-NN votes (SimiFeat) and/or cleanlab, each explained."),
     "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
     "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids."),
     "ssl": ("ssl", "ssl_app", "Self-supervised, colour-agnostic design embeddings (SkiLL, paper 001): ssl train."),

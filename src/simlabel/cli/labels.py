@@ -1,4 +1,4 @@
-"""The label producers: ``augment``, ``propagate``, ``search``, ``categories``, ``side-info``, ``flip``."""
+"""The label producers: ``augment``, ``propagate``, ``search``, ``categories``, ``side-info``, ``flip``, ``suspects``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,7 @@ from simlabel.labels.flipping import SelfMLConfig
 from simlabel.labels.propagate import propagate as propagate_fn
 from simlabel.labels.search import SearchConfig
 from simlabel.labels.side_info import SideInfoConfig
+from simlabel.labels.suspects import SuspectsConfig
 from simlabel.semantics.categories import category_semantics
 
 app = typer.Typer()
@@ -391,3 +392,68 @@ def flip(
     say(f"{len(table):,} labels flipped ({added:,} added, {removed:,} removed)" + (f" -> {out}" if out else ""))
     if html_out:
         say(f"explanations: {html_out}")
+
+
+@command(app)
+def suspects(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    labels: Path = typer.Option(..., "--labels", help="The labels to check: CSV id,label (seller-given), or a catalog with --label-col."),
+    label_col: str = label_col_option(),
+    out: Path = typer.Option(..., "--out", "-o", help="SUSPECTS.csv: id,label,suggested,score,rank,method and the nearest labelled neighbours that explain it."),
+    method: str = typer.Option(default(SuspectsConfig, "method"), "--method", help="knn (training-free votes of the labelled neighbours), cleanlab (find_label_issues on out-of-fold probabilities of a head) or both."),
+    k: int = typer.Option(default(SuspectsConfig, "k"), "--k", "-k", help="Labelled neighbours that vote."),
+    mode: str = typer.Option(default(SuspectsConfig, "mode"), "--mode", help="knn: rank (per-class noise rates estimated from the neighbours' label consensus, SimiFeat's ranking) or vote (another label wins the vote)."),
+    weighting: str = typer.Option(default(SuspectsConfig, "weighting"), "--weighting", help="knn: similarity (each vote weighs its cosine) or uniform."),
+    duplicate_threshold: float = typer.Option(default(SuspectsConfig, "duplicate_threshold"), "--duplicate-threshold", help="Cosine at or above which two items are one product (one vote); 1.0 or more: no grouping."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="Read the neighbours among the labelled items from a k-NN graph built by `simlabel graph` over EMB (its k must be >= --k)."),
+    folds: int = typer.Option(3, "--folds", help="cleanlab: out-of-fold heads."),
+    all_items: bool = typer.Option(False, "--all", help="Write every item (rank empty for those not suspected), not only the suspects."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the top suspects, each beside the neighbours that explain it."),
+    catalog: Optional[Path] = typer.Option(None, "--catalog", help="The catalog whose images the page shows (default: --labels when it has an image column)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = device_option(),
+    progress: bool = progress_option(),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
+) -> None:
+    """Suspected label errors in a single-label file: k-NN votes (SimiFeat) and/or cleanlab, each explained.
+
+    Cost: knn is one k-NN query per labelled item (none with --graph) and a small fit of the noise rates (seconds for 10k items); cleanlab trains --folds MLP heads (about 10 s each on 10k rows, 2 cores).
+
+    Example: simlabel suspects --emb emb/ --labels catalog.csv --label-col article_type --out suspects.csv --html suspects.html
+    then: simlabel review suspects.csv --catalog catalog.csv
+    """
+    from simlabel.heads import HeadConfig
+    from simlabel.labels.suspects import find_suspects
+    from simlabel.training import oof_predictor
+
+    threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
+    cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed)
+    predictor = None
+    if method in ("cleanlab", "both"):
+        head = HeadConfig(head="mlp", patience=8, max_epochs=100, device=device)
+        predictor = oof_predictor(head, folds=folds, seed=seed, top=None)
+    table = find_suspects(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col,
+                          all_items=all_items)
+    summary = table.attrs["summary"]
+    shown = table[table["rank"].notna()]
+    say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"
+        + (f", estimated noise rate {summary['noise_rate_estimate']:.3f}" if "noise_rate_estimate" in summary else "")
+        + f"; {summary['n_duplicate_groups']:,} near-duplicate groups, {summary['n_duplicate_conflicts']:,} members "
+          f"disagreeing) -> {out}")
+    t = Table(title="top suspects")
+    for col in ("rank", "id", "label", "suggested", "score", "method", "nearest labelled neighbours"):
+        t.add_column(col, justify="right" if col in ("rank", "score") else "left")
+    for _, r in shown.head(10).iterrows():
+        counts = pd.Series(str(r["neighbor_labels"]).split("|")).value_counts()
+        nbrs = ", ".join(f"{lab} x{n}" for lab, n in counts.items())
+        t.add_row(str(r["rank"]), str(r["id"]), str(r["label"]), str(r["suggested"]), f"{r['score']:.3f}",
+                  str(r["method"]), nbrs)
+    out_console.print(t)
+    if html_out:
+        from simlabel.catalog import load_catalog
+        from simlabel.report import write_suspects_html
+
+        cat = load_catalog(catalog or labels, require=("id",))
+        written(write_suspects_html(table, cat, html_out, summary=summary))
