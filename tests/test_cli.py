@@ -20,10 +20,10 @@ EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info", "ssl"]
 def test_help_explains_every_command() -> None:
     res = runner.invoke(app, ["--help"])
     assert res.exit_code == 0
-    for cmd in [*COMMANDS, "experiment", "ssl"]:
+    for cmd in [*COMMANDS, "experiment", "ssl", "review"]:
         assert cmd in res.output, cmd
     assert "│ weights" not in res.output  # the old name of side-info still works, but is not advertised
-    for argv in [[c] for c in COMMANDS if c != "labels"] + [["experiment", e] for e in EXPERIMENTS] + [["weights"], ["labels", "sample"], ["ssl", "train"]]:
+    for argv in [[c] for c in COMMANDS if c != "labels"] + [["experiment", e] for e in EXPERIMENTS] + [["weights"], ["labels", "sample"], ["ssl", "train"], ["review", "serve"], ["review", "export"]]:
         res = runner.invoke(app, [*argv, "--help"])
         assert res.exit_code == 0, (argv, res.output)
         assert "Example" in res.output and "--" in res.output, argv
@@ -40,12 +40,12 @@ def test_the_lazy_registry_lists_every_command_with_its_own_help() -> None:
     from simlabel.cli import COMMANDS as REGISTRY
     from simlabel.cli import HIDDEN
 
-    assert set(REGISTRY) - HIDDEN == set(COMMANDS) | {"experiment", "ssl"}
+    assert set(REGISTRY) - HIDDEN == set(COMMANDS) | {"experiment", "ssl", "review"}
     registered = set()
     for module in ("embed", "labels", "train", "experiments"):
         stage = importlib.import_module(f"simlabel.cli.{module}")
         registered |= {c.name or c.callback.__name__ for c in stage.app.registered_commands}
-    assert registered | {"labels", "experiment", "ssl"} == set(REGISTRY)
+    assert registered | {"labels", "experiment", "ssl", "review"} == set(REGISTRY)
     for name, (module, attr, line) in REGISTRY.items():
         stage = getattr(importlib.import_module(f"simlabel.cli.{module}"), attr)
         doc = typer.main.get_group(stage).commands[name].help if attr == "app" else stage.info.help

@@ -1,0 +1,170 @@
+"""Review queues: any file simlabel writes that holds items to check, recognised by its columns.
+
+Each queue becomes a table of review items, one row per item, with the same columns whatever the
+source:
+
+``queue``       the queue's name (the file's stem, unique among the files given)
+``kind``        ``suspects``, ``augment``, ``flip``, ``weights`` or ``basis``
+``id``          the catalog id of the item
+``item``        the key of a decision: the id, or ``id|label`` for a flip (one image, several labels)
+``old``         the label the item has now (empty where it has none)
+``proposed``    what simlabel proposes (the suggested label, the augmented label, the flipped label's
+                new state ``label=1`` / ``label=0``, the weighted label; empty for a basis image)
+``group``       the proposal shared by the items shown in one grid
+``score``       how sure simlabel is (higher: surer; ``NaN`` where there is none)
+``order``       the position in the queue (lowest weight, highest rank ... first)
+``explain``     the explanation as ``[(id, caption), ...]``: the via chain, the basis images, the neighbours
+``alternatives``  other labels to offer (best first)
+``basis_index`` for a basis image, the basis vectors it answers for (empty otherwise)
+
+What each kind reads (the columns that recognise it):
+
+* ``suspects`` (``simlabel suspects``: ``suggested, score, neighbor_ids``): the suggested label, the
+  neighbours that explain it, the given label as the first alternative;
+* ``augment`` (``simlabel augment``: ``step, source, via``): the augmented label (seeds are not
+  queued), its ``via`` chain back to the seed as images;
+* ``flip`` (``simlabel flip``: ``attribute, old, new, basis``): the flipped label with the basis images and
+  weights that explain it;
+* ``weights`` (``simlabel side-info``: ``weight, agreement``): the label as given, lowest weight first;
+* ``basis`` (``flip --export-basis``: ``basis_index, labels``): basis images to label (free labels).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.errors import InputError, LabelFileError
+from simlabel.files import read_csv_table
+
+KINDS = {
+    "suspects": ("suggested", "score", "neighbor_ids"),
+    "augment": ("step", "source", "via"),
+    "flip": ("attribute", "old", "new", "basis"),
+    "weights": ("weight", "agreement"),
+    "basis": ("basis_index", "labels"),
+}
+COLUMNS = ["queue", "kind", "id", "item", "old", "proposed", "group", "score", "order", "explain", "alternatives",
+           "basis_index"]
+
+
+def queue_kind(columns: Sequence[str], path: str | os.PathLike = "queue") -> str:
+    """The kind of a queue file from its columns; an unknown file is an error naming what is read."""
+    cols = set(columns)
+    for kind, needed in KINDS.items():
+        if set(needed) <= cols:
+            return kind
+    known = "; ".join(f"{k}: {', '.join(v)}" for k, v in KINDS.items())
+    raise LabelFileError(f"{path}: not a review queue (columns {', '.join(columns)}); simlabel reads files with "
+                         f"the columns of: {known}")
+
+
+def _split(cell: object) -> list[str]:
+    text = "" if cell is None or (isinstance(cell, float) and np.isnan(cell)) else str(cell)
+    return [v for v in text.replace(";", "|").split("|") if v != ""]
+
+
+def _suspects(t: pd.DataFrame) -> pd.DataFrame:
+    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
+           for a, b, c in zip(t["neighbor_ids"], t["neighbor_labels"], t["neighbor_similarities"])]
+    score = 1.0 - pd.to_numeric(t["score"], errors="coerce")  # a low vote for the given label: sure it is wrong
+    order = pd.to_numeric(t["rank"], errors="coerce") if "rank" in t.columns else pd.Series(np.arange(len(t)))
+    alts = [[s, g] if s != g else [g] for s, g in zip(t["suggested"], t["label"])]
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": t["label"], "proposed": t["suggested"],
+                         "group": t["suggested"], "score": score, "order": order.to_numpy(), "explain": exp,
+                         "alternatives": alts})
+
+
+def _augment(t: pd.DataFrame) -> pd.DataFrame:
+    seeds = set(t.loc[t["source"].astype(str) == "seed", "id"]) if "source" in t.columns else set()
+    t = t[~t["id"].isin(seeds)]
+    via = dict(zip(t["id"], t["via"].astype(str)))
+    sim = dict(zip(t["id"], t["via_similarity"].astype(str))) if "via_similarity" in t.columns else {}
+    exp = []
+    for i in t["id"]:
+        # the chain back to the seed: each hop with the similarity that pulled the item before it in
+        chain, at, prev, seen = [], via.get(i), i, {i}
+        while at and at not in seen and at != "nan":
+            chain.append((at, f"{'seed' if at not in via else 'augmented'}, similarity {sim.get(prev, '?')}"))
+            seen.add(at)
+            prev, at = at, via.get(at)
+        exp.append(chain)
+    score = pd.to_numeric(t["via_similarity"], errors="coerce") if "via_similarity" in t.columns else pd.Series(np.nan, t.index)
+    step = pd.to_numeric(t["step"], errors="coerce").fillna(0).to_numpy()
+    # earliest steps first, the most similar first within a step
+    order = np.lexsort((-np.nan_to_num(score.to_numpy(dtype=float), nan=0.0), step)).argsort()
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": "", "proposed": t["label"], "group": t["label"],
+                         "score": score, "order": order, "explain": exp, "alternatives": [[lab] for lab in t["label"]]})
+
+
+def _flip(t: pd.DataFrame) -> pd.DataFrame:
+    new = pd.to_numeric(t["new"], errors="coerce").fillna(0).astype(int)
+    exp = [[(b, f"w={w} has: {lab}") for b, w, lab in zip(_split(a), _split(ws), str(bl).split(";"))]
+           for a, ws, bl in zip(t["basis"], t["weights"], t["basis_labels"])]
+    proposed = [f"{lab}={n}" for lab, n in zip(t["label"], new)]
+    old = [f"{lab}={1 - n}" for lab, n in zip(t["label"], new)]
+    group = [f"{'add' if n else 'remove'} {lab}" for lab, n in zip(t["label"], new)]
+    score = pd.to_numeric(t["confidence"], errors="coerce") if "confidence" in t.columns else np.nan
+    return pd.DataFrame({"id": t["id"], "item": [f"{i}|{lab}" for i, lab in zip(t["id"], t["label"])], "old": old,
+                         "proposed": proposed, "group": group, "score": score,
+                         "order": (-np.asarray(score, dtype=float)).argsort().argsort(), "explain": exp,
+                         "alternatives": [[p, o] for p, o in zip(proposed, old)]})
+
+
+def _weights(t: pd.DataFrame) -> pd.DataFrame:
+    w = pd.to_numeric(t["weight"], errors="coerce")
+    key = t["id"] if not t["id"].duplicated().any() else t["id"] + "|" + t["label"].astype(str)
+    return pd.DataFrame({"id": t["id"], "item": key, "old": t["label"], "proposed": t["label"], "group": t["label"],
+                         "score": w, "order": w.rank(method="first").to_numpy() - 1, "explain": [[] for _ in range(len(t))],
+                         "alternatives": [[lab] for lab in t["label"]]})
+
+
+def _basis(t: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": t["labels"].fillna("").astype(str), "proposed": "",
+                         "group": "basis images to label", "score": np.nan, "order": np.arange(len(t)),
+                         "explain": [[] for _ in range(len(t))], "alternatives": [[] for _ in range(len(t))],
+                         "basis_index": t["basis_index"].astype(str)})
+
+
+READERS = {"suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
+
+
+def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame:
+    """One queue file as review items (see the module docstring)."""
+    p = Path(path)
+    t = read_csv_table(p, ("id",), "review queue")
+    kind = queue_kind(list(t.columns), p)
+    if "label" not in t.columns and kind != "basis":
+        raise LabelFileError(f"{p}: a {kind} queue needs a label column")
+    t = t.copy()
+    t["id"] = t["id"].astype(str)
+    if "label" in t.columns:
+        t["label"] = t["label"].fillna("").astype(str)
+    items = READERS[kind](t.reset_index(drop=True))
+    items.insert(0, "kind", kind)
+    items.insert(0, "queue", name or p.stem)
+    items["order"] = pd.to_numeric(items["order"], errors="coerce").fillna(0).astype(int)
+    if "basis_index" not in items.columns:
+        items["basis_index"] = ""
+    return items[COLUMNS]
+
+
+def read_queues(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
+    """Every queue file given, as one table of review items; queue names are the file stems, made unique."""
+    if not paths:
+        raise InputError("give at least one queue file (suspects, augment, flip, side-info weights or a basis export)")
+    names: dict[str, int] = {}
+    parts = []
+    for p in paths:
+        stem = Path(p).stem
+        names[stem] = names.get(stem, 0) + 1
+        parts.append(read_queue(p, stem if names[stem] == 1 else f"{stem}-{names[stem]}"))
+    items = pd.concat(parts, ignore_index=True)
+    dup = items.duplicated(["queue", "item"])
+    if dup.any():
+        raise LabelFileError(f"{paths[0]}: item {items.loc[dup, 'item'].iloc[0]!r} is queued twice in one file")
+    return items
