@@ -73,7 +73,9 @@ def _suspects(t: pd.DataFrame) -> pd.DataFrame:
            for a, b, c in zip(t["neighbor_ids"], t["neighbor_labels"], t["neighbor_similarities"])]
     score = 1.0 - pd.to_numeric(t["score"], errors="coerce")  # a low vote for the given label: sure it is wrong
     order = pd.to_numeric(t["rank"], errors="coerce") if "rank" in t.columns else pd.Series(np.arange(len(t)))
-    alts = [[s, g] if s != g else [g] for s, g in zip(t["suggested"], t["label"])]
+    # the suggestion, the given label, then the neighbours' labels by how many of them carry it
+    alts = [list(dict.fromkeys([s, g, *pd.Series(_split(nl)).value_counts().index]))
+            for s, g, nl in zip(t["suggested"], t["label"], t["neighbor_labels"])]
     return pd.DataFrame({"id": t["id"], "item": t["id"], "old": t["label"], "proposed": t["suggested"],
                          "group": t["suggested"], "score": score, "order": order.to_numpy(), "explain": exp,
                          "alternatives": alts})
@@ -148,6 +150,10 @@ def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame
     items.insert(0, "kind", kind)
     items.insert(0, "queue", name or p.stem)
     items["order"] = pd.to_numeric(items["order"], errors="coerce").fillna(0).astype(int)
+    if kind in ("suspects", "augment", "weights"):
+        # then the queue's most common labels, so 1-9 can always pick another class
+        common = pd.concat([items["proposed"], items["old"]]).loc[lambda v: v != ""].value_counts().index.tolist()
+        items["alternatives"] = [list(dict.fromkeys([*a, *common]))[:9] for a in items["alternatives"]]
     if "basis_index" not in items.columns:
         items["basis_index"] = ""
     return items[COLUMNS]
