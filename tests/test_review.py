@@ -343,3 +343,34 @@ def test_review_a_grid_with_the_keyboard_in_a_real_browser(shop, tmp_path: Path)
     assert len(rejected) == 5 and ids[6] not in rejected and (("suspects", ids[6]) not in state)
     labels = export_decisions(shop["root"] / "decisions.jsonl", tmp_path / "reviewed.csv")
     assert len(labels) == 11 and (shots / "after.png").stat().st_size > 0
+
+
+def test_a_grid_never_decides_more_than_it_shows(shop, tmp_path: Path):
+    """30 items of one proposal: the first grid shows 24, and 'a' accepts those 24 only."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers import chromium
+
+    exe = chromium()
+    ids = shop["ids"][:30]
+    pd.DataFrame({"id": ids, "label": "Shirts", "suggested": "Tshirts", "score": 0.1, "rank": range(1, 31), "method": "knn",
+                  "neighbor_ids": "", "neighbor_labels": "", "neighbor_similarities": ""}).to_csv(shop["root"] / "many.csv", index=False)
+    shop = {**shop, "queues": [shop["root"] / "many.csv"]}
+    port = _free_port()
+    proc = _start(shop, port)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+            tab = browser.new_page(viewport={"width": 1280, "height": 900})
+            tab.goto(f"http://127.0.0.1:{port}/")
+            tab.wait_for_selector("#grid .card")
+            assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
+            tab.keyboard.press("a")
+            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('24 / 30')")
+            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+            browser.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    state = DecisionLog(shop["root"] / "decisions.jsonl").state()
+    assert sorted(i for _, i in state) == sorted(ids[:24])

@@ -4,7 +4,9 @@
 
 const TOKEN = document.querySelector('meta[name="review-token"]').content;
 const $ = (id) => document.getElementById(id);
-const state = { items: [], groups: [], group: 0, focus: 0, out: new Set(), detail: null, alternatives: [] };
+// a grid is one page of one proposal: "accept the grid" only ever decides what the reviewer can see
+const PAGE = 24;
+const state = { items: [], groups: [], pages: [], group: 0, focus: 0, out: new Set(), detail: null, alternatives: [] };
 
 function toast(text) {
   const t = $("toast");
@@ -36,22 +38,32 @@ async function load(keepGroup) {
   const params = new URLSearchParams({ queue: $("queue").value, status: $("status").value });
   if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
   const data = await api("/api/items?" + params.toString());
-  const current = state.groups[state.group];
+  const current = state.pages[state.group];
   state.items = data.items;
   state.groups = [...new Set(data.items.map((it) => it.group))];
+  state.pages = [];
+  for (const g of state.groups) {
+    const n = data.items.filter((it) => it.group === g).length;
+    for (let start = 0; start < n; start += PAGE) state.pages.push({ group: g, start: start, n: n });
+  }
   const sel = $("group");
   sel.replaceChildren(...state.groups.map((g) => {
     const o = document.createElement("option");
     o.value = g; o.textContent = `${g} (${data.items.filter((it) => it.group === g).length})`;
     return o;
   }));
-  const again = keepGroup ? state.groups.indexOf(current) : -1;
-  state.group = again >= 0 ? again : Math.min(state.group, Math.max(state.groups.length - 1, 0));
+  const again = keepGroup && current ? state.pages.findIndex((pg) => pg.group === current.group && pg.start === current.start) : -1;
+  const first = current ? state.pages.findIndex((pg) => pg.group === current.group) : -1;
+  state.group = again >= 0 ? again : first >= 0 ? first : Math.min(state.group, Math.max(state.pages.length - 1, 0));
   showProgress(data.progress);
   renderGrid();
 }
 
-function groupItems() { return state.items.filter((it) => it.group === state.groups[state.group]); }
+function groupItems() {
+  const pg = state.pages[state.group];
+  if (!pg) return [];
+  return state.items.filter((it) => it.group === pg.group).slice(pg.start, pg.start + PAGE);
+}
 
 function caption(it) {
   const from = it.old ? `${it.old} → ` : "";
@@ -61,10 +73,11 @@ function caption(it) {
 
 function renderGrid() {
   const items = groupItems();
-  $("grid-title").textContent = state.groups.length ? `${state.groups[state.group]} · ${items.length} item(s)` : "";
+  const pg = state.pages[state.group];
+  $("grid-title").textContent = pg ? `${pg.group} · ${pg.n > PAGE ? `${pg.start + 1}-${pg.start + items.length} of ` : ""}${pg.n} item(s)` : "";
   $("empty").hidden = items.length > 0;
   state.focus = Math.min(state.focus, Math.max(items.length - 1, 0));
-  $("group").value = state.groups[state.group] || "";
+  $("group").value = pg ? pg.group : "";
   $("grid").replaceChildren(...items.map((it, n) => {
     const card = document.createElement("div");
     card.className = "card";
@@ -112,8 +125,8 @@ function nextOpenGroup() {
 }
 
 function moveGroup(step) {
-  if (!state.groups.length) return;
-  state.group = (state.group + step + state.groups.length) % state.groups.length;
+  if (!state.pages.length) return;
+  state.group = (state.group + step + state.pages.length) % state.pages.length;
   state.focus = 0; state.out.clear();
   renderGrid();
 }
@@ -207,7 +220,9 @@ document.addEventListener("keydown", (ev) => {
 $("queue").addEventListener("change", () => { state.group = 0; load(false); });
 $("status").addEventListener("change", () => load(true));
 $("min-score").addEventListener("change", () => load(true));
-$("group").addEventListener("change", () => { state.group = state.groups.indexOf($("group").value); state.focus = 0; renderGrid(); });
+$("group").addEventListener("change", () => {
+  state.group = state.pages.findIndex((pg) => pg.group === $("group").value); state.focus = 0; renderGrid();
+});
 $("help-button").addEventListener("click", () => { $("help").hidden = false; });
 $("help").addEventListener("click", () => { $("help").hidden = true; });
 load(false);
