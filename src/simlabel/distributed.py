@@ -79,10 +79,17 @@ def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
 class _EncoderActor:
     """Ray actor: the model, built once; preprocesses and embeds decoded images."""
 
-    def __init__(self, spec: str, device: str, options: dict) -> None:
+    def __init__(self, spec: str, device: str, options: dict, engine: dict | None = None) -> None:
         from simlabel.encoders import get_image_encoder
 
         self.encoder = get_image_encoder(spec, device, **options)
+        if engine and (engine["backend"], engine["precision"]) != ("onnx", "fp32"):
+            # the engine the driver chose and gated, rebuilt here (an int8 file on storage every node sees)
+            from simlabel.engines import make_engine
+
+            eng = make_engine(engine["backend"], engine["precision"], self.encoder.onnx_model(),
+                              int8_path=engine.get("int8_path"))
+            self.encoder.use_engine(eng, engine["backend"], engine["precision"], engine.get("tag", ""))
 
     def __call__(self, batch: dict) -> dict:
         from PIL import Image
@@ -97,7 +104,7 @@ class _EncoderActor:
 
 def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, device: str, options: dict, draft: int,
                       max_pixels: int, batch_size: int, on_result: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
-                      address: str | None = None, actors: int | None = None) -> None:
+                      address: str | None = None, actors: int | None = None, engine: dict | None = None) -> None:
     """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons)`` receives the
     results in position order, batch by batch (the caller writes the shards)."""
     if not positions:
@@ -123,7 +130,7 @@ def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, dev
                             fn_kwargs={"draft": draft, "max_pixels": max_pixels})
         gpus = 1 if device == "cuda" else 0
         ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
-                            fn_constructor_kwargs={"spec": spec, "device": device, "options": options},
+                            fn_constructor_kwargs={"spec": spec, "device": device, "options": options, "engine": engine},
                             compute=rd.ActorPoolStrategy(size=n_actors), num_gpus=gpus)
         for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
             on_result(np.asarray(b["pos"], dtype=np.int64), np.asarray(b["vector"], dtype=np.float32),

@@ -85,6 +85,8 @@ class EmbedResult:
     encoder: dict = field(default_factory=dict)
     #: items whose vector came from the content-addressed cache (the same file embedded before)
     n_from_cache: int = 0
+    #: the inference engine and precision, and the figures they were chosen by (:mod:`simlabel.engines`)
+    engine: dict = field(default_factory=dict)
 
     def summary_line(self) -> str:
         line = (
@@ -94,6 +96,7 @@ class EmbedResult:
             + (f", {self.n_resumed:,} already done" if self.n_resumed else "")
             + (f", {self.n_from_cache:,} from the cache (embedded before)" if self.n_from_cache else "")
             + f", {self.items_per_s:,.1f} items/s"
+            + (f" ({self.engine['backend']} {self.engine['precision']}: {self.engine['reason']})" if self.engine else "")
         )
         return line + ("\n" + self.text.summary_line() if self.text else "")
 
@@ -416,6 +419,7 @@ def _embed_one(
     retry_failed: bool = False,
     vector_cache: VectorCache | None = None,
     ray_job: dict | None = None,
+    engine: dict | None = None,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -430,6 +434,9 @@ def _embed_one(
         "shard_size": shard_size,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+    if engine:
+        manifest["engine"] = {k: engine.get(k) for k in ("backend", "precision")} | {
+            "calibration": engine.get("calibration", {}).get("key")}
     _check_manifest(out, manifest, overwrite)
     job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache)
     if ray_job is not None:
@@ -458,9 +465,93 @@ def _embed_one(
         errors_path=str(errors_path),
         encoder=encoder.describe(),
         n_from_cache=job.cached[0],
+        engine=engine or {},
     )
     atomic_write_json(out / "summary.json", result.to_dict())
     return result
+
+
+#: catalog images decoded to calibrate int8 (the first half) and to gate every engine (the second half)
+ENGINE_SAMPLE = 256
+#: ``auto`` probes engines only for catalogs at least this large: the probe (decoding the sample, quantising,
+#: gating; about 15-30 s on 2 cores) would cost more than it saves on fewer images
+PROBE_MIN_ITEMS = 2000
+
+
+def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, precision: str, max_pixels: int,
+                   common: dict, gate: dict | None = None) -> tuple[dict, dict] | None:
+    """Choose and install the engine of ``enc`` (:func:`simlabel.engines.choose_engine`) on a seeded sample
+    of the catalog's images; a store being resumed keeps the engine its manifest records. Returns the
+    choice (for the summary) and what a Ray actor needs to rebuild the engine, or ``None`` (no ONNX model)."""
+    import json
+
+    from simlabel.engines import choose_engine, make_engine, quantize_int8
+
+    fp32_path = enc.onnx_model()
+    if fp32_path is None:
+        return None
+    man = out / MANIFEST
+    old = None
+    if man.exists() and not common.get("overwrite"):
+        try:
+            old = json.loads(man.read_text()).get("engine")
+        except (OSError, ValueError):
+            old = None
+    if old is None and man.exists() and not common.get("overwrite"):
+        old = {"backend": "onnx", "precision": "fp32"}  # a store started before engines were chosen
+    if old is None and backend == "auto" and precision == "auto" and len(cat) < PROBE_MIN_ITEMS:
+        return {"backend": "onnx", "precision": "fp32",
+                "reason": f"{len(cat):,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"}, {}
+    paths = cat.image_paths()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
+    ids, pixels = [], []
+    labels = cat.table["label"].astype(str).to_numpy() if "label" in cat.table.columns else None
+    keep = []
+    for p in order:
+        if len(ids) >= ENGINE_SAMPLE:
+            break
+        try:
+            pixels.append(load_image(paths[p], max_pixels=max_pixels, draft_size=enc.image_size, transform=enc.preprocess))
+        except ImageError:
+            continue
+        ids.append(str(cat.ids[p]))
+        keep.append(p)
+    X = np.stack(pixels) if pixels else np.zeros((0, 3, enc.image_size, enc.image_size), np.float32)
+    y = None if labels is None else labels[keep]
+    threads = getattr(enc, "threads", None)
+    if old is not None:
+        b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
+        if (b, pr) == ("onnx", "fp32"):
+            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, {}
+        from simlabel.engines import Calibration
+
+        half = len(ids) // 2
+        int8 = quantize_int8(fp32_path, Calibration(X[:half], ids[:half], 0)) if pr == "int8" else None
+        if pr == "int8" and old.get("calibration") and Path(int8).stem.split("int8-")[-1] != old["calibration"]:
+            raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
+                             "finish it with the same catalog, or --overwrite")
+        eng = make_engine(b, pr, fp32_path, threads, int8)
+        enc.use_engine(eng, b, pr, old.get("calibration") or "")
+        return ({"backend": b, "precision": pr, "reason": "the store was started with it",
+                 "calibration": {"key": old.get("calibration")}},
+                {"backend": b, "precision": pr, "int8_path": str(int8) if int8 else None, "tag": old.get("calibration") or ""})
+    eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
+                                threads=threads, log=log_line, gate=gate)
+    tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
+    if (choice.backend, choice.precision) != ("onnx", "fp32"):
+        enc.use_engine(eng, choice.backend, choice.precision, tag)
+    int8_path = None
+    if choice.precision == "int8":
+        int8_path = str(Path(fp32_path).with_name(f"{Path(fp32_path).stem}.int8-{tag}.onnx"))
+    return choice.to_dict(), {"backend": choice.backend, "precision": choice.precision, "int8_path": int8_path, "tag": tag}
+
+
+def log_line(message: str) -> None:
+    """One line on stderr (the engine probe's findings)."""
+    import sys
+
+    print(message, file=sys.stderr, flush=True)
 
 
 def _count_rows(path: Path) -> int:
@@ -482,6 +573,8 @@ def embed(
     text_model: str | None = None,
     device: str = "auto",
     backend: str = "auto",
+    precision: str = "auto",
+    gate: dict | None = None,
     batch_size: int = 32,
     shard_size: int = 1024,
     workers: int | None = None,
@@ -535,6 +628,15 @@ def embed(
         look images up in (and add them to) the content-addressed vector cache
         (:mod:`simlabel.vectors`): a file embedded before by the same encoder is not decoded
         or embedded again, whatever folder or id it comes with.
+    backend, precision
+        the inference engine of a model with an ONNX export (EfficientNet-Lite0, ``skill:`` models) on the
+        CPU: ``backend`` ``onnx``, ``openvino``, ``torch`` or ``auto``; ``precision`` ``fp32``, ``bf16``
+        (OpenVINO), ``int8`` (calibrated on the catalog's own images) or ``auto``. Anything but fp32 is used
+        only after it passes the agreement gate on a sample of the catalog (:mod:`simlabel.engines`); ``auto``
+        takes the fastest engine that passes (catalogs of at least ``PROBE_MIN_ITEMS`` images; smaller ones run
+        fp32). The choice and its figures go to ``summary.json``; a store
+        being resumed keeps the engine it was started with. A ready-made ``image_encoder`` runs as it is.
+        ``gate``: other floors for the agreement gate (default :data:`simlabel.engines.GATE`).
     engine
         ``local`` (threads on this machine) or ``ray`` (:mod:`simlabel.distributed`: decoding in
         Ray tasks, the encoder in an actor pool of ``actors``; the same store and resume
@@ -572,7 +674,8 @@ def embed(
                   progress=progress, retry_failed=retry_failed)
     with exclusive(out, wait=wait):
         return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
-                             text_model=text_model, device=device, backend=backend, resize=resize, workers=workers,
+                             text_model=text_model, device=device, backend=backend, precision=precision, resize=resize,
+                             workers=workers, gate=gate,
                              max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size, shard_size=shard_size,
                              image_encoder=image_encoder, text_encoder=text_encoder, cache=cache,
                              engine=engine, address=address, actors=actors)
@@ -581,9 +684,12 @@ def embed(
 def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col, text_model, device, backend, resize,
                   workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder,
                   cache: bool = True, engine: str = "local", address: str | None = None,
-                  actors: int | None = None) -> EmbedResult:
+                  actors: int | None = None, precision: str = "auto", gate: dict | None = None) -> EmbedResult:
+    from simlabel.engines import check_engine
 
+    check_engine(backend, precision)
     image_result = None
+    choice = None
     if image_mode:
         if image_encoder is None:
             if family == "clip" and text_col and text_encoder is None and not text_model:
@@ -591,8 +697,12 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
 
                 image_encoder, text_encoder = load_clip(parse_spec(model)[1], device)
             else:
-                opts = {"backend": backend, "resize": resize} if family == "efficientnet-lite0" else {}
+                # the encoder itself runs ONNX Runtime fp32 (or torch); other engines are chosen below
+                enc_backend = "torch" if backend == "torch" else "auto"
+                opts = {"backend": enc_backend, "resize": resize} if family == "efficientnet-lite0" else {}
                 image_encoder = get_image_encoder(model, device, **opts)
+                if backend != "torch":
+                    choice = _choose_engine(out, cat, image_encoder, backend, precision, max_pixels, common, gate)
         enc = image_encoder
         paths = cat.image_paths()
         draft = enc.image_size
@@ -619,12 +729,14 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         ray_job = None
         if engine == "ray":
             ray_job = {"spec": model, "device": enc.device if hasattr(enc, "device") else device,
-                       "options": {"backend": backend, "resize": resize} if family == "efficientnet-lite0" else {},
+                       "options": {"backend": "torch" if backend == "torch" else "auto", "resize": resize}
+                       if family == "efficientnet-lite0" else {},
+                       "engine": None if choice is None else choice[1],
                        "draft": draft, "max_pixels": max_pixels, "address": address, "actors": actors}
             vcache = None
         image_result = _embed_one(
             out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers,
-            vector_cache=vcache, ray_job=ray_job, **common
+            vector_cache=vcache, ray_job=ray_job, engine=None if choice is None else choice[0], **common
         )
 
     if text_col:

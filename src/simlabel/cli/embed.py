@@ -44,7 +44,8 @@ def embed(
         None, "--text-model", help="Text model for --text-col (default: minilm, or the CLIP text tower with a CLIP --model)."
     ),
     device: str = device_option(),
-    backend: str = typer.Option(param_default(embed_fn, "backend"), "--backend", help="EfficientNet inference: onnx, torch, or auto (onnx on CPU)."),
+    backend: str = typer.Option(param_default(embed_fn, "backend"), "--backend", help="Inference engine of the exported model (EfficientNet-Lite0, skill:): onnx (ONNX Runtime), openvino, torch, or auto (the fastest that passes the agreement gate here)."),
+    precision: str = typer.Option(param_default(embed_fn, "precision"), "--precision", help="fp32, bf16 (openvino), int8 (calibrated on the catalog's images), or auto. Anything but fp32 must pass the agreement gate against fp32 on a sample (else fp32, with a warning)."),
     batch_size: int = typer.Option(param_default(embed_fn, "batch_size"), "--batch-size", help="Images per model call."),
     shard_size: int = typer.Option(param_default(embed_fn, "shard_size"), "--shard-size", help="Rows per Parquet shard (the unit of resuming)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding threads (default: cores, at most 4)."),
@@ -70,7 +71,7 @@ def embed(
     Example: simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
     """
     result = embed_fn(
-        catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend,
+        catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend, precision=precision,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
         resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
         engine=engine, address=address, actors=actors,

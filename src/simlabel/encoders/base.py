@@ -118,6 +118,21 @@ class ImageEncoder(ABC):
     def describe(self) -> dict:
         return {"model": self.name, "dim": self.dim, "version": self.version, "modality": "image"}
 
+    def onnx_model(self):
+        """The fp32 ONNX file this encoder runs (exported if need be), for other engines; ``None``: it has none."""
+        return None
+
+    def use_engine(self, engine, backend: str, precision: str, tag: str = "") -> None:
+        """Run the model with ``engine`` (``pixels -> features``, :mod:`simlabel.engines`) from now on. A
+        reduced precision joins :attr:`version` (``/int8-<calibration>``), so its vectors are never mixed
+        with fp32 ones (vector cache, resume, an index's space)."""
+        raise ModelError(f"{type(self).__name__} has no exported model to run on another engine")
+
+    def _set_engine(self, engine, backend: str, precision: str, tag: str) -> None:
+        self._engine, self.backend, self.precision = engine, backend, precision
+        if precision != "fp32":
+            self.version = f"{self.version}/{precision}" + (f"-{tag}" if tag else "")
+
 
 class TextEncoder(ABC):
     """A batch text encoder: ``encoder(list_of_str) -> (B, d)`` L2-normalised."""

@@ -164,6 +164,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
                 warnings.warn("onnxruntime is not installed: falling back to torch eager (slower)", stacklevel=2)
                 backend = "torch"
         self.backend = backend
+        self.precision = "fp32"
+        self._engine = None
         self._torch_model = None
         self._session = None
         if backend == "onnx":
@@ -213,6 +215,8 @@ class EfficientNetLiteEncoder(ImageEncoder):
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InputError(f"pixels must be (B, 3, H, W); got {pixels.shape}")
+        if self._engine is not None:
+            return self._engine(pixels)
         if self._session is not None:
             return self._session.run(["features"], {"pixels": pixels})[0]
         with torch_threads(self.threads), torch.inference_mode():
@@ -224,5 +228,13 @@ class EfficientNetLiteEncoder(ImageEncoder):
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(backend=self.backend, device=self.device, resize=self.resize, normalization=self.normalization)
+        d.update(backend=self.backend, device=self.device, resize=self.resize, normalization=self.normalization,
+                 precision=self.precision)
         return d
+
+    def onnx_model(self) -> Path | None:
+        return self.export_onnx() if self.device == "cpu" else None
+
+    def use_engine(self, engine, backend: str, precision: str, tag: str = "") -> None:
+        self._set_engine(engine, backend, precision, tag)
+        self._session = None  # the engine replaces the fp32 session

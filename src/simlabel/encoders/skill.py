@@ -53,8 +53,10 @@ class SkillEncoder(ImageEncoder):
         self.version = f"skill/{digest}/{enc.get('preprocess')}/{self.image_size}"
         self.device = "cpu"  # ONNX Runtime's CPU provider; a CUDA request still embeds correctly, on the CPU
         self.threads = threads or os.cpu_count() or 1
+        self._onnx_path = onnx_path
         self._session = onnx_session(onnx_path, self.threads, what="exported SkiLL backbone")
         self._out = self._session.get_outputs()[0].name
+        self._engine, self.backend, self.precision = None, "onnx", "fp32"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         if self.product_crop:
@@ -65,9 +67,18 @@ class SkillEncoder(ImageEncoder):
         pixels = np.ascontiguousarray(pixels, dtype=np.float32)
         if pixels.ndim != 4 or pixels.shape[1] != 3:
             raise InputError(f"pixels must be (B, 3, H, W); got {pixels.shape}")
+        if self._engine is not None:
+            return l2_normalize(self._engine(pixels))
         return l2_normalize(self._session.run([self._out], {"pixels": pixels})[0])
 
     def describe(self) -> dict:
         d = super().describe()
-        d.update(backend="onnx", device=self.device, preprocess="product-crop" if self.product_crop else "none")
+        d.update(backend=self.backend, device=self.device, preprocess="product-crop" if self.product_crop else "none",
+                 precision=self.precision)
         return d
+
+    def onnx_model(self) -> Path:
+        return self._onnx_path
+
+    def use_engine(self, engine, backend: str, precision: str, tag: str = "") -> None:
+        self._set_engine(engine, backend, precision, tag)
