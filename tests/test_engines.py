@@ -137,3 +137,14 @@ def load_embeddings_fp32(tmp_path: Path, df: pd.DataFrame):
 
     embed(tmp_path / "c.csv", tmp_path / "emb32", precision="fp32", progress=False, cache=False)
     return load_embeddings(tmp_path / "emb32")
+
+
+def test_the_gate_extrapolates_recall_to_the_catalog_size(real_pixels):
+    enc, X, labels, ref, ids = real_pixels
+    rng = np.random.default_rng(1)
+    cand = ref + rng.normal(scale=0.15 * np.abs(ref).mean(), size=ref.shape).astype(np.float32)
+    here = agreement(ref, cand, labels)
+    bigger = agreement(ref, cand, labels, catalog_size=100_000)
+    assert here["recall_at_10"] == here["recall_at_10_sample"] == bigger["recall_at_10_sample"]
+    assert bigger["recall_at_10"] <= here["recall_at_10"]  # recall never improves as the catalog grows
+    assert agreement(ref, cand, labels, catalog_size=50)["recall_at_10"] == here["recall_at_10"]

@@ -471,8 +471,8 @@ def _embed_one(
     return result
 
 
-#: catalog images decoded to calibrate int8 (the first half) and to gate every engine (the second half)
-ENGINE_SAMPLE = 256
+#: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 512)
+ENGINE_SAMPLE = 640
 #: ``auto`` probes engines only for catalogs at least this large: the probe (decoding the sample, quantising,
 #: gating; about 15-30 s on 2 cores) would cost more than it saves on fewer images
 PROBE_MIN_ITEMS = 2000
@@ -524,9 +524,9 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
         if (b, pr) == ("onnx", "fp32"):
             return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, {}
-        from simlabel.engines import Calibration
+        from simlabel.engines import CALIBRATION, Calibration
 
-        half = len(ids) // 2
+        half = min(CALIBRATION, len(ids) // 2)
         int8 = quantize_int8(fp32_path, Calibration(X[:half], ids[:half], 0)) if pr == "int8" else None
         if pr == "int8" and old.get("calibration") and Path(int8).stem.split("int8-")[-1] != old["calibration"]:
             raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
@@ -537,7 +537,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
                  "calibration": {"key": old.get("calibration")}},
                 {"backend": b, "precision": pr, "int8_path": str(int8) if int8 else None, "tag": old.get("calibration") or ""})
     eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
-                                threads=threads, log=log_line, gate=gate)
+                                threads=threads, log=log_line, gate=gate, catalog_size=len(cat))
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
     if (choice.backend, choice.precision) != ("onnx", "fp32"):
         enc.use_engine(eng, choice.backend, choice.precision, tag)
