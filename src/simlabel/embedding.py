@@ -471,8 +471,8 @@ def _embed_one(
     return result
 
 
-#: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 512)
-ENGINE_SAMPLE = 640
+#: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 384)
+ENGINE_SAMPLE = 512
 #: ``auto`` probes engines only for catalogs at least this large: the probe (decoding the sample, quantising,
 #: gating; about 15-30 s on 2 cores) would cost more than it saves on fewer images
 PROBE_MIN_ITEMS = 2000
