@@ -363,11 +363,9 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
         candidates.append({"backend": b, "precision": p, "images_per_s": round(speeds[f"{b}/{p}"], 1), **figures,
                            "passes": ok, "failed": why})
         # keep only the fastest passing engine built so far: each compiled model holds its own buffers
-        fastest = max((c for c in candidates if c["passes"] and (c["backend"], c["precision"]) in built or
-                       (c["backend"], c["precision"]) == (b, p) and c["passes"]), key=lambda c: c["images_per_s"], default=None)
-        if fastest is not None and (fastest["backend"], fastest["precision"]) == (b, p):
-            built.clear()
-            built[(b, p)] = eng
+        kept = next(iter(built), None)
+        if ok and (kept is None or speeds[f"{b}/{p}"] > speeds[f"{kept[0]}/{kept[1]}"]):
+            built = {(b, p): eng}
         del eng
         say(f"engine {b} {p}: {speeds[f'{b}/{p}']:.0f} img/s (model only), cosine {figures['cosine']:.4f}, "
             f"recall@10 {figures['recall_at_10']:.3f}, probe {figures['probe_top1']:.3f}" + ("" if ok else f": fails ({why})"))
