@@ -436,22 +436,14 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
                                         **cfg.index_options))
             if index_path is not None:
                 index.save(index_path)
-    if out is not None and todo:
-        # one task per block (in this process, or Ray tasks sharing the index through the object store)
-        calls = [(str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k) for b in todo]
-        _map(_query_block, (index,), calls, cfg, "graph", len(starts), progress)
-        todo = []
     nb_all = np.empty((n, k), dtype=np.int32)
     sim_all = np.empty((n, k), dtype=np.float32)
-    with task("graph", len(starts), unit="blocks", completed=len(starts) - len(todo), enabled=progress and bool(todo)) as bar:
-        for b, s in enumerate(starts):
-            stop = min(s + cfg.block_rows, n)
-            if b in todo:  # in memory only
-                nb, sim = sort_rows(*index.knn_positions(np.arange(s, stop), k))
-                bar.advance(1)
-            else:
-                nb, sim = _checked_block(out, b, s, stop, k)
-            nb_all[s:stop], sim_all[s:stop] = nb, sim
+    # one task per block (in this process, or Ray tasks sharing the index through the object store); each
+    # block's rows come back to fill the graph, so only the blocks of an earlier run are read from disk
+    calls = [(None if out is None else str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k)
+             for b in todo]
+    _map(_query_block, (index,), calls, cfg, "graph", len(starts), progress, on_result=_filler(nb_all, sim_all))
+    _read_done_blocks(out, starts, todo, cfg.block_rows, k, nb_all, sim_all)
     recall = None
     sample = _recall_sample(n, cfg)
     if cfg.recall_sample:
@@ -478,6 +470,8 @@ def _build_on_disk(e: StoreRows, out: Path, cfg: GraphConfig, meta: dict, progre
     work = out / "index"
     trained, merged = work / "trained.faiss", work / "lists.faiss"
     reader = e.reader()
+    nb_all = np.empty((n, k), dtype=np.int32)
+    sim_all = np.empty((n, k), dtype=np.float32)
     if todo:
         work.mkdir(exist_ok=True)
         if not merged.exists():
@@ -497,12 +491,8 @@ def _build_on_disk(e: StoreRows, out: Path, cfg: GraphConfig, meta: dict, progre
         index = open_ivf_on_disk(merged, e.ids, icfg)
         calls = [(str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k) for b in todo]
         _map(_query_block_rows, (index, reader), calls, cfg, "graph", len(starts), progress,
-             completed=len(starts) - len(todo))
-    nb_all = np.empty((n, k), dtype=np.int32)
-    sim_all = np.empty((n, k), dtype=np.float32)
-    for b, s in enumerate(starts):
-        stop = min(s + cfg.block_rows, n)
-        nb_all[s:stop], sim_all[s:stop] = _checked_block(out, b, s, stop, k)
+             completed=len(starts) - len(todo), on_result=_filler(nb_all, sim_all))
+    _read_done_blocks(out, starts, todo, cfg.block_rows, k, nb_all, sim_all)
     recall = None
     sample = _recall_sample(n, cfg)
     if cfg.recall_sample:
@@ -531,19 +521,37 @@ def _recall_streamed(e: StoreRows, nb_sample: np.ndarray, sample: np.ndarray, k:
     return float(recall_at_k(nb_sample, exact))
 
 
-def _query_block(index: NeighborIndex, path: str, start: int, stop: int, k: int) -> int:
-    """One block: query, sort, write (a Ray task, or local)."""
-    nb, sim = index.knn_positions(np.arange(start, stop), k)
-    nb, sim = sort_rows(nb, sim)
-    _write_block(Path(path), start, nb, sim)
-    return start
+def _query_block(index: NeighborIndex, path: str | None, start: int, stop: int, k: int) -> tuple:
+    """One block: query, sort, write (``path`` None: in memory only); a Ray task, or local."""
+    nb, sim = sort_rows(*index.knn_positions(np.arange(start, stop), k))
+    if path is not None:
+        _write_block(Path(path), start, nb, sim)
+    return start, nb, sim
 
 
-def _query_block_rows(index: NeighborIndex, rows: StoreRows, path: str, start: int, stop: int, k: int) -> int:
+def _query_block_rows(index: NeighborIndex, rows: StoreRows, path: str, start: int, stop: int, k: int) -> tuple:
     """One block of an on-disk build: its vectors read from the store, searched, sorted, written."""
     nb, sim = sort_rows(*index.search_positions(rows.read(start, stop), np.arange(start, stop), k))
     _write_block(Path(path), start, nb, sim)
-    return start
+    return start, nb, sim
+
+
+def _filler(nb_all: np.ndarray, sim_all: np.ndarray):
+    """An ``on_result`` for :func:`_map`: a queried block's rows into the graph's arrays."""
+    def fill(result: tuple) -> None:
+        start, nb, sim = result
+        nb_all[start:start + len(nb)], sim_all[start:start + len(nb)] = nb, sim
+    return fill
+
+
+def _read_done_blocks(out: Path | None, starts: list[int], todo: list[int], block_rows: int, k: int,
+                      nb_all: np.ndarray, sim_all: np.ndarray) -> None:
+    """The blocks an earlier (killed) run wrote, read into the graph's arrays."""
+    todo_set = set(todo)
+    for b, s in enumerate(starts):
+        if b not in todo_set:
+            stop = min(s + block_rows, len(nb_all))
+            nb_all[s:stop], sim_all[s:stop] = _checked_block(out, b, s, stop, k)
 
 
 def _index_part(rows: StoreRows, trained: str, part: str, start: int, stop: int, threads: int | None) -> int:
@@ -555,14 +563,17 @@ def _index_part(rows: StoreRows, trained: str, part: str, start: int, stop: int,
 
 
 def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, total: int, progress: bool, *,
-         completed: int | None = None) -> None:
+         completed: int | None = None, on_result=None) -> None:
     """``fn(*shared, *call)`` for every call: in this process, or as Ray tasks (``cfg.engine``) with
-    the shared arguments put once in the object store. Each call writes its own file."""
+    the shared arguments put once in the object store. Each call writes its own file; ``on_result`` gets
+    each call's result here, in the driver."""
     completed = total - len(calls) if completed is None else completed
     if cfg.engine != "ray":
         with task(label, total, unit="blocks", completed=completed, enabled=progress) as bar:
             for call in calls:
-                fn(*shared, *call)
+                result = fn(*shared, *call)
+                if on_result is not None:
+                    on_result(result)
                 bar.advance(1)
         return
     from simlabel.distributed import ray_session
@@ -575,7 +586,9 @@ def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, to
         with task(f"{label} (ray)", total, unit="blocks", completed=completed, enabled=progress) as bar:
             while pending:
                 done, pending = ray.wait(pending, num_returns=1)
-                ray.get(done)
+                for result in ray.get(done):
+                    if on_result is not None:
+                        on_result(result)
                 bar.advance(len(done))
     finally:
         if started:
