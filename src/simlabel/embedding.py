@@ -485,7 +485,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     choice (for the summary) and what a Ray actor needs to rebuild the engine, or ``None`` (no ONNX model)."""
     import json
 
-    from simlabel.engines import choose_engine, make_engine, quantize_int8
+    from simlabel.engines import choose_engine, int8_model_path, make_engine, quantize_int8
 
     fp32_path = enc.onnx_model()
     if fp32_path is None:
@@ -527,10 +527,11 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         from simlabel.engines import CALIBRATION, Calibration
 
         half = min(CALIBRATION, len(ids) // 2)
-        int8 = quantize_int8(fp32_path, Calibration(X[:half], ids[:half], 0)) if pr == "int8" else None
-        if pr == "int8" and old.get("calibration") and Path(int8).stem.split("int8-")[-1] != old["calibration"]:
+        calib = Calibration(X[:half], ids[:half], 0)
+        if pr == "int8" and old.get("calibration") and calib.key != old["calibration"]:
             raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
                              "finish it with the same catalog, or --overwrite")
+        int8 = quantize_int8(fp32_path, calib) if pr == "int8" else None
         eng = make_engine(b, pr, fp32_path, threads, int8)
         enc.use_engine(eng, b, pr, old.get("calibration") or "")
         return ({"backend": b, "precision": pr, "reason": "the store was started with it",
@@ -541,9 +542,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
     if (choice.backend, choice.precision) != ("onnx", "fp32"):
         enc.use_engine(eng, choice.backend, choice.precision, tag)
-    int8_path = None
-    if choice.precision == "int8":
-        int8_path = str(Path(fp32_path).with_name(f"{Path(fp32_path).stem}.int8-{tag}.onnx"))
+    int8_path = str(int8_model_path(fp32_path, tag)) if choice.precision == "int8" else None
     return choice.to_dict(), {"backend": choice.backend, "precision": choice.precision, "int8_path": int8_path, "tag": tag}
 
 

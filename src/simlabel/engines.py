@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from simlabel.encoders.base import cpu_flags
 from simlabel.errors import InputError, ModelError
 from simlabel.files import atomic_path
 
@@ -131,7 +132,7 @@ def quantize_int8(fp32_path: str | os.PathLike, calibration: Calibration, *, bat
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
     src = Path(fp32_path)
-    out = src.with_name(f"{src.stem}.int8-{calibration.key}.onnx")
+    out = int8_model_path(src, calibration.key)
     if out.exists():
         return out
     name = _input_name(src)
@@ -157,6 +158,12 @@ def quantize_int8(fp32_path: str | os.PathLike, calibration: Calibration, *, bat
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, nodes_to_exclude=keep)
     src.with_name(src.stem + ".pre.onnx").unlink(missing_ok=True)
     return out
+
+
+def int8_model_path(fp32_path: str | os.PathLike, key: str) -> Path:
+    """Where :func:`quantize_int8` keeps the int8 model of an export calibrated on the set ``key``."""
+    src = Path(fp32_path)
+    return src.with_name(f"{src.stem}.int8-{key}.onnx")
 
 
 def _input_name(path: Path) -> str:
@@ -233,21 +240,10 @@ def _knn_recall(ref: np.ndarray, cand: np.ndarray, k: int) -> float:
 
 # -- choosing an engine ----------------------------------------------------------------------------
 
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
 #: fewer decodable sample images than this: no calibration or gate is trusted, fp32 runs
 MIN_SAMPLE = 48
 #: images that calibrate int8 (the first of the sample); the rest are the gate's
 CALIBRATION = 128
-
-
-def cpu_flags() -> str:
-    """The CPU's SIMD / matrix-unit flags that decide which kernels run (avx2 ... amx)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
-    except (OSError, StopIteration):
-        return ""
-    return " ".join(f for f in flags if f in CPU_FLAGS)
 
 
 def available(backend: str) -> bool:

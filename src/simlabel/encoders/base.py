@@ -27,18 +27,29 @@ Device = Literal["cpu", "cuda", "auto"]
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
+#: the CPU flags that decide which kernels run (what the benchmarks print and the engine probe keys on)
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_flags() -> str:
+    """The CPU's SIMD / matrix-unit flags among :data:`CPU_FLAGS`, space-separated (read from
+    ``/proc/cpuinfo``; ``""`` where it cannot be read)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
+            flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
+    except (OSError, StopIteration, IndexError):
+        return ""
+    return " ".join(f for f in flags if f in CPU_FLAGS)
+
+
 def native_bf16(device: str) -> bool:
     """Whether ``device`` computes bfloat16 matrix products natively: a CUDA GPU that supports
-    them, or a CPU with AVX512-BF16 or AMX (read from ``/proc/cpuinfo``; elsewhere: no)."""
+    them, or a CPU with AVX512-BF16 or AMX (:func:`cpu_flags`; elsewhere: no)."""
     if device == "cuda":
         import torch
 
         return bool(torch.cuda.is_available() and torch.cuda.is_bf16_supported())
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
-            flags = next((line for line in f if line.startswith("flags")), "").split()
-    except OSError:
-        return False
+    flags = cpu_flags().split()
     return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
