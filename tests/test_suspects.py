@@ -204,12 +204,9 @@ def fashion_noisy(tmp_path_factory, image_encoder):
     df = df[keep].groupby("article_type").head(50).reset_index(drop=True)
     df.to_csv(tmp / "catalog.csv", index=False)
     embed(tmp / "catalog.csv", tmp / "emb", image_encoder=image_encoder, progress=False)
-    rng = np.random.default_rng(0)
-    classes = np.array(sorted(df["article_type"].unique()))
-    wrong = rng.random(len(df)) < 0.15
-    noisy = df["article_type"].to_numpy().copy()
-    for i in np.flatnonzero(wrong):
-        noisy[i] = rng.choice(classes[classes != noisy[i]])
+    from simlabel.labels.sample import flip_labels
+
+    noisy, wrong = flip_labels(df["article_type"].to_numpy(), 0.15, seed=0)
     pd.DataFrame({"id": df["id"], "label": noisy}).to_csv(tmp / "noisy.csv", index=False)
     return tmp, df["id"].astype(str).to_numpy()[wrong]
 

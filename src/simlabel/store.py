@@ -199,12 +199,35 @@ def iter_embeddings(path: str | os.PathLike) -> Iterator[tuple[np.ndarray, np.nd
 Missing = Literal["raise", "drop"]
 
 
+class _Provenance:
+    """``space``, ``fingerprint`` and ``source`` of rows that carry ``ids``, ``meta`` and ``dim``: what
+    :class:`Embeddings` and :class:`StoreRows` both record in the artifacts made from them."""
+
+    @property
+    def space(self) -> str:
+        """Model, model version, width and modality (:func:`embedding_space`)."""
+        return self.meta.get("space") or embedding_space(self.meta, self.dim)
+
+    @property
+    def fingerprint(self) -> str:
+        """The space and the ids in order: what an index or graph over these rows must match."""
+        fp = self.meta.get("fingerprint")
+        if fp is None:
+            fp = self.meta["fingerprint"] = fingerprint_of(self.space, self.ids)
+        return fp
+
+    @property
+    def source(self) -> str:
+        """Where these embeddings came from (the folder, or ``"embeddings"``), for messages."""
+        return str(self.meta.get("path") or "embeddings")
+
+
 class _EmbeddingsFields(NamedTuple):
     ids: np.ndarray
     matrix: np.ndarray
 
 
-class Embeddings(_EmbeddingsFields):
+class Embeddings(_EmbeddingsFields, _Provenance):
     """A loaded embedding store: ``ids`` ``(n,)`` object array of ``str``, ``matrix`` ``(n, d)``
     float32 with rows in the same order, and ``meta`` (the shards' metadata: ``model``,
     ``model_version``, ``dim``, ``modality`` ..., and ``path``, the folder it came from).
@@ -234,24 +257,6 @@ class Embeddings(_EmbeddingsFields):
     def _replace(self, **changes) -> "Embeddings":
         meta = changes.pop("meta", self.meta)
         return Embeddings(changes.get("ids", self.ids), changes.get("matrix", self.matrix), meta)
-
-    @property
-    def space(self) -> str:
-        """Model, model version, width and modality (:func:`embedding_space`)."""
-        return self.meta.get("space") or embedding_space(self.meta, self.dim)
-
-    @property
-    def fingerprint(self) -> str:
-        """The space and the ids in order: what an index or graph over these rows must match."""
-        fp = self.meta.get("fingerprint")
-        if fp is None:
-            fp = self.meta["fingerprint"] = fingerprint_of(self.space, self.ids)
-        return fp
-
-    @property
-    def source(self) -> str:
-        """Where these embeddings came from (the folder, or ``"embeddings"``), for messages."""
-        return str(self.meta.get("path") or "embeddings")
 
     @property
     def dim(self) -> int:
@@ -301,6 +306,13 @@ class Embeddings(_EmbeddingsFields):
         return Embeddings(self.ids[pos], self.matrix[pos], {**meta, "space": self.space})
 
 
+def _store_meta(path: str | os.PathLike, dim: int) -> dict:
+    """A folder's shard metadata, its path and its space: the ``meta`` of what it loads or opens as."""
+    meta = {**read_metadata(path), "path": str(path)}
+    meta["space"] = embedding_space(meta, dim)
+    return meta
+
+
 def load_embeddings(
     path: str | os.PathLike, *, ids: Sequence[str] | np.ndarray | None = None, allow_partial: bool | None = None
 ) -> Embeddings:
@@ -332,13 +344,11 @@ def load_embeddings(
     all_ids = _refuse_duplicates(path, list_shards(path), [i for i, _ in parts])
     dim = dims.pop() if dims else parts[0][1].shape[1]
     matrix = np.concatenate([m.reshape(-1, dim) for _, m in parts], axis=0)
-    meta = {**read_metadata(path), "path": str(path)}
-    meta["space"] = embedding_space(meta, dim)
-    emb = Embeddings(all_ids, matrix, meta)
+    emb = Embeddings(all_ids, matrix, _store_meta(path, dim))
     return emb if ids is None else emb.rows(ids)
 
 
-class StoreRows:
+class StoreRows(_Provenance):
     """An embedding store opened without reading its vectors: the ids, the provenance of
     :class:`Embeddings` (``space``, ``fingerprint``, ``source``) and row ranges read on demand,
     so a job over a store larger than memory holds one block at a time.
@@ -359,22 +369,6 @@ class StoreRows:
 
     def __len__(self) -> int:
         return len(self.ids)
-
-    @property
-    def space(self) -> str:
-        return self.meta.get("space") or embedding_space(self.meta, self.dim)
-
-    @property
-    def fingerprint(self) -> str:
-        """The same fingerprint :class:`Embeddings` of this folder would have."""
-        fp = self.meta.get("fingerprint")
-        if fp is None:
-            fp = self.meta["fingerprint"] = fingerprint_of(self.space, self.ids)
-        return fp
-
-    @property
-    def source(self) -> str:
-        return str(self.meta.get("path") or "embeddings")
 
     def read(self, start: int, stop: int) -> np.ndarray:
         """Rows ``[start, stop)`` as a ``(stop - start, d)`` float32 matrix (only the shards they span are read)."""
@@ -443,9 +437,7 @@ def open_store(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | N
         raise StoreError(f"{emb}: shards have different dimensions {sorted(dims)}")
     all_ids = _refuse_duplicates(emb, shards, ids)
     dim = dims.pop() if dims else pq.ParquetFile(shards[0]).schema_arrow.field("embedding").type.list_size
-    meta = {**read_metadata(emb), "path": str(emb)}
-    meta["space"] = embedding_space(meta, dim)
-    return StoreRows(all_ids, meta, dim, shards, counts)
+    return StoreRows(all_ids, _store_meta(emb, dim), dim, shards, counts)
 
 
 def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | None = None) -> Embeddings:

@@ -240,10 +240,9 @@ def rank_flags(codes: np.ndarray, scores: np.ndarray, clean_rate: np.ndarray) ->
 # -- the method on embeddings ----------------------------------------------------------------------
 
 
-def _labelled_neighbours(emb: Embeddings, ids: Sequence[str], k: int, cfg: SuspectsConfig,
+def _labelled_neighbours(emb: Embeddings, X: np.ndarray, ids: Sequence[str], k: int, cfg: SuspectsConfig,
                          graph: "str | os.PathLike | KnnGraph | None") -> Neighbors:
-    """Each labelled item's ``k`` nearest labelled items (positions into ``ids``)."""
-    X = emb.rows(ids).matrix
+    """Each labelled item's ``k`` nearest labelled items (positions into ``ids``; ``X`` their vectors)."""
     if graph is not None:
         from simlabel.graph import as_graph, neighbours_within
 
@@ -322,7 +321,8 @@ def find_suspects(
         raise InputError(f"labels: {n} labelled items are too few for k-NN votes")
     if cfg.method in ("cleanlab", "both") and predictor is None:
         raise InputError("method cleanlab needs a predictor of out-of-fold probabilities (simlabel.training.oof_predictor)")
-    nb, sims = _labelled_neighbours(e, ids, k, cfg, graph)
+    X = e.rows(ids).matrix
+    nb, sims = _labelled_neighbours(e, X, ids, k, cfg, graph)
     groups = duplicate_groups(nb, sims, cfg.duplicate_threshold)
     summary: dict = {"n": n, "classes": c, "k": k, "mode": cfg.mode, "method": cfg.method}
     suggested = np.full(n, -1)
@@ -357,7 +357,7 @@ def find_suspects(
     if cfg.method in ("cleanlab", "both"):
         from cleanlab.filter import find_label_issues
 
-        proba = np.asarray(predictor(e.rows(ids).matrix, list(lab), np.ones(n), classes))
+        proba = np.asarray(predictor(X, list(lab), np.ones(n), classes))
         issues = find_label_issues(y, proba, filter_by=cfg.cleanlab_filter)
         flag_cl = np.asarray(issues, dtype=bool)
         cl_score = proba[np.arange(n), y]
