@@ -31,7 +31,7 @@ import numpy as np
 import pandas as pd
 
 from simlabel.errors import InputError
-from simlabel.review.decisions import DecisionLog
+from simlabel.review.decisions import DecisionLog, standing
 from simlabel.review.thumbs import Thumbnails
 
 STATIC = Path(__file__).with_name("static")
@@ -194,8 +194,9 @@ def create_app(session: ReviewSession):
         if n is None:
             raise HTTPException(404, "no such item in that queue")
         r = session.items.iloc[n]
-        state = session.standing()
-        history = [d for d in session.log.records() if d.get("queue") == r["queue"] and d.get("item") == r["item"]]
+        records = session.log.records()  # read once: the standing decisions and this item's history
+        state = standing(records)
+        history = [d for d in records if d.get("queue") == r["queue"] and d.get("item") == r["item"]]
         out = session.view(session.items.iloc[[n]], state)[0]
         out.update(explain=[{"id": i, "caption": c, "image": i in session.paths} for i, c in r["explain"]],
                    alternatives=list(r["alternatives"]), history=history)
