@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from simlabel.engines import (
     GATE,
@@ -74,6 +76,26 @@ def test_agreement_and_the_gate_by_hand():
     assert passes({"cosine": 1, "recall_at_10": 0.9, "probe_top1": 1}) == (False, f"recall_at_10 0.9000 < {GATE['recall_at_10']}")
     with pytest.raises(InputError, match="same shape"):
         agreement(a, a[:10])
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(24, 120), noise=st.floats(0.0, 3.0), size=st.integers(1, 10**7), seed=st.integers(0, 99))
+def test_agreement_figures_are_bounded_and_the_extrapolation_never_raises_recall(n, noise, size, seed):
+    rng = np.random.default_rng(seed)
+    a = rng.normal(size=(n, 6)).astype(np.float32)
+    b = a + rng.normal(scale=noise, size=a.shape).astype(np.float32)
+    fig = agreement(a, b, catalog_size=size)
+    assert -1 <= fig["cosine"] <= 1 + 1e-6 and 0 <= fig["recall_at_10"] <= fig["recall_at_10_sample"] <= 1
+    assert 0 <= fig["probe_top1"] <= 1 and fig["recall_at_10_se"] >= 0
+
+
+def test_the_recall_must_clear_its_floor_by_its_standard_error():
+    close = {"cosine": 1, "recall_at_10": 0.955, "recall_at_10_se": 0.01, "probe_top1": 1}
+    ok, why = passes(close)  # 0.955 - 1 x 0.01 < 0.95: not confidently above the floor
+    assert not ok and why == "recall_at_10 0.9550 - 1 x 0.0100 (its standard error) < 0.95"
+    assert passes(close, {"sigmas": 0}) == (True, "")  # the point estimate alone
+    assert passes({**close, "recall_at_10_se": 0.004}) == (True, "")
+    assert passes(close, {"recall_at_10": 0.9})[0]  # a partial gate overrides only its floors
 
 
 def test_check_engine_names_the_impossible_pairs():
@@ -148,3 +170,6 @@ def test_the_gate_extrapolates_recall_to_the_catalog_size(real_pixels):
     assert here["recall_at_10"] == here["recall_at_10_sample"] == bigger["recall_at_10_sample"]
     assert bigger["recall_at_10"] <= here["recall_at_10"]  # recall never improves as the catalog grows
     assert agreement(ref, cand, labels, catalog_size=50)["recall_at_10"] == here["recall_at_10"]
+    # the split-half standard error: positive for a noisy candidate, zero for an identical one
+    assert 0 < bigger["recall_at_10_se"] < 0.2
+    assert agreement(ref, ref.copy(), labels, catalog_size=100_000)["recall_at_10_se"] == pytest.approx(0.0, abs=1e-12)
