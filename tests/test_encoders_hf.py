@@ -388,3 +388,50 @@ def test_embed_with_clip_and_dino_specs(clip_dir, dino_dir, fashion_slice, tmp_p
                               "--no-progress", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert load_embeddings(tmp_path / "dino")[1].shape == (40, 32)
+
+
+# --------------------------------------------------------------------------- #
+# the towers on the other engines
+# --------------------------------------------------------------------------- #
+
+
+@pytest.mark.parametrize("backend", ["onnx", "openvino"])
+def test_clip_and_dino_towers_export_to_onnx_and_run_on_the_engines(clip_dir, dino_dir, vit_dino_dir, backend, tmp_path,
+                                                                     monkeypatch):
+    from simlabel.engines import available, make_engine
+
+    if not available(backend):
+        pytest.skip(f"{backend} is not installed")
+    monkeypatch.setenv("SIMLABEL_CACHE", str(tmp_path))
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((5, 3, SIDE, SIDE)).astype(np.float32)  # another batch size than the export's
+    for enc in (CLIPImageEncoder(str(clip_dir), device="cpu"), DINOImageEncoder(str(dino_dir), device="cpu"),
+                DINOImageEncoder(str(vit_dino_dir), device="cpu")):
+        path = enc.onnx_model()
+        assert path is not None and path.exists() and path.parent.parent == tmp_path
+        assert enc.onnx_model() == path  # exported once
+        want = enc(x)
+        enc.use_engine(make_engine(backend, "fp32", path, 1), backend, "fp32")
+        got = enc(x)
+        _assert_embeddings(got, 5, enc.dim)
+        np.testing.assert_allclose(got, want, atol=2e-4)  # fp32 on another engine: the same vectors
+        assert enc.backend == backend and "/int8" not in enc.version
+
+
+def test_embed_runs_a_dino_tower_on_the_engine_asked_for(dino_dir, fashion_slice, tmp_path, monkeypatch):
+    from simlabel.embedding import embed
+    from simlabel.engines import available
+    from simlabel.store import load_embeddings
+
+    if not available("openvino"):
+        pytest.skip("openvino is not installed")
+    monkeypatch.setenv("SIMLABEL_CACHE", str(tmp_path / "cache"))
+    torch_run = embed(fashion_slice, tmp_path / "torch", model=f"dino:{dino_dir}", device="cpu", backend="torch",
+                      progress=False, cache=False)
+    ov_run = embed(fashion_slice, tmp_path / "ov", model=f"dino:{dino_dir}", device="cpu", backend="openvino",
+                   precision="fp32", progress=False, cache=False)
+    assert torch_run.engine == {} or torch_run.engine.get("backend") in (None, "torch")
+    assert (ov_run.engine["backend"], ov_run.engine["precision"]) == ("openvino", "fp32")
+    a, b = load_embeddings(tmp_path / "torch"), load_embeddings(tmp_path / "ov")
+    assert list(a.ids) == list(b.ids) and len(a.ids) == 40
+    np.testing.assert_allclose(b.matrix, a.matrix, atol=2e-4)

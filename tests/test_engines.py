@@ -157,7 +157,8 @@ def load_embeddings_fp32(tmp_path: Path, df: pd.DataFrame):
     from simlabel.embedding import embed
     from simlabel.store import load_embeddings
 
-    embed(tmp_path / "c.csv", tmp_path / "emb32", precision="fp32", progress=False, cache=False)
+    res = embed(tmp_path / "c.csv", tmp_path / "emb32", precision="fp32", progress=False, cache=False)
+    assert res.engine == {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}  # no sample, no gate
     return load_embeddings(tmp_path / "emb32")
 
 

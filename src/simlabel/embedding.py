@@ -501,8 +501,19 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     if old is None and man.exists() and not common.get("overwrite"):
         old = {"backend": "onnx", "precision": "fp32"}  # a store started before engines were chosen
     if old is None and backend == "auto" and precision == "auto" and len(cat) < PROBE_MIN_ITEMS:
+        _run_onnx_fp32(enc, fp32_path)
         return {"backend": "onnx", "precision": "fp32",
                 "reason": f"{len(cat):,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"}, {}
+    threads = getattr(enc, "threads", None)
+    if old is None and precision == "fp32":
+        # fp32 is not a reduced precision: no gate, so no sample to decode
+        if backend in ("auto", "onnx"):
+            _run_onnx_fp32(enc, fp32_path)
+            return {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}, {}
+        eng = make_engine(backend, "fp32", fp32_path, threads)
+        enc.use_engine(eng, backend, "fp32")
+        return ({"backend": backend, "precision": "fp32", "reason": "asked for (fp32: no gate)"},
+                {"backend": backend, "precision": "fp32", "int8_path": None, "tag": ""})
     paths = cat.image_paths()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
@@ -523,10 +534,10 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         keep.append(p)
     X = X[: len(ids)]
     y = None if labels is None else labels[keep]
-    threads = getattr(enc, "threads", None)
     if old is not None:
         b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
         if (b, pr) == ("onnx", "fp32"):
+            _run_onnx_fp32(enc, fp32_path)
             return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, {}
         from simlabel.engines import CALIBRATION, Calibration
 
@@ -546,8 +557,20 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
     if (choice.backend, choice.precision) != ("onnx", "fp32"):
         enc.use_engine(eng, choice.backend, choice.precision, tag)
+    else:
+        _run_onnx_fp32(enc, fp32_path, eng)
     int8_path = str(int8_model_path(fp32_path, tag)) if choice.precision == "int8" else None
     return choice.to_dict(), {"backend": choice.backend, "precision": choice.precision, "int8_path": int8_path, "tag": tag}
+
+
+def _run_onnx_fp32(enc: ImageEncoder, fp32_path: Path, engine=None) -> None:
+    """Run ``enc`` on ONNX Runtime fp32 unless it already does (EfficientNet-Lite's own session); a torch
+    tower (CLIP, DINO) exported to ONNX runs faster there, with the same fp32 vectors."""
+    if getattr(enc, "backend", None) == "onnx" and getattr(enc, "precision", "fp32") == "fp32":
+        return
+    from simlabel.engines import OnnxRuntimeEngine
+
+    enc.use_engine(engine or OnnxRuntimeEngine(fp32_path, getattr(enc, "threads", None)), "onnx", "fp32")
 
 
 def log_line(message: str) -> None:
@@ -564,6 +587,8 @@ def _count_rows(path: Path) -> int:
 
 
 def default_workers() -> int:
+    """Decoding threads: one per core, at most 4. The engine's threads take the same cores, and on 2 cores 2
+    decoding threads measured 8% faster end to end than 4 (RESULTS.md §14)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 
@@ -704,8 +729,16 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                 enc_backend = "torch" if backend == "torch" else "auto"
                 opts = {"backend": enc_backend, "resize": resize} if family == "efficientnet-lite0" else {}
                 image_encoder = get_image_encoder(model, device, **opts)
-                if backend != "torch":
-                    choice = _choose_engine(out, cat, image_encoder, backend, precision, max_pixels, common, gate)
+            if backend != "torch":
+                choice = _choose_engine(out, cat, image_encoder, backend, precision, max_pixels, common, gate)
+                if choice is None and (backend, precision) not in (("auto", "auto"), ("auto", "fp32")):
+                    import warnings
+
+                    from simlabel.errors import SimlabelWarning
+
+                    warnings.warn(f"{model} has no exported ONNX model here (device {device}): --backend {backend} "
+                                  f"--precision {precision} cannot run; embedding with torch fp32", SimlabelWarning,
+                                  stacklevel=2)
         enc = image_encoder
         paths = cat.image_paths()
         draft = enc.image_size

@@ -321,8 +321,12 @@ class _CLIPBase:
 
 
 class _HFImageTower:
-    """What every Hugging Face image encoder shares: the processor's preprocessing and a
-    batched, no-grad forward whose features (``_features``) are L2-normalised."""
+    """What every Hugging Face image encoder shares: the processor's preprocessing, a batched, no-grad
+    forward whose features (``_features``) are L2-normalised, and the tower exported to ONNX for the other
+    engines (:mod:`simlabel.engines`: OpenVINO fp32/bf16, int8) on the CPU."""
+
+    _engine = None
+    backend, precision = "torch", "fp32"
 
     def preprocess(self, image: Image.Image) -> np.ndarray:
         out = self.processor(images=_to_rgb(image), return_tensors="np", **self._proc_kwargs)
@@ -334,9 +338,55 @@ class _HFImageTower:
         pixels = _check_pixels(pixels, self.name)
         if pixels.shape[0] == 0:
             return np.zeros((0, self.dim), dtype=np.float32)
+        if self._engine is not None:
+            return l2_normalize(self._engine(pixels))
         with torch.inference_mode():
             feats = self._features(torch.from_numpy(pixels).to(self.device))
         return l2_normalize(feats.float().cpu().numpy())
+
+    def onnx_model(self) -> Path | None:
+        """The image tower as ONNX (opset 17, any batch size), exported once into the cache, keyed by the
+        weights' version and the torch/onnx versions; ``None`` off the CPU (CUDA runs the torch model)."""
+        if not str(self.device).startswith("cpu"):
+            return None
+        import onnx
+        import torch
+
+        from simlabel.cache import cache_dir
+        from simlabel.files import atomic_path
+
+        key = hashlib.sha256(self.version.encode()).hexdigest()[:16]
+        family = self.name.split(":", 1)[0]
+        path = cache_dir("onnx") / f"{family}-{key}-{self.image_size}-torch{torch.__version__}-onnx{onnx.__version__}.onnx"
+        if path.exists():
+            return path
+        tower = self
+
+        class Tower(torch.nn.Module):
+            def __init__(self) -> None:
+                super().__init__()
+                self.model = tower.model  # registered, so the export sees its weights
+
+            def forward(self, x):
+                return tower._features(x)
+
+        import warnings
+
+        dummy = torch.zeros(2, 3, self.image_size, self.image_size)
+        try:
+            with atomic_path(path) as tmp, warnings.catch_warnings(), torch.inference_mode(False), torch.no_grad():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(Tower().eval(), (dummy,), str(tmp), input_names=["pixels"], output_names=["features"],
+                                  dynamic_axes={"pixels": {0: "batch"}, "features": {0: "batch"}}, opset_version=17,
+                                  dynamo=False)
+        except Exception as e:  # noqa: BLE001 - the exporter raises many kinds; the torch model still runs
+            warnings.warn(f"{self.name}: cannot export the image tower to ONNX ({type(e).__name__}: {e}); "
+                          "embedding with torch", stacklevel=2)
+            return None
+        return path
+
+    def use_engine(self, engine, backend: str, precision: str, tag: str = "") -> None:
+        self._set_engine(engine, backend, precision, tag)
 
 
 class CLIPImageEncoder(_HFImageTower, _CLIPBase, ImageEncoder):
