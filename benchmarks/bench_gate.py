@@ -103,6 +103,21 @@ def nncf_int8(fp32: Path, calib: np.ndarray, out: Path) -> Path | None:
     return out
 
 
+def candidates(fp32: Path, X: np.ndarray, calib: np.ndarray, tmp: Path, bf16: bool):
+    """``(tag, normalised embeddings or None)`` of each engine compared with fp32, built one at a time."""
+    from simlabel.engines import OnnxRuntimeEngine, OpenVinoEngine
+
+    if bf16:
+        yield "openvino bf16", run(OpenVinoEngine(fp32, precision="bf16"), X)
+    for first, last in ((3, 3), (10, 3), (3, 20)):
+        tag = "int8 (product: first/last 3 fp32)" if (first, last) == (3, 3) else f"int8, first {first} / last {last} fp32"
+        yield tag, run(OnnxRuntimeEngine(ort_int8(fp32, calib, first, last, tmp / f"q{first}-{last}.onnx")), X)
+    p = nncf_int8(fp32, calib, tmp / "nncf.xml")
+    yield "nncf int8 (bias correction)", None if p is None else run(OpenVinoEngine(p), X)
+    for lsb in (0.25, 0.5):
+        yield f"fp32, pixel noise +-{lsb}", run(OnnxRuntimeEngine(fp32), X, noise=lsb)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", type=Path, default=HERE.parent.parent / "shared" / "datasets")
@@ -114,7 +129,7 @@ def main() -> None:
     from machine import cpu_flags
     from simlabel.catalog import load_catalog
     from simlabel.encoders import get_image_encoder
-    from simlabel.engines import GATE, OnnxRuntimeEngine, OpenVinoEngine, _knn_recall, agreement, available, passes
+    from simlabel.engines import GATE, OnnxRuntimeEngine, _knn_recall, agreement, available, passes
 
     flags = cpu_flags()
     print(f"gate: CPU flags {flags}", flush=True)
@@ -132,19 +147,8 @@ def main() -> None:
             rng = np.random.default_rng(0)
             calib = np.asarray(X[np.sort(rng.permutation(len(X))[:128])], dtype=np.float32)
             ref = run(OnnxRuntimeEngine(fp32), X)
-            cands = {}
-            if bf16:
-                cands["openvino bf16"] = lambda: run(OpenVinoEngine(fp32, precision="bf16"), X)
-            for first, last in ((3, 3), (10, 3), (3, 20)):
-                tag = "int8 (product: first/last 3 fp32)" if (first, last) == (3, 3) else f"int8, first {first} / last {last} fp32"
-                cands[tag] = (lambda f=first, la=last: run(OnnxRuntimeEngine(ort_int8(fp32, calib, f, la, Path(tmp) / f"q{f}-{la}.onnx")), X))
-            cands["nncf int8 (bias correction)"] = lambda: (
-                None if (p := nncf_int8(fp32, calib, Path(tmp) / "nncf.xml")) is None else run(OpenVinoEngine(p), X))
-            for lsb in (0.25, 0.5):
-                cands[f"fp32, pixel noise +-{lsb}"] = (lambda n=lsb: run(OnnxRuntimeEngine(fp32), X, noise=n))
             rows = {}
-            for tag, make in cands.items():
-                c = make()
+            for tag, c in candidates(fp32, X, calib, Path(tmp), bf16):
                 if c is None:
                     print(f"{name} {tag}: skipped (not importable)", flush=True)
                     continue
