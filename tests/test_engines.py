@@ -19,6 +19,7 @@ from simlabel.engines import (
     choose_engine,
     cpu_flags,
     make_engine,
+    parse_gate,
     passes,
     quantize_int8,
 )
@@ -174,3 +175,28 @@ def test_the_gate_extrapolates_recall_to_the_catalog_size(real_pixels):
     # the split-half standard error: positive for a noisy candidate, zero for an identical one
     assert 0 < bigger["recall_at_10_se"] < 0.2
     assert agreement(ref, ref.copy(), labels, catalog_size=100_000)["recall_at_10_se"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_gate_settings_parse_and_name_what_is_wrong():
+    assert parse_gate("recall_at_10=0.93, sigmas=0") == {"recall_at_10": 0.93, "sigmas": 0.0}
+    assert parse_gate("") == {}
+    for text, msg in (("recall=0.9", "names among cosine, recall_at_10"), ("cosine", "name=value pairs"),
+                      ("cosine=high", "cosine must be a number; got 'high'"), ("probe_top1=1.5", r"in \[0, 1\]; got 1.5"),
+                      ("sigmas=-1", ">= 0; got -1")):
+        with pytest.raises(InputError, match=msg):
+            parse_gate(text)
+
+
+def test_embed_gate_option_reaches_the_gate(tmp_path: Path):
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+
+    slice_catalog("clothing-small", 100, tmp_path, stratify="label").to_csv(tmp_path / "c.csv", index=False)
+    res = CliRunner().invoke(app, ["embed", str(tmp_path / "c.csv"), "--out", str(tmp_path / "emb"), "--backend", "onnx",
+                                   "--precision", "int8", "--gate", "cosine=0.999999", "--no-progress", "--no-cache"])
+    assert res.exit_code == 0, res.output
+    summary = json.loads((tmp_path / "emb" / "summary.json").read_text())
+    assert summary["engine"]["precision"] == "fp32" and summary["engine"]["reason"].startswith("fallback: cosine 0.9")
+    bad = CliRunner().invoke(app, ["embed", str(tmp_path / "c.csv"), "--out", str(tmp_path / "x"), "--gate", "recal=1"])
+    assert bad.exit_code == 1 and "error: --gate takes name=value pairs" in bad.output

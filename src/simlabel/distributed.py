@@ -83,7 +83,8 @@ class _EncoderActor:
         from simlabel.encoders import get_image_encoder
 
         self.encoder = get_image_encoder(spec, device, **options)
-        if engine and (engine["backend"], engine["precision"]) != ("onnx", "fp32"):
+        here = (getattr(self.encoder, "backend", None), getattr(self.encoder, "precision", "fp32"))
+        if engine and engine.get("backend") and (engine["backend"], engine["precision"]) != here:
             # the engine the driver chose and gated, rebuilt here (an int8 file on storage every node sees)
             from simlabel.engines import make_engine
 

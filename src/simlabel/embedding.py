@@ -474,6 +474,8 @@ def _embed_one(
 #: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 768): at 384
 #: gated images the recall estimate's spread was 0.008-0.017, at 768 0.006-0.009 (RESULTS.md §14)
 ENGINE_SAMPLE = 896
+#: what a Ray actor needs to run ONNX Runtime fp32 (a torch tower switches to it too)
+_ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": ""}
 #: ``auto`` probes engines only for catalogs at least this large: the probe (decoding the sample, quantising,
 #: gating; about 15-30 s on 2 cores) would cost more than it saves on fewer images
 PROBE_MIN_ITEMS = 2000
@@ -503,13 +505,13 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     if old is None and backend == "auto" and precision == "auto" and len(cat) < PROBE_MIN_ITEMS:
         _run_onnx_fp32(enc, fp32_path)
         return {"backend": "onnx", "precision": "fp32",
-                "reason": f"{len(cat):,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"}, {}
+                "reason": f"{len(cat):,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"}, dict(_ONNX_FP32)
     threads = getattr(enc, "threads", None)
     if old is None and precision == "fp32":
         # fp32 is not a reduced precision: no gate, so no sample to decode
         if backend in ("auto", "onnx"):
             _run_onnx_fp32(enc, fp32_path)
-            return {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}, {}
+            return {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}, dict(_ONNX_FP32)
         eng = make_engine(backend, "fp32", fp32_path, threads)
         enc.use_engine(eng, backend, "fp32")
         return ({"backend": backend, "precision": "fp32", "reason": "asked for (fp32: no gate)"},
@@ -538,7 +540,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
         if (b, pr) == ("onnx", "fp32"):
             _run_onnx_fp32(enc, fp32_path)
-            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, {}
+            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, dict(_ONNX_FP32)
         from simlabel.engines import CALIBRATION, Calibration
 
         half = min(CALIBRATION, len(ids) // 2)

@@ -38,6 +38,25 @@ GATE = {"cosine": 0.99, "recall_at_10": 0.95, "probe_top1": 0.97, "sigmas": 1.0}
 #: ``sigmas``: the recall must clear its floor by this many of its standard errors (:func:`passes`)
 
 
+def parse_gate(text: str) -> dict:
+    """Gate settings from ``"name=value,..."`` (``simlabel embed --gate``): floors for :data:`GATE`'s figures
+    and ``sigmas``; the names left out keep their defaults. ``"sigmas=0"`` gates on the estimates alone."""
+    gate: dict = {}
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        name, sep, value = part.partition("=")
+        name = name.strip()
+        if not sep or name not in GATE:
+            raise InputError(f"--gate takes name=value pairs with names among {', '.join(GATE)}; got {part!r}")
+        try:
+            number = float(value)
+        except ValueError:
+            raise InputError(f"--gate {name} must be a number; got {value.strip()!r}") from None
+        if not (number >= 0 and (name == "sigmas" or number <= 1)):
+            raise InputError(f"--gate {name} must be {'>= 0' if name == 'sigmas' else 'in [0, 1]'}; got {number:g}")
+        gate[name] = number
+    return gate
+
+
 def check_engine(backend: str, precision: str) -> None:
     if backend not in BACKENDS:
         raise InputError(f"backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
@@ -209,15 +228,18 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
     r = ref / np.linalg.norm(ref, axis=1, keepdims=True)
     c = cand / np.linalg.norm(cand, axis=1, keepdims=True)
     cos = float((r * c).sum(axis=1).mean())
-    sample_recall = _knn_recall(r, c, k)
+    # the two similarity matrices once: every recall below (subsets, halves) reads a block of them
+    sr, sc = r @ r.T, c @ c.T
+    sample_recall = _recall_sims(sr, sc, k)
     size = catalog_size if catalog_size is not None and catalog_size > len(r) else len(r)
-    recall, se = _recall_at(r, c, k, size), 0.0
+    everything = np.arange(len(r))
+    recall, se = _recall_at(sr, sc, everything, k, size), 0.0
     if halvings and len(r) >= 8 * (k + 2):
         rng = np.random.default_rng(seed)
         halves = []
         for _ in range(halvings):
             p = rng.permutation(len(r))
-            halves += [_recall_at(r[q], c[q], k, size) for q in (p[: len(r) // 2], p[len(r) // 2:])]
+            halves += [_recall_at(sr, sc, np.sort(q), k, size) for q in (p[: len(r) // 2], p[len(r) // 2:])]
         se = float(np.std(halves, ddof=1) / np.sqrt(2))
     if labels is None or len(set(labels)) < 2:
         from sklearn.cluster import KMeans
@@ -229,15 +251,18 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
             "recall_at_10_sample": sample_recall, "recall_at_10_se": se}
 
 
-def _recall_at(r: np.ndarray, c: np.ndarray, k: int, size: int) -> float:
-    """recall@k within ``r``/``c``, extrapolated to a set of ``size`` rows (:func:`agreement`)."""
-    here = _knn_recall(r, c, k)
-    if size <= len(r) or len(r) < 4 * (k + 2):
+def _recall_at(sr: np.ndarray, sc: np.ndarray, rows: np.ndarray, k: int, size: int) -> float:
+    """recall@k among ``rows`` (of the similarity matrices ``sr``, ``sc``), extrapolated to a set of ``size``
+    rows (:func:`agreement`)."""
+    n = len(rows)
+    here = _recall_sims(sr[np.ix_(rows, rows)], sc[np.ix_(rows, rows)], k)
+    if size <= n or n < 4 * (k + 2):
         return here
-    sizes = np.array([len(r) // 4, len(r) // 2, len(r)])
-    recalls = np.array([_knn_recall(r[:m], c[:m], k) for m in sizes[:2]] + [here])
+    sizes = np.array([n // 4, n // 2, n])
+    recalls = np.array([_recall_sims(sr[np.ix_(rows[:m], rows[:m])], sc[np.ix_(rows[:m], rows[:m])], k)
+                        for m in sizes[:2]] + [here])
     slope = min(0.0, float(np.polyfit(np.log2(sizes), recalls, 1)[0]))
-    return float(max(0.0, here + slope * np.log2(size / len(r))))
+    return float(max(0.0, here + slope * np.log2(size / n)))
 
 
 def passes(figures: dict, gate: dict | None = None) -> tuple[bool, str]:
@@ -260,14 +285,18 @@ def passes(figures: dict, gate: dict | None = None) -> tuple[bool, str]:
 
 
 def _knn_recall(ref: np.ndarray, cand: np.ndarray, k: int) -> float:
-    """recall@k of the candidate's k-NN lists against the reference's, within the sample (exact; the
-    sample is a few hundred rows)."""
-    def knn(x: np.ndarray) -> np.ndarray:
-        s = x @ x.T
+    """recall@k of the candidate's k-NN lists against the reference's, within the (normalised) rows."""
+    return _recall_sims(ref @ ref.T, cand @ cand.T, k)
+
+
+def _recall_sims(sr: np.ndarray, sc: np.ndarray, k: int) -> float:
+    """recall@k from the two similarity matrices (exact; the sample is a few hundred rows)."""
+    def knn(s: np.ndarray) -> np.ndarray:
+        s = s.copy()
         np.fill_diagonal(s, -np.inf)
         return np.argpartition(-s, k, axis=1)[:, :k]
 
-    a, b = knn(ref), knn(cand)
+    a, b = knn(sr), knn(sc)
     hits = (a[:, :, None] == b[:, None, :]).any(axis=2).sum()
     return float(hits / a.size)
 

@@ -22,6 +22,7 @@ from simlabel.cli._common import (
     wait_option,
 )
 from simlabel.embedding import embed as embed_fn
+from simlabel.engines import parse_gate
 from simlabel.graph import GraphConfig
 from simlabel.index import IndexConfig
 
@@ -44,8 +45,9 @@ def embed(
         None, "--text-model", help="Text model for --text-col (default: minilm, or the CLIP text tower with a CLIP --model)."
     ),
     device: str = device_option(),
-    backend: str = typer.Option(param_default(embed_fn, "backend"), "--backend", help="Inference engine of the exported model (EfficientNet-Lite0, skill:): onnx (ONNX Runtime), openvino, torch, or auto (the fastest that passes the agreement gate here)."),
+    backend: str = typer.Option(param_default(embed_fn, "backend"), "--backend", help="Inference engine of the exported model (EfficientNet-Lite0, skill:, the clip:/dino: image towers): onnx (ONNX Runtime), openvino, torch, or auto (the fastest that passes the agreement gate here)."),
     precision: str = typer.Option(param_default(embed_fn, "precision"), "--precision", help="fp32, bf16 (openvino), int8 (calibrated on the catalog's images), or auto. Anything but fp32 must pass the agreement gate against fp32 on a sample (else fp32, with a warning)."),
+    gate: Optional[str] = typer.Option(None, "--gate", help="Agreement gate settings, name=value pairs: cosine, recall_at_10, probe_top1 (floors; defaults 0.99, 0.95, 0.97) and sigmas (standard errors the recall must clear its floor by; default 1, 0 = the estimate alone). E.g. --gate recall_at_10=0.93,sigmas=0."),
     batch_size: int = typer.Option(param_default(embed_fn, "batch_size"), "--batch-size", help="Images per model call."),
     shard_size: int = typer.Option(param_default(embed_fn, "shard_size"), "--shard-size", help="Rows per Parquet shard (the unit of resuming)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding threads (default: cores, at most 4)."),
@@ -66,12 +68,13 @@ def embed(
 
     Images that cannot be read are listed in OUT/errors.csv (id, path, reason) and
     the run goes on; run the same command again after a crash to finish it.
-    Cost: image decoding and the model, about 170-240 images/s on 2 cores at fp32 (up to 1.8x where bf16 passes the agreement gate); --precision auto probes the engines first on catalogs of 2,000+ images (20-40 s).
+    Cost: image decoding and the model, about 180-290 images/s on 2 cores at fp32 (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first on catalogs of 2,000+ images (15-25 s).
 
     Example: simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
     """
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend, precision=precision,
+        gate=parse_gate(gate) if gate else None,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
         resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
         engine=engine, address=address, actors=actors,
