@@ -472,7 +472,7 @@ def _embed_one(
 
 
 #: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 768): at 384
-#: gated images the recall estimate's spread was 0.008-0.017, at 768 0.006-0.009 (RESULTS.md §14)
+#: gated images the recall estimate's spread was 0.008-0.017, at 768 0.003-0.013 (RESULTS.md §14)
 ENGINE_SAMPLE = 896
 #: what a Ray actor needs to run ONNX Runtime fp32 (a torch tower switches to it too)
 _ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": ""}
@@ -589,8 +589,8 @@ def _count_rows(path: Path) -> int:
 
 
 def default_workers() -> int:
-    """Decoding threads: one per core, at most 4. The engine's threads take the same cores, and on 2 cores 2
-    decoding threads measured 8% faster end to end than 4 (RESULTS.md §14)."""
+    """Decoding threads: one per core, at most 4. The engine's threads take the same cores; on 2 cores one
+    thread measured 8-20% slower end to end than 2, and 2 against 4 was within the noise (RESULTS.md §14)."""
     return max(1, min(4, os.cpu_count() or 1))
 
 

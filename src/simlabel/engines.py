@@ -205,8 +205,8 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
     the reference when there are none), applied to both.
 
     Recall@k falls as the set grows (the neighbours get closer, so small errors reorder them more): measured
-    on EfficientNet-Lite0 int8 over fashion-products, 0.963 among 96 images, 0.943 among 768, 0.912 over all
-    9,583, close to a line in log2 of the size (about -0.007 a doubling). With ``catalog_size`` larger than
+    on EfficientNet-Lite0 int8 over fashion-products, 0.962 among 96 images, 0.952 among 384, 0.931 among 1,536,
+    0.908 over all 9,583: close to a line in log2 of the size (about -0.007 a doubling). With ``catalog_size`` larger than
     the sample, ``recall_at_10`` is the recall extrapolated to that size,
 
     .. math:: \hat r(N) = r(n) + \min(0, b)\,\log_2(N / n),
@@ -215,9 +215,9 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
     of the recalls of its first :math:`n/4`, :math:`n/2` and :math:`n` rows against :math:`\log_2` of their
     size; ``recall_at_10_sample`` is :math:`r(n)`. ``recall_at_10_se`` is the estimate's standard error by
     split halves: the spread of the same estimate from each half of ``halvings`` random halvings of the
-    sample, divided by :math:`\sqrt 2`. Over 20 random samples of 768 images per engine x dataset (RESULTS.md
-    §14) it was 0.008-0.011 where the estimates' own spread was 0.006-0.009: slightly cautious, as a
-    gate's margin should be. :func:`passes` takes ``GATE["sigmas"]`` of it off the estimate.
+    sample, divided by :math:`\sqrt 2`. Over 12 random samples of 768 images for each of 12 candidates x
+    datasets (``benchmarks/bench_gate.py``, RESULTS.md §14) it was 0.004-0.010 where the estimates' own
+    spread was 0.003-0.013. :func:`passes` takes ``GATE["sigmas"]`` of it off the estimate.
     """
     from sklearn.linear_model import LogisticRegression
 
