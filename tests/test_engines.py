@@ -200,3 +200,20 @@ def test_embed_gate_option_reaches_the_gate(tmp_path: Path):
     assert summary["engine"]["precision"] == "fp32" and summary["engine"]["reason"].startswith("fallback: cosine 0.9")
     bad = CliRunner().invoke(app, ["embed", str(tmp_path / "c.csv"), "--out", str(tmp_path / "x"), "--gate", "recal=1"])
     assert bad.exit_code == 1 and "error: --gate takes name=value pairs" in bad.output
+
+
+def test_a_clear_failure_is_refused_on_the_screen_and_fp32_is_only_checked(real_pixels, monkeypatch):
+    import simlabel.engines as E
+
+    enc, X, labels, ref, ids = real_pixels
+    int8 = quantize_int8(enc.export_onnx(), Calibration(X[:60], ids[:60], 0))
+    eng = make_engine("onnx", "int8", enc.export_onnx(), 2, int8)
+    monkeypatch.setattr(E, "SCREEN", 40)
+    clear = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, {"recall_at_10": 1.5})  # no recall reaches 1.5
+    assert clear["screened"] == 40 and clear["n"] == 40
+    close = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, {"recall_at_10": 0.5})
+    assert "screened" not in close and close["n"] == 60  # not clearly failing: gated on every image
+    figures, ok, why = E._fp32_check(ref, make_engine("onnx", "fp32", enc.export_onnx(), 2), X)  # vs torch fp32
+    assert ok and why == "" and figures["n"] == E.FP32_CHECK and figures["cosine"] > 0.9999
+    figures, ok, why = E._fp32_check(ref, eng, X)  # int8 posing as fp32 computes other vectors
+    assert not ok and why.startswith("cosine 0.99") and "fp32 must compute fp32's vectors" in why
