@@ -13,7 +13,12 @@ One ONNX file (the fp32 export of an encoder) runs on:
 A reduced-precision engine is used only after the **agreement gate** (:func:`agreement`) on real images of the
 catalog, against fp32: the mean cosine of the two embeddings of each image, recall@10 of the k-NN lists within
 the sample (what every simlabel method consumes), and the top-1 agreement of a linear probe trained on the fp32
-embeddings (catalog labels, or k-means clusters without them). Defaults: :data:`GATE`.
+embeddings (catalog labels, or k-means clusters without them). Defaults: :data:`GATE`. The recall is the one
+estimated for the whole catalog, and must clear its floor by ``GATE["sigmas"]`` of its standard error. fp32 on
+another runtime is no reduced precision: it is only checked to compute ONNX Runtime fp32's vectors.
+
+The CLIP and DINO image towers (:mod:`simlabel.encoders.hf`) and ``skill:`` models export to the same kind of
+file, so every engine here runs them too.
 """
 
 from __future__ import annotations
