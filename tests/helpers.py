@@ -58,6 +58,18 @@ def slice_catalog(name: str, n: int, dest: Path, *, stratify: str | None = None)
     return df.reset_index(drop=True)
 
 
+def embedded_fashion_types(dest: Path, n: int, types: list[str], per_type: int, image_encoder) -> pd.DataFrame:
+    """The first ``per_type`` rows of each article type in ``types`` among fashion-products' first ``n``,
+    written to ``dest/catalog.csv`` and embedded into ``dest/emb``."""
+    from simlabel.embedding import embed
+
+    df = slice_catalog("fashion-products", n, dest)
+    df = df[df["article_type"].isin(types)].groupby("article_type").head(per_type).reset_index(drop=True)
+    df.to_csv(dest / "catalog.csv", index=False)
+    embed(dest / "catalog.csv", dest / "emb", image_encoder=image_encoder, progress=False)
+    return df
+
+
 def plant_bad_files(dest: Path, good_image: str) -> list[dict]:
     """Bad files of every kind we promise to survive, plus CMYK and RGBA images that must embed."""
     bad = dest / "bad"

@@ -187,16 +187,12 @@ def test_config_validation() -> None:
 
 @pytest.fixture(scope="module")
 def fashion_embedded(tmp_path_factory, image_encoder):
-    from simlabel.embedding import embed
     from simlabel.store import load_embeddings
-    from tests.helpers import slice_catalog
+    from tests.helpers import embedded_fashion_types
 
     tmp = tmp_path_factory.mktemp("fashion-weights")
-    df = slice_catalog("fashion-products", 2000, tmp)
-    keep = df["article_type"].isin(["Tshirts", "Shirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses"])
-    df = df[keep].groupby("article_type").head(40).reset_index(drop=True)
-    df.to_csv(tmp / "catalog.csv", index=False)
-    embed(tmp / "catalog.csv", tmp / "emb", image_encoder=image_encoder, progress=False)
+    df = embedded_fashion_types(tmp, 2000, ["Tshirts", "Shirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses"], 40,
+                                image_encoder)
     ids, X = load_embeddings(tmp / "emb")
     df = df.set_index("id").loc[ids].reset_index()
     return df, X

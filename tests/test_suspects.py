@@ -195,15 +195,11 @@ def test_the_graph_gives_the_same_suspects():
 
 @pytest.fixture(scope="module")
 def fashion_noisy(tmp_path_factory, image_encoder):
-    from simlabel.embedding import embed
-    from tests.helpers import slice_catalog
+    from tests.helpers import embedded_fashion_types
 
     tmp = tmp_path_factory.mktemp("suspects")
-    df = slice_catalog("fashion-products", 3000, tmp)
-    keep = df["article_type"].isin(["Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Jeans"])
-    df = df[keep].groupby("article_type").head(50).reset_index(drop=True)
-    df.to_csv(tmp / "catalog.csv", index=False)
-    embed(tmp / "catalog.csv", tmp / "emb", image_encoder=image_encoder, progress=False)
+    df = embedded_fashion_types(tmp, 3000, ["Tshirts", "Casual Shoes", "Watches", "Handbags", "Sunglasses", "Jeans"], 50,
+                                image_encoder)
     from simlabel.labels.sample import flip_labels
 
     noisy, wrong = flip_labels(df["article_type"].to_numpy(), 0.15, seed=0)
