@@ -235,16 +235,15 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
     cos = float((r * c).sum(axis=1).mean())
     # the two similarity matrices once: every recall below (subsets, halves) reads a block of them
     sr, sc = r @ r.T, c @ c.T
-    sample_recall = _recall_sims(sr, sc, k)
     size = catalog_size if catalog_size is not None and catalog_size > len(r) else len(r)
-    everything = np.arange(len(r))
-    recall, se = _recall_at(sr, sc, everything, k, size), 0.0
+    sample_recall, recall = _recall_at(sr, sc, np.arange(len(r)), k, size)
+    se = 0.0
     if halvings and len(r) >= 8 * (k + 2):
         rng = np.random.default_rng(seed)
         halves = []
         for _ in range(halvings):
             p = rng.permutation(len(r))
-            halves += [_recall_at(sr, sc, np.sort(q), k, size) for q in (p[: len(r) // 2], p[len(r) // 2:])]
+            halves += [_recall_at(sr, sc, np.sort(q), k, size)[1] for q in (p[: len(r) // 2], p[len(r) // 2:])]
         se = float(np.std(halves, ddof=1) / np.sqrt(2))
     if labels is None or len(set(labels)) < 2:
         from sklearn.cluster import KMeans
@@ -256,18 +255,18 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
             "recall_at_10_sample": sample_recall, "recall_at_10_se": se}
 
 
-def _recall_at(sr: np.ndarray, sc: np.ndarray, rows: np.ndarray, k: int, size: int) -> float:
-    """recall@k among ``rows`` (of the similarity matrices ``sr``, ``sc``), extrapolated to a set of ``size``
-    rows (:func:`agreement`)."""
+def _recall_at(sr: np.ndarray, sc: np.ndarray, rows: np.ndarray, k: int, size: int) -> tuple[float, float]:
+    """recall@k among ``rows`` (of the similarity matrices ``sr``, ``sc``), and that recall extrapolated to a
+    set of ``size`` rows (:func:`agreement`)."""
     n = len(rows)
     here = _recall_sims(sr[np.ix_(rows, rows)], sc[np.ix_(rows, rows)], k)
     if size <= n or n < 4 * (k + 2):
-        return here
+        return here, here
     sizes = np.array([n // 4, n // 2, n])
     recalls = np.array([_recall_sims(sr[np.ix_(rows[:m], rows[:m])], sc[np.ix_(rows[:m], rows[:m])], k)
                         for m in sizes[:2]] + [here])
     slope = min(0.0, float(np.polyfit(np.log2(sizes), recalls, 1)[0]))
-    return float(max(0.0, here + slope * np.log2(size / n)))
+    return here, float(max(0.0, here + slope * np.log2(size / n)))
 
 
 def passes(figures: dict, gate: dict | None = None) -> tuple[bool, str]:
