@@ -217,3 +217,22 @@ def test_a_clear_failure_is_refused_on_the_screen_and_fp32_is_only_checked(real_
     assert ok and why == "" and figures["n"] == E.FP32_CHECK and figures["cosine"] > 0.9999
     figures, ok, why = E._fp32_check(ref, eng, X)  # int8 posing as fp32 computes other vectors
     assert not ok and why.startswith("cosine 0.99") and "fp32 must compute fp32's vectors" in why
+
+
+def test_a_resumed_store_keeps_its_fp32_engine_without_a_probe(tmp_path: Path, monkeypatch):
+    import simlabel.embedding as embedding
+    from simlabel.embedding import embed
+    from simlabel.engines import available
+
+    if not available("openvino"):
+        pytest.skip("openvino is not installed")
+    slice_catalog("clothing-small", 60, tmp_path).to_csv(tmp_path / "c.csv", index=False)
+    first = embed(tmp_path / "c.csv", tmp_path / "emb", backend="openvino", precision="fp32", progress=False, cache=False)
+    assert (first.engine["backend"], first.engine["precision"]) == ("openvino", "fp32")
+    decoded = []
+    real = embedding.load_image
+    monkeypatch.setattr(embedding, "load_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    again = embed(tmp_path / "c.csv", tmp_path / "emb", progress=False, cache=False)  # auto, resuming
+    assert again.engine == {"backend": "openvino", "precision": "fp32", "reason": "the store was started with it",
+                            "calibration": {"key": None}}
+    assert again.n_resumed == 60 and decoded == []  # no sample decoded for a store that keeps its engine

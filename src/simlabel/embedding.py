@@ -515,7 +515,17 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         eng = make_engine(backend, "fp32", fp32_path, threads)
         enc.use_engine(eng, backend, "fp32")
         return ({"backend": backend, "precision": "fp32", "reason": "asked for (fp32: no gate)"},
-                {"backend": backend, "precision": "fp32", "int8_path": None, "tag": ""})
+                {**_ONNX_FP32, "backend": backend})
+    if old is not None and old.get("precision", "fp32") != "int8":
+        # a resumed store keeps its engine; only int8 needs the sample (its calibration set must be the store's)
+        b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
+        if (b, pr) == ("onnx", "fp32"):
+            _run_onnx_fp32(enc, fp32_path)
+            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, dict(_ONNX_FP32)
+        enc.use_engine(make_engine(b, pr, fp32_path, threads), b, pr, old.get("calibration") or "")
+        return ({"backend": b, "precision": pr, "reason": "the store was started with it",
+                 "calibration": {"key": old.get("calibration")}},
+                {**_ONNX_FP32, "backend": b, "precision": pr, "tag": old.get("calibration") or ""})
     paths = cat.image_paths()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
@@ -536,24 +546,20 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         keep.append(p)
     X = X[: len(ids)]
     y = None if labels is None else labels[keep]
-    if old is not None:
-        b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
-        if (b, pr) == ("onnx", "fp32"):
-            _run_onnx_fp32(enc, fp32_path)
-            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, dict(_ONNX_FP32)
+    if old is not None:  # a resumed int8 store
         from simlabel.engines import CALIBRATION, Calibration
 
+        b = old.get("backend", "onnx")
         half = min(CALIBRATION, len(ids) // 2)
         calib = Calibration(X[:half], ids[:half], 0)
-        if pr == "int8" and old.get("calibration") and calib.key != old["calibration"]:
+        if old.get("calibration") and calib.key != old["calibration"]:
             raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
                              "finish it with the same catalog, or --overwrite")
-        int8 = quantize_int8(fp32_path, calib) if pr == "int8" else None
-        eng = make_engine(b, pr, fp32_path, threads, int8)
-        enc.use_engine(eng, b, pr, old.get("calibration") or "")
-        return ({"backend": b, "precision": pr, "reason": "the store was started with it",
+        int8 = quantize_int8(fp32_path, calib)
+        enc.use_engine(make_engine(b, "int8", fp32_path, threads, int8), b, "int8", old.get("calibration") or "")
+        return ({"backend": b, "precision": "int8", "reason": "the store was started with it",
                  "calibration": {"key": old.get("calibration")}},
-                {"backend": b, "precision": pr, "int8_path": str(int8) if int8 else None, "tag": old.get("calibration") or ""})
+                {"backend": b, "precision": "int8", "int8_path": str(int8), "tag": old.get("calibration") or ""})
     eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
                                 threads=threads, log=log_line, gate=gate, catalog_size=len(cat))
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
