@@ -11,17 +11,20 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from simlabel.encoders.base import isa_cap
 from simlabel.engines import (
-    GATE,
     Calibration,
     agreement,
     check_engine,
     choose_engine,
     cpu_flags,
+    cpu_rules_out,
     make_engine,
+    noise_floor,
     parse_gate,
     passes,
     quantize_int8,
+    recall_floor,
 )
 from simlabel.errors import InputError, SimlabelWarning
 from tests.helpers import slice_catalog
@@ -71,10 +74,13 @@ def test_agreement_and_the_gate_by_hand():
     assert same["cosine"] == pytest.approx(1.0) and same["recall_at_10"] == 1.0 and same["probe_top1"] == 1.0
     noisy = agreement(a, a + rng.normal(scale=2.0, size=a.shape).astype(np.float32))
     assert noisy["cosine"] < 0.8 and noisy["recall_at_10"] < 0.6
-    assert passes(same) == (True, "")
-    ok, why = passes(noisy)
+    fixed = {"cosine": 0.99, "recall_at_10": 0.95}  # issue 16's absolute floors
+    assert passes(same, fixed) == (True, "")
+    ok, why = passes(noisy, fixed)
     assert not ok and why.startswith("cosine ")
-    assert passes({"cosine": 1, "recall_at_10": 0.9, "probe_top1": 1}) == (False, f"recall_at_10 0.9000 < {GATE['recall_at_10']}")
+    assert passes({"cosine": 1, "recall_at_10": 0.9, "probe_top1": 1}, fixed) == (False, "recall_at_10 0.9000 < 0.95")
+    with pytest.raises(ValueError, match="noise floor was not measured"):
+        passes(same)  # the default floor is the data's own noise: it must have been measured
     with pytest.raises(InputError, match="same shape"):
         agreement(a, a[:10])
 
@@ -91,12 +97,76 @@ def test_agreement_figures_are_bounded_and_the_extrapolation_never_raises_recall
 
 
 def test_the_recall_must_clear_its_floor_by_its_standard_error():
+    fixed = {"recall_at_10": 0.95}
     close = {"cosine": 1, "recall_at_10": 0.955, "recall_at_10_se": 0.01, "probe_top1": 1}
-    ok, why = passes(close)  # 0.955 - 1 x 0.01 < 0.95: not confidently above the floor
+    ok, why = passes(close, fixed)  # 0.955 - 1 x 0.01 < 0.95: not confidently above the floor
     assert not ok and why == "recall_at_10 0.9550 - 1 x 0.0100 (its standard error) < 0.95"
-    assert passes(close, {"sigmas": 0}) == (True, "")  # the point estimate alone
-    assert passes({**close, "recall_at_10_se": 0.004}) == (True, "")
+    assert passes(close, {**fixed, "sigmas": 0}) == (True, "")  # the point estimate alone
+    assert passes({**close, "recall_at_10_se": 0.004}, fixed) == (True, "")
     assert passes(close, {"recall_at_10": 0.9})[0]  # a partial gate overrides only its floors
+    assert not passes({**close, "probe_top1": 0.96}, {"recall_at_10": 0.9})[0]  # the probe's default floor stays
+
+
+def test_the_noise_floor_by_hand():
+    # fp32 keeps 0.930 of its 10-NN lists (se 0.006) when the pixels move by half a level: the floor is 0.924
+    noise = {"noise_recall_at_10": 0.930, "noise_recall_at_10_se": 0.006}
+    assert recall_floor(None, noise) == pytest.approx(0.924)
+    assert recall_floor({"sigmas": 0}, noise) == pytest.approx(0.930)
+    assert recall_floor({"recall_at_10": 0.95}, noise) == 0.95  # an absolute floor ignores the noise
+    int8 = {"cosine": 0.985, "recall_at_10": 0.925, "recall_at_10_se": 0.02, "probe_top1": 0.98, **noise}
+    assert passes(int8) == (True, "")  # no steadier than the photos' own rounding is asked: cosine gates no more
+    ok, why = passes({**int8, "recall_at_10": 0.92})
+    assert not ok and why.startswith("recall_at_10 0.9200 < 0.9240 (fp32's own recall under +-0.5 pixel-level noise")
+    assert not passes(int8, {"cosine": 0.99})[0]  # a cosine floor gates when asked for
+    assert not passes({**int8, "probe_top1": 0.96})[0]
+    assert not passes(int8, {"recall_at_10": 0.95})[0]
+
+
+def test_the_noise_floor_measures_fp32_against_itself(real_pixels):
+    enc, X, labels, _, ids = real_pixels
+    assert enc.pixel_level() == pytest.approx([2 / 255] * 3)  # std 0.5: one level is 2/255 of the input range
+    fp32 = make_engine("onnx", "fp32", enc.export_onnx(), 2)
+    ref = fp32(X)
+    still = noise_floor(fp32, X, ref, labels, pixel_level=0.0)
+    assert still["noise_recall_at_10"] == 1.0 and still["noise_cosine"] == pytest.approx(1.0, abs=1e-6)
+    moved = noise_floor(fp32, X, ref, labels, pixel_level=enc.pixel_level())
+    assert 0.5 < moved["noise_recall_at_10"] < 1.0 and moved["noise_recall_at_10_se"] > 0
+    louder = noise_floor(fp32, X, ref, labels, pixel_level=8 * enc.pixel_level())
+    assert louder["noise_recall_at_10"] < moved["noise_recall_at_10"]  # more noise, fewer lists kept
+    bigger = noise_floor(fp32, X, ref, labels, pixel_level=enc.pixel_level(), catalog_size=100_000)
+    assert bigger["noise_recall_at_10"] <= moved["noise_recall_at_10"]  # extrapolated as a candidate's recall is
+
+
+def test_the_cpu_decides_first(monkeypatch):
+    for flags in ("", "avx2", "avx2 avx512f"):
+        assert "no VNNI, AVX512-BF16 or AMX" in cpu_rules_out(flags)
+    for flags in ("avx2 avx_vnni", "avx2 avx512f avx512_vnni", "avx2 avx512f avx512_bf16", "avx2 amx_tile amx_int8"):
+        assert cpu_rules_out(flags) is None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "avx2")  # how the suite emulates the AVX2-only kind
+    assert isa_cap() == "AVX2" and set(cpu_flags().split()) <= {"avx2"} and cpu_rules_out() is not None
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "SSE41")
+    assert cpu_flags() == ""
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "ALL")  # no cap
+    monkeypatch.delenv("DNNL_MAX_CPU_ISA", raising=False)
+    native = cpu_flags()
+    monkeypatch.delenv("ONEDNN_MAX_CPU_ISA")
+    assert cpu_flags() == native
+
+
+def test_auto_on_a_cpu_without_fast_units_is_fp32_at_once(real_pixels, monkeypatch):
+    import simlabel.engines as E
+
+    enc, X, labels, _, ids = real_pixels
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    measured = []
+    monkeypatch.setattr(E, "_speed", lambda eng, px, **k: measured.append(eng) or 1.0)
+    eng, choice = choose_engine(enc.export_onnx(), "model-avx2", (ids, X, labels), log=measured.append)
+    assert (choice.backend, choice.precision) == ("onnx", "fp32") and choice.candidates == []
+    assert "no VNNI, AVX512-BF16 or AMX" in choice.reason and choice.cpu_flags in ("", "avx2")
+    assert measured == [f"engine onnx fp32: {choice.reason}"]  # said once; nothing quantised, gated or timed
+    _, asked = choose_engine(enc.export_onnx(), "model-avx2", (ids, X, labels), precision="int8", backend="onnx",
+                             gate={"recall_at_10": 0.0, "probe_top1": 0.0})
+    assert asked.precision == "int8"  # a precision asked for is still tried and gated
 
 
 def test_check_engine_names_the_impossible_pairs():
@@ -109,7 +179,7 @@ def test_check_engine_names_the_impossible_pairs():
 def test_a_failed_gate_falls_back_to_fp32_with_the_figure(real_pixels):
     enc, X, labels, _, ids = real_pixels
     strict = {"cosine": 1.5}  # no reduced precision can reach it
-    with pytest.warns(SimlabelWarning, match=r"onnx int8 failed the agreement gate against fp32 \(cosine 0\.9\d+ < 1\.5\)"):
+    with pytest.warns(SimlabelWarning, match=r"onnx int8 failed the agreement gate against fp32 \(cosine [\d.]+ < 1\.5\)"):
         eng, choice = choose_engine(enc.export_onnx(), enc.version, (ids, X, labels), backend="onnx", precision="int8",
                                     gate=strict)
     assert (choice.backend, choice.precision) == ("onnx", "fp32") and choice.reason.startswith("fallback: cosine")
@@ -120,20 +190,21 @@ def test_a_failed_gate_falls_back_to_fp32_with_the_figure(real_pixels):
     assert small.precision == "fp32"
 
 
-def test_auto_reuses_its_measured_speeds_and_a_new_model_measures_again(real_pixels, monkeypatch):
+def test_the_probe_reuses_its_measured_speeds_and_a_new_model_measures_again(real_pixels, monkeypatch):
     import simlabel.engines as E
 
     enc, X, labels, _, ids = real_pixels
     calls = []
     real_speed = E._speed
     monkeypatch.setattr(E, "_speed", lambda eng, px, **k: calls.append(eng) or real_speed(eng, px, seconds=0.2))
-    _, first = choose_engine(enc.export_onnx(), "model-v1", (ids, X, labels), backend="onnx")
+    # int8 asked for: the probe runs on every machine kind (auto would skip it on one without VNNI)
+    _, first = choose_engine(enc.export_onnx(), "model-v1", (ids, X, labels), backend="onnx", precision="int8")
     n = len(calls)
     assert n == 2 and not first.cached  # fp32 and int8 measured once ...
-    _, again = choose_engine(enc.export_onnx(), "model-v1", (ids, X, labels), backend="onnx")
+    _, again = choose_engine(enc.export_onnx(), "model-v1", (ids, X, labels), backend="onnx", precision="int8")
     assert len(calls) == n and again.cached  # ... and reused on this machine for this model
     assert (again.backend, again.precision) == (first.backend, first.precision)
-    _, other = choose_engine(enc.export_onnx(), "model-v2", (ids, X, labels), backend="onnx")
+    _, other = choose_engine(enc.export_onnx(), "model-v2", (ids, X, labels), backend="onnx", precision="int8")
     assert len(calls) == n + 2 and not other.cached  # another model version: measured again
 
 
@@ -143,13 +214,15 @@ def test_embed_with_a_reduced_precision_records_it_and_resumes_with_it(tmp_path:
 
     more = slice_catalog("clothing-small", 100, tmp_path, stratify="label")
     more.to_csv(tmp_path / "c.csv", index=False)
-    res = embed(tmp_path / "c.csv", tmp_path / "emb", precision="int8", backend="onnx", gate={"cosine": 0.9, "recall_at_10": 0.5,
-                "probe_top1": 0.5}, progress=False, cache=False)
+    # the gate's outcome is forced (floors of 0), not hoped for: its figures on 100 images decide nothing here
+    res = embed(tmp_path / "c.csv", tmp_path / "emb", precision="int8", backend="onnx", gate={"recall_at_10": 0.0,
+                "probe_top1": 0.0, "sigmas": 0}, progress=False, cache=False)
     assert (res.engine["backend"], res.engine["precision"]) == ("onnx", "int8")
     e = load_embeddings(tmp_path / "emb")
     assert "/int8-" in e.meta["model_version"] and e.space != load_embeddings_fp32(tmp_path, more).space
     summary = json.loads((tmp_path / "emb" / "summary.json").read_text())
-    assert summary["engine"]["calibration"]["n"] == 50 and summary["engine"]["gate"]["cosine"] > 0.9
+    assert summary["engine"]["calibration"]["n"] == 50 and 0 < summary["engine"]["gate"]["cosine"] <= 1 + 1e-6
+    assert summary["engine"]["floor"] == {"rule": "absolute", "recall_at_10": 0.0}
     again = embed(tmp_path / "c.csv", tmp_path / "emb", progress=False, cache=False)  # auto, resuming: keeps int8
     assert again.engine["precision"] == "int8" and again.n_resumed == 100
 
@@ -197,7 +270,9 @@ def test_embed_gate_option_reaches_the_gate(tmp_path: Path):
                                    "--precision", "int8", "--gate", "cosine=0.999999", "--no-progress", "--no-cache"])
     assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "emb" / "summary.json").read_text())
-    assert summary["engine"]["precision"] == "fp32" and summary["engine"]["reason"].startswith("fallback: cosine 0.9")
+    assert summary["engine"]["precision"] == "fp32" and summary["engine"]["reason"].startswith("fallback: cosine ")
+    assert summary["engine"]["floor"]["rule"] == "noise"  # the default floor was measured and recorded
+    assert 0 < summary["engine"]["floor"]["noise_recall_at_10"] <= 1
     bad = CliRunner().invoke(app, ["embed", str(tmp_path / "c.csv"), "--out", str(tmp_path / "x"), "--gate", "recal=1"])
     assert bad.exit_code == 1 and "error: --gate takes name=value pairs" in bad.output
 
@@ -209,14 +284,16 @@ def test_a_clear_failure_is_refused_on_the_screen_and_fp32_is_only_checked(real_
     int8 = quantize_int8(enc.export_onnx(), Calibration(X[:60], ids[:60], 0))
     eng = make_engine("onnx", "int8", enc.export_onnx(), 2, int8)
     monkeypatch.setattr(E, "SCREEN", 40)
-    clear = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, {"recall_at_10": 1.5})  # no recall reaches 1.5
+    clear = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, 1.5)  # no recall reaches 1.5
     assert clear["screened"] == 40 and clear["n"] == 40
-    close = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, {"recall_at_10": 0.5})
+    close = E._gated(eng, ref[60:], X[60:], labels[60:], 0, None, 0.5)
     assert "screened" not in close and close["n"] == 60  # not clearly failing: gated on every image
     figures, ok, why = E._fp32_check(ref, make_engine("onnx", "fp32", enc.export_onnx(), 2), X)  # vs torch fp32
     assert ok and why == "" and figures["n"] == E.FP32_CHECK and figures["cosine"] > 0.9999
     figures, ok, why = E._fp32_check(ref, eng, X)  # int8 posing as fp32 computes other vectors
-    assert not ok and why.startswith("cosine 0.99") and "fp32 must compute fp32's vectors" in why
+    # refused, and the reason names the figure; its digits are the CPU's (0.995 with VNNI, 0.986 on AVX2)
+    assert not ok and figures["cosine"] < E.FP32_COSINE
+    assert why == f"cosine {figures['cosine']:.6f} < {E.FP32_COSINE} (fp32 must compute fp32's vectors)"
 
 
 def test_a_resumed_store_keeps_its_fp32_engine_without_a_probe(tmp_path: Path, monkeypatch):
@@ -236,3 +313,22 @@ def test_a_resumed_store_keeps_its_fp32_engine_without_a_probe(tmp_path: Path, m
     assert again.engine == {"backend": "openvino", "precision": "fp32", "reason": "the store was started with it",
                             "calibration": {"key": None}}
     assert again.n_resumed == 60 and decoded == []  # no sample decoded for a store that keeps its engine
+
+
+def test_embed_auto_without_fast_units_decodes_no_probe_sample_and_says_so(tmp_path: Path, monkeypatch, capfd):
+    import simlabel.embedding as embedding
+    from simlabel.embedding import embed
+
+    slice_catalog("clothing-small", 60, tmp_path).to_csv(tmp_path / "c.csv", index=False)
+    monkeypatch.setattr(embedding, "PROBE_MIN_ITEMS", 10)  # a catalog this size would otherwise be probed
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2-only kind
+    decoded = []
+    real = embedding.load_image
+    monkeypatch.setattr(embedding, "load_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    res = embed(tmp_path / "c.csv", tmp_path / "emb", progress=False, cache=False)
+    assert (res.engine["backend"], res.engine["precision"], res.engine["probe"]) == ("onnx", "fp32", False)
+    assert "no VNNI, AVX512-BF16 or AMX" in res.engine["reason"]
+    summary = json.loads((tmp_path / "emb" / "summary.json").read_text())
+    assert summary["engine"] == res.engine and summary["engine"]["cpu_flags"] in ("", "avx2")
+    assert len(decoded) == 60  # the catalog's own images, once each: no probe sample
+    assert "engine onnx fp32: this CPU has no VNNI" in capfd.readouterr().err

@@ -488,7 +488,8 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     choice (for the summary) and what a Ray actor needs to rebuild the engine, or ``None`` (no ONNX model)."""
     import json
 
-    from simlabel.engines import choose_engine, int8_model_path, make_engine, quantize_int8
+    from simlabel.encoders.base import cpu_flags
+    from simlabel.engines import choose_engine, cpu_rules_out, int8_model_path, make_engine, quantize_int8
 
     fp32_path = enc.onnx_model()
     if fp32_path is None:
@@ -502,6 +503,13 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
             old = None
     if old is None and man.exists() and not common.get("overwrite"):
         old = {"backend": "onnx", "precision": "fp32"}  # a store started before engines were chosen
+    slow_cpu = cpu_rules_out() if precision == "auto" and backend in ("auto", "onnx") else None
+    if old is None and slow_cpu:
+        # the CPU decides first: no reduced precision can win here, so no sample is decoded and nothing probed
+        log_line(f"engine onnx fp32: {slow_cpu}")
+        _run_onnx_fp32(enc, fp32_path)
+        return {"backend": "onnx", "precision": "fp32", "reason": slow_cpu, "probe": False,
+                "cpu_flags": cpu_flags()}, dict(_ONNX_FP32)
     if old is None and backend == "auto" and precision == "auto" and len(cat) < PROBE_MIN_ITEMS:
         _run_onnx_fp32(enc, fp32_path)
         return {"backend": "onnx", "precision": "fp32",
@@ -561,7 +569,8 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
                  "calibration": {"key": old.get("calibration")}},
                 {"backend": b, "precision": "int8", "int8_path": str(int8), "tag": old.get("calibration") or ""})
     eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
-                                threads=threads, log=log_line, gate=gate, catalog_size=len(cat))
+                                threads=threads, log=log_line, gate=gate, catalog_size=len(cat),
+                                pixel_level=enc.pixel_level())
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
     if (choice.backend, choice.precision) != ("onnx", "fp32"):
         enc.use_engine(eng, choice.backend, choice.precision, tag)

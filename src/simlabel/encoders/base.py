@@ -28,18 +28,40 @@ PRECISIONS = ("auto", "fp32", "bf16")
 
 
 #: the CPU flags that decide which kernels run (what the benchmarks print and the engine probe keys on)
-CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+CPU_FLAGS = ("avx2", "avx512f", "avx_vnni", "avx512_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+#: the flags of :data:`CPU_FLAGS` that oneDNN may use under each ``ONEDNN_MAX_CPU_ISA`` cap (its documented
+#: values; a value not listed here caps nothing, as oneDNN treats it)
+_ISA_CAPS = {
+    "SSE41": (), "AVX": (), "AVX2": ("avx2",), "AVX2_VNNI": ("avx2", "avx_vnni"), "AVX2_VNNI_2": ("avx2", "avx_vnni"),
+    "AVX512_CORE": ("avx2", "avx512f"), "AVX512_CORE_VNNI": ("avx2", "avx_vnni", "avx512f", "avx512_vnni"),
+    "AVX512_CORE_BF16": ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"),
+    "AVX512_CORE_FP16": ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"),
+    "AVX10_1_512": ("avx2", "avx_vnni", "avx512f", "avx512_vnni", "avx512_bf16"),
+}
+
+
+def isa_cap() -> str | None:
+    """The ISA oneDNN is capped at by ``ONEDNN_MAX_CPU_ISA`` (or its old name ``DNNL_MAX_CPU_ISA``), upper-cased,
+    or ``None``. OpenVINO's CPU plugin and torch run their kernels through oneDNN, so under ``AVX2`` they run as
+    on an AVX2-only machine (how the test suite emulates that machine kind: ``make test-avx2``)."""
+    import os
+
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA")
+    return cap.strip().upper() if cap and cap.strip() else None
 
 
 def cpu_flags() -> str:
     """The CPU's SIMD / matrix-unit flags among :data:`CPU_FLAGS`, space-separated (read from
-    ``/proc/cpuinfo``; ``""`` where it cannot be read)."""
+    ``/proc/cpuinfo``; ``""`` where it cannot be read), less those above an ``ONEDNN_MAX_CPU_ISA`` cap
+    (:func:`isa_cap`): the flags the kernels may use, not merely the ones the silicon has."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="replace") as f:
             flags = next(line for line in f if line.startswith("flags")).split(":")[1].split()
     except (OSError, StopIteration, IndexError):
         return ""
-    return " ".join(f for f in flags if f in CPU_FLAGS)
+    allowed = _ISA_CAPS.get(isa_cap() or "", CPU_FLAGS)
+    return " ".join(f for f in flags if f in CPU_FLAGS and f in allowed)
 
 
 def native_bf16(device: str) -> bool:
@@ -128,6 +150,15 @@ class ImageEncoder(ABC):
 
     def describe(self) -> dict:
         return {"model": self.name, "dim": self.dim, "version": self.version, "modality": "image"}
+
+    def pixel_level(self) -> np.ndarray:
+        """One 8-bit pixel level in this encoder's input space, per channel (R, G, B): ``1 / (255 std)`` for
+        inputs normalised as ``(x / 255 - mean) / std`` (the engine gate's noise floor moves pixels by half of
+        it). Read from the encoder's ``std``; an encoder without one states its own."""
+        std = getattr(self, "std", None)
+        if std is None:
+            raise ModelError(f"{type(self).__name__} does not say how its pixels are normalised (no std)")
+        return 1.0 / (255.0 * np.asarray(std, dtype=np.float64))
 
     def onnx_model(self):
         """The fp32 ONNX file this encoder runs (exported if need be), for other engines; ``None``: it has none."""

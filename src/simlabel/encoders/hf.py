@@ -332,6 +332,12 @@ class _HFImageTower:
         out = self.processor(images=_to_rgb(image), return_tensors="np", **self._proc_kwargs)
         return np.asarray(out["pixel_values"][0], dtype=np.float32)
 
+    def pixel_level(self) -> np.ndarray:
+        """One 8-bit level in the processor's output space: its rescale factor (1/255) over its std."""
+        rescale = float(getattr(self.processor, "rescale_factor", 1 / 255) or 1 / 255)
+        std = getattr(self.processor, "image_std", None) if getattr(self.processor, "do_normalize", True) else None
+        return rescale / np.asarray(std if std is not None else (1.0, 1.0, 1.0), dtype=np.float64)
+
     def __call__(self, pixels: np.ndarray) -> np.ndarray:
         import torch
 
