@@ -23,6 +23,7 @@ from simlabel.engines import (
     noise_floor,
     parse_gate,
     passes,
+    probe_pays,
     quantize_int8,
     recall_floor,
 )
@@ -320,7 +321,7 @@ def test_embed_auto_without_fast_units_decodes_no_probe_sample_and_says_so(tmp_p
     from simlabel.embedding import embed
 
     slice_catalog("clothing-small", 60, tmp_path).to_csv(tmp_path / "c.csv", index=False)
-    monkeypatch.setattr(embedding, "PROBE_MIN_ITEMS", 10)  # a catalog this size would otherwise be probed
+    monkeypatch.setattr("simlabel.engines.PROBE_MIN_ITEMS", 10)  # a catalog this size would otherwise be probed
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2-only kind
     decoded = []
     real = embedding.load_image
@@ -332,3 +333,41 @@ def test_embed_auto_without_fast_units_decodes_no_probe_sample_and_says_so(tmp_p
     assert summary["engine"] == res.engine and summary["engine"]["cpu_flags"] in ("", "avx2")
     assert len(decoded) == 60  # the catalog's own images, once each: no probe sample
     assert "engine onnx fp32: this CPU has no VNNI" in capfd.readouterr().err
+
+
+def test_the_probe_runs_only_where_it_can_pay_for_itself(tmp_path: Path, monkeypatch):
+    import simlabel.engines as E
+
+    monkeypatch.setenv("SIMLABEL_CACHE", str(tmp_path / "cache"))
+    flags = "avx2 avx512f avx512_vnni"
+    # no speeds measured on this machine yet: the size rule
+    assert probe_pays("m1", E.PROBE_MIN_ITEMS, flags=flags) == (True, "")
+    ok, why = probe_pays("m1", E.PROBE_MIN_ITEMS - 1, flags=flags)
+    assert not ok and why == f"{E.PROBE_MIN_ITEMS - 1:,} images < {E.PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"
+    # measured: fp32 100 images/s, the fastest 200, the last probe 20 s: at most 5 ms an image saved, so 4,000 images
+    speeds = {"onnx/fp32": 100.0, "onnx/int8": 150.0, "openvino/fp32": 110.0, "openvino/bf16": 180.0,
+              "openvino/int8": 200.0, "probe_s": 20.0}
+    E._speeds_path("m1", flags).write_text(json.dumps(speeds))
+    assert probe_pays("m1", 4001, flags=flags) == (True, "")
+    ok, why = probe_pays("m1", 3999, flags=flags)
+    assert not ok and why.startswith("the engine probe (last 20 s on this machine) would cost more than the fastest engine")
+    assert "at most 20 s" in why
+    # another model, or a speed missing for an engine auto would try: the size rule again
+    assert probe_pays("m2", 3999, flags=flags)[0]
+    E._speeds_path("m1", flags).write_text(json.dumps({k: v for k, v in speeds.items() if k != "openvino/bf16"}))
+    assert E.available("openvino")  # make test installs it: bf16 is an engine auto tries
+    assert probe_pays("m1", 3999, flags=flags) == (True, "")
+
+
+def test_auto_records_what_its_probe_cost(real_pixels, tmp_path: Path, monkeypatch):
+    import simlabel.engines as E
+
+    enc, X, labels, _, ids = real_pixels
+    monkeypatch.setenv("SIMLABEL_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setattr(E, "_speed", lambda eng, px, **k: 100.0)
+    monkeypatch.setattr(E, "cpu_rules_out", lambda flags=None: None)  # let auto probe on any machine kind
+    choose_engine(enc.export_onnx(), "model-cost", (ids, X, labels), backend="onnx", decode_seconds=7.0)
+    assert "probe_s" not in E._read_speeds(E._speeds_path("model-cost", cpu_flags()))  # only a whole auto probe counts
+    choose_engine(enc.export_onnx(), "model-cost", (ids, X, labels), decode_seconds=7.0)
+    speeds = E._read_speeds(E._speeds_path("model-cost", cpu_flags()))
+    assert speeds["probe_s"] > 7.0 and speeds["onnx/fp32"] == 100.0

@@ -476,9 +476,6 @@ def _embed_one(
 ENGINE_SAMPLE = 896
 #: what a Ray actor needs to run ONNX Runtime fp32 (a torch tower switches to it too)
 _ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": ""}
-#: ``auto`` probes engines only for catalogs at least this large: the probe (decoding the sample, quantising,
-#: gating; about 15-30 s on 2 cores) would cost more than it saves on fewer images
-PROBE_MIN_ITEMS = 2000
 
 
 def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, precision: str, max_pixels: int,
@@ -489,7 +486,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
     import json
 
     from simlabel.encoders.base import cpu_flags
-    from simlabel.engines import choose_engine, cpu_rules_out, int8_model_path, make_engine, quantize_int8
+    from simlabel.engines import choose_engine, cpu_rules_out, int8_model_path, make_engine, probe_pays, quantize_int8
 
     fp32_path = enc.onnx_model()
     if fp32_path is None:
@@ -510,10 +507,11 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         _run_onnx_fp32(enc, fp32_path)
         return {"backend": "onnx", "precision": "fp32", "reason": slow_cpu, "probe": False,
                 "cpu_flags": cpu_flags()}, dict(_ONNX_FP32)
-    if old is None and backend == "auto" and precision == "auto" and len(cat) < PROBE_MIN_ITEMS:
+    pays, why_not = probe_pays(enc.version, len(cat)) if old is None and backend == precision == "auto" else (True, "")
+    if not pays:
+        log_line(f"engine onnx fp32: {why_not}")
         _run_onnx_fp32(enc, fp32_path)
-        return {"backend": "onnx", "precision": "fp32",
-                "reason": f"{len(cat):,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"}, dict(_ONNX_FP32)
+        return {"backend": "onnx", "precision": "fp32", "reason": why_not, "probe": False}, dict(_ONNX_FP32)
     threads = getattr(enc, "threads", None)
     if old is None and precision == "fp32":
         # fp32 is not a reduced precision: no gate, so no sample to decode
@@ -534,6 +532,9 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
         return ({"backend": b, "precision": pr, "reason": "the store was started with it",
                  "calibration": {"key": old.get("calibration")}},
                 {**_ONNX_FP32, "backend": b, "precision": pr, "tag": old.get("calibration") or ""})
+    import time
+
+    decode_started = time.perf_counter()
     paths = cat.image_paths()
     rng = np.random.default_rng(0)
     order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
@@ -570,7 +571,7 @@ def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, pre
                 {"backend": b, "precision": "int8", "int8_path": str(int8), "tag": old.get("calibration") or ""})
     eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
                                 threads=threads, log=log_line, gate=gate, catalog_size=len(cat),
-                                pixel_level=enc.pixel_level())
+                                pixel_level=enc.pixel_level(), decode_seconds=time.perf_counter() - decode_started)
     tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
     if (choice.backend, choice.precision) != ("onnx", "fp32"):
         enc.use_engine(eng, choice.backend, choice.precision, tag)
@@ -678,8 +679,10 @@ def embed(
         CPU: ``backend`` ``onnx``, ``openvino``, ``torch`` or ``auto``; ``precision`` ``fp32``, ``bf16``
         (OpenVINO), ``int8`` (calibrated on the catalog's own images) or ``auto``. Anything but fp32 is used
         only after it passes the agreement gate on a sample of the catalog (:mod:`simlabel.engines`); ``auto``
-        takes the fastest engine that passes (catalogs of at least ``PROBE_MIN_ITEMS`` images; smaller ones run
-        fp32). The choice and its figures go to ``summary.json``; a store
+        takes the fastest engine that passes, on a CPU where a reduced precision can win
+        (:func:`simlabel.engines.cpu_rules_out`) and a catalog large enough to pay for the probe
+        (:func:`simlabel.engines.probe_pays`); elsewhere ONNX Runtime fp32 at once. The choice and its figures
+        go to ``summary.json``; a store
         being resumed keeps the engine it was started with. A ready-made ``image_encoder`` runs as it is.
         ``gate``: other floors for the agreement gate (default :data:`simlabel.engines.GATE`).
     engine

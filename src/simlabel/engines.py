@@ -233,8 +233,24 @@ def _input_name(path: Path) -> str:
 # -- the gate --------------------------------------------------------------------------------------
 
 
+def fit_probe(reference: np.ndarray, labels: np.ndarray | None = None, *, seed: int = 0):
+    """The linear probe of :func:`agreement`: logistic regression on the L2-normalised ``reference`` with
+    ``labels`` (k-means clusters of the reference where there are none, or one class only). Fitted once per
+    probe and applied to every candidate: the fit is most of :func:`agreement`'s time (measured 2-3 s of
+    3.5 s on 768 fashion-products images)."""
+    from sklearn.linear_model import LogisticRegression
+
+    r = np.asarray(reference, dtype=np.float32)
+    r = r / np.linalg.norm(r, axis=1, keepdims=True)
+    if labels is None or len(set(labels)) < 2:
+        from sklearn.cluster import KMeans
+
+        labels = KMeans(n_clusters=min(10, len(r) // 5), n_init=3, random_state=seed).fit_predict(r)
+    return LogisticRegression(max_iter=500).fit(r, labels)
+
+
 def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray | None = None, *, k: int = 10,
-              seed: int = 0, catalog_size: int | None = None, halvings: int = 10) -> dict:
+              seed: int = 0, catalog_size: int | None = None, halvings: int = 10, probe=None) -> dict:
     r"""How far ``candidate`` embeddings agree with the fp32 ``reference`` of the same images (rows aligned).
 
     ``cosine``: mean cosine of each image's two embeddings; ``recall_at_10``: of each image's ``k`` nearest
@@ -256,9 +272,11 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
     sample, divided by :math:`\sqrt 2`. Over 12 random samples of 768 images for each of 12 candidates x
     datasets (``benchmarks/bench_gate.py``, RESULTS.md §14) it was 0.004-0.010 where the estimates' own
     spread was 0.003-0.013. :func:`passes` takes ``GATE["sigmas"]`` of it off the estimate.
-    """
-    from sklearn.linear_model import LogisticRegression
 
+    ``probe``: the probe fitted on the reference (:func:`fit_probe`), to apply instead of fitting one here; the
+    reference rows it was fitted on may be more than these (the screen applies the whole sample's probe to its
+    first rows); ``False`` leaves ``probe_top1`` out.
+    """
     ref = np.asarray(reference, dtype=np.float32)
     cand = np.asarray(candidate, dtype=np.float32)
     if ref.shape != cand.shape or len(ref) < k + 2:
@@ -278,14 +296,12 @@ def agreement(reference: np.ndarray, candidate: np.ndarray, labels: np.ndarray |
             p = rng.permutation(len(r))
             halves += [_recall_at(sr, sc, np.sort(q), k, size)[1] for q in (p[: len(r) // 2], p[len(r) // 2:])]
         se = float(np.std(halves, ddof=1) / np.sqrt(2))
-    if labels is None or len(set(labels)) < 2:
-        from sklearn.cluster import KMeans
-
-        labels = KMeans(n_clusters=min(10, len(r) // 5), n_init=3, random_state=seed).fit_predict(r)
-    probe = LogisticRegression(max_iter=500).fit(r, labels)
-    top1 = float((probe.predict(r) == probe.predict(c)).mean())
-    return {"cosine": cos, "recall_at_10": recall, "probe_top1": top1, "n": int(len(r)),
-            "recall_at_10_sample": sample_recall, "recall_at_10_se": se}
+    figures = {"cosine": cos, "recall_at_10": recall, "n": int(len(r)), "recall_at_10_sample": sample_recall,
+               "recall_at_10_se": se}
+    if probe is not False:
+        probe = fit_probe(r, labels, seed=seed) if probe is None else probe
+        figures["probe_top1"] = float((probe.predict(r) == probe.predict(c)).mean())
+    return figures
 
 
 def _recall_at(sr: np.ndarray, sc: np.ndarray, rows: np.ndarray, k: int, size: int) -> tuple[float, float]:
@@ -312,7 +328,7 @@ def noise_floor(engine, pixels: np.ndarray, reference: np.ndarray, labels: np.nd
     fp32 engine) embeds the moved pixels, and :func:`agreement` compares them with ``reference``, the same
     engine's vectors of the unmoved pixels, measured exactly as a candidate is (same sample, same extrapolation
     to ``catalog_size``, same split-half standard error). Returns ``noise_recall_at_10``,
-    ``noise_recall_at_10_se``, ``noise_probe_top1`` and ``noise_cosine``.
+    ``noise_recall_at_10_se`` and ``noise_cosine`` (the probe's agreement is not part of the floor: none is fitted).
 
     An 8-bit photo is already its scene rounded to the nearest level: an engine whose k-NN lists differ from
     fp32's no more than this rounding moves them is as faithful as the photos allow.
@@ -323,9 +339,9 @@ def noise_floor(engine, pixels: np.ndarray, reference: np.ndarray, labels: np.nd
     for a in range(0, len(pixels), 32):
         x = np.asarray(pixels[a:a + 32], dtype=np.float32)
         moved.append(engine(x + rng.uniform(-NOISE_LEVELS, NOISE_LEVELS, x.shape).astype(np.float32) * step))
-    fig = agreement(reference, np.concatenate(moved), labels, seed=seed, catalog_size=catalog_size)
+    fig = agreement(reference, np.concatenate(moved), labels, seed=seed, catalog_size=catalog_size, probe=False)
     return {"noise_recall_at_10": fig["recall_at_10"], "noise_recall_at_10_se": fig["recall_at_10_se"],
-            "noise_probe_top1": fig["probe_top1"], "noise_cosine": fig["cosine"]}
+            "noise_cosine": fig["cosine"]}
 
 
 def recall_floor(gate: dict | None = None, noise: dict | None = None) -> float:
@@ -454,7 +470,7 @@ def _speed(engine, pixels: np.ndarray, batch: int = 32, seconds: float = 1.5) ->
 def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tuple[list[str], np.ndarray, np.ndarray | None],
                   *, backend: str = "auto", precision: str = "auto", threads: int | None = None, seed: int = 0,
                   gate: dict | None = None, log=None, catalog_size: int | None = None,
-                  pixel_level: float | np.ndarray = 2 / 255) -> tuple[object, EngineChoice]:
+                  pixel_level: float | np.ndarray = 2 / 255, decode_seconds: float = 0.0) -> tuple[object, EngineChoice]:
     """Pick the engine an exported model embeds with (see the module docstring) and build it.
 
     Parameters
@@ -476,19 +492,22 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
     pixel_level
         One 8-bit level in the model's input space, per channel or one number (``1 / (255 std)``;
         :meth:`~simlabel.encoders.base.ImageEncoder.pixel_level`): the scale of :func:`noise_floor`.
+    decode_seconds
+        What decoding ``sample`` cost the caller: with the time spent here, the probe's cost that ``auto``
+        records for :func:`probe_pays`.
 
     Returns
     -------
     engine, EngineChoice
         The engine built, and what was decided with every candidate's figures.
     """
-    import json
+    import time
     import warnings
 
-    from simlabel.cache import cache_dir
     from simlabel.errors import SimlabelWarning
     from simlabel.files import atomic_write_json
 
+    started = time.perf_counter()
     check_engine(backend, precision)
     say = log or (lambda m: None)
     ids, pixels, labels = sample
@@ -496,8 +515,7 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
     calib_n = min(CALIBRATION, len(ids) // 2)
     fp32 = OnnxRuntimeEngine(fp32_path, threads)
     slow_cpu = cpu_rules_out(flags) if precision == "auto" else None
-    wanted = [(b, p) for b, p in ENGINES if (backend == "auto" or b == backend) and (precision == "auto" or p == precision)
-              and available(b) and not (slow_cpu and p != "fp32")]
+    wanted = _wanted(backend, precision, flags)
     if slow_cpu and backend in ("auto", "onnx"):
         say(f"engine onnx fp32: {slow_cpu}")
         return fp32, EngineChoice("onnx", "fp32", slow_cpu, {}, [], {}, flags)
@@ -512,9 +530,8 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
     calib = Calibration(pixels[:half], list(ids[:half]), seed)
     gate_px, gate_labels = pixels[half:], (None if labels is None else np.asarray(labels)[half:])
     ref = _batched(fp32, gate_px)
-    key = hashlib.sha256(f"{model_version}|{flags}|{_versions()}".encode()).hexdigest()[:16]
-    speeds_path = cache_dir("engines") / f"speeds-{key}.json"
-    speeds = json.loads(speeds_path.read_text()) if speeds_path.exists() else {}
+    speeds_path = _speeds_path(model_version, flags)
+    speeds = _read_speeds(speeds_path)
     cached = all(f"{b}/{p}" in speeds for b, p in [("onnx", "fp32"), *wanted])
     if "onnx/fp32" not in speeds:
         speeds["onnx/fp32"] = _speed(fp32, gate_px)
@@ -522,6 +539,7 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
     candidates = []
     built = {}
     noise: dict = {}
+    probe = None
     rule = "noise" if {**GATE, **(gate or {})}["recall_at_10"] == "noise" else "absolute"
     if cached:
         # the speeds are known: gate the fastest first and stop at the first that passes (the rest are slower)
@@ -543,7 +561,9 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
                 say(f"gate floor: fp32's own recall@10 under +-{NOISE_LEVELS:g} pixel-level noise "
                     f"{noise['noise_recall_at_10']:.3f} (se {noise['noise_recall_at_10_se']:.3f}): floor "
                     f"{recall_floor(gate, noise):.3f}")
-            figures = {**_gated(eng, ref, gate_px, gate_labels, seed, catalog_size, recall_floor(gate, noise)), **noise}
+            probe = fit_probe(ref, gate_labels, seed=seed) if probe is None else probe  # once, for every candidate
+            figures = {**_gated(eng, ref, gate_px, gate_labels, seed, catalog_size, recall_floor(gate, noise), probe),
+                       **noise}
             ok, why = passes(figures, gate)
         if f"{b}/{p}" not in speeds:
             speeds[f"{b}/{p}"] = _speed(eng, gate_px)
@@ -559,6 +579,9 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
             f"cosine {figures['cosine']:.4f}, recall@10 {figures['recall_at_10']:.3f} (se {figures['recall_at_10_se']:.3f}), "
             f"probe {figures['probe_top1']:.3f}" + (f", screened on {figures['screened']} images" if figures.get("screened") else ""))
             + ("" if ok else f": fails ({why})"))
+    if backend == "auto" and precision == "auto":
+        # what this probe cost, decoding included: the next catalog's probe_pays weighs it against the saving
+        speeds["probe_s"] = round(decode_seconds + time.perf_counter() - started, 2)
     atomic_write_json(speeds_path, speeds)
     if not any((c["backend"], c["precision"]) == ("onnx", "fp32") for c in candidates):
         candidates.append({"backend": "onnx", "precision": "fp32", "images_per_s": round(speeds["onnx/fp32"], 1),
@@ -596,7 +619,7 @@ def _fp32_check(ref: np.ndarray, engine, pixels: np.ndarray) -> tuple[dict, bool
 
 
 def _gated(engine, ref: np.ndarray, pixels: np.ndarray, labels, seed: int, catalog_size: int | None,
-           floor: float) -> dict:
+           floor: float, probe=None) -> dict:
     """The agreement of ``engine`` with ``ref`` on the gate's images. The first :data:`SCREEN` are gated first:
     an engine whose recall is more than three standard errors under ``floor`` (:func:`recall_floor`) there is
     refused without the rest (int8 on EfficientNet-Lite0: an estimate of 0.88 +- 0.015 at 256 images), which
@@ -604,11 +627,74 @@ def _gated(engine, ref: np.ndarray, pixels: np.ndarray, labels, seed: int, catal
     s = min(SCREEN, len(pixels))
     got = _batched(engine, pixels[:s])
     if s < len(pixels):
-        first = agreement(ref[:s], got, None if labels is None else labels[:s], seed=seed, catalog_size=catalog_size)
+        first = agreement(ref[:s], got, None if labels is None else labels[:s], seed=seed, catalog_size=catalog_size,
+                          probe=probe)
         if first["recall_at_10"] + 3 * first["recall_at_10_se"] < floor:
             return {**first, "screened": s}
         got = np.concatenate([got, _batched(engine, pixels[s:])])
-    return agreement(ref, got, labels, seed=seed, catalog_size=catalog_size)
+    return agreement(ref, got, labels, seed=seed, catalog_size=catalog_size, probe=probe)
+
+
+def _wanted(backend: str, precision: str, flags: str) -> list[tuple[str, str]]:
+    """The engines ``(backend, precision)`` may choose among here: those installed, and with ``precision``
+    auto on a CPU that :func:`cpu_rules_out`, fp32 ones only."""
+    slow_cpu = cpu_rules_out(flags) if precision == "auto" else None
+    return [(b, p) for b, p in ENGINES if (backend == "auto" or b == backend) and (precision == "auto" or p == precision)
+            and available(b) and not (slow_cpu and p != "fp32")]
+
+
+def _speeds_path(model_version: str, flags: str) -> Path:
+    """The cache file of the engines' measured speeds (and the last probe's cost) for this model, CPU and
+    runtime versions."""
+    from simlabel.cache import cache_dir
+
+    key = hashlib.sha256(f"{model_version}|{flags}|{_versions()}".encode()).hexdigest()[:16]
+    return cache_dir("engines") / f"speeds-{key}.json"
+
+
+def _read_speeds(path: Path) -> dict:
+    import json
+
+    try:
+        speeds = json.loads(path.read_text()) if path.exists() else {}
+    except (OSError, ValueError):
+        return {}  # a damaged cache is measured again
+    return speeds if isinstance(speeds, dict) else {}
+
+
+#: ``auto`` probes a catalog this large at least when this machine has no measured speeds for the model yet
+#: (the first probe also measures the speeds every later catalog is weighed with)
+PROBE_MIN_ITEMS = 2000
+
+
+def probe_pays(model_version: str, n_items: int, *, backend: str = "auto", precision: str = "auto",
+               flags: str | None = None) -> tuple[bool, str]:
+    r"""Whether ``auto``'s engine probe can pay for itself on a catalog of ``n_items`` images, and why not.
+
+    With this machine's speeds for the model cached by an earlier probe (model only, images/s, :math:`v`) and
+    that probe's wall time :math:`t_p`, the most the fastest engine can save is
+
+    .. math:: n\,(1 / v_{\mathrm{fp32}} - 1 / v_{\max}),
+
+    an upper bound (decoding shares the cores, so end to end saves less). The probe runs only when that exceeds
+    :math:`t_p`. Without cached speeds it runs on catalogs of :data:`PROBE_MIN_ITEMS` images or more. Measured on
+    a 2-core AVX512-BF16 machine (RESULTS.md §14): a probe of 25-35 s against a saving of at most 3.4 ms an
+    image, so about 10,000 images before it pays.
+    """
+    flags = cpu_flags() if flags is None else flags
+    speeds = _read_speeds(_speeds_path(model_version, flags))
+    known = [speeds.get(f"{b}/{p}") for b, p in [("onnx", "fp32"), *_wanted(backend, precision, flags)]]
+    if "probe_s" not in speeds or not all(isinstance(v, (int, float)) and v > 0 for v in known):
+        if n_items >= PROBE_MIN_ITEMS:
+            return True, ""
+        return False, f"{n_items:,} images < {PROBE_MIN_ITEMS:,}: too few to pay for the engine probe"
+    fastest, fp32 = max(known), speeds["onnx/fp32"]
+    saving = n_items * (1 / fp32 - 1 / fastest)
+    if saving > speeds["probe_s"]:
+        return True, ""
+    return False, (f"the engine probe (last {speeds['probe_s']:.0f} s on this machine) would cost more than the fastest "
+                   f"engine here ({fastest:.0f} images/s model only, ONNX Runtime fp32 {fp32:.0f}) can save on "
+                   f"{n_items:,} images (at most {saving:.0f} s)")
 
 
 def _versions() -> str:
