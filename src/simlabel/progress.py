@@ -173,14 +173,15 @@ def _make_display() -> Any:
             return Text(f"{rate:,.1f} {row.fields.get('unit', 'items')}/s", style="progress.data.speed")
 
     return Progress(
-        TextColumn("[bold]{task.description}"),
+        # descriptions and info carry user data (paths, column names): printed as text, never parsed as markup
+        TextColumn("{task.description}", markup=False, style="bold"),
         BarColumn(),
         MofNCompleteColumn(),
         RateColumn(),
         TimeElapsedColumn(),
         TextColumn("eta"),
         TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
+        TextColumn("{task.fields[info]}", markup=False),
         transient=False,
         console=Console(stderr=True),  # stdout stays for results (`--json -`, tables)
     )

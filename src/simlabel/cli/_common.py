@@ -8,8 +8,10 @@ import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+import rich.table
 import typer
 from rich.console import Console
+from rich.text import Text
 
 from simlabel.context import modes
 from simlabel.errors import SimlabelError, SimlabelWarning
@@ -21,14 +23,40 @@ out_console = Console()
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+# Every message, table cell and progress text printed here may carry user data (ids, paths, column names,
+# labels): it is printed as rich Text, never parsed as markup, so "price[eur]" or "title[/x]" prints as written,
+# and a control character prints as its escape (\x1b), never reaching the terminal as a control sequence.
+
+
+def printable(text: object) -> Text:
+    """``text`` as rich Text: no markup, control characters (a tab too, which a terminal would widen into
+    spaces; not a newline) shown as ``\\xNN`` escapes."""
+    import unicodedata
+
+    s = str(text)
+    if any(unicodedata.category(c) == "Cc" and c != "\n" for c in s):
+        s = "".join(c if c == "\n" or unicodedata.category(c) != "Cc" else f"\\x{ord(c):02x}" for c in s)
+    return Text(s)
+
+
 def fail(message: str, code: int = 1) -> None:
     """Print ``error: message`` on stderr and exit with ``code``."""
-    console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("error:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
 def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console.print(f"[bold yellow]warning:[/] {message}", highlight=False, soft_wrap=True)
+    console.print(Text.assemble(("warning:", "bold yellow"), " ", printable(message)), highlight=False, soft_wrap=True)
+
+
+class Table(rich.table.Table):
+    """A rich table whose title and string cells print as text (user data), not markup."""
+
+    def __init__(self, *args: Any, title: Any = None, **kwargs: Any) -> None:
+        super().__init__(*args, title=printable(title) if isinstance(title, str) else title, **kwargs)
+
+    def add_row(self, *cells: Any, **kwargs: Any) -> None:
+        super().add_row(*(printable(c) if isinstance(c, str) else c for c in cells), **kwargs)
 
 
 def handle_errors(fn: F) -> F:
@@ -97,13 +125,13 @@ def default(cls: type, name: str) -> Any:
 
 
 def say(message: str) -> None:
-    """Print a line on stdout, unstyled."""
-    out_console.print(message, highlight=False, soft_wrap=True)
+    """Print a line on stdout, unstyled and as text (never markup)."""
+    out_console.print(printable(message), highlight=False, soft_wrap=True)
 
 
 def log(message: str) -> None:
-    """Print a progress line on stderr, unstyled."""
-    console.print(message, highlight=False, soft_wrap=True)
+    """Print a progress line on stderr, unstyled and as text (never markup)."""
+    console.print(printable(message), highlight=False, soft_wrap=True)
 
 
 def columns(**mapping: str | None) -> dict[str, str]:

@@ -7,9 +7,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from simlabel.cli._common import (
+    Table,
     columns,
     command,
     default,

@@ -7,9 +7,9 @@ from typing import Optional
 
 import pandas as pd
 import typer
-from rich.table import Table
 
 from simlabel.cli._common import (
+    Table,
     columns,
     comma_list,
     command,

@@ -6,9 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
-from rich.table import Table
 
 from simlabel.cli._common import (
+    Table,
     command,
     default,
     device_option,
