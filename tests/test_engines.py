@@ -298,7 +298,6 @@ def test_a_clear_failure_is_refused_on_the_screen_and_fp32_is_only_checked(real_
 
 
 def test_a_resumed_store_keeps_its_fp32_engine_without_a_probe(tmp_path: Path, monkeypatch):
-    import simlabel.embedding as embedding
     from simlabel.embedding import embed
     from simlabel.engines import available
 
@@ -307,25 +306,33 @@ def test_a_resumed_store_keeps_its_fp32_engine_without_a_probe(tmp_path: Path, m
     slice_catalog("clothing-small", 60, tmp_path).to_csv(tmp_path / "c.csv", index=False)
     first = embed(tmp_path / "c.csv", tmp_path / "emb", backend="openvino", precision="fp32", progress=False, cache=False)
     assert (first.engine["backend"], first.engine["precision"]) == ("openvino", "fp32")
-    decoded = []
-    real = embedding.load_image
-    monkeypatch.setattr(embedding, "load_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    decoded = _count_decodes(monkeypatch)
     again = embed(tmp_path / "c.csv", tmp_path / "emb", progress=False, cache=False)  # auto, resuming
     assert again.engine == {"backend": "openvino", "precision": "fp32", "reason": "the store was started with it",
                             "calibration": {"key": None}}
     assert again.n_resumed == 60 and decoded == []  # no sample decoded for a store that keeps its engine
 
 
-def test_embed_auto_without_fast_units_decodes_no_probe_sample_and_says_so(tmp_path: Path, monkeypatch, capfd):
+def _count_decodes(monkeypatch) -> list:
+    """Every image decoded from now on, by the embedding job or by the engine probe's sample."""
     import simlabel.embedding as embedding
+    import simlabel.images as images
+
+    decoded: list = []
+    real = images.load_image
+    counted = lambda *a, **k: decoded.append(a[0]) or real(*a, **k)  # noqa: E731
+    monkeypatch.setattr(embedding, "load_image", counted)
+    monkeypatch.setattr(images, "load_image", counted)  # what the engine policy decodes its sample with
+    return decoded
+
+
+def test_embed_auto_without_fast_units_decodes_no_probe_sample_and_says_so(tmp_path: Path, monkeypatch, capfd):
     from simlabel.embedding import embed
 
     slice_catalog("clothing-small", 60, tmp_path).to_csv(tmp_path / "c.csv", index=False)
     monkeypatch.setattr("simlabel.engines.PROBE_MIN_ITEMS", 10)  # a catalog this size would otherwise be probed
     monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")  # the AVX2-only kind
-    decoded = []
-    real = embedding.load_image
-    monkeypatch.setattr(embedding, "load_image", lambda *a, **k: decoded.append(a[0]) or real(*a, **k))
+    decoded = _count_decodes(monkeypatch)
     res = embed(tmp_path / "c.csv", tmp_path / "emb", progress=False, cache=False)
     assert (res.engine["backend"], res.engine["precision"], res.engine["probe"]) == ("onnx", "fp32", False)
     assert "no VNNI, AVX512-BF16 or AMX" in res.engine["reason"]

@@ -47,6 +47,7 @@ from simlabel.encoders import (
     is_image_model,
     parse_spec,
 )
+from simlabel.engines import engine_for_store
 from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
 from simlabel.files import atomic_write_json, atomic_write_text, exclusive, kill_point, read_json
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
@@ -471,126 +472,6 @@ def _embed_one(
     return result
 
 
-#: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 768): at 384
-#: gated images the recall estimate's spread was 0.008-0.017, at 768 0.003-0.013 (RESULTS.md §14)
-ENGINE_SAMPLE = 896
-#: what a Ray actor needs to run ONNX Runtime fp32 (a torch tower switches to it too)
-_ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": ""}
-
-
-def _choose_engine(out: Path, cat: Catalog, enc: ImageEncoder, backend: str, precision: str, max_pixels: int,
-                   common: dict, gate: dict | None = None) -> tuple[dict, dict] | None:
-    """Choose and install the engine of ``enc`` (:func:`simlabel.engines.choose_engine`) on a seeded sample
-    of the catalog's images; a store being resumed keeps the engine its manifest records. Returns the
-    choice (for the summary) and what a Ray actor needs to rebuild the engine, or ``None`` (no ONNX model)."""
-    import json
-
-    from simlabel.encoders.base import cpu_flags
-    from simlabel.engines import choose_engine, cpu_rules_out, int8_model_path, make_engine, probe_pays, quantize_int8
-
-    fp32_path = enc.onnx_model()
-    if fp32_path is None:
-        return None
-    man = out / MANIFEST
-    old = None
-    if man.exists() and not common.get("overwrite"):
-        try:
-            old = json.loads(man.read_text()).get("engine")
-        except (OSError, ValueError):
-            old = None
-    if old is None and man.exists() and not common.get("overwrite"):
-        old = {"backend": "onnx", "precision": "fp32"}  # a store started before engines were chosen
-    slow_cpu = cpu_rules_out() if precision == "auto" and backend in ("auto", "onnx") else None
-    if old is None and slow_cpu:
-        # the CPU decides first: no reduced precision can win here, so no sample is decoded and nothing probed
-        log_line(f"engine onnx fp32: {slow_cpu}")
-        _run_onnx_fp32(enc, fp32_path)
-        return {"backend": "onnx", "precision": "fp32", "reason": slow_cpu, "probe": False,
-                "cpu_flags": cpu_flags()}, dict(_ONNX_FP32)
-    pays, why_not = probe_pays(enc.version, len(cat)) if old is None and backend == precision == "auto" else (True, "")
-    if not pays:
-        log_line(f"engine onnx fp32: {why_not}")
-        _run_onnx_fp32(enc, fp32_path)
-        return {"backend": "onnx", "precision": "fp32", "reason": why_not, "probe": False}, dict(_ONNX_FP32)
-    threads = getattr(enc, "threads", None)
-    if old is None and precision == "fp32":
-        # fp32 is not a reduced precision: no gate, so no sample to decode
-        if backend in ("auto", "onnx"):
-            _run_onnx_fp32(enc, fp32_path)
-            return {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}, dict(_ONNX_FP32)
-        eng = make_engine(backend, "fp32", fp32_path, threads)
-        enc.use_engine(eng, backend, "fp32")
-        return ({"backend": backend, "precision": "fp32", "reason": "asked for (fp32: no gate)"},
-                {**_ONNX_FP32, "backend": backend})
-    if old is not None and old.get("precision", "fp32") != "int8":
-        # a resumed store keeps its engine; only int8 needs the sample (its calibration set must be the store's)
-        b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
-        if (b, pr) == ("onnx", "fp32"):
-            _run_onnx_fp32(enc, fp32_path)
-            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, dict(_ONNX_FP32)
-        enc.use_engine(make_engine(b, pr, fp32_path, threads), b, pr, old.get("calibration") or "")
-        return ({"backend": b, "precision": pr, "reason": "the store was started with it",
-                 "calibration": {"key": old.get("calibration")}},
-                {**_ONNX_FP32, "backend": b, "precision": pr, "tag": old.get("calibration") or ""})
-    import time
-
-    decode_started = time.perf_counter()
-    paths = cat.image_paths()
-    rng = np.random.default_rng(0)
-    order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
-    ids = []
-    labels = cat.table["label"].astype(str).to_numpy() if "label" in cat.table.columns else None
-    keep = []
-    # float16 halves the sample (896 images: 270 MB, not 540): the engines take float32 batch by batch, and
-    # fp32 and the candidate see the same rounded pixels, so the agreement is unchanged
-    X = np.zeros((min(ENGINE_SAMPLE, len(order)), 3, enc.image_size, enc.image_size), np.float16)
-    for p in order:
-        if len(ids) >= ENGINE_SAMPLE:
-            break
-        try:
-            X[len(ids)] = load_image(paths[p], max_pixels=max_pixels, draft_size=enc.image_size, transform=enc.preprocess)
-        except ImageError:
-            continue
-        ids.append(str(cat.ids[p]))
-        keep.append(p)
-    X = X[: len(ids)]
-    y = None if labels is None else labels[keep]
-    if old is not None:  # a resumed int8 store
-        from simlabel.engines import CALIBRATION, Calibration
-
-        b = old.get("backend", "onnx")
-        half = min(CALIBRATION, len(ids) // 2)
-        calib = Calibration(X[:half], ids[:half], 0)
-        if old.get("calibration") and calib.key != old["calibration"]:
-            raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
-                             "finish it with the same catalog, or --overwrite")
-        int8 = quantize_int8(fp32_path, calib)
-        enc.use_engine(make_engine(b, "int8", fp32_path, threads, int8), b, "int8", old.get("calibration") or "")
-        return ({"backend": b, "precision": "int8", "reason": "the store was started with it",
-                 "calibration": {"key": old.get("calibration")}},
-                {"backend": b, "precision": "int8", "int8_path": str(int8), "tag": old.get("calibration") or ""})
-    eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
-                                threads=threads, log=log_line, gate=gate, catalog_size=len(cat),
-                                pixel_level=enc.pixel_level(), decode_seconds=time.perf_counter() - decode_started)
-    tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
-    if (choice.backend, choice.precision) != ("onnx", "fp32"):
-        enc.use_engine(eng, choice.backend, choice.precision, tag)
-    else:
-        _run_onnx_fp32(enc, fp32_path, eng)
-    int8_path = str(int8_model_path(fp32_path, tag)) if choice.precision == "int8" else None
-    return choice.to_dict(), {"backend": choice.backend, "precision": choice.precision, "int8_path": int8_path, "tag": tag}
-
-
-def _run_onnx_fp32(enc: ImageEncoder, fp32_path: Path, engine=None) -> None:
-    """Run ``enc`` on ONNX Runtime fp32 unless it already does (EfficientNet-Lite's own session); a torch
-    tower (CLIP, DINO) exported to ONNX runs faster there, with the same fp32 vectors."""
-    if getattr(enc, "backend", None) == "onnx" and getattr(enc, "precision", "fp32") == "fp32":
-        return
-    from simlabel.engines import OnnxRuntimeEngine
-
-    enc.use_engine(engine or OnnxRuntimeEngine(fp32_path, getattr(enc, "threads", None)), "onnx", "fp32")
-
-
 def log_line(message: str) -> None:
     """One line on stderr (the engine probe's findings)."""
     import sys
@@ -750,7 +631,8 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                 opts = {"backend": enc_backend, "resize": resize} if family == "efficientnet-lite0" else {}
                 image_encoder = get_image_encoder(model, device, **opts)
             if backend != "torch":
-                choice = _choose_engine(out, cat, image_encoder, backend, precision, max_pixels, common, gate)
+                choice = engine_for_store(out, cat, image_encoder, backend=backend, precision=precision, max_pixels=max_pixels,
+                                          overwrite=bool(common.get("overwrite")), gate=gate, log=log_line)
                 if choice is None and (backend, precision) not in (("auto", "auto"), ("auto", "fp32")):
                     import warnings
 

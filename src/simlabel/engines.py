@@ -35,12 +35,17 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simlabel.encoders.base import cpu_flags
 from simlabel.errors import InputError, ModelError
 from simlabel.files import atomic_path
+
+if TYPE_CHECKING:
+    from simlabel.catalog import Catalog
+    from simlabel.encoders.base import ImageEncoder
 
 BACKENDS = ("auto", "onnx", "openvino", "torch")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -707,3 +712,129 @@ def _versions() -> str:
     except ImportError:
         ov = "-"
     return f"ort{onnxruntime.__version__}|ov{ov}"
+
+
+# -- the policy of embed ----------------------------------------------------------------------------
+
+#: catalog images decoded to calibrate int8 (the first 128) and to gate every engine (the other 768): at 384
+#: gated images the recall estimate's spread was 0.008-0.017, at 768 0.003-0.013 (RESULTS.md §14)
+ENGINE_SAMPLE = 896
+#: what a Ray actor needs to run ONNX Runtime fp32 (a torch tower switches to it too)
+ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": ""}
+
+
+def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder", *, backend: str = "auto",
+                     precision: str = "auto", max_pixels: int | None = None, overwrite: bool = False,
+                     gate: dict | None = None, log=None) -> tuple[dict, dict] | None:
+    """The engine policy of ``embed``: choose and install the engine ``enc`` embeds ``cat`` into the store
+    ``out`` with.
+
+    In order: a store being resumed keeps the engine its manifest records (an int8 one re-derives its model
+    from the same calibration images, or is refused); ``precision`` auto on a CPU that :func:`cpu_rules_out`
+    runs ONNX Runtime fp32 at once; ``auto`` on a catalog too small to pay for the probe (:func:`probe_pays`)
+    too; an explicit fp32 needs no gate and decodes nothing; otherwise :func:`choose_engine` probes on a
+    seeded sample of :data:`ENGINE_SAMPLE` of the catalog's images (decoded with ``max_pixels``).
+
+    Returns
+    -------
+    tuple or None
+        The choice (for ``summary.json``) and what a Ray actor needs to rebuild the engine (``backend``,
+        ``precision``, ``int8_path``, ``tag``); ``None`` when ``enc`` has no ONNX export.
+    """
+    import time
+
+    from simlabel.encoders.base import cpu_flags
+    from simlabel.errors import StoreError
+    from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+    from simlabel.store import recorded_engine
+
+    out = Path(out)
+    say = log or (lambda m: None)
+    max_pixels = DEFAULT_MAX_PIXELS if max_pixels is None else max_pixels
+    fp32_path = enc.onnx_model()
+    if fp32_path is None:
+        return None
+    old = None if overwrite else recorded_engine(out)
+    slow_cpu = cpu_rules_out() if precision == "auto" and backend in ("auto", "onnx") else None
+    if old is None and slow_cpu:
+        # the CPU decides first: no reduced precision can win here, so no sample is decoded and nothing probed
+        say(f"engine onnx fp32: {slow_cpu}")
+        _run_onnx_fp32(enc, fp32_path)
+        return {"backend": "onnx", "precision": "fp32", "reason": slow_cpu, "probe": False,
+                "cpu_flags": cpu_flags()}, dict(ONNX_FP32)
+    pays, why_not = probe_pays(enc.version, len(cat)) if old is None and backend == precision == "auto" else (True, "")
+    if not pays:
+        say(f"engine onnx fp32: {why_not}")
+        _run_onnx_fp32(enc, fp32_path)
+        return {"backend": "onnx", "precision": "fp32", "reason": why_not, "probe": False}, dict(ONNX_FP32)
+    threads = getattr(enc, "threads", None)
+    if old is None and precision == "fp32":
+        # fp32 is not a reduced precision: no gate, so no sample to decode
+        if backend in ("auto", "onnx"):
+            _run_onnx_fp32(enc, fp32_path)
+            return {"backend": "onnx", "precision": "fp32", "reason": "fp32 asked for"}, dict(ONNX_FP32)
+        eng = make_engine(backend, "fp32", fp32_path, threads)
+        enc.use_engine(eng, backend, "fp32")
+        return ({"backend": backend, "precision": "fp32", "reason": "asked for (fp32: no gate)"},
+                {**ONNX_FP32, "backend": backend})
+    if old is not None and old.get("precision", "fp32") != "int8":
+        # a resumed store keeps its engine; only int8 needs the sample (its calibration set must be the store's)
+        b, pr = old.get("backend", "onnx"), old.get("precision", "fp32")
+        if (b, pr) == ("onnx", "fp32"):
+            _run_onnx_fp32(enc, fp32_path)
+            return {"backend": "onnx", "precision": "fp32", "reason": "the store was started with it"}, dict(ONNX_FP32)
+        enc.use_engine(make_engine(b, pr, fp32_path, threads), b, pr, old.get("calibration") or "")
+        return ({"backend": b, "precision": pr, "reason": "the store was started with it",
+                 "calibration": {"key": old.get("calibration")}},
+                {**ONNX_FP32, "backend": b, "precision": pr, "tag": old.get("calibration") or ""})
+    decode_started = time.perf_counter()
+    paths = cat.image_paths()
+    rng = np.random.default_rng(0)
+    order = rng.permutation(len(paths))[: ENGINE_SAMPLE * 2]
+    ids = []
+    labels = cat.table["label"].astype(str).to_numpy() if "label" in cat.table.columns else None
+    keep = []
+    # float16 halves the sample (896 images: 270 MB, not 540): the engines take float32 batch by batch, and
+    # fp32 and the candidate see the same rounded pixels, so the agreement is unchanged
+    X = np.zeros((min(ENGINE_SAMPLE, len(order)), 3, enc.image_size, enc.image_size), np.float16)
+    for p in order:
+        if len(ids) >= ENGINE_SAMPLE:
+            break
+        try:
+            X[len(ids)] = load_image(paths[p], max_pixels=max_pixels, draft_size=enc.image_size, transform=enc.preprocess)
+        except ImageError:
+            continue
+        ids.append(str(cat.ids[p]))
+        keep.append(p)
+    X = X[: len(ids)]
+    y = None if labels is None else labels[keep]
+    if old is not None:  # a resumed int8 store
+        b = old.get("backend", "onnx")
+        half = min(CALIBRATION, len(ids) // 2)
+        calib = Calibration(X[:half], ids[:half], 0)
+        if old.get("calibration") and calib.key != old["calibration"]:
+            raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
+                             "finish it with the same catalog, or --overwrite")
+        int8 = quantize_int8(fp32_path, calib)
+        enc.use_engine(make_engine(b, "int8", fp32_path, threads, int8), b, "int8", old.get("calibration") or "")
+        return ({"backend": b, "precision": "int8", "reason": "the store was started with it",
+                 "calibration": {"key": old.get("calibration")}},
+                {"backend": b, "precision": "int8", "int8_path": str(int8), "tag": old.get("calibration") or ""})
+    eng, choice = choose_engine(fp32_path, enc.version, (ids, X, y), backend=backend, precision=precision,
+                                threads=threads, log=say, gate=gate, catalog_size=len(cat),
+                                pixel_level=enc.pixel_level(), decode_seconds=time.perf_counter() - decode_started)
+    tag = choice.calibration.get("key", "") if choice.precision == "int8" else ""
+    if (choice.backend, choice.precision) != ("onnx", "fp32"):
+        enc.use_engine(eng, choice.backend, choice.precision, tag)
+    else:
+        _run_onnx_fp32(enc, fp32_path, eng)
+    int8_path = str(int8_model_path(fp32_path, tag)) if choice.precision == "int8" else None
+    return choice.to_dict(), {"backend": choice.backend, "precision": choice.precision, "int8_path": int8_path, "tag": tag}
+
+
+def _run_onnx_fp32(enc: "ImageEncoder", fp32_path: Path, engine=None) -> None:
+    """Run ``enc`` on ONNX Runtime fp32 unless it already does (EfficientNet-Lite's own session); a torch
+    tower (CLIP, DINO) exported to ONNX runs faster there, with the same fp32 vectors."""
+    if getattr(enc, "backend", None) == "onnx" and getattr(enc, "precision", "fp32") == "fp32":
+        return
+    enc.use_engine(engine or OnnxRuntimeEngine(fp32_path, getattr(enc, "threads", None)), "onnx", "fp32")

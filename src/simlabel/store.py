@@ -111,6 +111,22 @@ def read_metadata(path: str | os.PathLike) -> dict:
 MANIFEST = "manifest.json"
 
 
+def recorded_engine(path: str | os.PathLike) -> dict | None:
+    """The engine a store was started with (its manifest's ``engine``: ``backend``, ``precision``, ``calibration``),
+    ``{"backend": "onnx", "precision": "fp32"}`` for a store started before engines were chosen, or ``None`` where
+    there is no manifest (a new store) or it cannot be read (the job's own checks report that)."""
+    import json
+
+    man = Path(path) / MANIFEST
+    if not man.exists():
+        return None
+    try:
+        recorded = json.loads(man.read_text()).get("engine")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return recorded or {"backend": "onnx", "precision": "fp32"}
+
+
 
 
 

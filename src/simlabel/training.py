@@ -47,6 +47,7 @@ from simlabel.store import Embeddings, as_embeddings
 if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: not on `simlabel train`'s path
     from simlabel.labels.flipping import Pretrain, SelfMLConfig
     from simlabel.labels.side_info import Predictor
+    from simlabel.labels.suspects import SuspectsConfig
 
 __all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "train"]
 
@@ -437,6 +438,53 @@ def evaluate(
     if json_out is not None:
         atomic_write_json(json_out, report)
     return report
+
+
+#: the head of every out-of-fold predictor simlabel trains for its own use (side information's stage 2, the
+#: cleanlab peer of suspects): a one-hidden-layer MLP, early-stopped (patience 8 of at most 100 epochs)
+OOF_HEAD = HeadConfig(head="mlp", patience=8, max_epochs=100)
+
+
+def oof_head(device: str = "auto") -> HeadConfig:
+    """:data:`OOF_HEAD` on ``device``."""
+    return replace(OOF_HEAD, device=device)
+
+
+def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathLike | pd.DataFrame",
+                  config: "SuspectsConfig | None" = None, *, graph=None, out: "str | os.PathLike | None" = None,
+                  label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto") -> pd.DataFrame:
+    """Suspected label errors, as ``simlabel suspects`` finds them, in one call.
+
+    :func:`simlabel.labels.suspects.find_suspects` with, for ``config.method`` ``cleanlab`` or ``both``, its
+    peer predictor built here: :data:`OOF_HEAD` heads on ``device`` predicting every labelled item out of
+    ``folds`` folds (:func:`oof_predictor`).
+
+    Parameters
+    ----------
+    emb, labels, config, graph, out, label_col, all_items
+        As :func:`simlabel.labels.suspects.find_suspects`.
+    folds
+        Out-of-fold heads of the cleanlab peer.
+    device
+        Where those heads train (``cpu``, ``cuda``, ``auto``).
+
+    Returns
+    -------
+    DataFrame
+        The suspects (every item with ``all_items``), explained by their nearest labelled neighbours.
+
+    Examples
+    --------
+    >>> from simlabel import SuspectsConfig, find_suspects
+    >>> table = find_suspects("emb/", "catalog.csv", SuspectsConfig(method="cleanlab"))  # doctest: +SKIP
+    """
+    from simlabel.labels.suspects import SuspectsConfig
+    from simlabel.labels.suspects import find_suspects as find
+
+    cfg = config or SuspectsConfig()
+    predictor = (oof_predictor(oof_head(device), folds=folds, seed=cfg.seed, top=None)
+                 if cfg.method in ("cleanlab", "both") else None)
+    return find(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col, all_items=all_items)
 
 
 def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":

@@ -324,17 +324,15 @@ def side_info(
     then: simlabel train --emb emb/ --labels weighted.csv --weight-col weight --out model/
     """
     from simlabel.catalog import load_catalog
-    from simlabel.heads import HeadConfig
     from simlabel.labels.side_info import side_info_weights
-    from simlabel.training import oof_predictor
+    from simlabel.training import oof_head, oof_predictor
 
     cfg = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, index=index_kind, combine=combine,
                          keyword_weight=keyword_weight, stage2_folds=folds)
     texts = load_catalog(catalog, require=("id",)).texts(text_col) if stage == 2 and catalog is not None else None
     predictor = None
     if stage == 2:
-        head = HeadConfig(head="mlp", patience=8, max_epochs=100, device=device)
-        predictor = oof_predictor(head, folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
+        predictor = oof_predictor(oof_head(device), folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
     table = side_info_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts, predictor=predictor,
                               out=out, device=device, log=log, label_col=label_col, graph=graph)
     w = table["weight"]
@@ -424,18 +422,12 @@ def suspects(
     Example: simlabel suspects --emb emb/ --labels catalog.csv --label-col article_type --out suspects.csv --html suspects.html
     then: simlabel review suspects.csv --catalog catalog.csv
     """
-    from simlabel.heads import HeadConfig
-    from simlabel.labels.suspects import find_suspects
-    from simlabel.training import oof_predictor
+    from simlabel.training import find_suspects
 
     threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
     cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed)
-    predictor = None
-    if method in ("cleanlab", "both"):
-        head = HeadConfig(head="mlp", patience=8, max_epochs=100, device=device)
-        predictor = oof_predictor(head, folds=folds, seed=seed, top=None)
-    table = find_suspects(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col,
-                          all_items=all_items)
+    table = find_suspects(emb, labels, cfg, graph=graph, out=out, label_col=label_col, all_items=all_items, folds=folds,
+                          device=device)
     summary = table.attrs["summary"]
     shown = table[table["rank"].notna()]
     say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"

@@ -49,7 +49,7 @@ from simlabel.labels.side_info import (
 from simlabel.metrics import topk_accuracy
 from simlabel.progress import task
 from simlabel.semantics.categories import category_semantics, read_overrides
-from simlabel.training import oof_predictor
+from simlabel.training import oof_head, oof_predictor
 
 METHODS = ("baseline", "stage1", "stage1+stage2", "oracle-clean")
 
@@ -79,7 +79,7 @@ class SideInfoExperimentConfig:
     split_seed: int = 0
     image_model: str = "efficientnet-lite0"
     text_model: str = "minilm"
-    head: HeadConfig = field(default_factory=lambda: HeadConfig(head="mlp", patience=8, max_epochs=100))
+    head: HeadConfig = field(default_factory=oof_head)
     device: str = "auto"
     limit: int | None = None
     #: stage 1's neighbours read from a k-NN graph of the image embeddings (a folder made by
