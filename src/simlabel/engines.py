@@ -689,8 +689,8 @@ def probe_pays(model_version: str, n_items: int, *, backend: str = "auto", preci
 
     an upper bound (decoding shares the cores, so end to end saves less). The probe runs only when that exceeds
     :math:`t_p`. Without cached speeds it runs on catalogs of :data:`PROBE_MIN_ITEMS` images or more. Measured on
-    a 2-core AVX512-BF16 machine (RESULTS.md §14): a probe of 25-35 s against a saving of at most 3.4 ms an
-    image, so about 10,000 images before it pays.
+    a 2-core AVX512-BF16 machine (RESULTS.md §14): a first probe of about 50 s (speed measurements included)
+    against at most 3.2 ms saved an image on fashion-products, so about 15,000 images before it pays there.
     """
     flags = cpu_flags() if flags is None else flags
     speeds = _read_speeds(_speeds_path(model_version, flags))

@@ -68,7 +68,7 @@ def embed(
 
     Images that cannot be read are listed in OUT/errors.csv (id, path, reason) and
     the run goes on; run the same command again after a crash to finish it.
-    Cost: image decoding and the model, about 180-290 images/s on 2 cores at fp32 (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first on catalogs of 2,000+ images (15-25 s), but only on a CPU with VNNI, AVX512-BF16 or AMX: without them no reduced precision can win, and ONNX Runtime fp32 runs at once.
+    Cost: image decoding and the model, about 180-290 images/s on 2 cores at fp32 (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first (about 50 s on 2 cores the first time, on a catalog of 2,000+ images; later only where the fastest engine can save more than the last probe cost), and only on a CPU with VNNI, AVX512-BF16 or AMX: without them no reduced precision can win, and ONNX Runtime fp32 runs at once.
 
     Example: simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
     """
