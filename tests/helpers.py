@@ -143,3 +143,12 @@ def check_page(page: Path, shots: Path, *, width: int = 1280) -> dict:
     assert facts["bodyWidth"] <= facts["viewport"], f"{page}: the body overflows ({facts['bodyWidth']} > {facts['viewport']} px)"
     assert (shots / (Path(page).stem + ".png")).stat().st_size > 0
     return facts
+
+
+def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, seed: int = 0):
+    """Well-separated Gaussian blobs, ``n_per`` rows of each class: ``(X float32, y)``."""
+    rng = np.random.default_rng(seed)
+    centres = rng.standard_normal((len(classes), dim)) * 2
+    X = np.concatenate([c + spread * rng.standard_normal((n_per, dim)) for c in centres]).astype(np.float32)
+    y = np.repeat(classes, n_per)
+    return X, y

@@ -15,14 +15,7 @@ from simlabel.heads import (
     out_of_fold_proba,
 )
 from simlabel.metrics import top_k_predictions
-
-
-def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, seed: int = 0):
-    rng = np.random.default_rng(seed)
-    centres = rng.standard_normal((len(classes), dim)) * 2
-    X = np.concatenate([c + spread * rng.standard_normal((n_per, dim)) for c in centres]).astype(np.float32)
-    y = np.repeat(classes, n_per)
-    return X, y
+from tests.helpers import blobs
 
 
 @pytest.mark.parametrize("head", ["linear", "mlp"])
@@ -34,7 +27,7 @@ def test_fits_separable_data_and_round_trips(tmp_path: Path, head: str) -> None:
     assert proba.shape == (180, 3) and np.allclose(proba.sum(axis=1), 1)
     clf.save(tmp_path / "m")
     again = EmbeddingClassifier.load(tmp_path / "m")
-    assert again.classes_ == ["a", "b", "c"]
+    assert list(again.classes_) == ["a", "b", "c"]
     assert np.allclose(again.predict_proba(X), proba, atol=1e-6)
 
 
@@ -65,7 +58,9 @@ def test_validation_errors() -> None:
         EmbeddingClassifier().fit(np.zeros((3, 2)), ["a", "a", "a"])
     with pytest.raises(ValueError, match="head"):
         HeadConfig(head="resnet")
-    with pytest.raises(RuntimeError, match="not fitted"):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError, match="not fitted"):
         EmbeddingClassifier().predict(np.zeros((1, 2)))
 
 

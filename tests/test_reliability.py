@@ -216,7 +216,7 @@ def test_bad_sample_weights_name_the_file_and_line(tmp_path: Path, cell: str, me
     df["weight"] = "0"
     df.to_csv(tmp_path / "w.csv", index=False)
     r = runner.invoke(app, ["train", "--emb", str(tmp_path / "e"), "--labels", str(tmp_path / "w.csv"), "--weight-col", "weight", "--out", str(tmp_path / "m")])
-    assert r.exit_code == 1 and "every sample weight is 0" in r.output
+    assert r.exit_code == 1 and "every sample weight is 0 (all weights zero)" in r.output
     assert not (tmp_path / "m").exists()
 
 

@@ -31,13 +31,15 @@ from __future__ import annotations
 import copy
 import os
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
 
 import numpy as np
 import torch
 import torch.nn as nn
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.encoders.base import resolve_device, resolve_precision
@@ -193,7 +195,7 @@ def check_sample_weights(w: np.ndarray, where: Callable[[int], str] | None = Non
         more = f" ({len(bad)} such rows)" if len(bad) > 1 else ""
         raise InputError(f"{name}: sample weight {float(w[i])!r} is not a finite number >= 0{more}")
     if len(w) and not (w > 0).any():
-        raise InputError("every sample weight is 0: there is nothing to train on")
+        raise InputError("every sample weight is 0 (all weights zero): there is nothing to train on")
 
 
 def stratified_split(t: np.ndarray, n_val: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -233,33 +235,71 @@ def keep_every_class(t: np.ndarray, train: np.ndarray, val: np.ndarray) -> tuple
     return train, val
 
 
-@dataclass
-class EmbeddingClassifier:
-    """A dense, MLP or attention-fusion head over frozen embeddings. See the module docstring."""
+class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
+    """A dense, MLP or attention-fusion head over frozen embeddings, as a scikit-learn classifier.
 
-    config: HeadConfig = field(default_factory=HeadConfig)
-    classes_: list[str] = field(default_factory=list)
-    history_: list[dict] = field(default_factory=list)
-    best_epoch_: int = -1
-    dim_: int = 0
-    input_dims_: list[int] = field(default_factory=list)
-    logistic_: bool = False
-    module_: object = None
-    #: what went wrong but not fatally (no validation improvement after the first epoch, ...)
-    warnings_: list[str] = field(default_factory=list)
-    #: classes with too few rows to hold any out for validation: trained on, not validated
-    classes_without_validation_: list[str] = field(default_factory=list)
-    #: how the epochs' progress is labelled (``train``; an experiment names its model)
-    progress_label: str = "train"
-    #: the precision training ran in (``fp32`` or ``bf16``; ``config.precision`` resolved)
-    precision_: str = "fp32"
-    #: sorted 64-bit hashes of the ids trained on (set by :func:`simlabel.training.train`), saved
-    #: as ``training_ids.npy`` so that an evaluation can find its ids among them
+    See the module docstring for the heads and the training. ``sklearn.base.clone``,
+    ``cross_val_score`` and ``Pipeline`` take it as they take ``LogisticRegression``.
+
+    Parameters
+    ----------
+    config : HeadConfig, optional
+        Every hyper-parameter of the head and its training (:class:`HeadConfig`; ``None``: its
+        defaults). One object, so that the CLI, the experiments and ``config.json`` share it.
+    progress_label : str
+        How the epochs' progress is labelled (``train``; an experiment names its model).
+
+    Attributes
+    ----------
+    classes_ : ndarray of str
+        The classes, in the order of :meth:`predict_proba`'s columns.
+    config_ : HeadConfig
+        The configuration the head was trained with (``config`` or the defaults).
+    module_ : torch.nn.Module
+        The trained head, on the CPU.
+    n_features_in_, dim_ : int
+        The width of ``X``.
+    input_dims_ : list of int
+        The widths of the concatenated inputs (the fusion head's modalities).
+    logistic_ : bool
+        Two classes with cross-entropy: one logistic output (paper 000), not a softmax of two.
+    history_ : list of dict
+        Per epoch: ``train_loss`` and, with a validation split, ``val_loss`` and ``val_accuracy``.
+    best_epoch_ : int
+        The epoch whose weights were kept.
+    precision_ : str
+        The precision training ran in (``fp32`` or ``bf16``; ``config.precision`` resolved).
+    warnings_ : list of str
+        What went wrong but not fatally (no validation improvement after the first epoch, ...).
+    classes_without_validation_ : list of str
+        Classes with too few rows to hold any out for validation: trained on, not validated.
+    training_ids_ : ndarray of uint64 or None
+        Sorted 64-bit hashes of the ids trained on (set by :func:`simlabel.training.train`),
+        saved as ``training_ids.npy`` so that an evaluation can find its ids among them.
+
+    Examples
+    --------
+    >>> from sklearn.model_selection import cross_val_score
+    >>> clf = EmbeddingClassifier(HeadConfig(head="linear", max_epochs=50))
+    >>> scores = cross_val_score(clf, X, y, cv=3)  # doctest: +SKIP
+    """
+
+    #: set by :func:`simlabel.training.train`; ``None`` for a head fitted directly
     training_ids_: np.ndarray | None = None
+
+    def __init__(self, config: HeadConfig | None = None, progress_label: str = "train") -> None:
+        self.config = config
+        self.progress_label = progress_label
 
     @property
     def binary(self) -> bool:
         return len(self.classes_) == 2
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False  # dense embeddings only
+        tags.non_deterministic = False  # seeded: the same config gives the same head
+        return tags
 
     def fit(
         self,
@@ -280,21 +320,24 @@ class EmbeddingClassifier:
         the concatenated inputs in ``X`` (e.g. ``[1280, 384]`` for image + title), needed by the
         fusion head.
         """
-        cfg = self.config
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        y = np.asarray(y).astype(str)
-        if X.ndim != 2 or len(X) != len(y):
-            raise InputError(f"X must be (n, d) with one label per row; got X {X.shape}, y {y.shape}")
-        if not np.isfinite(X).all():
-            raise InputError("X has NaN or infinite values")
+        from sklearn.utils.multiclass import check_classification_targets
+        from sklearn.utils.validation import validate_data
+
+        self.config_ = cfg = self.config if self.config is not None else HeadConfig()
+        # scikit-learn's validation: finite float32 (n, d), one label per row (a column vector warns), n_features_in_
+        X, y = validate_data(self, X, y, dtype=np.float32, order="C", ensure_min_samples=1)
+        check_classification_targets(y)
         self.input_dims_ = [int(d) for d in input_dims] if input_dims else [X.shape[1]]
         if sum(self.input_dims_) != X.shape[1]:
             raise InputError(f"input_dims {self.input_dims_} do not add up to the width of X ({X.shape[1]})")
-        self.classes_ = sorted(set(y)) if classes is None else [str(c) for c in classes]
+        if classes is None:
+            self.classes_ = np.unique(y)  # the labels' own type, as scikit-learn's classifiers keep it
+        else:  # simlabel's label files: classes named as text
+            self.classes_, y = np.asarray([str(c) for c in classes], dtype=object), y.astype(str)
         if len(self.classes_) < 2:
-            raise InputError(f"need at least two classes to train; got {self.classes_}")
+            raise InputError(f"need at least two classes to train (got one class: {list(self.classes_)})")
         code = {c: i for i, c in enumerate(self.classes_)}
-        unknown = sorted(set(y) - set(code))
+        unknown = sorted(map(str, set(y) - set(code)))
         if unknown:
             raise InputError(f"labels not in classes: {unknown[:5]}")
         n_cls = len(self.classes_)
@@ -307,9 +350,12 @@ class EmbeddingClassifier:
         # paper 000's logistic output for two classes; soft targets and focal loss need the softmax
         self.logistic_ = self.binary and target_at is None and cfg.loss == "ce"
         t = np.array([code[v] for v in y], dtype=np.int64)
-        w = np.ones(len(y), np.float32) if sample_weight is None else np.asarray(sample_weight, np.float32)
-        if len(w) != len(y):
-            raise InputError(f"{len(w)} sample weights for {len(y)} rows")
+        if sample_weight is None:
+            w = np.ones(len(y), np.float32)
+        else:
+            from sklearn.utils.validation import _check_sample_weight
+
+            w = _check_sample_weight(sample_weight, X, dtype=np.float32)  # 1-D, one per row, named errors
         check_sample_weights(w)
         self.warnings_, self.classes_without_validation_ = [], []
         if X_val is None and cfg.val_frac > 0:
@@ -323,7 +369,7 @@ class EmbeddingClassifier:
                 perm = np.random.default_rng(cfg.seed).permutation(len(t))
                 idx_tr, idx_va = np.sort(perm[n_val:]), np.sort(perm[:n_val])
                 idx_tr, idx_va = keep_every_class(t, idx_tr, idx_va)
-                self.classes_without_validation_ = [self.classes_[c] for c in range(n_cls) if counts[c] and not (t[idx_va] == c).any()]
+                self.classes_without_validation_ = [str(self.classes_[c]) for c in range(n_cls) if counts[c] and not (t[idx_va] == c).any()]
             if len(idx_va) == 0:
                 self.warnings_.append("too few labelled rows to hold any out for validation: trained for the full "
                                       f"{cfg.max_epochs} epochs without early stopping")
@@ -345,7 +391,7 @@ class EmbeddingClassifier:
             Xv = tv = wv = None
 
         device = resolve_device(cfg.device)
-        self.dim_ = X.shape[1]
+        self.dim_ = self.n_features_in_ = X.shape[1]
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(cfg.seed)
             module = _build_module(cfg, self.input_dims_, 1 if self.logistic_ else n_cls).to(device)
@@ -353,7 +399,7 @@ class EmbeddingClassifier:
         return self
 
     def _train(self, module, device, X, t, w, Xv, tv, wv, target_at, n_cls) -> None:
-        cfg = self.config
+        cfg = self.config_
         self.precision_ = resolve_precision(cfg.precision, device)
         amp = torch.autocast(device_type=device, dtype=torch.bfloat16, enabled=self.precision_ == "bf16")
         opt = AdamW(module.parameters(), lr=cfg.learning_rate, weight_decay=cfg.weight_decay)
@@ -380,7 +426,7 @@ class EmbeddingClassifier:
             Xvt, tvt, wvt = (torch.from_numpy(a).to(device) for a in (Xv, tv, wv))
         gen = torch.Generator().manual_seed(cfg.seed)
         best, best_state, bad_epochs = float("inf"), None, 0
-        self.history_ = []
+        self.history_, self.best_epoch_ = [], -1
         tm, tm_source = None, None
         with task(self.progress_label, cfg.max_epochs, unit="epochs") as bar:
             for epoch in range(cfg.max_epochs):
@@ -440,11 +486,11 @@ class EmbeddingClassifier:
         self.module_ = module.cpu()
 
     def decision_scores(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
-        if self.module_ is None:
-            raise RuntimeError("the classifier is not fitted")
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.ndim != 2 or X.shape[1] != self.dim_:
-            raise InputError(f"X must be (n, {self.dim_}); got {X.shape}")
+        """The head's raw outputs: ``(n, 1)`` logits for a logistic head, else ``(n, n_classes)``."""
+        from sklearn.utils.validation import validate_data
+
+        check_is_fitted(self, "module_")
+        X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32, reset=False, ensure_min_samples=0))
         outs = []
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
@@ -462,7 +508,9 @@ class EmbeddingClassifier:
         return e / e.sum(axis=1, keepdims=True)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return np.asarray(self.classes_, dtype=object)[self.predict_proba(X).argmax(axis=1)]
+        """The most probable class of each row."""
+        best = self.predict_proba(X).argmax(axis=1)  # first: an unfitted head says so before classes_ is read
+        return self.classes_[best]
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:
@@ -471,11 +519,12 @@ class EmbeddingClassifier:
         The folder is built beside ``path`` and swapped in whole (:func:`simlabel.files.atomic_dir`)
         under a lock on ``path``, so a reader never pairs one run's weights with another's config.
         """
+        check_is_fitted(self, "module_")
         path = Path(path)
         meta = {
             "kind": "EmbeddingClassifier",
-            "config": asdict(self.config),
-            "classes": self.classes_,
+            "config": asdict(self.config_),
+            "classes": [str(c) for c in self.classes_],
             "dim": self.dim_,
             "input_dims": self.input_dims_,
             "logistic": self.logistic_,
@@ -501,15 +550,17 @@ class EmbeddingClassifier:
             raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
         meta = read_json(path / "config.json", "model config")
         cfg = HeadConfig(**meta["config"])
-        clf = cls(
-            config=cfg,
-            classes_=list(meta["classes"]),
-            history_=meta.get("history", []),
-            best_epoch_=meta.get("best_epoch", -1),
-            dim_=int(meta["dim"]),
-            input_dims_=[int(d) for d in meta.get("input_dims", [meta["dim"]])],
-            logistic_=bool(meta.get("logistic", len(meta["classes"]) == 2)),
-        )
+        clf = cls(config=cfg)
+        clf.config_ = cfg
+        clf.classes_ = np.asarray([str(c) for c in meta["classes"]], dtype=object)
+        clf.history_ = meta.get("history", [])
+        clf.best_epoch_ = meta.get("best_epoch", -1)
+        clf.dim_ = clf.n_features_in_ = int(meta["dim"])
+        clf.input_dims_ = [int(d) for d in meta.get("input_dims", [meta["dim"]])]
+        clf.logistic_ = bool(meta.get("logistic", len(meta["classes"]) == 2))
+        clf.warnings_ = list(meta.get("warnings", []))
+        clf.classes_without_validation_ = list(meta.get("classes_without_validation", []))
+        clf.precision_ = meta.get("precision", "fp32")
         module = _build_module(cfg, clf.input_dims_, 1 if clf.logistic_ else len(clf.classes_))
         module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
         module.eval()
@@ -567,29 +618,62 @@ def _as_binary(Y: np.ndarray, n: int) -> np.ndarray:
     return Y.astype(np.float32)
 
 
-@dataclass
-class MultiLabelClassifier:
-    """The one multi-label head on frozen embeddings (scikit-learn style ``fit`` / ``predict_proba``).
+class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
+    """The one multi-label head on frozen embeddings, as a scikit-learn multi-label classifier.
 
     With ``init`` (a fitted :class:`MultiLabelClassifier` or a torch module), :meth:`fit`
     continues from a copy of it: fine-tuning, as paper 004's Baseline 1. The module
     (``module_``) maps ``(n, d)`` to ``(n, L)`` logits; SELF-ML trains it further jointly.
     Deterministic for a given ``seed``; the caller's global torch RNG is left untouched.
+
+    Parameters
+    ----------
+    config : MultiLabelHeadConfig, optional
+        The head and its training (``None``: the defaults).
+    threshold : float
+        :meth:`predict` sets a label where its probability reaches this.
+    progress_label : str
+        How the epochs' progress is labelled.
+
+    Attributes
+    ----------
+    classes_ : ndarray of int
+        ``0 .. L-1``, one per column of ``Y``.
+    config_ : MultiLabelHeadConfig
+        The configuration trained with.
+    module_ : torch.nn.Module
+        ``(n, d)`` to ``(n, L)`` logits.
+    n_features_in_ : int
+        The width of ``X``.
+    history_ : list of dict
+        The mean loss of each epoch.
+
+    Examples
+    --------
+    >>> clf = MultiLabelClassifier(MultiLabelHeadConfig(epochs=30)).fit(X, Y)  # doctest: +SKIP
+    >>> P = clf.predict_proba(X)  # (n, L) independent label probabilities  # doctest: +SKIP
     """
 
-    config: MultiLabelHeadConfig = field(default_factory=MultiLabelHeadConfig)
-    module_: nn.Module | None = None
-    history_: list[dict] = field(default_factory=list)
-    #: how the epochs' progress is labelled
-    progress_label: str = "multi-label head"
+    def __init__(self, config: MultiLabelHeadConfig | None = None, threshold: float = 0.5,
+                 progress_label: str = "multi-label head") -> None:
+        self.config = config
+        self.threshold = threshold
+        self.progress_label = progress_label
+
+    def __sklearn_tags__(self):
+        tags = super().__sklearn_tags__()
+        tags.input_tags.sparse = False
+        tags.target_tags.multi_output = True
+        tags.classifier_tags.multi_label = True
+        return tags
 
     def fit(self, X: np.ndarray, Y: np.ndarray, *, init: "MultiLabelClassifier | nn.Module | None" = None) -> "MultiLabelClassifier":
         """Train on ``X`` ``(n, d)`` and 0/1 labels ``Y`` ``(n, L)`` for ``config.epochs`` epochs."""
-        cfg = self.config
-        X = np.ascontiguousarray(X, dtype=np.float32)
-        if X.ndim != 2 or not np.isfinite(X).all():
-            raise InputError(f"X must be a finite (n, d) matrix; got shape {X.shape}")
+        self.config_ = cfg = self.config if self.config is not None else MultiLabelHeadConfig()
+        X = _check_X(X)
         Yf = _as_binary(Y, len(X))
+        self.n_features_in_ = X.shape[1]
+        self.classes_ = np.arange(Yf.shape[1])
         device = resolve_device(cfg.device)
         rng = np.random.default_rng(cfg.seed)
         with torch.random.fork_rng(devices=[]):
@@ -620,16 +704,42 @@ class MultiLabelClassifier:
 
     def predict_proba(self, X: np.ndarray, batch_size: int = 65536) -> np.ndarray:
         """``sigmoid(logits)``: ``(n, L)`` float32 label probabilities."""
-        if self.module_ is None:
-            raise RuntimeError("the classifier is not fitted")
+        check_is_fitted(self, "module_")
         device = next(self.module_.parameters()).device
-        X = np.ascontiguousarray(X, dtype=np.float32)
+        X = _check_X(X)
+        if X.shape[1] != self.n_features_in_:
+            raise InputError(f"X must be (n, {self.n_features_in_}); got {X.shape}")
         parts = []
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
                 parts.append(torch.sigmoid(self.module_(torch.from_numpy(X[s : s + batch_size]).to(device))).cpu().numpy())
         n_out = self.module_(torch.zeros(1, X.shape[1], device=device)).shape[1] if not parts else parts[0].shape[1]
         return np.concatenate(parts).astype(np.float32) if parts else np.zeros((0, n_out), np.float32)
+
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        """``(n, L)`` 0/1 labels: each probability at or above ``threshold``."""
+        return (self.predict_proba(X) >= self.threshold).astype(np.int64)
+
+
+def _check_X(X) -> np.ndarray:
+    """``X`` as a C-contiguous finite float32 ``(n, d)`` matrix with at least one row and column (scikit-learn's
+    ``check_array``: its messages name what is wrong)."""
+    from sklearn.utils.validation import check_array
+
+    return np.ascontiguousarray(check_array(X, dtype=np.float32, accept_sparse=False, ensure_all_finite=True))
+
+
+def _check_Xy(X, y) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_check_X` and one label per row (``y`` 1-D)."""
+    X = _check_X(X)
+    y = np.asarray(y)
+    if y.ndim != 1 or len(y) != len(X):
+        if y.ndim == 2 and y.shape[1] == 1:
+            y = y.ravel()
+        else:
+            raise InputError(f"X must be (n, d) with one label per row; got X {X.shape}, y {y.shape}")
+    return X, y
 
 
 # -- out of fold --------------------------------------------------------------------------------

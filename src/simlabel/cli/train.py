@@ -90,7 +90,7 @@ def train(
                    inputs=inputs, fusion=fusion, smoothing=smooth, label_col=label_col, holdout=holdout,
                    on_holdout=holdout_overlap)
     stopped = "early stop" if len(clf.history_) < cfg.max_epochs else "no early stop: raise --epochs or --lr"
-    say(f"{clf.config.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss) on "
+    say(f"{clf.config_.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss) on "
         f"{len(clf.training_ids_):,} rows: best epoch {clf.best_epoch_} of {len(clf.history_)} ({stopped}) -> {out}")
 
 
