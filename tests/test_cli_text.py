@@ -94,3 +94,23 @@ def test_table_cells_and_titles_are_text() -> None:
     console.print(t)
     shown = console.export_text()
     assert "[b]shop[/b]" in shown and "dress[red]" in shown and "a\\x1bb" in shown  # the title wraps at the column
+
+
+def test_the_library_names_parameters_and_the_command_line_its_flags(tmp_path: Path) -> None:
+    from simlabel import SampleConfig, sample_labels
+    from simlabel.cli._common import as_flags, option_flags
+    from simlabel.cli.embed import embed as embed_command
+    from simlabel.errors import InputError
+
+    if not SLICE.exists():
+        pytest.skip("../shared/datasets is not beside this checkout")
+    with pytest.raises(InputError, match="^`holdout_frac` needs `holdout_out`"):  # Python: the parameters' names
+        sample_labels(SLICE, SampleConfig(holdout_frac=0.2), out=tmp_path / "s.csv")
+    res = runner.invoke(app, ["labels", "sample", str(SLICE), "--holdout-frac", "0.2", "--out", str(tmp_path / "s.csv")])
+    assert res.exit_code == 1 and res.output.startswith("error: --holdout-frac needs --holdout-out:"), res.output
+    flags = option_flags(embed_command)
+    assert flags["text_col"] == "--text-col" and flags["out"] == "--out" and flags["progress"] == "--progress"
+    # a parameter this command lacks, and a command to run, stay as written
+    said = "`text_col` 'x', `nothing`, or run `simlabel graph --k 10`"
+    assert as_flags(said, flags) == "--text-col 'x', `nothing`, or run `simlabel graph --k 10`"
+    assert as_flags(said) == said

@@ -28,7 +28,7 @@ def test_find_default_data(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> N
     monkeypatch.setenv("SIMLABEL_DATA", str(tmp_path))
     assert find_default_data() == tmp_path
     assert find_default_data(tmp_path) == tmp_path
-    with pytest.raises(DataNotFound, match="--data"):
+    with pytest.raises(DataNotFound, match="`data`"):
         find_default_data(tmp_path / "nope")
 
 

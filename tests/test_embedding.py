@@ -76,7 +76,7 @@ def test_title_embeddings_and_text_only_model(fashion_slice: Path, image_encoder
     assert only.modality == "text" and np.allclose(load_embeddings(tmp_path / "titles")[1], t, atol=1e-6)
     with pytest.raises(ValueError, match="text model"):
         embed(fashion_slice, tmp_path / "x", model="minilm", progress=False)
-    with pytest.raises(ValueError, match="--text-col 'nope'"):
+    with pytest.raises(ValueError, match="`text_col` 'nope'"):
         embed(fashion_slice, tmp_path / "y", image_encoder=image_encoder, text_col="nope", progress=False)
 
 

@@ -171,7 +171,7 @@ def test_auto_on_a_cpu_without_fast_units_is_fp32_at_once(real_pixels, monkeypat
 
 
 def test_check_engine_names_the_impossible_pairs():
-    for b, p, msg in (("onnx", "bf16", "bf16 runs on --backend openvino"), ("torch", "int8", "--backend torch runs fp32"),
+    for b, p, msg in (("onnx", "bf16", "bf16 runs on `backend` openvino"), ("torch", "int8", "`backend` torch runs fp32"),
                       ("cuda", "fp32", "backend must be one of"), ("onnx", "fp16", "precision must be one of")):
         with pytest.raises(InputError, match=msg):
             check_engine(b, p)

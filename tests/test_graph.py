@@ -53,7 +53,7 @@ def test_graph_matches_exact_search_and_excludes_self(tmp_path: Path):
 def test_graph_k_rules_and_truncation(tmp_path: Path):
     g = build_graph(_emb(), None, GraphConfig(k=6, recall_sample=0), progress=False)
     assert g.truncate(3).neighbors.tolist() == g.neighbors[:, :3].tolist()
-    with pytest.raises(InputError, match="holds k = 6 neighbours per row, but 10 are asked for; rebuild it with --k 10"):
+    with pytest.raises(InputError, match="holds k = 6 neighbours per row, but 10 are asked for; rebuild it with `simlabel graph --k 10`"):
         g.knn_positions(np.arange(3), 10)
     with pytest.raises(InputError, match="k = 300 needs more than 300 rows"):
         build_graph(_emb(), None, GraphConfig(k=300), progress=False)
@@ -150,7 +150,7 @@ def test_augment_and_propagate_give_the_same_labels_with_the_graph(tmp_path: Pat
     direct, _, _ = augment(e, seeds, k=10)
     via, _, _ = augment(e, seeds, k=10, graph=tmp_path / "g")
     pd.testing.assert_frame_equal(direct, via)
-    with pytest.raises(InputError, match="rebuild it with --k 20"):
+    with pytest.raises(InputError, match="rebuild it with `simlabel graph --k 20`"):
         augment(e, seeds, k=20, graph=g)
     p_direct, _ = propagate(e, seeds, k=10, steps=5)
     p_via, _ = propagate(e, seeds, k=10, steps=5, graph=g)
@@ -264,7 +264,7 @@ def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
     # an image found twice is one image: it is never its own neighbour under the other label
     dup = labels["id"].duplicated(keep=False)
     assert dup.sum() == 60 and not direct.loc[dup, "agreement"].isna().any()
-    with pytest.raises(InputError, match="rebuild it with --k 6"):
+    with pytest.raises(InputError, match="rebuild it with `simlabel graph --k 6`"):
         side_info_weights(store, labels, semantics=sem, config=cfg, graph=g.truncate(4))
     # the command passes --graph through
     from typer.testing import CliRunner

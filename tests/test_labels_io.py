@@ -51,7 +51,7 @@ def test_missing_labels_are_left_out_and_spellings_warn(tmp_path: Path) -> None:
         df = read_labels(p)
     messages = [str(w.message) for w in record]
     assert any("5 row(s) have no label" in m and "line 3" in m for m in messages)
-    assert any("'dress' / 'DRESS'" in m and "--normalize-labels" in m for m in messages)
+    assert any("'dress' / 'DRESS'" in m and "`normalize_labels`" in m for m in messages)
     assert df["id"].tolist() == ["a", "g", "h", "i", "j"] and set(df["label"]) == {"dress", "DRESS", "shirt"}
     with setting(NORMALIZE_LABELS):
         folded = read_labels(p)

@@ -46,7 +46,7 @@ def test_label_col_reads_a_catalog_file_or_folder(shop) -> None:
     a = read_labels(shop["catalog"], label_col="master_category")
     b = read_labels(shop["root"], label_col="master_category")  # the folder holds catalog.csv
     assert a[["id", "label"]].equals(b[["id", "label"]]) and a["label"].nunique() == 6
-    with pytest.raises(LabelFileError, match="--label-col"):
+    with pytest.raises(LabelFileError, match="`label_col`"):
         read_labels(shop["catalog"])  # the catalog has no `label` column: say which option picks one
     with pytest.raises(LabelFileError, match="is a folder with no catalog"):
         read_labels(shop["emb"])

@@ -178,7 +178,7 @@ def test_outputs_get_the_users_permissions(tmp_path: Path) -> None:
 def test_a_second_writer_fails_at_once_naming_the_holder_or_waits(tmp_path: Path) -> None:
     target = tmp_path / "out.csv"
     with exclusive(target):
-        with pytest.raises(LockedError, match=rf"being written by another simlabel process \(pid {os.getpid()} .*--wait"):
+        with pytest.raises(LockedError, match=rf"being written by another simlabel process \(pid {os.getpid()} .*`wait`"):
             with exclusive(target):
                 pass
         ids = store(tmp_path / "e")

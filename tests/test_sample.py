@@ -73,7 +73,7 @@ def test_sample_labels_holdout_is_disjoint_and_drawn_first(shop_catalog, tmp_pat
     rest = counts - pd.Series(held).reindex(counts.index).fillna(0)
     assert len(seeds) == sum(max(int(np.round(0.5 * n)), 1) for n in rest if n)
     assert set(seeds["label"]) == set(shop_catalog["table"]["master_category"]) and res.n_labelled == 60
-    with pytest.raises(InputError, match="--holdout-out"):
+    with pytest.raises(InputError, match="`holdout_out`"):
         sample_labels(shop_catalog["catalog"], SampleConfig(label_col="master_category", holdout_frac=0.2), out=tmp_path / "x.csv")
 
 

@@ -161,7 +161,7 @@ def test_partners_are_other_images_of_the_product(tmp_path):
     assert seen == {1, 2}
     assert s.partner(3, rng) is None and s.partner(4, rng) is None
     assert _Samples(cat, SSLConfig()).partner(0, rng) is None
-    with pytest.raises(InputError, match="--product-col 'sku' is not a column"):
+    with pytest.raises(InputError, match="`product_col` 'sku' is not a column"):
         _Samples(cat, SSLConfig(product_col="sku"))
 
 

@@ -64,7 +64,7 @@ def test_kill_and_resume_reaches_the_uninterrupted_weights(ssl_catalog: Path, tm
     assert not killed.exists() and (tmp_path / "killed.partial" / "checkpoint.pt").exists()
     assert torch.load(tmp_path / "killed.partial" / "checkpoint.pt", weights_only=False)["step"] == 2
 
-    with pytest.raises(InputError, match="interrupted run at step 2: pass --resume"):
+    with pytest.raises(InputError, match="interrupted run at step 2: pass `resume`"):
         train_ssl(ssl_catalog, killed, cfg, device="cpu", progress=False)
     with pytest.raises(InputError, match="other options"):
         train_ssl(ssl_catalog, killed, _tiny(lr=5e-4), device="cpu", progress=False, resume=True)
@@ -86,7 +86,7 @@ def test_split_run_and_resume_errors(ssl_catalog: Path, tmp_path: Path):
     assert part.steps == 2 and not out.exists()
     fresh = train_ssl(ssl_catalog, out, _tiny(), device="cpu", progress=False, restart=True)
     assert fresh.steps == 4 and out.is_dir()
-    with pytest.raises(InputError, match="--task-col 'kind' is not a column"):
+    with pytest.raises(InputError, match="`task_col` 'kind' is not a column"):
         train_ssl(ssl_catalog, tmp_path / "x", _tiny(task_col="kind"), device="cpu", progress=False)
 
 
@@ -155,7 +155,7 @@ def test_skill_spec_errors(tmp_path: Path):
         get_image_encoder(f"skill:{tmp_path / 'none'}", "cpu")
     (tmp_path / "half").mkdir()
     (tmp_path / "half.partial").mkdir()
-    with pytest.raises(ModelError, match="unfinished: resume it with --resume"):
+    with pytest.raises(ModelError, match="unfinished: resume it with `simlabel ssl train --resume`"):
         get_image_encoder(f"skill:{tmp_path / 'half'}", "cpu")
     with pytest.raises(InputError, match="needs a name or path"):
         get_image_encoder("skill", "cpu")

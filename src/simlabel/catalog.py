@@ -69,7 +69,7 @@ class Catalog:
     def image_paths(self) -> np.ndarray:
         """Absolute image paths (as strings), one per row."""
         if "image" not in self.table.columns:
-            raise CatalogError(f"{self._name()}: no 'image' column (map one with --image-col)")
+            raise CatalogError(f"{self._name()}: no 'image' column (map one with `image_col`)")
         root = str(self.root)
         images = self.table["image"].astype(str)
         # os.path.join keeps absolute paths as they are, which is the contract.
@@ -293,7 +293,7 @@ def clean_label_values(values: pd.Series, source: str, *, normalize: bool | None
         shown = "; ".join(" / ".join(repr(f) for f in forms) for forms in clashes.head(5))
         more = f" and {len(clashes) - 5} more" if len(clashes) > 5 else ""
         warnings.warn(f"{source}: labels spelt more than one way (case or spaces): {shown}{more}; they are different "
-                      "classes unless you pass --normalize-labels", SimlabelWarning, stacklevel=2)
+                      "classes unless you pass `normalize_labels`", SimlabelWarning, stacklevel=2)
     return text
 
 

@@ -129,7 +129,7 @@ def run_demo(
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": label_col} if label_col else None)
     if "label" not in catalog.table.columns:
-        raise CatalogError(f"{catalog.path}: the demo needs a label column (map one with --label-col)")
+        raise CatalogError(f"{catalog.path}: the demo needs a label column (map one with `label_col`)")
     run_dir = Path(out) if out else default_run_dir(catalog, model)
     emb_dir = run_dir / "embeddings"
     result = embed(catalog, emb_dir, model=model, device=device, progress=progress)

@@ -41,7 +41,7 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None):
     try:
         import ray
     except ImportError as e:
-        raise InputError("--engine ray needs Ray: pip install 'simlabel[ray]'") from e
+        raise InputError("`engine` ray needs Ray: pip install 'simlabel[ray]'") from e
     if ray.is_initialized():
         return ray, False
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")

@@ -155,10 +155,10 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
         if diff:
             raise StoreError(
                 f"{out} holds a different embedding job ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
-                "use another --out folder, or --overwrite to start again"
+                "use another `out` folder, or `overwrite` to start again"
             )
     elif out.exists() and list_shards(out):
-        raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another --out folder or --overwrite")
+        raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another `out` folder or `overwrite`")
     out.mkdir(parents=True, exist_ok=True)
     if path.exists():
         manifest["retry_shards"] = old.get("retry_shards", [])
@@ -589,14 +589,14 @@ def embed(
     family, _ = parse_spec(model)
     image_mode = image_encoder is not None or is_image_model(model)
     if not image_mode and not text_col:
-        raise InputError(f"{model!r} is a text model: name the text column to embed with text_col= (--text-col)")
+        raise InputError(f"{model!r} is a text model: name the text column to embed with `text_col`")
     require = ("id", "image") if image_mode else ("id",)
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, columns=columns, require=require)
     if len(cat) == 0:
         raise CatalogError(f"{cat.path or 'catalog'}: has no rows to embed")
     if text_col and text_col not in cat.table.columns:
         cols = ", ".join(map(str, cat.table.columns))
-        raise InputError(f"{cat.path or 'catalog'}: --text-col {text_col!r} is not a column; columns are {cols}")
+        raise InputError(f"{cat.path or 'catalog'}: `text_col` {text_col!r} is not a column; columns are {cols}")
     workers = default_workers() if workers is None else workers
     ids = cat.ids
     common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite,
@@ -638,8 +638,8 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
 
                     from simlabel.errors import SimlabelWarning
 
-                    warnings.warn(f"{model} has no exported ONNX model here (device {device}): --backend {backend} "
-                                  f"--precision {precision} cannot run; embedding with torch fp32", SimlabelWarning,
+                    warnings.warn(f"{model} has no exported ONNX model here (device {device}): `backend` {backend} "
+                                  f"`precision` {precision} cannot run; embedding with torch fp32", SimlabelWarning,
                                   stacklevel=2)
         enc = image_encoder
         paths = cat.image_paths()

@@ -72,16 +72,16 @@ def parse_gate(text: str) -> dict:
         name, sep, value = part.partition("=")
         name = name.strip()
         if not sep or name not in GATE_NAMES:
-            raise InputError(f"--gate takes name=value pairs with names among {', '.join(GATE_NAMES)}; got {part!r}")
+            raise InputError(f"`gate` takes name=value pairs with names among {', '.join(GATE_NAMES)}; got {part!r}")
         if name == "recall_at_10" and value.strip().lower() == "noise":
             gate[name] = "noise"
             continue
         try:
             number = float(value)
         except ValueError:
-            raise InputError(f"--gate {name} must be a number; got {value.strip()!r}") from None
+            raise InputError(f"`gate` {name} must be a number; got {value.strip()!r}") from None
         if not (number >= 0 and (name == "sigmas" or number <= 1)):
-            raise InputError(f"--gate {name} must be {'>= 0' if name == 'sigmas' else 'in [0, 1]'}; got {number:g}")
+            raise InputError(f"`gate` {name} must be {'>= 0' if name == 'sigmas' else 'in [0, 1]'}; got {number:g}")
         gate[name] = number
     return gate
 
@@ -92,9 +92,9 @@ def check_engine(backend: str, precision: str) -> None:
     if precision not in PRECISIONS:
         raise InputError(f"precision must be one of {', '.join(PRECISIONS)}; got {precision!r}")
     if backend == "onnx" and precision == "bf16":
-        raise InputError("bf16 runs on --backend openvino (ONNX Runtime's CPU provider has no bf16 kernels)")
+        raise InputError("bf16 runs on `backend` openvino (ONNX Runtime's CPU provider has no bf16 kernels)")
     if backend == "torch" and precision not in ("auto", "fp32"):
-        raise InputError("--backend torch runs fp32; reduced precisions run on onnx (int8) or openvino (bf16, int8)")
+        raise InputError("`backend` torch runs fp32; reduced precisions run on onnx (int8) or openvino (bf16, int8)")
 
 
 def cpu_rules_out(flags: str | None = None) -> str | None:
@@ -134,7 +134,7 @@ class OpenVinoEngine:
         try:
             import openvino as ov
         except ImportError as e:
-            raise ModelError("--backend openvino needs the openvino package (pip install 'simlabel[openvino]')") from e
+            raise ModelError("`backend` openvino needs the openvino package (pip install 'simlabel[openvino]')") from e
         self.path, self.precision, self.backend = Path(path), precision, "openvino"
         core = ov.Core()
         config = {"INFERENCE_PRECISION_HINT": "bf16" if precision == "bf16" else "f32",
@@ -820,7 +820,7 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
         calib = Calibration(X[:half], ids[:half], 0)
         if old.get("calibration") and calib.key != old["calibration"]:
             raise StoreError(f"{out}: was started with an int8 model calibrated on other images ({old['calibration']}); "
-                             "finish it with the same catalog, or --overwrite")
+                             "finish it with the same catalog, or `overwrite`")
         int8 = quantize_int8(fp32_path, calib)
         enc.use_engine(make_engine(b, "int8", fp32_path, threads, int8), b, "int8", old.get("calibration") or "")
         return ({"backend": b, "precision": "int8", "reason": "the store was started with it",

@@ -372,7 +372,7 @@ def exclusive(target: str | os.PathLike, *, wait: bool | None = None, poll: floa
             os.close(fd)
             if not wait:
                 raise LockedError(f"{target} is being written by another simlabel process ({holder}); "
-                                  "wait for it to finish, or pass --wait") from None
+                                  "wait for it to finish, or pass `wait`") from None
             time.sleep(poll)
             continue
         try:  # the holder before us may have removed the file as it let go: then lock the new one

@@ -167,7 +167,7 @@ class KnnGraph:
         """A method asking for more neighbours than the graph holds is an error naming the fix."""
         if k > self.k:
             raise InputError(f"the graph {self.meta.get('path', '')} holds k = {self.k} neighbours per row, but {k} are "
-                             f"asked for; rebuild it with --k {k} or more")
+                             f"asked for; rebuild it with `simlabel graph --k {k}` (or more)")
 
     def truncate(self, k: int) -> KnnGraph:
         """The graph of the ``k`` best neighbours of each row (``k <= self.k``)."""
@@ -372,7 +372,7 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
         return _build(e, None, cfg, meta, progress)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out takes a graph folder")
+        raise InputError(f"{out} is a file; `out` takes a graph folder")
     with exclusive(out):
         done = _start(out, meta, e.ids)
         if done is not None:
@@ -392,7 +392,7 @@ def _start(out: Path, meta: dict, ids: np.ndarray) -> KnnGraph | None:
         old = read_json(meta_path, "graph metadata")
         if not _same_job(old, meta):
             raise StoreError(f"{out} holds a graph of other options or embeddings (k {old.get('k')}, "
-                             f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another --out "
+                             f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another `out` "
                              "or delete it")
         if old.get("state") == "complete":
             return load_graph(out)

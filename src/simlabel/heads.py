@@ -449,7 +449,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                 record = {"epoch": epoch, "train_loss": float(total) / max(1, len(perm))}
                 if not np.isfinite(record["train_loss"]):
                     raise InputError(f"training diverged at epoch {epoch} (loss {record['train_loss']}): "
-                                     "lower the learning rate (--lr) or check the sample weights")
+                                     "lower the learning rate (`lr`) or check the sample weights")
                 shown = {"loss": f"{record['train_loss']:.4f}"}
                 if Xv is not None:
                     module.eval()

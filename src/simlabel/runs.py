@@ -35,7 +35,7 @@ def find_default_data(data: str | os.PathLike | None = None) -> Path:
     if data:
         p = Path(data)
         if not p.exists():
-            raise DataNotFound(f"--data {p}: not found")
+            raise DataNotFound(f"`data` {p}: not found")
         return p
     if os.environ.get(DATA_ENV):
         p = Path(os.environ[DATA_ENV])
@@ -49,7 +49,7 @@ def find_default_data(data: str | os.PathLike | None = None) -> Path:
         if (c / "catalog.csv").exists():
             return c.resolve()
     raise DataNotFound(
-        "no data found: pass --data PATH (a catalog file or a folder with catalog.csv), "
+        "no data found: pass `data` (a catalog file or a folder with catalog.csv), "
         f"or set ${DATA_ENV}; by default simlabel looks for ../shared/datasets/{DEFAULT_DATASET}"
     )
 

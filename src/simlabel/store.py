@@ -186,7 +186,7 @@ def check_complete(path: str | os.PathLike) -> dict | None:
         raise StoreError(
             f"{folder}: incomplete embedding store: {done} of {len(expected)} shards written ({rows:,} of {n:,} rows); "
             f"the embed job was interrupted or is still running. Finish it with `simlabel embed {source} --out {folder}` "
-            "(the same command resumes), or pass --allow-partial to read what is there"
+            "(the same command resumes), or pass `allow_partial` to read what is there"
         )
     return m
 

@@ -119,7 +119,7 @@ def holdouts_named_by(label_files: Sequence[str | os.PathLike | pd.DataFrame]) -
         hit = next((c for c in candidates if c.is_file()), None)
         if hit is None:
             warnings.warn(f"{summary} names the holdout {name}, which is not there: its ids cannot be kept out of "
-                          "training (give it with --holdout)", SimlabelWarning, stacklevel=3)
+                          "training (give it with `holdout`)", SimlabelWarning, stacklevel=3)
             continue
         found.append(hit)
     return found
@@ -171,7 +171,7 @@ def load_features(
     if inputs not in INPUTS:
         raise InputError(f"inputs must be one of {', '.join(INPUTS)}; got {inputs!r}")
     if inputs != "image" and text_emb is None:
-        raise InputError(f"inputs {inputs!r} need text embeddings (--text-emb DIR, e.g. EMB_DIR/text)")
+        raise InputError(f"inputs {inputs!r} need text embeddings (`text_emb`, e.g. EMB_DIR/text)")
     if inputs == "text":
         text = as_embeddings(text_emb)
         return text, [text.dim]

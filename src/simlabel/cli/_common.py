@@ -39,14 +39,44 @@ def printable(text: object) -> Text:
     return Text(s)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print ``error: message`` on stderr and exit with ``code``."""
-    console.print(Text.assemble(("error:", "bold red"), " ", printable(message)), highlight=False, soft_wrap=True)
+def as_flags(message: object, flags: dict[str, str] | None = None) -> str:
+    """A library message as the command line says it: the library names a parameter in backticks (`text_col`),
+    and a parameter of the running command is its flag here (--text-col; ``flags``: :func:`option_flags`).
+    Other backticked text (a command to run, a parameter this command does not have) is left as it is."""
+    import re
+
+    text = str(message)
+    if not flags or "`" not in text:
+        return text
+    return re.sub(r"`([A-Za-z_][A-Za-z0-9_]*)`", lambda m: flags.get(m.group(1), m.group(0)), text)
+
+
+def option_flags(fn: Callable[..., Any]) -> dict[str, str]:
+    """``{parameter: --flag}`` of a command function's typer options (the longest declared name, or typer's own
+    ``--parameter-name``)."""
+    import inspect
+
+    from typer.models import OptionInfo
+
+    flags = {}
+    for name, param in inspect.signature(fn).parameters.items():
+        info = param.default
+        if isinstance(info, OptionInfo):
+            decls = [d.split("/")[0] for d in (info.param_decls or ()) if d.startswith("--")]
+            flags[name] = max(decls, key=len) if decls else "--" + name.replace("_", "-")
+    return flags
+
+
+def fail(message: str, code: int = 1, flags: dict[str, str] | None = None) -> None:
+    """Print ``error: message`` on stderr (parameters named as ``flags``) and exit with ``code``."""
+    console.print(Text.assemble(("error:", "bold red"), " ", printable(as_flags(message, flags))), highlight=False,
+                  soft_wrap=True)
     raise typer.Exit(code)
 
 
-def _show_warning(message, category, filename, lineno, file=None, line=None) -> None:
-    console.print(Text.assemble(("warning:", "bold yellow"), " ", printable(message)), highlight=False, soft_wrap=True)
+def _show_warning(message, category, filename, lineno, file=None, line=None, flags: dict[str, str] | None = None) -> None:
+    console.print(Text.assemble(("warning:", "bold yellow"), " ", printable(as_flags(message, flags))), highlight=False,
+                  soft_wrap=True)
 
 
 class Table(rich.table.Table):
@@ -65,17 +95,19 @@ def handle_errors(fn: F) -> F:
     ``allow_partial`` and ``normalize_labels`` options switch the run's :func:`modes`; its
     ``progress`` option (``--no-progress``) turns bars into one line per finished unit."""
 
+    flags = option_flags(fn)  # the library names parameters; this command prints them as its flags
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         switches = {k: kwargs[k] for k in ("wait", "allow_partial", "normalize_labels") if k in kwargs}
         shown = "auto" if kwargs.get("progress", True) else "lines"
         with warnings.catch_warnings(), modes(**switches), progress_mode(shown):
-            warnings.showwarning = _show_warning
+            warnings.showwarning = functools.partial(_show_warning, flags=flags)
             warnings.simplefilter("default", SimlabelWarning)
             try:
                 return fn(*args, **kwargs)
             except (SimlabelError, OSError) as e:
-                fail(str(e))
+                fail(str(e), flags=flags)
 
     return wrapper  # type: ignore[return-value]
 

@@ -98,7 +98,7 @@ def resolve_device(device: str) -> str:
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device == "cuda" and not torch.cuda.is_available():
-        raise ModelError("--device cuda was asked for but torch sees no CUDA device; use --device cpu or auto")
+        raise ModelError("`device` cuda was asked for but torch sees no CUDA device; use `device` cpu or auto")
     return device
 
 

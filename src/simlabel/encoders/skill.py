@@ -35,7 +35,7 @@ class SkillEncoder(ImageEncoder):
         for p in (cfg_path, onnx_path):
             if not p.is_file():
                 partial = self.dir.with_name(self.dir.name + ".partial")
-                hint = f"; training is unfinished: resume it with --resume (found {partial})" if partial.exists() else ""
+                hint = f"; training is unfinished: resume it with `simlabel ssl train --resume` (found {partial})" if partial.exists() else ""
                 raise ModelError(f"skill:{model_dir}: missing {p.name}, not a complete SkiLL model folder{hint}")
         try:
             meta = json.loads(cfg_path.read_text(encoding="utf-8"))

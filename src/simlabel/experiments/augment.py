@@ -89,12 +89,12 @@ def _negative_name(positive: str) -> str:
 def labeled_table(catalog: Catalog, positive: str | None) -> pd.DataFrame:
     """``id, label[, split]`` of the labeled rows (binary one-vs-rest when ``positive`` is given)."""
     if "label" not in catalog.table.columns:
-        raise CatalogError(f"{catalog.path}: the experiment needs labels (map a column with --label-col)")
+        raise CatalogError(f"{catalog.path}: the experiment needs labels (map a column with `label_col`)")
     df = catalog.table[[c for c in ("id", "label", "split") if c in catalog.table.columns]]
     df = df[df["label"].astype(str).str.len() > 0].reset_index(drop=True)
     if positive is not None:
         if positive not in set(df["label"]):
-            raise InputError(f"--positive {positive!r} is not a label; labels are {sorted(df['label'].unique())[:20]}")
+            raise InputError(f"`positive` {positive!r} is not a label; labels are {sorted(df['label'].unique())[:20]}")
         df = df.assign(label=np.where(df["label"] == positive, positive, _negative_name(positive)))
     return df
 
@@ -149,7 +149,7 @@ def run_one(
     fixed_hold = None
     if cfg.holdout_split:
         if "split" not in labeled.columns or not (labeled["split"] == cfg.holdout_split).any():
-            raise InputError(f"--holdout-split {cfg.holdout_split!r}: no catalog row has that split")
+            raise InputError(f"`holdout_split` {cfg.holdout_split!r}: no catalog row has that split")
         in_split = (labeled["split"] == cfg.holdout_split).to_numpy()
         fixed_hold, labeled = labeled[in_split][["id", "label"]], labeled[~in_split]
     labeled = labeled[["id", "label"]]
@@ -165,7 +165,7 @@ def run_one(
     hidden_truth = truth_all.drop(pd.Index(seeds["id"]).append(pd.Index(hold["id"])))
     seed_classes = set(seeds["label"])
     if len(seed_classes) < 2:
-        raise InputError(f"only {len(seed_classes)} class among the seeds: label more of the catalog (--labeled-frac)")
+        raise InputError(f"only {len(seed_classes)} class among the seeds: label more of the catalog (`labeled_frac`)")
     # a class with no seed cannot be predicted: leave its holdout rows out, and say how many
     n_hold_unseen = int((~hold["label"].isin(seed_classes)).sum())
     hold = hold[hold["label"].isin(seed_classes)].reset_index(drop=True)

@@ -956,11 +956,11 @@ def flip(
             atomic_write_text(export_basis, exported.to_csv(index=False))
             return exported
         if basis_labels is None:
-            raise InputError("without a clean set (--clean), give --export-basis FILE to get basis images to label, "
-                             "then --basis-labels FILE with the answers")
+            raise InputError("without a clean set (`clean`), give `export_basis` to get basis images to label, "
+                             "then `basis_labels` with the answers")
         _, Yb, b = read_multilabel_file(basis_labels, ml.labels, what="basis label file")
         if "basis_index" not in b.columns:
-            raise LabelFileError(f"{basis_labels}: needs the basis_index column written by --export-basis")
+            raise LabelFileError(f"{basis_labels}: needs the basis_index column written by `export_basis`")
         Y_B = np.zeros((C.shape[1], len(ml.labels)), np.uint8)
         for r, cell in enumerate(b["basis_index"]):
             Y_B[[int(v) for v in str(cell).split(";") if v.strip()]] = Yb[r]

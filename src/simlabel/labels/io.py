@@ -111,7 +111,7 @@ def read_label_table(path: str | os.PathLike, columns: Sequence[str], *, label_c
         missing = [c for c in columns if c not in df.columns]
         if missing:
             raise LabelFileError(f"{p}: no column {missing[0]!r}; columns are {', '.join(map(str, df.columns))}"
-                                 + (" (choose the labels with --label-col)" if missing[0] == label_col else ""))
+                                 + (" (choose the labels with `label_col`)" if missing[0] == label_col else ""))
         for c in columns:
             df[c] = df[c].astype(str)
         return df, p
@@ -120,7 +120,7 @@ def read_label_table(path: str | os.PathLike, columns: Sequence[str], *, label_c
     except LabelFileError as e:
         if "missing column" not in str(e) or label_col not in str(e).split(";")[0]:
             raise
-        raise LabelFileError(f"{e} (choose the label column with --label-col NAME)") from None
+        raise LabelFileError(f"{e} (choose the label column with `label_col`)") from None
 
 
 def read_id_list(path: str | os.PathLike, *, id_col: str = "id", what: str = "id list") -> list[str]:

@@ -155,7 +155,7 @@ class SampleConfig:
     def __post_init__(self) -> None:
         self.attributes = tuple(self.attributes)
         if sum(v is not None for v in (self.frac, self.n, self.per_class)) > 1:
-            raise InputError("give at most one of --frac, --n and --per-class")
+            raise InputError("give at most one of `frac`, `n` and `per_class`")
         if self.frac is not None:
             in_range(self.frac, "frac", 0, 1)
         positive_int(self.n, "n", minimum=0, allow_none=True)
@@ -164,7 +164,7 @@ class SampleConfig:
             in_range(self.holdout_frac, "holdout_frac", 0, 1, hi_open=True)
         in_range(self.noise, "noise", 0, 1)
         if self.attributes and self.labels_col:
-            raise InputError("give multi-labels with either --attributes or --labels-col, not both")
+            raise InputError("give multi-labels with either `attributes` or `labels_col`, not both")
 
     @property
     def multilabel(self) -> bool:
@@ -220,9 +220,9 @@ def sample_labels(
     """
     cfg = config or SampleConfig()
     if holdout_out is not None and not cfg.holdout_frac:
-        raise InputError("--holdout-out needs --holdout-frac (the share of each class to hold out)")
+        raise InputError("`holdout_out` needs `holdout_frac` (the share of each class to hold out)")
     if cfg.holdout_frac and holdout_out is None and out is not None:
-        raise InputError("--holdout-frac needs --holdout-out FILE: a holdout nobody can read cannot keep a test honest")
+        raise InputError("`holdout_frac` needs `holdout_out`: a holdout nobody can read cannot keep a test honest")
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, require=("id",))
     table = cat.table.reset_index(drop=True)
     where = str(cat.path) if cat.path else "catalog"
@@ -239,7 +239,7 @@ def sample_labels(
         col = cfg.label_col or "label"
         if col not in table.columns:
             raise InputError(f"{where}: no label column {col!r}; columns are {', '.join(map(str, table.columns))} "
-                             "(choose one with --label-col)")
+                             "(choose one with `label_col`)")
         value = clean_label_values(table[col], where).to_numpy(dtype=object)
         strata = value
     labelled = np.array([bool(v) for v in strata], dtype=bool)
@@ -303,7 +303,7 @@ def sample_labels(
         holdout = pd.DataFrame({"id": table["id"].to_numpy()[hrows], name: value[hrows]})
     truth = pd.DataFrame({"id": table["id"].to_numpy()[rows], name: true_value}) if cfg.noise else None
     if truth_out is not None and truth is None:
-        raise InputError("--truth-out is for noisy copies (--noise): without noise the sample is the truth")
+        raise InputError("`truth_out` is for noisy copies (`noise`): without noise the sample is the truth")
     counts = pd.Series(strata[rows].astype(str)).value_counts().sort_index()
     result = SampleResult(sample, holdout, truth, {str(k): int(v) for k, v in counts.items()}, int(labelled.sum()), n_noisy)
     for path, frame in ((out, sample), (holdout_out, holdout), (truth_out, truth)):

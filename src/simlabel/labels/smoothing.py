@@ -356,7 +356,7 @@ def target_schedule(
         return None
     n = len(classes)
     if kind == "taxonomy" and config.taxonomy is None:
-        raise InputError("smoothing 'taxonomy' needs a taxonomy (--taxonomy, a CSV label,path)")
+        raise InputError("smoothing 'taxonomy' needs a taxonomy (`taxonomy`, a CSV label,path)")
     taxonomy = taxonomy_matrix(classes, config.taxonomy) if kind == "taxonomy" else None
     if kind in ("uniform-topk", "semantic", "semantic-curriculum") and similarity is None:
         desc = load_descriptions(config.descriptions) if config.descriptions else None

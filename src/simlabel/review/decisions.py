@@ -35,7 +35,7 @@ class DecisionLog:
     def __init__(self, path: str | os.PathLike) -> None:
         self.path = Path(path)
         if self.path.is_dir():
-            raise InputError(f"{self.path}: is a folder; --decisions takes a .jsonl file")
+            raise InputError(f"{self.path}: is a folder; `decisions` takes a .jsonl file")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.damaged = 0
 

@@ -82,7 +82,7 @@ def label_studio_tasks(queues: Sequence[str | os.PathLike], decided: pd.DataFram
     from simlabel.review.queues import read_queues
 
     if not queues:
-        raise InputError("--format label-studio needs the queue files (--queue FILE ...): the tasks are their items")
+        raise InputError("`format` label-studio needs the queue files (`queues`): the tasks are their items")
     items = read_queues(queues)
     paths, titles = {}, {}
     if catalog is not None:

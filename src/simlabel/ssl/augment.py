@@ -306,7 +306,7 @@ class LocalSpace:
         else:
             p = Path(path)
             if p.is_dir():
-                raise InputError(f"{p} is a folder; --local-config takes a YAML or JSON file")
+                raise InputError(f"{p} is a folder; `local_config` takes a YAML or JSON file")
             try:
                 text = p.read_text(encoding="utf-8")
             except OSError as e:

@@ -223,7 +223,7 @@ class _Samples:
 
     def __init__(self, catalog: Catalog, cfg: SSLConfig) -> None:
         t = catalog.table
-        for col, what in ((cfg.task_col, "--task-col"), (cfg.product_col, "--product-col")):
+        for col, what in ((cfg.task_col, "`task_col`"), (cfg.product_col, "`product_col`")):
             if col is not None and col not in t.columns:
                 where = catalog.path or catalog.root
                 raise InputError(f"{where}: {what} {col!r} is not a column; columns are {', '.join(map(str, t.columns))}")
@@ -416,18 +416,18 @@ def train_ssl(catalog: str | os.PathLike | Catalog, out: str | os.PathLike, conf
     device = resolve_device(device)
     out = Path(out)
     if out.exists() and not out.is_dir():
-        raise InputError(f"{out} is a file; --out takes a model folder")
+        raise InputError(f"{out} is a file; `out` takes a model folder")
     partial = _partial_dir(out)
     ckpt_path = partial / "checkpoint.pt"
     with exclusive(out):
         if resume and not ckpt_path.exists():
-            raise InputError(f"--resume: {partial} holds no checkpoint to resume from"
+            raise InputError(f"`resume`: {partial} holds no checkpoint to resume from"
                              + (f"; {out} is already complete" if (out / "config.json").exists() else ""))
         if ckpt_path.exists() and not resume:
             if not restart:
                 step = torch.load(ckpt_path, map_location="cpu", weights_only=False).get("step", 0)
-                raise InputError(f"{partial} holds an interrupted run at step {step}: pass --resume to continue it "
-                                 "or --restart to discard it")
+                raise InputError(f"{partial} holds an interrupted run at step {step}: pass `resume` to continue it "
+                                 "or `restart` to discard it")
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
         return _train(_catalog_of(catalog), out, partial, ckpt_path, cfg, device, resume, progress, max_steps)
@@ -454,7 +454,7 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
         state = torch.load(ckpt_path, map_location=device, weights_only=False)
         if state["config"] != json.loads(json.dumps(cfg.to_dict())):
             raise InputError(f"{ckpt_path}: the checkpoint was made with other options; resume with the same ones "
-                             "or pass --restart")
+                             "or pass `restart`")
         student.load_state_dict(state["student"])
         teacher.load_state_dict(state["teacher"])
         optimizer.load_state_dict(state["optimizer"])
@@ -538,7 +538,7 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                                  student_temp=cfg.student_temp, teacher_temp=temp, shared_views=shared,
                                  reduction=cfg.reduction)
                 if not torch.isfinite(loss):
-                    raise FloatingPointError(f"the loss is {float(loss)} at step {step}: lower --lr")
+                    raise FloatingPointError(f"the loss is {float(loss)} at step {step}: lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 clip_gradients(student, cfg.clip_grad)
