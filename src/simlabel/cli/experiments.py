@@ -27,7 +27,7 @@ from simlabel.experiments.side_info import METHODS as SIDE_INFO_METHODS
 from simlabel.experiments.side_info import SideInfoExperimentConfig
 from simlabel.experiments.smoothing import SmoothingExperimentConfig
 from simlabel.experiments.ssl import VARIANTS, SSLExperimentConfig
-from simlabel.heads import HeadConfig
+from simlabel.head_config import HeadConfig
 from simlabel.labels.flipping import SelfMLConfig
 from simlabel.labels.side_info import SideInfoConfig
 

@@ -19,7 +19,7 @@ from simlabel.cli._common import (
     say,
     wait_option,
 )
-from simlabel.heads import DEFAULT_LR, HeadConfig
+from simlabel.head_config import DEFAULT_LR, HeadConfig
 from simlabel.labels.smoothing import SmoothingConfig
 
 app = typer.Typer()
