@@ -152,3 +152,11 @@ def blobs(n_per: int, classes: list[str], dim: int = 16, spread: float = 0.4, se
     X = np.concatenate([c + spread * rng.standard_normal((n_per, dim)) for c in centres]).astype(np.float32)
     y = np.repeat(classes, n_per)
     return X, y
+
+
+def shop_slice(root: Path) -> dict:
+    """A 60-row fashion-products slice (10 per master category) written to ``root/catalog.csv``: its ``root``,
+    ``catalog`` path and ``table``."""
+    df = slice_catalog("fashion-products", 60, root, stratify="master_category")
+    df.to_csv(root / "catalog.csv", index=False)
+    return {"root": root, "catalog": root / "catalog.csv", "table": df}

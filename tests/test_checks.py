@@ -67,8 +67,8 @@ def test_every_config_checks_its_fields() -> None:
     from simlabel.experiments.smoothing import SmoothingExperimentConfig
     from simlabel.heads import HeadConfig, MultiLabelHeadConfig
     from simlabel.index import IndexConfig
-    from simlabel.labels.flipping import SelfMLConfig
     from simlabel.labels.search import SearchConfig
+    from simlabel.labels.selfml import SelfMLConfig
     from simlabel.labels.side_info import SideInfoConfig
     from simlabel.labels.smoothing import SmoothingConfig
 

@@ -59,7 +59,7 @@ def test_a_command_imports_only_its_stage() -> None:
 
     code = ("import sys; from simlabel.cli import app\n"
             "try:\n    app(['train', '--help'])\nexcept SystemExit:\n    pass\n"
-            "print(sorted(m for m in ('faiss', 'sklearn', 'scipy.stats', 'simlabel.labels.flipping', 'torch._dynamo') if m in sys.modules))")
+            "print(sorted(m for m in ('faiss', 'sklearn', 'scipy.stats', 'simlabel.labels.flipping', 'simlabel.labels.selfml', 'torch._dynamo') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip().splitlines()[-1] == "[]"
 

@@ -13,7 +13,7 @@ from simlabel.experiments.flipping import (
     FlippingExperimentConfig,
     run_flipping_experiment,
 )
-from simlabel.labels.flipping import SelfMLConfig
+from simlabel.labels.selfml import SelfMLConfig
 from tests.helpers import check_page, slice_catalog
 
 SMALL = SelfMLConfig(n_basis=32, pretrain_epochs=5, flip_pretrain_epochs=10, joint_steps=60, hidden=64)

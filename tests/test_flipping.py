@@ -9,15 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from simlabel.labels.flipping import (
-    Explanation,
+from simlabel.labels.flipping import Explanation, explain_flips
+from simlabel.labels.selfml import (
     SelfMLConfig,
     basis_query,
     basis_vectors,
     coefficients,
     correct_labels,
     direct_rule,
-    explain_flips,
     fit_reconstruction,
     fit_selfml,
     label_basis_from_clean,
@@ -282,7 +281,7 @@ def _full_sort_sparsemax(z: torch.Tensor) -> torch.Tensor:
 @given(st.integers(1, 6), st.integers(2, 300), st.floats(0.01, 30), st.integers(0, 10_000))
 def test_top_k_sparsemax_equals_the_full_sort(n: int, cols: int, scale: float, seed: int) -> None:
     """The top-k search is exact even when a support is wider than the first k (it doubles)."""
-    from simlabel.labels.flipping import sparsemax_top
+    from simlabel.labels.selfml import sparsemax_top
 
     z = torch.randn(n, cols, generator=torch.Generator().manual_seed(seed), dtype=torch.float64) * scale
     torch.testing.assert_close(sparsemax(z), _full_sort_sparsemax(z))
@@ -293,7 +292,7 @@ def test_top_k_sparsemax_equals_the_full_sort(n: int, cols: int, scale: float, s
 
 def test_sparse_coefficients_match_dense_sparsemax_and_its_gradient() -> None:
     """The reconstruction differentiates sparsemax on the support only: same values, same gradients."""
-    from simlabel.labels.flipping import ExplainableReconstruction
+    from simlabel.labels.selfml import ExplainableReconstruction
 
     torch.manual_seed(0)
     X = torch.randn(40, 12, dtype=torch.float64)

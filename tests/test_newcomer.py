@@ -17,7 +17,7 @@ from simlabel.heads import HeadConfig
 from simlabel.labels.io import read_labels
 from simlabel.labels.sample import SampleConfig, sample_labels
 from simlabel.training import evaluate, train
-from tests.helpers import slice_catalog
+from tests.helpers import shop_slice
 
 runner = CliRunner()
 
@@ -25,12 +25,10 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def shop(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 60-row fashion-products slice (10 per master category) with its image embeddings."""
-    root = tmp_path_factory.mktemp("shop")
-    df = slice_catalog("fashion-products", 60, root, stratify="master_category")
-    df.to_csv(root / "catalog.csv", index=False)
-    res = runner.invoke(app, ["embed", str(root / "catalog.csv"), "--out", str(root / "emb"), "--no-progress", "--device", "cpu"])
+    shop = shop_slice(tmp_path_factory.mktemp("shop"))
+    res = runner.invoke(app, ["embed", str(shop["catalog"]), "--out", str(shop["root"] / "emb"), "--no-progress", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    return {"root": root, "catalog": root / "catalog.csv", "emb": root / "emb", "table": df}
+    return {**shop, "emb": shop["root"] / "emb"}
 
 
 def run(*argv: str) -> str:

@@ -17,7 +17,7 @@ from simlabel import SampleConfig, sample_labels
 from simlabel.cli import app
 from simlabel.errors import InputError
 from simlabel.labels.sample import flip_labels, sample_mask
-from tests.helpers import slice_catalog
+from tests.helpers import shop_slice
 
 runner = CliRunner()
 
@@ -25,10 +25,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def shop_catalog(tmp_path_factory: pytest.TempPathFactory) -> dict:
     """A 60-row fashion-products slice (10 per master category), no embeddings."""
-    root = tmp_path_factory.mktemp("shop")
-    df = slice_catalog("fashion-products", 60, root, stratify="master_category")
-    df.to_csv(root / "catalog.csv", index=False)
-    return {"root": root, "catalog": root / "catalog.csv", "table": df}
+    return shop_slice(tmp_path_factory.mktemp("shop"))
 
 
 def run(*argv: str) -> str:

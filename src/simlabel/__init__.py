@@ -61,7 +61,7 @@ _EXPORTS = {
     "SearchConfig": "simlabel.labels.search",
     "search_labels": "simlabel.labels.search",
     "build_search_labels": "simlabel.labels.search",
-    "SelfMLConfig": "simlabel.labels.flipping",
+    "SelfMLConfig": "simlabel.labels.selfml",
     "flip": "simlabel.labels.flipping",
     "SuspectsConfig": "simlabel.labels.suspects",
     "find_suspects": "simlabel.training",

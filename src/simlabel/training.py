@@ -45,7 +45,7 @@ from simlabel.semantics.taxonomy import taxonomy_matrix
 from simlabel.store import Embeddings, as_embeddings
 
 if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: not on `simlabel train`'s path
-    from simlabel.labels.flipping import Pretrain, SelfMLConfig
+    from simlabel.labels.selfml import Pretrain, SelfMLConfig
     from simlabel.labels.side_info import Predictor
     from simlabel.labels.suspects import SuspectsConfig
 
@@ -502,11 +502,11 @@ def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed
 def multilabel_pretrain(config: "MultiLabelHeadConfig | SelfMLConfig | None" = None) -> "Pretrain":
     """SELF-ML's classifier pre-training: the multi-label head trained on the noisy rows.
 
-    Given a :class:`~simlabel.labels.flipping.SelfMLConfig`, the head takes its learning rate,
+    Given a :class:`~simlabel.labels.selfml.SelfMLConfig`, the head takes its learning rate,
     batch size, focal parameters, ``pretrain_epochs``, device and ``seed + 2`` (the seed
     stream SELF-ML has always pre-trained its classifier with).
     """
-    from simlabel.labels.flipping import SelfMLConfig
+    from simlabel.labels.selfml import SelfMLConfig
 
     if isinstance(config, SelfMLConfig):
         config = MultiLabelHeadConfig(

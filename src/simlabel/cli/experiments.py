@@ -28,7 +28,7 @@ from simlabel.experiments.side_info import SideInfoExperimentConfig
 from simlabel.experiments.smoothing import SmoothingExperimentConfig
 from simlabel.experiments.ssl import VARIANTS, SSLExperimentConfig
 from simlabel.head_config import HeadConfig
-from simlabel.labels.flipping import SelfMLConfig
+from simlabel.labels.selfml import SelfMLConfig
 from simlabel.labels.side_info import SideInfoConfig
 
 app = typer.Typer()

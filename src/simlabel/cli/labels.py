@@ -26,9 +26,9 @@ from simlabel.cli._common import (
     written,
 )
 from simlabel.labels.augment import augment as augment_fn
-from simlabel.labels.flipping import SelfMLConfig
 from simlabel.labels.propagate import propagate as propagate_fn
 from simlabel.labels.search import SearchConfig
+from simlabel.labels.selfml import SelfMLConfig
 from simlabel.labels.side_info import SideInfoConfig
 from simlabel.labels.suspects import SuspectsConfig
 from simlabel.semantics.categories import category_semantics

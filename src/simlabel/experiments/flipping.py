@@ -9,7 +9,7 @@ evaluated on C_test against the true labels.
 * Baseline 0: the multi-label head (:class:`simlabel.heads.MultiLabelClassifier`: focal loss,
   gamma 2, alpha 0.6) on N_train and C_train's noisy labels.
 * Baseline 1: Baseline 0 fine-tuned on ``n_clean`` clean samples of C_train.
-* SELF-ML: :func:`simlabel.labels.flipping.fit_selfml` with the same ``n_clean`` samples, its
+* SELF-ML: :func:`simlabel.labels.selfml.fit_selfml` with the same ``n_clean`` samples, its
   classifier starting from the same Baseline-0 head (so the two differ only in what follows).
 * cleanlab's ``multilabel_classification.filter.find_label_issues`` on out-of-fold probabilities
   of the same head (:func:`simlabel.heads.out_of_fold_proba`), as a peer for *finding* wrong
@@ -31,17 +31,17 @@ from simlabel.errors import InputError
 from simlabel.experiments._common import open_experiment
 from simlabel.files import atomic_write_json
 from simlabel.heads import MultiLabelClassifier, MultiLabelHeadConfig, out_of_fold_proba
-from simlabel.labels.flipping import (
-    SelfMLConfig,
-    correct_labels,
-    fit_selfml,
-    predict_scores,
-)
 from simlabel.labels.multilabel import from_attributes, label_lists
 from simlabel.labels.noise import (
     clean_noisy_split,
     drop_systematically,
     simulate_missing_labels,
+)
+from simlabel.labels.selfml import (
+    SelfMLConfig,
+    correct_labels,
+    fit_selfml,
+    predict_scores,
 )
 from simlabel.metrics import flip_quality, multilabel_report
 from simlabel.progress import task
