@@ -15,15 +15,8 @@ from hypothesis.extra import numpy as hnp
 
 from simlabel.errors import CatalogError
 from simlabel.labels.io import read_labels
-from simlabel.labels.search import (
-    SearchConfig,
-    _blockwise_top,
-    analyze,
-    build_search_labels,
-    search_labels,
-    search_noise_report,
-    text_search,
-)
+from simlabel.labels.search import SearchConfig, build_search_labels, search_labels, search_noise_report
+from simlabel.retrieval import RetrievalConfig, _blockwise_top, analyze, text_search
 
 FASHION = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "fashion-products" / "catalog.csv"
 
@@ -320,3 +313,13 @@ def test_errors(tmp_path: Path) -> None:
     assert "'category'" in str(e.value) and str(path) in str(e.value)
     ok = build_search_labels(path, label_col="article_type", text_col="name", progress=False)
     assert dict(zip(ok["id"], ok["label"])) == {"1": "Shirts", "2": "Tops"}
+
+
+def test_retrieval_takes_its_own_config_and_search_labels_add_the_duplicate_policy() -> None:
+    """The engine (simlabel.retrieval) knows nothing of labels; SearchConfig is its config plus `duplicates`."""
+    plain = text_search(CORPUS, ["Casual Shoes"], RetrievalConfig(top_r=3))
+    same = text_search(CORPUS, ["Casual Shoes"], SearchConfig(top_r=3, duplicates="keep"))
+    assert np.array_equal(plain.doc, same.doc) and np.array_equal(plain.score, same.score)
+    assert not hasattr(RetrievalConfig(), "duplicates") and isinstance(SearchConfig(), RetrievalConfig)
+    with pytest.raises(ValueError, match="duplicates"):
+        SearchConfig(duplicates="all")

@@ -21,21 +21,8 @@ returns shoes and "Duffel Bag" returns handbags; "Shirts" returns "T-shirt" titl
 Jersey" T-shirts.
 :func:`search_noise_report` measures that noise against the catalog's true labels.
 
-Why BM25 by default. A search engine ranks by lexical relevance first, and BM25 is the
-standard lexical ranking function (Lucene / Elasticsearch default): term frequency
-saturates (``k1``), long titles are discounted (``b``), rare query terms count more than
-common ones (IDF), and a document containing no query term scores 0 and is not returned
-(``min_score=0`` keeps only scores strictly above 0), which is what a real engine does.
-TF-IDF cosine is offered as a simpler lexical baseline, and ``embedding`` (cosine between
-a text encoder's embeddings of the query and the titles) as a "semantic search" engine
-that also retrieves items whose titles never mention the category.
-
-Analysis (bm25 and tfidf share it): lowercase, scikit-learn's token pattern
-(``\\b\\w\\w+\\b``, so one-letter tokens like the "t" of "T-shirt" are dropped), Lucene's
-33 English stop words (``bm25s.stopwords.STOPWORDS_EN``; scikit-learn's 318-word list
-would drop "top", "bottom", "back", "front", words that are product types here), then
-the Snowball English stemmer (``stem=True``) so "Tshirts" matches "Tshirt" and
-"Watches" matches "Watch".
+The engine is :mod:`simlabel.retrieval` (BM25 by default: a search engine ranks by lexical
+relevance first; TF-IDF and embedding search as options; the analysis and its reasons are there).
 
 Output. :func:`search_labels` returns one row per (item, query) with columns
 ``id, label, rank, score, query``; ``rank`` is 1-based within its query (1 = best). With
@@ -44,9 +31,9 @@ where it ranked best, so the result is a valid simlabel label file (one label pe
 whose ``rank`` column is the side information Stage 1 uses. Ranks are those of the
 original result lists, so after de-duplication a query's ranks can have gaps.
 
-Layers: :func:`text_search` is the pure core (texts and queries in, ``(Q, R)`` arrays out),
-:func:`search_labels` turns it into a label table, :func:`build_search_labels` runs it
-on a catalog file and writes the CSV atomically.
+Layers: :func:`simlabel.retrieval.text_search` is the pure core (texts and queries in, ``(Q, R)``
+arrays out), :func:`search_labels` turns it into a label table (:func:`results_table`),
+:func:`build_search_labels` runs it on a catalog file and writes the CSV atomically.
 """
 
 from __future__ import annotations
@@ -54,19 +41,19 @@ from __future__ import annotations
 import io
 import math
 import os
-import re
 import warnings
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import pandas as pd
 
-from simlabel.checks import in_range, one_of, positive_int
+from simlabel.checks import one_of
 from simlabel.errors import CatalogError, InputError
 from simlabel.files import atomic_write_text, exclusive
+from simlabel.retrieval import Encoder, RetrievalConfig, SearchResults, as_text, text_search
 from simlabel.semantics.names import check_names, clean_label_name
 
 if TYPE_CHECKING:
@@ -75,415 +62,59 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RANK_BUCKETS",
     "SearchConfig",
-    "SearchResults",
-    "analyze",
     "build_search_labels",
     "format_search_noise_report",
+    "results_table",
     "search_labels",
-    "text_search",
     "search_noise_report",
 ]
 
-SearchMethod = Literal["bm25", "tfidf", "embedding"]
 DuplicatePolicy = Literal["best", "keep"]
-Encoder = Callable[[list[str]], np.ndarray]
 
-_METHODS = ("bm25", "tfidf", "embedding")
 _DUPLICATES = ("best", "keep")
-_TOKEN = re.compile(r"(?u)\b\w\w+\b")
 #: upper ends of the rank buckets of :func:`search_noise_report` (the last bucket is open)
 DEFAULT_RANK_BUCKETS: tuple[int, ...] = (10, 25, 50, 100)
-#: scores computed at once by the blockwise top-R (queries x texts), ~64 MB of float32
-_MAX_BLOCK_CELLS = 1 << 24
 
 
 @dataclass
-class SearchConfig:
-    """How the catalog is searched.
+class SearchConfig(RetrievalConfig):
+    """How the catalog is searched (:class:`~simlabel.retrieval.RetrievalConfig`: method, top_r, min_score,
+    stem, k1, b, text_model, device) and what is made of the results.
 
-    method:
-        ``"bm25"`` (default, via the ``bm25s`` library), ``"tfidf"`` (scikit-learn
-        ``TfidfVectorizer`` with sublinear tf + cosine) or ``"embedding"`` (cosine between
-        text embeddings of the queries and of the titles).
-    top_r:
-        results kept per query (the paper's "top R search results").
-    min_score:
-        keep only results scoring strictly above it. With bm25/tfidf ``0`` means "at least
-        one query term matched"; with ``embedding`` it is a cosine (``-inf`` keeps all).
-    stem:
-        Snowball-stem tokens (bm25/tfidf), so "Watches" matches "Watch".
     duplicates:
         ``"best"``: an item found by several queries keeps the one where it ranked best
         (one label per id); ``"keep"``: one row per (item, query).
-    k1, b:
-        BM25 term-frequency saturation and length normalisation.
-    text_model, device:
-        the encoder spec (:func:`simlabel.encoders.get_text_encoder`) and device of the
-        ``embedding`` method, used when neither embeddings nor an encoder are passed in.
     """
 
-    method: SearchMethod = "bm25"
-    top_r: int = 100
-    min_score: float = 0.0
-    stem: bool = True
     duplicates: DuplicatePolicy = "best"
-    k1: float = 1.5
-    b: float = 0.75
-    text_model: str = "minilm"
-    device: str = "auto"
 
     def __post_init__(self) -> None:
-        one_of(self.method, _METHODS, "search method")
+        super().__post_init__()
         one_of(self.duplicates, _DUPLICATES, "duplicates")
-        self.top_r = int(positive_int(self.top_r, "top_r (results kept per query)"))
-        # -inf keeps every result; NaN is never a threshold
-        self.min_score = float(in_range(self.min_score, "min_score"))
-        self.k1 = float(in_range(self.k1, "k1 (BM25 term-frequency saturation)", 0, math.inf, hi_open=True))
-        self.b = float(in_range(self.b, "b (BM25 length normalisation)", 0, 1))
-        if not isinstance(self.text_model, str) or not self.text_model.strip():
-            raise InputError(f"text_model must be a non-empty encoder spec such as 'minilm'; got {self.text_model!r}")
 
 
-@dataclass
-class SearchResults:
-    """The result lists of ``Q`` queries over ``n`` texts.
-
-    ``doc[q, r]`` is the position (into the searched texts) of the ``r+1``-th result of
-    query ``q`` and ``score[q, r]`` its score; rows are sorted by score descending, then
-    position ascending, and padded with ``-1`` / ``NaN`` where a query has fewer than
-    ``R`` results (valid results always come first, so ranks are contiguous).
-    """
-
-    doc: np.ndarray
-    score: np.ndarray
-    queries: list[str] = field(default_factory=list)
-
-    @property
-    def counts(self) -> np.ndarray:
-        """Number of results per query, ``(Q,)`` int64."""
-        return (self.doc >= 0).sum(axis=1).astype(np.int64)
-
-    def to_frame(self, ids: Sequence[str] | np.ndarray, categories: Sequence[str]) -> pd.DataFrame:
-        """Long table ``id, label, rank, score, query``: one row per result, ``rank`` 1-based,
-        rows in query order then rank order. ``ids`` are aligned with the searched texts and
-        ``categories`` with the queries."""
-        ids_arr = np.asarray(ids, dtype=object)
-        cats = list(categories)
-        if len(cats) != self.doc.shape[0]:
-            raise InputError(f"{len(cats)} categories for {self.doc.shape[0]} queries")
-        qs, rs = np.nonzero(self.doc >= 0)  # row-major: query order, then rank order
-        pos = self.doc[qs, rs]
-        if len(pos) and int(pos.max()) >= len(ids_arr):
-            raise InputError(f"{len(ids_arr)} ids for results at position up to {int(pos.max())}")
-        queries = self.queries if len(self.queries) == len(cats) else [clean_label_name(c) for c in cats]
-        return pd.DataFrame(
-            {
-                "id": ids_arr[pos] if len(pos) else np.array([], dtype=object),
-                "label": np.asarray(cats, dtype=object)[qs] if len(qs) else np.array([], dtype=object),
-                "rank": (rs + 1).astype(np.int64),
-                "score": self.score[qs, rs].astype(np.float32),
-                "query": np.asarray(queries, dtype=object)[qs] if len(qs) else np.array([], dtype=object),
-            }
-        )
-
-
-# ----------------------------------------------------------------------------- analysis
-
-
-def _stopwords() -> frozenset[str]:
-    from bm25s.stopwords import STOPWORDS_EN
-
-    return frozenset(STOPWORDS_EN)
-
-
-class _Analyzer:
-    """lowercase -> ``\\b\\w\\w+\\b`` tokens -> minus stop words -> Snowball stems (cached)."""
-
-    def __init__(self, stem: bool) -> None:
-        self.stop = _stopwords()
-        self.cache: dict[str, str] = {}
-        self.stemmer = None
-        if stem:
-            from nltk.stem.snowball import SnowballStemmer
-
-            self.stemmer = SnowballStemmer("english")
-
-    def __call__(self, text: str) -> list[str]:
-        tokens = [t for t in _TOKEN.findall(text.lower()) if t not in self.stop]
-        if self.stemmer is None:
-            return tokens
-        out = []
-        cache = self.cache
-        for t in tokens:
-            s = cache.get(t)
-            if s is None:
-                s = cache[t] = self.stemmer.stem(t)
-            out.append(s)
-        return out
-
-
-def analyze(text: str, *, stem: bool = True) -> list[str]:
-    """The tokens bm25/tfidf index for ``text`` (lowercase, stop words dropped, stemmed)."""
-    return _Analyzer(stem)(str(text))
-
-
-# ----------------------------------------------------------------------------- top R
-
-
-def _top_block(scores: np.ndarray, offset: int, r: int, min_score: float) -> tuple[np.ndarray, np.ndarray]:
-    """Top ``r`` of each row of ``scores`` (q, m) among those ``> min_score``.
-
-    Returns ``(pos, score)`` of shape (q, r): positions are ``offset + column``; rows
-    sorted by score descending then position ascending; padding ``-1`` / ``-inf``. Ties
-    at the cut are resolved towards smaller positions, so the result never depends on
-    how ``argpartition`` orders equal values.
-    """
-    q, m = scores.shape
-    s = np.where(scores > min_score, scores, -np.inf).astype(np.float32, copy=False)
-    # NaN scores (e.g. a zero-norm embedding) never pass ``> min_score`` and are dropped above.
-    if m > r:
-        kth = -np.partition(-s, r - 1, axis=1)[:, r - 1 : r]  # r-th largest per row, (q, 1)
-        valid = s > -np.inf
-        above = (s > kth) & valid
-        at = (s == kth) & valid
-        room = r - above.sum(axis=1, keepdims=True)
-        keep = above | (at & (np.cumsum(at, axis=1, dtype=np.int32) <= room))
-    else:
-        keep = s > -np.inf
-    rows, cols = np.nonzero(keep)
-    counts = np.bincount(rows, minlength=q)
-    slot = np.arange(len(rows)) - np.repeat(np.cumsum(counts) - counts, counts)
-    pos = np.full((q, r), -1, dtype=np.int64)
-    val = np.full((q, r), -np.inf, dtype=np.float32)
-    pos[rows, slot] = cols.astype(np.int64) + offset
-    val[rows, slot] = s[rows, cols]
-    return _sort_rows(pos, val, r)
-
-
-def _sort_rows(pos: np.ndarray, val: np.ndarray, r: int) -> tuple[np.ndarray, np.ndarray]:
-    """Sort each row by score desc, position asc (padding last) and keep ``r`` columns."""
-    key_pos = np.where(pos < 0, np.iinfo(np.int64).max, pos)
-    order = np.lexsort((key_pos, -val.astype(np.float64)), axis=-1)[:, :r]
-    return np.take_along_axis(pos, order, axis=1), np.take_along_axis(val, order, axis=1)
-
-
-def _merge(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray], r: int) -> tuple[np.ndarray, np.ndarray]:
-    return _sort_rows(np.concatenate([a[0], b[0]], axis=1), np.concatenate([a[1], b[1]], axis=1), r)
-
-
-def _blockwise_top(
-    score_block: Callable[[int, int], np.ndarray],
-    n: int,
-    q: int,
-    r: int,
-    min_score: float,
-    block_size: int | None,
-    advance: Callable[[int], None] = lambda k: None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Running top ``r`` over texts ``[0, n)`` scored block by block (``score_block(start, stop)``
-    returns the (q, stop - start) scores), so memory stays ``O(q * block)`` for any ``n``."""
-    if block_size is None:
-        block_size = max(1024, _MAX_BLOCK_CELLS // max(q, 1))
-    best = (np.full((q, r), -1, dtype=np.int64), np.full((q, r), -np.inf, dtype=np.float32))
-    for start in range(0, n, block_size):
-        stop = min(n, start + block_size)
-        block = np.asarray(score_block(start, stop), dtype=np.float32)
-        best = _merge(best, _top_block(block, start, r, min_score), r)
-        advance(stop - start)
-    return best
-
-
-def _finish(pos: np.ndarray, val: np.ndarray, queries: list[str]) -> SearchResults:
-    score = val.astype(np.float32)
-    score[pos < 0] = np.nan
-    return SearchResults(doc=pos.astype(np.int64), score=score, queries=queries)
-
-
-# ----------------------------------------------------------------------------- methods
-
-
-def _bm25_top(
-    docs_tokens: list[list[str]],
-    query_tokens: list[list[str]],
-    config: SearchConfig,
-    r: int,
-    advance: Callable[[int], None],
-) -> tuple[np.ndarray, np.ndarray]:
-    import bm25s
-
-    n, q = len(docs_tokens), len(query_tokens)
-    pos = np.full((q, r), -1, dtype=np.int64)
-    val = np.full((q, r), -np.inf, dtype=np.float32)
-    retriever = bm25s.BM25(k1=config.k1, b=config.b)
-    retriever.index(docs_tokens, show_progress=False)
-    vocab = retriever.vocab_dict
-    # bm25s.retrieve(k=...) returns k documents even where they score 0 and breaks ties
-    # however argpartition does; its per-query scores with our own top R give the
-    # min_score cut and deterministic ties.
-    ids = [[vocab[t] for t in toks if t in vocab and t != ""] for toks in query_tokens]
-    batch = max(1, min(q, _MAX_BLOCK_CELLS // max(n, 1)))
-    for start in range(0, q, batch):
-        stop = min(q, start + batch)
-        scores = np.zeros((stop - start, n), dtype=np.float32)
-        for i in range(start, stop):
-            if ids[i]:
-                scores[i - start] = retriever.get_scores_from_ids(ids[i])
-            else:
-                scores[i - start] = -np.inf  # no query term in the vocabulary: nothing matches
-        p, v = _top_block(scores, 0, r, config.min_score)
-        pos[start:stop], val[start:stop] = p, v
-        advance(stop - start)
-    return pos, val
-
-
-def _tfidf_top(
-    docs: list[str],
-    queries: list[str],
-    analyzer: _Analyzer,
-    config: SearchConfig,
-    r: int,
-    block_size: int | None,
-    advance: Callable[[int], None],
-) -> tuple[np.ndarray, np.ndarray]:
-    from sklearn.feature_extraction.text import TfidfVectorizer
-
-    vec = TfidfVectorizer(analyzer=analyzer, sublinear_tf=True, norm="l2", dtype=np.float32)
-    try:
-        d = vec.fit_transform(docs).tocsr()
-    except ValueError:  # empty vocabulary: no document has a single indexable token
-        q = len(queries)
-        return np.full((q, r), -1, dtype=np.int64), np.full((q, r), -np.inf, dtype=np.float32)
-    qm = vec.transform(queries).tocsr()
-    qt = qm.T.tocsc()  # (V, Q)
-
-    def block(start: int, stop: int) -> np.ndarray:
-        return (d[start:stop] @ qt).toarray().T  # (Q, m)
-
-    return _blockwise_top(block, d.shape[0], len(queries), r, config.min_score, block_size, advance)
-
-
-def _unit_rows(x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float32)
-    norms = np.linalg.norm(x, axis=1, keepdims=True)
-    with np.errstate(invalid="ignore", divide="ignore"):
-        return np.where(norms > 0, x / np.where(norms > 0, norms, 1), np.nan).astype(np.float32)
-
-
-def _embedding_top(
-    text_embeddings: np.ndarray,
-    query_embeddings: np.ndarray,
-    config: SearchConfig,
-    r: int,
-    block_size: int | None,
-    advance: Callable[[int], None],
-) -> tuple[np.ndarray, np.ndarray]:
-    qe = _unit_rows(query_embeddings)
-    n = text_embeddings.shape[0]
-
-    def block(start: int, stop: int) -> np.ndarray:
-        # zero-norm rows become NaN and never pass the score cut
-        return qe @ _unit_rows(text_embeddings[start:stop]).T
-
-    return _blockwise_top(block, n, qe.shape[0], r, config.min_score, block_size, advance)
-
-
-def _as_text(value: object) -> str:
-    if value is None or (np.ndim(value) == 0 and not isinstance(value, str) and pd.isna(value)):
-        return ""
-    return str(value)
-
-
-def text_search(
-    texts: Sequence[str],
-    queries: Sequence[str],
-    config: SearchConfig | None = None,
-    *,
-    text_embeddings: np.ndarray | None = None,
-    query_embeddings: np.ndarray | None = None,
-    encoder: Encoder | None = None,
-    block_size: int | None = None,
-    progress: bool = False,
-) -> SearchResults:
-    """Search ``texts`` with each of ``queries`` and keep the top ``config.top_r`` results.
-
-    The pure core: queries are used as given (no cleaning). Empty / missing texts are
-    empty documents that match nothing (they are left out of the BM25/TF-IDF statistics).
-    For ``method="embedding"`` the cosine similarity is computed between
-    ``query_embeddings`` (Q, d) and ``text_embeddings`` (n, d); either one that is not
-    given is computed with ``encoder`` (a callable ``list[str] -> (m, d)``), or with
-    ``simlabel.encoders.get_text_encoder(config.text_model, config.device)``. Texts are
-    scored ``block_size`` rows at a time with a running top R (default: about 2^24 scores
-    per block), so memory stays bounded for millions of texts.
-
-    Returns a :class:`SearchResults` with ``doc``/``score`` of shape (Q, R), rows sorted by
-    score descending then position ascending.
-    """
-    config = config or SearchConfig()
-    texts = [_as_text(t) for t in texts]
-    queries = [_as_text(q) for q in queries]
-    n, q, r = len(texts), len(queries), config.top_r
-    if block_size is not None and (isinstance(block_size, bool) or int(block_size) < 1):
-        raise InputError(f"block_size must be a positive integer; got {block_size!r}")
-    empty_result = (np.full((q, r), -1, dtype=np.int64), np.full((q, r), -np.inf, dtype=np.float32))
-    if q == 0 or n == 0:
-        return _finish(*empty_result, queries)
-
-    from simlabel.progress import progress_bar
-
-    if config.method == "embedding":
-        if text_embeddings is None or query_embeddings is None:
-            if encoder is None:
-                from simlabel.encoders import get_text_encoder
-
-                encoder = get_text_encoder(config.text_model, config.device)
-            if query_embeddings is None:
-                query_embeddings = np.asarray(encoder(queries), dtype=np.float32)
-            if text_embeddings is None:
-                text_embeddings = np.asarray(encoder(texts), dtype=np.float32)
-        te = np.asarray(text_embeddings)
-        qe = np.asarray(query_embeddings)
-        if te.ndim != 2 or te.shape[0] != n:
-            raise InputError(f"text_embeddings must have shape ({n}, d) for {n} texts; got {te.shape}")
-        if qe.ndim != 2 or qe.shape[0] != q:
-            raise InputError(f"query_embeddings must have shape ({q}, d) for {q} queries; got {qe.shape}")
-        if te.shape[1] != qe.shape[1]:
-            raise InputError(f"text embeddings have dimension {te.shape[1]} but query embeddings {qe.shape[1]}")
-        # Missing titles match nothing, whatever the encoder made of an empty string.
-        nonempty = np.array([bool(t.strip()) for t in texts])
-        if not nonempty.all():
-            te = te[nonempty]
-        keep_pos = np.flatnonzero(nonempty)
-        with progress_bar("search (embedding)", len(te), enabled=progress) as advance:
-            pos, val = _embedding_top(te, qe, config, r, block_size, advance)
-        return _finish(*_restore(pos, val, keep_pos), queries)
-
-    analyzer = _Analyzer(config.stem)
-    docs_tokens = [analyzer(t) for t in texts]
-    keep_pos = np.flatnonzero([bool(toks) for toks in docs_tokens])
-    if len(keep_pos) == 0:
-        return _finish(*empty_result, queries)
-    if config.method == "bm25":
-        query_tokens = [analyzer(s) for s in queries]
-        with progress_bar("search (bm25)", q, enabled=progress) as advance:
-            pos, val = _bm25_top([docs_tokens[i] for i in keep_pos], query_tokens, config, min(r, len(keep_pos)), advance)
-    else:
-        with progress_bar("search (tfidf)", len(keep_pos), enabled=progress) as advance:
-            pos, val = _tfidf_top([texts[i] for i in keep_pos], queries, analyzer, config, min(r, len(keep_pos)), block_size, advance)
-    pos, val = _restore(pos, val, keep_pos)
-    if pos.shape[1] < r:  # fewer searchable texts than top_r
-        pad = r - pos.shape[1]
-        pos = np.concatenate([pos, np.full((q, pad), -1, dtype=np.int64)], axis=1)
-        val = np.concatenate([val, np.full((q, pad), -np.inf, dtype=np.float32)], axis=1)
-    return _finish(pos, val, queries)
-
-
-def _restore(pos: np.ndarray, val: np.ndarray, keep_pos: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Map positions into the searched subset back to positions into all texts (order is
-    preserved, because ``keep_pos`` is increasing)."""
-    out = np.full_like(pos, -1)
-    ok = pos >= 0
-    out[ok] = keep_pos[pos[ok]]
-    return out, val
+def results_table(results: SearchResults, ids: Sequence[str] | np.ndarray, categories: Sequence[str]) -> pd.DataFrame:
+    """Long table ``id, label, rank, score, query``: one row per result, ``rank`` 1-based,
+    rows in query order then rank order. ``ids`` are aligned with the searched texts and
+    ``categories`` with the queries."""
+    ids_arr = np.asarray(ids, dtype=object)
+    cats = list(categories)
+    if len(cats) != results.doc.shape[0]:
+        raise InputError(f"{len(cats)} categories for {results.doc.shape[0]} queries")
+    qs, rs = np.nonzero(results.doc >= 0)  # row-major: query order, then rank order
+    pos = results.doc[qs, rs]
+    if len(pos) and int(pos.max()) >= len(ids_arr):
+        raise InputError(f"{len(ids_arr)} ids for results at position up to {int(pos.max())}")
+    queries = results.queries if len(results.queries) == len(cats) else [clean_label_name(c) for c in cats]
+    return pd.DataFrame(
+        {
+            "id": ids_arr[pos] if len(pos) else np.array([], dtype=object),
+            "label": np.asarray(cats, dtype=object)[qs] if len(qs) else np.array([], dtype=object),
+            "rank": (rs + 1).astype(np.int64),
+            "score": results.score[qs, rs].astype(np.float32),
+            "query": np.asarray(queries, dtype=object)[qs] if len(qs) else np.array([], dtype=object),
+        }
+    )
 
 
 # ----------------------------------------------------------------------------- label tables
@@ -530,7 +161,7 @@ def search_labels(
     """
     config = config or SearchConfig()
     cats = _check_categories(categories)
-    ids_list = [_as_text(i).strip() for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
+    ids_list = [as_text(i).strip() for i in (ids.tolist() if hasattr(ids, "tolist") else list(ids))]
     text_list = list(texts.tolist() if hasattr(texts, "tolist") else texts)
     if len(ids_list) != len(text_list):
         raise InputError(f"{len(ids_list)} ids but {len(text_list)} texts; they must be aligned one to one")
@@ -540,7 +171,7 @@ def search_labels(
     dup = pd.Index(ids_list).duplicated()
     if dup.any():
         raise InputError(f"duplicate id {ids_list[int(np.flatnonzero(dup)[0])]!r}; ids must be unique ({int(dup.sum())} duplicated)")
-    text_list = [_as_text(t) for t in text_list]
+    text_list = [as_text(t) for t in text_list]
     empty = [ids_list[i] for i, t in enumerate(text_list) if not t.strip()]
     if empty:
         more = f" and {len(empty) - 5} more" if len(empty) > 5 else ""
@@ -559,7 +190,7 @@ def search_labels(
         block_size=block_size,
         progress=progress,
     )
-    df = res.to_frame(np.asarray(ids_list, dtype=object), cats)
+    df = results_table(res, np.asarray(ids_list, dtype=object), cats)
     n_results = res.counts
     if config.duplicates == "best" and len(df):
         cat_order = pd.Series(np.arange(len(cats)), index=cats)
