@@ -154,3 +154,31 @@ def test_open_store_refuses_what_load_embeddings_refuses(tmp_path: Path) -> None
     with pytest.raises(StoreError, match="incomplete embedding store: 1 of 2 shards written"):
         open_store(tmp_path / "half")
     assert len(open_store(tmp_path / "half", allow_partial=True)) == 3
+
+
+def test_the_store_owns_its_files_formats(tmp_path: Path) -> None:
+    from simlabel.store import (
+        ERRORS,
+        ERRORS_DIR,
+        MANIFEST,
+        SUMMARY,
+        clear_store,
+        errors_csv_text,
+        merge_errors,
+        read_error_rows,
+        read_manifest,
+        write_manifest,
+        write_summary,
+    )
+
+    rows = [["a", "x/a.jpg", "missing"], ["b,c", 'y/"b".jpg', "corrupt"]]  # commas and quotes survive
+    (tmp_path / ERRORS_DIR).mkdir()
+    (tmp_path / ERRORS_DIR / "part-00001.csv").write_text(errors_csv_text(rows[1:]), encoding="utf-8")
+    (tmp_path / ERRORS_DIR / "part-00000.csv").write_text(errors_csv_text(rows[:1]), encoding="utf-8")
+    path, n = merge_errors(tmp_path)
+    assert path == tmp_path / ERRORS and n == 2 and read_error_rows(path) == rows  # shard order
+    write_manifest(tmp_path, {"n_items": 2})
+    write_summary(tmp_path, {"n_failed": 2})
+    assert read_manifest(tmp_path) == {"n_items": 2} and (tmp_path / SUMMARY).is_file()
+    clear_store(tmp_path)
+    assert not any((tmp_path / f).exists() for f in (ERRORS, ERRORS_DIR, MANIFEST, SUMMARY))

@@ -22,10 +22,7 @@ without redoing the rest.
 
 from __future__ import annotations
 
-import csv
-import io
 import os
-import shutil
 import time
 from collections import deque
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -49,15 +46,26 @@ from simlabel.encoders import (
 )
 from simlabel.engines import engine_for_store
 from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
-from simlabel.files import atomic_write_json, atomic_write_text, exclusive, kill_point, read_json
+from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
-from simlabel.store import MANIFEST, list_shards, shard_name, write_shard
+from simlabel.store import (
+    ERRORS_DIR,
+    MANIFEST,
+    RETRY_PREFIX,
+    clear_store,
+    errors_csv_text,
+    list_shards,
+    merge_errors,
+    read_error_rows,
+    read_manifest,
+    shard_name,
+    write_manifest,
+    write_shard,
+    write_summary,
+)
 from simlabel.vectors import VectorCache, content_hash, encoder_key
 
-ERRORS = "errors.csv"
-RETRY_PREFIX = "part-r"
-ERRORS_DIR = "_errors"
 TEXT_SUBDIR = "text"
 
 
@@ -141,15 +149,11 @@ class _Fresh:
 def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     path = out / MANIFEST
     if overwrite and out.exists():
-        for f in list_shards(out) if out.is_dir() else []:
-            f.unlink()
-        for name in (MANIFEST, ERRORS, "summary.json"):
-            (out / name).unlink(missing_ok=True)
-        shutil.rmtree(out / ERRORS_DIR, ignore_errors=True)
+        clear_store(out)
     for stale in out.glob(".*.tmp") if out.is_dir() else []:
         stale.unlink(missing_ok=True)  # what a killed write left; we hold the folder's lock
     if path.exists():
-        old = read_json(path, "embedding manifest")
+        old = read_manifest(out)
         keys = ("model_version", "ids_sha256", "shard_size", "modality", "source_column")
         diff = [k for k in keys if old.get(k) != manifest.get(k)]
         if diff:
@@ -163,7 +167,7 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     if path.exists():
         manifest["retry_shards"] = old.get("retry_shards", [])
         manifest["created"] = old.get("created", manifest["created"])
-    atomic_write_json(path, manifest)
+    write_manifest(out, manifest)
 
 
 def _ordered_prefetch(load: Callable[[int], object], positions: Sequence[int], workers: int, window: int) -> Iterator[tuple[int, object]]:
@@ -198,14 +202,6 @@ def _safe(load: Callable[[int], object], p: int) -> object:
         return e
     except Exception as e:  # one bad item never kills the run: record it and go on
         return _ItemFailure("error", f"{type(e).__name__}: {e}")
-
-
-def _errors_csv(rows: list[tuple[str, str, str]]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "path", "reason"])
-    w.writerows(rows)
-    return buf.getvalue()
 
 
 def _encode_items(
@@ -289,7 +285,7 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
             lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
             ok_pos, matrix, errors = _encode_items(job, (next(stream) for _ in range(lo, hi)), batch_size, strict, advance)
             # errors first: a shard's Parquet file is what marks it finished.
-            atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
+            atomic_write_text(errors_dir / f"{shard_name(s)}.csv", errors_csv_text(errors))
             kill_point("embed:between-errors-and-shard")
             write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
             kill_point("embed:after-shard")
@@ -317,7 +313,7 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         if strict and errors:
             i, path, reason = errors[0]
             raise EmbedItemError(i, path, reason, reason)
-        atomic_write_text(errors_dir / f"{shard_name(s)}.csv", _errors_csv(errors))
+        atomic_write_text(errors_dir / f"{shard_name(s)}.csv", errors_csv_text(errors))
         kill_point("embed:between-errors-and-shard")
         write_shard(job.out / shard_name(s), job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-shard")
@@ -357,9 +353,7 @@ def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -
     done = {str(i) for shard in list_shards(job.out) for i in _shard_ids(shard)}
     failed: dict[str, list[list[str]]] = {}
     for f in sorted(errors_dir.glob("*.csv")):
-        with open(f, newline="", encoding="utf-8") as fh:
-            rows = list(csv.reader(fh))[1:]
-        failed[f.name] = [r for r in rows if r and r[0] not in done]
+        failed[f.name] = [r for r in read_error_rows(f) if r[0] not in done]
     todo_ids = [r[0] for rows in failed.values() for r in rows]
     if not todo_ids:
         return 0, 0
@@ -369,16 +363,16 @@ def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
         ok_pos, matrix, errors = _encode_items(job, stream, batch_size, strict, advance)
     if ok_pos:
-        manifest = read_json(job.out / MANIFEST, "embedding manifest")
+        manifest = read_manifest(job.out)
         retry = list(manifest.get("retry_shards", []))
         name = f"{RETRY_PREFIX}{len(retry):04d}.parquet"
         meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
         write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-retry-shard")
-        atomic_write_json(job.out / MANIFEST, {**manifest, "retry_shards": retry + [name]})
+        write_manifest(job.out, {**manifest, "retry_shards": retry + [name]})
     fixed = {str(job.ids[p]) for p in ok_pos}
     for fname, rows in failed.items():
-        atomic_write_text(errors_dir / fname, _errors_csv([tuple(r) for r in rows if r[0] not in fixed]))
+        atomic_write_text(errors_dir / fname, errors_csv_text([tuple(r) for r in rows if r[0] not in fixed]))
     return len(ok_pos), len(errors)
 
 
@@ -386,18 +380,6 @@ def _shard_ids(path: Path) -> np.ndarray:
     import pyarrow.parquet as pq
 
     return pq.read_table(path, columns=["id"]).column("id").to_numpy(zero_copy_only=False)
-
-
-def _merge_errors(out: Path) -> tuple[Path, int]:
-    rows: list[list[str]] = []
-    for f in sorted((out / ERRORS_DIR).glob("*.csv")):
-        with open(f, newline="", encoding="utf-8") as fh:
-            r = csv.reader(fh)
-            next(r, None)
-            rows.extend(r)
-    path = out / ERRORS
-    atomic_write_text(path, _errors_csv([tuple(r) for r in rows]))
-    return path, len(rows)
 
 
 def _embed_one(
@@ -450,7 +432,7 @@ def _embed_one(
     if retry_failed:
         fixed, _ = _retry_failed(job, batch_size=batch_size, strict=strict, progress=progress)
         embedded += fixed
-    errors_path, n_errors = _merge_errors(out)
+    errors_path, n_errors = merge_errors(out)
     n_ok = sum(_count_rows(p) for p in list_shards(out))
     result = EmbedResult(
         out=str(out),
@@ -468,7 +450,7 @@ def _embed_one(
         n_from_cache=job.cached[0],
         engine=engine or {},
     )
-    atomic_write_json(out / "summary.json", result.to_dict())
+    write_summary(out, result.to_dict())
     return result
 
 
@@ -698,6 +680,6 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         if image_result is None:
             return text_result
         image_result.text = text_result
-        atomic_write_json(out / "summary.json", image_result.to_dict())
+        write_summary(out, image_result.to_dict())
     assert image_result is not None
     return image_result

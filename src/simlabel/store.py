@@ -109,6 +109,77 @@ def read_metadata(path: str | os.PathLike) -> dict:
 
 
 MANIFEST = "manifest.json"
+#: the items that could not be embedded (``id,path,reason``), merged from :data:`ERRORS_DIR`'s per-shard files
+ERRORS = "errors.csv"
+#: one ``id,path,reason`` file per shard, written with the shard (so a resumed job keeps them)
+ERRORS_DIR = "_errors"
+#: what the last run did (counts, time, items/s, the engine)
+SUMMARY = "summary.json"
+#: the shards of ``retry_failed`` runs: ``part-r0000.parquet`` ...
+RETRY_PREFIX = "part-r"
+
+
+def errors_csv_text(rows: Sequence[Sequence[str]]) -> str:
+    """``id,path,reason`` rows as the text of an errors file (with its header)."""
+    import csv
+    import io
+
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "path", "reason"])
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def read_error_rows(path: str | os.PathLike) -> list[list[str]]:
+    """The ``id,path,reason`` rows of an errors file (its header left out)."""
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as fh:
+        return [r for r in list(csv.reader(fh))[1:] if r]
+
+
+def merge_errors(out: str | os.PathLike) -> tuple[Path, int]:
+    """Write :data:`ERRORS` from the per-shard files of :data:`ERRORS_DIR`; its path and row count."""
+    from simlabel.files import atomic_write_text
+
+    out = Path(out)
+    rows = [r for f in sorted((out / ERRORS_DIR).glob("*.csv")) for r in read_error_rows(f)]
+    atomic_write_text(out / ERRORS, errors_csv_text(rows))
+    return out / ERRORS, len(rows)
+
+
+def read_manifest(out: str | os.PathLike) -> dict:
+    """A store's :data:`MANIFEST` (an error naming the file when it is broken)."""
+    from simlabel.files import read_json
+
+    return read_json(Path(out) / MANIFEST, "embedding manifest")
+
+
+def write_manifest(out: str | os.PathLike, manifest: dict) -> None:
+    """Write a store's :data:`MANIFEST` atomically."""
+    from simlabel.files import atomic_write_json
+
+    atomic_write_json(Path(out) / MANIFEST, manifest)
+
+
+def write_summary(out: str | os.PathLike, summary: dict) -> None:
+    """Write a store's :data:`SUMMARY` atomically."""
+    from simlabel.files import atomic_write_json
+
+    atomic_write_json(Path(out) / SUMMARY, summary)
+
+
+def clear_store(out: str | os.PathLike) -> None:
+    """Remove what a store's files are (shards, manifest, errors, summary), to start it again."""
+    import shutil
+
+    out = Path(out)
+    for f in list_shards(out) if out.is_dir() else []:
+        f.unlink()
+    for name in (MANIFEST, ERRORS, SUMMARY):
+        (out / name).unlink(missing_ok=True)
+    shutil.rmtree(out / ERRORS_DIR, ignore_errors=True)
 
 
 def recorded_engine(path: str | os.PathLike) -> dict | None:
