@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -247,6 +248,10 @@ def test_cli_suspects_with_its_page(fashion_noisy, tmp_path: Path):
     assert list(s.columns[:6]) == ["id", "label", "suggested", "score", "rank", "method"]
     facts = check_page(tmp_path / "s.html", tmp_path / "shots")
     assert facts["images"] > 10 and facts["missing"] == 0
+    # the table and its page are one output set, as every label job writes its files
+    manifest = json.loads((tmp_path / "s.csv.summary.json").read_text())
+    assert {Path(m).name for m in manifest["members"]} == {"s.csv", "s.html"}
+    assert manifest["summary"]["n_suspects"] == int(s["rank"].notna().sum())
     res = CliRunner().invoke(app, ["suspects", "--emb", str(tmp / "emb"), "--labels", str(tmp / "catalog.csv"),
                                    "--label-col", "nope", "--out", str(tmp_path / "x.csv")])
     assert res.exit_code == 1 and "nope" in res.output

@@ -452,12 +452,14 @@ def oof_head(device: str = "auto") -> HeadConfig:
 
 def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathLike | pd.DataFrame",
                   config: "SuspectsConfig | None" = None, *, graph=None, out: "str | os.PathLike | None" = None,
-                  label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto") -> pd.DataFrame:
+                  label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto",
+                  html: "str | os.PathLike | None" = None, catalog=None) -> pd.DataFrame:
     """Suspected label errors, as ``simlabel suspects`` finds them, in one call.
 
     :func:`simlabel.labels.suspects.find_suspects` with, for ``config.method`` ``cleanlab`` or ``both``, its
     peer predictor built here: :data:`OOF_HEAD` heads on ``device`` predicting every labelled item out of
-    ``folds`` folds (:func:`oof_predictor`).
+    ``folds`` folds (:func:`oof_predictor`); and with ``html``, the page drawn by
+    :func:`simlabel.report.write_suspects_html`.
 
     Parameters
     ----------
@@ -467,6 +469,9 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
         Out-of-fold heads of the cleanlab peer.
     device
         Where those heads train (``cpu``, ``cuda``, ``auto``).
+    html, catalog
+        The page of the top suspects beside their neighbours, with the images of ``catalog`` (a path or
+        :class:`~simlabel.catalog.Catalog`; default ``labels`` when it is a catalog with images).
 
     Returns
     -------
@@ -484,7 +489,16 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
     cfg = config or SuspectsConfig()
     predictor = (oof_predictor(oof_head(device), folds=folds, seed=cfg.seed, top=None)
                  if cfg.method in ("cleanlab", "both") else None)
-    return find(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col, all_items=all_items)
+    render = None
+    if html is not None:
+        from simlabel.catalog import Catalog, load_catalog
+        from simlabel.report import write_suspects_html
+
+        source = catalog if catalog is not None else labels
+        cat = source if isinstance(source, Catalog) else load_catalog(source, require=("id",))
+        render = lambda table, path: write_suspects_html(table, cat, path, summary=table.attrs.get("summary"))  # noqa: E731
+    return find(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
+                html=html, render=render)
 
 
 def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":

@@ -427,7 +427,7 @@ def suspects(
     threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
     cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed)
     table = find_suspects(emb, labels, cfg, graph=graph, out=out, label_col=label_col, all_items=all_items, folds=folds,
-                          device=device)
+                          device=device, html=html_out, catalog=catalog)
     summary = table.attrs["summary"]
     shown = table[table["rank"].notna()]
     say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"
@@ -443,9 +443,4 @@ def suspects(
         t.add_row(str(r["rank"]), str(r["id"]), str(r["label"]), str(r["suggested"]), f"{r['score']:.3f}",
                   str(r["method"]), nbrs)
     out_console.print(t)
-    if html_out:
-        from simlabel.catalog import load_catalog
-        from simlabel.report import write_suspects_html
-
-        cat = load_catalog(catalog or labels, require=("id",))
-        written(write_suspects_html(table, cat, html_out, summary=summary))
+    written(html_out)

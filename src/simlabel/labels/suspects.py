@@ -41,8 +41,9 @@ Every suspect is explained by its nearest labelled neighbours, their labels and 
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -50,7 +51,7 @@ import pandas as pd
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
-from simlabel.files import atomic_write, exclusive
+from simlabel.files import MANIFEST_SUFFIX, exclusive, write_set
 from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
 from simlabel.labels.io import read_labels
 from simlabel.store import Embeddings, as_embeddings
@@ -275,6 +276,8 @@ def find_suspects(
     out: str | os.PathLike | None = None,
     label_col: str = "label",
     all_items: bool = False,
+    html: str | os.PathLike | None = None,
+    render: "Callable[[pd.DataFrame, Path], None] | None" = None,
 ) -> pd.DataFrame:
     """Suspected label errors of a single-label file (see the module docstring).
 
@@ -292,6 +295,11 @@ def find_suspects(
         (:func:`simlabel.training.oof_predictor` with ``top=None``).
     all_items
         Return every item (``rank`` empty for the unflagged), not only the suspects.
+    out, html, render
+        Write the table to ``out`` (CSV) and the page to ``html``, drawn by ``render(table, path)``
+        (e.g. :func:`simlabel.report.write_suspects_html`: this module never renders HTML). With ``out``
+        the two are one output set, ``<out>.summary.json`` its manifest with the summary (as every
+        label job writes its files).
 
     Returns
     -------
@@ -399,9 +407,17 @@ def find_suspects(
     result = result.reset_index(drop=True)
     result["rank"] = result["rank"].astype("Int64")
     result.attrs["summary"] = summary
+    if html is not None and render is None:
+        raise InputError("`html` needs `render` (a function drawing the page, e.g. simlabel.report.write_suspects_html)")
     if out is not None:
+        out = Path(out)
+        members = {out: lambda tmp: result.to_csv(tmp, index=False),
+                   **({Path(html): lambda tmp: render(result, tmp)} if html is not None else {})}
         with exclusive(out):
-            atomic_write(out, lambda tmp: result.to_csv(tmp, index=False))
+            write_set(out.with_name(out.name + MANIFEST_SUFFIX), members,
+                      {"summary": summary, "html": str(html) if html is not None else None})
+    elif html is not None:
+        render(result, Path(html))
     return result
 
 
