@@ -178,8 +178,7 @@ def downstream(data: Path, keep: Path) -> dict:
     noisy_df = labelled.assign(label=noisy)
     tops = {}
     for name, emb in (("fp32", fp32), ("chosen", chosen)):
-        s = find_suspects(emb, noisy_df)
-        tops[name] = s.sort_values("rank")["id"].head(100).tolist()
+        tops[name] = find_suspects(emb, noisy_df).suspects["id"].head(100).tolist()
     planted = set(labelled["id"][flipped])
     sus = {"top100_overlap": len(set(tops["fp32"]) & set(tops["chosen"])),
            "top100_planted_fp32": len(set(tops["fp32"]) & planted), "top100_planted_chosen": len(set(tops["chosen"]) & planted)}

@@ -85,10 +85,11 @@ def main() -> None:
             truth = table[col].astype(str).to_numpy()
             clean = pd.DataFrame({"id": e.ids, "label": truth})
             for label, cfg in (("knn (rank)", SuspectsConfig(k=10)), ("knn (vote)", SuspectsConfig(k=10, mode="vote"))):
-                s0 = find_suspects(e, clean, cfg)
+                found0 = find_suspects(e, clean, cfg)
+                s0 = found0.labels
                 results.setdefault("clean", []).append({"data": name, "method": label, "flagged": len(s0),
                                                         "share": len(s0) / len(e.ids),
-                                                        "noise_estimate": s0.attrs["summary"].get("noise_rate_estimate")})
+                                                        "noise_estimate": found0.summary.get("noise_rate_estimate")})
                 print(f"{name:16s} clean labels: {label} flags {len(s0):,} ({len(s0) / len(e.ids):.1%})", flush=True)
             for kind in ("uniform", "look-alike"):
                 for rate in args.rates:
@@ -99,21 +100,21 @@ def main() -> None:
                     runs = {}
                     for mode in ("rank", "vote"):
                         t0 = time.perf_counter()
-                        s = find_suspects(e, labels, SuspectsConfig(k=10, mode=mode), all_items=True)
-                        runs[f"knn ({mode})"] = (s, time.perf_counter() - t0)
+                        found = find_suspects(e, labels, SuspectsConfig(k=10, mode=mode), all_items=True)
+                        runs[f"knn ({mode})"] = (found, time.perf_counter() - t0)
                     predictor = oof_predictor(HeadConfig(head="mlp", patience=8, max_epochs=100), folds=3, seed=0, top=None)
                     t0 = time.perf_counter()
                     find_suspects(e, labels, SuspectsConfig(method="cleanlab", k=10), predictor=predictor)
                     t_cleanlab = time.perf_counter() - t0
                     t0 = time.perf_counter()
-                    both = find_suspects(e, labels, SuspectsConfig(method="both", k=10), predictor=predictor, all_items=True)
+                    both = find_suspects(e, labels, SuspectsConfig(method="both", k=10), predictor=predictor, all_items=True).labels
                     t_both = time.perf_counter() - t0
                     pos = pd.Index(e.ids)
-                    for label, (s, secs) in runs.items():
+                    for label, (found, secs) in runs.items():
                         flag = np.zeros(len(e.ids), bool)
-                        flag[pos.get_indexer(s.loc[s["rank"].notna(), "id"])] = True
+                        flag[pos.get_indexer(found.suspects["id"])] = True
                         rows.append({**setting, "method": label, "seconds": secs, **prf(flag, wrong),
-                                     "noise_estimate": s.attrs["summary"].get("noise_rate_estimate")})
+                                     "noise_estimate": found.summary.get("noise_rate_estimate")})
                     m = both.set_index("id")["method"].reindex(e.ids).to_numpy()
                     for label, flag, secs in (("cleanlab", np.isin(m, ["cleanlab", "knn+cleanlab"]), t_cleanlab),
                                               ("both: union", np.isin(m, ["knn", "cleanlab", "knn+cleanlab", "duplicates"]), t_both),

@@ -129,7 +129,8 @@ def test_find_suspects_flags_planted_errors_and_explains_them(tmp_path: Path):
     noisy[wrong] = (y[wrong] + 1) % 3
     labels = pd.DataFrame({"id": e.ids, "label": names[noisy]})
     for mode in ("vote", "rank"):
-        s = find_suspects(e, labels, SuspectsConfig(k=8, mode=mode), out=tmp_path / f"s-{mode}.csv")
+        found = find_suspects(e, labels, SuspectsConfig(k=8, mode=mode), out=tmp_path / f"s-{mode}.csv")
+        s = found.labels
         assert set(e.ids[wrong]) <= set(s["id"]), mode
         top = s.set_index("id").loc[e.ids[wrong]]
         assert (top["suggested"].to_numpy() == names[y[wrong]]).all()  # the true label is suggested
@@ -139,8 +140,8 @@ def test_find_suspects_flags_planted_errors_and_explains_them(tmp_path: Path):
         row = top.iloc[0]
         assert len(row["neighbor_ids"].split("|")) == 5 and set(row["neighbor_labels"].split("|")) <= set(names)
         assert pd.read_csv(tmp_path / f"s-{mode}.csv")["id"].tolist() == s["id"].tolist()
-    assert s.attrs["summary"]["noise_rate_estimate"] < 0.15
-    everything = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote"), all_items=True)
+    assert found.summary["noise_rate_estimate"] < 0.15
+    everything = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote"), all_items=True).labels
     assert len(everything) == len(e.ids) and everything["rank"].isna().sum() == len(e.ids) - everything["rank"].notna().sum()
 
 
@@ -155,12 +156,12 @@ def test_conflicting_duplicates_are_suspects_of_their_own():
     e2 = Embeddings(ids, X / np.linalg.norm(X, axis=1, keepdims=True), {"path": "mem", "model": "t"})
     # (the clusters are tight: pairs of distinct items reach 0.98, so near-identical means 0.9999 here)
     cfg = SuspectsConfig(k=8, mode="vote", duplicate_threshold=0.9999)
-    s = find_suspects(e2, pd.DataFrame({"id": ids, "label": lab}), cfg, all_items=True)
-    r = s.set_index("id")
+    found = find_suspects(e2, pd.DataFrame({"id": ids, "label": lab}), cfg, all_items=True)
+    r = found.labels.set_index("id")
     assert r.loc[ids[-1], "method"] in ("duplicates", "knn") and r.loc[ids[-1], "suggested"] == names[y[5]]
-    assert s.attrs["summary"]["n_duplicate_groups"] == 1 and s.attrs["summary"]["n_duplicate_conflicts"] == 1
+    assert found.summary["n_duplicate_groups"] == 1 and found.summary["n_duplicate_conflicts"] == 1
     assert r.loc[ids[-2], "method"] == "" and r.loc[ids[5], "method"] == ""  # the majority copies are fine
-    off = find_suspects(e2, pd.DataFrame({"id": ids, "label": lab}), SuspectsConfig(k=8, mode="vote", duplicate_threshold=None))
+    off = find_suspects(e2, pd.DataFrame({"id": ids, "label": lab}), SuspectsConfig(k=8, mode="vote", duplicate_threshold=None)).labels
     assert "duplicates" not in set(off["method"])
 
 
@@ -188,7 +189,8 @@ def test_the_graph_gives_the_same_suspects():
     g = build_graph(e, None, GraphConfig(k=20), progress=False)
     direct = find_suspects(e, labels, SuspectsConfig(k=6, index="flat"))
     via = find_suspects(e, labels, SuspectsConfig(k=6), graph=g)
-    pd.testing.assert_frame_equal(direct, via)
+    pd.testing.assert_frame_equal(direct.labels, via.labels)
+    assert direct.summary == via.summary
 
 
 # -- a real slice ----------------------------------------------------------------------------------
@@ -219,9 +221,9 @@ def test_planted_noise_on_a_real_slice_knn_and_cleanlab(fashion_noisy):
         hit = np.isin(s["id"].astype(str), wrong)
         return hit.mean(), hit.sum() / len(wrong)
 
-    knn_p, knn_r = pr(find_suspects(tmp / "emb", tmp / "noisy.csv", SuspectsConfig(k=10)))
+    knn_p, knn_r = pr(find_suspects(tmp / "emb", tmp / "noisy.csv", SuspectsConfig(k=10)).labels)
     predictor = oof_predictor(HeadConfig(head="mlp", max_epochs=60, patience=6), folds=3, seed=0, top=None)
-    both = find_suspects(tmp / "emb", tmp / "noisy.csv", SuspectsConfig(method="both", k=10), predictor=predictor)
+    both = find_suspects(tmp / "emb", tmp / "noisy.csv", SuspectsConfig(method="both", k=10), predictor=predictor).labels
     cl_p, cl_r = pr(both[both["method"].isin(["cleanlab", "knn+cleanlab"])])
     # on these studio photos, training-free votes find the planted flips as well as cleanlab's trained heads
     assert knn_r > 0.85 and knn_p > 0.5, (knn_p, knn_r)

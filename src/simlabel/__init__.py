@@ -64,6 +64,7 @@ _EXPORTS = {
     "SelfMLConfig": "simlabel.labels.selfml",
     "flip": "simlabel.labels.flipping",
     "SuspectsConfig": "simlabel.labels.suspects",
+    "SuspectsResult": "simlabel.labels.suspects",
     "find_suspects": "simlabel.training",
     "SampleConfig": "simlabel.labels.sample",
     "sample_labels": "simlabel.labels.sample",

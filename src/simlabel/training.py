@@ -47,7 +47,7 @@ from simlabel.store import Embeddings, as_embeddings
 if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: not on `simlabel train`'s path
     from simlabel.labels.selfml import Pretrain, SelfMLConfig
     from simlabel.labels.side_info import Predictor
-    from simlabel.labels.suspects import SuspectsConfig
+    from simlabel.labels.suspects import SuspectsConfig, SuspectsResult
 
 __all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "train"]
 
@@ -453,7 +453,7 @@ def oof_head(device: str = "auto") -> HeadConfig:
 def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathLike | pd.DataFrame",
                   config: "SuspectsConfig | None" = None, *, graph=None, out: "str | os.PathLike | None" = None,
                   label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto",
-                  html: "str | os.PathLike | None" = None, catalog=None) -> pd.DataFrame:
+                  html: "str | os.PathLike | None" = None, catalog=None) -> "SuspectsResult":
     """Suspected label errors, as ``simlabel suspects`` finds them, in one call.
 
     :func:`simlabel.labels.suspects.find_suspects` with, for ``config.method`` ``cleanlab`` or ``both``, its
@@ -475,13 +475,15 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 
     Returns
     -------
-    DataFrame
-        The suspects (every item with ``all_items``), explained by their nearest labelled neighbours.
+    SuspectsResult
+        ``labels``: the suspects (every item with ``all_items``), explained by their nearest labelled
+        neighbours; ``summary``: the counts.
 
     Examples
     --------
     >>> from simlabel import SuspectsConfig, find_suspects
-    >>> table = find_suspects("emb/", "catalog.csv", SuspectsConfig(method="cleanlab"))  # doctest: +SKIP
+    >>> found = find_suspects("emb/", "catalog.csv", SuspectsConfig(method="cleanlab"))  # doctest: +SKIP
+    >>> found.suspects.head()  # doctest: +SKIP
     """
     from simlabel.labels.suspects import SuspectsConfig
     from simlabel.labels.suspects import find_suspects as find
@@ -496,7 +498,7 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 
         source = catalog if catalog is not None else labels
         cat = source if isinstance(source, Catalog) else load_catalog(source, require=("id",))
-        render = lambda table, path: write_suspects_html(table, cat, path, summary=table.attrs.get("summary"))  # noqa: E731
+        render = lambda found, path: write_suspects_html(found.labels, cat, path, summary=found.summary)  # noqa: E731
     return find(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
                 html=html, render=render)
 

@@ -426,10 +426,9 @@ def suspects(
 
     threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
     cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed)
-    table = find_suspects(emb, labels, cfg, graph=graph, out=out, label_col=label_col, all_items=all_items, folds=folds,
+    found = find_suspects(emb, labels, cfg, graph=graph, out=out, label_col=label_col, all_items=all_items, folds=folds,
                           device=device, html=html_out, catalog=catalog)
-    summary = table.attrs["summary"]
-    shown = table[table["rank"].notna()]
+    summary, shown = found.summary, found.suspects
     say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"
         + (f", estimated noise rate {summary['noise_rate_estimate']:.3f}" if "noise_rate_estimate" in summary else "")
         + f"; {summary['n_duplicate_groups']:,} near-duplicate groups, {summary['n_duplicate_conflicts']:,} members "

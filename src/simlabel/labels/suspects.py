@@ -266,6 +266,29 @@ def _explain(ids: np.ndarray, labels: np.ndarray, nb: np.ndarray, sims: np.ndarr
     return {"neighbor_ids": join(id_s), "neighbor_labels": join(lab_s), "neighbor_similarities": join(sim_s)}
 
 
+@dataclass
+class SuspectsResult:
+    """What :func:`find_suspects` found.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        ``id, label, suggested, score, rank, method`` and the explanation ``neighbor_ids, neighbor_labels,
+        neighbor_similarities``, suspects first by rank (every item with ``all_items``).
+    summary : dict
+        The counts (items, suspects by method, near-duplicate groups and conflicts), ``k``, the mode, and in
+        rank mode the estimated noise rates: what the JSON and the page report.
+    """
+
+    labels: pd.DataFrame
+    summary: dict
+
+    @property
+    def suspects(self) -> pd.DataFrame:
+        """The flagged rows, best first."""
+        return self.labels[self.labels["rank"].notna()]
+
+
 def find_suspects(
     emb: str | os.PathLike | Embeddings,
     labels: str | os.PathLike | pd.DataFrame,
@@ -277,8 +300,8 @@ def find_suspects(
     label_col: str = "label",
     all_items: bool = False,
     html: str | os.PathLike | None = None,
-    render: "Callable[[pd.DataFrame, Path], None] | None" = None,
-) -> pd.DataFrame:
+    render: "Callable[[SuspectsResult, Path], None] | None" = None,
+) -> SuspectsResult:
     """Suspected label errors of a single-label file (see the module docstring).
 
     Parameters
@@ -296,19 +319,18 @@ def find_suspects(
     all_items
         Return every item (``rank`` empty for the unflagged), not only the suspects.
     out, html, render
-        Write the table to ``out`` (CSV) and the page to ``html``, drawn by ``render(table, path)``
+        Write the table to ``out`` (CSV) and the page to ``html``, drawn by ``render(result, path)``
         (e.g. :func:`simlabel.report.write_suspects_html`: this module never renders HTML). With ``out``
         the two are one output set, ``<out>.summary.json`` its manifest with the summary (as every
         label job writes its files).
 
     Returns
     -------
-    DataFrame
-        ``id, label, suggested, score, rank, method`` and the explanation ``neighbor_ids,
+    SuspectsResult
+        ``labels``: ``id, label, suggested, score, rank, method`` and the explanation ``neighbor_ids,
         neighbor_labels, neighbor_similarities`` (``|``-separated, best first), suspects first by
-        rank; ``method`` is ``knn``, ``cleanlab``, ``knn+cleanlab`` or ``duplicates``. The frame's
-        ``attrs["summary"]`` holds the counts and, in rank mode, the estimated noise rates.
-        Written atomically as CSV when ``out`` is set.
+        rank; ``method`` is ``knn``, ``cleanlab``, ``knn+cleanlab`` or ``duplicates``. ``summary``: the
+        counts and, in rank mode, the estimated noise rates. Written as CSV when ``out`` is set.
     """
     cfg = config or SuspectsConfig()
     table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
@@ -406,19 +428,19 @@ def find_suspects(
         result = result[flagged[order]]
     result = result.reset_index(drop=True)
     result["rank"] = result["rank"].astype("Int64")
-    result.attrs["summary"] = summary
+    found = SuspectsResult(result, summary)
     if html is not None and render is None:
         raise InputError("`html` needs `render` (a function drawing the page, e.g. simlabel.report.write_suspects_html)")
     if out is not None:
         out = Path(out)
         members = {out: lambda tmp: result.to_csv(tmp, index=False),
-                   **({Path(html): lambda tmp: render(result, tmp)} if html is not None else {})}
+                   **({Path(html): lambda tmp: render(found, tmp)} if html is not None else {})}
         with exclusive(out):
             write_set(out.with_name(out.name + MANIFEST_SUFFIX), members,
                       {"summary": summary, "html": str(html) if html is not None else None})
     elif html is not None:
-        render(result, Path(html))
-    return result
+        render(found, Path(html))
+    return found
 
 
 def _first_groups(nb: np.ndarray, groups: np.ndarray, m: int) -> np.ndarray:
