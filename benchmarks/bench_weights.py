@@ -75,7 +75,7 @@ def task_search(args) -> dict:
     ids = np.arange(len(titles)).astype(str)
     cats = sorted(df["article_type"].unique())
     t0 = time.perf_counter()
-    out = search_labels(ids, titles, cats, SearchConfig(top_r=1000))
+    out = search_labels(ids, titles, cats, SearchConfig(top_r=1000)).labels
     return {"task": "search", "titles": len(titles), "queries": len(cats), "rows": len(out),
             "seconds": time.perf_counter() - t0, "peak_gib": peak_gib()}
 

@@ -45,7 +45,7 @@ def test_column_mapping(tmp_path: Path) -> None:
     assert list(cat.ids) == ["A", "B"]
     assert list(cat.labels()) == ["Shirts", "Shoes"]
     assert list(cat.table["rank"]) == [1, 2]
-    with pytest.raises(CatalogError, match="--label-col 'nope' is not a column"):
+    with pytest.raises(CatalogError, match="`label_col` 'nope' is not a column"):
         load_catalog(p, columns={"id": "sku", "image": "path", "label": "nope"})
 
 

@@ -106,7 +106,7 @@ def test_experiment_on_a_given_search_log_with_repeated_items(fashion_400: Path,
     from simlabel.labels.search import SearchConfig, build_search_labels
 
     log = build_search_labels(fashion_400, label_col="article_type", config=SearchConfig(top_r=100, duplicates="keep"),
-                              out=tmp_path / "log.csv", progress=False)
+                              out=tmp_path / "log.csv", progress=False).labels
     assert log["id"].duplicated().any()  # the same item answered several queries
     cfg = SideInfoExperimentConfig(
         labels=str(tmp_path / "log.csv"), methods=["baseline", "stage1"], repeats=[0], test_frac=0.3, related_k=3,

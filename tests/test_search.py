@@ -103,7 +103,8 @@ def test_min_score_and_top_r_cut() -> None:
 def test_search_labels_ranks_and_columns() -> None:
     ids = [f"p{i}" for i in range(len(CORPUS))]
     with pytest.warns(UserWarning, match="p6"):
-        df = search_labels(ids, CORPUS, ["Watches", "Casual_Shoes", "Belts"], SearchConfig(top_r=5, duplicates="keep"))
+        made = search_labels(ids, CORPUS, ["Watches", "Casual_Shoes", "Belts"], SearchConfig(top_r=5, duplicates="keep"))
+    df = made.labels
     assert list(df.columns) == ["id", "label", "rank", "score", "query"]
     assert set(df.loc[df.label == "Casual_Shoes", "query"]) == {"Casual Shoes"}
     for _, g in df.groupby("label"):
@@ -111,24 +112,24 @@ def test_search_labels_ranks_and_columns() -> None:
     assert list(df.loc[df.label == "Watches", "id"]) == ["p1", "p0"]
     assert list(df["label"]) == sorted(df["label"])
     assert "p6" not in set(df["id"])
-    assert df.attrs["search"]["n_empty_text"] == 1
+    assert made.summary["n_empty_text"] == 1 and made.summary["categories"] == ["Watches", "Casual_Shoes", "Belts"]
 
 
 def test_duplicates_best_keeps_the_better_rank() -> None:
     ids = [f"p{i}" for i in range(len(CORPUS))]
     texts = CORPUS[:6]
     # "Shoes": p3 (rank 1), p4 (rank 2). "Sports Shoes": p4 (rank 1), p3 (rank 2).
-    keep = search_labels(ids[:6], texts, ["Shoes", "Sports Shoes"], SearchConfig(duplicates="keep"))
+    keep = search_labels(ids[:6], texts, ["Shoes", "Sports Shoes"], SearchConfig(duplicates="keep")).labels
     assert len(keep) == 4 and keep.groupby("id").size().to_dict() == {"p3": 2, "p4": 2}
-    best = search_labels(ids[:6], texts, ["Shoes", "Sports Shoes"], SearchConfig(duplicates="best"))
+    best = search_labels(ids[:6], texts, ["Shoes", "Sports Shoes"], SearchConfig(duplicates="best")).labels
     assert dict(zip(best["id"], best["label"])) == {"p3": "Shoes", "p4": "Sports Shoes"}
     assert best["id"].is_unique
     # Same rank (1) in both: the higher score wins ("Casual Shoes" matches two terms of p3).
-    best = search_labels(ids[:6], texts, ["Shoes", "Casual Shoes"])
+    best = search_labels(ids[:6], texts, ["Shoes", "Casual Shoes"]).labels
     assert best.set_index("id").loc["p3", "label"] == "Casual Shoes"
     # Same rank and score ("Tshirt" and "Tshirts" stem alike): the category listed first wins.
-    a = search_labels(ids[:6], texts, ["Tshirt", "Tshirts"])
-    b = search_labels(ids[:6], texts, ["Tshirts", "Tshirt"])
+    a = search_labels(ids[:6], texts, ["Tshirt", "Tshirts"]).labels
+    b = search_labels(ids[:6], texts, ["Tshirts", "Tshirt"]).labels
     assert a.set_index("id").loc["p2", "label"] == "Tshirt"
     assert b.set_index("id").loc["p2", "label"] == "Tshirts"
 
@@ -236,11 +237,12 @@ def test_real_slice_noise_is_real(fashion_slice: pd.DataFrame) -> None:
     df = fashion_slice
     cats = sorted(df["article_type"].unique())
     truth = pd.Series(df["article_type"].to_numpy(), index=df["id"].to_numpy())
-    labels = search_labels(df["id"], df["title"], cats, SearchConfig(top_r=50))
+    made = search_labels(df["id"], df["title"], cats, SearchConfig(top_r=50))
+    labels = made.labels
     assert len(labels) > 0 and labels["id"].is_unique
     assert set(labels["label"]) <= set(cats)
     assert labels["rank"].between(1, 50).all()
-    rep = search_noise_report(labels, truth)
+    rep = search_noise_report(made, truth)  # the categories searched come with what the search made
     assert 0 < rep["noise_rate"] < 0.5  # real noise, but most search labels are right
     assert rep["n_catalog"] == 1500 and 0 < rep["coverage"] < 1
     assert rep["n_labelled"] == len(labels) and rep["n_unknown"] == 0
@@ -265,12 +267,13 @@ def test_build_search_labels_excludes_and_writes(fashion_slice: pd.DataFrame, tm
     path = tmp_path / "catalog.csv"
     fashion_slice.to_csv(path, index=False)
     cfg = SearchConfig(top_r=20)
-    first = build_search_labels(path, label_col="article_type", config=cfg, progress=False)
+    first = build_search_labels(path, label_col="article_type", config=cfg, progress=False).labels
     excluded = set(first["id"].iloc[::2])  # half of what a search finds, e.g. a test split
     out = tmp_path / "labels" / "search.csv"
-    df = build_search_labels(path, label_col="article_type", config=cfg, exclude_ids=excluded, out=out, progress=False)
+    made = build_search_labels(path, label_col="article_type", config=cfg, exclude_ids=excluded, out=out, progress=False)
+    df = made.labels
     assert len(df) > 0 and not (set(df["id"]) & excluded)
-    assert df.attrs["search"]["n_excluded"] == len(excluded)
+    assert made.summary["n_excluded"] == len(excluded)
     back = read_labels(out)
     assert list(back.columns) == ["id", "label", "rank", "score", "query"]
     assert list(back["id"]) == list(df["id"]) and list(back["label"]) == list(df["label"])
@@ -308,10 +311,10 @@ def test_errors(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="no text column 'title'") as e:
         build_search_labels(path, label_col="article_type", progress=False)
     assert "'title'" in str(e.value) and str(path) in str(e.value)
-    with pytest.raises(CatalogError, match="--label-col 'category' is not a column") as e:
+    with pytest.raises(CatalogError, match="`label_col` 'category' is not a column") as e:
         build_search_labels(path, label_col="category", text_col="name", progress=False)
     assert "'category'" in str(e.value) and str(path) in str(e.value)
-    ok = build_search_labels(path, label_col="article_type", text_col="name", progress=False)
+    ok = build_search_labels(path, label_col="article_type", text_col="name", progress=False).labels
     assert dict(zip(ok["id"], ok["label"])) == {"1": "Shirts", "2": "Tops"}
 
 

@@ -333,7 +333,7 @@ def load_catalog(
             raise CatalogError(f"unknown standard column {standard!r}; known: {', '.join(STANDARD_COLUMNS)}")
         if source not in df.columns:
             raise CatalogError(
-                f"{p}: --{standard}-col {source!r} is not a column; columns are {', '.join(map(str, df.columns))}"
+                f"{p}: `{standard}_col` {source!r} is not a column; columns are {', '.join(map(str, df.columns))}"
             )
         df[standard] = df[source]
     df = validate_table(df, path=p, require=require).reset_index(drop=True)

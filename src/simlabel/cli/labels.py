@@ -233,7 +233,7 @@ def search(
     cat = load_catalog(catalog, columns=columns(label=label_col if label_col != "label" else None), require=("id",))
     cfg = SearchConfig(method=method, top_r=top_r, duplicates=duplicates, device=device)
     labels = build_search_labels(cat, categories=comma_list(categories) or None, text_col=text_col, config=cfg, out=out,
-                                 exclude_split=exclude_split)
+                                 exclude_split=exclude_split).labels
     counts = labels["label"].value_counts()
     say(f"{len(labels):,} labelled items from {counts.size} queries (median {int(counts.median())} per query) -> {out}")
 

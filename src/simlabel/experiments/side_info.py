@@ -151,7 +151,7 @@ def run_side_info_experiment(
             catalog, categories=categories_q, text_col=cfg.text_col,
             config=SearchConfig(method=cfg.search_method, top_r=cfg.top_r, duplicates=cfg.duplicates), exclude_ids=set(test_df["id"]),
             progress=progress,
-        )
+        ).labels
         source = f"{cfg.search_method} search of '{cfg.text_col}', top {cfg.top_r} per category (duplicates: {cfg.duplicates})"
     found = emb.has(noisy["id"].astype(str))
     n_no_emb = int((~found).sum())

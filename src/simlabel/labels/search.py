@@ -62,6 +62,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_RANK_BUCKETS",
     "SearchConfig",
+    "SearchLabels",
     "build_search_labels",
     "format_search_noise_report",
     "results_table",
@@ -91,6 +92,24 @@ class SearchConfig(RetrievalConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         one_of(self.duplicates, _DUPLICATES, "duplicates")
+
+
+@dataclass
+class SearchLabels:
+    """What :func:`search_labels` and :func:`build_search_labels` made.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        ``id, label, rank, score, query``: one row per (item, query), or per item with ``duplicates="best"``.
+    summary : dict
+        ``method``, ``top_r``, ``n_items``, ``n_empty_text``, ``categories`` (the searched ones, in order),
+        ``results_per_category``, ``categories_without_results``; from a catalog also ``catalog``,
+        ``text_col``, ``n_catalog`` and ``n_excluded``.
+    """
+
+    labels: pd.DataFrame
+    summary: dict
 
 
 def results_table(results: SearchResults, ids: Sequence[str] | np.ndarray, categories: Sequence[str]) -> pd.DataFrame:
@@ -144,20 +163,20 @@ def search_labels(
     encoder: Encoder | None = None,
     block_size: int | None = None,
     progress: bool = False,
-) -> pd.DataFrame:
+) -> SearchLabels:
     """Label items by searching their ``texts`` with each category name.
 
     Each category is searched with its cleaned name (:func:`clean_label_name`); the top
-    ``config.top_r`` results are labelled with the category. Returns a DataFrame with
-    columns ``id, label, rank, score, query`` (``rank`` 1-based within its query, 1 = best),
+    ``config.top_r`` results are labelled with the category. Returns :class:`SearchLabels`, whose
+    ``labels`` has columns ``id, label, rank, score, query`` (``rank`` 1-based within its query, 1 = best),
     sorted by label then rank. With ``duplicates="best"`` an id found by several queries
     keeps the row where it ranked best (smallest rank; ties: higher score, then the
     category listed first), so ids are unique; ``"keep"`` keeps every (id, query) row.
 
     Raises ``ValueError`` on no categories, duplicate or blank category names, ``ids``
     and ``texts`` of different lengths, and duplicate or empty ids. Items with an empty or
-    missing text match nothing; a warning names the first few. ``df.attrs["search"]``
-    holds counts (searched, empty texts, categories without results).
+    missing text match nothing; a warning names the first few. ``summary`` holds the counts
+    (searched, empty texts, categories without results) and the categories searched.
     """
     config = config or SearchConfig()
     cats = _check_categories(categories)
@@ -200,7 +219,7 @@ def search_labels(
     df = df.sort_values(["label", "rank"], kind="stable").reset_index(drop=True)
     df["rank"] = df["rank"].astype(np.int64)
     df["score"] = df["score"].astype(np.float32)
-    df.attrs["search"] = {
+    return SearchLabels(df, {
         "method": config.method,
         "top_r": config.top_r,
         "n_items": len(ids_list),
@@ -208,8 +227,7 @@ def search_labels(
         "categories": cats,
         "results_per_category": dict(zip(cats, map(int, n_results))),
         "categories_without_results": [c for c, k in zip(cats, n_results) if k == 0],
-    }
-    return df
+    })
 
 
 def build_search_labels(
@@ -223,7 +241,7 @@ def build_search_labels(
     exclude_ids: Iterable[str] | None = None,
     exclude_split: str | None = None,
     progress: bool = True,
-) -> pd.DataFrame:
+) -> SearchLabels:
     """Search a catalog's ``text_col`` with each category and return (and write) the labels.
 
     ``catalog`` is a catalog file (loaded with :func:`simlabel.catalog.load_catalog`) or a
@@ -275,20 +293,21 @@ def build_search_labels(
         mask = table["id"].astype(str).isin(excluded).to_numpy()
         n_excluded = int(mask.sum())
         pool = table[~mask]
-    df = search_labels(
+    made = search_labels(
         pool["id"].astype(str).to_numpy(dtype=object),
         pool[text_col].to_numpy(dtype=object),
         categories,
         config,
         progress=progress,
     )
-    df.attrs["search"].update({"catalog": name, "text_col": text_col, "n_catalog": len(table), "n_excluded": n_excluded})
+    made.summary.update({"catalog": name, "text_col": text_col, "n_catalog": len(table), "n_excluded": n_excluded})
+    df = made.labels
     if out is not None:
         buf = io.StringIO()
         df[["id", "label", "rank", "score", "query"]].to_csv(buf, index=False)
         with exclusive(out):
             atomic_write_text(out, buf.getvalue())
-    return df
+    return made
 
 
 # ----------------------------------------------------------------------------- noise report
@@ -305,7 +324,7 @@ def _rank_bucket_names(edges: Sequence[int]) -> list[tuple[int, float, str]]:
 
 
 def search_noise_report(
-    labels: pd.DataFrame,
+    labels: "SearchLabels | pd.DataFrame",
     truth: Mapping[str, str] | pd.Series,
     *,
     categories: Sequence[str] | None = None,
@@ -313,10 +332,10 @@ def search_noise_report(
 ) -> dict:
     """How wrong the search labels are, against the true labels.
 
-    ``labels``: a table from :func:`search_labels` (``id, label`` and ``rank``); ``truth``:
-    the true label of every catalog item (id -> label), whose size is the catalog size.
-    ``categories`` (default: the searched categories recorded in ``labels.attrs``, else the
-    distinct true labels and search labels) are those that count as searched.
+    ``labels``: what :func:`search_labels` made, or a table of its columns (``id, label`` and
+    ``rank``); ``truth``: the true label of every catalog item (id -> label), whose size is the
+    catalog size. ``categories`` (default: the searched categories of a :class:`SearchLabels`, else
+    the distinct true labels and search labels) are those that count as searched.
 
     Returns a dict with ``n_rows`` (labelled rows), ``n_labelled`` (distinct ids),
     ``n_catalog``, ``coverage`` (share of the catalog labelled), ``n_unknown`` (labelled
@@ -327,6 +346,8 @@ def search_noise_report(
     noise rate descending, then size), ``n_categories`` and ``categories_without_results``
     (count) with ``empty_categories`` (names).
     """
+    searched = labels if isinstance(labels, SearchLabels) else None
+    labels = labels.labels if searched is not None else labels
     missing = [c for c in ("id", "label") if c not in labels.columns]
     if missing:
         raise InputError(f"labels have no column(s) {', '.join(missing)}")
@@ -356,8 +377,8 @@ def search_noise_report(
             n, k = int(m.sum()), int((wrong & m).sum())
             by_rank.append({"ranks": name, "n": n, "n_wrong": k, "noise_rate": rate(k, n)})
 
-    if categories is None:
-        categories = labels.attrs.get("search", {}).get("categories")
+    if categories is None and searched is not None:
+        categories = searched.summary.get("categories")
     if categories is None:
         categories = sorted(set(truth_s.dropna().astype(str)) | set(lab))
     categories = list(categories)
