@@ -65,15 +65,17 @@ def task(args: argparse.Namespace) -> None:
     if args.task == "augment":
         from simlabel.labels.augment import augment
 
-        table, res, _ = augment(folder / "emb", folder / "seeds.csv", k=args.k, index_kind=args.index_kind, out=folder / "aug.csv")
+        made = augment(folder / "emb", folder / "seeds.csv", k=args.k, index_kind=args.index_kind, out=folder / "aug.csv")
+        table, res = made.labels, made.result
         out = {"steps": res.n_steps, "stop_reason": res.stop_reason, "sizes": res.sizes.tolist(), "labels": int(len(table))}
     else:
         from simlabel.labels.propagate import propagate
 
-        table, res = propagate(
+        made = propagate(
             folder / "emb", folder / "seeds.csv", k=args.k, steps=args.steps, unlabeled_sample=args.sample,
             symmetric=args.symmetric, index_kind=args.index_kind, out=folder / "prop.csv",
         )
+        table, res = made.labels, made.result
         out = {"steps": res.steps, "labels": int(len(table))}
     out["seconds"] = round(time.perf_counter() - t0, 1)
     out["peak_rss_gib"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20, 2)
@@ -113,7 +115,8 @@ def label_spreading_side_by_side(n: int, dim: int, k: int, seed: int, seeds_per_
         t_ls = time.perf_counter() - t0
         ls_label = np.where(ls.transduction_ == 1, "pos", "neg")
         t0 = time.perf_counter()
-        table, res = propagate(folder / "emb", seeds, k=k, steps=None, symmetric=True, index_kind="flat")
+        made = propagate(folder / "emb", seeds, k=k, steps=None, symmetric=True, index_kind="flat")
+        table, res = made.labels, made.result
         t_ours = time.perf_counter() - t0
         ours = pd.Series(table["label"].to_numpy(), index=table["id"])
         common = ours.index

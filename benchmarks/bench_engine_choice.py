@@ -164,8 +164,7 @@ def downstream(data: Path, keep: Path) -> dict:
     truth = cat.table.set_index("id")["label"].astype(str)
     made = {}
     for name, emb in (("fp32", fp32), ("chosen", chosen)):
-        aug, _, _ = augment(emb, split.sample, k=10, holdout=split.holdout)
-        a = aug[aug.source == "augmented"].set_index("id")["label"].astype(str)
+        a = augment(emb, split.sample, k=10, holdout=split.holdout).augmented.set_index("id")["label"].astype(str)
         made[name] = a
     a, b = made["fp32"], made["chosen"]
     both = a.index.intersection(b.index)

@@ -73,7 +73,8 @@ def bench_spread(small: Path) -> dict:
         g = build_graph(e, None, GraphConfig(k=10, index=kind), progress=False)
         graph_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        table, res = propagate(e, seeds, k=10, method="spread", graph=g, alpha=0.99, power=1.0)
+        made = propagate(e, seeds, k=10, method="spread", graph=g, alpha=0.99, power=1.0)
+        table, res = made.labels, made.result
         solve_s = time.perf_counter() - t0
         got = pd.Index(e.ids).get_indexer(table["id"])
         agree = float((ls.transduction_[got] == (table["label"] == "pos").to_numpy().astype(int)).mean())
@@ -195,7 +196,7 @@ def main() -> None:
                            ("spread", f"propagate({str(root / 'emb')!r}, {str(root / 'seeds.csv')!r}, k=10, method='spread', graph={str(g10)!r})")):
             code = ("import json, resource\nfrom simlabel.labels.augment import augment\nfrom simlabel.labels.propagate import propagate\n"
                     f"out = {call}\n"
-                    "print(json.dumps({'labels': len(out[0]), 'rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))")
+                    "print(json.dumps({'labels': len(out.labels), 'rss_gib': resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))")
             r = in_process(code)
             results[f"{name}_graph"] = r
             print(f"{name} --graph: {r['seconds']:.1f} s, {r['rss_gib']:.2f} GiB, {r['labels']:,} labels", flush=True)

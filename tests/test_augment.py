@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -151,7 +152,7 @@ def test_augment_files_end_to_end(tmp_path: Path) -> None:
     write_shard(tmp_path / "emb" / shard_name(0), ids, X.astype(np.float32))
     pd.DataFrame({"id": ["a0", "a1", "a2", "b0", "b1", "b2"], "label": ["A"] * 3 + ["B"] * 3}).to_csv(tmp_path / "seeds.csv", index=False)
     pd.DataFrame({"id": ["a3", "b3"], "label": ["A", "B"]}).to_csv(tmp_path / "hold.csv", index=False)
-    table, res, hold = augment(tmp_path / "emb", tmp_path / "seeds.csv", k=5, holdout=tmp_path / "hold.csv", out=tmp_path / "aug.csv")
+    made = augment(tmp_path / "emb", tmp_path / "seeds.csv", k=5, holdout=tmp_path / "hold.csv", out=tmp_path / "aug.csv")
     written = pd.read_csv(tmp_path / "aug.csv", dtype=str, keep_default_na=False)
     assert list(written.columns[:5]) == ["id", "label", "step", "source", "via"]
     assert written["id"].is_unique and not {"a3", "b3"} & set(written["id"])
@@ -161,3 +162,11 @@ def test_augment_files_end_to_end(tmp_path: Path) -> None:
     # well separated clusters: augmented labels follow the cluster
     assert (aug["label"] == aug["id"].str[0].str.upper()).mean() > 0.95
     assert (tmp_path / "aug.csv.summary.json").exists()
+    # the value is the files: labels, the augmented rows, the holdout and the summary written beside them
+    assert made.labels["id"].tolist() == written["id"].tolist() and made.augmented["id"].tolist() == aug["id"].tolist()
+    assert made.holdout["id"].tolist() == ["a3", "b3"] and made.summary["holdout"] == 2
+    written_summary = json.loads((tmp_path / "aug.csv.summary.json").read_text())
+    assert written_summary["n_steps"] == made.summary["n_steps"] == made.result.n_steps
+    with pytest.warns(DeprecationWarning, match="unpacking it as"):
+        table, result, holdout = made  # what scripts written for the 3-tuple do
+    assert table is made.labels and result is made.result and holdout is made.holdout

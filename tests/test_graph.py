@@ -147,16 +147,17 @@ def test_augment_and_propagate_give_the_same_labels_with_the_graph(tmp_path: Pat
     seeds = pd.DataFrame({"id": e.ids[rng.choice(400, 40, replace=False)]})
     seeds["label"] = cls[pd.Index(e.ids).get_indexer(seeds["id"])]
     g = build_graph(e, tmp_path / "g", GraphConfig(k=12), progress=False)
-    direct, _, _ = augment(e, seeds, k=10)
-    via, _, _ = augment(e, seeds, k=10, graph=tmp_path / "g")
+    direct = augment(e, seeds, k=10).labels
+    via = augment(e, seeds, k=10, graph=tmp_path / "g").labels
     pd.testing.assert_frame_equal(direct, via)
     with pytest.raises(InputError, match="rebuild it with `simlabel graph --k 20`"):
         augment(e, seeds, k=20, graph=g)
-    p_direct, _ = propagate(e, seeds, k=10, steps=5)
-    p_via, _ = propagate(e, seeds, k=10, steps=5, graph=g)
+    p_direct = propagate(e, seeds, k=10, steps=5).labels
+    p_via = propagate(e, seeds, k=10, steps=5, graph=g).labels
     pd.testing.assert_frame_equal(p_direct, p_via)
-    s_direct, _ = propagate(e, seeds, k=10, method="spread")
-    s_via, res = propagate(e, seeds, k=10, method="spread", graph=g)
+    s_direct = propagate(e, seeds, k=10, method="spread").labels
+    spread = propagate(e, seeds, k=10, method="spread", graph=g)
+    s_via, res = spread.labels, spread.result
     pd.testing.assert_frame_equal(s_direct, s_via)
     assert res.converged and "weight" in s_via.columns
 

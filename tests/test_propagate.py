@@ -66,7 +66,12 @@ def test_propagate_files(tmp_path: Path) -> None:
     ids = [f"a{i}" for i in range(40)] + [f"b{i}" for i in range(40)]
     write_shard(tmp_path / "emb" / shard_name(0), ids, (X / np.linalg.norm(X, axis=1, keepdims=True)).astype(np.float32))
     seeds = pd.DataFrame({"id": ["a0", "a1", "b0", "b1"], "label": ["A", "A", "B", "B"]})
-    table, res = propagate(tmp_path / "emb", seeds, k=5, steps=20, unlabeled_sample=30, exclude=["a5", "b5"], out=tmp_path / "p.csv")
+    made = propagate(tmp_path / "emb", seeds, k=5, steps=20, unlabeled_sample=30, exclude=["a5", "b5"], out=tmp_path / "p.csv")
+    table = made.labels
+    assert made.summary["n_nodes"] == 34 and made.summary["n_labels"] == len(table) and made.result.steps == 20
+    with pytest.warns(DeprecationWarning, match="unpacking it as"):
+        old_table, old_res = made  # what scripts written for the tuple do
+    assert old_table is table and old_res is made.result
     assert len(table) <= 30 and not {"a5", "b5", "a0", "b0"} & set(table["id"])
     assert (table["label"] == table["id"].str[0].str.upper()).mean() > 0.9
     assert list(pd.read_csv(tmp_path / "p.csv").columns[:2]) == ["id", "label"]

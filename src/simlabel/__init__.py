@@ -8,9 +8,9 @@ The public API (imported lazily, so ``import simlabel`` stays cheap)::
     index = simlabel.build_index(emb, "index.faiss", kind="hnsw")
     nbr_ids, sims = index.knn_ids(emb.ids[:5], k=10)    # Neighbors(ids, similarities)
 
-    labels, result, holdout = simlabel.augment(emb, "seeds.csv", k=10)   # paper 000
-    prop, _ = simlabel.propagate(emb, "seeds.csv", k=10, steps=4)
-    clf = simlabel.train(emb, "seeds.csv", extra=[labels], out="model/")
+    aug = simlabel.augment(emb, "seeds.csv", k=10)            # paper 000: Augmented(labels, holdout, result, summary)
+    prop = simlabel.propagate(emb, "seeds.csv", k=10, steps=4)  # Propagated(labels, result, summary)
+    clf = simlabel.train(emb, "seeds.csv", extra=[aug.augmented], out="model/")
     report = simlabel.evaluate(clf, emb, "holdout.csv")
 
 Every function that takes an embedding folder also takes a loaded ``Embeddings``.

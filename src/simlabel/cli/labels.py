@@ -126,10 +126,11 @@ def augment(
 
     Example: simlabel augment --emb emb/ --labels seeds.csv --k 10 --holdout-frac 0.3 --out aug.csv
     """
-    table, result, _ = augment_fn(
+    made = augment_fn(
         emb, labels, k=k, holdout=holdout, holdout_frac=holdout_frac, seed=seed, stop=stop,
         max_steps=max_steps, index=index_path, index_kind=index_kind, out=out, label_col=label_col, graph=graph,
     )
+    table, result = made.labels, made.result
     out_console.print(augment_sizes_table(result, f"augmentation sizes (k={k}, stop={stop}: {result.stop_reason} after "
                                                   f"{result.n_steps} steps)", summary=f"{out}.summary.json"))
     say(f"{len(table):,} labels ({int((table['source'] == 'augmented').sum()):,} augmented) -> {out}")
@@ -189,9 +190,10 @@ def propagate(
     from simlabel.labels.io import read_id_list
 
     ex = read_id_list(exclude, what="exclude file") if exclude else None
-    table, res = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
-                              exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, method=method, alpha=alpha,
-                              power=power)
+    made = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
+                        exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, method=method, alpha=alpha,
+                        power=power)
+    table, res = made.labels, made.result
     counts = table["label"].value_counts()
     how = f"{res.steps} steps" if method == "iterate" else f"{res.steps} CG iterations ({'converged' if res.converged else 'not converged'})"
     t = Table(title=f"{len(table):,} propagated labels after {how}")

@@ -170,13 +170,13 @@ def run_one(
     n_hold_unseen = int((~hold["label"].isin(seed_classes)).sum())
     hold = hold[hold["label"].isin(seed_classes)].reset_index(drop=True)
     work.mkdir(parents=True, exist_ok=True)
-    aug, result, _ = augment(emb, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps,
-                             index=index if graph is None else None, graph=graph, out=work / "aug.csv")
-    augmented = aug[aug["source"] == "augmented"]
-    prop, _ = propagate(
+    made = augment(emb, seeds, k=cfg.k, holdout=hold, stop=cfg.stop, max_steps=cfg.max_steps,
+                   index=index if graph is None else None, graph=graph, out=work / "aug.csv")
+    result, augmented = made.result, made.augmented
+    prop = propagate(
         emb, seeds, k=cfg.k, steps=max(1, result.n_steps), unlabeled_sample=max(1, len(augmented)),
         exclude=hold["id"].tolist(), seed=rep_seed, out=work / "prop.csv",
-    )
+    ).labels
     classes = sorted(seeds["label"].unique())
     head = HeadConfig(**{**asdict(cfg.head), "seed": rep_seed, "device": cfg.device,
                          "class_weight": None if cfg.paper_head else (cfg.head.class_weight or "balanced")})

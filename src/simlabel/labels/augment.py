@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -262,6 +263,40 @@ def split_holdout(labels: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.
     return labels[~hold].reset_index(drop=True), labels[hold].reset_index(drop=True)
 
 
+@dataclass
+class Augmented:
+    """What :func:`augment` made.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        ``id,label,step,source,via,via_similarity``: the seeds (step 0) and the labels they grew.
+    holdout : DataFrame
+        The held-out labels (given, drawn with ``holdout_frac``, or empty): never labelled.
+    result : AugmentResult
+        The recurrence's arrays and the size table of every step.
+    summary : dict
+        ``k``, the stop rule and why it stopped, the steps, the universe and holdout sizes, the classes, the
+        size table, the embeddings' fingerprint and the neighbours used: what ``<out>.summary.json`` holds.
+    """
+
+    labels: pd.DataFrame
+    holdout: pd.DataFrame
+    result: AugmentResult
+    summary: dict
+
+    @property
+    def augmented(self) -> pd.DataFrame:
+        """The labels made (not the seeds)."""
+        return self.labels[self.labels["source"] == "augmented"]
+
+    def __iter__(self):
+        # scripts written for the 3-tuple this function returned before (README, issue 23) keep working
+        warnings.warn("augment() returns an Augmented (labels, holdout, result, summary); unpacking it as "
+                      "(labels, result, holdout) is deprecated", DeprecationWarning, stacklevel=2)
+        return iter((self.labels, self.result, self.holdout))
+
+
 def augment(
     emb: str | os.PathLike | Embeddings,
     seeds: str | os.PathLike | pd.DataFrame,
@@ -277,7 +312,7 @@ def augment(
     out: str | os.PathLike | None = None,
     label_col: str = "label",
     graph: "str | os.PathLike | KnnGraph | None" = None,
-) -> tuple[pd.DataFrame, AugmentResult, pd.DataFrame]:
+) -> Augmented:
     """Augment seed labels over the universe of an embedding folder (or loaded :class:`Embeddings`).
 
     ``index`` reuses a k-NN index over the same ids (a saved file or a built
@@ -285,9 +320,9 @@ def augment(
     ``simlabel graph`` or a :class:`~simlabel.graph.KnnGraph`) reuses its neighbours and makes no
     query at all: the same graph gives the same labels as the queries would.
 
-    Returns ``(labels, result, holdout)``: ``labels`` has ``id,label,step,source,via,via_similarity``
+    Returns an :class:`Augmented`: ``labels`` has ``id,label,step,source,via,via_similarity``
     (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
-    labels (given, drawn with ``holdout_frac``, or empty). A holdout file is a list of ids (an
+    labels (given, drawn with ``holdout_frac``, or empty); ``result`` the recurrence; ``summary``. A holdout file is a list of ids (an
     ``id`` column; a ``label`` column is kept when there is one). ``seeds`` may be a catalog
     (file or folder) whose ``label_col`` holds the labels.
 
@@ -355,26 +390,27 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
             "via_similarity": np.round(result.via_similarity[labeled], 6),
         }
     )
+    summary = {
+        "k": k,
+        "stop": stop,
+        "stop_reason": result.stop_reason,
+        "n_steps": result.n_steps,
+        "universe": int(len(ids)),
+        "holdout": int(len(hold_df)),
+        "classes": [str(c) for c in classes],
+        "sizes": json.loads(result.size_table().to_json(orient="index")),
+        "embeddings": embeddings.source,
+        "embeddings_fingerprint": embeddings.fingerprint,
+        "neighbours": ({"graph": nindex.meta.get("path"), "k": nindex.k, "index": nindex.meta.get("index")}
+                       if graph is not None else {"index": getattr(nindex, "kind", None)}),
+        "holdout_file": (out.name + HOLDOUT_SUFFIX if holdout_frac and out is not None else
+                         str(Path(holdout).resolve()) if isinstance(holdout, (str, os.PathLike)) else None),
+    }
     if out is not None:
-        summary = {
-            "k": k,
-            "stop": stop,
-            "stop_reason": result.stop_reason,
-            "n_steps": result.n_steps,
-            "universe": int(len(ids)),
-            "holdout": int(len(hold_df)),
-            "classes": [str(c) for c in classes],
-            "sizes": json.loads(result.size_table().to_json(orient="index")),
-            "embeddings": embeddings.source,
-            "embeddings_fingerprint": embeddings.fingerprint,
-            "neighbours": ({"graph": nindex.meta.get("path"), "k": nindex.k, "index": nindex.meta.get("index")}
-                           if graph is not None else {"index": getattr(nindex, "kind", None)}),
-            "holdout_file": out.name + HOLDOUT_SUFFIX if holdout_frac else (str(Path(holdout).resolve()) if isinstance(holdout, (str, os.PathLike)) else None),
-        }
         hold_text = labels_csv(hold_df)
         write_set(out.with_name(out.name + SUMMARY_SUFFIX), {
             out: lambda tmp: tmp.write_text(labels_csv(table), encoding="utf-8"),
             out.with_name(out.name + HOLDOUT_SUFFIX): (lambda tmp: tmp.write_text(hold_text, encoding="utf-8")) if holdout_frac else None,
         }, summary)
-    return table, result, hold_df
+    return Augmented(table, hold_df, result, summary)
 

@@ -26,6 +26,7 @@ confidence is its winning share and Iscen's weight ``1 - H(z) / log C``.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -88,6 +89,32 @@ class PropagationResult:
     converged: bool
     #: Iscen et al.'s per-node weight ``1 - H / log C`` (``method="spread"`` only)
     weight: np.ndarray | None = None
+
+
+@dataclass
+class Propagated:
+    """What :func:`propagate` made.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        ``id,label,confidence,source`` (and ``weight`` with ``method="spread"``): the unlabelled nodes a
+        label reached.
+    result : PropagationResult
+        The distributions over every node, the steps and whether they converged.
+    summary : dict
+        ``method``, ``k``, the nodes (labelled and unlabelled), the classes, the steps and convergence.
+    """
+
+    labels: pd.DataFrame
+    result: PropagationResult
+    summary: dict
+
+    def __iter__(self):
+        # scripts written for the 2-tuple this function returned before (README, issue 23) keep working
+        warnings.warn("propagate() returns a Propagated (labels, result, summary); unpacking it as (labels, result) "
+                      "is deprecated", DeprecationWarning, stacklevel=2)
+        return iter((self.labels, self.result))
 
 
 def propagate_labels(
@@ -254,15 +281,15 @@ def propagate(
     method: str = "iterate",
     alpha: float = 0.99,
     power: float = 3.0,
-) -> tuple[pd.DataFrame, PropagationResult]:
+) -> Propagated:
     """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
 
     As paper 000: the graph's nodes are the labeled points and ``unlabeled_sample``
     points drawn (seeded) from the rest of the universe, never from ``exclude``
     (e.g. the holdout); ``None`` takes every unlabeled point. Edges are each node's
-    ``k`` nearest neighbours among the nodes. Returns the labels propagated to the
-    unlabeled nodes (``id,label,confidence,source``; nodes no label reached are
-    left out) and the raw result. ``index``: a built :class:`~simlabel.index.NeighborIndex`
+    ``k`` nearest neighbours among the nodes. Returns a :class:`Propagated`: the labels propagated
+    to the unlabeled nodes (``id,label,confidence,source``; nodes no label reached are left out),
+    the raw result and a summary. ``index``: a built :class:`~simlabel.index.NeighborIndex`
     over the same embeddings, whose stored vectors are used instead of the matrix.
 
     ``graph``: a k-NN graph of these embeddings (:func:`simlabel.graph.build_graph`, a folder or a
@@ -341,4 +368,8 @@ def propagate(
     if out is not None:
         with exclusive(out):
             write_labels(table, out)
-    return table, res
+    summary = {"method": method, "k": k, "n_nodes": int(len(nodes)), "n_labelled": int(len(lab_pos)),
+               "n_unlabelled": int(len(pool)), "classes": [str(c) for c in classes], "n_labels": int(len(table)),
+               "steps": int(res.steps), "converged": bool(res.converged),
+               "neighbours": "graph" if graph is not None else "index" if index is not None else kind}
+    return Propagated(table, res, summary)
