@@ -47,7 +47,7 @@ def embed(
     device: str = device_option(),
     backend: str = typer.Option(param_default(embed_fn, "backend"), "--backend", help="Inference engine of the exported model (EfficientNet-Lite0, skill:, the clip:/dino: image towers): onnx (ONNX Runtime), openvino, torch, or auto (the fastest that passes the agreement gate here)."),
     precision: str = typer.Option(param_default(embed_fn, "precision"), "--precision", help="fp32, bf16 (openvino), int8 (calibrated on the catalog's images), or auto. Anything but fp32 must pass the agreement gate against fp32 on a sample (else fp32, with a warning)."),
-    gate: Optional[str] = typer.Option(None, "--gate", help="Agreement gate settings, name=value pairs: recall_at_10 (default 'noise': fp32's own recall@10 when the pixels move by +-0.5 of a level, less sigmas standard errors of it; or a number: an absolute floor the recall must clear by sigmas of its own standard error), probe_top1 (default 0.97), cosine (no floor unless given) and sigmas (default 1). E.g. --gate recall_at_10=0.95 for issue 16's fixed floor."),
+    gate: Optional[str] = typer.Option(None, "--gate", help="Agreement gate settings, name=value pairs: recall_at_10 (default 'noise': fp32's own recall@10 when the pixels move by +-0.5 of a level, less sigmas standard errors of it; or a number: an absolute floor the recall must clear by sigmas of its own standard error), probe_top1 (default 0.97), cosine (no floor unless given) and sigmas (default 1). E.g. --gate recall_at_10=0.95 for a fixed floor."),
     batch_size: int = typer.Option(param_default(embed_fn, "batch_size"), "--batch-size", help="Images per model call."),
     shard_size: int = typer.Option(param_default(embed_fn, "shard_size"), "--shard-size", help="Rows per Parquet shard (the unit of resuming)."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Image decoding threads (default: cores, at most 4)."),
@@ -68,7 +68,7 @@ def embed(
 
     Images that cannot be read are listed in OUT/errors.csv (id, path, reason) and
     the run goes on; run the same command again after a crash to finish it.
-    Cost: image decoding and the model, about 180-290 images/s on 2 cores at fp32 (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first (about 50 s on 2 cores the first time, on a catalog of 2,000+ images; later only where the fastest engine can save more than the last probe cost), and only on a CPU with VNNI, AVX512-BF16 or AMX: without them no reduced precision can win, and ONNX Runtime fp32 runs at once.
+    Cost: image decoding and the model, about 130-290 images/s on 2 cores at fp32 (by machine kind) (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first (about 50 s on 2 cores the first time, on a catalog of 2,000+ images; later only where the fastest engine can save more than the last probe cost), and only on a CPU with VNNI, AVX512-BF16 or AMX: without them no reduced precision can win, and ONNX Runtime fp32 runs at once.
 
     Example: simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
     """
