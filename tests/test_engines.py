@@ -361,9 +361,12 @@ def test_the_probe_runs_only_where_it_can_pay_for_itself(tmp_path: Path, monkeyp
     assert "at most 20 s" in why
     # another model, or a speed missing for an engine auto would try: the size rule again
     assert probe_pays("m2", 3999, flags=flags)[0]
-    E._speeds_path("m1", flags).write_text(json.dumps({k: v for k, v in speeds.items() if k != "openvino/bf16"}))
-    assert E.available("openvino")  # make test installs it: bf16 is an engine auto tries
+    E._speeds_path("m1", flags).write_text(json.dumps({k: v for k, v in speeds.items() if k != "openvino/int8"}))
+    assert E.available("openvino")  # make test installs it: OpenVINO int8 is an engine auto tries with VNNI
     assert probe_pays("m1", 3999, flags=flags) == (True, "")
+    # bf16 is no candidate without AVX512-BF16 or AMX: its missing speed leaves the cache complete
+    E._speeds_path("m1", flags).write_text(json.dumps({k: v for k, v in speeds.items() if k != "openvino/bf16"}))
+    assert not probe_pays("m1", 3999, flags=flags)[0]
 
 
 def test_auto_records_what_its_probe_cost(real_pixels, tmp_path: Path, monkeypatch):
@@ -386,3 +389,37 @@ def test_auto_records_what_its_probe_cost(real_pixels, tmp_path: Path, monkeypat
     assert timed > 0 and speeds["onnx/fp32"] == 100.0
     # the decoding it was told of, and its own time less the speed measurements
     assert 7.0 < speeds["probe_s"] <= 7.0 + wall - timed + 0.05
+
+
+def test_auto_tries_only_the_precisions_this_cpu_runs_natively():
+    import simlabel.engines as E
+
+    def precisions(flags: str) -> set[str]:
+        return {p for _, p in E._wanted("auto", "auto", flags)}
+
+    assert precisions("avx2") == {"fp32"}
+    assert precisions("avx2 avx512f avx512_vnni") == {"fp32", "int8"}  # VNNI: int8 can win, bf16 is emulated
+    assert precisions("avx2 avx512f avx512_vnni avx512_bf16") == {"fp32", "int8", "bf16"}
+    assert precisions("avx2 amx_tile amx_bf16") == {"fp32", "bf16"}
+    assert {p for _, p in E._wanted("openvino", "bf16", "avx2")} == {"bf16"}  # asked for: tried wherever
+
+
+def test_an_engine_that_cannot_run_here_is_refused_not_fatal(real_pixels, tmp_path: Path, monkeypatch):
+    """OpenVINO under a oneDNN ISA cap below what it detects fails at its first inference ('Convolution node ...
+    is not initialized'): a candidate that cannot run is recorded and skipped, and fp32 embeds."""
+    import simlabel.engines as E
+
+    enc, X, labels, _, ids = real_pixels
+    monkeypatch.setenv("SIMLABEL_CACHE", str(tmp_path / "cache"))
+    real = E.make_engine
+
+    def failing(b, p, *a, **k):
+        if (b, p) == ("onnx", "int8"):
+            raise RuntimeError("[CPU] Convolution node with name '/_conv_stem/Conv' object is not initialized")
+        return real(b, p, *a, **k)
+
+    monkeypatch.setattr(E, "make_engine", failing)
+    with pytest.warns(SimlabelWarning, match=r"onnx int8 could not run \(could not run here: RuntimeError: .*not initialized\)"):
+        _, choice = choose_engine(enc.export_onnx(), "model-broken", (ids, X, labels), backend="onnx", precision="int8")
+    assert (choice.backend, choice.precision) == ("onnx", "fp32") and choice.reason.startswith("fallback: could not run")
+    assert [c["passes"] for c in choice.candidates] == [False, True]

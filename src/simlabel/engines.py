@@ -61,6 +61,8 @@ GATE_NAMES = ("cosine", "recall_at_10", "probe_top1", "sigmas")
 NOISE_LEVELS = 0.5
 #: the CPU units that let a reduced precision beat fp32: int8 dot products (VNNI), bf16 dot products, AMX tiles
 FAST_UNITS = ("avx_vnni", "avx512_vnni", "avx512_bf16", "amx_tile", "amx_int8", "amx_bf16")
+#: the units each reduced precision needs to run natively (``auto`` tries it only where one is present)
+PRECISION_UNITS = {"int8": ("avx_vnni", "avx512_vnni", "amx_int8"), "bf16": ("avx512_bf16", "amx_bf16")}
 
 
 def parse_gate(text: str) -> dict:
@@ -557,9 +559,16 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
             candidates.append({"backend": b, "precision": p, "images_per_s": round(speeds[f"{b}/{p}"], 1),
                                "passes": False, "failed": "not gated: slower than a passing engine"})
             continue
-        if p == "int8" and int8_path is None:
-            int8_path = quantize_int8(fp32_path, calib)
-        eng = make_engine(b, p, fp32_path, threads, int8_path)
+        try:
+            if p == "int8" and int8_path is None:
+                int8_path = quantize_int8(fp32_path, calib)
+            eng = make_engine(b, p, fp32_path, threads, int8_path)
+            eng(gate_px[:2].astype(np.float32))  # a runtime that cannot run this model here says so now
+        except (RuntimeError, OSError) as e:  # ModelError, OpenVINO's and ONNX Runtime's errors; not a bug's
+            why = f"could not run here: {type(e).__name__}: {str(e).strip().splitlines()[-1][:200] if str(e).strip() else ''}"
+            candidates.append({"backend": b, "precision": p, "images_per_s": 0.0, "passes": False, "failed": why})
+            say(f"engine {b} {p}: {why}")
+            continue
         if p == "fp32":
             figures, ok, why = _fp32_check(ref, eng, gate_px)
         else:
@@ -603,8 +612,9 @@ def choose_engine(fp32_path: str | os.PathLike, model_version: str, sample: tupl
     best = max(passing, key=lambda c: c["images_per_s"])
     failed = [c for c in candidates if not c["passes"] and not c["failed"].startswith("not gated")]
     if (best["backend"], best["precision"]) == ("onnx", "fp32") and failed and (backend != "auto" or precision != "auto"):
-        warnings.warn(f"{failed[0]['backend']} {failed[0]['precision']} failed the agreement gate against fp32 "
-                      f"({failed[0]['failed']}); embedding with ONNX Runtime fp32", SimlabelWarning, stacklevel=2)
+        what = "could not run" if failed[0]["failed"].startswith("could not run") else "failed the agreement gate against fp32"
+        warnings.warn(f"{failed[0]['backend']} {failed[0]['precision']} {what} ({failed[0]['failed']}); embedding with "
+                      "ONNX Runtime fp32", SimlabelWarning, stacklevel=2)
     chosen_fp32 = (best["backend"], best["precision"]) == ("onnx", "fp32")
     if backend == "auto" or precision == "auto":
         reason = "fastest engine that passes the gate" if not chosen_fp32 else "no faster engine passes the gate"
@@ -648,10 +658,16 @@ def _gated(engine, ref: np.ndarray, pixels: np.ndarray, labels, seed: int, catal
 
 def _wanted(backend: str, precision: str, flags: str) -> list[tuple[str, str]]:
     """The engines ``(backend, precision)`` may choose among here: those installed, and with ``precision``
-    auto on a CPU that :func:`cpu_rules_out`, fp32 ones only."""
+    auto, fp32 and the reduced precisions whose units this CPU has (:data:`PRECISION_UNITS`; none where
+    :func:`cpu_rules_out`): int8 without VNNI, or bf16 without AVX512-BF16, is emulated and cannot win."""
     slow_cpu = cpu_rules_out(flags) if precision == "auto" else None
+    have = set(flags.split())
+
+    def allowed(p: str) -> bool:
+        return precision != "auto" or p == "fp32" or (not slow_cpu and bool(have & set(PRECISION_UNITS[p])))
+
     return [(b, p) for b, p in ENGINES if (backend == "auto" or b == backend) and (precision == "auto" or p == precision)
-            and available(b) and not (slow_cpu and p != "fp32")]
+            and available(b) and allowed(p)]
 
 
 def _speeds_path(model_version: str, flags: str) -> Path:
