@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -197,9 +198,10 @@ def test_augment_records_the_graph_it_read(tmp_path: Path):
     seeds = pd.DataFrame({"id": e.ids[:20], "label": ["a", "b"] * 10})
     augment(e, seeds, k=10, graph=tmp_path / "g", out=tmp_path / "aug.csv")
     summary = json.loads((tmp_path / "aug.csv.summary.json").read_text())
-    assert summary["neighbours"]["graph"] == str(tmp_path / "g") and summary["neighbours"]["k"] == 10
+    assert summary["neighbours"]["source"] == "graph" and summary["neighbours"]["path"] == str(tmp_path / "g")
+    assert summary["neighbours"]["graph_k"] == 10
     augment(e, seeds, k=10, out=tmp_path / "aug2.csv")
-    assert json.loads((tmp_path / "aug2.csv.summary.json").read_text())["neighbours"] == {"index": "flat"}
+    assert json.loads((tmp_path / "aug2.csv.summary.json").read_text())["neighbours"] == {"source": "built", "kind": "flat"}
 
 
 def test_neighbours_within_a_subset_by_hand():
@@ -240,6 +242,80 @@ def test_neighbours_within_equals_exact_search_among_the_subset(n, frac, k, seed
     assert np.allclose(s, ws, atol=1e-5)
 
 
+# ----------------------------------------------------------------------------- the one resolver
+
+
+def test_neighbour_source_one_rule_by_hand(tmp_path: Path):
+    from simlabel.graph import neighbour_source, neighbours_for
+    from simlabel.index import IndexConfig, NeighborIndex
+
+    # two pairs: 0~1, 2~3 (cosines 0.99 and 0.99; across the pairs at most 0.11)
+    X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    e = Embeddings(np.array(["a", "b", "c", "d"], dtype=object), X, {"path": "mem", "model": "test"})
+    g = build_graph(e, None, GraphConfig(k=3, recall_sample=0), progress=False)
+    idx = NeighborIndex.build(e.ids, X, IndexConfig(kind="flat"))
+    for where in ({}, {"graph": g}, {"index": idx}):
+        assert neighbours_for(e, 1, **where).neighbors.ravel().tolist() == [1, 0, 3, 2]
+        # among {a, c, d}: a's nearest is d (cos 0.11 > 0); the answers are positions into `among`
+        sub = neighbours_for(e, 1, among=np.array([0, 2, 3]), **where)
+        assert sub.neighbors.ravel().tolist() == [2, 2, 1]
+        # a query outside `among` (b) is answered among the allowed rows: a, at position 0
+        assert neighbour_source(e, 1, among=np.array([0, 2, 3]), **where)(np.array([1])).neighbors.tolist() == [[0]]
+    assert neighbour_source(e, 1, graph=g).summary["source"] == "graph"
+    assert neighbour_source(e, 1, index=idx).summary["source"] == "index"
+    assert neighbour_source(e, 1).summary == {"source": "built", "kind": "flat"}
+    # an index holds every row: among a strict subset it is searched over the subset, and says so
+    assert "subset" in neighbour_source(e, 1, index=idx, among=np.array([0, 2])).summary["why"]
+    with pytest.raises(InputError, match="either `graph` or `index`"):
+        neighbour_source(e, 1, graph=g, index=idx)
+    with pytest.raises(InputError, match="k = 3 neighbours per row, but 4"):
+        neighbour_source(e, 4, graph=g)
+    other = Embeddings(e.ids[::-1].copy(), X, {"path": "other", "model": "test"})
+    with pytest.raises(InputError, match="other embeddings|same order"):
+        neighbour_source(other, 1, graph=g)
+    with pytest.raises(InputError, match="other embeddings|same order"):
+        neighbour_source(other, 1, index=idx)
+    with pytest.raises(InputError, match="distinct"):
+        neighbour_source(e, 1, among=np.array([0, 0]))
+
+
+@settings(max_examples=15, deadline=None)
+@given(n=st.integers(20, 100), frac=st.floats(0.15, 1.0), k=st.integers(1, 6), graph_k=st.integers(1, 10),
+       seed=st.integers(0, 1000))
+def test_graph_index_and_built_give_one_answer(n, frac, k, graph_k, seed):
+    """Whatever the source, the neighbours among any subset are exact search among the subset."""
+    from simlabel.graph import neighbours_for
+    from simlabel.index import IndexConfig, NeighborIndex, exact_knn
+
+    e = _emb(n=n, seed=seed)
+    rng = np.random.default_rng(seed)
+    among = np.sort(rng.choice(n, max(k + 1, int(frac * n)), replace=False))
+    g = build_graph(e, None, GraphConfig(k=max(k, min(graph_k, n - 1)), recall_sample=0), progress=False)
+    idx = NeighborIndex.build(e.ids, e.matrix, IndexConfig(kind="flat"))
+    want, ws = exact_knn(e.matrix[among], k, exclude_self=True)
+    for where in ({}, {"graph": g}, {"index": idx}):
+        got, s = neighbours_for(e, k, among=among, **where)
+        assert np.array_equal(np.sort(got, 1), np.sort(want, 1)), where
+        assert np.allclose(s, ws, atol=1e-5)
+
+
+def test_propagate_with_a_graph_and_a_sample_equals_the_queries(tmp_path: Path):
+    """The graph's neighbours among a sample of nodes are the on-the-fly ones (exact search where a
+    node's graph row holds fewer than k nodes), not a graph with missing edges."""
+    from simlabel.labels.propagate import propagate
+
+    e = _emb(n=400, seed=3)
+    cls = (np.argmax(e.matrix[:, :3], axis=1)).astype(str)
+    seeds = pd.DataFrame({"id": e.ids[:40], "label": cls[:40]})
+    g = build_graph(e, None, GraphConfig(k=10, recall_sample=0), progress=False)
+    direct = propagate(e, seeds, k=8, steps=5, unlabeled_sample=120, seed=1)
+    via = propagate(e, seeds, k=8, steps=5, unlabeled_sample=120, seed=1, graph=g)
+    assert len(direct.labels) > 100
+    pd.testing.assert_frame_equal(direct.labels, via.labels)
+    assert via.summary["neighbours"]["source"] == "graph"
+
+
 def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
     from simlabel.labels.side_info import SideInfoConfig, side_info_weights
     from simlabel.semantics.categories import category_semantics
@@ -257,10 +333,13 @@ def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
     labels = pd.concat([labels, again], ignore_index=True)
     sem = category_semantics(cats, text_encoder=None, k=2)
     cfg = SideInfoConfig(knn=6, index="flat")
-    direct = side_info_weights(store, labels, semantics=sem, config=cfg)
+    made = side_info_weights(store, labels, semantics=sem, config=cfg)
+    direct = made.labels
+    assert made.summary["neighbours"] == {"source": "built", "kind": "flat"} and made.summary["n_images"] == 250
     g = build_graph(store, tmp_path / "g", GraphConfig(k=20), progress=False)
     via = side_info_weights(store, labels, semantics=sem, config=cfg, graph=tmp_path / "g")
-    pd.testing.assert_frame_equal(direct, via)
+    pd.testing.assert_frame_equal(direct, via.labels)
+    assert via.summary["neighbours"]["source"] == "graph"
     assert direct["agreement"].std() > 0.05  # the neighbours decide something
     # an image found twice is one image: it is never its own neighbour under the other label
     dup = labels["id"].duplicated(keep=False)
@@ -278,8 +357,20 @@ def test_side_info_weights_are_the_same_with_the_graph(tmp_path: Path):
                                    "--semantics", str(tmp_path / "sem.json"), "--knn", "6", "--graph", str(tmp_path / "g"),
                                    "--out", str(tmp_path / "w.csv")])
     assert res.exit_code == 0, res.output
-    want = side_info_weights(store, tmp_path / "labels.csv", semantics=sem, config=cfg)
+    want = side_info_weights(store, tmp_path / "labels.csv", semantics=sem, config=cfg).labels
     assert np.allclose(pd.read_csv(tmp_path / "w.csv")["weight"], want["weight"], atol=1e-5)
+    assert json.loads((tmp_path / "w.csv.summary.json").read_text())["neighbours"]["source"] == "graph"
+    # --index is a saved index; the old spelling `--index flat` (the kind) still runs, with a warning
+    from simlabel.index import build_index
+
+    build_index(store, tmp_path / "all.faiss", kind="flat")
+    for extra in (["--index", str(tmp_path / "all.faiss")], ["--index", "flat"]):
+        res = CliRunner().invoke(app, ["side-info", "--emb", str(store), "--labels", str(tmp_path / "labels.csv"),
+                                       "--semantics", str(tmp_path / "sem.json"), "--knn", "6", *extra,
+                                       "--out", str(tmp_path / "w2.csv")])
+        assert res.exit_code == 0, res.output
+        assert np.allclose(pd.read_csv(tmp_path / "w2.csv")["weight"], want["weight"], atol=1e-5)
+        assert ("--index-kind flat" in res.output) == (extra[1] == "flat")
 
 
 def _sharded_store(path: Path, e: Embeddings, sizes: list[int]) -> Path:

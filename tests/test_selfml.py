@@ -1,4 +1,5 @@
-"""SELF-ML (paper 004): sparsemax, explainable reconstruction, basis labels, flipping, joint training."""
+"""SELF-ML's method (paper 004, simlabel.labels.selfml): sparsemax, explainable reconstruction, basis labels,
+the direct rule, joint training. The job and its explanations are tested in test_flipping.py."""
 
 from __future__ import annotations
 
@@ -9,7 +10,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
-from simlabel.labels.flipping import Explanation, explain_flips
 from simlabel.labels.selfml import (
     SelfMLConfig,
     basis_query,
@@ -232,39 +232,7 @@ def test_history_has_every_phase(result):
     assert result.Y_B.shape == (32, 5) and result.basis_source.shape == (32,)
 
 
-# --------------------------------------------------------------------------- explanations
-
-
-def test_explain_flips_one_per_change(data, result):
-    X, _, Yn, _ = data
-    fixed, probs = correct_labels(result, X[TRAIN], Yn[TRAIN])
-    C = coefficients(result.reconstruction, X[TRAIN])
-    ex = explain_flips(C, Yn[TRAIN], fixed, probs, result.Y_B, top=3)
-    changed = np.argwhere(Yn[TRAIN] != fixed)
-    assert len(ex) == len(changed) > 0
-    assert [(e.row, e.label) for e in ex] == [tuple(rc) for rc in changed.tolist()]
-    for e in ex:
-        assert isinstance(e, Explanation)
-        assert e.old == Yn[TRAIN][e.row, e.label] and e.new == fixed[e.row, e.label] != e.old
-        assert 1 <= len(e.basis) <= 3 and len(e.weights) == len(e.basis) == len(e.basis_labels)
-        assert e.weights == sorted(e.weights, reverse=True) and all(w > 0 for w in e.weights)
-        np.testing.assert_allclose(e.weights[0], C[e.row].max(), rtol=1e-6)
-        assert e.basis_labels == result.Y_B[e.basis, e.label].tolist()
-        assert 0.5 <= e.confidence <= 1.0
-
-
-def test_explain_flips_hand_case():
-    C = np.array([[0.1, 0.6, 0.0, 0.3], [0.25, 0.25, 0.25, 0.25]], dtype=np.float32)
-    Y_B = np.array([[1, 0], [1, 1], [0, 0], [1, 1]], dtype=np.uint8)
-    Y_old = np.array([[0, 1], [1, 1]], dtype=np.uint8)
-    Y_new = np.array([[1, 1], [1, 1]], dtype=np.uint8)
-    probs = np.array([[0.8, 0.9], [0.9, 0.9]], dtype=np.float32)
-    (e,) = explain_flips(C, Y_old, Y_new, probs, Y_B, top=2)
-    assert (e.row, e.label, e.old, e.new) == (0, 0, 0, 1)
-    assert e.basis == [1, 3] and e.basis_labels == [1, 1]
-    np.testing.assert_allclose(e.weights, [0.6, 0.3], rtol=1e-6)
-    assert e.confidence == pytest.approx(0.8)
-    assert explain_flips(C, Y_old, Y_old, probs, Y_B) == []
+# --------------------------------------------------------------------------- sparsemax at scale
 
 
 def _full_sort_sparsemax(z: torch.Tensor) -> torch.Tensor:

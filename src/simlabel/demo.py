@@ -122,8 +122,8 @@ def run_demo(
     keyed by :func:`experiment_key`: a second demo with the same inputs and code reads them.
 
     ``graph`` (a :class:`~simlabel.graph.KnnGraph` or folder over these embeddings) gives the
-    test rows' training neighbours without new queries (:func:`simlabel.graph.neighbours_among`:
-    rows whose graph row holds fewer than ``k`` training neighbours are queried), the same
+    test rows' training neighbours without new queries (:func:`simlabel.graph.neighbour_source`:
+    rows whose graph row holds fewer than ``k`` training neighbours are searched exactly), the same
     accuracy as the train-only index.
     """
     root = find_default_data(data)
@@ -154,18 +154,11 @@ def run_demo(
     acc: float | None = None
     per_class: dict[str, float] = {}
     if is_train.sum() > k and is_test.any():
-        if graph is not None:
-            from simlabel.graph import as_graph, neighbours_among
+        from simlabel.graph import neighbour_source
 
-            g = as_graph(graph)
-            g.check_matches(embeddings)
-            nb, sims = neighbours_among(g, np.flatnonzero(is_test), is_train, k, vectors=matrix)
-            train_pos = np.full(len(ids), -1, dtype=np.int64)
-            train_pos[is_train] = np.arange(int(is_train.sum()))
-            pos = np.where(nb >= 0, train_pos[np.maximum(nb, 0)], -1)
-        else:
-            train_index = NeighborIndex.build(ids[is_train], matrix[is_train])
-            pos, sims = train_index.search(matrix[is_test], k)
+        # the test rows' nearest training rows: from the graph, or exact search among the training rows
+        train_rows = neighbour_source(embeddings, k, among=np.flatnonzero(is_train), graph=graph)
+        pos, sims = train_rows(np.flatnonzero(is_test))
         pred = knn_vote(labels[is_train], pos, sims)
         truth = labels[is_test]
         acc = float((pred == truth).mean())

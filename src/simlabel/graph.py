@@ -39,14 +39,17 @@ import pyarrow.parquet as pq
 from simlabel.checks import one_of, positive_int
 from simlabel.errors import ConfigError, InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_path, atomic_write_json, exclusive, read_json, run_record
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
 from simlabel.progress import task
 from simlabel.store import Embeddings, StoreRows, as_embeddings, open_store
 
 if TYPE_CHECKING:
     import scipy.sparse
 
-__all__ = ["GraphConfig", "KnnGraph", "build_graph", "load_graph", "neighbours_among", "neighbours_within", "sort_rows"]
+__all__ = [
+    "GraphConfig", "KnnGraph", "NeighbourSource", "build_graph", "load_graph", "neighbour_source", "neighbours_among",
+    "neighbours_for", "neighbours_within", "sort_rows",
+]
 
 FORMAT = "simlabel.graph"
 FORMAT_VERSION = 1
@@ -273,6 +276,196 @@ def neighbours_within(graph: KnnGraph, rows: np.ndarray, k: int, vectors: np.nda
     member = np.full(len(graph), -1, dtype=np.int64)
     member[rows] = np.arange(len(rows))
     return Neighbors(np.where(nb >= 0, member[np.maximum(nb, 0)], -1), sims)
+
+
+# -- the one neighbour resolver ------------------------------------------------------------------
+
+
+class NeighbourSource:
+    """Where a label method's neighbours come from, resolved once by :func:`neighbour_source`.
+
+    ``source(rows)`` returns the ``k`` nearest allowed neighbours of each query row (positions
+    into the vectors), itself excluded, best first, as :class:`~simlabel.index.Neighbors` of
+    positions into the vectors (no ``among``) or into ``among``; ``-1`` where fewer exist.
+    ``summary`` says where they came from, for the method's summary JSON.
+    """
+
+    def __init__(self, query, k: int, summary: dict, rows: np.ndarray) -> None:
+        self._query = query
+        self.k = int(k)
+        self.summary = summary
+        self.rows = rows  # the default queries: the allowed rows
+
+    def __call__(self, rows: np.ndarray, k: int | None = None) -> Neighbors:
+        # ``k`` lets a source stand where ``NeighborIndex.knn_positions(rows, k)`` is expected
+        if k is not None and k > self.k:
+            raise InputError(f"{k} neighbours asked of a source resolved for k = {self.k}")
+        nb, sim = self._query(np.asarray(rows, dtype=np.int64))
+        return Neighbors(nb, sim) if k is None or k == self.k else Neighbors(nb[:, :k], sim[:, :k])
+
+    def __repr__(self) -> str:
+        return f"NeighbourSource(k={self.k}, {self.summary})"
+
+
+def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *,
+                     among: np.ndarray | None = None,
+                     graph: str | os.PathLike | KnnGraph | None = None,
+                     index: str | os.PathLike | NeighborIndex | None = None,
+                     kind: str = "auto", seed: int = 0) -> NeighbourSource:
+    """The one rule by which every label method finds neighbours.
+
+    Parameters
+    ----------
+    emb
+        The embeddings (a store folder, loaded :class:`~simlabel.store.Embeddings`, or a plain
+        ``(n, d)`` matrix for the numerical cores).
+    k
+        Neighbours per query row.
+    among
+        Positions (into ``emb``) of the rows that may be neighbours, e.g. the labelled items;
+        ``None``: every row. With ``among`` the answers are positions into ``among``.
+    graph
+        A k-NN graph of ``emb`` (a folder made by ``simlabel graph`` or a :class:`KnnGraph`).
+        Used first when given; its ``k`` must be at least ``k``. With ``among``, each row keeps its
+        graph neighbours that are allowed, and a row with fewer than ``k`` of them is answered
+        by exact search among the allowed rows (:func:`neighbours_among`), so the answer is the
+        one a query would give (for an exact graph).
+    index
+        A k-NN index over ``emb`` (a saved file or a built
+        :class:`~simlabel.index.NeighborIndex`), used when no graph is given. An index holds
+        every row and cannot restrict its search, so with ``among`` a strict subset the
+        neighbours are searched in a new index over the subset (the summary says so).
+    kind
+        With neither: the index built over the allowed rows, ``flat`` (exact), ``ivf``,
+        ``hnsw`` or ``auto`` (:func:`~simlabel.index.auto_kind` of their number).
+    seed
+        The built index's seed (IVF training).
+
+    Returns
+    -------
+    NeighbourSource
+        Called with query rows, it returns their :class:`~simlabel.index.Neighbors`.
+
+    Raises
+    ------
+    InputError
+        Both ``graph`` and ``index`` given; a graph or index of other embeddings; a graph
+        holding fewer than ``k`` neighbours per row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> neighbour_source(X, 1)(np.arange(4)).neighbors.ravel().tolist()
+    [1, 0, 3, 2]
+    """
+    positive_int(k, "k")
+    one_of(kind, ("auto", "flat", "ivf", "hnsw"), "kind")
+    if graph is not None and index is not None:
+        raise InputError("give either `graph` or `index`, not both: a graph already holds the neighbours")
+    plain = isinstance(emb, np.ndarray)
+    e = None if plain else as_embeddings(emb)
+    X = emb if plain else None
+    n = len(emb) if plain else len(e.ids)
+    allowed_pos = None if among is None else np.asarray(among, dtype=np.int64)
+    if allowed_pos is not None and len(np.unique(allowed_pos)) != len(allowed_pos):
+        raise InputError("among: the allowed rows must be distinct")
+    whole = allowed_pos is None or len(allowed_pos) == n
+    rows_ok = np.arange(n) if allowed_pos is None else allowed_pos
+    member = None
+    if allowed_pos is not None:
+        member = np.full(n, -1, dtype=np.int64)
+        member[allowed_pos] = np.arange(len(allowed_pos))
+
+    def into_among(nb: Neighbors) -> Neighbors:
+        if member is None:
+            return nb
+        return Neighbors(np.where(nb.neighbors >= 0, member[np.maximum(nb.neighbors, 0)], -1), nb.similarities)
+
+    def vectors() -> np.ndarray:
+        return X if plain else e.matrix
+
+    if graph is not None:
+        g = as_graph(graph)
+        if plain:
+            if len(g) != n:
+                raise InputError(f"the graph ({len(g):,} rows) does not hold the {n:,} rows of the vectors")
+        else:
+            g.check_matches(e)
+        g.check_k(k)
+        summary = {"source": "graph", "path": g.meta.get("path"), "graph_k": g.k, "index": g.meta.get("index")}
+        if allowed_pos is None:
+            return NeighbourSource(lambda rows: g.knn_positions(rows, k), k, summary, rows_ok)
+        mask = np.zeros(n, dtype=bool)
+        mask[allowed_pos] = True
+        return NeighbourSource(lambda rows: into_among(neighbours_among(g, rows, mask, k, vectors=vectors())), k,
+                               summary, rows_ok)
+    if index is not None:
+        idx = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
+        if plain:
+            if len(idx) != n:
+                raise InputError(f"the index ({len(idx):,} rows) does not hold the {n:,} rows of the vectors")
+        else:
+            check_index_matches(idx, e, "index" if isinstance(index, NeighborIndex) else f"index {index}")
+        if whole:
+            return NeighbourSource(lambda rows: into_among(idx.knn_positions(rows, k)), k,
+                                   {"source": "index", "kind": idx.kind,
+                                    "path": None if isinstance(index, NeighborIndex) else str(index)}, rows_ok)
+    chosen = kind if kind != "auto" else auto_kind(len(rows_ok))
+    ids = np.arange(n).astype(str) if plain else e.ids
+    built = NeighborIndex.build(ids[rows_ok], vectors()[rows_ok], IndexConfig(kind=chosen, seed=seed))
+    summary = {"source": "built", "kind": chosen}
+    if index is not None:
+        summary["why"] = "the index holds every row; the neighbours among a subset are searched over the subset"
+    own = np.arange(n) if member is None else member
+
+    def query(rows: np.ndarray) -> Neighbors:
+        at = own[rows]
+        inside = at >= 0
+        if inside.all():
+            return built.knn_positions(at, k)
+        nb = np.full((len(rows), k), -1, dtype=np.int64)
+        sim = np.full((len(rows), k), -np.inf, dtype=np.float32)
+        if inside.any():
+            nb[inside], sim[inside] = built.knn_positions(at[inside], k)
+        got = built.search(vectors()[rows[~inside]], min(k, len(built)))
+        w = got.neighbors.shape[1]
+        nb[~inside, :w], sim[~inside, :w] = got.neighbors, got.similarities
+        return Neighbors(nb, sim)
+
+    return NeighbourSource(query, k, summary, rows_ok)
+
+
+def neighbours_for(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *, rows: np.ndarray | None = None,
+                   among: np.ndarray | None = None, graph: str | os.PathLike | KnnGraph | None = None,
+                   index: str | os.PathLike | NeighborIndex | None = None, kind: str = "auto",
+                   seed: int = 0) -> Neighbors:
+    """The ``k`` nearest neighbours of ``rows`` (default: every row, or every row of ``among``),
+    by :func:`neighbour_source`'s one rule.
+
+    Parameters
+    ----------
+    emb, k, among, graph, index, kind, seed
+        As :func:`neighbour_source`.
+    rows
+        Query rows, positions into ``emb``; ``None``: ``among`` (the k-NN graph of a subset), or
+        every row.
+
+    Returns
+    -------
+    Neighbors
+        ``(len(rows), k)`` positions (into ``emb``, or into ``among`` when given) and cosine
+        similarities, best first, ``-1`` where fewer exist.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> neighbours_for(X, 1, among=np.array([0, 2, 3])).neighbors.ravel().tolist()
+    [2, 2, 1]
+    """
+    src = neighbour_source(emb, k, among=among, graph=graph, index=index, kind=kind, seed=seed)
+    return src(src.rows if rows is None else rows)
 
 
 # -- building ------------------------------------------------------------------------------------

@@ -451,7 +451,8 @@ def oof_head(device: str = "auto") -> HeadConfig:
 
 
 def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathLike | pd.DataFrame",
-                  config: "SuspectsConfig | None" = None, *, graph=None, out: "str | os.PathLike | None" = None,
+                  config: "SuspectsConfig | None" = None, *, graph=None, index=None,
+                  out: "str | os.PathLike | None" = None,
                   label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto",
                   html: "str | os.PathLike | None" = None, catalog=None) -> "SuspectsResult":
     """Suspected label errors, as ``simlabel suspects`` finds them, in one call.
@@ -463,7 +464,7 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 
     Parameters
     ----------
-    emb, labels, config, graph, out, label_col, all_items
+    emb, labels, config, graph, index, out, label_col, all_items
         As :func:`simlabel.labels.suspects.find_suspects`.
     folds
         Out-of-fold heads of the cleanlab peer.
@@ -499,7 +500,7 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
         source = catalog if catalog is not None else labels
         cat = source if isinstance(source, Catalog) else load_catalog(source, require=("id",))
         render = lambda found, path: write_suspects_html(found.labels, cat, path, summary=found.summary)  # noqa: E731
-    return find(emb, labels, cfg, graph=graph, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
+    return find(emb, labels, cfg, graph=graph, index=index, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
                 html=html, render=render)
 
 

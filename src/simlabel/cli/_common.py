@@ -6,6 +6,7 @@ import dataclasses
 import functools
 import warnings
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 import rich.table
@@ -169,6 +170,33 @@ def log(message: str) -> None:
 def columns(**mapping: str | None) -> dict[str, str]:
     """Catalog column mapping from ``--X-col`` options, the unset ones left out."""
     return {k: v for k, v in mapping.items() if v}
+
+
+def graph_option(what: str = "the neighbours") -> Any:
+    return typer.Option(None, "--graph", help=f"Read {what} from a k-NN graph built by `simlabel graph` over EMB (its k must "
+                                              "be at least the neighbours asked for) instead of querying.")
+
+
+def index_option() -> Any:
+    return typer.Option(None, "--index", help="Or search a saved index built by `simlabel index` over EMB (when no --graph).")
+
+
+INDEX_KINDS = ("auto", "flat", "ivf", "hnsw")
+
+
+def index_kind_option(value: str = "auto") -> Any:
+    return typer.Option(value, "--index-kind", help="With neither --graph nor --index, the index built: auto (exact up to "
+                                                    "200k rows, IVF above), flat, ivf or hnsw.")
+
+
+def index_or_kind(index: str | None, index_kind: str) -> tuple[str | None, str]:
+    """``--index`` names a saved index; before every command read it that way, side-info's
+    ``--index`` was the kind to build. A kind name that is not a file still means that, with a
+    warning, so older scripts keep running."""
+    if index in INDEX_KINDS and not Path(index).exists():
+        log(f"warning: --index {index} names an index kind; write --index-kind {index} (--index is a saved index)")
+        return None, index
+    return index, index_kind
 
 
 def device_option() -> Any:

@@ -15,6 +15,10 @@ from simlabel.cli._common import (
     command,
     default,
     device_option,
+    graph_option,
+    index_kind_option,
+    index_option,
+    index_or_kind,
     log,
     normalize_option,
     out_console,
@@ -112,9 +116,9 @@ def augment(
     seed: int = typer.Option(0, "--seed", help="Seed for --holdout-frac."),
     stop: str = typer.Option(param_default(augment_fn, "stop"), "--stop", help="shrink: stop when a frontier shrinks (default); grow: the rule as printed in paper 000."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps."),
-    index_path: Optional[Path] = typer.Option(None, "--index", help="Reuse an index built by `simlabel index` over EMB."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="Reuse a k-NN graph built by `simlabel graph` over EMB (no queries at all; its k must be >= --k)."),
-    index_kind: str = typer.Option(param_default(augment_fn, "index_kind"), "--index-kind", help="auto (flat up to 200k points, else ivf), flat, hnsw, ivf."),
+    graph: Optional[Path] = graph_option("the neighbours (no queries at all)"),
+    index_path: Optional[Path] = index_option(),
+    index_kind: str = index_kind_option(param_default(augment_fn, "index_kind")),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
@@ -173,7 +177,9 @@ def propagate(
     symmetric: bool = typer.Option(False, "--symmetric", help="Use the symmetrised k-NN graph instead of the directed one."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of points to keep out of the graph (e.g. a holdout)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the unlabeled sample."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="Reuse a k-NN graph built by `simlabel graph` over EMB instead of new queries."),
+    graph: Optional[Path] = graph_option("the nodes' neighbours"),
+    index_path: Optional[Path] = index_option(),
+    index_kind: str = index_kind_option(param_default(propagate_fn, "index_kind")),
     method: str = typer.Option(param_default(propagate_fn, "method"), "--method", help="iterate (paper 000's clamped steps) or spread (the closed form (I - alpha S) Z = Y by conjugate gradient, Zhou et al. 2004)."),
     alpha: float = typer.Option(param_default(propagate_fn, "alpha"), "--alpha", help="spread: weight of the graph against the seeds, in (0, 1)."),
     power: float = typer.Option(param_default(propagate_fn, "power"), "--power", help="spread: edge weight = similarity ** power (Iscen et al. 2019: 3)."),
@@ -191,8 +197,8 @@ def propagate(
 
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     made = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
-                        exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, method=method, alpha=alpha,
-                        power=power)
+                        exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, index=index_path,
+                        index_kind=index_kind, method=method, alpha=alpha, power=power)
     table, res = made.labels, made.result
     counts = table["label"].value_counts()
     how = f"{res.steps} steps" if method == "iterate" else f"{res.steps} CG iterations ({'converged' if res.converged else 'not converged'})"
@@ -306,8 +312,9 @@ def side_info(
     rank_weight: str = RANK_WEIGHT,
     rank_floor: float = RANK_FLOOR,
     knn: int = KNN,
-    index_kind: str = typer.Option(default(SideInfoConfig, "index"), "--index", help="How neighbours are found: flat (exact), ivf, hnsw, or auto (flat up to 200k images, ivf above: one rule for every k-NN user)."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="Read the neighbours among the labelled images from a k-NN graph built by `simlabel graph` over EMB (its k must be >= --knn) instead of querying."),
+    graph: Optional[Path] = graph_option("the neighbours among the labelled images"),
+    index_path: Optional[str] = index_option(),
+    index_kind: str = index_kind_option(default(SideInfoConfig, "index")),
     combine: str = COMBINE,
     keyword_weight: float = KEYWORD_WEIGHT,
     folds: int = FOLDS,
@@ -329,17 +336,18 @@ def side_info(
     from simlabel.labels.side_info import side_info_weights
     from simlabel.training import oof_head, oof_predictor
 
+    index_path, index_kind = index_or_kind(index_path, index_kind)
     cfg = SideInfoConfig(rank_weight=rank_weight, rank_floor=rank_floor, knn=knn, index=index_kind, combine=combine,
                          keyword_weight=keyword_weight, stage2_folds=folds)
     texts = load_catalog(catalog, require=("id",)).texts(text_col) if stage == 2 and catalog is not None else None
     predictor = None
     if stage == 2:
         predictor = oof_predictor(oof_head(device), folds=cfg.stage2_folds, seed=seed, top=cfg.top_predictions)
-    table = side_info_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts, predictor=predictor,
-                              out=out, device=device, log=log, label_col=label_col, graph=graph)
-    w = table["weight"]
-    q = w.quantile([0.1, 0.5, 0.9])
-    say(f"{len(table):,} weights (stage {stage}): mean {w.mean():.3f}, p10 {q[0.1]:.3f}, median {q[0.5]:.3f}, p90 {q[0.9]:.3f} -> {out}")
+    made = side_info_weights(emb, labels, semantics=semantics, config=cfg, stage=stage, texts=texts, predictor=predictor,
+                             out=out, device=device, log=log, label_col=label_col, graph=graph, index=index_path)
+    w = made.summary["weight"]
+    say(f"{made.summary['n']:,} weights (stage {stage}): mean {w['mean']:.3f}, p10 {w['p10']:.3f}, "
+        f"median {w['median']:.3f}, p90 {w['p90']:.3f} -> {out}")
 
 
 command(app, "side-info")(side_info)
@@ -382,14 +390,15 @@ def flip(
 
     cfg = SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps, threshold=threshold, seed=seed, device=resolve_device(device))
     cat = load_catalog(catalog, require=("id",), root=image_root)
-    table = flip_fn(emb, cat, attributes=comma_list(attributes) or None, labels_col=labels_col, clean=clean,
-                    basis_labels=basis_labels, export_basis=export_basis, out=out, html=html_out,
-                    render=lambda t, p: write_flip_html(t, cat, p), config=cfg, pretrain=multilabel_pretrain(cfg))
-    if export_basis is not None:
-        say(f"{len(table):,} basis images to label -> {export_basis} (fill the labels column, then --basis-labels)")
+    made = flip_fn(emb, cat, attributes=comma_list(attributes) or None, labels_col=labels_col, clean=clean,
+                   basis_labels=basis_labels, export_basis=export_basis, out=out, html=html_out,
+                   render=lambda t, p: write_flip_html(t, cat, p), config=cfg, pretrain=multilabel_pretrain(cfg))
+    if made.basis_to_label is not None:
+        say(f"{len(made.basis_to_label):,} basis images to label -> {export_basis} (fill the labels column, then "
+            "--basis-labels)")
         return
-    added, removed = int((table["new"] == 1).sum()), int((table["new"] == 0).sum())
-    say(f"{len(table):,} labels flipped ({added:,} added, {removed:,} removed)" + (f" -> {out}" if out else ""))
+    s = made.summary
+    say(f"{s['flips']:,} labels flipped ({s['added']:,} added, {s['removed']:,} removed)" + (f" -> {out}" if out else ""))
     if html_out:
         say(f"explanations: {html_out}")
 
@@ -405,7 +414,9 @@ def suspects(
     mode: str = typer.Option(default(SuspectsConfig, "mode"), "--mode", help="knn: rank (per-class noise rates estimated from the neighbours' label consensus, SimiFeat's ranking) or vote (another label wins the vote)."),
     weighting: str = typer.Option(default(SuspectsConfig, "weighting"), "--weighting", help="knn: similarity (each vote weighs its cosine) or uniform."),
     duplicate_threshold: float = typer.Option(default(SuspectsConfig, "duplicate_threshold"), "--duplicate-threshold", help="Cosine at or above which two items are one product (one vote); 1.0 or more: no grouping."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="Read the neighbours among the labelled items from a k-NN graph built by `simlabel graph` over EMB (its k must be >= --k)."),
+    graph: Optional[Path] = graph_option("the neighbours among the labelled items"),
+    index_path: Optional[Path] = index_option(),
+    index_kind: str = index_kind_option(default(SuspectsConfig, "index")),
     folds: int = typer.Option(3, "--folds", help="cleanlab: out-of-fold heads."),
     all_items: bool = typer.Option(False, "--all", help="Write every item (rank empty for those not suspected), not only the suspects."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the top suspects, each beside the neighbours that explain it."),
@@ -427,8 +438,9 @@ def suspects(
     from simlabel.training import find_suspects
 
     threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
-    cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed)
-    found = find_suspects(emb, labels, cfg, graph=graph, out=out, label_col=label_col, all_items=all_items, folds=folds,
+    cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed,
+                         index=index_kind)
+    found = find_suspects(emb, labels, cfg, graph=graph, index=index_path, out=out, label_col=label_col, all_items=all_items, folds=folds,
                           device=device, html=html_out, catalog=catalog)
     summary, shown = found.summary, found.suspects
     say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"

@@ -175,18 +175,15 @@ def run_side_info_experiment(
     rank = pd.to_numeric(noisy["rank"], errors="coerce").to_numpy() if "rank" in noisy.columns else None
     nbrs = None
     if cfg.graph is not None:
-        from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_within
+        from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_for
 
         if cfg.graph == "run":
             g = build_graph(emb, run_dir / f"graph-k{cfg.side.knn}-{emb.fingerprint[:8]}",
                             GraphConfig(k=cfg.side.knn, recall_sample=0), progress=progress)
         else:
             g = as_graph(cfg.graph)
-            g.check_matches(emb)
         distinct = pd.unique(noisy["id"].astype(str))
-        k = min(cfg.side.knn, len(distinct) - 1)
-        g.check_k(k)
-        nbrs = neighbours_within(g, g.positions_of(distinct), k, vectors=emb.matrix)
+        nbrs = neighbours_for(emb, min(cfg.side.knn, len(distinct) - 1), among=emb.positions(distinct), graph=g)
         say(f"stage-1 neighbours from the graph {g.meta.get('path', '(in memory)')}")
     s1 = stage1_table(X, y, rank, categories, sim, related, cfg.side, ids=noisy["id"].astype(str).tolist(),
                       neighbors=nbrs)

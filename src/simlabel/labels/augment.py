@@ -44,7 +44,7 @@ import pandas as pd
 
 from simlabel.errors import InputError
 from simlabel.files import exclusive, write_set
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
+from simlabel.index import NeighborIndex, Neighbors
 from simlabel.labels.io import labels_csv, read_holdout, read_labels
 from simlabel.store import Embeddings, as_embeddings
 
@@ -355,25 +355,14 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
     else:
         hold_df = seed_df.iloc[0:0]
     classes = sorted(seed_df["label"].unique())
-    if graph is not None and index is not None:
-        raise InputError("give either a graph or an index, not both")
-    if graph is not None:
-        from simlabel.graph import as_graph
+    from simlabel.graph import neighbour_source
 
-        nindex = as_graph(graph)
-        nindex.check_matches(embeddings)
-        nindex.check_k(k)
-    elif index is not None:
-        nindex = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
-        check_index_matches(nindex, embeddings, f"index {index}" if not isinstance(index, NeighborIndex) else "index")
-    else:
-        kind = index_kind if index_kind != "auto" else auto_kind(len(ids))
-        nindex = NeighborIndex.build(ids, embeddings.matrix, IndexConfig(kind=kind))
-    pos_of = nindex.positions_of
+    knn = neighbour_source(embeddings, k, graph=graph, index=index, kind=index_kind)
+    pos_of = embeddings.positions
     seed_pos = [pos_of(seed_df.loc[seed_df["label"] == c, "id"].to_numpy()) for c in classes]
     hold_pos = pos_of(hold_df["id"].to_numpy()) if len(hold_df) else None
     result = augment_positions(
-        nindex.knn_positions,
+        knn,
         len(ids), seed_pos, k=k, holdout=hold_pos, stop=stop, max_steps=max_steps, classes=classes,
     )
     labeled = result.labeled_positions()
@@ -401,8 +390,7 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
         "sizes": json.loads(result.size_table().to_json(orient="index")),
         "embeddings": embeddings.source,
         "embeddings_fingerprint": embeddings.fingerprint,
-        "neighbours": ({"graph": nindex.meta.get("path"), "k": nindex.k, "index": nindex.meta.get("index")}
-                       if graph is not None else {"index": getattr(nindex, "kind", None)}),
+        "neighbours": knn.summary,
         "holdout_file": (out.name + HOLDOUT_SUFFIX if holdout_frac and out is not None else
                          str(Path(holdout).resolve()) if isinstance(holdout, (str, os.PathLike)) else None),
     }

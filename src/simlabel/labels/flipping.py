@@ -13,6 +13,7 @@ their joint training), is :mod:`simlabel.labels.selfml`. This module holds what 
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -128,6 +129,41 @@ def explain_flips(
 # -- files in, files out ------------------------------------------------------------------------
 
 
+FLIP_COLUMNS = ["id", "label", "attribute", "old", "new", "confidence", "basis", "weights", "basis_labels"]
+
+
+@dataclass
+class Flipped:
+    """What :func:`flip` returns.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        The changed labels, one row per flip: ``id, label, attribute, old, new, confidence,
+        basis, weights, basis_labels`` (the basis images and weights that explain it). Empty when
+        the run exported the basis to label.
+    summary : dict
+        ``mode`` (``joint``: trained with a clean set; ``direct``: the rule on labelled basis
+        images; ``export``: the basis written for labelling), the counts (items, labels, flips
+        by direction and attribute): what ``<out>.summary.json`` records.
+    basis_to_label : DataFrame or None
+        With ``export_basis``: the images nearest the used basis vectors, a catalog to label.
+    """
+
+    labels: pd.DataFrame
+    summary: dict
+    basis_to_label: pd.DataFrame | None = None
+
+    def __getitem__(self, key):
+        # flip returned the table itself before; scripts indexing it keep working
+        warnings.warn("flip() returns a Flipped (labels, summary, basis_to_label); index its .labels",
+                      DeprecationWarning, stacklevel=2)
+        return (self.labels if self.basis_to_label is None else self.basis_to_label)[key]
+
+    def __len__(self) -> int:
+        return len(self.labels)
+
+
 def flip(
     emb: str | os.PathLike | Embeddings,
     catalog: str | os.PathLike | Catalog,
@@ -144,7 +180,7 @@ def flip(
     pretrain: Pretrain | None = None,
     min_count: int = 1,
     top: int = 3,
-) -> pd.DataFrame:
+) -> Flipped:
     """Find and explain noisy multi-labels of a catalog with SELF-ML: the job behind ``simlabel flip``.
 
     Labels come from ``attributes`` (one binary label per value of each column) or the
@@ -161,9 +197,10 @@ def flip(
 
     Returns
     -------
-    DataFrame
-        The changed labels (``id, label, attribute, old, new, confidence, basis, weights,
-        basis_labels``), written to ``out``; with ``export_basis``, the exported basis table.
+    Flipped
+        ``labels``: the changed labels (``id, label, attribute, old, new, confidence, basis,
+        weights, basis_labels``), written to ``out``; ``summary``; with ``export_basis``,
+        ``basis_to_label``: the exported basis table.
     """
     config = config or SelfMLConfig()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, require=("id",))
@@ -203,7 +240,10 @@ def flip(
             cols = ["id"] + [c for c in ("image", "title") if c in table.columns]
             exported = table[cols].assign(basis_index=groups.to_numpy(), labels="")
             atomic_write_text(export_basis, exported.to_csv(index=False))
-            return exported
+            summary = {"mode": "export", "n_items": int(len(ids)), "n_labels": int(len(ml.labels)),
+                       "basis_used": int(len(used)), "basis_images": int(len(exported)),
+                       "export_basis": str(export_basis)}
+            return Flipped(pd.DataFrame(columns=FLIP_COLUMNS), summary, exported)
         if basis_labels is None:
             raise InputError("without a clean set (`clean`), give `export_basis` to get basis images to label, "
                              "then `basis_labels` with the answers")
@@ -233,8 +273,20 @@ def flip(
             }
             for e in explanations
         ],
-        columns=["id", "label", "attribute", "old", "new", "confidence", "basis", "weights", "basis_labels"],
+        columns=FLIP_COLUMNS,
     )
+    summary = {
+        "mode": "joint" if clean is not None else "direct",
+        "n_items": int(len(ids)),
+        "n_checked": int(len(rows)),
+        "n_labels": int(len(ml.labels)),
+        "flips": int(len(table)),
+        "added": int((table["new"] == 1).sum()) if len(table) else 0,
+        "removed": int((table["new"] == 0).sum()) if len(table) else 0,
+        "by_attribute": {str(a): int(n) for a, n in table["attribute"].value_counts().sort_index().items()},
+        "embeddings_fingerprint": embeddings.fingerprint,
+        "html": str(html) if html else None,
+    }
     if html is not None and render is None:
         raise InputError("html= needs render= (a function drawing the page, e.g. simlabel.report.write_flip_html)")
     if out is not None:
@@ -243,8 +295,7 @@ def flip(
         if html is not None:
             members[Path(html)] = lambda tmp: render(table, tmp)
         with exclusive(out):
-            write_set(out.with_name(out.name + ".summary.json"), members,
-                      {"flips": int(len(table)), "embeddings_fingerprint": embeddings.fingerprint, "html": str(html) if html else None})
+            write_set(out.with_name(out.name + ".summary.json"), members, summary)
     elif html is not None:
         render(table, Path(html))
-    return table
+    return Flipped(table, summary)

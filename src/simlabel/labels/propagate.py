@@ -37,7 +37,7 @@ import scipy.sparse as sp
 
 from simlabel.errors import InputError
 from simlabel.files import exclusive
-from simlabel.index import IndexConfig, NeighborIndex, auto_kind, check_index_matches
+from simlabel.index import NeighborIndex
 from simlabel.labels.augment import UNLABELED
 from simlabel.labels.io import read_labels, write_labels
 from simlabel.store import Embeddings, as_embeddings
@@ -274,7 +274,7 @@ def propagate(
     exclude: Sequence[str] | None = None,
     seed: int = 0,
     index_kind: str = "auto",
-    index: NeighborIndex | None = None,
+    index: str | os.PathLike | NeighborIndex | None = None,
     out: str | os.PathLike | None = None,
     label_col: str = "label",
     graph: "str | os.PathLike | KnnGraph | None" = None,
@@ -282,34 +282,75 @@ def propagate(
     alpha: float = 0.99,
     power: float = 3.0,
 ) -> Propagated:
-    """Label propagation over the k-NN graph of the labeled ids plus an unlabeled sample.
+    """Label propagation over the k-NN graph of the labelled ids plus an unlabelled sample.
 
-    As paper 000: the graph's nodes are the labeled points and ``unlabeled_sample``
-    points drawn (seeded) from the rest of the universe, never from ``exclude``
-    (e.g. the holdout); ``None`` takes every unlabeled point. Edges are each node's
-    ``k`` nearest neighbours among the nodes. Returns a :class:`Propagated`: the labels propagated
-    to the unlabeled nodes (``id,label,confidence,source``; nodes no label reached are left out),
-    the raw result and a summary. ``index``: a built :class:`~simlabel.index.NeighborIndex`
-    over the same embeddings, whose stored vectors are used instead of the matrix.
+    As paper 000 (Zhu & Ghahramani 2002): the graph's nodes are the labelled points and
+    ``unlabeled_sample`` points drawn (seeded) from the rest of the universe, never from
+    ``exclude``. Edges are each node's ``k`` nearest neighbours among the nodes. With
+    ``method="iterate"`` the label distributions ``F`` follow ``F <- P F`` (``P`` the
+    row-normalised adjacency), the labelled rows clamped after each step; with ``"spread"``,
+    Zhou et al.'s closed form ``F = (I - alpha S)^-1 Y`` (``S`` the symmetrically normalised
+    affinity ``max(s, 0) ** power``), solved by conjugate gradients.
 
-    ``graph``: a k-NN graph of these embeddings (:func:`simlabel.graph.build_graph`, a folder or a
-    value) used instead of new queries: its ``k`` best neighbours, the edges among the nodes (over
-    the whole universe this is exactly the graph computed on the fly). ``method``: ``iterate``
-    (paper 000's clamped steps) or ``spread`` (the closed form, by CG, with ``alpha`` and the
-    similarities to ``power``; ``steps`` is then ignored).
+    Parameters
+    ----------
+    emb
+        The embeddings: a store folder or loaded :class:`~simlabel.store.Embeddings`.
+    labels
+        The human labels: a CSV (``id,label``), a catalog with ``label_col``, or a DataFrame.
+    k
+        Neighbours per node.
+    steps
+        Iterations of ``iterate`` (``None``: until no label changes).
+    unlabeled_sample
+        How many unlabelled points join the graph (``None``: all of them).
+    symmetric
+        ``iterate`` on the symmetrised graph (``max(W, W^T)``).
+    exclude
+        Ids never drawn as unlabelled nodes (e.g. the holdout).
+    seed
+        Seed of the unlabelled sample.
+    index_kind, index, graph
+        Where the neighbours come from, by :func:`simlabel.graph.neighbour_source`'s one rule:
+        a k-NN graph of ``emb`` if given (its ``k`` best neighbours among the nodes, and exact
+        search among the nodes for a node whose graph row holds fewer than ``k`` of them), else a
+        saved or built index over ``emb`` (used as is when every point is a node), else a new
+        index of ``index_kind`` over the nodes. All three give the same edges for exact search.
+    out
+        Write the propagated labels there as CSV (atomically).
+    label_col
+        The label column when ``labels`` is a catalog.
+    method
+        ``iterate`` (paper 000's clamped steps) or ``spread`` (the closed form; ``steps`` is
+        then ignored).
+    alpha, power
+        ``spread``'s clamping and the similarities' exponent.
+
+    Returns
+    -------
+    Propagated
+        ``labels``: ``id,label,confidence,source`` (+ ``weight`` with ``spread``) for the
+        unlabelled nodes a label reached; ``result``: the raw :class:`PropagationResult`;
+        ``summary``: what the JSON records (``neighbours`` says where they came from).
+
+    Raises
+    ------
+    InputError
+        An unknown ``method``, ``k`` of at least the number of nodes, both ``graph`` and
+        ``index``, or a graph/index of other embeddings.
+
+    Examples
+    --------
+    >>> from simlabel import propagate
+    >>> made = propagate("emb/", "seeds.csv", k=10, unlabeled_sample=20_000)  # doctest: +SKIP
+    >>> made.labels.head()  # doctest: +SKIP
     """
-    from simlabel.graph import KnnGraph, as_graph
+    from simlabel.graph import neighbour_source
 
     if method not in ("iterate", "spread"):
         raise InputError(f"method must be iterate or spread; got {method!r}")
     embeddings = as_embeddings(emb)
     ids = embeddings.ids
-    if index is not None:
-        check_index_matches(index, embeddings)
-    if graph is not None:
-        graph = as_graph(graph)
-        graph.check_matches(embeddings)
-        graph.check_k(k)
     lab = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=ids, label_col=label_col)
     classes = sorted(lab["label"].unique())
     lab_pos = embeddings.positions(lab["id"])
@@ -328,26 +369,10 @@ def propagate(
     if k >= len(nodes):
         raise InputError(f"k={k} is too large: the graph has {len(nodes):,} nodes ({len(lab_pos):,} labelled + "
                          f"{len(pool):,} unlabelled), so each has at most {len(nodes) - 1:,} neighbours")
-    kk = k
-    kind = index_kind if index_kind != "auto" else auto_kind(len(nodes))
-    sims = None
-    if isinstance(graph, KnnGraph):
-        # the graph's k best neighbours of each node, kept where the neighbour is a node too
-        node_of = np.full(len(graph), -1, dtype=np.int64)
-        node_of[nodes] = np.arange(len(nodes))
-        nbr_at, sims = graph.knn_positions(nodes, kk)
-        nbr = np.where(nbr_at >= 0, node_of[np.maximum(nbr_at, 0)], -1)
-        sims = np.where(nbr >= 0, sims, 0.0)
-    elif index is not None and len(nodes) == len(index):
-        # the graph is the whole index: query it directly and map its positions to node numbers
-        at = index.positions_of(ids[nodes])
-        node_of = np.full(len(index), -1, dtype=np.int64)
-        node_of[at] = np.arange(len(nodes))
-        nbr_at, sims = index.knn_positions(at, kk)
-        nbr = np.where(nbr_at >= 0, node_of[np.maximum(nbr_at, 0)], -1)
-    else:
-        vectors = embeddings.matrix[nodes] if index is None else index.index.reconstruct_batch(index.positions_of(ids[nodes]))
-        nbr, sims = NeighborIndex.build(ids[nodes], vectors, IndexConfig(kind=kind)).knn_positions(np.arange(len(nodes)), kk)
+    # the k nearest nodes of each node: from the graph (exact search for a node whose graph row
+    # holds fewer than k nodes), the index, or a new index over the nodes: one rule, one answer
+    knn = neighbour_source(embeddings, k, among=nodes, graph=graph, index=index, kind=index_kind)
+    nbr, sims = knn(nodes)
     if method == "iterate":
         p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
         res = propagate_labels(p, node_labels, len(classes), steps=steps)
@@ -371,5 +396,5 @@ def propagate(
     summary = {"method": method, "k": k, "n_nodes": int(len(nodes)), "n_labelled": int(len(lab_pos)),
                "n_unlabelled": int(len(pool)), "classes": [str(c) for c in classes], "n_labels": int(len(table)),
                "steps": int(res.steps), "converged": bool(res.converged),
-               "neighbours": "graph" if graph is not None else "index" if index is not None else kind}
+               "neighbours": knn.summary}
     return Propagated(table, res, summary)

@@ -59,8 +59,10 @@ out-of-fold one the talk implies).
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import numpy as np
@@ -68,8 +70,8 @@ import pandas as pd
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
-from simlabel.files import atomic_write, exclusive
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, exact_knn
+from simlabel.files import MANIFEST_SUFFIX, exclusive, write_set
+from simlabel.index import NeighborIndex, Neighbors
 from simlabel.labels.io import read_labels
 from simlabel.metrics import top_k_predictions
 from simlabel.progress import task
@@ -507,17 +509,15 @@ def stage1_table(
             X_img = X[first]
     m = len(X_img)
     k = min(cfg.knn, m - 1)
-    kind = cfg.index if cfg.index != "auto" else auto_kind(m)
     if neighbors is not None:
         nb, sims = np.asarray(neighbors[0], dtype=np.int64), np.asarray(neighbors[1], dtype=np.float32)
         if nb.shape[0] != m or nb.shape[1] < k or sims.shape != nb.shape:
             raise InputError(f"neighbors must be ({m}, >= {k}) over the distinct images; got {nb.shape}")
         nb, sims = nb[:, :k], sims[:, :k]
-    elif k >= 1 and kind == "flat":
-        nb, sims = exact_knn(X_img, k, exclude_self=True)
     elif k >= 1:
-        index = NeighborIndex.build(np.arange(m).astype(str), X_img, IndexConfig(kind=kind))
-        nb, sims = index.knn_positions(np.arange(m), k, exclude_self=True)
+        from simlabel.graph import neighbours_for
+
+        nb, sims = neighbours_for(X_img, k, kind=cfg.index)
     else:
         sims, nb = np.zeros((m, 0), np.float32), np.zeros((m, 0), np.int64)
     credit = credit_matrix(similarity, related)
@@ -660,6 +660,30 @@ def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) ->
 # -- files: simlabel weights ----------------------------------------------------------------------
 
 
+@dataclass
+class SideInfoWeights:
+    """What :func:`side_info_weights` returns.
+
+    Attributes
+    ----------
+    labels : DataFrame
+        The input's columns plus ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
+        keyword_match, keywords, text_score`` at stage 2) and ``weight``, the column to train with.
+    summary : dict
+        The stage, the counts, where the neighbours came from and the weights' quantiles: what
+        ``<out>.summary.json`` records.
+    """
+
+    labels: pd.DataFrame
+    summary: dict
+
+    def __getitem__(self, key):
+        # side_info_weights returned the table itself before; scripts indexing it keep working
+        warnings.warn("side_info_weights() returns a SideInfoWeights (labels, summary); index its .labels",
+                      DeprecationWarning, stacklevel=2)
+        return self.labels[key]
+
+
 def side_info_weights(
     emb: str | os.PathLike | Embeddings,
     labels: str | os.PathLike | pd.DataFrame,
@@ -675,7 +699,8 @@ def side_info_weights(
     log: Callable[[str], None] | None = None,
     label_col: str = "label",
     graph: "str | os.PathLike | KnnGraph | None" = None,
-) -> pd.DataFrame:
+    index: "str | os.PathLike | NeighborIndex | None" = None,
+) -> SideInfoWeights:
     """Paper 003's weights for a label file (``id,label`` and optionally ``rank``; ``label_col``
     names another label column).
 
@@ -695,19 +720,43 @@ def side_info_weights(
     predictor
         Stage 2: a :data:`Predictor`, trained with the stage-1 weights
         (:func:`simlabel.training.oof_predictor` gives the out-of-fold heads).
-    graph
-        A k-NN graph of ``emb`` (a folder made by ``simlabel graph`` or a
-        :class:`~simlabel.graph.KnnGraph`, ``k >= config.knn``): each image's neighbours among
-        the labelled images are read from it (:func:`simlabel.graph.neighbours_within`) instead of
-        queried; images with fewer than ``knn`` labelled graph neighbours are queried exactly among
-        the labelled images. The weights equal those of the queries for an exact graph.
+    graph, index
+        Where each image's neighbours among the labelled images come from
+        (:func:`simlabel.graph.neighbour_source`'s one rule): a k-NN graph of ``emb`` (a folder made
+        by ``simlabel graph`` or a :class:`~simlabel.graph.KnnGraph`, ``k >= config.knn``; images with
+        fewer than ``knn`` labelled graph neighbours are searched exactly among the labelled images),
+        else a saved or built index over ``emb``, else a new index of kind ``config.index`` over the
+        labelled images. The weights are the same for an exact graph or index.
+
+    config
+        The method's settings (:class:`SideInfoConfig`); default ``SideInfoConfig()``.
+    out
+        Write the weighted labels there as CSV, with ``<out>.summary.json`` (one output set).
+    device, text_encoder
+        Where and with which model the category names (and stage 2's keywords) are embedded.
+    log
+        Called with a line of progress text.
+    label_col
+        The label column when ``labels`` is a catalog.
 
     Returns
     -------
-    DataFrame
-        The input's columns plus ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
-        keyword_match, keywords, text_score``) and ``weight``, the column to train with
-        (``simlabel train --weight-col weight``). Written atomically as CSV when ``out`` is set.
+    SideInfoWeights
+        ``labels``: the input's columns plus ``rank_weight, agreement, stage1_weight`` (+
+        ``pred_match, keyword_match, keywords, text_score``) and ``weight``, the column to train
+        with (``simlabel train --weight-col weight``); ``summary``: what the JSON records.
+
+    Raises
+    ------
+    InputError
+        A stage other than 1 or 2, stage 2 without a predictor, categories missing from the
+        semantics, both ``graph`` and ``index``, or a graph/index of other embeddings.
+
+    Examples
+    --------
+    >>> from simlabel import side_info_weights
+    >>> made = side_info_weights("emb/", "search.csv", stage=1, out="weighted.csv")  # doctest: +SKIP
+    >>> made.labels["weight"].describe()  # doctest: +SKIP
     """
     cfg = config or SideInfoConfig()
     if stage not in (1, 2):
@@ -735,16 +784,15 @@ def side_info_weights(
     rel = np.where(rel >= 0, rel, np.arange(len(categories))[:, None])  # absent -> self (no extra credit)
     rank = pd.to_numeric(table["rank"], errors="coerce").to_numpy() if "rank" in table.columns else None
     item_ids = table["id"].astype(str).tolist()
-    nbrs = None
-    if graph is not None:
-        from simlabel.graph import as_graph, neighbours_within
+    # each distinct image's neighbours among the labelled images, by the one rule (graph, index, or built)
+    from simlabel.graph import neighbour_source
 
-        g = as_graph(graph)
-        g.check_matches(embeddings)
-        distinct = pd.unique(pd.Series(item_ids))
-        k = min(cfg.knn, len(distinct) - 1)
-        g.check_k(k)
-        nbrs = neighbours_within(g, g.positions_of(distinct), k, vectors=embeddings.matrix)
+    distinct = pd.unique(pd.Series(item_ids))
+    nbrs = None
+    if len(distinct) > 1 and cfg.knn >= 1:
+        knn = neighbour_source(embeddings, min(cfg.knn, len(distinct) - 1), among=embeddings.positions(distinct),
+                               graph=graph, index=index, kind=cfg.index)
+        nbrs = knn(embeddings.positions(distinct))
     # rows of one id are one image found under several labels (a search log): never its own neighbour
     s1 = stage1_table(X, table["label"].astype(str).tolist(), rank, categories, sim, rel, cfg, ids=item_ids,
                       neighbors=nbrs)
@@ -765,7 +813,21 @@ def side_info_weights(
         result["keywords"] = s2["keywords"].to_numpy()
         result["text_score"] = s2["score"].to_numpy()
         result["weight"] = final_weights(result["stage1_weight"], result["text_score"], cfg.stage2_combine)
+    w = result["weight"].to_numpy(dtype=np.float64)
+    summary = {
+        "stage": stage,
+        "n": int(len(result)),
+        "n_images": int(len(distinct)),
+        "categories": [str(c) for c in categories],
+        "knn": cfg.knn,
+        "neighbours": None if nbrs is None else knn.summary,
+        "weight": ({"mean": float(w.mean()), "p10": float(np.quantile(w, 0.1)), "median": float(np.median(w)),
+                    "p90": float(np.quantile(w, 0.9))} if len(w) else None),
+        "embeddings_fingerprint": embeddings.fingerprint,
+    }
     if out is not None:
+        out = Path(out)
         with exclusive(out):
-            atomic_write(out, lambda tmp: result.to_csv(tmp, index=False, float_format="%.6g"))
-    return result
+            write_set(out.with_name(out.name + MANIFEST_SUFFIX),
+                      {out: lambda tmp: result.to_csv(tmp, index=False, float_format="%.6g")}, summary)
+    return SideInfoWeights(result, summary)

@@ -52,7 +52,7 @@ import pandas as pd
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 from simlabel.files import MANIFEST_SUFFIX, exclusive, write_set
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind
+from simlabel.index import NeighborIndex, Neighbors
 from simlabel.labels.io import read_labels
 from simlabel.store import Embeddings, as_embeddings
 
@@ -241,19 +241,13 @@ def rank_flags(codes: np.ndarray, scores: np.ndarray, clean_rate: np.ndarray) ->
 # -- the method on embeddings ----------------------------------------------------------------------
 
 
-def _labelled_neighbours(emb: Embeddings, X: np.ndarray, ids: Sequence[str], k: int, cfg: SuspectsConfig,
-                         graph: "str | os.PathLike | KnnGraph | None") -> Neighbors:
-    """Each labelled item's ``k`` nearest labelled items (positions into ``ids``; ``X`` their vectors)."""
-    if graph is not None:
-        from simlabel.graph import as_graph, neighbours_within
+def _labelled_neighbours(emb: Embeddings, ids: Sequence[str], k: int, cfg: SuspectsConfig,
+                         graph: "str | os.PathLike | KnnGraph | None",
+                         index: "str | os.PathLike | NeighborIndex | None") -> Neighbors:
+    """Each labelled item's ``k`` nearest labelled items (positions into ``ids``), by the one rule."""
+    from simlabel.graph import neighbours_for
 
-        g = as_graph(graph)
-        g.check_matches(emb)
-        g.check_k(k)
-        return neighbours_within(g, g.positions_of(ids), k, vectors=emb.matrix)
-    kind = cfg.index if cfg.index != "auto" else auto_kind(len(ids))
-    index = NeighborIndex.build(np.asarray(ids, dtype=object), X, IndexConfig(kind=kind, seed=cfg.seed))
-    return index.knn_positions(np.arange(len(ids)), k)
+    return neighbours_for(emb, k, among=emb.positions(ids), graph=graph, index=index, kind=cfg.index, seed=cfg.seed)
 
 
 def _explain(ids: np.ndarray, labels: np.ndarray, nb: np.ndarray, sims: np.ndarray, top: int = 5) -> dict[str, list[str]]:
@@ -295,6 +289,7 @@ def find_suspects(
     config: SuspectsConfig | None = None,
     *,
     graph: "str | os.PathLike | KnnGraph | None" = None,
+    index: "str | os.PathLike | NeighborIndex | None" = None,
     predictor: "Predictor | None" = None,
     out: str | os.PathLike | None = None,
     label_col: str = "label",
@@ -310,9 +305,11 @@ def find_suspects(
         The items' embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
     labels
         ``id,label`` (a CSV, a catalog with ``label_col``, or a table).
-    graph
-        A k-NN graph of ``emb`` (``k >= config.k``): the neighbours among the labelled items are
-        read from it (:func:`simlabel.graph.neighbours_within`) instead of queried.
+    graph, index
+        Where the neighbours among the labelled items come from (:func:`simlabel.graph.neighbour_source`'s
+        one rule): a k-NN graph of ``emb`` (``k >= config.k``; exact search among the labelled items for an
+        item whose graph row holds fewer), else a saved or built index over ``emb``, else a new index of
+        kind ``config.index`` over the labelled items.
     predictor
         For ``cleanlab`` and ``both``: out-of-fold class probabilities
         (:func:`simlabel.training.oof_predictor` with ``top=None``).
@@ -352,7 +349,7 @@ def find_suspects(
     if cfg.method in ("cleanlab", "both") and predictor is None:
         raise InputError("method cleanlab needs a predictor of out-of-fold probabilities (simlabel.training.oof_predictor)")
     X = e.rows(ids).matrix
-    nb, sims = _labelled_neighbours(e, X, ids, k, cfg, graph)
+    nb, sims = _labelled_neighbours(e, ids, k, cfg, graph, index)
     groups = duplicate_groups(nb, sims, cfg.duplicate_threshold)
     summary: dict = {"n": n, "classes": c, "k": k, "mode": cfg.mode, "method": cfg.method}
     suggested = np.full(n, -1)
