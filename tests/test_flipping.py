@@ -10,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from simlabel.errors import InputError
 from simlabel.labels.flipping import Explanation, Flipped, explain_flips, flip
 from simlabel.labels.selfml import SelfMLConfig, coefficients, correct_labels
 from simlabel.store import Embeddings
@@ -95,3 +96,23 @@ def test_flip_returns_flips_with_their_summary_by_both_strategies(tmp_path: Path
     b.assign(labels=b["id"].map(truth)).to_csv(tmp_path / "answers.csv", index=False)
     direct = flip(emb, cat, config=cfg, basis_labels=tmp_path / "answers.csv")
     assert direct.summary["mode"] == "direct" and direct.summary["n_checked"] == 400 and direct.summary["flips"] > 0
+
+
+def test_conflicting_asks_fail_before_any_training(tmp_path: Path) -> None:
+    X, _, Yn, _ = make_data(seed=2, n=60)
+    ids = [f"p{i}" for i in range(60)]
+    emb = Embeddings(np.array(ids, dtype=object), X, {"path": "mem", "model": "test"})
+    cat = tmp_path / "catalog.csv"
+    pd.DataFrame({"id": ids, "labels": _cells(Yn)}).to_csv(cat, index=False)
+    clean = tmp_path / "clean.csv"
+    pd.DataFrame({"id": ids[:5], "labels": _cells(Yn[:5])}).to_csv(clean, index=False)
+    asks = [
+        (dict(clean=clean), "pretrain"),
+        (dict(clean=clean, export_basis=tmp_path / "b.csv"), "not both"),
+        (dict(export_basis=tmp_path / "b.csv", out=tmp_path / "f.csv"), "flips nothing"),
+        (dict(basis_labels=clean, html=tmp_path / "x.html"), "`html` needs `render`"),
+    ]
+    for kwargs, message in asks:
+        with pytest.raises(InputError, match=message):
+            flip(emb, cat, config=SelfMLConfig(**FAST), **kwargs)
+    assert not (tmp_path / "b.csv").exists() and not (tmp_path / "f.csv").exists()

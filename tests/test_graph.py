@@ -58,6 +58,11 @@ def test_graph_k_rules_and_truncation(tmp_path: Path):
         g.knn_positions(np.arange(3), 10)
     with pytest.raises(InputError, match="k = 300 needs more than 300 rows"):
         build_graph(_emb(), None, GraphConfig(k=300), progress=False)
+    # an unknown id is a MissingIdsError naming it (it was a TypeError from the error's own constructor)
+    from simlabel.errors import MissingIdsError
+
+    with pytest.raises(MissingIdsError, match="nope"):
+        g.knn_ids(["i0", "nope"], 2)
 
 
 def test_other_embeddings_and_other_options_are_refused(tmp_path: Path):

@@ -9,6 +9,7 @@ from sklearn.model_selection import cross_val_score
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import Normalizer
 
+from simlabel.errors import InputError
 from simlabel.heads import EmbeddingClassifier, HeadConfig, MultiLabelClassifier, MultiLabelHeadConfig
 from tests.helpers import blobs
 
@@ -43,6 +44,17 @@ def test_cross_val_score_and_a_pipeline() -> None:
     assert list(pipe.classes_) == ["a", "b", "c"] and pipe.score(X * 7.0, y) > 0.9
     proba = cross_val_score(EmbeddingClassifier(FAST), X, y, cv=3, scoring="neg_log_loss")
     assert np.all(proba < 0)
+
+
+def test_a_validation_set_in_the_labels_own_type() -> None:
+    """Integer labels with X_val / y_val: the validation labels are coded like the training ones (a KeyError before)."""
+    X_all, y_all = blobs(40, [0, 1, 2])
+    val = np.arange(len(y_all)) % 4 == 0
+    X, y, Xv, yv = X_all[~val], y_all[~val], X_all[val], y_all[val]
+    clf = EmbeddingClassifier(FAST).fit(X, y, X_val=Xv, y_val=yv)
+    assert list(clf.classes_) == [0, 1, 2] and (clf.predict(Xv) == yv).mean() > 0.9
+    with pytest.raises(InputError, match=r"validation labels not in classes: \['7'\]"):
+        EmbeddingClassifier(FAST).fit(X, y, X_val=Xv[:1], y_val=[7])
 
 
 def test_multilabel_head_clones_and_scores() -> None:

@@ -162,14 +162,14 @@ class KnnGraph:
         pos = self._pos.get_indexer(np.asarray(ids).astype(str))
         if (pos < 0).any():
             missing = np.asarray(ids)[pos < 0]
-            raise MissingIdsError(f"{int((pos < 0).sum())} id(s) not in the graph {self.meta.get('path', '')}: "
-                                  f"{', '.join(map(str, missing[:5]))}")
+            raise MissingIdsError([str(i) for i in missing], f"the graph {self.meta.get('path', '(in memory)')}",
+                                  "id(s) not in the graph")
         return pos
 
     def check_k(self, k: int) -> None:
         """A method asking for more neighbours than the graph holds is an error naming the fix."""
         if k > self.k:
-            raise InputError(f"the graph {self.meta.get('path', '')} holds k = {self.k} neighbours per row, but {k} are "
+            raise InputError(f"the graph {self.meta.get('path') or '(in memory)'} holds k = {self.k} neighbours per row, but {k} are "
                              f"asked for; rebuild it with `simlabel graph --k {k}` (or more)")
 
     def truncate(self, k: int) -> KnnGraph:
@@ -195,7 +195,7 @@ class KnnGraph:
     def check_matches(self, emb: Embeddings, what: str = "graph") -> None:
         """Refuse a graph built from other embeddings than ``emb``."""
         if self.fingerprint is not None and self.fingerprint != emb.fingerprint:
-            raise InputError(f"the {what} {self.meta.get('path', '')} was built from other embeddings "
+            raise InputError(f"the {what} {self.meta.get('path') or '(in memory)'} was built from other embeddings "
                              f"({self.meta.get('embeddings', '?')}) than {emb.source}; build it from these: "
                              f"simlabel graph {emb.source} --out GRAPH_DIR")
         if len(self) != len(emb.ids) or not np.array_equal(self.ids.astype(str), emb.ids.astype(str)):

@@ -325,7 +325,12 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                                       f"(trained on, not validated): {shown}")
         elif X_val is not None:
             Xv = np.ascontiguousarray(X_val, dtype=np.float32)
-            tv = np.array([code[str(v)] for v in y_val], dtype=np.int64)
+            # the validation labels in the training labels' own type (text when classes were named)
+            yv = np.asarray(y_val).astype(str) if classes is not None else np.asarray(y_val)
+            unknown_val = sorted(map(str, set(yv.tolist()) - set(code)))
+            if unknown_val:
+                raise InputError(f"validation labels not in classes: {unknown_val[:5]}")
+            tv = np.array([code[v] for v in yv], dtype=np.int64)
             wv = np.ones(len(tv), np.float32)
         else:
             Xv = tv = wv = None

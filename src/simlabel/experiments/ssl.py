@@ -194,14 +194,12 @@ def _neighbours(embeddings: dict[str, Embeddings], table: pd.DataFrame, cfg: SSL
     rng = np.random.default_rng(cfg.seed)
     firsts = grouped.drop_duplicates("product")
     queries = firsts["id"].astype(str).to_numpy()[rng.permutation(len(firsts))[:n_queries]]
+    from simlabel.graph import neighbours_for
+
     out = {}
     for variant, emb in embeddings.items():
-        X = emb.matrix / np.maximum(np.linalg.norm(emb.matrix, axis=1, keepdims=True), 1e-12)
-        pos = emb.positions(queries)
-        sims = X[pos] @ X.T
-        sims[np.arange(len(pos)), pos] = -np.inf
-        top = np.argsort(-sims, axis=1)[:, :k]
-        out[variant] = {q: emb.ids[row].astype(str).tolist() for q, row in zip(queries, top)}
+        top = neighbours_for(emb, k, rows=emb.positions(queries), kind="flat").neighbors
+        out[variant] = {q: emb.ids[row[row >= 0]].astype(str).tolist() for q, row in zip(queries, top)}
     return out
 
 

@@ -203,6 +203,17 @@ def flip(
         ``basis_to_label``: the exported basis table.
     """
     config = config or SelfMLConfig()
+    # conflicting or incomplete asks fail before any training, not after it
+    if html is not None and render is None:
+        raise InputError("`html` needs `render` (a function drawing the page, e.g. simlabel.report.write_flip_html)")
+    if clean is not None and (export_basis is not None or basis_labels is not None):
+        raise InputError("give `clean` (strategy 2) or `export_basis` / `basis_labels` (strategy 1), not both")
+    if export_basis is not None and (out is not None or html is not None or basis_labels is not None):
+        raise InputError("`export_basis` writes the basis images to label and flips nothing: run it without "
+                         "`out`, `html` and `basis_labels`, then again with `basis_labels`")
+    if clean is not None and pretrain is None:
+        raise InputError("a clean set needs the classifier's pre-training: pass `pretrain` "
+                         "(simlabel.training.multilabel_pretrain(config) makes one)")
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog, require=("id",))
     ml = from_attributes(cat.table, attributes, min_count=min_count) if attributes else from_labels_column(cat.table, labels_col)
     embeddings = as_embeddings(emb)
@@ -213,8 +224,6 @@ def flip(
     X = embeddings.rows(ids).matrix
 
     if clean is not None:
-        if pretrain is None:
-            raise InputError("a clean set needs the classifier's pre-training: pass pretrain= (simlabel.training.flip wires it)")
         c_ids, Y_clean, _ = read_multilabel_file(clean, ml.labels, what="clean set")
         c_pos = pd.Index(ids).get_indexer(c_ids)
         if (c_pos < 0).any():
@@ -287,8 +296,6 @@ def flip(
         "embeddings_fingerprint": embeddings.fingerprint,
         "html": str(html) if html else None,
     }
-    if html is not None and render is None:
-        raise InputError("html= needs render= (a function drawing the page, e.g. simlabel.report.write_flip_html)")
     if out is not None:
         out = Path(out)
         members = {out: lambda tmp: tmp.write_text(labels_csv(table), encoding="utf-8")}

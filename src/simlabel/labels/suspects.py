@@ -330,6 +330,8 @@ def find_suspects(
         counts and, in rank mode, the estimated noise rates. Written as CSV when ``out`` is set.
     """
     cfg = config or SuspectsConfig()
+    if html is not None and render is None:  # before the work, not after it
+        raise InputError("`html` needs `render` (a function drawing the page, e.g. simlabel.report.write_suspects_html)")
     table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
     if table.empty:
         raise InputError(f"{labels if not isinstance(labels, pd.DataFrame) else 'labels'}: no labelled items")
@@ -426,8 +428,6 @@ def find_suspects(
     result = result.reset_index(drop=True)
     result["rank"] = result["rank"].astype("Int64")
     found = SuspectsResult(result, summary)
-    if html is not None and render is None:
-        raise InputError("`html` needs `render` (a function drawing the page, e.g. simlabel.report.write_suspects_html)")
     if out is not None:
         out = Path(out)
         members = {out: lambda tmp: result.to_csv(tmp, index=False),
