@@ -7,7 +7,7 @@ BIN    := $(VENV)/bin
 # Re-install whenever the project's dependencies change.
 STAMP  := $(VENV)/.simlabel-installed
 
-.PHONY: demo test test-avx2 install bench clean
+.PHONY: demo test test-avx2 docs install bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -16,7 +16,7 @@ $(BIN)/python:
 $(STAMP): pyproject.toml | $(BIN)/python
 	# torch first and pinned: 2.13.0 is the CPU build; anything else pulls a multi-GB CUDA build.
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[test,ray,openvino]'
+	$(BIN)/python -m pip install --quiet -e '.[test,docs,ray,openvino]'
 	touch $@
 
 install: $(STAMP)
@@ -27,7 +27,15 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/ruff check src tests benchmarks
 	cd src && ../$(BIN)/lint-imports --config ../pyproject.toml
+	$(MAKE) docs
 	$(BIN)/python -m pytest -q
+
+# The docs site: the API from the docstrings, the CLI page from every --help, the guides in docs/*.md.
+# Warnings are errors: an export without its numpydoc sections, a broken reference or a bad page fails.
+docs: $(STAMP)
+	rm -rf docs/_generated
+	$(BIN)/python -m sphinx -W --keep-going -q -b html docs docs/_build/html
+	@echo "docs: docs/_build/html/index.html"
 
 # The suite as on the AVX2-only machine kind, run on an AVX-512 one: oneDNN (OpenVINO, torch's convolutions),
 # torch's own kernels, MKL, OpenBLAS and numpy's dispatch capped at AVX2; simlabel's CPU flags honour the cap
@@ -44,4 +52,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_weights.py
 
 clean:
-	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis
+	rm -rf $(VENV) build *.egg-info src/*.egg-info .pytest_cache .hypothesis docs/_build docs/_generated docs/cli.md

@@ -44,11 +44,36 @@ _FALSE = {"0", "false", "f", "no", "n"}
 
 @dataclass
 class Catalog:
-    """A validated catalog.
+    """A validated catalog: its table, and where its relative image paths point.
 
-    ``table`` holds the standard columns (``id`` as ``str``; ``rank`` numeric;
-    ``clean`` boolean) next to every original column. ``root`` is the folder
-    relative image paths are resolved against.
+    Made by :func:`load_catalog`, which checks and normalises the standard columns; the
+    constructor itself checks nothing.
+
+    Parameters
+    ----------
+    table : pandas.DataFrame
+        One row per image: the standard columns (``id`` as ``str``; ``rank`` numeric;
+        ``clean`` boolean) next to every original column.
+    root : pathlib.Path
+        The folder relative image paths are resolved against (absolute paths are kept as
+        they are).
+    path : pathlib.Path or None, default None
+        The file the catalog was read from, named in error messages; ``None`` for a catalog
+        built in memory.
+    columns : dict of str to str, default {}
+        The column mapping it was loaded with: standard column name to the file's column it
+        was copied from (e.g. ``{"label": "article_type"}``).
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> from simlabel import Catalog
+    >>> cat = Catalog(pd.DataFrame({"id": ["a", "b"], "image": ["a.jpg", "/data/b.jpg"]}), Path("/data/shop"))
+    >>> len(cat), cat.has("label")
+    (2, False)
+    >>> cat.image_paths()
+    array(['/data/shop/a.jpg', '/data/b.jpg'], dtype=object)
     """
 
     table: pd.DataFrame
@@ -61,9 +86,11 @@ class Catalog:
 
     @property
     def ids(self) -> np.ndarray:
+        """The ``id`` column as an object array, in row order."""
         return self.table["id"].to_numpy(dtype=object)
 
     def has(self, column: str) -> bool:
+        """Whether the table has a column named ``column``."""
         return column in self.table.columns
 
     def image_paths(self) -> np.ndarray:
@@ -76,6 +103,7 @@ class Catalog:
         return np.array([os.path.join(root, p) for p in images], dtype=object)
 
     def column(self, name: str) -> pd.Series:
+        """The column ``name``; a :class:`~simlabel.errors.CatalogError` listing the columns when there is none."""
         if name not in self.table.columns:
             raise CatalogError(
                 f"{self._name()}: no column {name!r}; columns are {', '.join(map(str, self.table.columns))}"
@@ -96,9 +124,11 @@ class Catalog:
         return ids_fingerprint(self.table["id"].to_numpy())
 
     def subset(self, mask: np.ndarray | pd.Series) -> "Catalog":
+        """The rows where the boolean ``mask`` is true, as a new catalog (same root, path and mapping)."""
         return Catalog(self.table[np.asarray(mask)].reset_index(drop=True), self.root, self.path, dict(self.columns))
 
     def head(self, n: int) -> "Catalog":
+        """The first ``n`` rows, as a new catalog (same root, path and mapping)."""
         return Catalog(self.table.head(n).reset_index(drop=True), self.root, self.path, dict(self.columns))
 
     def _name(self) -> str:
@@ -306,22 +336,54 @@ def load_catalog(
 ) -> Catalog:
     """Load and validate a catalog file.
 
+    The file is read with every text column as ``str`` (ids like ``"00123"`` stay text),
+    mapped columns are copied to their standard names (the original names stay usable),
+    and the standard columns are checked and normalised: ids stripped, non-empty and
+    unique; image paths stripped and non-empty (when ``image`` is required); ``rank``
+    numeric; ``clean`` boolean (true/false, 1/0, yes/no); labels stripped, with the
+    missing-label spellings (NaN, None, NULL, N/A, empty) as ``""``. Spellings of one
+    label that differ only in case or inner spaces give a
+    :class:`~simlabel.errors.SimlabelWarning` (or are folded into the most frequent one
+    when label normalisation is switched on, :func:`simlabel.context.modes`).
+
     Parameters
     ----------
-    path
-        CSV/TSV or Parquet file.
-    columns
+    path : str or os.PathLike
+        A CSV, TSV or Parquet file (``.csv``, ``.tsv``, ``.txt``, ``.parquet``, ``.pq``), or a
+        folder holding ``catalog.csv`` or ``catalog.parquet``.
+    columns : Mapping of str to str or None, optional
         Mapping from standard column name to the column holding it in the file,
         e.g. ``{"label": "article_type", "id": "sku"}``. ``None`` values are ignored.
-    require
+    require : Sequence of str, default ("id", "image")
         Standard columns that must be present (after mapping).
-    root
+    root : str or os.PathLike, optional
         Folder relative image paths are resolved against (default: the catalog's folder).
+
+    Returns
+    -------
+    Catalog
+        The validated table, its image root, its path and the column mapping used.
 
     Raises
     ------
     CatalogError
-        naming the file, row and column of the first problem found.
+        Naming the file, row and column of the first problem found: no such file (or a
+        folder without a catalog), an unsupported format, an unreadable or empty file, an
+        unknown standard column or a mapped column that is not in the file, a missing
+        required column, an empty or duplicated id, an empty image path, a ``rank`` that is
+        not a number, a ``clean`` value that is not a boolean, a Parquet text column that
+        does not hold text.
+
+    Examples
+    --------
+    >>> from simlabel import CatalogError, load_catalog
+    >>> cat = load_catalog("shop/catalog.csv", columns={"label": "article_type"})  # doctest: +SKIP
+    >>> labels = cat.labels()  # the article types, None where a row has none  # doctest: +SKIP
+    >>> try:
+    ...     load_catalog("no-such-catalog.csv")
+    ... except CatalogError as e:
+    ...     print(e)
+    no-such-catalog.csv: file not found
     """
     p = catalog_file(path)
     mapping = {k: v for k, v in (columns or {}).items() if v}

@@ -115,16 +115,85 @@ def run_demo(
 ) -> DemoReport:
     """Embed the default (or given) data, index it and measure test-vs-train k-NN accuracy.
 
+    The main job end to end, as a sanity check: the catalog's images are embedded into
+    ``out/embeddings`` (cached and resumable, see :func:`simlabel.embed`), an exact (flat)
+    index over them is saved as ``out/index.faiss``, and each labelled test image takes the
+    similarity-weighted majority label of its ``k`` nearest labelled training images. The
+    train and test rows are the catalog's ``split`` column when it holds both ``train`` and
+    ``test``; otherwise a seeded 20% of the rows is held out. The report (without the
+    experiment) is written to ``out/demo_report.json``.
+
     With ``experiment`` it then runs a small version of paper 000's experiment on the
     same embeddings: ``labeled_frac`` of the catalog keeps its labels, the test split
     (or 30% of the labeled rows) is held out, and a dense layer is trained on the seeds,
-    seeds + augmented and seeds + propagated labels. Its results are cached in the run folder,
-    keyed by :func:`experiment_key`: a second demo with the same inputs and code reads them.
+    seeds + augmented and seeds + propagated labels. Its results are cached in the run folder
+    (``experiment_augment.json`` and ``.html``), keyed by :func:`experiment_key`: a second
+    demo with the same inputs and code reads them.
 
-    ``graph`` (a :class:`~simlabel.graph.KnnGraph` or folder over these embeddings) gives the
-    test rows' training neighbours without new queries (:func:`simlabel.graph.neighbour_source`:
-    rows whose graph row holds fewer than ``k`` training neighbours are searched exactly), the same
-    accuracy as the train-only index.
+    Parameters
+    ----------
+    data : str or os.PathLike, optional
+        A catalog file or a folder holding ``catalog.csv``. Default: ``$SIMLABEL_DATA``, else
+        the shared ``clothing-small`` dataset (``../shared/datasets/clothing-small`` next to
+        the working directory or to the source checkout).
+    out : str or os.PathLike, optional
+        The run folder. Default: a cached folder per catalog (path and ids) and model,
+        ``<cache>/runs/<dataset>-<model>-<hash>``, so a second run reuses its embeddings.
+    model : str, default "efficientnet-lite0"
+        The image model spec (see :mod:`simlabel.encoders`).
+    label_col : str, optional
+        The catalog column holding the labels, when it is not ``label``.
+    k : int, default 10
+        Nearest training images each test image's vote takes.
+    device : str, default "auto"
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when visible), for embedding and the experiment.
+    progress : bool, default True
+        Show progress bars.
+    seed : int, default 0
+        Seeds the 20% holdout of a catalog without a train/test split, and the experiment's
+        one repeat.
+    experiment : bool, default True
+        Also run (or read from the cache) the small augmentation experiment.
+    labeled_frac : float, default 0.1
+        The fraction of the catalog that keeps its labels in the experiment.
+    graph : str, os.PathLike or KnnGraph, optional
+        A k-NN graph (a :class:`~simlabel.graph.KnnGraph` or folder over these embeddings):
+        gives the test rows' training neighbours without new queries
+        (:func:`simlabel.graph.neighbour_source`: rows whose graph row holds fewer than ``k``
+        training neighbours are searched exactly), the same accuracy as the train-only index.
+        Default: exact search among the training rows.
+
+    Returns
+    -------
+    DemoReport
+        Counts (items, embedded, failed, train and test rows), throughput, whether the
+        embeddings were all resumed, the index path, ``k``, the k-NN accuracy overall and per
+        class (``None`` and empty unless there are more than ``k`` labelled training rows and
+        a labelled test row), and the experiment's results (``experiment``; ``None`` without
+        it) with ``experiment_cached`` saying whether they were read from an earlier run.
+
+    Raises
+    ------
+    DataNotFound
+        No data where ``data`` (or ``$SIMLABEL_DATA``, or the default) points.
+    CatalogError
+        The catalog cannot be used, or has no label column (map one with ``label_col``).
+    InputError
+        A bad model spec, device or other argument value, or a ``graph`` of other embeddings
+        (or holding fewer than ``k`` neighbours per row).
+    StoreError
+        The run folder's embeddings belong to another job, or the ``graph`` folder is
+        unfinished or broken.
+    ModelError
+        The model cannot be loaded or run as asked (e.g. ``cuda`` without a CUDA device).
+    LockedError
+        Another simlabel process is writing the same embedding folder.
+
+    Examples
+    --------
+    >>> import simlabel
+    >>> report = simlabel.run_demo(experiment=False, progress=False)  # doctest: +SKIP
+    >>> report.n_test, report.knn_accuracy  # doctest: +SKIP
     """
     root = find_default_data(data)
     catalog = load_catalog(root, columns={"label": label_col} if label_col else None)

@@ -77,7 +77,54 @@ class _ItemFailure(Exception):
 
 @dataclass
 class EmbedResult:
-    """What an embedding run did (also written to ``summary.json``)."""
+    """What an embedding run did (also written to ``summary.json``).
+
+    Returned by :func:`simlabel.embed`; counts are of the whole folder where they say so,
+    of this run otherwise.
+
+    Parameters
+    ----------
+    out : str
+        The embedding folder.
+    model : str
+        The encoder's name (its model spec).
+    modality : str
+        ``"image"`` or ``"text"``.
+    dim : int
+        The embedding width.
+    n_items : int
+        Rows of the catalog.
+    n_embedded : int
+        Rows the folder's shards hold after the run (earlier runs and retry shards included).
+    n_failed : int
+        Items that could not be embedded: the rows of ``errors.csv``.
+    n_resumed : int
+        Rows of shards an earlier run had finished, skipped by this one.
+    seconds : float
+        Time this run spent embedding.
+    items_per_s : float
+        Items this run embedded or failed, per second (``0.0`` when it had nothing to do).
+    errors_path : str
+        The folder's ``errors.csv`` (``id,path,reason`` of each failed item).
+    text : EmbedResult or None, default None
+        The result of the text embeddings when a text column was embedded with the images.
+    encoder : dict, default {}
+        The encoder's description (name, version, width, its settings).
+    n_from_cache : int, default 0
+        Items whose vector came from the content-addressed cache (the same file embedded before).
+    engine : dict, default {}
+        The inference engine and precision, and the figures they were chosen by
+        (:mod:`simlabel.engines`); empty where none was chosen.
+
+    Examples
+    --------
+    >>> from simlabel import EmbedResult
+    >>> result = EmbedResult(out="emb", model="efficientnet-lite0", modality="image", dim=1280, n_items=3,
+    ...                      n_embedded=2, n_failed=1, n_resumed=0, seconds=0.5, items_per_s=6.0,
+    ...                      errors_path="emb/errors.csv")
+    >>> print(result.summary_line())
+    image embeddings (efficientnet-lite0, 1280-d) -> emb: 2 of 3 embedded, 1 failed (see emb/errors.csv), 6.0 items/s
+    """
 
     out: str
     model: str
@@ -98,6 +145,7 @@ class EmbedResult:
     engine: dict = field(default_factory=dict)
 
     def summary_line(self) -> str:
+        """One line saying what the run did (and a second for the text embeddings, if any)."""
         line = (
             f"{self.modality} embeddings ({self.model}, {self.dim}-d) -> {self.out}: {self.n_embedded:,} of "
             f"{self.n_items:,} embedded, {self.n_failed:,} failed"
@@ -110,6 +158,7 @@ class EmbedResult:
         return line + ("\n" + self.text.summary_line() if self.text else "")
 
     def to_dict(self) -> dict:
+        """The fields as a plain dict (what ``summary.json`` holds)."""
         return asdict(self)
 
 
@@ -505,58 +554,115 @@ def embed(
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
+    The catalog is cut into shards of ``shard_size`` rows, each written atomically with its
+    failures, so a killed run started again resumes at the first unfinished shard; the
+    folder's ``manifest.json`` pins the job (model version, ids, shard size, modality, source
+    column), so a resume never mixes two jobs. Items that cannot be read or embedded are
+    recorded in ``errors.csv`` and the run goes on (unless ``strict``). One writer per
+    folder: the job holds a lock on ``out`` while it runs.
+
     Parameters
     ----------
-    catalog
-        a catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
-    out
-        the embedding folder. Image embeddings go to ``out``; text embeddings to
+    catalog : str, os.PathLike or Catalog
+        A catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
+    out : str or os.PathLike
+        The embedding folder. Image embeddings go to ``out``; text embeddings to
         ``out/text`` (or to ``out`` itself when ``model`` is a text model).
-    model
-        image model spec (see :mod:`simlabel.encoders`), or a text model spec
+    model : str, default "efficientnet-lite0"
+        Image model spec (see :mod:`simlabel.encoders`), or a text model spec
         (``minilm``, ``st:...``) to embed only ``text_col``.
-    text_col
-        catalog column to embed as text (e.g. ``title``).
-    text_model
-        text model spec; default: the CLIP text tower when ``model`` is
+    text_col : str, optional
+        Catalog column to embed as text (e.g. ``title``); empty cells are recorded as failures
+        (``empty-text``).
+    text_model : str, optional
+        Text model spec; default: the CLIP text tower when ``model`` is
         CLIP (same space as the images), otherwise ``minilm``.
-    strict
-        stop at the first item that cannot be embedded (raises :class:`EmbedItemError`).
-    overwrite
-        delete what ``out`` holds instead of resuming.
-    image_encoder, text_encoder
-        ready-made encoders (skip building from specs).
-    retry_failed
-        embed again the items ``errors.csv`` lists (e.g. after their files were fixed),
-        without redoing the rest.
-    wait
-        when another process is writing ``out``, wait for it instead of failing at once.
-    pixel_budget
-        at most this many decoded pixels in flight across the decoding threads.
-    cache
-        look images up in (and add them to) the content-addressed vector cache
-        (:mod:`simlabel.vectors`): a file embedded before by the same encoder is not decoded
-        or embedded again, whatever folder or id it comes with.
-    backend, precision
-        the inference engine of a model with an ONNX export (EfficientNet-Lite0, ``skill:`` models) on the
+    device : str, default "auto"
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when visible), for the encoders built from specs.
+    backend, precision : str, default "auto"
+        The inference engine of a model with an ONNX export (EfficientNet-Lite0, ``skill:`` models) on the
         CPU: ``backend`` ``onnx``, ``openvino``, ``torch`` or ``auto``; ``precision`` ``fp32``, ``bf16``
         (OpenVINO), ``int8`` (calibrated on the catalog's own images) or ``auto``. Anything but fp32 is used
         only after it passes the agreement gate on a sample of the catalog (:mod:`simlabel.engines`); ``auto``
         takes the fastest engine that passes, on a CPU where a reduced precision can win
         (:func:`simlabel.engines.cpu_rules_out`) and a catalog large enough to pay for the probe
         (:func:`simlabel.engines.probe_pays`); elsewhere ONNX Runtime fp32 at once. The choice and its figures
-        go to ``summary.json``; a store
-        being resumed keeps the engine it was started with. A ready-made ``image_encoder`` runs as it is.
-        ``gate``: other floors for the agreement gate (default :data:`simlabel.engines.GATE`).
-    engine
+        go to ``summary.json``; a store being resumed keeps the engine it was started with. A ready-made
+        ``image_encoder`` runs as it is. A model with no ONNX export here runs as its encoder was built
+        (a :class:`~simlabel.errors.SimlabelWarning` says so when another engine was asked for).
+    gate : dict, optional
+        Other floors for the agreement gate (default :data:`simlabel.engines.GATE`).
+    batch_size : int, default 32
+        Items per model call (text: at least 256).
+    shard_size : int, default 1024
+        Rows per shard (text: at least 256), rounded up to a multiple of ``batch_size`` so
+        batches stay full. A resumed folder must have been started with the same shard size.
+    workers : int, optional
+        Image decoding threads, which run a bounded window ahead of the model; default one per
+        core, at most 4; ``0`` decodes in the calling thread.
+    strict : bool, default False
+        Stop at the first item that cannot be embedded (raises :class:`~simlabel.errors.EmbedItemError`).
+    overwrite : bool, default False
+        Delete what ``out`` holds instead of resuming.
+    columns : Mapping of str to str or None, optional
+        Column mapping used to load ``catalog`` when it is a path (see :func:`simlabel.load_catalog`).
+    max_pixels : int, default 89_478_485
+        Refuse (record as failed) images whose declared ``width * height`` exceeds this.
+    resize : str, default "center-crop"
+        How EfficientNet-Lite0 fits an image to its input: ``center-crop``, ``squash`` or ``pad``.
+    progress : bool, default True
+        Show progress bars.
+    image_encoder, text_encoder : ImageEncoder, TextEncoder, optional
+        Ready-made encoders (skip building from specs).
+    retry_failed : bool, default False
+        Embed again the items ``errors.csv`` lists (e.g. after their files were fixed),
+        without redoing the rest; the ones that now work go into extra shards ``part-rNNNN.parquet``.
+    wait : bool, default False
+        When another process is writing ``out``, wait for it instead of failing at once.
+    pixel_budget : int, default 89_478_485
+        At most this many decoded pixels in flight across the decoding threads.
+    cache : bool, default True
+        Look images up in (and add them to) the content-addressed vector cache
+        (:mod:`simlabel.vectors`): a file embedded before by the same encoder is not decoded
+        or embedded again, whatever folder or id it comes with.
+    engine : str, default "local"
         ``local`` (threads on this machine) or ``ray`` (:mod:`simlabel.distributed`: decoding in
         Ray tasks, the encoder in an actor pool of ``actors``; the same store and resume
-        contract). ``address``: the Ray cluster (``auto``, ``HOST:PORT``; default a local Ray).
-        A model given as ``image_encoder`` runs locally (an actor builds its model from ``model``).
+        contract). A model given as ``image_encoder`` runs locally (an actor builds its model from ``model``).
+    address : str, optional
+        The Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray).
+    actors : int, optional
+        The size of the Ray actor pool for ``engine="ray"``.
 
     Returns
     -------
-    EmbedResult, with ``.text`` set when text was embedded too.
+    EmbedResult
+        What the run did, with ``.text`` set when text was embedded too.
+
+    Raises
+    ------
+    InputError
+        ``batch_size`` or ``shard_size`` below 1, an unknown ``engine``, ``backend``, ``precision``,
+        ``device`` or model spec, ``engine="ray"`` with an ``image_encoder``, a text model without
+        ``text_col``, or a ``text_col`` that is not a column.
+    CatalogError
+        The catalog cannot be loaded, or has no rows.
+    StoreError
+        ``out`` holds another embedding job, or shards without a manifest (use another folder
+        or ``overwrite``).
+    LockedError
+        Another simlabel process is writing ``out`` (and ``wait`` is false).
+    EmbedItemError
+        With ``strict``, for the first item that cannot be embedded.
+    ModelError
+        A model cannot be loaded or run as asked (missing weights, no CUDA device, an offline hub name).
+
+    Examples
+    --------
+    >>> import simlabel
+    >>> result = simlabel.embed("shop/catalog.csv", "emb/", text_col="title", progress=False)  # doctest: +SKIP
+    >>> print(result.summary_line())  # doctest: +SKIP
+    >>> emb = simlabel.load_embeddings("emb/")  # doctest: +SKIP
     """
     if batch_size < 1 or shard_size < 1:
         raise InputError("batch_size and shard_size must be >= 1")

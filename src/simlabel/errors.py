@@ -32,7 +32,22 @@ SHOW = 5
 
 
 class SimlabelError(Exception):
-    """Base of every error simlabel raises for input a user can fix."""
+    """Base of every error simlabel raises for input a user can fix.
+
+    Catch it to handle every such error in one place: the command line prints it as one
+    line and exits non-zero, while any other exception is a bug and keeps its traceback.
+    Each subclass also keeps the built-in base it always had (``ValueError``,
+    ``KeyError``, ``FileNotFoundError`` ...), so code that caught those keeps working.
+
+    Examples
+    --------
+    >>> from simlabel import SimlabelError, load_catalog
+    >>> try:
+    ...     load_catalog("no-such-catalog.csv")
+    ... except SimlabelError as e:
+    ...     print(type(e).__name__, "-", e)
+    CatalogError - no-such-catalog.csv: file not found
+    """
 
 
 class SimlabelWarning(UserWarning):
@@ -48,15 +63,60 @@ class ConfigError(InputError):
 
 
 class CatalogError(InputError):
-    """The catalog cannot be used: the message names the file, row and column."""
+    """Raised when a catalog cannot be used; the message names the file, row and column.
+
+    Raised by :func:`simlabel.load_catalog` (a missing or unreadable file, a missing or
+    unknown column, an empty or duplicated id, a bad ``rank`` or ``clean`` value ...) and
+    by the functions that read a catalog through it. A ``ValueError`` (through
+    :class:`InputError`).
+
+    Examples
+    --------
+    >>> from simlabel import CatalogError, load_catalog
+    >>> try:
+    ...     load_catalog("no-such-catalog.csv")
+    ... except CatalogError as e:
+    ...     print(e)
+    no-such-catalog.csv: file not found
+    >>> issubclass(CatalogError, ValueError)
+    True
+    """
 
 
 class StoreError(InputError):
-    """An embedding folder is missing, empty or inconsistent."""
+    """Raised when an embedding folder (or an artifact made from one) is missing, empty or inconsistent.
+
+    For example: no such folder, no shards in it, an unfinished ``embed`` job, shards of
+    different widths, an id in two rows, a folder that holds another job, or an index or
+    graph whose files disagree. A ``ValueError`` (through :class:`InputError`).
+
+    Examples
+    --------
+    >>> from simlabel import StoreError, load_embeddings
+    >>> try:
+    ...     load_embeddings("no-such-folder")
+    ... except StoreError as e:
+    ...     print(e)
+    no-such-folder: embedding folder not found (make one with `simlabel embed CATALOG --out no-such-folder`)
+    """
 
 
 class LabelFileError(InputError):
-    """A label file cannot be used: the message names the file, row and id."""
+    """Raised when a label file cannot be used; the message names the file, row and id.
+
+    For example: a missing file or column, an empty id, one id given two different labels,
+    an id that is not in the embeddings, a file with no labelled row (see
+    :func:`simlabel.read_labels`). A ``ValueError`` (through :class:`InputError`).
+
+    Examples
+    --------
+    >>> from simlabel import LabelFileError, read_labels
+    >>> try:
+    ...     read_labels("no-such-labels.csv")
+    ... except LabelFileError as e:
+    ...     print(e)
+    no-such-labels.csv: label file not found
+    """
 
 
 class ModelError(SimlabelError, RuntimeError):
@@ -80,10 +140,42 @@ class EmbedItemError(SimlabelError, RuntimeError):
 
 
 class MissingIdsError(SimlabelError, KeyError):
-    """Ids asked for that an artifact (embeddings, an index, a graph) does not hold.
+    """Raised for ids asked for that an artifact (embeddings, an index, a graph) does not hold.
 
     A ``KeyError`` for code that catches one, but printed without ``KeyError``'s quotes.
-    ``missing`` holds every missing id, ``source`` the artifact that lacks them.
+    The message gives the source, the number of missing ids and the first few of them
+    (then "and N more").
+
+    Parameters
+    ----------
+    missing : Sequence of str
+        Every id asked for and not found; kept, as strings, in the attribute ``missing``.
+    source : str
+        The artifact that lacks them (e.g. an embedding folder), kept as ``source``.
+    what : str, default "id(s) not in it"
+        What the message says of the ids after their count.
+
+    Attributes
+    ----------
+    missing : list of str
+        Every missing id.
+    source : str
+        The artifact that lacks them.
+    message : str
+        The message ``str(error)`` returns.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import Embeddings, MissingIdsError
+    >>> emb = Embeddings(["a", "b"], np.eye(2, dtype=np.float32), {"path": "emb/"})
+    >>> try:
+    ...     emb.rows(["b", "x", "y"])
+    ... except MissingIdsError as e:
+    ...     print(e)
+    ...     print(e.missing, isinstance(e, KeyError))
+    emb/: 2 id(s) have no embedding: 'x', 'y'
+    ['x', 'y'] True
     """
 
     def __init__(self, missing: Sequence[str], source: str, what: str = "id(s) not in it") -> None:

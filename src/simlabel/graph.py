@@ -125,8 +125,51 @@ def similarity_affinity(neighbors: np.ndarray, similarities: np.ndarray, n: int 
 
 
 class KnnGraph:
-    """A k-NN graph in memory: ``ids`` (n,), ``neighbors`` (n, k) int32 positions (-1: none),
-    ``similarities`` (n, k) float32, ``meta`` (what ``graph.json`` records)."""
+    """A k-NN graph in memory: for each row, its ``k`` nearest neighbours and their similarities.
+
+    Made by :func:`build_graph` or :func:`load_graph`. Each row's neighbours are itself
+    excluded and best first (similarity descending, ties by neighbour position ascending).
+    It answers ``knn_positions(positions, k)`` like a :class:`~simlabel.index.NeighborIndex`,
+    so ``augment`` and ``propagate`` take either; asking for more neighbours than the graph
+    holds is an error, fewer truncates. ``adjacency`` and ``reverse`` give the sparse
+    matrices without new queries.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray
+        ``(n,)`` row ids, in the store's order (made an object array).
+    neighbors : numpy.ndarray
+        ``(n, k)`` neighbour positions into ``ids`` (made int32), ``-1`` where fewer than
+        ``k`` were found.
+    similarities : numpy.ndarray
+        ``(n, k)`` cosine similarities of those neighbours (made float32).
+    meta : dict, optional
+        What ``graph.json`` records (``k``, the index kind and parameters, the embeddings'
+        fingerprint, recall@k ...) and the folder's ``path``; copied.
+
+    Raises
+    ------
+    InputError
+        ``neighbors`` and ``similarities`` of different shapes, or not one row per id.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import Embeddings, build_graph
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> graph = build_graph(Embeddings(["a", "b", "c", "d"], X, {"path": "mem"}), k=2, progress=False)
+    >>> graph
+    KnnGraph(4 rows, k=2, flat)
+    >>> graph.neighbors.tolist()
+    [[1, 3], [0, 3], [3, 1], [2, 1]]
+    >>> graph.knn_positions(np.array([0, 2]), k=1).neighbors.tolist()
+    [[1], [3]]
+    >>> graph.adjacency(k=1).toarray().round(3)
+    array([[0.   , 0.994, 0.   , 0.   ],
+           [0.994, 0.   , 0.   , 0.   ],
+           [0.   , 0.   , 0.   , 0.994],
+           [0.   , 0.   , 0.994, 0.   ]], dtype=float32)
+    """
 
     def __init__(self, ids: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray, meta: dict | None = None) -> None:
         self.ids = np.asarray(ids, dtype=object)
@@ -146,10 +189,12 @@ class KnnGraph:
 
     @property
     def k(self) -> int:
+        """Neighbours held per row."""
         return int(self.neighbors.shape[1])
 
     @property
     def fingerprint(self) -> str | None:
+        """The fingerprint of the embeddings the graph was built from (``None`` where not recorded)."""
         return self.meta.get("embeddings_fingerprint")
 
     @property
@@ -157,6 +202,7 @@ class KnnGraph:
         return self.meta
 
     def positions_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The row positions of ``ids``, in the order asked."""
         if self._pos is None:
             self._pos = pd.Index(self.ids.astype(str))
         pos = self._pos.get_indexer(np.asarray(ids).astype(str))
@@ -186,6 +232,7 @@ class KnnGraph:
         return Neighbors(self.neighbors[pos, :k].astype(np.int64), self.similarities[pos, :k])
 
     def knn_ids(self, ids: Sequence[str], k: int) -> Neighbors:
+        """The ``k`` best neighbours of the rows of ``ids``, as ids (``None`` where fewer exist)."""
         nb, sim = self.knn_positions(self.positions_of(ids), k)
         out = np.full(nb.shape, None, dtype=object)
         ok = nb >= 0
@@ -349,15 +396,26 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
     Raises
     ------
     InputError
-        Both ``graph`` and ``index`` given; a graph or index of other embeddings; a graph
-        holding fewer than ``k`` neighbours per row.
+        Both ``graph`` and ``index`` given; no such ``graph`` folder; a graph or index of other
+        embeddings (or, for a plain matrix, of another number of rows); a graph holding fewer
+        than ``k`` neighbours per row; rows of ``among`` that are not distinct.
+    ConfigError
+        ``k`` not a positive integer, or an unknown ``kind``.
+    StoreError
+        The embeddings or the graph folder cannot be loaded, or a saved index's files disagree.
+    FileNotFoundError
+        A saved ``index`` with a missing file.
 
     Examples
     --------
     >>> import numpy as np
+    >>> from simlabel import neighbour_source
     >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
-    >>> neighbour_source(X, 1)(np.arange(4)).neighbors.ravel().tolist()
+    >>> source = neighbour_source(X, 1)
+    >>> source(np.arange(4)).neighbors.ravel().tolist()
     [1, 0, 3, 2]
+    >>> source.summary
+    {'source': 'built', 'kind': 'flat'}
     """
     positive_int(k, "k")
     one_of(kind, ("auto", "flat", "ivf", "hnsw"), "kind")
@@ -457,9 +515,23 @@ def neighbours_for(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *, 
         ``(len(rows), k)`` positions (into ``emb``, or into ``among`` when given) and cosine
         similarities, best first, ``-1`` where fewer exist.
 
+    Raises
+    ------
+    InputError
+        As :func:`neighbour_source` (both ``graph`` and ``index``, no such ``graph`` folder, a
+        graph or index of other embeddings, a graph holding fewer than ``k`` neighbours per
+        row, rows of ``among`` that are not distinct).
+    ConfigError
+        ``k`` not a positive integer, or an unknown ``kind``.
+    StoreError
+        The embeddings or the graph folder cannot be loaded, or a saved index's files disagree.
+    FileNotFoundError
+        A saved ``index`` with a missing file.
+
     Examples
     --------
     >>> import numpy as np
+    >>> from simlabel import neighbours_for
     >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
     >>> neighbours_for(X, 1, among=np.array([0, 2, 3])).neighbors.ravel().tolist()
     [2, 2, 1]
@@ -524,18 +596,59 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
                 config: GraphConfig | None = None, *, progress: bool = True, **options) -> KnnGraph:
     """Build the k-NN graph of an embedding store (see the module docstring).
 
+    Rows are queried in blocks of ``block_rows`` from an index over the whole store
+    (``flat``, ``ivf``, ``hnsw``, or ``auto``: exact up to
+    :data:`~simlabel.index.AUTO_FLAT_MAX` rows, IVF above), each row's own position left
+    out and its neighbours sorted best first (ties by neighbour position). With ``out``,
+    each block is written atomically, so a killed build resumes at the first missing block,
+    and a folder holding the complete graph of the same job is loaded instead of rebuilt.
+    The recall@k of the graph against exact search on ``recall_sample`` rows is recorded in
+    ``meta["recall_at_k"]`` (and ``graph.json``).
+
     Parameters
     ----------
-    emb
-        an embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
-    out
-        the graph folder to write (resumable); ``None``: in memory only.
-    config
-        :class:`GraphConfig`; ``options`` override its fields (``k=10, index="flat"``).
+    emb : str, os.PathLike or Embeddings
+        An embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
+    out : str or os.PathLike, optional
+        The graph folder to write (resumable), holding its one-writer lock while building;
+        ``None``: in memory only.
+    config : GraphConfig, optional
+        How to build it (default ``GraphConfig()``: ``k=50``, ``index="auto"``).
+    progress : bool, default True
+        Show a progress bar.
+    **options
+        Fields of :class:`GraphConfig` that override ``config``'s (``k=10, index="flat"``):
+        ``k``, ``index``, ``block_rows``, ``recall_sample``, ``seed``, ``threads``,
+        ``index_options``, ``engine``, ``address``, ``on_disk``.
 
     Returns
     -------
     KnnGraph
+        The complete graph (its ``meta["path"]`` the folder, with ``out``).
+
+    Raises
+    ------
+    InputError
+        ``k`` not smaller than the number of rows; ``on_disk`` or ``engine="ray"`` without
+        ``out``; ``out`` a file.
+    ConfigError
+        A config field out of its domain (e.g. ``k`` not a positive integer, an unknown
+        ``index`` or ``engine``, ``on_disk`` with an index other than IVF).
+    StoreError
+        The embeddings cannot be loaded; ``out`` holds a graph of other options or
+        embeddings, or a block that does not hold the rows it should.
+    LockedError
+        Another simlabel process is writing ``out``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import Embeddings, build_graph
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> graph = build_graph(Embeddings(["a", "b", "c", "d"], X, {"path": "mem"}), k=1, progress=False)
+    >>> graph.neighbors.ravel().tolist(), graph.meta["recall_at_k"]
+    ([1, 0, 3, 2], 1.0)
+    >>> graph = build_graph("emb/", "graph/", k=50)  # doctest: +SKIP
 
     Notes
     -----
@@ -789,7 +902,36 @@ def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, to
 
 
 def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:
-    """Read a complete graph folder (``k``: truncate to the ``k`` best neighbours)."""
+    """Read a complete graph folder written by :func:`build_graph` (or ``simlabel graph``).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        The graph folder.
+    k : int, optional
+        Truncate to the ``k`` best neighbours of each row (at most the graph's ``k``);
+        ``None``: every neighbour the graph holds.
+
+    Returns
+    -------
+    KnnGraph
+        The graph, its ``meta`` what ``graph.json`` records plus the folder's ``path``.
+
+    Raises
+    ------
+    InputError
+        No such folder, or ``k`` larger than the graph's.
+    StoreError
+        ``graph.json`` missing or not valid, not a simlabel graph, a graph still being built
+        (or whose build was killed: run ``simlabel graph`` again with the same options), or
+        a missing block.
+
+    Examples
+    --------
+    >>> from simlabel import load_graph
+    >>> graph = load_graph("graph/", k=10)  # doctest: +SKIP
+    >>> neighbors, sims = graph.knn_ids(["sku-1"], 10)  # doctest: +SKIP
+    """
     p = Path(path)
     if not p.is_dir():
         raise InputError(f"{p}: no such graph folder (made by `simlabel graph EMB_DIR --out {p}`)")

@@ -180,19 +180,25 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     See the module docstring for the heads and the training. ``sklearn.base.clone``,
     ``cross_val_score`` and ``Pipeline`` take it as they take ``LogisticRegression``.
+    :meth:`fit` trains on ``X`` ``(n, d)`` and one label per row; :meth:`predict_proba`,
+    :meth:`predict` and :meth:`decision_scores` use the trained head; :meth:`save` and
+    :meth:`load` write and read a model folder (``config.json``, ``weights.pt``).
+    Deterministic for a given ``config.seed`` on the CPU.
 
     Parameters
     ----------
     config : HeadConfig, optional
         Every hyper-parameter of the head and its training (:class:`HeadConfig`; ``None``: its
         defaults). One object, so that the CLI, the experiments and ``config.json`` share it.
-    progress_label : str
+    progress_label : str, default "train"
         How the epochs' progress is labelled (``train``; an experiment names its model).
 
     Attributes
     ----------
-    classes_ : ndarray of str
-        The classes, in the order of :meth:`predict_proba`'s columns.
+    classes_ : ndarray
+        The classes, in the order of :meth:`predict_proba`'s columns: the sorted distinct
+        labels (of the labels' own type), or, when ``fit`` is given ``classes``, those
+        names as an object array of ``str``.
     config_ : HeadConfig
         The configuration the head was trained with (``config`` or the defaults).
     module_ : torch.nn.Module
@@ -202,26 +208,82 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
     input_dims_ : list of int
         The widths of the concatenated inputs (the fusion head's modalities).
     logistic_ : bool
-        Two classes with cross-entropy: one logistic output (paper 000), not a softmax of two.
+        Two classes with cross-entropy and no soft targets: one logistic output (paper 000),
+        not a softmax of two.
     history_ : list of dict
-        Per epoch: ``train_loss`` and, with a validation split, ``val_loss`` and ``val_accuracy``.
+        Per epoch: ``epoch``, ``train_loss`` and, with a validation split, ``val_loss`` and
+        ``val_accuracy``.
     best_epoch_ : int
-        The epoch whose weights were kept.
+        The epoch (from 0) whose weights were kept: the best validation score, or the last
+        epoch without a validation split.
     precision_ : str
         The precision training ran in (``fp32`` or ``bf16``; ``config.precision`` resolved).
     warnings_ : list of str
-        What went wrong but not fatally (no validation improvement after the first epoch, ...).
+        What went wrong but not fatally (no validation improvement after the first epoch,
+        too few rows to validate, ...).
     classes_without_validation_ : list of str
         Classes with too few rows to hold any out for validation: trained on, not validated.
     training_ids_ : ndarray of uint64 or None
         Sorted 64-bit hashes of the ids trained on (set by :func:`simlabel.training.train`),
-        saved as ``training_ids.npy`` so that an evaluation can find its ids among them.
+        saved as ``training_ids.npy`` so that an evaluation can find its ids among them;
+        ``None`` for a head fitted directly.
+
+    Raises
+    ------
+    ValueError
+        From scikit-learn's input validation: ``X`` not a finite 2-D array of numbers, ``y``
+        not one class label per row, or, at prediction, ``X`` of another width than ``fit`` saw.
+    InputError
+        From :meth:`fit`: fewer than two classes,
+        labels not in ``classes``, ``input_dims`` that do not add up to the width of ``X``
+        (or one input for the fusion head), soft targets that are not ``(C, C)``, sample
+        weights that are not finite numbers >= 0 or all 0, an unknown ``config.device``,
+        or a training loss that is no longer finite (diverged).
+    ModelError
+        ``config.device="cuda"`` where torch sees no CUDA device.
+    sklearn.exceptions.NotFittedError
+        :meth:`predict`, :meth:`predict_proba`, :meth:`decision_scores` or :meth:`save`
+        before :meth:`fit`.
+
+    See Also
+    --------
+    simlabel.training.train : A head on an embedding folder and label files.
+    MultiLabelClassifier : The multi-label head.
+    out_of_fold_proba : Probabilities from heads that never saw the row.
+
+    Notes
+    -----
+    The objective is the weighted mean of per-row losses, ``sum_i w_i l_i / sum_i w_i``
+    (``w_i`` the sample weight, 1 without), where for a row of class ``y`` with logits ``z``::
+
+        l = c_y * (base(z, y) + kl_weight * temperature**2 * KL(T[y] || softmax(z / temperature)))
+
+    ``base`` is the binary cross-entropy of the logistic output (``logistic_``), the focal
+    loss ``-alpha * (1 - p_y)**gamma * log(p_y)`` (``loss="focal"``) or the cross-entropy
+    ``-log(softmax(z)_y)``; the KL term is there only with soft targets ``T`` (``fit``'s
+    ``soft_targets``, a ``(C, C)`` row-stochastic matrix); ``c_y = n / (C * n_y)`` with
+    ``class_weight="balanced"``, else 1. Early stopping watches the same objective (or the
+    accuracy, ``monitor``) on the validation split.
 
     Examples
     --------
+    >>> import numpy as np
+    >>> from simlabel import EmbeddingClassifier, HeadConfig
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-2, 1, (20, 4)), rng.normal(2, 1, (20, 4))]).astype(np.float32)
+    >>> y = np.array(["shirt"] * 20 + ["shoe"] * 20)
+    >>> clf = EmbeddingClassifier(HeadConfig(max_epochs=20)).fit(X, y)
+    >>> clf.classes_
+    array(['shirt', 'shoe'], dtype='<U5')
+    >>> clf.predict(X[[0, -1]])
+    array(['shirt', 'shoe'], dtype='<U5')
+    >>> clf.predict_proba(X).shape
+    (40, 2)
+    >>> clf.logistic_  # two classes, cross-entropy: one logistic output
+    True
     >>> from sklearn.model_selection import cross_val_score
-    >>> clf = EmbeddingClassifier(HeadConfig(head="linear", max_epochs=50))
-    >>> scores = cross_val_score(clf, X, y, cv=3)  # doctest: +SKIP
+    >>> cross_val_score(EmbeddingClassifier(HeadConfig(max_epochs=20)), X, y, cv=2).round(2)
+    array([1., 1.])
     """
 
     #: set by :func:`simlabel.training.train`; ``None`` for a head fitted directly
@@ -542,7 +604,11 @@ def _as_binary(Y: np.ndarray, n: int) -> np.ndarray:
 class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     """The one multi-label head on frozen embeddings, as a scikit-learn multi-label classifier.
 
-    With ``init`` (a fitted :class:`MultiLabelClassifier` or a torch module), :meth:`fit`
+    One sigmoid per label, trained with the binary focal loss (paper 004; the formula is in
+    :class:`MultiLabelHeadConfig`) by Adam on shuffled mini-batches for ``config.epochs``
+    epochs: the baselines of the flipping experiment and SELF-ML's classifier are all this
+    head. :meth:`fit` takes ``X`` ``(n, d)`` and a 0/1 label matrix ``Y`` ``(n, L)``. With
+    ``init`` (a fitted :class:`MultiLabelClassifier` or a torch module), :meth:`fit`
     continues from a copy of it: fine-tuning, as paper 004's Baseline 1. The module
     (``module_``) maps ``(n, d)`` to ``(n, L)`` logits; SELF-ML trains it further jointly.
     Deterministic for a given ``seed``; the caller's global torch RNG is left untouched.
@@ -551,9 +617,9 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     ----------
     config : MultiLabelHeadConfig, optional
         The head and its training (``None``: the defaults).
-    threshold : float
-        :meth:`predict` sets a label where its probability reaches this.
-    progress_label : str
+    threshold : float, default 0.5
+        :meth:`predict` sets a label where its probability reaches this (``p >= threshold``).
+    progress_label : str, default "multi-label head"
         How the epochs' progress is labelled.
 
     Attributes
@@ -561,18 +627,48 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     classes_ : ndarray of int
         ``0 .. L-1``, one per column of ``Y``.
     config_ : MultiLabelHeadConfig
-        The configuration trained with.
+        The configuration trained with (``config`` or the defaults).
     module_ : torch.nn.Module
-        ``(n, d)`` to ``(n, L)`` logits.
+        ``(n, d)`` to ``(n, L)`` logits, in eval mode, on ``config.device``.
     n_features_in_ : int
         The width of ``X``.
     history_ : list of dict
-        The mean loss of each epoch.
+        Per epoch: ``epoch`` (from 1) and ``loss``, the mean loss over the epoch's rows.
+
+    Raises
+    ------
+    ValueError
+        From scikit-learn's ``check_array``: ``X`` not a finite 2-D array of numbers with at
+        least one row and one column.
+    InputError
+        ``Y`` not a 0/1 matrix with one row per row of ``X`` (:meth:`fit`), ``X`` of another
+        width than ``fit`` saw (:meth:`predict_proba`, :meth:`predict`), or an unknown
+        ``config.device``.
+    ModelError
+        ``config.device="cuda"`` where torch sees no CUDA device.
+    sklearn.exceptions.NotFittedError
+        :meth:`predict_proba` or :meth:`predict` before :meth:`fit`.
+
+    See Also
+    --------
+    EmbeddingClassifier : The single-label head.
+    simlabel.training.multilabel_pretrain : SELF-ML's pre-training with this head.
 
     Examples
     --------
-    >>> clf = MultiLabelClassifier(MultiLabelHeadConfig(epochs=30)).fit(X, Y)  # doctest: +SKIP
-    >>> P = clf.predict_proba(X)  # (n, L) independent label probabilities  # doctest: +SKIP
+    >>> import numpy as np
+    >>> from simlabel import MultiLabelClassifier, MultiLabelHeadConfig
+    >>> rng = np.random.default_rng(0)
+    >>> X = rng.normal(size=(40, 4)).astype(np.float32)
+    >>> Y = np.stack([X[:, 0] > 0, X[:, 1] > 0], axis=1).astype(int)  # two labels
+    >>> clf = MultiLabelClassifier(MultiLabelHeadConfig(epochs=5)).fit(X, Y)
+    >>> clf.classes_
+    array([0, 1])
+    >>> clf.predict_proba(X).shape, clf.predict(X).shape  # (n, L) probabilities, 0/1 labels
+    ((40, 2), (40, 2))
+    >>> tuned = MultiLabelClassifier(MultiLabelHeadConfig(epochs=2)).fit(X, Y, init=clf)  # fine-tuning
+    >>> len(tuned.history_)
+    2
     """
 
     def __init__(self, config: MultiLabelHeadConfig | None = None, threshold: float = 0.5,
@@ -681,31 +777,75 @@ def out_of_fold_proba(
     """Probabilities for every row from estimators that did not train on it.
 
     The counterpart of ``sklearn.model_selection.cross_val_predict(method="predict_proba")``
-    for simlabel's heads: ``make_estimator()`` builds a fresh, unfitted estimator per fold.
+    for simlabel's heads: ``make_estimator()`` builds a fresh, unfitted estimator per fold,
+    which is fitted on the other folds and predicts this one. It serves paper 003's stage 2
+    and the cleanlab peer of paper 004.
 
     Parameters
     ----------
-    make_estimator
+    make_estimator : callable
         ``() -> estimator``; an :class:`EmbeddingClassifier` for single labels (``y`` 1-D of
         class names), a :class:`MultiLabelClassifier` for multi-labels (``y`` an ``(n, L)``
-        0/1 matrix).
-    classes
+        0/1 matrix). A single-label estimator's ``fit`` must take ``sample_weight`` and
+        ``classes``.
+    X : array-like of shape (n, d)
+        The features (taken as float32).
+    y : array-like of shape (n,) or (n, L)
+        One class name per row (taken as ``str``), or a 0/1 label matrix (multi-label).
+    classes : sequence of str, optional
         Single labels: the columns of the result (default: the sorted distinct labels). A
         fold whose training rows lack a class predicts 0 for it.
-    sample_weight
+    sample_weight : array-like of shape (n,), optional
         Single labels: per-row training weights.
-    folds
+    folds : int, default 3
         ``>= 2``: stratified folds where every class has ``folds`` rows (plain shuffled folds
-        otherwise); ``0``: one estimator trained on every row predicts them (in-sample).
-    top
-        Single labels: keep only each row's ``top`` most probable classes and return
-        ``(classes (n, top) int64, probabilities (n, top) float32)``, predicted in blocks of
-        ``batch_size``: memory O(n top), not O(n C).
+        otherwise; multi-labels: always plain shuffled folds); ``0``: one estimator trained
+        on every row predicts them (in-sample).
+    seed : int, default 0
+        Shuffles the rows into folds.
+    top : int, optional
+        Single labels: keep only each row's ``top`` most probable classes (clipped to
+        [1, C]) and return ``(classes (n, top) int64, probabilities (n, top) float32)``,
+        predicted in blocks of ``batch_size``: memory O(n top), not O(n C).
+    batch_size : int, default 65536
+        Single labels: the rows predicted at once.
 
     Returns
     -------
-    ndarray or tuple
-        ``(n, C)`` (or ``(n, L)``) probabilities, or the ``top`` pair.
+    ndarray or tuple of ndarray
+        ``(n, C)`` float64 probabilities, columns in ``classes`` order (multi-labels:
+        ``(n, L)``); with ``top``, the pair ``(indices into classes, probabilities)``, best
+        first (a fold whose estimator knows fewer than ``top`` classes leaves index 0 with
+        probability 0 in the columns it cannot fill).
+
+    Raises
+    ------
+    InputError
+        ``folds`` negative or 1, ``top`` with multi-labels, or what the estimators' ``fit``
+        raises (e.g. a fold's training rows with a single class).
+    ValueError
+        A training label not among ``classes``, or more folds than rows (scikit-learn's
+        ``KFold``).
+
+    See Also
+    --------
+    simlabel.training.oof_predictor : Paper 003's stage-2 predictor built on this.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import EmbeddingClassifier, HeadConfig, out_of_fold_proba
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-2, 1, (20, 4)), rng.normal(2, 1, (20, 4))]).astype(np.float32)
+    >>> y = ["shirt"] * 20 + ["shoe"] * 20
+    >>> P = out_of_fold_proba(lambda: EmbeddingClassifier(HeadConfig(max_epochs=20)), X, y, folds=2)
+    >>> P.shape
+    (40, 2)
+    >>> bool((P.argmax(axis=1) == np.repeat([0, 1], 20)).all())
+    True
+    >>> idx, p = out_of_fold_proba(lambda: EmbeddingClassifier(HeadConfig(max_epochs=20)), X, y, folds=2, top=1)
+    >>> idx.shape, p.dtype
+    ((40, 1), dtype('float32'))
     """
     from sklearn.model_selection import KFold, StratifiedKFold
 

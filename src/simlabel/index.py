@@ -90,8 +90,30 @@ def auto_kind(n: int, flat_max: int = AUTO_FLAT_MAX) -> str:
 
 
 class Neighbors(NamedTuple):
-    """The answer of every k-NN query: ``(m, k)`` neighbours (positions or ids, by method)
-    and their ``(m, k)`` float32 cosine similarities, best first."""
+    """The answer of every k-NN query: the neighbours of each query row and their similarities.
+
+    A NamedTuple, so ``neighbors, sims = index.knn_ids(ids, k)`` unpacks it. Where an
+    approximate index finds fewer than ``k`` neighbours the position is ``-1`` (the id
+    ``None``) and the similarity ``-inf``.
+
+    Parameters
+    ----------
+    neighbors : numpy.ndarray
+        ``(m, k)`` neighbours, best first: int64 positions (``search``, ``knn_positions``,
+        :func:`exact_knn`) or an object array of ids (``knn_ids``, ``knn_vectors``).
+    similarities : numpy.ndarray
+        ``(m, k)`` float32 cosine similarities of those neighbours.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import NeighborIndex
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> index = NeighborIndex.build(["a", "b", "c", "d"], X)
+    >>> neighbors, sims = index.knn_ids(["a", "c"], k=1)
+    >>> print(neighbors.ravel(), sims.ravel().round(3))
+    ['b' 'd'] [0.994 0.994]
+    """
 
     neighbors: np.ndarray
     similarities: np.ndarray
@@ -101,27 +123,58 @@ class Neighbors(NamedTuple):
 class IndexConfig:
     """How to build a :class:`NeighborIndex`.
 
-    Defaults are chosen for 384-d sentence/image embeddings, 1e4 to 1e6 rows:
+    Defaults are chosen for 384-d sentence/image embeddings, 1e4 to 1e6 rows. Every field
+    is checked when the config is made.
 
-    * ``hnsw_m=32``: links per node.  16-48 is the usual range for 128-1024-d
-      data; 32 gives high recall on 384-d embeddings at a graph overhead of
-      ~2*M*4 = 256 bytes/vector (vs 1536 bytes for the vector itself).
-    * ``hnsw_ef_construction=80``: twice FAISS's default of 40.  Graph quality
-      (and hence recall at a given ``ef_search``) improves noticeably up to
-      ~80-100 for M=32 and flattens after, while build time grows linearly.
-    * ``hnsw_ef_search=64``: candidate list at query time; must be >= k+1 and
-      comfortably above it for recall (FAISS uses ``max(ef_search, k)``).
-      Raise it for better recall at proportionally slower queries.
-    * ``ivf_nlist=None``: about ``4*sqrt(n)`` lists, clipped to
-      ``[1, n // 39]`` because k-means wants >= 39 training points per list.
-    * ``ivf_nprobe=16``: lists visited per query (clipped to ``nlist``).
-    * ``threads``: OpenMP threads for FAISS during build and search; the
-      previous setting is restored afterwards, so it does not leak into the
-      rest of the process.  ``None`` leaves FAISS's default (all cores).
-    * ``seed``: seeds the IVF training sample and k-means, so IVF builds are
-      reproducible.  (HNSW insertion runs in parallel, so a multi-threaded
-      HNSW build is not bit-for-bit reproducible; use ``threads=1`` if that
-      matters.)
+    Parameters
+    ----------
+    kind : {"flat", "hnsw", "ivf"}, default "flat"
+        ``flat``: exact (``IndexFlatIP``), the reference. ``hnsw``: graph index
+        (``IndexHNSWFlat``), sub-linear queries, slow to build. ``ivf``: inverted file
+        (``IndexIVFFlat``), fast to build, recall depends on how clustered the data is.
+    hnsw_m : int, default 32
+        Links per node. 16-48 is the usual range for 128-1024-d data; 32 gives high recall
+        on 384-d embeddings at a graph overhead of ~2*M*4 = 256 bytes/vector (vs 1536 bytes
+        for the vector itself).
+    hnsw_ef_construction : int, default 80
+        Twice FAISS's default of 40. Graph quality (and hence recall at a given
+        ``ef_search``) improves noticeably up to ~80-100 for M=32 and flattens after, while
+        build time grows linearly.
+    hnsw_ef_search : int, default 64
+        Candidate list at query time; must be >= k+1 and comfortably above it for recall
+        (FAISS uses ``max(ef_search, k)``). Raise it for better recall at proportionally
+        slower queries.
+    ivf_nlist : int, optional
+        Number of IVF lists. ``None``: about ``4*sqrt(n)`` lists, clipped to ``[1, n // 39]``
+        because k-means wants >= 39 training points per list (:meth:`nlist_for`).
+    ivf_nprobe : int, default 16
+        Lists visited per query (clipped to ``nlist``).
+    threads : int, optional
+        OpenMP threads for FAISS during build and search; the previous setting is restored
+        afterwards, so it does not leak into the rest of the process. ``None`` leaves FAISS's
+        default (all cores).
+    seed : int, default 0
+        Seeds the IVF training sample and k-means, so IVF builds are reproducible. (HNSW
+        insertion runs in parallel, so a multi-threaded HNSW build is not bit-for-bit
+        reproducible; use ``threads=1`` if that matters.)
+
+    Raises
+    ------
+    ConfigError
+        An unknown ``kind``, or a count that is not a positive integer (``ivf_nlist`` and
+        ``threads`` may also be ``None``).
+
+    Examples
+    --------
+    >>> from simlabel import IndexConfig
+    >>> config = IndexConfig(kind="ivf", ivf_nprobe=32)
+    >>> config.nlist_for(10_000)  # 4 * sqrt(n) = 400, clipped to n // 39
+    256
+    >>> try:
+    ...     IndexConfig(kind="lsh")
+    ... except ValueError as e:
+    ...     print(e)
+    kind must be one of flat, hnsw, ivf; got 'lsh'
     """
 
     kind: IndexKind = "flat"
@@ -150,8 +203,24 @@ class IndexConfig:
 class NeighborIndex:
     """Cosine k-NN over a fixed set of vectors, addressed by position or id.
 
-    Build with :meth:`build` or :meth:`load`.  Position ``i`` is row ``i`` of
-    the vectors given to :meth:`build` and ``ids[i]`` its id.
+    Build with :meth:`build` or :meth:`load` (or :func:`build_index` over an embedding
+    store).  Position ``i`` is row ``i`` of the vectors given to :meth:`build` and
+    ``ids[i]`` its id. Vectors are stored L2-normalised, so the inner product FAISS
+    computes is the cosine similarity ``cos(q, x) = q.x / (|q| |x|)``. Queries of stored
+    points (:meth:`knn_positions`, :meth:`knn_ids`) leave the point itself out. The
+    constructor is internal and trusts its arguments: use :meth:`build` or :meth:`load`.
+
+    Parameters
+    ----------
+    index : faiss.Index
+        The FAISS index holding the normalised vectors, FAISS ids == positions.
+    ids : numpy.ndarray
+        ``(n,)`` object array of ``str``, one per stored vector.
+    config : IndexConfig
+        The configuration it was built with; its search parameters (``hnsw_ef_search``,
+        ``ivf_nprobe``) are applied to ``index``.
+    metadata : dict, optional
+        Free-form, JSON-serialisable; saved alongside the index.
 
     Attributes
     ----------
@@ -167,6 +236,21 @@ class NeighborIndex:
     index : faiss.Index
         The underlying FAISS index (vectors stored normalised, FAISS ids ==
         positions).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import IndexConfig, NeighborIndex
+    >>> X = np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]], dtype=np.float32)
+    >>> index = NeighborIndex.build(["a", "b", "c", "d"], X, IndexConfig(kind="flat"))
+    >>> index
+    NeighborIndex(kind='flat', n=4, dim=2)
+    >>> index.knn_ids(["a", "c"], k=1).neighbors.ravel().tolist()
+    ['b', 'd']
+    >>> index.knn_positions(np.array([0]), k=2).neighbors.tolist()
+    [[1, 3]]
+    >>> index.save("index.faiss")  # also index.faiss.ids.parquet and index.faiss.json  # doctest: +SKIP
+    >>> index = NeighborIndex.load("index.faiss")  # doctest: +SKIP
     """
 
     def __init__(
@@ -830,10 +914,52 @@ def build_index(
 ) -> NeighborIndex:
     """Build an index over an embedding folder written by ``simlabel embed``.
 
-    ``emb_dir`` is a folder or a loaded :class:`~simlabel.store.Embeddings`. ``kind``
-    is a shortcut for ``IndexConfig(kind=kind)``. With ``out`` the index is saved there
-    (see :meth:`NeighborIndex.save`). The embeddings' model metadata is kept in the
-    index metadata, so an index knows its source.
+    The embeddings' model metadata (``model``, ``model_version``, ``modality``), their
+    space and fingerprint and where they came from are kept in the index metadata, so an
+    index knows its source and is refused over other embeddings.
+
+    Parameters
+    ----------
+    emb_dir : str, os.PathLike or Embeddings
+        An embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
+    out : str or os.PathLike, optional
+        Save the index there (see :meth:`NeighborIndex.save`: ``out``,
+        ``out.ids.parquet`` and ``out.json``), holding ``out``'s one-writer lock while
+        writing. ``None``: in memory only.
+    config : IndexConfig, optional
+        How to build it; default ``IndexConfig(kind=kind or "flat")``.
+    kind : {"flat", "hnsw", "ivf"}, optional
+        A shortcut for ``IndexConfig(kind=kind)``; with ``config`` it replaces its kind.
+    wait : bool, default False
+        When another process is writing ``out``, wait for it instead of failing at once.
+
+    Returns
+    -------
+    NeighborIndex
+        The built index (also saved at ``out`` when given).
+
+    Raises
+    ------
+    StoreError
+        The embeddings cannot be loaded (see :func:`simlabel.load_embeddings`), or there
+        are none.
+    ConfigError
+        An unknown ``kind``.
+    InputError
+        Vectors the index cannot hold: non-finite values, all-zero rows (their cosine is
+        undefined), or more IVF lists than vectors.
+    LockedError
+        Another simlabel process is writing ``out`` (and ``wait`` is false).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import Embeddings, build_index
+    >>> emb = Embeddings(["a", "b", "c", "d"], np.array([[1, 0], [0.9, 0.1], [0, 1], [0.1, 0.9]]), {"path": "mem"})
+    >>> index = build_index(emb, kind="flat")
+    >>> index, index.metadata["embeddings"]
+    (NeighborIndex(kind='flat', n=4, dim=2), 'mem')
+    >>> index = build_index("emb/", "index.faiss", kind="hnsw")  # doctest: +SKIP
     """
     from simlabel.store import as_embeddings
 

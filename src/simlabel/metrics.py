@@ -38,26 +38,78 @@ def classification_report(
 ) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM, as a JSON-ready dict.
 
+    Labels are compared as ``str``. The per-class table and the confusion matrix count the
+    items whose true class is in ``labels``; items of other classes (``unseen``: the model
+    never saw them) are errors in the accuracy only. For class ``c`` (``TP_c`` its items
+    predicted ``c``, ``support_c`` its items, ``predicted_c`` the items predicted ``c``)::
+
+        precision_c = TP_c / predicted_c   (0 for a class never predicted)
+        recall_c    = TP_c / support_c
+        f1_c        = 2 precision_c recall_c / (precision_c + recall_c)   (0 when both are 0)
+        accuracy    = #{i : y_pred_i == y_true_i} / n
+        macro_f1    = mean of f1_c over the m classes in the test set (support_c > 0)
+        hm          = 2m / sum_c (1 / precision_c + 1 / recall_c)   over the same m classes
+
+    HM is the harmonic mean of the ``2m`` precisions and recalls (paper 000, Table 2: with
+    two classes, HM of +P, +R, -P, -R), 0 when any of them is 0 (its limit), nan for no
+    class. The three cases the report states instead of hiding are in the module docstring.
+
     Parameters
     ----------
-    y_true, y_pred
+    y_true, y_pred : array-like of shape (n,)
         True and predicted class names.
-    labels
+    labels : sequence, optional
         The classes (a model's): their order, and what counts as a known class (default:
         sorted union of both).
-    positive
-        For a binary task, the + class: the report adds ``+P, +R, -P, -R``.
-    warn
-        Warn (``SimlabelWarning``) about classes that are never predicted.
+    positive : str, optional
+        For a binary task, the + class: the report adds ``binary`` with ``+P, +R, -P, -R``.
+    warn : bool, default True
+        Warn (:class:`~simlabel.errors.SimlabelWarning`) about classes in the test set that
+        are never predicted.
 
     Returns
     -------
     dict
-        ``accuracy`` over every item (items of unseen classes are errors); ``per_class`` for
-        ``labels``, each with ``in_test`` (support > 0) and ``never_predicted``; ``hm`` and
-        ``macro_f1`` over the classes in the test set (``hm_classes`` of them);
-        ``absent_classes``, ``never_predicted``; ``unseen`` (``{"n": .., "classes": {name: count}}``);
-        ``notes``, what a reader must know to read the numbers.
+        ``n``, ``labels``; ``accuracy`` over every item (items of unseen classes are errors;
+        nan for no item); ``per_class`` for ``labels``: ``precision``, ``recall``, ``f1``,
+        ``support``, ``in_test`` (support > 0) and ``never_predicted`` (in the test set, never
+        predicted); ``hm`` and ``macro_f1`` over the classes in the test set (``hm_classes``
+        of them); ``absent_classes``, ``never_predicted``; ``unseen``
+        (``{"n": .., "classes": {name: count}}``); ``notes``, what a reader must know to read
+        the numbers; ``confusion_matrix`` (rows true, columns predicted, in ``labels``
+        order); with ``positive``, ``binary``.
+
+    Raises
+    ------
+    ValueError
+        ``y_true`` and ``y_pred`` of different lengths, or a ``positive`` class that is not
+        one of the two classes of a binary task.
+
+    Warns
+    -----
+    SimlabelWarning
+        With ``warn``, when a class in the test set is never predicted.
+
+    See Also
+    --------
+    simlabel.training.evaluate : This report for a head on labelled ids.
+
+    Examples
+    --------
+    >>> from simlabel import classification_report
+    >>> r = classification_report(["cat", "cat", "dog", "dog"], ["cat", "dog", "dog", "dog"])
+    >>> r["accuracy"], r["confusion_matrix"]
+    (0.75, [[1, 1], [0, 2]])
+    >>> r["per_class"]["cat"]["recall"], round(r["hm"], 3)
+    (0.5, 0.727)
+    >>> classification_report(["cat", "dog"], ["cat", "dog"], positive="dog")["binary"]
+    {'positive': 'dog', 'negative': 'cat', '+P': 1.0, '+R': 1.0, '-P': 1.0, '-R': 1.0}
+
+    A class the model never saw (``bird``) and one absent from the test set (``dog``):
+
+    >>> r = classification_report(["cat", "bird"], ["cat", "cat"], labels=["cat", "dog"])
+    >>> r["accuracy"], r["unseen"], r["absent_classes"]
+    (0.5, {'n': 1, 'classes': {'bird': 1}}, ['dog'])
     """
     import warnings
 

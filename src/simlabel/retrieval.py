@@ -50,24 +50,43 @@ _MAX_BLOCK_CELLS = 1 << 24
 
 @dataclass
 class RetrievalConfig:
-    """How texts are searched (:func:`text_search`).
+    """How texts are searched (:func:`text_search`): the method, the results kept and the analysis.
 
-    method:
-        ``"bm25"`` (default, via the ``bm25s`` library), ``"tfidf"`` (scikit-learn
-        ``TfidfVectorizer`` with sublinear tf + cosine) or ``"embedding"`` (cosine between
-        text embeddings of the queries and of the titles).
-    top_r:
-        results kept per query (the paper's "top R search results").
-    min_score:
-        keep only results scoring strictly above it. With bm25/tfidf ``0`` means "at least
-        one query term matched"; with ``embedding`` it is a cosine (``-inf`` keeps all).
-    stem:
-        Snowball-stem tokens (bm25/tfidf), so "Watches" matches "Watch".
-    k1, b:
-        BM25 term-frequency saturation and length normalisation.
-    text_model, device:
-        the encoder spec (:func:`simlabel.encoders.get_text_encoder`) and device of the
-        ``embedding`` method, used when neither embeddings nor an encoder are passed in.
+    Parameters
+    ----------
+    method : {"bm25", "tfidf", "embedding"}, default "bm25"
+        ``"bm25"`` (via the ``bm25s`` library: term frequency saturates, long titles are
+        discounted, rare query terms count more), ``"tfidf"`` (scikit-learn ``TfidfVectorizer``
+        with sublinear tf, and cosine) or ``"embedding"`` (cosine between text embeddings of the
+        queries and of the titles, which also finds titles that never mention the query).
+    top_r : int, default 100
+        Results kept per query (the paper's "top R search results").
+    min_score : float, default 0.0
+        Keep only results scoring strictly above it. With bm25/tfidf ``0`` means "at least one
+        query term matched"; with ``embedding`` it is a cosine (``-inf`` keeps all).
+    stem : bool, default True
+        Snowball-stem the tokens (bm25/tfidf), so "Watches" matches "Watch".
+    k1 : float, default 1.5
+        BM25 term-frequency saturation (``>= 0``).
+    b : float, default 0.75
+        BM25 length normalisation, in ``[0, 1]``.
+    text_model : str, default "minilm"
+        The ``embedding`` method's encoder spec (:func:`simlabel.encoders.get_text_encoder`),
+        used when neither embeddings nor an encoder are passed in.
+    device : str, default "auto"
+        Where that encoder runs.
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field), or
+        a blank ``text_model``.
+
+    Examples
+    --------
+    >>> from simlabel.retrieval import RetrievalConfig
+    >>> RetrievalConfig(method="tfidf", top_r=50).top_r
+    50
     """
 
     method: SearchMethod = "bm25"

@@ -90,7 +90,35 @@ def list_shards(path: str | os.PathLike) -> list[Path]:
 
 
 def read_metadata(path: str | os.PathLike) -> dict:
-    """The file metadata of an embedding folder's first shard, decoded."""
+    """The file metadata of an embedding folder's first shard, decoded.
+
+    Each shard records what made it (``model``, ``model_version``, ``dim``, ``modality``,
+    ``normalized``, ``source_column``, ``created`` ...); this reads them without reading any
+    vector. Values that parse as JSON are decoded (``dim`` an ``int``, ``normalized`` a
+    ``bool``); the others stay strings.
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        An embedding folder written by ``simlabel embed``, or a single shard file.
+
+    Returns
+    -------
+    dict
+        The metadata keys and values (Arrow's and pandas' own keys left out).
+
+    Raises
+    ------
+    StoreError
+        No such folder, or no shards in it.
+
+    Examples
+    --------
+    >>> from simlabel import read_metadata
+    >>> meta = read_metadata("emb/")  # doctest: +SKIP
+    >>> meta["model"], meta["dim"], meta["modality"]  # doctest: +SKIP
+    ('efficientnet-lite0', 1280, 'image')
+    """
     shards = list_shards(path)
     if not shards:
         raise StoreError(f"{path}: no embedding shards ({SHARD_PREFIX}*{SHARD_SUFFIX}) in it")
@@ -315,18 +343,49 @@ class _EmbeddingsFields(NamedTuple):
 
 
 class Embeddings(_EmbeddingsFields, _Provenance):
-    """A loaded embedding store: ``ids`` ``(n,)`` object array of ``str``, ``matrix`` ``(n, d)``
-    float32 with rows in the same order, and ``meta`` (the shards' metadata: ``model``,
-    ``model_version``, ``dim``, ``modality`` ..., and ``path``, the folder it came from).
+    """A loaded embedding store: ids, their vectors in the same order, and where they came from.
 
     A NamedTuple of ``(ids, matrix)``, so ``ids, X = load_embeddings(path)`` keeps
     working; ``meta`` travels beside the two fields (and through :meth:`rows`).
+    Usually made by :func:`load_embeddings` or :func:`as_embeddings`.
+
+    Parameters
+    ----------
+    ids : numpy.ndarray or Sequence of str
+        ``(n,)`` ids; a sequence that is not an array is made an object array of ``str``
+        (an array is kept as it is).
+    matrix : numpy.ndarray
+        ``(n, d)`` vectors (float32 when loaded), row ``i`` the embedding of ``ids[i]``;
+        kept as it is.
+    meta : dict, optional
+        The shards' metadata (``model``, ``model_version``, ``dim``, ``modality`` ...) and
+        ``path``, the folder it came from; copied.
+
+    Attributes
+    ----------
+    dim : int
+        The vector width ``d``.
+    space : str
+        Model, model version, width and modality: embeddings of one space are comparable.
+    fingerprint : str
+        The space and the ids in order: what an index or graph over these rows records and
+        must match.
+    source : str
+        Where these embeddings came from (the folder, or ``"embeddings"``), for messages.
 
     Examples
     --------
-    >>> emb = Embeddings(np.array(["a", "b"], dtype=object), np.eye(2, dtype=np.float32), {"path": "mem"})
-    >>> emb.rows(["b"]).matrix
-    array([[0., 1.]], dtype=float32)
+    >>> import numpy as np
+    >>> from simlabel import Embeddings
+    >>> emb = Embeddings(["a", "b", "c"], np.eye(3, dtype=np.float32), {"path": "mem"})
+    >>> ids, X = emb
+    >>> ids, X.shape, emb.dim
+    (array(['a', 'b', 'c'], dtype=object), (3, 3), 3)
+    >>> emb.rows(["c", "a"]).matrix
+    array([[0., 0., 1.],
+           [1., 0., 0.]], dtype=float32)
+    >>> emb.rows(["c", "x"], missing="drop").ids
+    array(['c'], dtype=object)
     """
 
     meta: dict
@@ -347,6 +406,7 @@ class Embeddings(_EmbeddingsFields, _Provenance):
 
     @property
     def dim(self) -> int:
+        """The vector width ``d``."""
         return int(self.matrix.shape[1])
 
     def _index(self) -> pd.Index:
@@ -405,20 +465,41 @@ def load_embeddings(
 ) -> Embeddings:
     """Load an embedding folder (or one Parquet shard) as an :class:`Embeddings` value.
 
+    Only a complete store loads: a folder whose ``manifest.json`` names shards that are not
+    written (an ``embed`` that was killed, or is still running) is refused with the counts
+    and the command that finishes it, unless ``allow_partial``.
+
     Parameters
     ----------
-    path
+    path : str or os.PathLike
         A folder written by ``simlabel embed`` (or a single shard file).
-    ids
+    ids : Sequence of str or numpy.ndarray, optional
         Return these rows, in this order; an id without an embedding raises
         :class:`~simlabel.errors.MissingIdsError` naming it and the folder.
-    allow_partial
+    allow_partial : bool, optional
         Read a store whose embed job has not finished (otherwise an error says how far it got).
+        ``None``: as set by :func:`simlabel.context.modes` (off by default).
 
     Returns
     -------
     Embeddings
-        ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order.
+        ``ids`` an object array of ``str``, ``matrix`` ``(n, d)`` float32 in shard order,
+        ``meta`` the shards' metadata with the folder's ``path``.
+
+    Raises
+    ------
+    StoreError
+        No such folder, no shards in it, an unfinished store, a file that is not an
+        embedding shard, shards of different widths, or an id in more than one row.
+    MissingIdsError
+        An id of ``ids`` that has no embedding.
+
+    Examples
+    --------
+    >>> from simlabel import load_embeddings
+    >>> emb = load_embeddings("emb/")  # doctest: +SKIP
+    >>> ids, X = emb  # doctest: +SKIP
+    >>> sub = load_embeddings("emb/", ids=["sku-1", "sku-7"])  # those two rows, in that order  # doctest: +SKIP
     """
     if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(path)
@@ -531,7 +612,38 @@ def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool 
     """``emb`` itself if it is already loaded, else :func:`load_embeddings` of the folder.
 
     The one entry point every function taking embeddings uses, so a path and a loaded
-    value are interchangeable.
+    value are interchangeable (a caller that needs the same store twice reads it once).
+
+    Parameters
+    ----------
+    emb : str, os.PathLike, Embeddings or tuple
+        An embedding folder (or one ``.parquet`` shard), a loaded :class:`Embeddings`
+        (returned as it is), or a plain ``(ids, matrix)`` pair (the matrix made float32).
+    allow_partial : bool, optional
+        For a folder: read a store whose embed job has not finished (see
+        :func:`load_embeddings`). ``None``: as set by :func:`simlabel.context.modes`.
+
+    Returns
+    -------
+    Embeddings
+        The loaded value.
+
+    Raises
+    ------
+    StoreError
+        ``emb`` is a file other than a ``.parquet`` shard, or the folder cannot be loaded
+        (see :func:`load_embeddings`).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import as_embeddings
+    >>> emb = as_embeddings((["a", "b"], np.eye(2)))
+    >>> emb.ids, emb.matrix.dtype
+    (array(['a', 'b'], dtype=object), dtype('float32'))
+    >>> as_embeddings(emb) is emb
+    True
+    >>> emb = as_embeddings("emb/")  # doctest: +SKIP
     """
     if isinstance(emb, Embeddings):
         return emb

@@ -214,36 +214,114 @@ def train(
 ) -> EmbeddingClassifier:
     """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
 
+    ``simlabel train`` as a function: the label files are gathered into one table (``labels``
+    first, then each ``extra`` file's rows for ids not seen yet), the ids of every holdout are
+    left out, and an :class:`~simlabel.heads.EmbeddingClassifier` is fitted on the embeddings of
+    the rest (classes in sorted order). With ``inputs="image"`` every labelled id must have an
+    embedding; with text inputs, ids without one are left out (and counted in ``config.json``).
+
     Parameters
     ----------
-    emb, text_emb
-        Image and title embeddings (folders or loaded :class:`~simlabel.store.Embeddings`).
-    labels, extra
-        Label files or tables; ``labels`` wins over ``extra`` for the same id. ``labels`` may be a
-        catalog (file or folder) whose ``label_col`` holds the labels.
-    holdout, on_holdout
-        Ids that must not be trained on: a holdout file or table (``id`` column), or a list of
-        them. Every holdout an augmentation summary names for one of the label files
-        (``aug.csv.summary.json`` -> ``aug.csv.holdout.csv``) is checked too. Training ids found
-        in one are dropped with a warning (``on_holdout="drop"``) or refused (``"error"``).
-    inputs
-        ``image`` (default), ``text`` or ``image+text`` (default when the head fuses).
-    fusion
+    emb : str, os.PathLike or Embeddings
+        The image embeddings: a folder or a loaded :class:`~simlabel.store.Embeddings` (with
+        ``input_dims``: the features, several inputs side by side).
+    labels : str, os.PathLike or pandas.DataFrame
+        The label file or table (``id``, ``label``); it wins over ``extra`` for the same id.
+        A file may be a catalog (file or folder) whose ``label_col`` holds the labels.
+    extra : sequence of str, os.PathLike or pandas.DataFrame, default ()
+        More label files or tables (simlabel's own outputs, with ``label``, e.g. augmented
+        labels): their rows for ids not in ``labels`` or an earlier ``extra``.
+    out : str or os.PathLike, optional
+        The model folder to write (``config.json``, ``weights.pt`` and ``training_ids.npy``,
+        the 64-bit hashes of the training ids that :func:`evaluate` checks for overlap);
+        ``None``: nothing is written.
+    config : HeadConfig, optional
+        The head and its training (``None``: :class:`~simlabel.heads.HeadConfig`'s defaults).
+    weight_col : str, optional
+        A per-row sample-weight column of the label files: numbers >= 0, not all 0; an empty
+        cell weighs 1.
+    text_emb : str, os.PathLike or Embeddings, optional
+        The title embeddings, for ``inputs`` ``text`` or ``image+text``.
+    inputs : {"image", "text", "image+text"}, optional
+        What the head sees: ``image`` (default), ``text``, or ``image+text`` (both,
+        concatenated per id, ids present in both only; the default when the head fuses and
+        ``text_emb`` is given, or with ``input_dims``).
+    fusion : {"none", "attention"}, default "none"
         ``attention``: paper 002's attention fusion of image and title (sets the head to
-        ``fusion`` and the inputs to ``image+text``); ``none`` (default).
-    smoothing, similarity
-        Soft targets (paper 002); ``similarity`` a precomputed label similarity in
-        sorted-class order.
-    weight_col
-        A per-row sample-weight column of the label files.
-    input_dims
+        ``fusion`` and the inputs to ``image+text``).
+    smoothing : SmoothingConfig, optional
+        Soft targets (paper 002; :class:`~simlabel.labels.smoothing.SmoothingConfig`), unless
+        its ``kind`` is ``none``.
+    similarity : ndarray of shape (C, C), optional
+        A precomputed label similarity for ``smoothing``, in sorted-class order.
+    label_col : str, default "label"
+        The label column of ``labels`` when it is a file (the ``extra`` files use ``label``;
+        a table must have ``id`` and ``label`` columns).
+    holdout : str, os.PathLike, pandas.DataFrame or sequence of them, optional
+        Ids that must not be trained on: a holdout file or table (``id`` column), or a list
+        of them. Every holdout an augmentation summary names for one of the label files
+        (``aug.csv.summary.json`` -> ``aug.csv.holdout.csv``) is checked too.
+    on_holdout : {"drop", "error"}, default "drop"
+        Training ids found in a holdout are dropped with a warning (``drop``) or refused
+        (``error``).
+    input_dims : sequence of int, optional
         With ``emb`` already holding several inputs side by side (what :func:`load_features`
         returns; an experiment joins image and title once for all its models), their widths.
-    out
-        The model folder to write (``config.json``, ``weights.pt`` and ``training_ids.npy``,
-        the 64-bit hashes of the training ids that :func:`evaluate` checks for overlap).
-    progress_label
+    progress_label : str, default "train"
         How the epochs' progress is named (an experiment names the model it trains).
+
+    Returns
+    -------
+    EmbeddingClassifier
+        The fitted head, its ``training_ids_`` the hashes of the ids trained on; with ``out``,
+        also saved there, ``config.json`` recording the embeddings, inputs, label files,
+        holdouts checked, the training ids' fingerprint, the learning rate and the rows per
+        class and per origin.
+
+    Raises
+    ------
+    InputError
+        An unknown ``fusion``, ``inputs`` or ``on_holdout``; text inputs without
+        ``text_emb``; training ids in a holdout with ``on_holdout="error"``; no rows left
+        once the holdout ids are out; no labelled id with an embedding; a ``weight_col`` that
+        is missing or holds a value that is not a number >= 0 (or only 0s); what the head
+        raises in training (fewer than two classes, a diverging loss, ...).
+    MissingIdsError
+        With ``inputs="image"``, labelled ids that have no embedding.
+    LabelFileError
+        A label or holdout file that cannot be read or breaks its rules (an empty id, an
+        id with two labels, no labelled row, ...).
+    StoreError
+        An embedding folder, or an augmentation summary, that cannot be read.
+    ModelError
+        ``config.device="cuda"`` where torch sees no CUDA device.
+    LockedError
+        ``out`` is being written by another process.
+
+    Warns
+    -----
+    SimlabelWarning
+        Training ids found in a holdout and dropped; a holdout named by an augmentation
+        summary that is not there; label rows without a label.
+
+    See Also
+    --------
+    evaluate : Score the head on labelled ids.
+    EmbeddingClassifier : The head itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from simlabel import Embeddings, HeadConfig, train
+    >>> rng = np.random.default_rng(0)
+    >>> ids = [f"item{i}" for i in range(40)]
+    >>> X = np.vstack([rng.normal(-2, 1, (20, 4)), rng.normal(2, 1, (20, 4))]).astype(np.float32)
+    >>> table = pd.DataFrame({"id": ids, "label": ["shirt"] * 20 + ["shoe"] * 20})
+    >>> clf = train(Embeddings(ids, X), table, config=HeadConfig(max_epochs=20))
+    >>> clf.classes_, len(clf.training_ids_)
+    (array(['shirt', 'shoe'], dtype=object), 40)
+    >>> clf = train("emb/", "labels.csv", holdout="holdout.csv", out="model/")  # doctest: +SKIP
     """
     if fusion not in FUSIONS:
         raise InputError(f"fusion must be one of {', '.join(FUSIONS)}; got {fusion!r}")
@@ -367,21 +445,117 @@ def evaluate(
 ) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM of a head on labelled ids.
 
-    ``warn=False`` keeps the never-predicted classes in the report only (experiments that
-    evaluate dozens of models report them in their tables instead).
-
-    ``labels`` may be a catalog (file or folder) whose ``label_col`` holds the labels. When
-    some of its ids are among the model's training ids (``training_ids.npy``), the report's
-    ``n_in_training`` says how many and a :class:`~simlabel.errors.SimlabelWarning` says that
-    the figures score the model on its own training data.
-
-    Multi-class reports add top-1/top-5 accuracy. Paper 002's metrics on request:
+    ``simlabel evaluate`` as a function: the head predicts the embeddings of the labelled ids,
+    scored by :func:`~simlabel.metrics.classification_report` over the model's classes.
+    When some of the ids are among the model's training ids (``training_ids.npy``), the
+    report's ``n_in_training`` says how many and a warning says that the figures score the
+    model on its own training data. Multi-class reports add top-1/top-5 accuracy. Paper 002's
+    metrics on request:
 
     * ``semantic=K``: how many of the top-5 predictions fall in the true label's ``K``
       nearest labels plus itself (class names embedded by ``label_model``); or give the
       ``(C, K+1)`` index matrix over the model's classes as ``label_neighbors``;
     * ``taxonomy`` (a CSV ``label,path``): the mistake severity, the mean tree distance of
       wrong top-1 predictions; or give the ``(C, C)`` distances as ``taxonomy_distance``.
+
+    Parameters
+    ----------
+    model : str, os.PathLike or EmbeddingClassifier
+        A model folder (written by :func:`train` with ``out``) or a fitted head.
+    emb : str, os.PathLike or Embeddings
+        The image embeddings: a folder or a loaded :class:`~simlabel.store.Embeddings`.
+    labels : str, os.PathLike or pandas.DataFrame
+        The labelled ids to score on (``id``, ``label``). A file may be a catalog (file or
+        folder) whose ``label_col`` holds the labels.
+    positive : str, optional
+        For a binary model, the + class: the report adds ``+P, +R, -P, -R``.
+    json_out : str or os.PathLike, optional
+        Write the report there as JSON.
+    text_emb : str, os.PathLike or Embeddings, optional
+        The title embeddings for text inputs (default: those the model folder records).
+    inputs : {"image", "text", "image+text"}, optional
+        What the head sees (default: what the model was trained on, as its folder records;
+        for a head, ``image+text`` when it has several inputs, else ``image``).
+    semantic : int, optional
+        ``K`` of the semantic neighbourhood metric (clipped to ``C - 1``).
+    label_model : str, default "minilm"
+        The text encoder that embeds the class names for ``semantic``.
+    taxonomy : str or os.PathLike, optional
+        A CSV ``label,path`` for the mistake severity.
+    label_neighbors : ndarray of shape (C, K+1), optional
+        The semantic neighbourhoods as class indices (instead of ``semantic``).
+    taxonomy_distance : ndarray of shape (C, C), optional
+        The class distances of the mistake severity (instead of ``taxonomy``).
+    device : str, default "auto"
+        Where ``label_model`` runs (``cpu``, ``cuda``, ``auto``).
+    label_col : str, default "label"
+        The label column of ``labels`` when it is a file (a table must have ``label``).
+    warn : bool, default True
+        ``False`` keeps the never-predicted classes in the report only (experiments that
+        evaluate dozens of models report them in their tables instead).
+
+    Returns
+    -------
+    dict
+        :func:`~simlabel.metrics.classification_report`'s keys, plus:
+
+        * ``top1``, ``top5`` (more than two classes): the share of items whose class is
+          among the 1 or 5 most probable (never, for a class the model never saw);
+        * ``semantic`` (:func:`~simlabel.metrics.semantic_neighborhood_hits`):
+          ``mean_in_top``, the mean over items of ``|top-5 & N(y)|`` with ``N(y)`` the true
+          class's neighbourhood, ``share_all_in``, the share with all five in, ``top``, ``k``;
+        * ``severity`` (:func:`~simlabel.metrics.mistake_severity`): ``mistake_severity``,
+          the mean ``D[y, y_pred]`` over wrong top-1 predictions, ``mean_distance``, the same
+          sum over all items, ``n_mistakes``, ``n``;
+        * ``n_in_training``, when the model records its training ids.
+
+        ``semantic`` and ``severity`` count the items of the model's classes only.
+
+    Raises
+    ------
+    InputError
+        An unknown ``inputs``, or text inputs without text embeddings; embeddings of another
+        space than the model folder's or of another width than the model takes; an unknown
+        ``label_model``; classes missing from ``taxonomy``.
+    FileNotFoundError
+        ``model`` is not a model folder (``config.json`` and ``weights.pt``).
+    StoreError
+        The model's ``config.json`` or an embedding folder cannot be read.
+    MissingIdsError
+        Labelled ids that have no embedding.
+    LabelFileError
+        A label file that cannot be read or breaks its rules.
+    ModelError
+        ``label_model`` cannot be loaded or run (a missing model, ``cuda`` without a CUDA
+        device).
+    ValueError
+        A ``positive`` class that is not one of a binary model's two classes.
+
+    Warns
+    -----
+    SimlabelWarning
+        Evaluation ids among the model's training ids; with ``warn``, classes never
+        predicted; label rows without a label.
+
+    See Also
+    --------
+    train : The head and its model folder.
+    classification_report : The report itself.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pandas as pd
+    >>> from simlabel import Embeddings, HeadConfig, evaluate, train
+    >>> rng = np.random.default_rng(0)
+    >>> ids = [f"item{i}" for i in range(40)]
+    >>> X = np.vstack([rng.normal(-2, 1, (20, 4)), rng.normal(2, 1, (20, 4))]).astype(np.float32)
+    >>> table = pd.DataFrame({"id": ids, "label": ["shirt"] * 20 + ["shoe"] * 20})
+    >>> clf = train(Embeddings(ids, X), table.iloc[::2], config=HeadConfig(max_epochs=20))
+    >>> report = evaluate(clf, Embeddings(ids, X), table.iloc[1::2])  # the other half
+    >>> report["accuracy"], report["n_in_training"]
+    (1.0, 0)
+    >>> report = evaluate("model/", "emb/", "holdout.csv", json_out="report.json")  # doctest: +SKIP
     """
     meta = None
     if isinstance(model, EmbeddingClassifier):
@@ -464,21 +638,60 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 
     Parameters
     ----------
-    emb, labels, config, graph, index, out, label_col, all_items
-        As :func:`simlabel.labels.suspects.find_suspects`.
-    folds
+    emb : str, os.PathLike or Embeddings
+        The items' embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
+    labels : str, os.PathLike or pandas.DataFrame
+        ``id,label`` (a CSV, a catalog with ``label_col``, or a table).
+    config : SuspectsConfig, optional
+        The method and its settings (``None``: :class:`~simlabel.labels.suspects.SuspectsConfig`'s
+        defaults); ``config.seed`` also seeds the cleanlab peer's heads and folds.
+    graph : str, os.PathLike or KnnGraph, optional
+        A k-NN graph of ``emb`` (``k >= config.k``) that the neighbours among the labelled
+        items come from (exact search among them for an item whose graph row holds fewer).
+    index : str, os.PathLike or NeighborIndex, optional
+        Without ``graph``: a saved or built index over ``emb``; with neither, a new index of
+        kind ``config.index`` over the labelled items.
+    out : str or os.PathLike, optional
+        Write the table there (CSV), with ``<out>.summary.json``.
+    label_col : str, default "label"
+        The label column of ``labels`` when it is a file.
+    all_items : bool, default False
+        Return every item (``rank`` empty for the unflagged), not only the suspects.
+    folds : int, default 3
         Out-of-fold heads of the cleanlab peer.
-    device
+    device : str, default "auto"
         Where those heads train (``cpu``, ``cuda``, ``auto``).
-    html, catalog
-        The page of the top suspects beside their neighbours, with the images of ``catalog`` (a path or
-        :class:`~simlabel.catalog.Catalog`; default ``labels`` when it is a catalog with images).
+    html : str or os.PathLike, optional
+        Write the page of the top suspects beside their neighbours there.
+    catalog : str, os.PathLike or Catalog, optional
+        The images of that page: a catalog path or :class:`~simlabel.catalog.Catalog`
+        (default ``labels`` when it is a catalog with images).
 
     Returns
     -------
     SuspectsResult
         ``labels``: the suspects (every item with ``all_items``), explained by their nearest labelled
         neighbours; ``summary``: the counts.
+
+    Raises
+    ------
+    InputError
+        No labelled items, an id labelled twice, fewer than two classes, too few items for
+        k-NN votes, or what the cleanlab peer's heads raise.
+    LabelFileError
+        A label file that cannot be read or breaks its rules.
+    MissingIdsError
+        Labelled ids that have no embedding.
+    StoreError
+        An embedding folder that cannot be read.
+    CatalogError
+        With ``html``, a catalog that cannot be read.
+    ModelError
+        ``device="cuda"`` where torch sees no CUDA device (cleanlab peer).
+
+    See Also
+    --------
+    simlabel.labels.suspects.find_suspects : The method, with any predictor.
 
     Examples
     --------
@@ -505,8 +718,58 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 
 
 def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":
-    """Paper 003's stage-2 predictor: heads trained with the stage-1 weights predict every item
-    out of ``folds`` folds (``0``: in-sample), keeping each item's ``top`` classes."""
+    """Paper 003's stage-2 predictor: out-of-fold heads trained with the stage-1 weights.
+
+    The heads predict every item out of ``folds`` folds (``0``: in-sample), keeping each
+    item's ``top`` classes: :func:`~simlabel.heads.out_of_fold_proba` with an
+    :class:`~simlabel.heads.EmbeddingClassifier` per fold, the stage-1 weights as sample
+    weights. Also the cleanlab peer of :func:`find_suspects` (``top=None``).
+
+    Parameters
+    ----------
+    head_config : HeadConfig, optional
+        The heads (``None``: :class:`~simlabel.heads.HeadConfig`'s defaults); its ``seed`` is
+        replaced by ``seed``.
+    folds : int, default 3
+        ``>= 2``: out-of-fold predictions; ``0``: one head trained on every item predicts
+        them (in-sample).
+    seed : int, default 0
+        Seeds the heads and the folds.
+    top : int or None, default 5
+        Keep each item's ``top`` most probable classes; ``None``: every class.
+
+    Returns
+    -------
+    Predictor
+        ``predict(X, labels, weights, categories)``: ``X`` ``(n, d)``, one label and one
+        weight per row, ``categories`` the classes; returns ``(indices into categories
+        (n, top) int64, probabilities (n, top) float32)``, or with ``top=None`` the ``(n, C)``
+        float64 probabilities.
+
+    Raises
+    ------
+    InputError
+        Raised by ``predict`` when called: ``folds`` negative or 1, or what the heads raise
+        in training (weights that are not finite numbers >= 0, a fold with one class, ...).
+
+    See Also
+    --------
+    simlabel.labels.side_info.side_info_weights : Paper 003's method that takes it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import HeadConfig, oof_predictor
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.vstack([rng.normal(-2, 1, (20, 4)), rng.normal(2, 1, (20, 4))]).astype(np.float32)
+    >>> labels = ["shirt"] * 20 + ["shoe"] * 20
+    >>> predict = oof_predictor(HeadConfig(max_epochs=20), folds=2, top=1)
+    >>> idx, p = predict(X, labels, np.ones(40), ["shirt", "shoe"])
+    >>> idx.shape, p.shape
+    ((40, 1), (40, 1))
+    >>> bool((idx[:, 0] == np.repeat([0, 1], 20)).all())
+    True
+    """
     cfg = replace(head_config or HeadConfig(), seed=seed)
 
     def predict(X: np.ndarray, labels: Sequence[str], weights: np.ndarray, categories: Sequence[str]):
@@ -519,9 +782,43 @@ def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed
 def multilabel_pretrain(config: "MultiLabelHeadConfig | SelfMLConfig | None" = None) -> "Pretrain":
     """SELF-ML's classifier pre-training: the multi-label head trained on the noisy rows.
 
-    Given a :class:`~simlabel.labels.selfml.SelfMLConfig`, the head takes its learning rate,
-    batch size, focal parameters, ``pretrain_epochs``, device and ``seed + 2`` (the seed
-    stream SELF-ML has always pre-trained its classifier with).
+    Parameters
+    ----------
+    config : MultiLabelHeadConfig, SelfMLConfig or None, default None
+        The head (``None``: :class:`~simlabel.heads.MultiLabelHeadConfig`'s defaults). Given
+        a :class:`~simlabel.labels.selfml.SelfMLConfig`, the head (one dense layer) takes its
+        learning rate, batch size, focal parameters, ``pretrain_epochs``, device and
+        ``seed + 2`` (the seed stream SELF-ML has always pre-trained its classifier with).
+
+    Returns
+    -------
+    Pretrain
+        ``pretrain(X, Y) -> torch.nn.Module``: a :class:`~simlabel.heads.MultiLabelClassifier`
+        fitted on ``X`` ``(n, d)`` and the 0/1 labels ``Y`` ``(n, L)``; its module, ``(n, d)``
+        to ``(n, L)`` logits, in eval mode.
+
+    Raises
+    ------
+    InputError
+        Raised by ``pretrain`` when called: ``Y`` not a 0/1 matrix with one row per row of
+        ``X``, or an unknown device.
+    ValueError
+        Raised by ``pretrain``: ``X`` not a finite 2-D array of numbers.
+    ModelError
+        Raised by ``pretrain``: device ``cuda`` where torch sees no CUDA device.
+
+    See Also
+    --------
+    simlabel.labels.flipping.flip : SELF-ML's label flipping, which takes it.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import MultiLabelHeadConfig, multilabel_pretrain
+    >>> X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    >>> pretrain = multilabel_pretrain(MultiLabelHeadConfig(epochs=3))
+    >>> pretrain(X, (X[:, :2] > 0).astype(int))  # two labels
+    Linear(in_features=4, out_features=2, bias=True)
     """
     from simlabel.labels.selfml import SelfMLConfig
 

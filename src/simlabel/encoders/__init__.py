@@ -65,8 +65,54 @@ def is_text_model(spec: str) -> bool:
 
 
 def get_image_encoder(spec: str = DEFAULT_IMAGE_MODEL, device: str = "auto", **options) -> ImageEncoder:
-    """Build the image encoder a spec names. ``options`` go to the family's constructor
-    (``backend``, ``resize``, ``threads`` for EfficientNet-Lite)."""
+    """Build the image encoder a spec names.
+
+    The specs are listed in the table of :mod:`simlabel.encoders`: ``efficientnet-lite0``
+    (optionally ``:/path/weights.pth``), ``clip:NAME_OR_PATH``, ``dino:NAME_OR_PATH`` and
+    ``skill:MODEL_DIR``.
+
+    Parameters
+    ----------
+    spec : str, default "efficientnet-lite0"
+        The model spec: a family name, with ``:NAME_OR_PATH`` where the family needs one.
+    device : str, default "auto"
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees a device, else the CPU).
+    **options
+        Keyword arguments for the family's constructor: ``backend`` (``onnx``, ``torch`` or
+        ``auto``), ``resize`` (``center-crop``, ``squash`` or ``pad``), ``threads`` and the
+        others of EfficientNet-Lite; only ``threads`` for ``skill:`` models; none for CLIP
+        and DINO.
+
+    Returns
+    -------
+    ImageEncoder
+        A batch encoder: ``encoder(pixels)`` maps ``(B, 3, H, W)`` float32 pixels (made one
+        image at a time by ``encoder.preprocess``) to ``(B, encoder.dim)`` float32 rows of
+        unit norm; ``name``, ``version`` and ``image_size`` describe it.
+
+    Raises
+    ------
+    InputError
+        An unknown spec, a family without its name or path, a text model, an unknown device,
+        or an option value out of its domain.
+    ModelError
+        The model cannot be loaded or run as asked (missing or mismatched weights, ``cuda``
+        without a CUDA device, a hub name that is not available offline).
+    FileNotFoundError
+        EfficientNet-Lite weights that are not at the path given.
+
+    Examples
+    --------
+    >>> from simlabel import get_image_encoder
+    >>> enc = get_image_encoder("efficientnet-lite0", "cpu")  # doctest: +SKIP
+    >>> enc.dim, enc.image_size  # doctest: +SKIP
+    (1280, 224)
+    >>> try:
+    ...     get_image_encoder("minilm")
+    ... except ValueError as e:
+    ...     print(e)
+    'minilm' is a text model, not an image model
+    """
     family, arg = parse_spec(spec)
     if family == "efficientnet-lite0":
         from simlabel.encoders.efficientnet import EfficientNetLiteEncoder
@@ -88,7 +134,44 @@ def get_image_encoder(spec: str = DEFAULT_IMAGE_MODEL, device: str = "auto", **o
 
 
 def get_text_encoder(spec: str = DEFAULT_TEXT_MODEL, device: str = "auto") -> TextEncoder:
-    """Build the text encoder a spec names."""
+    """Build the text encoder a spec names.
+
+    Parameters
+    ----------
+    spec : str, default "minilm"
+        The model spec: ``minilm`` (all-MiniLM-L6-v2, 384-d, offline), ``st:NAME_OR_PATH``
+        (any sentence-transformers model) or ``clip:NAME_OR_PATH`` (CLIP's text tower, in the
+        space of its image tower).
+    device : str, default "auto"
+        ``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees a device, else the CPU).
+
+    Returns
+    -------
+    TextEncoder
+        A batch encoder: ``encoder(texts)`` maps a list of ``B`` strings to
+        ``(B, encoder.dim)`` float32 rows of unit norm; ``name`` and ``version`` describe it.
+
+    Raises
+    ------
+    InputError
+        An unknown spec, a family without its name or path, an image model, or an unknown
+        device.
+    ModelError
+        The model cannot be loaded or run as asked (a missing package or model folder,
+        ``cuda`` without a CUDA device, a hub name that is not available offline).
+
+    Examples
+    --------
+    >>> from simlabel import get_text_encoder
+    >>> enc = get_text_encoder("minilm", "cpu")  # doctest: +SKIP
+    >>> enc(["red cotton dress", "blue denim jeans"]).shape  # doctest: +SKIP
+    (2, 384)
+    >>> try:
+    ...     get_text_encoder("efficientnet-lite0")
+    ... except ValueError as e:
+    ...     print(e)
+    'efficientnet-lite0' is an image model, not a text model
+    """
     family, arg = parse_spec(spec)
     if family == "minilm":
         from simlabel.encoders.text import load_minilm

@@ -265,19 +265,49 @@ def split_holdout(labels: pd.DataFrame, frac: float, seed: int = 0) -> tuple[pd.
 
 @dataclass
 class Augmented:
-    """What :func:`augment` made.
+    """What :func:`augment` made: the grown labels, the holdout, the recurrence and its summary.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        ``id, label, step, source, via, via_similarity``: the seeds (``step`` 0, ``source``
+        ``"seed"``) first, then the labels they grew (``source`` ``"augmented"``), by step. ``via``
+        is the id of the point of the previous step whose neighbour list reached the point (its
+        most similar one; empty for seeds), ``via_similarity`` that cosine (NaN for seeds).
+    holdout : pandas.DataFrame
+        The held-out labels (given, drawn with ``holdout_frac``, or empty): never labelled.
+    result : AugmentResult
+        The recurrence's arrays per position of the universe (``label``, ``step``, ``via``,
+        ``via_similarity``), the sizes ``|P_i|`` per step and class, the conflicts per step and
+        the stop reason; ``result.size_table()`` is the shape of paper 000's Table 1.
+    summary : dict
+        ``k``, the stop rule (``stop``) and why it stopped (``stop_reason``: ``shrink``, ``grow``,
+        ``exhausted`` or ``max_steps``), ``n_steps``, the ``universe`` and ``holdout`` sizes, the
+        ``classes``, the size table (``sizes``), the embeddings and their fingerprint, the
+        ``neighbours`` used and the ``holdout_file``: what ``<out>.summary.json`` holds.
 
     Attributes
     ----------
-    labels : DataFrame
-        ``id,label,step,source,via,via_similarity``: the seeds (step 0) and the labels they grew.
-    holdout : DataFrame
-        The held-out labels (given, drawn with ``holdout_frac``, or empty): never labelled.
-    result : AugmentResult
-        The recurrence's arrays and the size table of every step.
-    summary : dict
-        ``k``, the stop rule and why it stopped, the steps, the universe and holdout sizes, the classes, the
-        size table, the embeddings' fingerprint and the neighbours used: what ``<out>.summary.json`` holds.
+    augmented : pandas.DataFrame
+        The rows of ``labels`` made by the augmentation (not the seeds).
+
+    Notes
+    -----
+    Unpacking it as the 3-tuple ``(labels, result, holdout)`` that :func:`augment` returned
+    before still works, with a :class:`DeprecationWarning`.
+
+    Examples
+    --------
+    Built by hand here (``result`` left as ``None``); :func:`augment` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import Augmented
+    >>> labels = pd.DataFrame({"id": ["a", "b", "c"], "label": ["Shirts"] * 3, "step": [0, 1, 1],
+    ...                        "source": ["seed", "augmented", "augmented"], "via": ["", "a", "a"],
+    ...                        "via_similarity": [float("nan"), 0.99, 0.97]})
+    >>> made = Augmented(labels, labels.iloc[:0], None, {"k": 10})
+    >>> made.augmented["id"].tolist()
+    ['b', 'c']
     """
 
     labels: pd.DataFrame
@@ -313,23 +343,106 @@ def augment(
     label_col: str = "label",
     graph: "str | os.PathLike | KnnGraph | None" = None,
 ) -> Augmented:
-    """Augment seed labels over the universe of an embedding folder (or loaded :class:`Embeddings`).
+    r"""Grow seed labels through the k-NN graph of an embedding folder (paper 000, section 3).
 
-    ``index`` reuses a k-NN index over the same ids (a saved file or a built
-    :class:`~simlabel.index.NeighborIndex`) instead of building one; ``graph`` (a folder made by
-    ``simlabel graph`` or a :class:`~simlabel.graph.KnnGraph`) reuses its neighbours and makes no
-    query at all: the same graph gives the same labels as the queries would.
+    Every class grows by the paper's recurrence over the universe of every embedded point: with
+    ``n_k(x)`` the ``k`` nearest neighbours of ``x`` (other than ``x``), at step ``i >= 1``::
 
-    Returns an :class:`Augmented`: ``labels`` has ``id,label,step,source,via,via_similarity``
-    (seeds first, step 0, ``source`` ``seed`` or ``augmented``); ``holdout`` the held-out
-    labels (given, drawn with ``holdout_frac``, or empty); ``result`` the recurrence; ``summary``. A holdout file is a list of ids (an
-    ``id`` column; a ``label`` column is kept when there is one). ``seeds`` may be a catalog
-    (file or folder) whose ``label_col`` holds the labels.
+        P'_i = U_{x in P_(i-1)} n_k(x)  \  U_{j<i} P_j  \  U_{j<i} N_j     (and N'_i alike)
+        P_i  = P'_i \ N'_i \ H                                             (and N_i alike)
 
-    With ``out`` the three files are one output set (:func:`simlabel.files.write_set`),
-    written under a lock on ``out``: the labels, ``<out>.holdout.csv`` (a drawn holdout; an
-    older one is removed when this run draws none) and ``<out>.summary.json``, the manifest:
-    the size table, the run that made the set, and the embeddings' fingerprint.
+    so a point reached by two or more classes in one step is left unlabelled in that step (it
+    may be reached again later), and holdout points ``H`` stay in the universe (they can be
+    neighbours and cause a conflict) but are never labelled. With more than two classes every
+    class grows by the same rule. Only each step's frontier (the points labelled at the previous
+    step) is queried, so the cost follows the augmented set, not the universe.
+
+    Parameters
+    ----------
+    emb : str, os.PathLike or Embeddings
+        The universe: an embedding folder or loaded :class:`~simlabel.store.Embeddings`.
+    seeds : str, os.PathLike or pandas.DataFrame
+        The seed labels: a CSV ``id,label``, a catalog (file or folder) whose ``label_col`` holds
+        the labels (both read by :func:`read_labels`, every id must have an embedding), or a
+        table with ``id`` and ``label`` used as is.
+    k : int, default 10
+        Neighbours per frontier point (the paper's ``k``).
+    holdout : str, os.PathLike or pandas.DataFrame, optional
+        Held-out ids: a file listing them (an ``id`` column; a ``label`` column is kept when
+        there is one) or a table. They are removed from the seeds and never labelled.
+    holdout_frac : float, optional
+        Instead of ``holdout``: draw this share (in ``[0, 1)``) of each class of the seeds as the
+        holdout (stratified, rounded per class).
+    seed : int, default 0
+        Seed of the ``holdout_frac`` draw.
+    stop : {"shrink", "grow"}, default "shrink"
+        ``"shrink"`` stops as soon as some class's frontier shrinks (what the paper's reason and
+        its Table 1 fit); ``"grow"`` as soon as one grows (the rule as printed,
+        ``|P_(i-1)| < |P_i|``). In both the step at which the stop is detected is kept; the
+        iteration also ends when a step labels no new point.
+    max_steps : int, optional
+        At most this many steps (``None``: until a stop).
+    index : str, os.PathLike or NeighborIndex, optional
+        A k-NN index over the same ids (a saved file or a built
+        :class:`~simlabel.index.NeighborIndex`) to reuse instead of building one.
+    index_kind : str, default "auto"
+        With neither ``graph`` nor ``index``: the kind of index built (``flat``, ``ivf``,
+        ``hnsw`` or ``auto``, :func:`~simlabel.index.auto_kind`).
+    out : str or os.PathLike, optional
+        Write the labels there (CSV) as one output set (:func:`simlabel.files.write_set`), under
+        a lock on ``out``: ``<out>.holdout.csv`` (a drawn holdout; an older one is removed when
+        this run draws none) and ``<out>.summary.json``, the manifest with the summary.
+    label_col : str, default "label"
+        The label column when ``seeds`` is a file.
+    graph : str, os.PathLike or KnnGraph, optional
+        A k-NN graph of ``emb`` (a folder made by ``simlabel graph`` or a
+        :class:`~simlabel.graph.KnnGraph`) whose neighbours are used with no query at all: the
+        same graph gives the same labels as the queries would. ``graph``, ``index`` and
+        ``index_kind`` follow :func:`simlabel.graph.neighbour_source`'s one rule.
+
+    Returns
+    -------
+    Augmented
+        ``labels``: ``id, label, step, source, via, via_similarity`` (seeds first, step 0,
+        ``source`` ``seed`` or ``augmented``); ``holdout``: the held-out labels (given, drawn or
+        empty); ``result``: the recurrence; ``summary``: what ``<out>.summary.json`` records.
+
+    Raises
+    ------
+    InputError
+        ``stop`` not ``shrink`` or ``grow``; ``k < 1``; no seeds; an id seeded with two classes;
+        both ``holdout`` and ``holdout_frac``, or ``holdout_frac`` outside ``[0, 1)``; both
+        ``graph`` and ``index``, or a graph or index of other embeddings.
+    LabelFileError
+        A seed or holdout file that cannot be read, or with ids that have no embedding.
+    MissingIdsError
+        Ids of a seed or holdout table that have no embedding.
+    StoreError
+        ``emb`` is not a complete embedding folder.
+    LockedError
+        Another process is writing ``out``.
+
+    See Also
+    --------
+    propagate : The label-propagation baseline of paper 000.
+
+    Examples
+    --------
+    >>> from simlabel import augment
+    >>> made = augment("emb/", "seeds.csv", k=10, holdout_frac=0.2, out="augmented.csv")  # doctest: +SKIP
+    >>> made.result.size_table()  # doctest: +SKIP
+    >>> made.augmented.head()  # doctest: +SKIP
+
+    The recurrence itself on a toy neighbour table (two clusters of three points, one seed each):
+
+    >>> import numpy as np
+    >>> from simlabel.index import Neighbors
+    >>> from simlabel.labels.augment import augment_positions
+    >>> table = np.array([[1, 2], [0, 2], [1, 0], [4, 5], [3, 5], [4, 3]])
+    >>> knn = lambda pos, k: Neighbors(table[pos, :k], np.ones((len(pos), k), np.float32))
+    >>> res = augment_positions(knn, 6, [np.array([0]), np.array([3])], k=2)
+    >>> res.label.tolist(), res.step.tolist(), res.stop_reason
+    ([0, 0, 0, 1, 1, 1], [0, 1, 1, 0, 1, 1], 'exhausted')
     """
     if out is not None:
         with exclusive(out):

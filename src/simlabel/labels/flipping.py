@@ -134,20 +134,43 @@ FLIP_COLUMNS = ["id", "label", "attribute", "old", "new", "confidence", "basis",
 
 @dataclass
 class Flipped:
-    """What :func:`flip` returns.
+    """What :func:`flip` made: the changed labels with their explanations, and a summary.
 
-    Attributes
+    Parameters
     ----------
-    labels : DataFrame
+    labels : pandas.DataFrame
         The changed labels, one row per flip: ``id, label, attribute, old, new, confidence,
-        basis, weights, basis_labels`` (the basis images and weights that explain it). Empty when
-        the run exported the basis to label.
+        basis, weights, basis_labels``. ``old``/``new`` are 0 or 1, ``confidence`` the
+        probability of the new value; ``basis`` the ids of the basis images with the largest
+        coefficients (at most ``top``, ``;``-separated), ``weights`` their coefficients and
+        ``basis_labels`` their value of this label: the explanation. Empty when the run
+        exported the basis to label.
     summary : dict
         ``mode`` (``joint``: trained with a clean set; ``direct``: the rule on labelled basis
-        images; ``export``: the basis written for labelling), the counts (items, labels, flips
-        by direction and attribute): what ``<out>.summary.json`` records.
-    basis_to_label : DataFrame or None
-        With ``export_basis``: the images nearest the used basis vectors, a catalog to label.
+        images; ``export``: the basis written for labelling) and the counts (``n_items``,
+        ``n_checked``, ``n_labels``, ``flips``, ``added``, ``removed``, ``by_attribute``; in
+        export mode ``basis_used`` and ``basis_images``): what ``<out>.summary.json`` records.
+    basis_to_label : pandas.DataFrame or None, default None
+        With ``export_basis``: the images nearest the used basis vectors, a catalog to label
+        (``id``, ``image``/``title`` where the catalog has them, ``basis_index``, empty
+        ``labels``).
+
+    Notes
+    -----
+    ``len()`` is the number of flips. Indexing it directly (as the table :func:`flip` returned
+    before) still works, with a :class:`DeprecationWarning`.
+
+    Examples
+    --------
+    Built by hand here; :func:`flip` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import Flipped
+    >>> flips = pd.DataFrame([{"id": "17", "label": "usage=Sports", "attribute": "usage", "old": 0, "new": 1,
+    ...                        "confidence": 0.93, "basis": "4;9", "weights": "0.610;0.390", "basis_labels": "1;1"}])
+    >>> made = Flipped(flips, {"mode": "direct", "flips": 1})
+    >>> len(made), made.labels["label"].tolist()
+    (1, ['usage=Sports'])
     """
 
     labels: pd.DataFrame
@@ -181,26 +204,95 @@ def flip(
     min_count: int = 1,
     top: int = 3,
 ) -> Flipped:
-    """Find and explain noisy multi-labels of a catalog with SELF-ML: the job behind ``simlabel flip``.
+    """Find and explain noisy multi-labels of a catalog with SELF-ML (paper 004): the job behind ``simlabel flip``.
 
-    Labels come from ``attributes`` (one binary label per value of each column) or the
-    ``labels_col`` column. With ``clean`` (CSV ``id,labels``: verified labels of a few items)
-    the basis is labelled by strategy 2 and the flipping model is trained (joint SELF-ML); the
-    classifier is pre-trained on the noisy rows by ``pretrain`` (required then). Without it:
-    ``export_basis`` writes the images nearest the used basis vectors as a catalog for an
-    oracle to label (strategy 1), and ``basis_labels`` reads those answers and applies the
-    direct rule ``Y_B c_i >= threshold``.
+    Each item's embedding ``x_i`` is reconstructed as a sparse convex combination ``c_i`` of a
+    learnt basis ``X_B`` (:mod:`simlabel.labels.selfml`). With a clean set (strategy 2 of the
+    paper) the basis vectors take the verified labels of their nearest clean images and the
+    flipping model, an MLP on ``[y_i, Y_B c_i, x_i]``, is trained jointly with the classifier and
+    the reconstruction (joint SELF-ML); its corrected labels ``f_i >= threshold`` replace the
+    noisy ones of the other items. Without one (strategy 1), ``export_basis`` writes the images
+    nearest the used basis vectors for an oracle to label, and ``basis_labels`` reads the answers
+    and applies the direct rule ``Y_B c_i >= threshold``. Every flip is explained by the basis
+    images with the largest coefficients in ``c_i`` and their labels.
 
-    ``out`` and ``html`` (the explanation page, drawn by ``render(table, path)``, e.g.
-    :func:`simlabel.report.write_flip_html`) are one output set, ``<out>.summary.json`` its
-    manifest, written under a lock on ``out``.
+    Parameters
+    ----------
+    emb : str, os.PathLike or Embeddings
+        The images' embedding folder or loaded :class:`~simlabel.store.Embeddings`; catalog
+        items without an embedding are left out.
+    catalog : str, os.PathLike or Catalog
+        The catalog (a file or folder, or a loaded :class:`~simlabel.catalog.Catalog`) holding
+        the noisy labels.
+    attributes : sequence of str, optional
+        Columns whose values are the labels: one binary label ``attr=value`` per value of each
+        column. ``None``: the labels are read from ``labels_col``.
+    labels_col : str, default "labels"
+        Without ``attributes``: the column of ``|``-separated labels (e.g.
+        ``gender=Men|usage=Casual``).
+    clean : str or os.PathLike, optional
+        A CSV ``id,labels``: verified labels of a few items, which train the flipping model
+        (joint SELF-ML; needs ``pretrain``). The other items are checked; ``export_basis`` and
+        ``basis_labels`` are then ignored.
+    basis_labels : str or os.PathLike, optional
+        Without ``clean``: the file written by ``export_basis`` with its ``labels`` filled in
+        (``id,labels,basis_index``); the direct rule flips with these basis labels.
+    export_basis : str or os.PathLike, optional
+        Without ``clean``: write the images nearest the used basis vectors there as a catalog to
+        label (an image shared by several basis vectors is asked about once) and return without
+        flipping (``out`` and ``html`` are not written).
+    out : str or os.PathLike, optional
+        Write the flips there (CSV) with ``<out>.summary.json``, the manifest of one output set
+        that includes ``html``, under a lock on ``out``.
+    html : str or os.PathLike, optional
+        The explanation page, drawn by ``render``.
+    render : callable, optional
+        ``render(table, path)`` draws the page of the flips table at ``path``, e.g.
+        :func:`simlabel.report.write_flip_html`; required with ``html`` (this job never renders
+        HTML itself).
+    config : SelfMLConfig, optional
+        The method's settings; default ``SelfMLConfig()``.
+    pretrain : callable, optional
+        With ``clean``: ``pretrain(X, Y) -> torch.nn.Module``, the multi-label classifier
+        pre-trained on the noisy rows (e.g. :func:`simlabel.training.multilabel_pretrain`).
+    min_count : int, default 1
+        With ``attributes``: labels with fewer positives are dropped.
+    top : int, default 3
+        The basis images kept to explain each flip (those with a non-zero coefficient).
 
     Returns
     -------
     Flipped
         ``labels``: the changed labels (``id, label, attribute, old, new, confidence, basis,
         weights, basis_labels``), written to ``out``; ``summary``; with ``export_basis``,
-        ``basis_to_label``: the exported basis table.
+        ``basis_to_label``: the exported basis table (and no flips).
+
+    Raises
+    ------
+    InputError
+        No catalog id has an embedding; ``clean`` without ``pretrain``; neither ``clean`` nor
+        ``export_basis`` nor ``basis_labels``; ``html`` without ``render``; ``top < 1``;
+        embeddings with non-finite values; a clean set that leaves no item to check.
+    LabelFileError
+        A ``clean`` or ``basis_labels`` file that cannot be read, names an unknown label, or
+        (``clean``) ids not in the catalog and embeddings; a ``basis_labels`` file without the
+        ``basis_index`` column.
+    CatalogError
+        A catalog that cannot be read, or without the ``attributes`` or ``labels_col`` columns.
+    StoreError
+        ``emb`` is not a complete embedding folder.
+    LockedError
+        Another process is writing ``out``.
+
+    Examples
+    --------
+    Strategy 1: export the basis, have it labelled, then flip with the direct rule.
+
+    >>> from simlabel import flip
+    >>> flip("emb/", "catalog.csv", attributes=["gender", "usage"], export_basis="basis.csv")  # doctest: +SKIP
+    >>> made = flip("emb/", "catalog.csv", attributes=["gender", "usage"], basis_labels="basis.csv",
+    ...             out="flips.csv")  # doctest: +SKIP
+    >>> made.labels.head()  # doctest: +SKIP
     """
     config = config or SelfMLConfig()
     # conflicting or incomplete asks fail before any training, not after it

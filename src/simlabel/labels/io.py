@@ -29,33 +29,72 @@ def read_labels(
     keep_rows: bool = False,
     normalize: bool | None = None,
 ) -> pd.DataFrame:
-    """Read a label CSV as a DataFrame with string ``id`` and ``label`` (other columns kept).
+    r"""Read a label file as a DataFrame with string ``id`` and ``label`` columns (other columns kept).
+
+    Rows whose label is missing (empty, ``NaN``, ``None``, ``NULL``, ``N/A``, ``NA``, ``<NA>``, in
+    any case) are unlabelled: they are left out, with a :class:`~simlabel.errors.SimlabelWarning` saying
+    how many and the line of the first. Exact duplicate rows (same ``id`` and ``label``) are
+    dropped silently. Ids and labels are stripped of surrounding spaces; every value is read as
+    text, so an id like ``007`` keeps its zeros.
 
     Parameters
     ----------
-    path
-        The CSV file, or a catalog: a CSV/TSV/Parquet table or a folder with ``catalog.csv`` or
-        ``catalog.parquet`` (so ``--labels catalog.csv --label-col article_type`` needs no
-        hand-made file).
-    label_col, id_col
-        The columns holding the labels and the ids (renamed to ``label`` and ``id``).
-    known_ids
-        When given, every id must be among them (e.g. the ids of an embedding folder),
-        unless ``allow_missing``, in which case unknown ids are dropped.
-    normalize
-        Fold spellings of one label that differ only in case or spaces into the most
-        frequent one (``--normalize-labels``); without it they warn. ``None``: as set by
+    path : str or os.PathLike
+        The label CSV, or a catalog: a CSV/TSV/Parquet table or a folder with ``catalog.csv`` or
+        ``catalog.parquet`` (so a catalog with ``label_col="article_type"`` needs no hand-made
+        label file).
+    label_col : str, default "label"
+        The column holding the labels; renamed to ``label`` (a catalog's own ``label`` column is
+        dropped when another one is asked for).
+    id_col : str, default "id"
+        The column holding the ids; renamed to ``id``.
+    known_ids : sequence of str, optional
+        When given, every id must be among them (e.g. the ids of an embedding folder), unless
+        ``allow_missing``.
+    allow_missing : bool, default False
+        With ``known_ids``: drop the ids not among them instead of raising.
+    keep_rows : bool, default False
+        Keep a ``_row`` column: the 0-based data row of the file each row came from (for
+        messages about rows after some were dropped).
+    normalize : bool, optional
+        Fold spellings of one label that differ only in case or spaces into the most frequent
+        one; without it they give a warning naming them. ``None`` (default): as set by
         :func:`simlabel.context.modes` (off by default).
 
-    Rows whose label is missing (empty, ``NaN``, ``None``, ``NULL``, ``N/A``) are unlabelled:
-    they are left out, with a :class:`~simlabel.errors.SimlabelWarning` saying how many.
-    Exact duplicate rows are dropped silently.
+    Returns
+    -------
+    pandas.DataFrame
+        One row per labelled id: ``id`` and ``label`` (str), then the file's other columns
+        (as text), and ``_row`` with ``keep_rows``.
 
     Raises
     ------
     LabelFileError
-        Naming the file and row: a missing file or column, an empty id, one id given two
-        different labels, an id not in ``known_ids``, a file with no labelled row.
+        Naming the file and row: a missing file or column, an empty file or one with a header
+        and no rows, an empty id, one id given two different labels, an id not in
+        ``known_ids``, a file with no labelled row, or a file of an incomplete output set.
+    CatalogError
+        A TSV or Parquet catalog that cannot be read (unparsable, not UTF-8, wrong column types).
+
+    See Also
+    --------
+    write_labels : Write a label table.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> from simlabel import read_labels
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> path = Path(tmp.name) / "seeds.csv"
+    >>> _ = path.write_text("id,label,note\n007, Shirts ,a\n008,Shoes,\n008,Shoes,\n")
+    >>> read_labels(path)
+        id   label note
+    0  007  Shirts    a
+    1  008   Shoes
+    >>> read_labels(path, known_ids=["007"], allow_missing=True)["id"].tolist()
+    ['007']
+    >>> tmp.cleanup()
     """
     df, p = read_label_table(path, (id_col, label_col), label_col=label_col)
     if label_col != "label" and "label" in df.columns:
@@ -139,7 +178,45 @@ def labels_csv(df: pd.DataFrame) -> str:
 
 
 def write_labels(df: pd.DataFrame, path: str | os.PathLike) -> Path:
-    """Write a label table atomically (``id,label`` first)."""
+    """Write a label table as CSV, atomically, with ``id`` and ``label`` first.
+
+    The text goes to a temporary file beside ``path`` that is then renamed onto it, so a reader
+    never sees half a file; the other columns follow in their order, without the index.
+
+    Parameters
+    ----------
+    df : pandas.DataFrame
+        The label table: ``id`` and (when there is one) ``label`` are written first.
+    path : str or os.PathLike
+        The CSV file to write (missing folders are made); an existing file is replaced.
+
+    Returns
+    -------
+    pathlib.Path
+        ``path``.
+
+    Raises
+    ------
+    OSError
+        When the file cannot be written (the old file, if any, is left as it was).
+
+    See Also
+    --------
+    read_labels : Read a label file.
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> from simlabel import write_labels
+    >>> tmp = tempfile.TemporaryDirectory()
+    >>> table = pd.DataFrame({"score": [0.9], "label": ["Shirts"], "id": ["007"]})
+    >>> print(write_labels(table, Path(tmp.name) / "labels.csv").read_text(), end="")
+    id,label,score
+    007,Shirts,0.9
+    >>> tmp.cleanup()
+    """
     return atomic_write_text(path, labels_csv(df))
 
 

@@ -93,17 +93,37 @@ class PropagationResult:
 
 @dataclass
 class Propagated:
-    """What :func:`propagate` made.
+    """What :func:`propagate` made: the propagated labels, the raw result and a summary.
 
-    Attributes
+    Parameters
     ----------
-    labels : DataFrame
-        ``id,label,confidence,source`` (and ``weight`` with ``method="spread"``): the unlabelled nodes a
-        label reached.
+    labels : pandas.DataFrame
+        ``id, label, confidence, source`` (``source`` ``"propagated"``; and ``weight``, Iscen et
+        al.'s ``1 - H / log C``, with ``method="spread"``): the unlabelled nodes a label reached.
+        ``confidence`` is the winning class's share of the node's distribution.
     result : PropagationResult
-        The distributions over every node, the steps and whether they converged.
+        The distributions over every node of the graph (labelled nodes first, then the
+        unlabelled sample), their argmax and confidence, the steps and whether they converged.
     summary : dict
-        ``method``, ``k``, the nodes (labelled and unlabelled), the classes, the steps and convergence.
+        ``method``, ``k``, the nodes (``n_nodes``, ``n_labelled``, ``n_unlabelled``), the
+        ``classes``, ``n_labels`` (rows of ``labels``), ``steps``, ``converged`` and
+        ``neighbours`` (where the neighbours came from).
+
+    Notes
+    -----
+    Unpacking it as the 2-tuple ``(labels, result)`` that :func:`propagate` returned before still
+    works, with a :class:`DeprecationWarning`.
+
+    Examples
+    --------
+    Built by hand here (``result`` left as ``None``); :func:`propagate` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import Propagated
+    >>> labels = pd.DataFrame({"id": ["b"], "label": ["Shirts"], "confidence": [0.8], "source": ["propagated"]})
+    >>> made = Propagated(labels, None, {"method": "iterate", "k": 10})
+    >>> made.labels["id"].tolist()
+    ['b']
     """
 
     labels: pd.DataFrame
@@ -286,64 +306,98 @@ def propagate(
 
     As paper 000 (Zhu & Ghahramani 2002): the graph's nodes are the labelled points and
     ``unlabeled_sample`` points drawn (seeded) from the rest of the universe, never from
-    ``exclude``. Edges are each node's ``k`` nearest neighbours among the nodes. With
-    ``method="iterate"`` the label distributions ``F`` follow ``F <- P F`` (``P`` the
-    row-normalised adjacency), the labelled rows clamped after each step; with ``"spread"``,
-    Zhou et al.'s closed form ``F = (I - alpha S)^-1 Y`` (``S`` the symmetrically normalised
-    affinity ``max(s, 0) ** power``), solved by conjugate gradients.
+    ``exclude``. Edges are each node's ``k`` nearest neighbours among the nodes
+    (``A[u, v] = 1``). With ``method="iterate"`` the label distributions ``F`` (one-hot on the
+    labelled nodes) follow ``F <- P F`` with ``P = D^-1 A`` the row-normalised adjacency, the
+    labelled rows clamped after each step; run to convergence this is the harmonic solution
+    ``F_U = (I - P_UU)^-1 P_UL Y_L``. With ``"spread"``, Zhou et al.'s closed form
+    ``F = (I - alpha S)^-1 Y`` (``S = D^-1/2 W D^-1/2`` for the symmetric affinity
+    ``W = max(s, 0) ** power``; Iscen et al. 2019), solved by conjugate gradients. A node's label
+    is the argmax of its row; a node no label reached gets none.
 
     Parameters
     ----------
-    emb
+    emb : str, os.PathLike or Embeddings
         The embeddings: a store folder or loaded :class:`~simlabel.store.Embeddings`.
-    labels
-        The human labels: a CSV (``id,label``), a catalog with ``label_col``, or a DataFrame.
-    k
-        Neighbours per node.
-    steps
-        Iterations of ``iterate`` (``None``: until no label changes).
-    unlabeled_sample
+    labels : str, os.PathLike or pandas.DataFrame
+        The human labels: a CSV (``id,label``), a catalog with ``label_col`` (both read by
+        :func:`read_labels`), or a table with ``id`` and ``label``.
+    k : int, default 10
+        Neighbours per node; must be less than the number of nodes.
+    steps : int or None, default 10
+        Iterations of ``iterate`` (paper 000 runs as many as its augmentation took); ``None``:
+        until the largest change is below ``1e-6`` (at most 1000 steps).
+    unlabeled_sample : int, optional
         How many unlabelled points join the graph (``None``: all of them).
-    symmetric
-        ``iterate`` on the symmetrised graph (``max(W, W^T)``).
-    exclude
-        Ids never drawn as unlabelled nodes (e.g. the holdout).
-    seed
+    symmetric : bool, default False
+        ``iterate`` on the symmetrised graph (``max(A, A^T)``) instead of the directed one.
+    exclude : sequence of str, optional
+        Ids never drawn as unlabelled nodes (e.g. the holdout); ids without an embedding are
+        ignored.
+    seed : int, default 0
         Seed of the unlabelled sample.
-    index_kind, index, graph
-        Where the neighbours come from, by :func:`simlabel.graph.neighbour_source`'s one rule:
-        a k-NN graph of ``emb`` if given (its ``k`` best neighbours among the nodes, and exact
-        search among the nodes for a node whose graph row holds fewer than ``k`` of them), else a
-        saved or built index over ``emb`` (used as is when every point is a node), else a new
-        index of ``index_kind`` over the nodes. All three give the same edges for exact search.
-    out
-        Write the propagated labels there as CSV (atomically).
-    label_col
+    index_kind : str, default "auto"
+        With neither ``graph`` nor ``index``: the kind of the index built over the nodes
+        (``flat``, ``ivf``, ``hnsw`` or ``auto``).
+    index : str, os.PathLike or NeighborIndex, optional
+        A saved or built index over ``emb`` (used as is when every point is a node).
+    out : str or os.PathLike, optional
+        Write the propagated labels there as CSV (atomically, under a lock on ``out``).
+    label_col : str, default "label"
         The label column when ``labels`` is a catalog.
-    method
-        ``iterate`` (paper 000's clamped steps) or ``spread`` (the closed form; ``steps`` is
-        then ignored).
-    alpha, power
-        ``spread``'s clamping and the similarities' exponent.
+    graph : str, os.PathLike or KnnGraph, optional
+        A k-NN graph of ``emb``: each node's ``k`` best neighbours among the nodes, with exact
+        search among the nodes for a node whose graph row holds fewer than ``k`` of them.
+        ``graph``, ``index`` and ``index_kind`` follow :func:`simlabel.graph.neighbour_source`'s
+        one rule (a graph, else an index, else a new index over the nodes); all three give the
+        same edges for exact search.
+    method : {"iterate", "spread"}, default "iterate"
+        ``iterate`` (paper 000's clamped steps) or ``spread`` (the closed form; ``steps`` and
+        ``symmetric`` are then ignored).
+    alpha : float, default 0.99
+        ``spread``'s clamping, in ``(0, 1)``.
+    power : float, default 3.0
+        ``spread``: the exponent of the similarities in the affinity.
 
     Returns
     -------
     Propagated
         ``labels``: ``id,label,confidence,source`` (+ ``weight`` with ``spread``) for the
         unlabelled nodes a label reached; ``result``: the raw :class:`PropagationResult`;
-        ``summary``: what the JSON records (``neighbours`` says where they came from).
+        ``summary``: the counts, steps and convergence (``neighbours`` says where they came from).
 
     Raises
     ------
     InputError
-        An unknown ``method``, ``k`` of at least the number of nodes, both ``graph`` and
-        ``index``, or a graph/index of other embeddings.
+        An unknown ``method``, ``k`` of at least the number of nodes, ``alpha`` outside
+        ``(0, 1)``, both ``graph`` and ``index``, or a graph/index of other embeddings.
+    LabelFileError
+        A label file that cannot be read.
+    MissingIdsError
+        Labelled ids without an embedding.
+    StoreError
+        ``emb`` is not a complete embedding folder.
+    LockedError
+        Another process is writing ``out``.
+
+    See Also
+    --------
+    augment : The label augmentation paper 000 compares with this baseline.
 
     Examples
     --------
     >>> from simlabel import propagate
     >>> made = propagate("emb/", "seeds.csv", k=10, unlabeled_sample=20_000)  # doctest: +SKIP
     >>> made.labels.head()  # doctest: +SKIP
+
+    The clamped iteration itself on a chain of four nodes, labelled at both ends:
+
+    >>> import numpy as np
+    >>> from simlabel.labels.propagate import knn_adjacency, propagate_labels, row_normalize
+    >>> P = row_normalize(knn_adjacency(np.array([[1, -1], [0, 2], [1, 3], [2, -1]])))
+    >>> res = propagate_labels(P, np.array([0, -1, -1, 1]), steps=None)
+    >>> res.label.tolist(), [round(float(c), 2) for c in res.confidence]
+    ([0, 0, 1, 1], [1.0, 0.67, 0.67, 1.0])
     """
     from simlabel.graph import neighbour_source
 

@@ -138,7 +138,71 @@ def flip_labels(labels: np.ndarray, rate: float, *, classes: np.ndarray | None =
 
 @dataclass
 class SampleConfig:
-    """What ``simlabel labels sample`` draws; see the module docstring."""
+    """What :func:`sample_labels` (``simlabel labels sample``) draws from a catalog.
+
+    The labels are single (``label_col``) or multi-labels (``attributes`` or ``labels_col``).
+    At most one of ``frac``, ``n`` and ``per_class`` sizes the sample, drawn by class
+    (stratified quotas): with ``frac`` f, a class of ``n_c`` labelled rows gives
+    ``round(f n_c)`` rows, at least one when ``f > 0`` (a seed set without a class cannot grow
+    it); with ``n`` the quotas are ``n n_c / N`` rounded by largest remainder (they add up to
+    ``n``); ``per_class`` k gives ``min(k, n_c)``; none of them: every labelled row. Multi-labels
+    are stratified by each row's rarest label, so rare labels reach the sample.
+
+    Parameters
+    ----------
+    label_col : str or None, default "label"
+        The catalog column of single labels (``None``: ``label``); unused for multi-labels.
+    labels_col : str, optional
+        Multi-labels from this column of ``|``-separated labels (e.g. ``gender=Men|usage=Casual``).
+    attributes : tuple of str, default ()
+        Multi-labels from these columns: one binary label ``attr=value`` per value of each column
+        (a clean set for ``simlabel flip``). Not with ``labels_col``.
+    frac : float, optional
+        Share, in ``[0, 1]``, of each class's labelled rows to draw.
+    n : int, optional
+        Number of rows to draw (``>= 0``).
+    per_class : int, optional
+        Rows to draw per class (``>= 1``; every row of a smaller class).
+    stratify : bool, default True
+        Draw each class's quota at random from its rows; ``False``: draw ``frac`` / ``n`` of the
+        eligible rows at random regardless of class (``per_class`` is stratified by definition).
+    holdout_frac : float, optional
+        Share, in ``[0, 1)``, of each class drawn *first* as a holdout that is never sampled, for
+        an honest test (a class of one row stays out of the holdout).
+    noise : float, default 0.0
+        Rate, in ``[0, 1]``, of label noise put into the sample (the true labels go to the truth
+        table): a single label is replaced with probability ``noise`` by one of the ``C - 1``
+        other classes drawn uniformly (symmetric noise, ``P(noisy = j | y = i) = noise / (C - 1)``
+        for ``j != i``); for multi-labels each positive is dropped with probability ``noise``
+        (the way shops lose them).
+    keep_columns : bool, default False
+        Write every catalog column of the sampled rows (relative image paths made absolute),
+        the label column (or, with ``attributes``, the attribute columns) carrying the noisy
+        labels, instead of ``id,label`` / ``id,labels`` alone.
+    seed : int, default 0
+        Seed of the draws: the holdout uses ``seed``, the sample ``seed + 1``, the noise
+        ``seed + 2``.
+
+    Attributes
+    ----------
+    multilabel : bool
+        Whether the labels are multi-labels (``attributes`` or ``labels_col`` given).
+
+    Raises
+    ------
+    InputError
+        More than one of ``frac``, ``n`` and ``per_class``; both ``attributes`` and
+        ``labels_col``; a value out of its range (a :class:`~simlabel.errors.ConfigError`).
+
+    Examples
+    --------
+    >>> from simlabel import SampleConfig
+    >>> cfg = SampleConfig(per_class=20, holdout_frac=0.2)
+    >>> cfg.per_class, cfg.multilabel
+    (20, False)
+    >>> SampleConfig(attributes=["gender", "usage"]).multilabel
+    True
+    """
 
     label_col: str | None = "label"
     labels_col: str | None = None
@@ -203,20 +267,60 @@ def sample_labels(
     truth_out: str | os.PathLike | None = None,
     exclude: str | os.PathLike | list[str] | None = None,
 ) -> SampleResult:
-    """Draw a label file (and a holdout) from a catalog's label column; see the module docstring.
+    """Draw a label file (and a holdout) from a catalog's own label columns.
+
+    Seeds of a few labels per class, a holdout drawn first and never sampled, a clean set of
+    multi-labels for ``simlabel flip --clean``, or a noisy copy of the labels with its truth:
+    the label files every example starts from, so nobody has to write one by hand. The draw is
+    described by :class:`SampleConfig` (stratified quotas, noise).
 
     Parameters
     ----------
-    catalog
+    catalog : str, os.PathLike or Catalog
         A catalog file or folder, or a loaded :class:`~simlabel.catalog.Catalog`.
-    config
-        What to draw (:class:`SampleConfig`); by default every labelled row of ``label``.
-    out, holdout_out, truth_out
-        Where to write the sample (``id,label``, ``id,labels`` for multi-labels, or every catalog
-        column with ``keep_columns``), the holdout (``id,label``), and, with noise, the sample's
-        true labels. Each file is written atomically.
-    exclude
-        Ids never drawn (an earlier holdout: a CSV with an ``id`` column, or a list).
+    config : SampleConfig, optional
+        What to draw; default ``SampleConfig()``: every labelled row of ``label``.
+    out : str or os.PathLike, optional
+        Where to write the sample: ``id,label`` (``id,labels`` for multi-labels), or every
+        catalog column with ``keep_columns``.
+    holdout_out : str or os.PathLike, optional
+        Where to write the holdout (``id,label``); needs ``holdout_frac``, and is required by it
+        when ``out`` is given.
+    truth_out : str or os.PathLike, optional
+        With ``noise``: where to write the sample's true labels.
+    exclude : str, os.PathLike or list of str, optional
+        Ids never drawn (e.g. an earlier holdout): a CSV with an ``id`` column, or a list.
+
+    Returns
+    -------
+    SampleResult
+        ``sample`` (the drawn rows, their labels noisy with ``noise``), ``holdout`` and
+        ``truth`` (tables, or ``None`` when not drawn), ``counts`` (rows drawn per class, or per
+        rarest label for multi-labels), ``n_labelled`` (labelled rows in the catalog) and
+        ``n_noisy`` (rows whose labels the noise changed). Each file asked for is written
+        atomically (its folder made if needed).
+
+    Raises
+    ------
+    InputError
+        ``holdout_out`` without ``holdout_frac``, or ``holdout_frac`` with ``out`` but no
+        ``holdout_out``; ``truth_out`` without ``noise``; no such label column, or no labelled
+        row; ``n`` larger than the rows that can be drawn; noise with fewer than two classes.
+    CatalogError
+        A catalog that cannot be read, or without the ``attributes`` or ``labels_col`` columns.
+    LabelFileError
+        An ``exclude`` file that cannot be read.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> from simlabel import Catalog, SampleConfig, sample_labels
+    >>> table = pd.DataFrame({"id": [str(i) for i in range(8)], "label": ["Shirts"] * 4 + ["Shoes"] * 4})
+    >>> made = sample_labels(Catalog(table, Path(".")), SampleConfig(per_class=2, holdout_frac=0.25))
+    >>> made.counts, len(made.holdout)
+    ({'Shirts': 2, 'Shoes': 2}, 2)
+    >>> sample_labels("catalog.csv", SampleConfig(frac=0.1), out="seeds.csv")  # doctest: +SKIP
     """
     cfg = config or SampleConfig()
     if holdout_out is not None and not cfg.holdout_frac:

@@ -79,12 +79,50 @@ DEFAULT_RANK_BUCKETS: tuple[int, ...] = (10, 25, 50, 100)
 
 @dataclass
 class SearchConfig(RetrievalConfig):
-    """How the catalog is searched (:class:`~simlabel.retrieval.RetrievalConfig`: method, top_r, min_score,
-    stem, k1, b, text_model, device) and what is made of the results.
+    """How the catalog is searched and what is made of the results (paper 003's search labels).
 
-    duplicates:
-        ``"best"``: an item found by several queries keeps the one where it ranked best
-        (one label per id); ``"keep"``: one row per (item, query).
+    The search settings are those of :class:`~simlabel.retrieval.RetrievalConfig`, which this
+    extends with ``duplicates``.
+
+    Parameters
+    ----------
+    method : {"bm25", "tfidf", "embedding"}, default "bm25"
+        ``"bm25"`` (via the ``bm25s`` library: term frequency saturates, long titles are
+        discounted, rare query terms count more), ``"tfidf"`` (scikit-learn ``TfidfVectorizer``
+        with sublinear tf, and cosine) or ``"embedding"`` (cosine between text embeddings of the
+        category names and of the titles).
+    top_r : int, default 100
+        Results kept per query, i.e. per category (the paper's "top R search results").
+    min_score : float, default 0.0
+        Keep only results scoring strictly above it. With bm25/tfidf ``0`` means "at least one
+        query term matched"; with ``embedding`` it is a cosine (``-inf`` keeps all).
+    stem : bool, default True
+        Snowball-stem the tokens (bm25/tfidf), so "Watches" matches "Watch".
+    k1 : float, default 1.5
+        BM25 term-frequency saturation (``>= 0``).
+    b : float, default 0.75
+        BM25 length normalisation, in ``[0, 1]``.
+    text_model : str, default "minilm"
+        The ``embedding`` method's encoder spec (:func:`simlabel.encoders.get_text_encoder`),
+        used when neither embeddings nor an encoder are passed in.
+    device : str, default "auto"
+        Where that encoder runs.
+    duplicates : {"best", "keep"}, default "best"
+        ``"best"``: an item found by several queries keeps the one where it ranked best (one
+        label per id, a valid label file); ``"keep"``: one row per (item, query).
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field), or
+        a blank ``text_model``.
+
+    Examples
+    --------
+    >>> from simlabel import SearchConfig
+    >>> cfg = SearchConfig(method="tfidf", top_r=50, duplicates="keep")
+    >>> cfg.method, cfg.top_r, cfg.stem, cfg.duplicates
+    ('tfidf', 50, True, 'keep')
     """
 
     duplicates: DuplicatePolicy = "best"
@@ -96,16 +134,29 @@ class SearchConfig(RetrievalConfig):
 
 @dataclass
 class SearchLabels:
-    """What :func:`search_labels` and :func:`build_search_labels` made.
+    """What :func:`search_labels` and :func:`build_search_labels` made: the search labels and a summary.
 
-    Attributes
+    Parameters
     ----------
-    labels : DataFrame
-        ``id, label, rank, score, query``: one row per (item, query), or per item with ``duplicates="best"``.
+    labels : pandas.DataFrame
+        ``id, label, rank, score, query``: one row per (item, query), or per item with
+        ``duplicates="best"``; ``rank`` is 1-based within its query (1 = best), the side
+        information of paper 003's stage 1; sorted by label, then rank.
     summary : dict
-        ``method``, ``top_r``, ``n_items``, ``n_empty_text``, ``categories`` (the searched ones, in order),
-        ``results_per_category``, ``categories_without_results``; from a catalog also ``catalog``,
-        ``text_col``, ``n_catalog`` and ``n_excluded``.
+        ``method``, ``top_r``, ``n_items``, ``n_empty_text``, ``categories`` (the searched ones, in
+        order), ``results_per_category``, ``categories_without_results``; from a catalog also
+        ``catalog``, ``text_col``, ``n_catalog`` and ``n_excluded``.
+
+    Examples
+    --------
+    Built by hand here; :func:`search_labels` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import SearchLabels
+    >>> rows = pd.DataFrame({"id": ["7"], "label": ["Watches"], "rank": [1], "score": [2.1], "query": ["Watches"]})
+    >>> made = SearchLabels(rows, {"method": "bm25", "top_r": 100})
+    >>> made.labels[["id", "label", "rank"]].values.tolist()
+    [['7', 'Watches', 1]]
     """
 
     labels: pd.DataFrame
@@ -164,19 +215,68 @@ def search_labels(
     block_size: int | None = None,
     progress: bool = False,
 ) -> SearchLabels:
-    """Label items by searching their ``texts`` with each category name.
+    """Label items by searching their ``texts`` with each category name (paper 003's web labels).
 
-    Each category is searched with its cleaned name (:func:`clean_label_name`); the top
-    ``config.top_r`` results are labelled with the category. Returns :class:`SearchLabels`, whose
-    ``labels`` has columns ``id, label, rank, score, query`` (``rank`` 1-based within its query, 1 = best),
-    sorted by label then rank. With ``duplicates="best"`` an id found by several queries
-    keeps the row where it ranked best (smallest rank; ties: higher score, then the
-    category listed first), so ids are unique; ``"keep"`` keeps every (id, query) row.
+    Each category is searched with its cleaned name (:func:`clean_label_name`,
+    ``"Flip_Flops"`` -> ``"Flip Flops"``); the top ``config.top_r`` results (:func:`text_search`)
+    are labelled with the category, keeping their rank and score. The noise is whatever the
+    retrieval gets wrong. With ``duplicates="best"`` an id found by several queries keeps the row
+    where it ranked best (smallest rank; ties: higher score, then the category listed first), so
+    ids are unique; ``"keep"`` keeps every (id, query) row. Items with an empty or missing text
+    match nothing; a warning names the first few.
 
-    Raises ``ValueError`` on no categories, duplicate or blank category names, ``ids``
-    and ``texts`` of different lengths, and duplicate or empty ids. Items with an empty or
-    missing text match nothing; a warning names the first few. ``summary`` holds the counts
-    (searched, empty texts, categories without results) and the categories searched.
+    Parameters
+    ----------
+    ids : sequence of str, numpy.ndarray or pandas.Series
+        The items' ids (stripped; non-empty and unique), aligned with ``texts``.
+    texts : sequence of str, numpy.ndarray or pandas.Series
+        The searchable text of each item (e.g. the product title).
+    categories : sequence of str
+        The category names, each one query.
+    config : SearchConfig, optional
+        How to search and what to keep; default ``SearchConfig()`` (BM25, top 100, best rank).
+    text_embeddings : numpy.ndarray, optional
+        ``method="embedding"``: the texts' embeddings ``(n, d)``, computed with the encoder when
+        not given.
+    query_embeddings : numpy.ndarray, optional
+        ``method="embedding"``: the cleaned category names' embeddings ``(Q, d)``, likewise.
+    encoder : callable, optional
+        ``method="embedding"``: ``list[str] -> (m, d)`` array for what is not given above;
+        default ``get_text_encoder(config.text_model, config.device)``.
+    block_size : int, optional
+        Texts scored at a time with a running top R (default: about 2^24 scores per block), so
+        memory stays bounded for millions of texts.
+    progress : bool, default False
+        Show a progress bar.
+
+    Returns
+    -------
+    SearchLabels
+        ``labels``: ``id, label, rank, score, query`` (``rank`` 1-based within its query,
+        1 = best), sorted by label then rank; ``summary``: the counts (items, empty texts,
+        results per category, categories without results) and the categories searched.
+
+    Raises
+    ------
+    InputError
+        No categories, a blank category name or one given twice, two categories with the same
+        cleaned query; ``ids`` and ``texts`` of different lengths; an empty or duplicate id; a
+        ``block_size`` below 1; embeddings whose shapes do not fit the texts and queries; an
+        unknown encoder spec.
+    TypeError
+        ``categories`` given as one string, or a category name that is not a ``str``.
+    ModelError
+        The ``embedding`` method's encoder cannot be loaded.
+
+    Examples
+    --------
+    >>> from simlabel import SearchConfig, search_labels
+    >>> titles = ["Men Blue Slim Fit Shirt", "Steel Analog Watch", "Running Shoes"]
+    >>> made = search_labels(["1", "2", "3"], titles, ["Shirt", "Watch"], SearchConfig(stem=False))
+    >>> made.labels[["id", "label", "rank"]].values.tolist()
+    [['1', 'Shirt', 1], ['2', 'Watch', 1]]
+    >>> made.summary["categories_without_results"]
+    []
     """
     config = config or SearchConfig()
     cats = _check_categories(categories)
@@ -242,17 +342,65 @@ def build_search_labels(
     exclude_split: str | None = None,
     progress: bool = True,
 ) -> SearchLabels:
-    """Search a catalog's ``text_col`` with each category and return (and write) the labels.
+    """Search a catalog's ``text_col`` with each category and return (and write) the search labels.
 
-    ``catalog`` is a catalog file (loaded with :func:`simlabel.catalog.load_catalog`) or a
-    :class:`~simlabel.catalog.Catalog`. ``categories`` default to the sorted distinct
-    non-empty values of ``label_col``. ``exclude_ids`` (e.g. a held-out test split) are
-    removed from the searchable pool before searching, so they can never be labelled and
-    do not count in the BM25/TF-IDF statistics; ``exclude_split`` (e.g. ``"test"``) adds the
-    rows of that catalog split to them. With ``out`` the table is written as CSV
-    atomically (``id,label,rank,score,query``), readable by
-    :func:`simlabel.labels.io.read_labels`. Missing columns raise
-    :class:`~simlabel.catalog.CatalogError` naming the catalog and the column.
+    :func:`search_labels` on a catalog: its ids and texts, the categories taken from its label
+    column by default, and held-out rows kept out of the search.
+
+    Parameters
+    ----------
+    catalog : str, os.PathLike or Catalog
+        A catalog file or folder (loaded with :func:`simlabel.catalog.load_catalog`) or a loaded
+        :class:`~simlabel.catalog.Catalog`.
+    categories : sequence of str, optional
+        The category names to search; default the sorted distinct non-empty values of
+        ``label_col``.
+    label_col : str, default "label"
+        The column the categories are taken from when ``categories`` is not given.
+    text_col : str, default "title"
+        The column searched.
+    config : SearchConfig, optional
+        How to search and what to keep; default ``SearchConfig()``.
+    out : str or os.PathLike, optional
+        Write the table there as CSV (``id,label,rank,score,query``), atomically and under a lock
+        on ``out``; readable by :func:`simlabel.labels.io.read_labels`.
+    exclude_ids : iterable of str, optional
+        Ids (e.g. a held-out test split) removed from the searchable pool before searching, so
+        they can never be labelled and do not count in the BM25/TF-IDF statistics.
+    exclude_split : str, optional
+        Also exclude the rows whose ``split`` column equals it (e.g. ``"test"``).
+    progress : bool, default True
+        Show a progress bar.
+
+    Returns
+    -------
+    SearchLabels
+        As :func:`search_labels`, its ``summary`` with ``catalog``, ``text_col``, ``n_catalog``
+        and ``n_excluded`` added.
+
+    Raises
+    ------
+    CatalogError
+        A catalog that cannot be read; no ``text_col`` column; no ``label_col`` column or no
+        non-empty value in it when the categories come from it; ``exclude_split`` without a
+        ``split`` column.
+    InputError
+        As :func:`search_labels` (bad categories, empty or duplicate ids).
+    LockedError
+        Another process is writing ``out``.
+
+    Examples
+    --------
+    >>> from pathlib import Path
+    >>> import pandas as pd
+    >>> from simlabel import Catalog, SearchConfig, build_search_labels
+    >>> table = pd.DataFrame({"id": ["1", "2", "3"], "title": ["Blue Shirt", "Steel Watch", "Leather Watch"],
+    ...                       "label": ["Shirt", "Watch", "Shirt"], "split": ["train", "train", "test"]})
+    >>> made = build_search_labels(Catalog(table, Path(".")), config=SearchConfig(stem=False), exclude_split="test",
+    ...                            progress=False)
+    >>> made.labels[["id", "label"]].values.tolist(), made.summary["n_excluded"]
+    ([['1', 'Shirt'], ['2', 'Watch']], 1)
+    >>> build_search_labels("catalog.csv", label_col="article_type", out="search.csv")  # doctest: +SKIP
     """
     from simlabel.catalog import Catalog, load_catalog
 

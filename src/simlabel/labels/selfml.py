@@ -126,14 +126,98 @@ _INIT_LOGIT_SCALE = 10.0
 
 @dataclass
 class SelfMLConfig:
-    """Hyper-parameters of SELF-ML (paper 004, sections 2 and 3). See the module docstring.
+    r"""Hyper-parameters of SELF-ML (paper 004, sections 2 and 3); the method is in the module docstring.
 
-    ``n_basis`` is clipped to the number of noisy rows. ``lambda_c`` weighs the reconstruction
-    term inside ``L_BS`` (our reading of the paper's unexplained ``lambda_c = 10``); ``basis_reg``
-    weighs ``||X_B - X_sample||``. ``pretrain_epochs``: the reconstruction's pre-training on ``N``
-    (and the classifier's, where :func:`simlabel.training.flip` pre-trains it).
-    ``classifier_targets``: ``"hard"`` (thresholded ``f_i``) or ``"soft"`` (``f_i``) as the
-    classifier's targets on ``N`` rows. ``log_every``: joint steps per history entry.
+    The basis selection loss is ``L_BS = lambda_c Huber_delta(x~_i - x_i) + beta Reg(X_B)
+    [+ eta H(c_i)]`` with ``Reg(X_B) = ||X_B - X_sample||_F / sqrt(n_B)``, and the joint loss
+    ``L_total = lambda_class L_Class + lambda_bs L_BS + lambda_ef L_EF``, ``L_EF`` the L1 loss
+    of the flipping model on the clean rows and ``L_Class`` the classifier's binary focal loss.
+    Training runs in phases: the reconstruction's pre-training on the noisy rows ``N``, the
+    flipping model's on the clean rows ``C``, then ``joint_steps`` joint steps.
+
+    Parameters
+    ----------
+    n_basis : int, default 1000
+        Basis vectors ``n_B`` (clipped to the number of noisy rows).
+    sparsity : {"sparsemax", "softmax"}, default "sparsemax"
+        How the coefficients ``c_i`` are made convex: sparsemax (exact zeros, so "which basis
+        images explain this row" is well defined) or softmax (never exactly sparse).
+    entropy_weight : float, default 0.01
+        ``eta``: the weight of the entropy penalty ``H(c_i)`` in ``L_BS`` (``softmax`` only),
+        which pushes ``c_i`` towards few large weights.
+    huber_delta : float, default 0.1
+        ``delta`` of the Huber reconstruction loss (``> 0``), summed over the coordinates.
+    basis_reg : float, default 1.0
+        ``beta``: the weight of ``Reg(X_B)``, the basis's root-mean-square distance from the
+        training features it was initialised with.
+    lambda_class : float, default 1.0
+        Weight of the classifier's loss ``L_Class`` in the joint loss.
+    lambda_bs : float, default 1.0
+        Weight of ``L_BS`` in the joint loss.
+    lambda_ef : float, default 10.0
+        Weight of the flipping model's L1 loss ``L_EF`` in the joint loss.
+    lambda_c : float, default 10.0
+        Weight of the reconstruction term inside ``L_BS`` (our reading of the paper's
+        unexplained ``lambda_c = 10``).
+    hidden : int, default 256
+        Width of the flipping model's hidden layer.
+    lr : float, default 1e-3
+        Adam's learning rate of the flipping model's pre-training (and of the other phases when
+        their own is ``None``); ``> 0``.
+    batch_size : int, default 64
+        Rows per batch of the flipping model's pre-training (and of the other phases when their
+        own is ``None``); at least 2 (one clean and one noisy row).
+    pretrain_batch_size : int or None, default 512
+        Batches of the reconstruction's pre-training on ``N`` (``None``: ``batch_size``). Every
+        step updates the whole basis and ``C_X``, so large batches with a larger rate train it
+        6x faster to the same flips (``benchmarks/RESULTS.md`` section 10).
+    pretrain_lr : float or None, default 5e-3
+        Learning rate of the reconstruction's pre-training (``None``: ``lr``).
+    joint_batch_size : int or None, default 256
+        Rows per joint step (``None``: ``batch_size``): 500 steps of 256 rows see as many rows
+        as 2,000 of 64, in a quarter of the dense updates.
+    joint_lr : float or None, default 2e-3
+        Learning rate of the joint phase (``None``: ``lr``).
+    clean_share : float, default 0.1
+        Share of clean rows in each joint batch, in ``(0, 1)``: ``round(clean_share * batch)``
+        (at least one) clean rows, the rest noisy (the paper's 1/10).
+    pretrain_epochs : int, default 15
+        Epochs of the reconstruction's pre-training on ``N`` (and of the classifier's, where
+        :func:`simlabel.training.multilabel_pretrain` pre-trains it).
+    flip_pretrain_epochs : int, default 50
+        Epochs of the flipping model's pre-training on ``C``.
+    joint_steps : int, default 500
+        Steps of the joint training.
+    focal_gamma : float, default 2.0
+        ``gamma`` of the classifier's binary focal loss.
+    focal_alpha : float, default 0.6
+        ``alpha`` of the classifier's binary focal loss.
+    threshold : float, default 0.5
+        A label is on where its probability is at or above it: the flipping model's corrected
+        labels, the direct rule ``Y_B c_i >= threshold`` and the hard classifier targets; in
+        ``[0, 1]``.
+    seed : int, default 0
+        Seed of the basis sample, the initialisations and the batches (the caller's global
+        torch RNG is left untouched).
+    device : str, default "cpu"
+        The torch device the modules train on.
+    classifier_targets : {"hard", "soft"}, default "hard"
+        The classifier's targets on ``N`` rows in the joint phase: the flipping model's output
+        ``f_i`` thresholded at ``threshold`` (``hard``) or ``f_i`` itself (``soft``).
+    log_every : int, default 50
+        Joint steps per history entry (each averages the steps since the previous one).
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field).
+
+    Examples
+    --------
+    >>> from simlabel import SelfMLConfig
+    >>> cfg = SelfMLConfig(n_basis=200, joint_steps=100)
+    >>> cfg.sparsity, cfg.n_basis, cfg.lambda_ef
+    ('sparsemax', 200, 10.0)
     """
 
     n_basis: int = 1000
@@ -675,8 +759,9 @@ def fit_selfml(
     2. reconstruction on ``N`` (:func:`fit_reconstruction`);
     3. basis labels from ``C`` (strategy 2, :func:`label_basis_from_clean`), then fixed;
     4. flipping model on ``C`` (:func:`fit_flipping`);
-    5. ``joint_steps`` Adam steps over all three modules on batches of
-       ``round(clean_share * batch_size)`` (>= 1) clean rows and the rest noisy rows, minimising
+    5. ``joint_steps`` Adam steps over all three modules on batches of ``joint_batch_size`` rows
+       (``batch_size`` when None), ``round(clean_share * batch)`` (>= 1) of them clean and the rest
+       noisy, minimising
        :math:`\lambda_{Class}\mathcal{L}_{Class} + \lambda_{BS}\mathcal{L}_{BS} + \lambda_{EF}\mathcal{L}_{EF}`:
        :math:`\mathcal{L}_{Class}` the focal loss over the whole batch, the targets being
        :math:`\hat f_i` (detached; thresholded unless ``classifier_targets="soft"``) on ``N`` rows and

@@ -90,19 +90,67 @@ Predictor = Callable[[np.ndarray, Sequence[str], np.ndarray, Sequence[str]], "np
 
 @dataclass
 class SideInfoConfig:
-    """Options of both stages (defaults: our reading of the talk; README, paper 003).
+    """Options of both stages of paper 003's side-information weights (defaults: our reading of the talk).
 
-    ``rank_weight``/``rank_floor``/``rank_tau``: :func:`rank_weight`. ``knn``: visual
-    neighbours per image. ``neighbor_weighting``: ``uniform`` or ``similarity`` (cosine of
-    each neighbour). ``index``: how the neighbours are found: ``flat`` (exact), ``ivf`` or
-    ``hnsw`` (FAISS, approximate), ``auto`` = :func:`simlabel.index.auto_kind` (flat up to 200,000 images, IVF above: the one rule every k-NN user shares).
-    ``combine``/``rank_share``: :func:`stage1_weights`. ``top_predictions``,
-    ``keyword_weight``, ``keywords``: stage 2 (``m``, ``gamma``, keywords per text).
-    ``sharpness``: exponent on the neighbour agreement and on s(x) (1: as defined; larger pushes
-    the weights of disputed labels towards 0, as in the talk's table where noisy images get
-    0-0.15). ``stage2_folds``: out-of-fold predictions for stage 2 (0: the stage-1 model predicts its
-    own training images). ``stage2_combine``: ``multiply`` (stage-1 weight times s) or
-    ``replace`` (s alone).
+    Stage 1 weighs image ``i`` (search label ``y_i``, rank ``r_i`` of its query's ``R`` results)
+    by its rank, ``w_rank = phi + (1 - phi) f(u)`` with ``u = (r_i - 1) / R``, and by the
+    agreement ``a_i`` of its ``k`` nearest images with its label through the category relations
+    (the module docstring gives the formulas); stage 2 re-weighs by text matching,
+    ``s(x_i) = (1 - gamma) s_pred + gamma s_kw``.
+
+    Parameters
+    ----------
+    rank_weight : {"linear", "exp", "dcg", "none"}, default "linear"
+        ``f`` of :func:`rank_weight`: ``linear`` ``1 - u``; ``exp`` ``exp(-u / tau)``; ``dcg``
+        ``1 / log2(1 + r)`` (absolute rank, as in DCG); ``none`` 1.
+    rank_floor : float, default 0.2
+        ``phi`` in ``[0, 1]``, so that a deep result is trusted less but never dropped on rank
+        alone.
+    rank_tau : float, default 0.5
+        ``tau`` of the ``exp`` rank weight (``> 0``).
+    knn : int, default 10
+        Visual neighbours per image.
+    index : {"auto", "flat", "ivf", "hnsw"}, default "auto"
+        How the neighbours are found without a graph or index: ``flat`` (exact), ``ivf`` or
+        ``hnsw`` (FAISS, approximate), ``auto`` = :func:`simlabel.index.auto_kind` (flat up to
+        200,000 images, IVF above: the one rule every k-NN user shares).
+    neighbor_weighting : {"uniform", "similarity"}, default "uniform"
+        ``omega_ij`` of the agreement: 1, or each neighbour's cosine similarity.
+    combine : {"product", "mean"}, default "product"
+        The stage-1 weight (:func:`stage1_weights`): ``product`` ``w_rank a_i`` or ``mean``
+        ``lambda w_rank + (1 - lambda) a_i``.
+    rank_share : float, default 0.5
+        ``lambda`` of ``mean``, in ``[0, 1]``.
+    sharpness : float, default 1.0
+        Exponent on the neighbour agreement and on ``s(x)`` (``> 0``; 1: as defined; larger
+        pushes the weights of disputed labels towards 0, as in the talk's table where noisy
+        images get 0-0.15).
+    top_predictions : int, default 5
+        Stage 2: ``m``, the top predicted classes whose renormalised probabilities weigh their
+        similarity to the label in ``s_pred``.
+    keyword_weight : float, default 0.3
+        Stage 2: ``gamma``, the share of the keyword match ``s_kw`` in ``s(x)``, in ``[0, 1]``.
+    keywords : int, default 5
+        Stage 2: keywords extracted per text (the highest TF-IDF words).
+    stage2_folds : int, default 3
+        Stage 2: folds of the out-of-fold predictions the predictor makes
+        (:func:`simlabel.training.oof_predictor`); 0: the stage-1 model predicts its own
+        training images; never 1.
+    stage2_combine : {"multiply", "replace"}, default "multiply"
+        The final weight: the stage-1 weight times ``s(x)``, or ``s(x)`` alone.
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field), or
+        ``stage2_folds=1``.
+
+    Examples
+    --------
+    >>> from simlabel import SideInfoConfig
+    >>> cfg = SideInfoConfig(rank_weight="exp", knn=20)
+    >>> cfg.rank_weight, cfg.knn, cfg.combine
+    ('exp', 20, 'product')
     """
 
     rank_weight: Literal["linear", "exp", "dcg", "none"] = "linear"
@@ -662,16 +710,33 @@ def weight_separation(weights: Mapping[str, np.ndarray], correct: np.ndarray) ->
 
 @dataclass
 class SideInfoWeights:
-    """What :func:`side_info_weights` returns.
+    """What :func:`side_info_weights` made: the weighted labels and a summary.
 
-    Attributes
+    Parameters
     ----------
-    labels : DataFrame
+    labels : pandas.DataFrame
         The input's columns plus ``rank_weight, agreement, stage1_weight`` (+ ``pred_match,
         keyword_match, keywords, text_score`` at stage 2) and ``weight``, the column to train with.
     summary : dict
-        The stage, the counts, where the neighbours came from and the weights' quantiles: what
-        ``<out>.summary.json`` records.
+        ``stage``, the counts (``n`` rows, ``n_images``), the ``categories``, ``knn``, where the
+        ``neighbours`` came from, the weights' mean and quantiles (``weight``: ``mean``, ``p10``,
+        ``median``, ``p90``) and the embeddings' fingerprint: what ``<out>.summary.json`` records.
+
+    Notes
+    -----
+    Indexing it directly (as the table :func:`side_info_weights` returned before) still works,
+    with a :class:`DeprecationWarning`.
+
+    Examples
+    --------
+    Built by hand here; :func:`side_info_weights` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import SideInfoWeights
+    >>> table = pd.DataFrame({"id": ["1", "2"], "label": ["Watches", "Watches"], "weight": [0.9, 0.1]})
+    >>> made = SideInfoWeights(table, {"stage": 1, "n": 2})
+    >>> made.labels["weight"].tolist()
+    [0.9, 0.1]
     """
 
     labels: pd.DataFrame
@@ -701,43 +766,55 @@ def side_info_weights(
     graph: "str | os.PathLike | KnnGraph | None" = None,
     index: "str | os.PathLike | NeighborIndex | None" = None,
 ) -> SideInfoWeights:
-    """Paper 003's weights for a label file (``id,label`` and optionally ``rank``; ``label_col``
-    names another label column).
+    """Paper 003's sample weights for noisy search labels, from rank, neighbours and text.
+
+    Stage 1 weighs each labelled image by its search rank and by how well its visual neighbours'
+    labels agree with its own through the category relations; stage 2 multiplies (or replaces)
+    that by a text-matching score of a model's predictions and of the image's keywords (the
+    formulas are in :class:`SideInfoConfig` and the module docstring). Rows of one id are one
+    image found under several labels (a search log): it is never its own neighbour.
 
     Parameters
     ----------
-    emb
+    emb : str, os.PathLike or Embeddings
         The images' embedding folder, or a loaded :class:`~simlabel.store.Embeddings`.
-    labels
-        The noisy labels (a CSV or a table).
-    semantics
-        A :class:`~simlabel.semantics.categories.CategorySemantics`, a path to one saved as
-        JSON, or None (built here from the label names with the defaults).
-    stage
+    labels : str, os.PathLike or pandas.DataFrame
+        The noisy labels: ``id,label`` and optionally ``rank`` (the search rank), as a CSV, a
+        catalog with ``label_col`` or a table.
+    semantics : CategorySemantics, str or os.PathLike, optional
+        The category relations: a :class:`~simlabel.semantics.categories.CategorySemantics`, a
+        path to one saved as JSON, or ``None`` (built here from the label names with the
+        defaults).
+    config : SideInfoConfig, optional
+        The method's settings; default ``SideInfoConfig()``.
+    stage : {1, 2}, default 1
         1 (rank + neighbours) or 2 (also text matching).
-    texts
-        Stage 2: id -> text (title) for the keywords.
-    predictor
-        Stage 2: a :data:`Predictor`, trained with the stage-1 weights
+    texts : mapping of str to str, optional
+        Stage 2: id -> text (title) for the keywords; ``None``: the predictions alone.
+    predictor : callable, optional
+        Stage 2 (required): a :data:`Predictor` trained with the stage-1 weights
         (:func:`simlabel.training.oof_predictor` gives the out-of-fold heads).
-    graph, index
-        Where each image's neighbours among the labelled images come from
-        (:func:`simlabel.graph.neighbour_source`'s one rule): a k-NN graph of ``emb`` (a folder made
-        by ``simlabel graph`` or a :class:`~simlabel.graph.KnnGraph`, ``k >= config.knn``; images with
-        fewer than ``knn`` labelled graph neighbours are searched exactly among the labelled images),
-        else a saved or built index over ``emb``, else a new index of kind ``config.index`` over the
-        labelled images. The weights are the same for an exact graph or index.
-
-    config
-        The method's settings (:class:`SideInfoConfig`); default ``SideInfoConfig()``.
-    out
-        Write the weighted labels there as CSV, with ``<out>.summary.json`` (one output set).
-    device, text_encoder
-        Where and with which model the category names (and stage 2's keywords) are embedded.
-    log
+    out : str or os.PathLike, optional
+        Write the weighted labels there as CSV, with ``<out>.summary.json`` (one output set),
+        under a lock on ``out``.
+    device : str, default "auto"
+        Where the category names (and stage 2's keywords) are embedded.
+    text_encoder : str or callable, optional
+        The text model that embeds them (a spec such as ``"minilm"``, the default, or an
+        encoder).
+    log : callable, optional
         Called with a line of progress text.
-    label_col
+    label_col : str, default "label"
         The label column when ``labels`` is a catalog.
+    graph : str, os.PathLike or KnnGraph, optional
+        A k-NN graph of ``emb`` (a folder made by ``simlabel graph`` or a
+        :class:`~simlabel.graph.KnnGraph`, ``k >= config.knn``); images with fewer than ``knn``
+        labelled graph neighbours are searched exactly among the labelled images.
+    index : str, os.PathLike or NeighborIndex, optional
+        A saved or built index over ``emb``, used when no graph is given. ``graph``, ``index``
+        and ``config.index`` follow :func:`simlabel.graph.neighbour_source`'s one rule (a graph,
+        else an index, else a new index of kind ``config.index`` over the labelled images); the
+        weights are the same for an exact graph or index.
 
     Returns
     -------
@@ -750,7 +827,18 @@ def side_info_weights(
     ------
     InputError
         A stage other than 1 or 2, stage 2 without a predictor, categories missing from the
-        semantics, both ``graph`` and ``index``, or a graph/index of other embeddings.
+        semantics or an unreadable semantics file, ranks below 1, both ``graph`` and ``index``,
+        or a graph/index of other embeddings.
+    LabelFileError
+        A label file that cannot be read.
+    MissingIdsError
+        Labelled ids without an embedding.
+    StoreError
+        ``emb`` is not a complete embedding folder.
+    ModelError
+        The text model cannot be loaded.
+    LockedError
+        Another process is writing ``out``.
 
     Examples
     --------

@@ -263,18 +263,72 @@ def build_targets(
     taxonomy: np.ndarray | None = None,
     beta: float = 1.0,
 ) -> np.ndarray:
-    """The ``(C, C)`` row-stochastic target matrix a trainer uses for ``kind``:
+    """The ``(C, C)`` row-stochastic soft-target matrix of one of paper 002's approaches.
 
-    ``"none"``                 one-hot (approach 1); ``alpha`` unused
-    ``"uniform"``              approach 2
-    ``"uniform-topk"``         approach 3 over the ``neighbors`` nearest labels; needs ``similarity``
-    ``"semantic"``             approach 4; needs ``similarity``
-    ``"semantic-curriculum"``  approach 5: the epoch-0 targets, the same as ``"semantic"``;
-                               later epochs call this again with ``alpha=curriculum_alpha(...)``
-    ``"taxonomy"``             :func:`taxonomy_targets` of the distance matrix ``taxonomy``
-                               (:func:`~simlabel.semantics.taxonomy.taxonomy_distance`) with ``beta``; ``alpha`` unused
+    Row ``i`` is the target of an item whose true class is ``i``. With ``N_K(i)`` the ``K``
+    labels most similar to ``i`` (other than ``i``) and ``s+ = max(s, 0)``, approaches 2-4 are
+    ``T = (1 - alpha) I + alpha W``: the true class keeps ``1 - alpha`` and ``W`` (zero diagonal,
+    rows summing to 1) says where the smoothing mass goes::
 
-    ``similarity`` and ``taxonomy`` must be ``n_classes x n_classes``.
+        "none"                 T = I                                   (approach 1, one-hot)
+        "uniform"              W_ij = 1 / (C - 1)        for j != i    (approach 2)
+        "uniform-topk"         W_ij = 1 / K              for j in N_K(i)  (approach 3)
+        "semantic"             W_ij = s+_ij / sum_{k in N_K(i)} s+_ik  for j in N_K(i)  (approach 4)
+        "semantic-curriculum"  the epoch-0 targets, the same as "semantic" (approach 5)
+        "taxonomy"             T_ij = exp(-beta d_ij) / sum_k exp(-beta d_ik)
+
+    For the curriculum, later epochs call this again with ``alpha=curriculum_alpha(...)``
+    (:func:`target_schedule` does it). A ``semantic`` row whose neighbour similarities are all
+    ``<= 0`` falls back to ``1 / K`` on its neighbours.
+
+    Parameters
+    ----------
+    kind : str
+        One of :data:`SMOOTHING_KINDS`: ``none``, ``uniform``, ``uniform-topk``, ``semantic``,
+        ``semantic-curriculum``, ``taxonomy``.
+    n_classes : int
+        ``C``, the number of classes (``>= 1``; ``>= 2`` for the smoothing kinds).
+    alpha : float, default 0.1
+        The smoothing mass, in ``[0, 1]`` (the paper's 0.1); unused by ``none`` and ``taxonomy``.
+    similarity : numpy.ndarray, optional
+        The ``(C, C)`` label similarity (e.g. the cosine of the class names' embeddings,
+        ``label_similarity(embed_label_names(names))``); needed by ``uniform-topk``,
+        ``semantic`` and ``semantic-curriculum``.
+    neighbors : int, default 20
+        ``K``, the nearest labels that share the mass (the paper's 20; clipped to ``C - 1``).
+    taxonomy : numpy.ndarray, optional
+        ``taxonomy``: the ``(C, C)`` distance matrix ``d`` (non-negative, zero diagonal), e.g. the
+        tree distance of :func:`~simlabel.semantics.taxonomy.taxonomy_distance`.
+    beta : float, default 1.0
+        ``taxonomy``: the softmax's sharpness (finite, ``>= 0``; 0 is uniform over all classes,
+        a large ``beta`` tends to one-hot).
+
+    Returns
+    -------
+    numpy.ndarray
+        ``(C, C)`` float64, rows summing to 1.
+
+    Raises
+    ------
+    InputError
+        An unknown ``kind``; ``n_classes < 1``, or fewer than 2 classes to smooth over;
+        ``similarity`` or ``taxonomy`` missing where needed, not ``(C, C)`` or non-finite;
+        ``alpha`` outside ``[0, 1]``; ``neighbors < 1``; a negative or non-finite ``beta``;
+        negative distances or a non-zero diagonal in ``taxonomy``.
+
+    See Also
+    --------
+    target_schedule : The targets a trainer takes for a :class:`SmoothingConfig`.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import build_targets
+    >>> build_targets("uniform", n_classes=3, alpha=0.1).round(3).tolist()
+    [[0.9, 0.05, 0.05], [0.05, 0.9, 0.05], [0.05, 0.05, 0.9]]
+    >>> s = np.array([[1.0, 0.8, 0.2], [0.8, 1.0, 0.4], [0.2, 0.4, 1.0]])
+    >>> build_targets("semantic", n_classes=3, similarity=s, neighbors=2).round(3).tolist()
+    [[0.9, 0.08, 0.02], [0.067, 0.9, 0.033], [0.033, 0.067, 0.9]]
     """
     if kind not in SMOOTHING_KINDS:
         raise InputError(f"unknown smoothing kind {kind!r}; use one of {', '.join(SMOOTHING_KINDS)}")
@@ -307,12 +361,51 @@ def build_targets(
 
 @dataclass
 class SmoothingConfig:
-    """Soft targets for training (paper 002). ``kind`` is one of :data:`SMOOTHING_KINDS`.
+    """Soft targets for training a classifier (paper 002): which approach, and its settings.
 
-    ``label_model`` embeds the class names (``minilm``, ``st:...``, or ``clip:...`` for the CLIP
-    text tower); ``descriptions`` a CSV ``label,description``; ``taxonomy`` a CSV ``label,path`` with
-    ``path`` like ``Apparel > Topwear > Tshirts`` (or a mapping label -> path tuple);
-    ``curriculum_epochs``/``schedule``/``warmup``: how approach 5 anneals alpha to 0.
+    :func:`target_schedule` turns it into what the trainer takes (:func:`build_targets` gives the
+    formulas of each approach).
+
+    Parameters
+    ----------
+    kind : str, default "none"
+        One of :data:`SMOOTHING_KINDS`: ``none`` (one-hot, approach 1), ``uniform`` (2),
+        ``uniform-topk`` (3), ``semantic`` (4), ``semantic-curriculum`` (5: approach 4 with
+        ``alpha`` annealed to 0 over training) or ``taxonomy`` (a softmax of the tree distance).
+    alpha : float, default 0.1
+        The smoothing mass, in ``[0, 1]``: the true class keeps ``1 - alpha``.
+    neighbors : int, default 20
+        ``K``, the nearest labels that share the mass (``uniform-topk`` and the semantic kinds).
+    label_model : str, default "minilm"
+        The text model that embeds the class names (``minilm``, ``st:...``, or ``clip:...`` for
+        the CLIP text tower, as the paper does).
+    descriptions : str, optional
+        A CSV ``label,description``: a described class is embedded as ``"<name>: <description>"``,
+        which disambiguates short or cryptic names.
+    taxonomy : str or mapping of str to sequence of str, optional
+        ``taxonomy``: a CSV ``label,path`` with ``path`` like ``Apparel > Topwear > Tshirts``, or
+        a mapping label -> path tuple; every class must be in it.
+    beta : float, default 1.0
+        ``taxonomy``: the sharpness of ``T_ij = softmax_j(-beta d_ij)`` (``>= 0``).
+    curriculum_epochs : int, default 30
+        ``semantic-curriculum``: the epochs over which ``alpha`` anneals to exactly 0 at the last
+        one.
+    schedule : {"linear", "cosine", "step", "exp"}, default "linear"
+        ``semantic-curriculum``: how ``alpha`` anneals (:func:`curriculum_alpha`).
+    warmup : int, default 0
+        ``semantic-curriculum``: epochs at the full ``alpha`` before annealing starts.
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field).
+
+    Examples
+    --------
+    >>> from simlabel import SmoothingConfig
+    >>> cfg = SmoothingConfig(kind="semantic-curriculum", schedule="cosine")
+    >>> cfg.alpha, cfg.neighbors, cfg.curriculum_epochs
+    (0.1, 20, 30)
     """
 
     kind: str = "none"
@@ -343,13 +436,53 @@ def target_schedule(
     similarity: np.ndarray | None = None,
     device: str = "auto",
 ):
-    """What :meth:`EmbeddingClassifier.fit` takes as ``soft_targets`` for ``config``:
+    """The soft targets for ``config``, as :meth:`EmbeddingClassifier.fit` takes them (``soft_targets``).
 
-    ``None`` for ``none`` (approach 1 trains on the hard loss alone: a KL to one-hot targets
-    would just add a second cross-entropy), a (C, C) matrix for approaches 2-4 and the
-    taxonomy variant, and ``epoch -> matrix`` for the curriculum (approach 5).
-    ``similarity`` may be given (e.g. computed once for several runs); otherwise the class
-    names are embedded with ``config.label_model``.
+    Parameters
+    ----------
+    classes : sequence of str
+        The class names, in the order of the classifier's outputs.
+    config : SmoothingConfig
+        Which approach and its settings.
+    similarity : numpy.ndarray, optional
+        The ``(C, C)`` label similarity, e.g. computed once for several runs; otherwise, where
+        the kind needs it, the class names (with ``config.descriptions``) are embedded with
+        ``config.label_model`` and compared by cosine.
+    device : str, default "auto"
+        Where the class names are embedded.
+
+    Returns
+    -------
+    None, numpy.ndarray or callable
+        ``None`` for ``none`` (approach 1 trains on the hard loss alone: a KL to one-hot targets
+        would just add a second cross-entropy); a ``(C, C)`` matrix (:func:`build_targets`) for
+        approaches 2-4 and ``taxonomy``; and for the curriculum (approach 5) a function
+        ``epoch -> (C, C) matrix`` (0-based epochs) whose smoothing mass is ``curriculum_alpha(epoch,
+        config.curriculum_epochs, config.alpha, schedule=config.schedule, warmup=config.warmup)``.
+
+    Raises
+    ------
+    InputError
+        ``taxonomy`` without ``config.taxonomy`` or with classes missing from it; a
+        ``similarity`` that is not ``(C, C)``; fewer than two classes to smooth over.
+    LabelFileError
+        A taxonomy or descriptions file that cannot be read.
+    ModelError
+        The label model cannot be loaded.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from simlabel import SmoothingConfig, target_schedule
+    >>> s = np.array([[1.0, 0.8, 0.2], [0.8, 1.0, 0.4], [0.2, 0.4, 1.0]])
+    >>> cfg = SmoothingConfig(kind="semantic-curriculum", neighbors=2, curriculum_epochs=3)
+    >>> at_epoch = target_schedule(["Shirts", "Tshirts", "Shoes"], cfg, similarity=s)
+    >>> at_epoch(0).round(3).tolist()
+    [[0.9, 0.08, 0.02], [0.067, 0.9, 0.033], [0.033, 0.067, 0.9]]
+    >>> at_epoch(2).tolist()
+    [[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [0.0, 0.0, 1.0]]
+    >>> target_schedule(["Shirts", "Shoes"], SmoothingConfig()) is None
+    True
     """
     kind = config.kind
     if kind == "none":

@@ -76,7 +76,53 @@ OUTPUT_COLUMNS = ["id", "label", "suggested", "score", "rank", "method", "neighb
 
 @dataclass
 class SuspectsConfig:
-    """How suspects are found (see the module docstring for the definitions)."""
+    r"""How suspected label errors are found: k-NN votes (SimiFeat), cleanlab, or both.
+
+    An item's labelled neighbours vote for its label, ``v_i(c) = sum_j w_ij D_g(j)(c) / sum_j w_ij``
+    over its ``k`` nearest labelled neighbours ``j`` (``D_g`` the label distribution of the
+    neighbour's near-duplicate group), and its score is ``v_i(y_i)``, the share of its own label
+    (the module docstring gives the details).
+
+    Parameters
+    ----------
+    method : {"knn", "cleanlab", "both"}, default "knn"
+        ``knn``: the neighbours' votes (Zhu, Dong & Liu, ICML 2022); ``cleanlab``: cleanlab's
+        ``find_label_issues`` on out-of-fold probabilities (needs a predictor); ``both``.
+    k : int, default 10
+        Labelled neighbours that vote (at most the number of labelled items minus one).
+    mode : {"rank", "vote"}, default "rank"
+        ``rank``: within each given class ``j``, the ``round(n_j (1 - P(y = j | y~ = j)))`` items
+        of lowest score are suspect, the clean-given-noisy rates estimated by HOC from the noise
+        transition matrix ``T`` and the clean prior ``p``; ``vote``: an item is suspect when
+        another label wins the vote.
+    weighting : {"similarity", "uniform"}, default "similarity"
+        ``similarity``: each vote weighs its cosine, ``w_ij = max(s_ij, 0)``; ``uniform``: 1.
+    duplicate_threshold : float or None, default 0.98
+        Near-duplicates: a cosine at or above it (in ``(0, 1]``) joins two items into one
+        product, which votes once and never for its own members; a group whose members disagree
+        is reported (``method`` ``duplicates``). ``None``: off.
+    index : {"auto", "flat", "ivf", "hnsw"}, default "auto"
+        How neighbours are found without a graph or index (:func:`simlabel.index.auto_kind`).
+    hoc_steps : int, default 1500
+        HOC: gradient (Adam) steps of the least-squares fit of ``T`` and ``p``.
+    cleanlab_filter : str, default "prune_by_noise_rate"
+        cleanlab's ``filter_by``: ``prune_by_noise_rate``, ``prune_by_class``, ``both``,
+        ``confident_learning`` or ``predicted_neq_given``.
+    seed : int, default 0
+        Seed of the HOC fit and of a built index.
+
+    Raises
+    ------
+    InputError
+        A value out of its domain (a :class:`~simlabel.errors.ConfigError` naming the field).
+
+    Examples
+    --------
+    >>> from simlabel import SuspectsConfig
+    >>> cfg = SuspectsConfig(mode="vote", k=20)
+    >>> cfg.method, cfg.k, cfg.duplicate_threshold
+    ('knn', 20, 0.98)
+    """
 
     method: str = "knn"
     #: labelled neighbours that vote
@@ -262,16 +308,38 @@ def _explain(ids: np.ndarray, labels: np.ndarray, nb: np.ndarray, sims: np.ndarr
 
 @dataclass
 class SuspectsResult:
-    """What :func:`find_suspects` found.
+    """What :func:`find_suspects` found: the suspected label errors, explained, and a summary.
+
+    Parameters
+    ----------
+    labels : pandas.DataFrame
+        ``id, label, suggested, score, rank, method`` (and ``cleanlab_score`` with ``both``) and
+        the explanation ``neighbor_ids, neighbor_labels, neighbor_similarities`` (the nearest
+        labelled neighbours, ``|``-separated, best first), suspects first by ``rank`` (every item
+        with ``all_items``, ``rank`` empty for the unflagged). ``method`` says who flagged the
+        item: ``knn``, ``cleanlab``, ``knn+cleanlab`` or ``duplicates``.
+    summary : dict
+        The counts (``n`` items, ``classes``, ``n_suspects``, ``n_knn``, ``n_cleanlab``,
+        ``n_both``, ``n_duplicate_groups``, ``n_duplicate_conflicts``), ``k``, ``mode``,
+        ``method``, and in rank mode the estimated noise rates (``noise_rate_estimate``,
+        ``noise_rate_by_class``): what the JSON and the page report.
 
     Attributes
     ----------
-    labels : DataFrame
-        ``id, label, suggested, score, rank, method`` and the explanation ``neighbor_ids, neighbor_labels,
-        neighbor_similarities``, suspects first by rank (every item with ``all_items``).
-    summary : dict
-        The counts (items, suspects by method, near-duplicate groups and conflicts), ``k``, the mode, and in
-        rank mode the estimated noise rates: what the JSON and the page report.
+    suspects : pandas.DataFrame
+        The flagged rows of ``labels`` (those with a ``rank``), best first.
+
+    Examples
+    --------
+    Built by hand here; :func:`find_suspects` makes it.
+
+    >>> import pandas as pd
+    >>> from simlabel import SuspectsResult
+    >>> table = pd.DataFrame({"id": ["3", "8"], "label": ["Shirts", "Shoes"], "suggested": ["Tshirts", "Shoes"],
+    ...                       "score": [0.1, 0.9], "rank": pd.array([1, None], dtype="Int64"), "method": ["knn", ""]})
+    >>> made = SuspectsResult(table, {"n": 2, "n_suspects": 1})
+    >>> made.suspects["id"].tolist()
+    ['3']
     """
 
     labels: pd.DataFrame

@@ -738,10 +738,83 @@ def category_semantics(
     3. the names' text similarity: ``text_similarity`` if given (``(C, C)``), else the
        cosine of :func:`~simlabel.semantics.names.embed_label_names` with ``text_encoder``
        (a spec such as ``"minilm"`` built on ``device``, an encoder object, or any callable
-       ``list[str] -> (C, d)``), blended in with :func:`blend_similarity` (``text_weight``);
-       with ``text_encoder=None`` (and no ``text_similarity``) WordNet alone, unmapped pairs 0;
+       ``list[str] -> (C, d)``), blended in with :func:`blend_similarity` (``text_weight``):
+       ``S = (1 - w) S_wn + w max(S_text, 0)``, ``max(S_text, 0)`` alone where a category has
+       no synset; with ``text_encoder=None`` (and no ``text_similarity``) WordNet alone,
+       unmapped pairs 0, the diagonal 1;
     4. the ``k`` nearest categories of each (:func:`~simlabel.semantics.names.nearest_labels`,
        ``k`` clipped to ``C - 1``).
+
+    Parameters
+    ----------
+    names : sequence of str
+        The category names: distinct, none blank.
+    measure : {"wup", "lin", "path"}, default "wup"
+        The WordNet similarity: Wu-Palmer, Lin (information content of ``ic``) or path.
+    text_weight : float, default 0.5
+        ``w`` in [0, 1], the weight of the text similarity in the blend (0: WordNet only
+        where it has an answer; 1: text only).
+    k : int, default 5
+        How many nearest categories each keeps, >= 0 (clipped to ``C - 1``).
+    text_encoder : TextEncoder, str, callable or None, default "minilm"
+        What embeds the names when no ``text_similarity`` is given: a text-encoder spec, an
+        encoder object, or a callable ``list[str] -> (C, d)``; ``None``: no text similarity.
+    text_similarity : ndarray of shape (C, C), optional
+        A precomputed text similarity of the names, in the order of ``names`` (finite).
+    overrides : mapping of str to str or None, optional
+        An explicit synset name per category (``{"Trunk": "trunk.n.02"}``); an empty string or
+        ``None`` leaves that category unmapped (:func:`read_overrides` reads them from a CSV).
+    sense : {"first", "context"}, default "context"
+        How a category's sense is chosen (:func:`map_categories`): WordNet's most frequent
+        sense, or the one closest to the senses of the other categories.
+    ic : str, default "brown"
+        The information-content corpus of the Lin measure (ignored by the others).
+    device : str, default "auto"
+        Where a ``text_encoder`` given as a spec runs (``cpu``, ``cuda``, ``auto``).
+    reader : WordNetCorpusReader, optional
+        An nltk WordNet reader (default :func:`simlabel.semantics.wordnet.wordnet_reader`).
+
+    Returns
+    -------
+    CategorySemantics
+        ``names``, ``mapping`` (the synsets), ``wordnet`` (NaN for unmapped categories),
+        ``text`` (``None`` without one), ``similarity`` (``(C, C)`` in [0, 1]), ``neighbors``
+        (``(C, k)`` int64, most similar first, itself excluded) and ``params`` (how it was
+        made); save and load as JSON, a review table with :meth:`CategorySemantics.to_frame`.
+
+    Raises
+    ------
+    InputError
+        Names that are empty, blank or given twice; ``k`` < 0; an unknown ``sense`` or
+        ``measure``; an override that is not a noun synset of WordNet; ``text_similarity``
+        not ``(C, C)`` or not finite; ``text_weight`` outside [0, 1]; an unknown
+        ``text_encoder`` spec or ``device``; a text encoder that returns other than one
+        finite, non-zero row per name.
+    ModelError
+        The text encoder's model cannot be loaded or run (a missing package or model
+        folder, ``cuda`` without a CUDA device).
+    TypeError
+        ``names`` a single string, or a name that is not a ``str``.
+    WordNetUnavailable
+        (:class:`~simlabel.semantics.wordnet.WordNetUnavailable`) nltk, WordNet or the
+        information-content file ``ic`` cannot be found.
+
+    See Also
+    --------
+    map_categories, wordnet_similarity, blend_similarity : The three steps.
+
+    Examples
+    --------
+    WordNet is read from disk (about 1.5 s the first time), so these lines are not run:
+
+    >>> from simlabel import category_semantics
+    >>> names = ["Casual Shoes", "Flats", "Handbags", "Tshirts", "Shirts"]
+    >>> sem = category_semantics(names, k=2, text_encoder=None)  # doctest: +SKIP
+    >>> sem.mapping.synsets  # doctest: +SKIP
+    ['shoe.n.01', 'flats.n.01', 'bag.n.04', 'jersey.n.03', 'shirt.n.01']
+    >>> sem.related("Tshirts")  # doctest: +SKIP
+    ['Shirts', 'Casual Shoes']
+    >>> sem.save("categories.json")  # doctest: +SKIP
     """
     names = check_names(names, "category name")
     if k < 0:
