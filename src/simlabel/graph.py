@@ -517,16 +517,8 @@ def neighbours_for(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *, 
 
     Raises
     ------
-    InputError
-        As :func:`neighbour_source` (both ``graph`` and ``index``, no such ``graph`` folder, a
-        graph or index of other embeddings, a graph holding fewer than ``k`` neighbours per
-        row, rows of ``among`` that are not distinct).
-    ConfigError
-        ``k`` not a positive integer, or an unknown ``kind``.
-    StoreError
-        The embeddings or the graph folder cannot be loaded, or a saved index's files disagree.
-    FileNotFoundError
-        A saved ``index`` with a missing file.
+    InputError, ConfigError, StoreError, FileNotFoundError
+        As :func:`neighbour_source`.
 
     Examples
     --------

@@ -1,15 +1,15 @@
 """Label files made from a catalog's own columns: seeds, holdouts, clean sets and noisy copies
 (``simlabel labels sample``).
 
-Every example of the README starts from files this module (or ``search``, ``flip
---export-basis``) makes, so nobody has to hand-write a label file:
+Every example of the README starts from files this module (or ``search``, ``flip`` with
+``export_basis``) makes, so nobody has to hand-write a label file (:class:`SampleConfig`'s fields):
 
-* **seeds** of a few labels per class: ``--frac 0.1`` (or ``--n 500``, ``--per-class 20``) of
-  the labelled rows, stratified by class;
-* a **holdout** drawn *first* (``--holdout-frac 0.2``) and never sampled, for an honest test;
-* a **clean set** of multi-labels (``--attributes gender,usage`` or ``--labels-col``) for
-  ``simlabel flip --clean``;
-* **noisy copies** (``--noise 0.3``): single labels replaced by another class drawn uniformly
+* **seeds** of a few labels per class: ``frac=0.1`` (or ``n=500``, ``per_class=20``) of the
+  labelled rows, stratified by class;
+* a **holdout** drawn *first* (``holdout_frac=0.2``) and never sampled, for an honest test;
+* a **clean set** of multi-labels (``attributes=("gender", "usage")`` or ``labels_col``) for
+  ``flip``'s ``clean``;
+* **noisy copies** (``noise=0.3``): single labels replaced by another class drawn uniformly
   (symmetric noise), or, for multi-labels, each positive dropped (the way shops lose them).
 
 The cores are arrays in, arrays out: :func:`sample_mask` and :func:`flip_labels`;

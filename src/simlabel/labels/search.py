@@ -86,27 +86,9 @@ class SearchConfig(RetrievalConfig):
 
     Parameters
     ----------
-    method : {"bm25", "tfidf", "embedding"}, default "bm25"
-        ``"bm25"`` (via the ``bm25s`` library: term frequency saturates, long titles are
-        discounted, rare query terms count more), ``"tfidf"`` (scikit-learn ``TfidfVectorizer``
-        with sublinear tf, and cosine) or ``"embedding"`` (cosine between text embeddings of the
-        category names and of the titles).
-    top_r : int, default 100
-        Results kept per query, i.e. per category (the paper's "top R search results").
-    min_score : float, default 0.0
-        Keep only results scoring strictly above it. With bm25/tfidf ``0`` means "at least one
-        query term matched"; with ``embedding`` it is a cosine (``-inf`` keeps all).
-    stem : bool, default True
-        Snowball-stem the tokens (bm25/tfidf), so "Watches" matches "Watch".
-    k1 : float, default 1.5
-        BM25 term-frequency saturation (``>= 0``).
-    b : float, default 0.75
-        BM25 length normalisation, in ``[0, 1]``.
-    text_model : str, default "minilm"
-        The ``embedding`` method's encoder spec (:func:`simlabel.encoders.get_text_encoder`),
-        used when neither embeddings nor an encoder are passed in.
-    device : str, default "auto"
-        Where that encoder runs.
+    method, top_r, min_score, stem, k1, b, text_model, device
+        The search, as :class:`~simlabel.retrieval.RetrievalConfig` defines them (defaults
+        ``"bm25"``, ``100``, ``0.0``, ``True``, ``1.5``, ``0.75``, ``"minilm"``, ``"auto"``).
     duplicates : {"best", "keep"}, default "best"
         ``"best"``: an item found by several queries keeps the one where it ranked best (one
         label per id, a valid label file); ``"keep"``: one row per (item, query).
