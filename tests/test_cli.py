@@ -12,7 +12,7 @@ from simlabel.cli import app
 runner = CliRunner()
 
 
-COMMANDS = ["embed", "index", "graph", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip", "suspects",
+COMMANDS = ["embed", "index", "graph", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip", "suspects", "select",
             "train", "evaluate", "demo"]
 EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info", "ssl"]
 

@@ -30,6 +30,7 @@ COMMANDS = {
     "side-info": ["side-info", "--emb", "{p}", "--labels", "{p}", "--out", "{o}"],
     "flip": ["flip", "--emb", "{p}", "--catalog", "{p}", "--out", "{o}"],
     "suspects": ["suspects", "--emb", "{p}", "--labels", "{p}", "--out", "{o}"],
+    "select": ["select", "--emb", "{p}", "--budget", "3", "--out", "{o}"],
     "train": ["train", "--emb", "{p}", "--labels", "{p}", "--out", "{o}"],
     "evaluate": ["evaluate", "--model", "{p}", "--emb", "{p}", "--labels", "{p}"],
     "demo": ["demo", "--data", "{p}"],

@@ -48,8 +48,9 @@ if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: n
     from simlabel.labels.selfml import Pretrain, SelfMLConfig
     from simlabel.labels.side_info import Predictor
     from simlabel.labels.suspects import SuspectsConfig, SuspectsResult
+    from simlabel.selection import SelectConfig, Selection
 
-__all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "train"]
+__all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "select", "train"]
 
 INPUTS = ("image", "text", "image+text")
 FUSIONS = ("none", "attention")
@@ -715,6 +716,70 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
         render = lambda found, path: write_suspects_html(found.labels, cat, path, summary=found.summary)  # noqa: E731
     return find(emb, labels, cfg, graph=graph, index=index, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
                 html=html, render=render)
+
+
+def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectConfig | None" = None, *,
+           labels: "str | os.PathLike | pd.DataFrame | None" = None, model: "str | os.PathLike | EmbeddingClassifier | None" = None,
+           graph=None, index=None, exclude: "Sequence[str] | None" = None, previous=None,
+           out: "str | os.PathLike | None" = None, label_col: str = "label", device: str = "auto") -> "Selection":
+    """What a person should label next, as ``simlabel select`` chooses it, in one call.
+
+    :func:`simlabel.selection.select_items` handed the model's probabilities over the catalog: those of
+    ``model`` (a folder made by ``simlabel train`` or a fitted :class:`~simlabel.heads.EmbeddingClassifier`
+    on image embeddings), else of an :data:`OOF_HEAD` head trained here on ``labels`` (when they hold two
+    classes or more); without either, the cold-start strategies only.
+
+    Parameters
+    ----------
+    emb, budget, config, labels, graph, index, exclude, previous, out, label_col
+        As :func:`simlabel.selection.select_items`.
+    model : str, os.PathLike or EmbeddingClassifier, optional
+        The current model; default: one trained on ``labels``.
+    device : str, default "auto"
+        Where that head trains and predicts.
+
+    Returns
+    -------
+    Selection
+        The queue (``id``, the reason, the model's proposal, the nearest labelled neighbours), the
+        summary (strategy, why, the stopping signal ``changed``) and the catalog's predictions.
+
+    Raises
+    ------
+    InputError
+        A model on other inputs than these image embeddings, or as :func:`simlabel.selection.select_items`.
+    MissingIdsError
+        Labelled ids without an embedding.
+    LabelFileError
+        A label file that cannot be read.
+
+    Examples
+    --------
+    >>> from simlabel import select
+    >>> first = select("emb/", 34, out="round1.csv")  # doctest: +SKIP
+    >>> nxt = select("emb/", 34, labels="labelled.csv", previous="round1.csv", out="round2.csv")  # doctest: +SKIP
+    >>> nxt.summary["changed"]  # doctest: +SKIP
+    """
+    from simlabel.selection import select_items
+
+    e = as_embeddings(emb)
+    table = None
+    if labels is not None:
+        table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=e.ids, label_col=label_col)
+    clf = None
+    if model is not None:
+        clf = model if isinstance(model, EmbeddingClassifier) else EmbeddingClassifier.load(model)
+        if len(clf.input_dims_) > 1 or clf.dim_ != e.dim:
+            raise InputError(f"the model {model if not isinstance(model, EmbeddingClassifier) else ''} takes "
+                             f"{clf.input_dims_} inputs; select reads {e.dim}-d image embeddings ({e.source})")
+    elif table is not None and table["label"].nunique() >= 2:
+        clf = train(e, table, config=oof_head(device), progress_label="select: model")
+    proba = classes = None
+    if clf is not None:
+        proba = clf.predict_proba(e.matrix)
+        classes = [str(c) for c in clf.classes_]
+    return select_items(e, budget, config, labels=table, proba=proba, classes=classes, graph=graph, index=index,
+                        exclude=list(exclude) if exclude is not None else None, previous=previous, out=out)
 
 
 def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":

@@ -35,6 +35,7 @@ from simlabel.labels.search import SearchConfig
 from simlabel.labels.selfml import SelfMLConfig
 from simlabel.labels.side_info import SideInfoConfig
 from simlabel.labels.suspects import SuspectsConfig
+from simlabel.selection.queue import STRATEGIES, SelectConfig
 from simlabel.semantics.categories import category_semantics
 
 app = typer.Typer()
@@ -457,3 +458,59 @@ def suspects(
                   str(r["method"]), nbrs)
     out_console.print(t)
     written(html_out)
+
+
+@command(app)
+def select(
+    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog (every item may be chosen but the labelled and the excluded)."),
+    budget: int = typer.Option(..., "--budget", "-n", help="How many items to choose for labelling."),
+    out: Path = typer.Option(..., "--out", "-o", help="TO_LABEL.csv: id, rank, strategy, reason, the model's proposal and the nearest labelled neighbours (a review queue)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="The labels so far (CSV id,label, or a catalog with --label-col): never chosen again; a model is trained on them when --model is not given."),
+    label_col: str = label_col_option(),
+    model: Optional[Path] = typer.Option(None, "--model", help="A model folder made by `simlabel train` over EMB: its probabilities drive uncertainty and the proposals."),
+    strategy: str = typer.Option(default(SelectConfig, "strategy"), "--strategy", help=f"{', '.join(STRATEGIES)}. auto: --cold until a model exists and the labels reach --cold-per-class per class, then badge (uncertainty x diversity, Ash et al. 2020)."),
+    cold: str = typer.Option(default(SelectConfig, "cold"), "--cold", help="The cold start auto uses: typiclust (the most typical item of each uncovered cluster, Hacohen et al. 2022) or probcover (greedy max coverage of delta-balls, Yehuda et al. 2022)."),
+    cold_per_class: float = typer.Option(default(SelectConfig, "cold_per_class"), "--cold-per-class", help="auto switches to badge at this many labels per class."),
+    graph: Optional[Path] = graph_option("the neighbours (typicality, coverage balls, nearest labelled)"),
+    index_path: Optional[Path] = index_option(),
+    exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of items never chosen (a test set)."),
+    previous: Optional[Path] = typer.Option(None, "--previous", help="The previous round's TO_LABEL.csv: prints the share of the catalog whose prediction changed since (the stopping signal)."),
+    seed: int = typer.Option(0, "--seed"),
+    device: str = device_option(),
+    progress: bool = progress_option(),
+    wait: bool = wait_option(),
+    allow_partial: bool = partial_option(),
+    normalize_labels: bool = normalize_option(),
+) -> None:
+    """What to label next: typical and covering items first, then uncertain and diverse ones (a review queue).
+
+    Writes OUT, OUT.summary.json (the strategy and why, ProbCover's radius, the stopping signal) and, with a model, OUT.predictions.parquet (the next round's --previous).
+    Cost: k-means over the catalog (TypiClust) or one k-NN graph (ProbCover; none with --graph); with labels, one head trained on them (seconds for 10k).
+
+    Example: simlabel select --emb emb/ --budget 34 --exclude test.csv --out round1.csv
+    then, with the answers: simlabel select --emb emb/ --labels labelled.csv --budget 34 --previous round1.csv --out round2.csv
+    """
+    from simlabel.labels.io import read_id_list
+    from simlabel.training import select as select_fn
+
+    cfg = SelectConfig(strategy=strategy, cold=cold, cold_per_class=cold_per_class, seed=seed)
+    ex = read_id_list(exclude, what="exclude file") if exclude else None
+    made = select_fn(emb, budget, cfg, labels=labels, model=model, graph=graph, index=index_path, exclude=ex,
+                     previous=previous, out=out, label_col=label_col, device=device)
+    s, q = made.summary, made.labels
+    say(f"{len(q):,} items to label ({s['strategy']}: {s['why']}) -> {out}")
+    if "coverage" in s:
+        say(f"coverage: {s['coverage']:.1%} of the catalog within cosine {s['threshold']:.3f} of a chosen or labelled item")
+    if "changed" in s:
+        say(f"stopping signal: {s['changed']:.1%} of {s['compared']:,} items changed their predicted label since {previous}")
+    t = Table(title="to label next")
+    for col in ("rank", "id", "reason", "proposal", "nearest labelled"):
+        t.add_column(col, justify="right" if col == "rank" else "left")
+    for row in q.head(20).itertuples():
+        near = ", ".join(f"{lab} {float(v):.2f}" for lab, v in zip(str(row.neighbor_labels).split("|")[:3],
+                                                                  str(row.neighbor_similarities).split("|")[:3]) if lab)
+        prop = "" if not row.proposal else f"{row.proposal} ({row.proposal_score:.2f})"
+        t.add_row(str(row.rank), str(row.id), str(row.reason), prop, near)
+    if len(q) > 20:
+        t.caption = f"the first 20 of {len(q)}; all in {out}"
+    out_console.print(t)
