@@ -57,6 +57,7 @@ _EXPORTS = {
     "Augmented": "simlabel.labels.augment",
     "propagate": "simlabel.labels.propagate",
     "Propagated": "simlabel.labels.propagate",
+    "PseudoConfig": "simlabel.labels.pseudo",
     "SmoothingConfig": "simlabel.labels.smoothing",
     "build_targets": "simlabel.labels.smoothing",
     "target_schedule": "simlabel.labels.smoothing",

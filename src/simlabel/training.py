@@ -40,11 +40,13 @@ from simlabel.metrics import (
     semantic_neighborhood_hits,
     topk_accuracy,
 )
+from simlabel.progress import task
 from simlabel.semantics.names import embed_label_names, label_similarity, nearest_labels
 from simlabel.semantics.taxonomy import taxonomy_matrix
 from simlabel.store import Embeddings, as_embeddings
 
 if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: not on `simlabel train`'s path
+    from simlabel.labels.pseudo import PseudoConfig
     from simlabel.labels.selfml import Pretrain, SelfMLConfig
     from simlabel.labels.side_info import Predictor
     from simlabel.labels.suspects import SuspectsConfig, SuspectsResult
@@ -124,6 +126,16 @@ def holdouts_named_by(label_files: Sequence[str | os.PathLike | pd.DataFrame]) -
             continue
         found.append(hit)
     return found
+
+
+def holdout_id_set(holdouts: Sequence[str | os.PathLike | pd.DataFrame]) -> set[str]:
+    """Every id of the holdouts (files or tables)."""
+    from simlabel.labels.io import read_holdout
+
+    ids: set[str] = set()
+    for h in holdouts:
+        ids |= set((h["id"] if isinstance(h, pd.DataFrame) else read_holdout(h)["id"]).astype(str))
+    return ids
 
 
 def drop_holdout_ids(table: pd.DataFrame, holdouts: Sequence[str | os.PathLike | pd.DataFrame],
@@ -212,6 +224,8 @@ def train(
     on_holdout: str = "drop",
     input_dims: Sequence[int] | None = None,
     progress_label: str = "train",
+    pseudo: "str | PseudoConfig | None" = None,
+    graph=None,
 ) -> EmbeddingClassifier:
     """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
 
@@ -270,6 +284,15 @@ def train(
         returns; an experiment joins image and title once for all its models), their widths.
     progress_label : str, default "train"
         How the epochs' progress is named (an experiment names the model it trains).
+
+    pseudo : str or PseudoConfig, optional
+        Pseudo-labels from the unlabelled catalog (:mod:`simlabel.labels.pseudo`): ``"none"`` (default),
+        ``"augment"``, ``"propagate"``, ``"spread"``, or ``"auto"``, which chooses the mode and the weight's
+        scale by out-of-fold validation on the human labels only (:func:`choose_pseudo`); each pseudo-label
+        weighs its certainty, class-balanced, never more than a human label. The choice and the candidates'
+        figures go to ``config.json``. Image inputs only.
+    graph : optional
+        A k-NN graph of ``emb`` the pseudo-label methods read their neighbours from.
 
     Returns
     -------
@@ -356,11 +379,17 @@ def train(
     X = features.rows(table["id"]).matrix
     weights = None if not weight_col else sample_weights(table, weight_col)
     classes = sorted(table["label"].unique())
+    pseudo_record = None
+    if pseudo is not None and (pseudo if isinstance(pseudo, str) else pseudo.mode) != "none":
+        X, labels_all, weights, table, pseudo_record = _with_pseudo_labels(
+            features, table, X, weights, pseudo, config, graph=graph, holdouts=holdouts, inputs=inputs)
+    else:
+        labels_all = table["label"].to_numpy()
     targets = None
     if smoothing is not None and smoothing.kind != "none":
         targets = target_schedule(classes, smoothing, similarity=similarity, device=config.device)
     clf = EmbeddingClassifier(config, progress_label=progress_label).fit(
-        X, table["label"].to_numpy(), sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
+        X, labels_all, sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
     )
     clf.training_ids_ = hash_ids(table["id"])
     if out is not None:
@@ -387,9 +416,40 @@ def train(
                 "n_train": {str(k): int(v) for k, v in table["label"].value_counts().sort_index().items()},
                 "n_by_origin": {str(k): int(v) for k, v in table["origin"].value_counts().items()},
                 "n_without_embeddings": n_missing,
+                "pseudo": pseudo_record,
             },
         )
     return clf
+
+
+def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray, weights: np.ndarray | None,
+                        pseudo: "str | PseudoConfig", head: HeadConfig, *, graph, holdouts, inputs: str):
+    """The training rows with the pseudo-labels appended (chosen by ``auto`` when asked), their weights,
+    the table they came from, and what ``config.json`` records."""
+    from simlabel.labels.pseudo import PseudoConfig, make_pseudo_labels, pseudo_weights
+
+    if inputs != "image":
+        raise InputError(f"`pseudo` labels items by their image embeddings; inputs {inputs!r} are not supported")
+    cfg = pseudo if isinstance(pseudo, PseudoConfig) else PseudoConfig(mode=pseudo)
+    hold = holdout_id_set(holdouts)
+    if cfg.mode == "auto":
+        choice = choose_pseudo(features, table, cfg, head, graph=graph, holdout_ids=hold)
+    else:
+        choice = {"mode": cfg.mode, "scale": cfg.scales[-1], "why": "asked for", "candidates": []}
+    record = {"asked": cfg.mode, **choice, "n": 0}
+    if choice["mode"] == "none":
+        return X, table["label"].to_numpy(), weights, table, record
+    known = features.has(sorted(hold)) if hold else np.zeros(0, dtype=bool)
+    blocked = list(np.asarray(sorted(hold), dtype=object)[known]) if hold else []
+    made = make_pseudo_labels(features, table[["id", "label"]], choice["mode"], cfg, graph=graph, exclude=blocked)
+    made = made[~made["id"].isin(set(table["id"]))]
+    w_pseudo = pseudo_weights(made["label"], made["certainty"], choice["scale"])
+    human_w = np.ones(len(table), np.float32) if weights is None else np.asarray(weights, np.float32)
+    record.update(n=int(len(made)), mean_weight=round(float(w_pseudo.mean()), 4) if len(made) else None)
+    pseudo_rows = made.assign(origin="pseudo")[["id", "label", "origin"]]
+    full = pd.concat([table, pseudo_rows], ignore_index=True)
+    X_all = np.concatenate([X, features.rows(made["id"]).matrix]) if len(made) else X
+    return X_all, full["label"].to_numpy(), np.concatenate([human_w, w_pseudo]), full, record
 
 
 def sample_weights(table: pd.DataFrame, column: str) -> np.ndarray:
@@ -617,6 +677,102 @@ def evaluate(
 
 #: the head of every out-of-fold predictor simlabel trains for its own use (side information's stage 2, the
 #: cleanlab peer of suspects): a one-hidden-layer MLP, early-stopped (patience 8 of at most 100 epochs)
+def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConfig", head: HeadConfig, *,
+                  graph=None, holdout_ids: "set[str] | None" = None, progress: bool = True) -> dict:
+    """``pseudo="auto"``: the pseudo-label mode and scale with the best out-of-fold accuracy on the human labels.
+
+    The human labels are split into ``config.folds`` stratified folds. For each fold, the pseudo-labels of
+    every mode are made from the other folds' labels only, never on the fold's ids nor on a holdout's; each
+    candidate (``none``, or a mode at each of ``config.scales``) trains ``head`` on the other folds (plus its
+    pseudo-labels) and is scored on the fold. The best mean accuracy wins, ``none`` unless a mode beats it by
+    more than ``config.margin``. With fewer than ``config.min_per_class`` labels in some class there is
+    nothing to validate on: ``config.fallback`` at ``config.fallback_scale``.
+
+    Parameters
+    ----------
+    features : Embeddings
+        The image embeddings.
+    table : pandas.DataFrame
+        The human labels (``id, label``), holdout ids already left out.
+    config : PseudoConfig
+        The candidates, folds and rules.
+    head : HeadConfig
+        The head every candidate trains (the one ``train`` trains).
+    graph : optional
+        A k-NN graph of ``features`` for the label methods.
+    holdout_ids : set of str, optional
+        Ids that must be in no fold (an error) and are never pseudo-labelled.
+    progress : bool, default True
+        Report each fold.
+
+    Returns
+    -------
+    dict
+        ``mode``, ``scale``, ``why`` and ``candidates``: each candidate's mean and per-fold accuracy.
+
+    Raises
+    ------
+    InputError
+        A holdout id among the labels: the validation would score on the holdout.
+
+    Examples
+    --------
+    >>> from simlabel.labels.pseudo import PseudoConfig
+    >>> choice = choose_pseudo(emb, labels, PseudoConfig(), HeadConfig())  # doctest: +SKIP
+    >>> choice["mode"], choice["scale"]  # doctest: +SKIP
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    from simlabel.labels.pseudo import PSEUDO_MODES, make_pseudo_labels, pseudo_weights
+
+    hold = set(holdout_ids or ())
+    leak = table["id"].astype(str).isin(hold)
+    if leak.any():
+        raise InputError(f"{int(leak.sum())} holdout id(s) among the labels pseudo=auto validates on "
+                         f"(e.g. {table.loc[leak, 'id'].iloc[0]}): it never validates on a holdout")
+    counts = table["label"].value_counts()
+    if counts.min() < config.min_per_class:
+        return {"mode": config.fallback, "scale": config.fallback_scale, "candidates": [],
+                "why": f"{int(counts.min())} human label(s) in the smallest class, fewer than min_per_class "
+                       f"{config.min_per_class}: too few to validate; the fallback rule"}
+    modes = [m for m in PSEUDO_MODES if m != "none"]
+    candidates = [("none", 0.0)] + [(m, sc) for m in modes for sc in config.scales]
+    scores = {c: [] for c in candidates}
+    ids = table["id"].astype(str).to_numpy()
+    y = table["label"].astype(str).to_numpy()
+    in_store = features.has(list(hold)) if hold else np.zeros(0, dtype=bool)
+    hold_known = sorted(np.asarray(sorted(hold), dtype=object)[in_store]) if hold else []
+    splits = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed).split(ids, y)
+    with task("pseudo=auto: folds", total=config.folds, unit="folds", enabled=progress) as bar:
+        for tr, va in splits:
+            part = table.iloc[tr][["id", "label"]]
+            X_tr, y_tr = features.rows(ids[tr]).matrix, y[tr]
+            X_va = features.rows(ids[va]).matrix
+            blocked = list(ids[va]) + hold_known
+            made = {m: make_pseudo_labels(features, part, m, config, graph=graph, exclude=blocked) for m in modes}
+            for mode, scale in candidates:
+                if mode == "none":
+                    X, yy, w = X_tr, y_tr, np.ones(len(tr), np.float32)
+                else:
+                    p = made[mode]
+                    X = np.concatenate([X_tr, features.rows(p["id"]).matrix]) if len(p) else X_tr
+                    yy = np.concatenate([y_tr, p["label"].astype(str).to_numpy()])
+                    w = np.concatenate([np.ones(len(tr), np.float32), pseudo_weights(p["label"], p["certainty"], scale)])
+                clf = EmbeddingClassifier(head, progress_label=f"pseudo=auto {mode} x{scale:g}").fit(
+                    X, yy, sample_weight=w, classes=sorted(set(y)))
+                scores[(mode, scale)].append(float((clf.predict(X_va) == y[va]).mean()))
+            bar.advance(1)
+    table_out = [{"mode": m, "scale": sc, "accuracy": float(np.mean(v)), "folds": [round(a, 4) for a in v]}
+                 for (m, sc), v in scores.items()]
+    none_acc = table_out[0]["accuracy"]
+    best = max(table_out, key=lambda r: (r["accuracy"], r["mode"] == "none"))
+    if best["mode"] != "none" and best["accuracy"] > none_acc + config.margin:
+        why = f"out-of-fold accuracy {best['accuracy']:.4f} against {none_acc:.4f} without pseudo-labels"
+        return {"mode": best["mode"], "scale": best["scale"], "why": why, "candidates": table_out}
+    return {"mode": "none", "scale": 0.0, "candidates": table_out,
+            "why": f"no mode beat the human labels alone ({none_acc:.4f}) out of fold"}
+
+
 OOF_HEAD = HeadConfig(head="mlp", patience=8, max_epochs=100)
 
 

@@ -20,6 +20,7 @@ from simlabel.cli._common import (
     wait_option,
 )
 from simlabel.head_config import DEFAULT_LR, HeadConfig
+from simlabel.labels.pseudo import PSEUDO_MODES
 from simlabel.labels.smoothing import SmoothingConfig
 
 app = typer.Typer()
@@ -62,6 +63,8 @@ def train(
     weight_col: Optional[str] = typer.Option(None, "--weight-col", help="Per-row sample weights column of the label files."),
     seed: int = typer.Option(default(HeadConfig, "seed"), "--seed"),
     precision: str = typer.Option(default(HeadConfig, "precision"), "--precision", help="auto (bfloat16 where the CPU or GPU computes it natively: AVX512-BF16, AMX, CUDA), fp32 or bf16."),
+    pseudo: str = typer.Option("none", "--pseudo", help=f"Pseudo-labels from the unlabelled catalog, weighted by their certainty, class-balanced: {', '.join(('auto', *PSEUDO_MODES))}. auto chooses the mode and weight by out-of-fold validation on the human labels only (never a holdout) and records it in config.json."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of EMB (`simlabel graph`) the pseudo-label methods read their neighbours from."),
     device: str = device_option(),
     progress: bool = progress_option(),
     wait: bool = wait_option(),
@@ -70,10 +73,11 @@ def train(
 ) -> None:
     """Train a classifier head on frozen embeddings, with early stopping.
 
-    Cost: the epochs over the labelled rows' embeddings, held in memory: about 1-2 s for a linear head on 8k rows on 2 cores (30-60 epochs until early stopping), 5 s for --head mlp, 10 s for --fusion attention; plus 2-3 s of start-up (torch).
+    Cost: the epochs over the labelled rows' embeddings, held in memory: about 1-2 s for a linear head on 8k rows on 2 cores (30-60 epochs until early stopping), 5 s for --head mlp, 10 s for --fusion attention; plus 2-3 s of start-up (torch). --pseudo auto trains one head per candidate and fold (3 folds x 7 candidates).
 
     Examples:
       simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
+      simlabel train --emb emb/ --labels seeds.csv --pseudo auto --graph graph/ --holdout test.csv --out model/
       simlabel train --emb emb/ --text-emb emb/text --labels train.csv --fusion attention --smoothing semantic --loss focal --out model/
     """
     from simlabel.training import train as train_fn
@@ -88,7 +92,12 @@ def train(
                              curriculum_epochs=curriculum_epochs, schedule=schedule)
     clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col, text_emb=text_emb,
                    inputs=inputs, fusion=fusion, smoothing=smooth, label_col=label_col, holdout=holdout,
-                   on_holdout=holdout_overlap)
+                   on_holdout=holdout_overlap, pseudo=pseudo, graph=graph)
+    if pseudo != "none" and out is not None:
+        import json
+
+        record = json.loads((Path(out) / "config.json").read_text()).get("pseudo") or {}
+        say(f"pseudo-labels: {record.get('mode')} (x{record.get('scale', 0):g}, {record.get('n', 0):,} items): {record.get('why')}")
     stopped = "early stop" if len(clf.history_) < cfg.max_epochs else "no early stop: raise --epochs or --lr"
     say(f"{clf.config_.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss) on "
         f"{len(clf.training_ids_):,} rows: best epoch {clf.best_epoch_} of {len(clf.history_)} ({stopped}) -> {out}")
