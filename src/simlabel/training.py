@@ -392,6 +392,7 @@ def train(
         X, labels_all, sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
     )
     clf.training_ids_ = hash_ids(table["id"])
+    clf.pseudo_ = pseudo_record  # what pseudo=auto chose, also in config.json
     if out is not None:
         meta = (image if inputs != "text" else text).meta
         clf.save(
