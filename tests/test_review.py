@@ -75,6 +75,15 @@ def test_every_queue_kind_is_recognised_and_read(shop):
     s = read_queue(shop["root"] / "suspects.csv")
     assert s["alternatives"].iloc[0][0] == "Tshirts" and s["score"].iloc[0] == 1.0
     assert read_queue(shop["root"] / "basis.csv")["basis_index"].tolist() == ["0", "1;4", "2", "3"]
+    # a select queue: no label yet; the proposal first, then the nearest labelled neighbours' labels
+    pd.DataFrame({"id": ids[32:35], "rank": [1, 2, 3], "strategy": "badge", "reason": "margin 0.1, unlike the batch",
+                  "proposal": ["Shirts", "Watches", ""], "proposal_score": [0.6, 0.4, np.nan],
+                  "neighbor_ids": [f"{ids[20]}|{ids[21]}"] * 3, "neighbor_labels": ["Tshirts|Shirts"] * 3,
+                  "neighbor_similarities": ["0.910|0.880"] * 3}).to_csv(shop["root"] / "to_label.csv", index=False)
+    q = read_queue(shop["root"] / "to_label.csv")
+    assert q["kind"].iloc[0] == "select" and q["order"].tolist() == [0, 1, 2] and (q["old"] == "").all()
+    assert q["alternatives"].iloc[0][:3] == ["Shirts", "Tshirts", "Watches"] and q["group"].iloc[2] == "to label"
+    assert q["explain"].iloc[0] == [(ids[20], "Tshirts (0.910)"), (ids[21], "Shirts (0.880)")]
     with pytest.raises(LabelFileError, match="not a review queue"):
         queue_kind(["id", "foo"], "x.csv")
     (shop["root"] / "other.csv").write_text("id,foo\n1,2\n")
@@ -283,6 +292,20 @@ def test_export_into_the_files_the_commands_read(shop):
 
 
 # -- the page in a real browser --------------------------------------------------------------------
+
+
+def test_a_select_queue_labelled_and_exported_for_the_next_round(shop):
+    """simlabel select's queue: accept the proposal or give a label; the labels feed train and the next select."""
+    ids = shop["ids"]
+    pd.DataFrame({"id": ids[32:35], "rank": [1, 2, 3], "strategy": "typiclust", "reason": "typical of cluster 1",
+                  "proposal": ["Shirts", "", ""], "proposal_score": [0.6, np.nan, np.nan]}).to_csv(
+        shop["root"] / "to_label.csv", index=False)
+    client, session = _client({**shop, "queues": [shop["root"] / "to_label.csv"]})
+    session.decide("to_label", [ids[32]], "accept")
+    session.decide("to_label", [ids[33]], "relabel", "Watches")
+    labels = export_decisions(shop["root"] / "decisions.jsonl", shop["root"] / "labelled.csv")
+    assert labels.set_index("id")["label"].to_dict() == {ids[32]: "Shirts", ids[33]: "Watches"}
+    assert set(labels["kind"]) == {"select"}
 
 
 def test_review_a_grid_with_the_keyboard_in_a_real_browser(shop, tmp_path: Path):

@@ -26,7 +26,9 @@ What each kind reads (the columns that recognise it):
 * ``flip`` (``simlabel flip``: ``attribute, old, new, basis``): the flipped label with the basis images and
   weights that explain it;
 * ``weights`` (``simlabel side-info``: ``weight, agreement``): the label as given, lowest weight first;
-* ``basis`` (``flip --export-basis``: ``basis_index, labels``): basis images to label (free labels).
+* ``basis`` (``flip --export-basis``: ``basis_index, labels``): basis images to label (free labels);
+* ``select`` (``simlabel select``: ``strategy, reason``): items to label, in the queue's order, with the model's
+  proposal (if any) and the nearest labelled neighbours as the explanation and the first alternatives.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ KINDS = {
     "flip": ("attribute", "old", "new", "basis"),
     "weights": ("weight", "agreement"),
     "basis": ("basis_index", "labels"),
+    "select": ("strategy", "reason"),
 }
 COLUMNS = ["queue", "kind", "id", "item", "old", "proposed", "group", "score", "order", "explain", "alternatives",
            "basis_index"]
@@ -132,7 +135,22 @@ def _basis(t: pd.DataFrame) -> pd.DataFrame:
                          "basis_index": t["basis_index"].astype(str)})
 
 
-READERS = {"suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
+def _select(t: pd.DataFrame) -> pd.DataFrame:
+    cols = {c: t[c] if c in t.columns else pd.Series([""] * len(t)) for c in
+            ("proposal", "proposal_score", "neighbor_ids", "neighbor_labels", "neighbor_similarities")}
+    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
+           for a, b, c in zip(cols["neighbor_ids"], cols["neighbor_labels"], cols["neighbor_similarities"])]
+    proposal = cols["proposal"].fillna("").astype(str)
+    alts = [[v for v in dict.fromkeys([p, *pd.Series(_split(nl)).value_counts().index]) if v]
+            for p, nl in zip(proposal, cols["neighbor_labels"])]
+    order = pd.to_numeric(t["rank"], errors="coerce") - 1 if "rank" in t.columns else pd.Series(np.arange(len(t)))
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": "", "proposed": proposal,
+                         "group": [p or "to label" for p in proposal],
+                         "score": pd.to_numeric(cols["proposal_score"], errors="coerce"), "order": order.to_numpy(),
+                         "explain": exp, "alternatives": alts})
+
+
+READERS = {"select": _select, "suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
 
 
 def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame:
@@ -140,7 +158,7 @@ def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame
     p = Path(path)
     t = read_csv_table(p, ("id",), "review queue")
     kind = queue_kind(list(t.columns), p)
-    if "label" not in t.columns and kind != "basis":
+    if "label" not in t.columns and kind not in ("basis", "select"):
         raise LabelFileError(f"{p}: a {kind} queue needs a label column")
     t = t.copy()
     t["id"] = t["id"].astype(str)
@@ -150,7 +168,7 @@ def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame
     items.insert(0, "kind", kind)
     items.insert(0, "queue", name or p.stem)
     items["order"] = pd.to_numeric(items["order"], errors="coerce").fillna(0).astype(int)
-    if kind in ("suspects", "augment", "weights"):
+    if kind in ("suspects", "augment", "weights", "select"):
         # then the queue's most common labels, so 1-9 can always pick another class
         common = pd.concat([items["proposed"], items["old"]]).loc[lambda v: v != ""].value_counts().index.tolist()
         items["alternatives"] = [list(dict.fromkeys([*a, *common]))[:9] for a in items["alternatives"]]

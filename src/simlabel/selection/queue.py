@@ -55,8 +55,10 @@ class SelectConfig:
         TypiClust's most clusters.
     purity : float, default 0.95
         ProbCover's share of pure balls that sets the radius.
-    coverage_k : int, default 20
-        Neighbours per item ProbCover's balls are read from (at most the graph's ``k``).
+    coverage_k : int, default 100
+        Neighbours per item ProbCover's balls are read from (at most the graph's ``k``): a ball holding more
+        items than this is cut to them, so a dense region's balls all look alike and the greedy choice
+        loses its point; give a graph of ``k >= 100``.
     pool : int, default 0
         BADGE's candidates, the least certain items (``0``: ``max(20 budget, 5000)``).
     duplicate_threshold : float, default 0.95
@@ -79,7 +81,7 @@ class SelectConfig:
     typicality_k: int = 20
     max_clusters: int = MAX_CLUSTERS
     purity: float = 0.95
-    coverage_k: int = 20
+    coverage_k: int = 100
     pool: int = 0
     duplicate_threshold: float = 0.95
     neighbours: int = 5
