@@ -108,6 +108,17 @@ def test_probcover_greedy_covers_the_largest_ball_first() -> None:
     assert clusters[chosen].tolist()[:2] == [1, 2] and centres[0] not in chosen
 
 
+def test_probcover_breaks_ties_at_random_not_in_catalog_order() -> None:
+    # 40 isolated points (each covers only itself), the first 20 of "class" a: in catalog order the first
+    # 10 picks would all be a; drawn at random they come from both halves
+    X = _unit(np.eye(40) + 0.0)
+    nb, sim = neighbours_for(X, 5)
+    chosen, gain, _ = probcover(nb, sim, 0.5, 10, seed=0)
+    assert (gain == 1).all() and (chosen < 20).any() and (chosen >= 20).any()
+    again, _, _ = probcover(nb, sim, 0.5, 10, seed=0)
+    assert chosen.tolist() == again.tolist()  # seeded
+
+
 # ----------------------------------------------------------------------------- BADGE
 
 

@@ -173,7 +173,7 @@ def _balls(neighbors: np.ndarray, similarities: np.ndarray, threshold: float) ->
 
 
 def probcover(neighbors: np.ndarray, similarities: np.ndarray, threshold: float, budget: int, *,
-              labelled: np.ndarray | None = None, exclude: np.ndarray | None = None
+              labelled: np.ndarray | None = None, exclude: np.ndarray | None = None, seed: int = 0
               ) -> tuple[np.ndarray, np.ndarray, float]:
     """ProbCover's greedy max coverage on the k-NN graph.
 
@@ -187,6 +187,10 @@ def probcover(neighbors: np.ndarray, similarities: np.ndarray, threshold: float,
         Items to choose.
     labelled, exclude
         Positions already labelled (their balls are covered first; never chosen) and never chosen.
+    seed
+        Ties of the largest gain are broken at random (seeded), as the paper's selection is: once the
+        dense regions are covered many items cover only themselves, and taking them in catalog order
+        would take them from one part of the catalog (a catalog sorted by class: one class).
 
     Returns
     -------
@@ -207,13 +211,15 @@ def probcover(neighbors: np.ndarray, similarities: np.ndarray, threshold: float,
     degree = np.asarray(f @ (~covered).astype(np.int64)).ravel()
     first_degree = degree.copy()
     chosen, gain = [], []
+    rng = np.random.default_rng(seed)
     for _ in range(min(budget, int((~blocked).sum()))):
         score = np.where(blocked, -1, degree)
-        cur = int(np.argmax(score))
+        top = np.flatnonzero(score == score.max())
+        cur = int(top[rng.integers(len(top))]) if len(top) > 1 else int(top[0])
         if score[cur] <= 0:
             # everything a free item can cover is covered: the rest go to the densest balls left
             rest = np.flatnonzero(~blocked)
-            rest = rest[np.lexsort((rest, -first_degree[rest]))][: budget - len(chosen)]
+            rest = rest[np.lexsort((rng.random(len(rest)), -first_degree[rest]))][: budget - len(chosen)]
             chosen += rest.tolist()
             gain += [0] * len(rest)
             break

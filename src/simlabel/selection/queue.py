@@ -274,7 +274,7 @@ def select_items(
         nb, sims = neighbours_for(e, k, graph=graph, index=index)
         clusters = kmeans_clusters(X, int(max(n_classes, min(budget, cfg.max_clusters), 2)), seed=cfg.seed)
         t = coverage_threshold(nb, sims, clusters, cfg.purity)
-        chosen, gain, coverage = probcover(nb, sims, t, budget, labelled=lab_pos, exclude=ex_pos)
+        chosen, gain, coverage = probcover(nb, sims, t, budget, labelled=lab_pos, exclude=ex_pos, seed=cfg.seed)
         cols = {"gain": gain}
         reasons = [f"covers {g} new items" if g else "all covered: a dense ball" for g in gain]
         summary.update(threshold=round(t, 6), delta=round(float(np.sqrt(max(2 - 2 * t, 0.0))), 6),
