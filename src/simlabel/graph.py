@@ -180,6 +180,7 @@ class KnnGraph:
                              f"similarities {self.similarities.shape}")
         self.meta = dict(meta or {})
         self._pos: pd.Index | None = None
+        self._matched: np.ndarray | None = None  # the ids array check_matches last accepted
 
     def __len__(self) -> int:
         return len(self.ids)
@@ -245,9 +246,12 @@ class KnnGraph:
             raise InputError(f"the {what} {self.meta.get('path') or '(in memory)'} was built from other embeddings "
                              f"({self.meta.get('embeddings', '?')}) than {emb.source}; build it from these: "
                              f"simlabel graph {emb.source} --out GRAPH_DIR")
+        if self._matched is emb.ids:
+            return  # these very ids were compared already (a method asking many times: TypiClust per cluster)
         if len(self) != len(emb.ids) or not np.array_equal(self.ids.astype(str), emb.ids.astype(str)):
             raise InputError(f"the {what} ({len(self):,} rows) does not hold the rows of {emb.source} "
                              f"({len(emb.ids):,}) in the same order; rebuild it")
+        self._matched = emb.ids
 
     # -- sparse views, no new queries ------------------------------------------------------------
     def adjacency(self, *, k: int | None = None, power: float = 1.0, symmetric: bool = True,
