@@ -80,7 +80,15 @@ def test_auto_never_validates_on_a_holdout_and_records_its_choice(tmp_path: Path
 
 def test_too_few_labels_to_validate_take_the_stated_rule() -> None:
     e, truth = _catalog(20)
-    labels = truth.groupby("label").head(2)  # 2 per class: fewer than min_per_class 3
+    labels = truth.groupby("label").head(2)  # 2 per class on average: fewer than min_per_class 3
     choice = choose_pseudo(e, labels, PseudoConfig(fallback="spread", fallback_scale=0.25), FAST)
     assert (choice["mode"], choice["scale"], choice["candidates"]) == ("spread", 0.25, [])
     assert "too few to validate" in choice["why"]
+
+
+def test_a_long_tail_is_trained_on_never_validated_on() -> None:
+    e, truth = _catalog(20)
+    labels = pd.concat([truth[truth["label"] != "c"].groupby("label").head(8), truth[truth["label"] == "c"].head(1)])
+    choice = choose_pseudo(e, labels, PseudoConfig(scales=(1.0,)), FAST)
+    # class c has one label: validation still runs on a and b (3 folds), c's row always trains
+    assert len(choice["candidates"]) == 4 and all(len(c["folds"]) == 3 for c in choice["candidates"])

@@ -686,8 +686,10 @@ def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConf
     every mode are made from the other folds' labels only, never on the fold's ids nor on a holdout's; each
     candidate (``none``, or a mode at each of ``config.scales``) trains ``head`` on the other folds (plus its
     pseudo-labels) and is scored on the fold. The best mean accuracy wins, ``none`` unless a mode beats it by
-    more than ``config.margin``. With fewer than ``config.min_per_class`` labels in some class there is
-    nothing to validate on: ``config.fallback`` at ``config.fallback_scale``.
+    more than ``config.margin``. Classes with fewer labels than folds are never validated on (their rows
+    always train), so a long tail does not stop the validation; with fewer than ``config.min_per_class``
+    labels per class on average there is nothing to validate on: ``config.fallback`` at
+    ``config.fallback_scale``.
 
     Parameters
     ----------
@@ -732,10 +734,10 @@ def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConf
         raise InputError(f"{int(leak.sum())} holdout id(s) among the labels pseudo=auto validates on "
                          f"(e.g. {table.loc[leak, 'id'].iloc[0]}): it never validates on a holdout")
     counts = table["label"].value_counts()
-    if counts.min() < config.min_per_class:
+    if counts.mean() < config.min_per_class or len(table) < 2 * config.folds:
         return {"mode": config.fallback, "scale": config.fallback_scale, "candidates": [],
-                "why": f"{int(counts.min())} human label(s) in the smallest class, fewer than min_per_class "
-                       f"{config.min_per_class}: too few to validate; the fallback rule"}
+                "why": f"{counts.mean():.1f} human labels per class, fewer than min_per_class {config.min_per_class}: "
+                       "too few to validate; the fallback rule"}
     modes = [m for m in PSEUDO_MODES if m != "none"]
     candidates = [("none", 0.0)] + [(m, sc) for m in modes for sc in config.scales]
     scores = {c: [] for c in candidates}
@@ -743,7 +745,11 @@ def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConf
     y = table["label"].astype(str).to_numpy()
     in_store = features.has(list(hold)) if hold else np.zeros(0, dtype=bool)
     hold_known = sorted(np.asarray(sorted(hold), dtype=object)[in_store]) if hold else []
-    splits = StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed).split(ids, y)
+    # a long tail: the classes with fewer labels than folds are never validated on, their rows always train
+    folded = np.flatnonzero(table["label"].map(counts).to_numpy() >= config.folds)
+    always = np.setdiff1d(np.arange(len(ids)), folded)
+    splits = [(np.concatenate([folded[a], always]), folded[b]) for a, b in
+              StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed).split(folded, y[folded])]
     with task("pseudo=auto: folds", total=config.folds, unit="folds", enabled=progress) as bar:
         for tr, va in splits:
             part = table.iloc[tr][["id", "label"]]

@@ -48,7 +48,8 @@ class PseudoConfig:
     folds : int, default 3
         ``auto``'s folds over the human labels.
     min_per_class : int, default 3
-        Fewer human labels than this in some class: too few to validate, and ``auto`` takes ``fallback``.
+        Fewer human labels than this per class on average: too few to validate, and ``auto`` takes
+        ``fallback`` (classes with fewer labels than ``folds`` are never validated on: they always train).
     fallback : {"none", "augment", "propagate", "spread"}, default "none"
         What ``auto`` takes when it cannot validate (the rule of ``benchmarks/RESULTS.md``'s efficiency runs).
     fallback_scale : float, default 0.5
