@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import copy
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
@@ -327,8 +328,11 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
         self.config_ = cfg = self.config if self.config is not None else HeadConfig()
         # scikit-learn's validation: finite float32 (n, d), one label per row (a column vector warns), n_features_in_
-        X, y = validate_data(self, X, y, dtype=np.float32, order="C", ensure_min_samples=1)
-        check_classification_targets(y)
+        with warnings.catch_warnings():
+            # a few labels over many classes read to scikit-learn like a regression target: here they are classes
+            warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+            X, y = validate_data(self, X, y, dtype=np.float32, order="C", ensure_min_samples=1)
+            check_classification_targets(y)
         self.input_dims_ = [int(d) for d in input_dims] if input_dims else [X.shape[1]]
         if sum(self.input_dims_) != X.shape[1]:
             raise InputError(f"input_dims {self.input_dims_} do not add up to the width of X ({X.shape[1]})")

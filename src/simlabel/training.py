@@ -14,6 +14,7 @@ and the heads the label methods are handed.
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 from pathlib import Path
@@ -748,8 +749,11 @@ def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConf
     # a long tail: the classes with fewer labels than folds are never validated on, their rows always train
     folded = np.flatnonzero(table["label"].map(counts).to_numpy() >= config.folds)
     always = np.setdiff1d(np.arange(len(ids)), folded)
-    splits = [(np.concatenate([folded[a], always]), folded[b]) for a, b in
-              StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed).split(folded, y[folded])]
+    with warnings.catch_warnings():
+        # many classes with a few labels each read to scikit-learn like a regression target: they are classes
+        warnings.filterwarnings("ignore", message="The number of unique classes", category=UserWarning)
+        splits = [(np.concatenate([folded[a], always]), folded[b]) for a, b in
+                  StratifiedKFold(n_splits=config.folds, shuffle=True, random_state=config.seed).split(folded, y[folded])]
     with task("pseudo=auto: folds", total=config.folds, unit="folds", enabled=progress) as bar:
         for tr, va in splits:
             part = table.iloc[tr][["id", "label"]]
