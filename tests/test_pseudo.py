@@ -80,7 +80,7 @@ def test_auto_never_validates_on_a_holdout_and_records_its_choice(tmp_path: Path
 
 def test_too_few_labels_to_validate_take_the_stated_rule() -> None:
     e, truth = _catalog(20)
-    labels = truth.groupby("label").head(2)  # 2 per class on average: fewer than min_per_class 3
+    labels = truth.groupby("label").head(4)  # 4 per class on average: fewer than min_per_class 5
     choice = choose_pseudo(e, labels, PseudoConfig(fallback="spread", fallback_scale=0.25), FAST)
     assert (choice["mode"], choice["scale"], choice["candidates"]) == ("spread", 0.25, [])
     assert "too few to validate" in choice["why"]
