@@ -269,7 +269,8 @@ def run_efficiency_experiment(
     never = list(emb.ids[np.setdiff1d(np.arange(len(y)), pool)].astype(str))
     test_df = pd.DataFrame({"id": emb.ids[test].astype(str), "label": y[test]})
     run_dir = ex.run_dir
-    graph = build_graph(emb, run_dir / f"graph-k{cfg.k}-{emb.fingerprint[:8]}", GraphConfig(k=cfg.k, recall_sample=0),
+    k = min(cfg.k, len(emb.ids) - 1)  # a small catalog holds fewer neighbours than asked
+    graph = build_graph(emb, run_dir / f"graph-k{k}-{emb.fingerprint[:8]}", GraphConfig(k=k, recall_sample=0),
                         progress=progress)
     seeds = list(range(cfg.repeats))
     runs = []
