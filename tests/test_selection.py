@@ -224,3 +224,20 @@ def test_select_in_rounds_on_a_real_slice(tmp_path: Path) -> None:
     # the first round, with no labels, spreads over the catalog: TypiClust's 10 items cover most classes
     first = pd.read_csv(tmp_path / "r1.csv", dtype=str)
     assert truth[first["id"]].nunique() >= 5
+
+
+def test_a_graph_folder_is_read_once_per_selection(tmp_path: Path, monkeypatch) -> None:
+    """TypiClust asks for neighbours once per cluster it visits: the graph folder is read once, not each time."""
+    import simlabel.graph as graph_module
+    from simlabel.graph import GraphConfig, build_graph
+
+    X, _, _ = _blobs([20, 20, 20], spread=0.3)
+    e = _emb(X)
+    build_graph(e, tmp_path / "g", GraphConfig(k=10, recall_sample=0), progress=False)
+    reads = []
+    real = graph_module.load_graph
+    monkeypatch.setattr(graph_module, "load_graph", lambda *a, **kw: reads.append(1) or real(*a, **kw))
+    labels = pd.DataFrame({"id": ["i0", "i20"], "label": ["a", "b"]})
+    chosen = select_items(e, 6, SelectConfig(strategy="typiclust"), labels=labels, graph=tmp_path / "g")
+    assert len(chosen.labels) == 6 and chosen.summary["neighbours"]["source"] == "graph"
+    assert len(reads) == 1

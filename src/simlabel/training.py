@@ -432,7 +432,10 @@ def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray
 
     if inputs != "image":
         raise InputError(f"`pseudo` labels items by their image embeddings; inputs {inputs!r} are not supported")
+    from simlabel.graph import as_graph
+
     cfg = pseudo if isinstance(pseudo, PseudoConfig) else PseudoConfig(mode=pseudo)
+    graph = as_graph(graph) if graph is not None else None  # read once: every fold and mode reads it
     hold = holdout_id_set(holdouts)
     if cfg.mode == "auto":
         choice = choose_pseudo(features, table, cfg, head, graph=graph, holdout_ids=hold)
@@ -441,8 +444,7 @@ def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray
     record = {"asked": cfg.mode, **choice, "n": 0}
     if choice["mode"] == "none":
         return X, table["label"].to_numpy(), weights, table, record
-    known = features.has(sorted(hold)) if hold else np.zeros(0, dtype=bool)
-    blocked = list(np.asarray(sorted(hold), dtype=object)[known]) if hold else []
+    blocked = _embedded(features, hold)
     made = make_pseudo_labels(features, table[["id", "label"]], choice["mode"], cfg, graph=graph, exclude=blocked)
     made = made[~made["id"].isin(set(table["id"]))]
     w_pseudo = pseudo_weights(made["label"], made["certainty"], choice["scale"])
@@ -679,6 +681,14 @@ def evaluate(
 
 #: the head of every out-of-fold predictor simlabel trains for its own use (side information's stage 2, the
 #: cleanlab peer of suspects): a one-hidden-layer MLP, early-stopped (patience 8 of at most 100 epochs)
+def _embedded(features: Embeddings, ids: "set[str]") -> list[str]:
+    """The ``ids`` that have an embedding, sorted (the label methods take only those as ``exclude``)."""
+    if not ids:
+        return []
+    ordered = np.asarray(sorted(ids), dtype=object)
+    return list(ordered[features.has(ordered)])
+
+
 def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConfig", head: HeadConfig, *,
                   graph=None, holdout_ids: "set[str] | None" = None, progress: bool = True) -> dict:
     """``pseudo="auto"``: the pseudo-label mode and scale with the best out-of-fold accuracy on the human labels.
@@ -744,8 +754,7 @@ def choose_pseudo(features: Embeddings, table: pd.DataFrame, config: "PseudoConf
     scores = {c: [] for c in candidates}
     ids = table["id"].astype(str).to_numpy()
     y = table["label"].astype(str).to_numpy()
-    in_store = features.has(list(hold)) if hold else np.zeros(0, dtype=bool)
-    hold_known = sorted(np.asarray(sorted(hold), dtype=object)[in_store]) if hold else []
+    hold_known = _embedded(features, hold)
     # a long tail: the classes with fewer labels than folds are never validated on, their rows always train
     folded = np.flatnonzero(table["label"].map(counts).to_numpy() >= config.folds)
     always = np.setdiff1d(np.arange(len(ids)), folded)

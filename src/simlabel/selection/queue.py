@@ -219,9 +219,13 @@ def select_items(
     >>> chosen = select_items("emb/", 50, SelectConfig(strategy="typiclust"))  # doctest: +SKIP
     >>> chosen.labels[["id", "reason"]].head()  # doctest: +SKIP
     """
-    from simlabel.graph import neighbour_source, neighbours_for
+    from simlabel.graph import as_graph, neighbour_source, neighbours_for
+    from simlabel.index import NeighborIndex
 
     cfg = config or SelectConfig()
+    # read a graph or index folder once: TypiClust asks for neighbours once per cluster it visits
+    graph = as_graph(graph) if graph is not None else None
+    index = NeighborIndex.load(index) if index is not None and not isinstance(index, NeighborIndex) else index
     positive_int(budget, "budget")
     e = as_embeddings(emb)
     n = len(e.ids)
@@ -268,9 +272,7 @@ def select_items(
     elif strategy == "probcover":
         k = cfg.coverage_k
         if graph is not None:
-            from simlabel.graph import as_graph
-
-            k = min(k, as_graph(graph).k)
+            k = min(k, graph.k)
         nb, sims = neighbours_for(e, k, graph=graph, index=index)
         clusters = kmeans_clusters(X, int(max(n_classes, min(budget, cfg.max_clusters), 2)), seed=cfg.seed)
         t = coverage_threshold(nb, sims, clusters, cfg.purity)
