@@ -208,9 +208,9 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _start(shop, port: int) -> subprocess.Popen:
+def _start(shop, port: int, *extra: str) -> subprocess.Popen:
     cmd = [sys.executable, "-m", "simlabel.cli", "review", *map(str, shop["queues"]), "--catalog", str(shop["root"] / "catalog.csv"),
-           "--port", str(port)]
+           "--port", str(port), *extra]
     proc = subprocess.Popen(cmd, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     import httpx
@@ -306,6 +306,154 @@ def test_a_select_queue_labelled_and_exported_for_the_next_round(shop):
     labels = export_decisions(shop["root"] / "decisions.jsonl", shop["root"] / "labelled.csv")
     assert labels.set_index("id")["label"].to_dict() == {ids[32]: "Shirts", ids[33]: "Watches"}
     assert set(labels["kind"]) == {"select"}
+
+
+def _to_label(shop, n: int = 30, proposals: dict | None = None) -> Path:
+    """select's queue of the slice's first ``n`` items (``proposals``: position -> proposed label)."""
+    ids = shop["ids"][:n]
+    prop = [(proposals or {}).get(i, "") for i in range(n)]
+    path = shop["root"] / "to_label.csv"
+    pd.DataFrame({"id": ids, "rank": range(1, n + 1), "strategy": "typiclust", "reason": "typical of its cluster",
+                  "proposal": prop, "proposal_score": [0.7 if p else np.nan for p in prop]}).to_csv(path, index=False)
+    return path
+
+
+def test_a_labelling_queue_labels_any_catalog_item_by_batch(shop):
+    """A select queue: labels by request, undone as one step; items found beyond the queue can be labelled;
+    the other kinds still decide their own items only."""
+    from starlette.testclient import TestClient
+
+    from simlabel.review.server import ReviewSession, create_app
+    from simlabel.store import Embeddings
+
+    ids = shop["ids"]
+    queue = _to_label(shop, 30, {0: "Watches", 1: "Watches", 2: "Tshirts"})
+    known = pd.DataFrame({"id": ids[36:40], "label": ["Shirts", "Shirts", "Shirts", "Jeans"]})
+    X = np.random.default_rng(0).normal(size=(40, 8)).astype(np.float32)
+    emb = Embeddings(np.array(ids, dtype=object), X, {"path": "mem", "model": "test"})
+    cat = load_catalog(shop["root"] / "catalog.csv", require=("id",))
+    session = ReviewSession(read_queues([queue, shop["queues"][0]]), cat, shop["root"] / "d.jsonl", emb=emb, labels=known)
+    client = TestClient(create_app(session), base_url="http://127.0.0.1:8765", raise_server_exceptions=False)
+    headers = {"X-Review-Token": session.token, "Origin": "http://127.0.0.1:8765"}
+
+    def post(path: str, **payload):
+        return client.post(path, json={"queue": "to_label", **payload}, headers=headers)
+
+    # the label list: the queue's proposals by count, then the known labels by count; typed labels join at the end
+    assert client.get("/api/labels", params={"queue": "to_label"}).json()["labels"] == ["Watches", "Tshirts", "Shirts", "Jeans"]
+    assert post("/api/decide", items=ids[:24], action="relabel", label="Watches").json()["written"] == 24
+    assert post("/api/decide", items=[ids[33], ids[34]], action="relabel", label="Belts").status_code == 200  # beyond the queue
+    assert client.get("/api/labels", params={"queue": "to_label"}).json()["labels"][-1] == "Belts"
+    prog = client.get("/api/progress").json()["queues"][0]
+    assert (prog["decided"], prog["total"], prog["beyond"]) == (24, 30, 2)
+    undone = post("/api/undo").json()
+    assert undone["count"] == 2 and undone["undone"]["new"] == "Belts"  # the last request, as one step
+    assert post("/api/undo").json()["count"] == 24
+    assert client.get("/api/progress").json()["decided"] == 0
+    # what is refused, with the reason
+    assert "no proposal to accept" in post("/api/decide", items=[ids[5]], action="accept").json()["error"]
+    assert post("/api/decide", items=[ids[0]], action="accept").status_code == 200  # a proposal is accepted
+    assert "not an id of the catalog" in post("/api/decide", items=["nope"], action="relabel", label="X").json()["error"]
+    assert "no '|'" in post("/api/decide", items=[ids[6]], action="relabel", label="a|b").json()["error"]
+    r = client.post("/api/decide", json={"queue": "suspects", "items": [ids[30]], "action": "relabel", "label": "X"}, headers=headers)
+    assert r.status_code == 400 and "no item" in r.json()["error"]  # a suspects queue decides its own items only
+    assert client.get("/api/labels", params={"queue": "suspects"}).status_code == 400
+    # more like this: the item itself first, then its nearest neighbours by cosine, exactly
+    near = client.get("/api/similar", params={"queue": "to_label", "id": ids[7]}).json()["items"]
+    Xn = X / np.linalg.norm(X, axis=1, keepdims=True)
+    sims = Xn @ Xn[7]
+    sims[7] = -np.inf
+    assert [it["id"] for it in near] == [ids[7], *[ids[j] for j in np.argsort(-sims)[:24]]]
+    assert near[0]["found"] == "this item" and near[1]["found"] == f"similarity {np.sort(sims)[::-1][0]:.3f}"
+    assert near[1]["kind"] == "select" and near[1]["group"] == f"more like {ids[7]}"
+    detail = client.get("/api/item", params={"queue": "to_label", "item": ids[35]})  # an item beyond the queue
+    assert detail.status_code == 200 and detail.json()["title"] == shop["df"]["title"][35]
+    # the title search: every word starts a word of the title
+    found = client.get("/api/search", params={"queue": "to_label", "q": "MEN shirt"}).json()["items"]
+    assert found, "the slice holds men's shirts"
+    for it in found:
+        words = it["title"].lower().replace("-", " ").split()
+        assert any(w.startswith("men") for w in words) and any(w.startswith("shirt") for w in words), it["title"]
+    assert client.get("/api/search", params={"queue": "to_label", "q": "  "}).status_code == 400
+    assert client.get("/api/search", params={"queue": "to_label", "q": "(["}).status_code == 200  # escaped, no pattern
+    with pytest.raises(InputError, match="give `emb`"):
+        ReviewSession(read_queues([queue]), cat, shop["root"] / "d.jsonl", graph=shop["root"] / "graph")
+
+
+def test_label_a_grid_of_24_undo_reload_and_resume_in_a_real_browser(shop, tmp_path: Path, image_encoder):
+    """The labelling loop as a reviewer runs it: 24 items in two keystrokes, a new label typed with completion,
+    undo, a reload that resumes, more like this, the title search; the labels export for train."""
+    from playwright.sync_api import sync_playwright
+
+    from simlabel.embedding import embed
+    from tests.helpers import chromium
+
+    exe = chromium()
+    root, ids = shop["root"], shop["ids"]
+    embed(root / "catalog.csv", root / "emb", image_encoder=image_encoder, progress=False)
+    queue = _to_label(shop, 30)
+    pd.DataFrame({"id": ids[36:40], "label": ["Shirts", "Shirts", "Tshirts", "Watches"]}).to_csv(root / "known.csv", index=False)
+    port = _free_port()
+    proc = _start({**shop, "queues": [queue]}, port, "--emb", str(root / "emb"), "--labels", str(root / "known.csv"))
+    errors: list[str] = []
+    progress = "document.querySelector('#progress').textContent"
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+            tab = browser.new_page(viewport={"width": 1280, "height": 900})
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(f"http://127.0.0.1:{port}/")
+            tab.wait_for_selector("#grid .card")
+            assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
+            assert tab.locator("#label-keys .chip").all_inner_texts() == ["1Shirts", "2Tshirts", "3Watches"]
+            tab.wait_for_function("Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth > 0)")
+            tab.screenshot(path=str(tmp_path / "label-grid.png"))
+            tab.keyboard.press("Control+a")  # the whole grid
+            assert tab.inner_text("#selected-count") == "24 selected"
+            tab.keyboard.press("1")  # ... is labelled Shirts
+            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+            cards = tab.locator("#grid .card")
+            cards.nth(0).click()
+            cards.nth(3).click(modifiers=["Shift"])  # four, by range
+            assert tab.inner_text("#selected-count") == "4 selected"
+            tab.keyboard.press("l")
+            tab.keyboard.type("Sunglass cases")  # a new label
+            tab.keyboard.press("Enter")
+            tab.wait_for_function(f"{progress}.startsWith('28 / 30')")
+            tab.wait_for_function("document.querySelectorAll('#label-keys .chip').length === 4")
+            assert tab.locator("#label-keys .chip").nth(3).inner_text() == "4Sunglass cases"
+            tab.keyboard.press("u")  # the four, as one step
+            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+            tab.reload()  # resume: the six still open, nothing lost
+            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+            first = tab.locator("#grid .card").nth(0).get_attribute("data-item")
+            tab.keyboard.press("m")  # more like the focused item
+            tab.wait_for_function(f"document.querySelector('#grid-title').textContent.startsWith('more like {first}')")
+            assert tab.locator("#grid .card").count() == 24 and not tab.locator("#back").is_hidden()
+            beyond = [c for c in tab.locator("#grid .card").evaluate_all("cs => cs.map(c => c.dataset.item)") if c not in ids[:30]]
+            assert beyond, "some neighbours lie beyond the queue"
+            tab.locator(f"#grid .card[data-item='{beyond[0]}']").click()
+            tab.keyboard.press("3")
+            tab.wait_for_function(f"{progress}.includes('+1 more labelled')")
+            tab.wait_for_function(f"document.querySelector(\"#grid .card[data-item='{beyond[0]}']\").textContent.includes('→ Watches')")
+            tab.keyboard.press("/")
+            tab.keyboard.type("shirt")
+            tab.keyboard.press("Enter")
+            tab.wait_for_function("document.querySelector('#grid-title').textContent.startsWith('titles with')")
+            titles = tab.locator("#grid .card .why").all_inner_texts()
+            assert titles and all("shirt" in t.lower() for t in titles)
+            tab.keyboard.press("b")
+            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+            tab.screenshot(path=str(tmp_path / "label-after.png"), full_page=True)
+            browser.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+    assert not errors, errors
+    labels = export_decisions(root / "decisions.jsonl", root / "labelled.csv").set_index("id")["label"]
+    assert labels.to_dict() == {**{i: "Shirts" for i in ids[:24]}, beyond[0]: "Watches"}
 
 
 def test_review_a_grid_with_the_keyboard_in_a_real_browser(shop, tmp_path: Path):

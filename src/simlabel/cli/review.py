@@ -28,19 +28,28 @@ review_app = typer.Typer(cls=_ServeByDefault, no_args_is_help=True,
 
 @command(review_app, "serve")
 def serve(
-    queues: list[Path] = typer.Argument(..., help="Files to review: suspects, augment or flip outputs, side-info weights, a flip --export-basis file."),
+    queues: list[Path] = typer.Argument(..., help="Files to review: select's items to label, suspects, augment or flip outputs, side-info weights, a flip --export-basis file."),
     catalog: Path = typer.Option(..., "--catalog", help="The catalog the queues were made from (images by id, titles)."),
     decisions: Optional[Path] = typer.Option(None, "--decisions", help="Decisions file (JSON lines, appended; default: decisions.jsonl beside the first queue). Restart on it to resume."),
-    emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder (checked to hold every queued id)."),
+    emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder (checked to hold every queued id): gives a queue of items to label 'more like this', the nearest neighbours of an item."),
+    graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of --emb (simlabel graph): 'more like this' reads it instead of searching."),
+    index: Optional[Path] = typer.Option(None, "--index", help="A saved index of --emb, used without --graph (default: one built on the first question)."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Labels known so far (id,label), e.g. select's --labels: they join the label list a queue to label offers on keys 1-9."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only; anything else warns)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the catalog's relative image paths start from (default: the catalog's folder)."),
 ) -> None:
     """Serve a review page of the given queues on this machine and print its URL.
 
-    Cost: reading the queues and the catalog; thumbnails are made once (Pillow) and kept beside the decisions file.
+    A queue from `simlabel select` is a labelling queue: select items (click, shift-click, ctrl+a), give them a
+    label with 1-9 or by typing one (a new one too), and find more of a class with 'more like this' (--emb)
+    and the title search.
+
+    Cost: reading the queues and the catalog (and --emb); thumbnails are made once (Pillow) and kept beside the decisions file.
 
     Example: simlabel review suspects.csv aug.csv --catalog catalog.csv   then: simlabel review export decisions.jsonl --out reviewed.csv
+
+    Example: simlabel review to_label.csv --catalog catalog.csv --emb emb --graph graph   then: simlabel review export decisions.jsonl --out labels.csv
     """
     import warnings
 
@@ -52,12 +61,13 @@ def serve(
 
     items = read_queues(queues)
     cat = load_catalog(catalog, require=("id",), root=image_root)
-    if emb is not None:
-        from simlabel.store import as_embeddings
+    known = None
+    if labels is not None:
+        from simlabel.labels.io import read_labels
 
-        as_embeddings(emb).positions(sorted(set(items["id"])))
+        known = read_labels(labels)
     decisions = decisions or Path(queues[0]).with_name("decisions.jsonl")
-    session = ReviewSession(items, cat, decisions)
+    session = ReviewSession(items, cat, decisions, emb=emb, graph=graph, index=index, labels=known)
     if host not in ("127.0.0.1", "localhost", "::1"):
         warnings.warn(f"--host {host}: the review page is reachable from other machines; anyone who can reach it "
                       "and load the page can record decisions", SimlabelWarning, stacklevel=1)

@@ -1,12 +1,21 @@
 // simlabel's review page: grids of items that share one proposal, a detail view, the keyboard.
-// Every text goes in through textContent; the server only ever sees catalog ids and item keys.
+// A labelling queue (select's) works by selection: pick items, give them a label by key or by name,
+// find more like them by similarity or title. Every text goes in through textContent; the server only
+// ever sees catalog ids and item keys.
 "use strict";
 
 const TOKEN = document.querySelector('meta[name="review-token"]').content;
 const $ = (id) => document.getElementById(id);
 // a grid is one page of one proposal: "accept the grid" only ever decides what the reviewer can see
 const PAGE = 24;
-const state = { items: [], groups: [], pages: [], group: 0, focus: 0, out: new Set(), detail: null, alternatives: [] };
+const state = { items: [], groups: [], pages: [], group: 0, focus: 0, out: new Set(), detail: null, alternatives: [],
+  sel: new Set(), anchor: -1, view: { mode: "queue" }, labels: [] };
+
+// a queue of items to label (made by select) rather than proposals to check
+function labelMode() {
+  const o = $("queue").selectedOptions[0];
+  return !!o && o.dataset.kind === "select";
+}
 
 function toast(text) {
   const t = $("toast");
@@ -30,14 +39,44 @@ async function api(path, payload) {
 function imageUrl(id, size) { return "/image/" + encodeURIComponent(id) + "?size=" + size; }
 
 function showProgress(p) {
-  const q = p.queues.find((x) => x.queue === $("queue").value) || { decided: 0, total: 0 };
-  $("progress").textContent = `${q.decided} / ${q.total} decided in this queue · ${p.decided} / ${p.total} in all`;
+  const q = p.queues.find((x) => x.queue === $("queue").value) || { decided: 0, total: 0, beyond: 0 };
+  const beyond = q.beyond ? ` (+${q.beyond} more labelled)` : "";
+  $("progress").textContent = `${q.decided} / ${q.total} decided in this queue${beyond} · ${p.decided} / ${p.total} in all`;
+}
+
+function fetchView() {
+  const queue = $("queue").value;
+  if (state.view.mode === "similar") return api("/api/similar?" + new URLSearchParams({ queue: queue, id: state.view.id }));
+  if (state.view.mode === "search") return api("/api/search?" + new URLSearchParams({ queue: queue, q: state.view.q }));
+  const params = new URLSearchParams({ queue: queue, status: $("status").value });
+  if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
+  return api("/api/items?" + params.toString());
+}
+
+async function loadLabels() {
+  const on = labelMode();
+  $("labelbar").hidden = !on;
+  $("label-hint").hidden = !on;
+  $("review-hint").hidden = on;
+  $("back").hidden = state.view.mode === "queue";
+  $("search-box").hidden = document.body.dataset.search !== "yes";
+  $("more-like").hidden = document.body.dataset.similar !== "yes";
+  if (!on) { state.labels = []; return; }
+  const data = await api("/api/labels?" + new URLSearchParams({ queue: $("queue").value }));
+  state.labels = data.labels;
+  $("label-keys").replaceChildren(...state.labels.slice(0, 9).map((l, n) => {
+    const chip = document.createElement("button");
+    chip.type = "button"; chip.className = "chip"; chip.dataset.label = l;
+    const key = document.createElement("kbd"); key.textContent = String(n + 1);
+    chip.append(key, document.createTextNode(l));
+    chip.addEventListener("click", () => labelWith(l));
+    return chip;
+  }));
+  $("label-options").replaceChildren(...state.labels.map((l) => { const o = document.createElement("option"); o.value = l; return o; }));
 }
 
 async function load(keepGroup) {
-  const params = new URLSearchParams({ queue: $("queue").value, status: $("status").value });
-  if ($("min-score").value !== "") params.set("min_score", $("min-score").value);
-  const data = await api("/api/items?" + params.toString());
+  const data = await fetchView();
   const current = state.pages[state.group];
   state.items = data.items;
   state.groups = [...new Set(data.items.map((it) => it.group))];
@@ -68,10 +107,12 @@ function groupItems() {
 function caption(it) {
   const from = it.old ? `${it.old} → ` : "";
   const score = it.score === null ? "" : ` (${it.score.toFixed(2)})`;
+  if (labelMode()) return `${it.id}` + (it.proposed ? ` · proposal: ${it.proposed}${score}` : "") + (it.found ? ` · ${it.found}` : "");
   return `${it.id}: ${from}${it.proposed || "to label"}${score}`;
 }
 
 function renderGrid() {
+  showSelected();
   const items = groupItems();
   const pg = state.pages[state.group];
   $("grid-title").textContent = pg ? `${pg.group} · ${pg.n > PAGE ? `${pg.start + 1}-${pg.start + items.length} of ` : ""}${pg.n} item(s)` : "";
@@ -82,18 +123,26 @@ function renderGrid() {
     const card = document.createElement("div");
     card.className = "card";
     card.dataset.item = it.item;
-    if (state.out.has(it.item)) card.classList.add("out");
+    const labelling = labelMode();
+    if (!labelling && state.out.has(it.item)) card.classList.add("out");
+    if (labelling && state.sel.has(it.item)) card.classList.add("selected");
     if (n === state.focus) card.classList.add("focus");
-    if (it.decision) card.classList.add(it.decision.action);
+    if (it.decision) card.classList.add(labelling ? (it.decision.new ? "labelled" : "skipped") : it.decision.action);
     const img = document.createElement("img");
     img.src = imageUrl(it.id, "thumb"); img.alt = it.id; img.loading = "lazy";
     const cap = document.createElement("div");
     cap.textContent = caption(it);
     const why = document.createElement("div");
     why.className = "why";
-    why.textContent = it.title + (it.decision ? ` · ${it.decision.action}${it.decision.new ? ": " + it.decision.new : ""}` : "");
-    card.append(img, cap, why);
-    card.addEventListener("click", () => { state.focus = n; toggle(it.item); });
+    why.textContent = it.title + (it.decision && !labelling ? ` · ${it.decision.action}${it.decision.new ? ": " + it.decision.new : ""}` : "");
+    card.append(img, cap);
+    if (labelling && it.decision && it.decision.new) {
+      const given = document.createElement("div");
+      given.className = "label-given"; given.textContent = "→ " + it.decision.new;
+      card.append(given);
+    }
+    card.append(why);
+    card.addEventListener("click", (ev) => { if (labelling) pick(n, ev.shiftKey); else { state.focus = n; toggle(it.item); } });
     card.addEventListener("dblclick", () => { state.focus = n; openDetail(it); });
     return card;
   }));
@@ -104,10 +153,68 @@ function toggle(key) {
   renderGrid();
 }
 
+// select an item of the grid; with shift, every item from the last one picked
+function pick(n, range) {
+  const items = groupItems();
+  if (range && state.anchor >= 0) {
+    const [a, b] = [Math.min(state.anchor, n), Math.max(state.anchor, n)];
+    for (let i = a; i <= b && i < items.length; i++) state.sel.add(items[i].item);
+  } else if (state.sel.has(items[n].item)) {
+    state.sel.delete(items[n].item);
+  } else {
+    state.sel.add(items[n].item);
+  }
+  state.anchor = n; state.focus = n;
+  renderGrid();
+}
+
+function showSelected() {
+  const n = groupItems().filter((it) => state.sel.has(it.item)).length;
+  $("selected-count").textContent = n ? `${n} selected` : "";
+}
+
+// what a key labels: the selection shown, or else the focused item
+function targets() {
+  const items = groupItems();
+  const keys = items.filter((it) => state.sel.has(it.item)).map((it) => it.item);
+  return keys.length ? keys : items[state.focus] ? [items[state.focus].item] : [];
+}
+
+async function labelWith(label) {
+  const keys = targets();
+  if (!label || !keys.length) return;
+  await decide(keys, "relabel", label);
+  state.sel.clear(); state.anchor = -1;
+  await loadLabels();
+  await load(true);
+}
+
+async function acceptProposals() {
+  const keys = new Set(targets());
+  const with_ = groupItems().filter((it) => keys.has(it.item) && it.proposed).map((it) => it.item);
+  if (!with_.length) { toast("no proposal to accept here: give a label (1-9 or l)"); return; }
+  await decide(with_, "accept");
+  state.sel.clear(); state.anchor = -1;
+  await loadLabels();
+  await load(true);
+}
+
+async function setView(view) {
+  if (view.mode !== "search") $("search").value = "";
+  state.view = view; state.group = 0; state.focus = 0; state.sel.clear(); state.anchor = -1;
+  $("back").hidden = view.mode === "queue";
+  await load(false);
+}
+
+function moreLike() {
+  const it = groupItems()[state.focus];
+  if (it && document.body.dataset.similar === "yes") setView({ mode: "similar", id: it.id });
+}
+
 async function decide(items, action, label) {
   if (!items.length) return;
   const data = await api("/api/decide", { queue: $("queue").value, items: items, action: action, label: label });
-  toast(`${data.written} ${action}${label ? " → " + label : ""}`);
+  toast(labelMode() && action === "relabel" ? `${data.written} labelled ${label}` : `${data.written} ${action}${label ? " → " + label : ""}`);
   showProgress(data.progress);
 }
 
@@ -127,13 +234,14 @@ function nextOpenGroup() {
 function moveGroup(step) {
   if (!state.pages.length) return;
   state.group = (state.group + step + state.pages.length) % state.pages.length;
-  state.focus = 0; state.out.clear();
+  state.focus = 0; state.out.clear(); state.sel.clear(); state.anchor = -1;
   renderGrid();
 }
 
 async function undo() {
   const data = await api("/api/undo", { queue: $("queue").value });
-  toast(data.undone ? `undone: ${data.undone.action} of ${data.undone.id}` : "nothing to undo");
+  toast(data.undone ? `undone: ${data.undone.action} of ${data.count > 1 ? data.count + " items" : data.undone.id}` : "nothing to undo");
+  await loadLabels();
   await load(true);
   if (state.detail) await openDetail(state.detail);
 }
@@ -142,7 +250,8 @@ async function openDetail(it) {
   const params = new URLSearchParams({ queue: it.queue, item: it.item });
   const d = await api("/api/item?" + params.toString());
   state.detail = it;
-  state.alternatives = d.alternatives;
+  // in a labelling queue the keys keep the label bar's numbers
+  state.alternatives = labelMode() ? state.labels : d.alternatives;
   $("grid-view").hidden = true;
   $("detail-view").hidden = false;
   $("detail-image").src = imageUrl(d.id, "full");
@@ -150,7 +259,7 @@ async function openDetail(it) {
   $("detail-title").textContent = d.title || d.id;
   $("detail-labels").textContent = `${d.id} · queue ${d.queue} (${d.kind}) · given: ${d.old || "none"} · proposed: ${d.proposed || "none"}`
     + (d.score === null ? "" : ` · score ${d.score.toFixed(3)}`);
-  $("alternatives").replaceChildren(...d.alternatives.slice(0, 9).map((a) => {
+  $("alternatives").replaceChildren(...state.alternatives.slice(0, 9).map((a) => {
     const li = document.createElement("li"); li.textContent = a; return li;
   }));
   $("basis-entry").hidden = d.kind !== "basis";
@@ -188,16 +297,23 @@ async function detailDecide(action, label) {
 
 document.addEventListener("keydown", (ev) => {
   if (ev.target.tagName === "INPUT" || ev.target.tagName === "SELECT") {
-    if (ev.target.id === "basis-labels" && ev.key === "Enter" && ev.target.value.trim()) {
-      detailDecide("relabel", ev.target.value.trim());
+    const text = ev.target.value ? ev.target.value.trim() : "";
+    if (ev.target.id === "basis-labels" && ev.key === "Enter" && text) {
+      detailDecide("relabel", text);
+    } else if (ev.target.id === "label-input" && ev.key === "Enter" && text) {
+      ev.target.value = ""; ev.target.blur();
+      if (state.detail) detailDecide("relabel", text); else labelWith(text);
+    } else if (ev.target.id === "search" && ev.key === "Enter" && text) {
+      ev.target.blur(); setView({ mode: "search", q: text });
     } else if (ev.key === "Escape") { ev.target.blur(); }
     return;
   }
   const help = $("help");
   if (ev.key === "?") { help.hidden = !help.hidden; return; }
-  if (ev.key === "Escape") { if (!help.hidden) help.hidden = true; else if (state.detail) closeDetail(); return; }
+  if (ev.key === "Escape" && (!help.hidden || state.detail)) { if (!help.hidden) help.hidden = true; else closeDetail(); return; }
   if (ev.key === "u") { undo(); return; }
   if (state.detail) {
+    if (ev.key === "l" && labelMode()) { ev.preventDefault(); $("label-input").focus(); return; }
     if (ev.key === "a") detailDecide("accept");
     else if (ev.key === "r") detailDecide("reject");
     else if (ev.key === "s" || ev.key === "n" || ev.key === "ArrowRight") moveDetail(1);
@@ -206,6 +322,19 @@ document.addEventListener("keydown", (ev) => {
     return;
   }
   const items = groupItems();
+  if (labelMode()) {
+    if (/^[1-9]$/.test(ev.key)) { const l = state.labels[+ev.key - 1]; if (l !== undefined) labelWith(l); return; }
+    if ((ev.ctrlKey || ev.metaKey) && ev.key === "a") { ev.preventDefault(); items.forEach((it) => state.sel.add(it.item)); renderGrid(); return; }
+    if (ev.ctrlKey || ev.metaKey || ev.altKey) return;
+    if (ev.key === "a") { acceptProposals(); return; }
+    if (ev.key === "l") { ev.preventDefault(); $("label-input").focus(); return; }
+    if (ev.key === "/") { ev.preventDefault(); if (!$("search-box").hidden) $("search").focus(); return; }
+    if (ev.key === "m") { moreLike(); return; }
+    if (ev.key === "b") { if (state.view.mode !== "queue") setView({ mode: "queue" }); return; }
+    if (ev.key === "Escape") { if (state.sel.size) { state.sel.clear(); renderGrid(); } else if (state.view.mode !== "queue") setView({ mode: "queue" }); return; }
+    if (ev.key === " " && items[state.focus]) { ev.preventDefault(); pick(state.focus, ev.shiftKey); return; }
+    if (ev.key === "r") return;  // nothing to reject: an item to label has no proposal to be wrong
+  }
   if (ev.key === "a") decideGrid("accept");
   else if (ev.key === "r") decideGrid("reject");
   else if (ev.key === "n" || ev.key === "s") moveGroup(1);
@@ -217,7 +346,7 @@ document.addEventListener("keydown", (ev) => {
   else return;
 });
 
-$("queue").addEventListener("change", () => { state.group = 0; load(false); });
+$("queue").addEventListener("change", async () => { state.view = { mode: "queue" }; state.group = 0; state.sel.clear(); await loadLabels(); load(false); });
 $("status").addEventListener("change", () => load(true));
 $("min-score").addEventListener("change", () => load(true));
 $("group").addEventListener("change", () => {
@@ -225,4 +354,7 @@ $("group").addEventListener("change", () => {
 });
 $("help-button").addEventListener("click", () => { $("help").hidden = false; });
 $("help").addEventListener("click", () => { $("help").hidden = true; });
-load(false);
+$("select-all").addEventListener("click", () => { groupItems().forEach((it) => state.sel.add(it.item)); renderGrid(); });
+$("more-like").addEventListener("click", moreLike);
+$("back").addEventListener("click", () => setView({ mode: "queue" }));
+loadLabels().then(() => load(false));
