@@ -38,7 +38,11 @@ def test_experiment_end_to_end_binary(clothing_80: Path, tmp_path: Path) -> None
     res = run_augment_experiment(clothing_80, cfg, out=tmp_path / "run", json_out=tmp_path / "r.json", html_out=tmp_path / "r.html", progress=False)
     enc = res["encoders"]["efficientnet-lite0"]
     run = enc["runs"][0]
-    assert set(run["metrics"]) == {"seeds", "aug", "prop"}
+    assert set(run["metrics"]) == {"seeds", "aug", "prop", "auto"}
+    # the method a user should run: pseudo=auto, chosen on the seeds alone. Here the seeds alone are perfect out
+    # of fold, so no mode can beat them by its margin: auto keeps them, and its model is the seeds' model
+    assert run["pseudo_auto"]["mode"] == "none" and "beat the human labels alone" in run["pseudo_auto"]["why"]
+    assert run["metrics"]["auto"] == run["metrics"]["seeds"]
     for m in run["metrics"].values():
         assert {"+P", "+R", "-P", "-R", "HM", "accuracy"} <= set(m)
         assert 0 <= m["HM"] <= 1

@@ -3,7 +3,12 @@
 catalog -> image embeddings (cached, resumable) -> FAISS index -> a report:
 counts, failures, throughput, and the k-NN accuracy of the test split against
 the train split (each test image takes the similarity-weighted majority label
-of its ``k`` nearest train images).
+of its ``k`` nearest train images). Then, on the same embeddings, two small
+experiments: paper 000's (augmentation vs propagation, and ``pseudo=auto``, at
+``labeled_frac``) and the label-efficiency comparison at ``budget_frac`` of the
+catalog: the seeds-only baseline (random labels, trained alone) against what
+simlabel does with the same number of human labels (``select`` in two rounds,
+``train --pseudo auto``).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from simlabel.embedding import embed
 from simlabel.encoders import DEFAULT_IMAGE_MODEL
 from simlabel.errors import CatalogError, SimlabelError
 from simlabel.experiments.augment import AugmentExperimentConfig, run_augment_experiment
+from simlabel.experiments.efficiency import EfficiencyConfig, run_efficiency_experiment
 from simlabel.files import atomic_write_json, read_json
 from simlabel.index import IndexConfig, NeighborIndex
 from simlabel.runs import default_run_dir, find_default_data
@@ -68,9 +74,24 @@ class DemoReport:
     experiment: dict | None = None
     #: the experiment's results were read from an earlier run with the same inputs and code
     experiment_cached: bool = False
+    #: the label-efficiency comparison (:func:`~simlabel.experiments.efficiency.run_efficiency_experiment`'s results)
+    efficiency: dict | None = None
+    efficiency_cached: bool = False
+
+    def fewest_labels(self) -> dict | None:
+        """The efficiency comparison in short: the budget, the seeds-only baseline (``random+none``) and
+        simlabel's pipeline (``auto+auto``), mean and sd over the repetitions."""
+        if not self.efficiency:
+            return None
+        by = {(r["pipeline"], r["budget"]): r for r in self.efficiency["summary"]}
+        budget = self.efficiency["budgets"][0]
+        base, best = by[("random+none", budget)], by[("auto+auto", budget)]
+        return {"budget": budget, "pool": self.efficiency["pool"], "repeats": self.efficiency["config"]["repeats"],
+                "seeds_only": base["score"], "seeds_only_sd": base.get("score sd"),
+                "simlabel": best["score"], "simlabel_sd": best.get("score sd")}
 
 
-def experiment_key(cfg: AugmentExperimentConfig, embeddings, catalog) -> str:
+def experiment_key(cfg: "AugmentExperimentConfig | EfficiencyConfig", embeddings, catalog) -> str:
     """What the demo's experiment results depend on: its config, the embeddings (fingerprint),
     the catalog's labels and splits, and simlabel's code (a digest of its source files, so any
     change of the code reruns it)."""
@@ -112,6 +133,9 @@ def run_demo(
     experiment: bool = True,
     labeled_frac: float = 0.1,
     graph: "str | os.PathLike | KnnGraph | None" = None,
+    efficiency: bool = True,
+    budget_frac: float = 0.01,
+    repeats: int = 3,
 ) -> DemoReport:
     """Embed the default (or given) data, index it and measure test-vs-train k-NN accuracy.
 
@@ -156,6 +180,17 @@ def run_demo(
         Also run (or read from the cache) the small augmentation experiment.
     labeled_frac : float, default 0.1
         The fraction of the catalog that keeps its labels in the experiment.
+    efficiency : bool, default True
+        Also compare, at ``budget_frac`` of the catalog, the seeds-only baseline (random labels, the
+        head on them alone) with simlabel's pipeline on as many human labels (``select``'s ``auto``
+        in two rounds, ``train --pseudo auto``), over ``repeats`` seeds; cached like the experiment
+        (``experiment_efficiency.json`` and ``.html``). Needs a label column; uses the catalog's
+        ``test`` split when it has one, else a stratified 20%.
+    budget_frac : float, default 0.01
+        The human labels of that comparison, as a share of the pool (clothing-small: 34 labels, where
+        the choice of labels matters most; RESULTS.md §16).
+    repeats : int, default 3
+        Its repetitions.
     graph : str, os.PathLike or KnnGraph, optional
         A k-NN graph (a :class:`~simlabel.graph.KnnGraph` or folder over these embeddings):
         gives the test rows' training neighbours without new queries
@@ -170,7 +205,8 @@ def run_demo(
         embeddings were all resumed, the index path, ``k``, the k-NN accuracy overall and per
         class (``None`` and empty unless there are more than ``k`` labelled training rows and
         a labelled test row), and the experiment's results (``experiment``; ``None`` without
-        it) with ``experiment_cached`` saying whether they were read from an earlier run.
+        it) with ``experiment_cached`` saying whether they were read from an earlier run, and the
+        label-efficiency comparison (``efficiency``, :meth:`DemoReport.fewest_labels`).
 
     Raises
     ------
@@ -265,5 +301,18 @@ def run_demo(
             report.experiment = run_augment_experiment(root, cfg, out=run_dir, json_out=json_path, html_out=html_path,
                                                        progress=progress, embeddings={model: embeddings})
             atomic_write_json(json_path, {**read_json(json_path, "experiment results"), "cache_key": key})
-    atomic_write_json(run_dir / "demo_report.json", {k: v for k, v in report.__dict__.items() if k != "experiment"})
+    if efficiency:
+        ecfg = EfficiencyConfig(label_col=label_col, budget_fracs=(budget_frac,), strategies=("random", "auto"),
+                                pseudo=("none", "auto"), rounds=2, repeats=repeats, references=False, device=device)
+        json_path, html_path = run_dir / "experiment_efficiency.json", run_dir / "experiment_efficiency.html"
+        key = experiment_key(ecfg, embeddings, catalog)
+        cached = _cached_experiment(json_path, html_path, key)
+        if cached is not None:
+            report.efficiency, report.efficiency_cached = cached, True
+        else:
+            report.efficiency = run_efficiency_experiment(root, ecfg, out=run_dir, json_out=json_path, html_out=html_path,
+                                                          progress=progress, embeddings=embeddings)
+            atomic_write_json(json_path, {**read_json(json_path, "efficiency results"), "cache_key": key})
+    written = {k: v for k, v in report.__dict__.items() if k not in ("experiment", "efficiency")}
+    atomic_write_json(run_dir / "demo_report.json", {**written, "fewest_labels": report.fewest_labels()})
     return report

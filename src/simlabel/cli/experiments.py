@@ -47,21 +47,28 @@ def demo(
     experiment: bool = typer.Option(True, "--experiment/--no-experiment", help="Also run a small paper-000 experiment (augmentation vs propagation)."),
     labeled_frac: float = typer.Option(0.1, "--labeled-frac", help="Share of the catalog kept labeled in that experiment."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of the run's embeddings (`simlabel graph`): the k-NN accuracy reads its neighbours instead of new queries."),
+    efficiency: bool = typer.Option(True, "--efficiency/--no-efficiency", help="Also compare seeds only (random labels) with simlabel's select + train --pseudo auto on as many human labels."),
+    budget_frac: float = typer.Option(0.01, "--budget-frac", help="The human labels of that comparison, as a share of the catalog (less its test set)."),
+    repeats: int = typer.Option(3, "--repeats", help="Repetitions of that comparison (mean and sd)."),
     device: str = device_option(),
     progress: bool = progress_option(),
 ) -> None:
     """Run the main job: embed the data (cached), index it, report k-NN accuracy and a small paper-000 experiment.
 
-    The experiment (label augmentation, paper 000) runs on the same embeddings.
+    The experiment (label augmentation, paper 000, and train --pseudo auto) runs on the same embeddings, then
+    the fewest-labels comparison: at 1% of the catalog, seeds only (random labels, trained alone) against
+    simlabel (select in two rounds, train --pseudo auto) with as many human labels.
 
-    Cost: embedding the catalog the first time (about 30 s for clothing-small on 2 cores).
+    Cost: embedding the catalog the first time (about 30 s for clothing-small on 2 cores), then about a minute
+    for the experiments (cached: a second demo with the same inputs and code reads them).
 
     Example: simlabel demo            (uses ../shared/datasets/clothing-small)
     """
     from simlabel.demo import run_demo
 
     rep = run_demo(data, out=out, model=model, label_col=label_col, k=k, device=device,
-                   experiment=experiment, labeled_frac=labeled_frac, graph=graph)
+                   experiment=experiment, labeled_frac=labeled_frac, graph=graph, efficiency=efficiency,
+                   budget_frac=budget_frac, repeats=repeats)
     t = Table(title="simlabel demo", show_header=False)
     t.add_column("what")
     t.add_column("value", overflow="fold")
@@ -89,6 +96,27 @@ def demo(
         )
         _print_augment_tables(rep.experiment)
         say(f"experiment report: {Path(rep.out) / 'experiment_augment.html'}")
+    few = rep.fewest_labels()
+    if few:
+        from simlabel.experiments.efficiency import summary_table
+
+        out_console.print(f"\n[bold]The fewest human labels[/]: {few['budget']:,} labels ({few['budget'] / few['pool']:.1%} of "
+                          f"{few['pool']:,}), test accuracy, mean ± sd of {few['repeats']} seeds:", soft_wrap=True)
+        t = Table(show_header=True)
+        t.add_column("pipeline")
+        t.add_column("accuracy", justify="right")
+        cells = summary_table(rep.efficiency).iloc[:, 0]
+        names = {"random+none": "seeds only: random labels, trained alone (the baseline)",
+                 "random+auto": "random labels + train --pseudo auto",
+                 "auto+none": "select --strategy auto (2 rounds), trained alone",
+                 "auto+auto": "simlabel: select --strategy auto (2 rounds) + train --pseudo auto"}
+        for name, cell in cells.items():
+            t.add_row(names.get(str(name), str(name)), str(cell))
+        out_console.print(t)
+        gain = few["simlabel"] - few["seeds_only"]
+        say(f"simlabel {few['simlabel']:.3f} vs seeds only {few['seeds_only']:.3f} with the same {few['budget']:,} human "
+            f"labels: {gain * 100:+.1f} points")
+        say(f"efficiency report: {Path(rep.out) / 'experiment_efficiency.html'}")
     say(f"report: {Path(rep.out) / 'demo_report.json'}")
 
 

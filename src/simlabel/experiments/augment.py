@@ -16,6 +16,11 @@ Protocol (section 4 of the paper), per encoder and per repetition seed:
    propagated; evaluate each on the holdout: per-class precision and recall
    and their harmonic mean HM (Table 2).
 
+Beside the paper's three, the row ``auto`` is what a user should run: ``train(..., pseudo="auto")``
+on the seeds alone, which chooses out of fold, on the seeds only, whether pseudo-labels from the
+unlabelled catalog (augment, propagate or spread, certainty-weighted) help, and otherwise trains
+on the seeds (:func:`simlabel.training.choose_pseudo`). Its choice is in each run's ``pseudo_auto``.
+
 The head: the paper's "single dense layer" with balanced class weights by default. Without them
 (``paper_head=True``, ``--paper-head``: the protocol as printed) a one-vs-rest run on a rare class
 predicts no positive at all for most classes (HM 0; clothing-small: 9 of 10 classes), which the
@@ -48,7 +53,7 @@ from simlabel.runs import default_run_dir, find_default_data, safe_name
 from simlabel.store import Embeddings, as_embeddings, load_embeddings
 from simlabel.training import evaluate, train
 
-METHODS = ("seeds", "aug", "prop")
+METHODS = ("seeds", "aug", "prop", "auto")
 
 
 @dataclass
@@ -181,8 +186,13 @@ def run_one(
     head = HeadConfig(**{**asdict(cfg.head), "seed": rep_seed, "device": cfg.device,
                          "class_weight": None if cfg.paper_head else (cfg.head.class_weight or "balanced")})
     metrics, reports = {}, {}
-    for method, extra in (("seeds", []), ("aug", [augmented[["id", "label"]]]), ("prop", [prop[["id", "label"]]])):
-        clf = train(emb, seeds[["id", "label"]], extra=extra, config=head, progress_label=f"{method} seed {rep_seed}")
+    chosen = None
+    for method, extra in (("seeds", []), ("aug", [augmented[["id", "label"]]]), ("prop", [prop[["id", "label"]]]),
+                          ("auto", [])):
+        mode = {"pseudo": "auto", "graph": graph, "holdout": hold} if method == "auto" else {}
+        clf = train(emb, seeds[["id", "label"]], extra=extra, config=head, progress_label=f"{method} seed {rep_seed}", **mode)
+        if method == "auto":
+            chosen = getattr(clf, "pseudo_", None)
         rep = evaluate(clf, emb, hold, positive=cfg.positive, warn=False)
         reports[method] = rep
         metrics[method] = _metric_row(rep, classes, cfg.positive)
@@ -217,6 +227,7 @@ def run_one(
             "propagated": label_precision(prop, hidden_truth),
         },
         "metrics": metrics,
+        "pseudo_auto": chosen,
         "reports": reports,
         "samples": samples,
         "classes": classes,
@@ -367,6 +378,13 @@ def precision_table(results: dict) -> pd.DataFrame:
     return pd.DataFrame(rows).set_index(["encoder", "labels"])
 
 
+def _auto_choices(results: dict) -> str:
+    """What ``pseudo=auto`` chose in each run, e.g. ``none in 2 runs, spread in 1``."""
+    modes = [(run.get("pseudo_auto") or {}).get("mode", "none") for r in results["encoders"].values() for run in r["runs"]]
+    counts = pd.Series(modes, dtype=object).value_counts()
+    return ", ".join(f"{m} in {n} run{'s' if n > 1 else ''}" for m, n in counts.items())
+
+
 def write_html(results: dict, catalog: Catalog, path: str | os.PathLike) -> Path:
     import matplotlib
 
@@ -397,7 +415,7 @@ def write_html(results: dict, catalog: Catalog, path: str | os.PathLike) -> Path
             rep.add("Warning", "<p class=\"warn\">No holdout item was predicted positive by: "
                     + ", ".join(f"{e} / {m}" for e, m in flagged) + " (HM 0). Class weights (the default) fix this; "
                     "--paper-head trains without them.</p>")
-    rep.add_table("Table 2: holdout metrics", mt, note="seeds: trained on the seeds only; aug: seeds + augmented labels; prop: seeds + propagated labels. HM: harmonic mean of all per-class precisions and recalls.")
+    rep.add_table("Table 2: holdout metrics", mt, note="seeds: trained on the seeds only; aug: seeds + augmented labels; prop: seeds + propagated labels; auto: train --pseudo auto on the seeds (the mode chosen out of fold on the seeds alone: " + _auto_choices(results) + "). HM: harmonic mean of all per-class precisions and recalls.")
     rep.add_table("Precision of the labels made (against the hidden true labels)", precision_table(results))
     fig, ax = plt.subplots(figsize=(7, 3.2))
     cols = ["HM", "accuracy", "macro_f1"]
