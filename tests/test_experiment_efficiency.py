@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from typer.testing import CliRunner
 
-from simlabel.errors import ConfigError
+from simlabel.errors import ConfigError, InputError
 from simlabel.experiments.efficiency import EfficiencyConfig, run_efficiency_experiment, summary_table
 from tests.helpers import check_page, slice_catalog
 
@@ -68,3 +68,24 @@ def test_one_class_against_the_rest_by_average_precision(tmp_path: Path) -> None
     assert r["metric"] == "average precision" and "references" not in r
     assert all(0 <= row["score"] <= 1 for row in r["runs"])
     assert any(row["score"] > 0 for row in r["runs"])
+
+
+@pytest.mark.slow
+def test_titles_beside_images_in_every_pipeline(tmp_path: Path) -> None:
+    """--text-col: the titles' MiniLM embeddings join the images' (1280 + 384), for the selection, the graph, the
+    pseudo-labels, the heads and the references alike."""
+    df = slice_catalog("fashion-products", 90, tmp_path, stratify="master_category")
+    cat = tmp_path / "catalog.csv"
+    df.to_csv(cat, index=False)
+    r = run_efficiency_experiment(cat, EfficiencyConfig(label_col="master_category", budgets=(8,), strategies=("random", "auto"),
+                                                        pseudo=("none", "auto"), rounds=2, repeats=1, device="cpu",
+                                                        text_col="title"),
+                                  out=tmp_path / "run", progress=False)
+    assert r["features"]["inputs"] == "image+text" and r["features"]["dim"] == 1280 + 384
+    assert "+" in r["features"]["space"].split("|")[0]  # a space of its own: the images' graph is not reused
+    graphs = [p.name for p in (tmp_path / "run").glob("graph-k*")]
+    assert len(graphs) == 1
+    assert len(r["runs"]) == 4 and all(0 <= row["score"] <= 1 for row in r["runs"]) and 0 < r["references"]["ceiling"] <= 1
+    with pytest.raises(InputError, match="text_embeddings"):
+        run_efficiency_experiment(cat, EfficiencyConfig(label_col="master_category", text_col="title"),
+                                  embeddings=tmp_path / "run" / "embeddings", progress=False)

@@ -92,3 +92,30 @@ def test_a_long_tail_is_trained_on_never_validated_on() -> None:
     choice = choose_pseudo(e, labels, PseudoConfig(scales=(1.0,)), FAST)
     # class c has one label: validation still runs on a and b (3 folds), c's row always trains
     assert len(choice["candidates"]) == 4 and all(len(c["folds"]) == 3 for c in choice["candidates"])
+
+
+def test_titles_beside_images_have_their_own_space_and_take_pseudo_labels(tmp_path: Path) -> None:
+    """Images that do not separate the classes, titles that do: the joined features label by both, and no graph
+    of the images alone passes for one of the joined features."""
+    from simlabel.graph import GraphConfig, build_graph
+    from simlabel.training import load_features
+
+    e, truth = _catalog(30)
+    rng = np.random.default_rng(1)
+    noise = rng.normal(size=e.matrix.shape).astype(np.float32)
+    image = Embeddings(e.ids, noise / np.linalg.norm(noise, axis=1, keepdims=True), {"path": "img", "model": "img-model"})
+    text = Embeddings(e.ids, e.matrix, {"path": "txt", "model": "txt-model", "modality": "text"})
+    image.fingerprint  # noqa: B018 - cached in the metadata once read: the joined features must not inherit it
+    joined, dims = load_features(image, text, inputs="image+text")
+    assert dims == [e.dim, e.dim] and joined.dim == 2 * e.dim and joined.fingerprint != image.fingerprint
+    assert joined.meta["model"] == "img-model+txt-model" and joined.meta["modality"] == "image+text"
+    image_graph = build_graph(image, tmp_path / "g", GraphConfig(k=5, recall_sample=0), progress=False)
+    labels = truth.iloc[::6].reset_index(drop=True)
+    with pytest.raises(InputError, match="other embeddings|fingerprint|does not match"):
+        train(image, labels, text_emb=text, inputs="image+text", config=FAST, pseudo="propagate", graph=image_graph)
+    clf = train(image, labels, text_emb=text, inputs="image+text", config=FAST, pseudo="propagate")
+    assert clf.pseudo_["mode"] == "propagate" and clf.pseudo_["n"] > 0
+    assert len(clf.training_ids_) == len(labels) + clf.pseudo_["n"]
+    # the pseudo-labels follow the titles (which separate the classes), so the model does too
+    acc = (clf.predict(joined.rows(truth["id"]).matrix) == truth["label"].to_numpy()).mean()
+    assert acc > 0.9

@@ -241,3 +241,29 @@ def test_a_graph_folder_is_read_once_per_selection(tmp_path: Path, monkeypatch) 
     chosen = select_items(e, 6, SelectConfig(strategy="typiclust"), labels=labels, graph=tmp_path / "g")
     assert len(chosen.labels) == 6 and chosen.summary["neighbours"]["source"] == "graph"
     assert len(reads) == 1
+
+
+def test_select_on_images_and_titles_side_by_side() -> None:
+    """With the titles' embeddings, the items are chosen and the round model trained on both; a model of images
+    and titles is taken with them and refused without."""
+    from simlabel.head_config import HeadConfig
+    from simlabel.training import select, train
+
+    X, clusters, _ = _blobs([30, 30, 30], spread=0.5)
+    image = _emb(0.2 * np.random.default_rng(3).normal(size=X.shape).astype(np.float32))  # images that carry no class
+    text = Embeddings(image.ids, X, {"path": "titles", "model": "txt", "modality": "text"})
+    many = pd.DataFrame({"id": [f"i{j}" for j in range(0, 90, 3)], "label": [["a", "b", "c"][j // 30] for j in range(0, 90, 3)]})
+    made = select(image, 6, labels=many, text_emb=text, device="cpu")
+    blind = select(image, 6, labels=many, device="cpu")
+    assert made.summary["strategy"] == "badge" and len(made.labels) == 6
+    # the round model saw the titles: its predictions over the catalog follow them; on the images alone they cannot
+    truth = np.array(["a", "b", "c"])[clusters]
+
+    def accuracy(sel) -> float:
+        return float((sel.predictions["prediction"].to_numpy() == truth[image.positions(sel.predictions["id"])]).mean())
+
+    assert accuracy(made) > 0.9 and accuracy(blind) < 0.7
+    both = train(image, many, text_emb=text, inputs="image+text", config=HeadConfig(max_epochs=30, device="cpu"))
+    assert len(select(image, 3, labels=many, model=both, text_emb=text).labels) == 3
+    with pytest.raises(InputError, match="give `text_emb`"):
+        select(image, 3, labels=many, model=both)

@@ -195,7 +195,11 @@ def load_features(
     text = as_embeddings(text_emb)
     both = image.ids[text.has(image.ids)]
     joined = np.concatenate([image.rows(both).matrix, text.rows(both).matrix], axis=1)
-    return Embeddings(both, joined, {**image.meta, "text_path": text.meta.get("path")}), [image.dim, text.dim]
+    # a space of its own: a graph or index of the images alone must not pass for one of the joined features
+    meta = {k: v for k, v in image.meta.items() if k not in ("space", "fingerprint")}
+    meta.update({k: f"{image.meta.get(k, '?')}+{text.meta.get(k, '?')}" for k in ("model", "model_version")})
+    meta.update(modality="image+text", text_path=text.meta.get("path"))
+    return Embeddings(both, joined, meta), [image.dim, text.dim]
 
 
 def _source(emb: str | os.PathLike | Embeddings | None) -> str | None:
@@ -291,7 +295,8 @@ def train(
         ``"augment"``, ``"propagate"``, ``"spread"``, or ``"auto"``, which chooses the mode and the weight's
         scale by out-of-fold validation on the human labels only (:func:`choose_pseudo`); each pseudo-label
         weighs its certainty, class-balanced, never more than a human label. The choice and the candidates'
-        figures go to ``config.json``. Image inputs only.
+        figures go to ``config.json``. The neighbours are those of the features the head sees (with
+        ``inputs="image+text"``, images and titles side by side).
     graph : optional
         A k-NN graph of ``emb`` the pseudo-label methods read their neighbours from.
 
@@ -428,11 +433,10 @@ def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray
                         pseudo: "str | PseudoConfig", head: HeadConfig, *, graph, holdouts, inputs: str):
     """The training rows with the pseudo-labels appended (chosen by ``auto`` when asked), their weights,
     the table they came from, and what ``config.json`` records."""
-    from simlabel.labels.pseudo import PseudoConfig, make_pseudo_labels, pseudo_weights
-
-    if inputs != "image":
-        raise InputError(f"`pseudo` labels items by their image embeddings; inputs {inputs!r} are not supported")
+    # the pseudo-labels come from the features the head sees (images, titles, or both side by side): a graph
+    # given must be of those features (the neighbour resolver refuses one of other embeddings)
     from simlabel.graph import as_graph
+    from simlabel.labels.pseudo import PseudoConfig, make_pseudo_labels, pseudo_weights
 
     cfg = pseudo if isinstance(pseudo, PseudoConfig) else PseudoConfig(mode=pseudo)
     graph = as_graph(graph) if graph is not None else None  # read once: every fold and mode reads it
@@ -897,7 +901,8 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
 def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectConfig | None" = None, *,
            labels: "str | os.PathLike | pd.DataFrame | None" = None, model: "str | os.PathLike | EmbeddingClassifier | None" = None,
            graph=None, index=None, exclude: "Sequence[str] | None" = None, previous=None,
-           out: "str | os.PathLike | None" = None, label_col: str = "label", device: str = "auto") -> "Selection":
+           out: "str | os.PathLike | None" = None, label_col: str = "label", device: str = "auto",
+           text_emb: "str | os.PathLike | Embeddings | None" = None) -> "Selection":
     """What a person should label next, as ``simlabel select`` chooses it, in one call.
 
     :func:`simlabel.selection.select_items` handed the model's probabilities over the catalog: those of
@@ -913,6 +918,11 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
         The current model; default: one trained on ``labels``.
     device : str, default "auto"
         Where that head trains and predicts.
+    text_emb : str, os.PathLike or Embeddings, optional
+        The titles' embeddings: then items are chosen, and the model trained, on images and titles side by
+        side (:func:`load_features` with ``inputs="image+text"``; items without a title vector are not
+        chosen), and a ``graph`` must be one of those joined features. On fashion-products they choose
+        and classify better than the images alone (RESULTS.md §16).
 
     Returns
     -------
@@ -938,16 +948,18 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
     """
     from simlabel.selection import select_items
 
-    e = as_embeddings(emb)
+    e = as_embeddings(emb) if text_emb is None else load_features(emb, text_emb, inputs="image+text")[0]
+    what = "image embeddings" if text_emb is None else "image and title embeddings side by side"
     table = None
     if labels is not None:
         table = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, known_ids=e.ids, label_col=label_col)
     clf = None
     if model is not None:
         clf = model if isinstance(model, EmbeddingClassifier) else EmbeddingClassifier.load(model)
-        if len(clf.input_dims_) > 1 or clf.dim_ != e.dim:
+        if clf.dim_ != e.dim or (text_emb is None and len(clf.input_dims_) > 1):
             raise InputError(f"the model {model if not isinstance(model, EmbeddingClassifier) else ''} takes "
-                             f"{clf.input_dims_} inputs; select reads {e.dim}-d image embeddings ({e.source})")
+                             f"{clf.input_dims_} inputs; select reads {e.dim}-d {what} ({e.source})"
+                             + ("" if text_emb is not None else "; give `text_emb` for a model of images and titles"))
     elif table is not None and table["label"].nunique() >= 2:
         clf = train(e, table, config=oof_head(device), progress_label="select: model")
     proba = classes = None

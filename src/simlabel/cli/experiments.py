@@ -469,6 +469,7 @@ def experiment_efficiency(
     positive: Optional[str] = typer.Option(None, "--positive", help="One class against the rest, scored by average precision (e.g. a rare class)."),
     references: bool = typer.Option(True, "--references/--no-references", help="Also the all-labels ceiling and scikit-learn's LogisticRegression and LabelSpreading."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Use the catalog's first N rows only."),
+    text_col: Optional[str] = typer.Option(None, "--text-col", help="A title column: its embeddings join the images' side by side, for the selection, the graph, the pseudo-labels and the heads."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="Run folder (embeddings, the graph)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write the page: the curve with sd bands, the table, the items chosen."),
@@ -486,7 +487,8 @@ def experiment_efficiency(
 
     cfg = EfficiencyConfig(label_col=label_col, budgets=tuple(int(b) for b in comma_list(budgets)),
                            strategies=tuple(comma_list(strategies)), pseudo=tuple(comma_list(pseudo)), rounds=rounds,
-                           repeats=repeats, positive=positive, references=references, device=device, limit=limit)
+                           repeats=repeats, positive=positive, references=references, device=device, limit=limit,
+                           text_col=text_col)
     res = run_efficiency_experiment(data, cfg, out=out, json_out=json_out, html_out=html_out, progress=progress)
     t = Table(title=f"label efficiency: {res['metric']} on {res['test']['rule']} ({res['test']['n']:,} items)")
     table = summary_table(res)

@@ -474,6 +474,7 @@ def select(
     graph: Optional[Path] = graph_option("the neighbours (typicality, coverage balls, nearest labelled)"),
     index_path: Optional[Path] = index_option(),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of items never chosen (a test set)."),
+    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text): choose on images and titles side by side (neighbours searched over both: no --graph of the images alone; then train with --inputs image+text)."),
     previous: Optional[Path] = typer.Option(None, "--previous", help="The previous round's TO_LABEL.csv: prints the share of the catalog whose prediction changed since (the stopping signal)."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
@@ -496,7 +497,7 @@ def select(
     cfg = SelectConfig(strategy=strategy, cold=cold, cold_per_class=cold_per_class, seed=seed)
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     made = select_fn(emb, budget, cfg, labels=labels, model=model, graph=graph, index=index_path, exclude=ex,
-                     previous=previous, out=out, label_col=label_col, device=device)
+                     previous=previous, out=out, label_col=label_col, device=device, text_emb=text_emb)
     s, q = made.summary, made.labels
     say(f"{len(q):,} items to label ({s['strategy']}: {s['why']}) -> {out}")
     if "coverage" in s:

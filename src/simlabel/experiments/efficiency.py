@@ -77,6 +77,10 @@ class EfficiencyConfig:
         Where embedding and heads run.
     limit : int, optional
         The catalog's first rows only.
+    text_col : str, optional
+        A title column: its MiniLM embeddings join the images' side by side
+        (:func:`~simlabel.training.load_features`, ``inputs="image+text"``), and every pipeline (the
+        selection, the graph, the pseudo-labels, the heads and the references) works on both.
 
     Examples
     --------
@@ -100,6 +104,7 @@ class EfficiencyConfig:
     references: bool = True
     device: str = "auto"
     limit: int | None = None
+    text_col: str | None = None
 
     def __post_init__(self) -> None:
         self.budgets = tuple(int(b) for b in self.budgets)
@@ -202,6 +207,7 @@ def run_efficiency_experiment(
     html_out: str | os.PathLike | None = None,
     progress: bool = True,
     embeddings: "str | os.PathLike | Embeddings | None" = None,
+    text_embeddings: "str | os.PathLike | Embeddings | None" = None,
 ) -> dict:
     """Run the label-efficiency experiment on a catalog; returns (and optionally writes) the results.
 
@@ -219,6 +225,8 @@ def run_efficiency_experiment(
         Report the pipelines.
     embeddings : str, os.PathLike or Embeddings, optional
         The catalog's embeddings, instead of embedding it.
+    text_embeddings : str, os.PathLike or Embeddings, optional
+        With ``config.text_col`` and ``embeddings``: the titles' embeddings (else they are made).
 
     Returns
     -------
@@ -229,7 +237,8 @@ def run_efficiency_experiment(
     Raises
     ------
     InputError
-        A ``positive`` class the catalog does not hold, or a budget larger than the pool.
+        A ``positive`` class the catalog does not hold, a budget larger than the pool, or ``text_col``
+        with ``embeddings`` but no ``text_embeddings``.
 
     Examples
     --------
@@ -238,12 +247,16 @@ def run_efficiency_experiment(
     ...                                 EfficiencyConfig(budgets=(34,), repeats=1))  # doctest: +SKIP
     """
     from simlabel.errors import InputError
-    from simlabel.training import train
+    from simlabel.training import load_features, train
 
     cfg = config or EfficiencyConfig()
+    if cfg.text_col and embeddings is not None and text_embeddings is None:
+        raise InputError("`text_col` with `embeddings` needs the titles' embeddings too (`text_embeddings`)")
     ex = open_experiment(data, model="efficientnet-lite0", label_col=cfg.label_col, limit=cfg.limit, out=out,
-                         embeddings=embeddings, device=cfg.device, progress=progress)
+                         embeddings=embeddings, device=cfg.device, progress=progress, text_col=cfg.text_col)
     emb, catalog = ex.embeddings, ex.catalog
+    if cfg.text_col:
+        emb = load_features(emb, text_embeddings if text_embeddings is not None else ex.text, inputs="image+text")[0]
     table = catalog.table.set_index("id").loc[emb.ids.astype(str)]
     has = table["label"].astype(str).str.len() > 0
     labels = table["label"].astype(str)
@@ -303,6 +316,7 @@ def run_efficiency_experiment(
         "data": str(ex.root), "config": jsonable({**asdict(cfg), "head": asdict(cfg.head)}),
         "metric": "average precision" if cfg.positive else "accuracy", "test": test_how,
         "pool": int(len(pool)), "classes": int(len(set(y[pool]))), "budgets": budgets,
+        "features": {"inputs": "image+text" if cfg.text_col else "image", "dim": int(emb.dim), "space": emb.space},
         "runs": runs, "summary": summary.to_dict(orient="records"),
     }
     if cfg.references:
@@ -347,6 +361,8 @@ def write_html(results: dict, catalog: Catalog, path: str | os.PathLike, *, emb:
         "pool": f"{results['pool']:,} items, {results['classes']} classes", "budgets": results["budgets"],
         "rounds": cfg["rounds"], "repetitions": cfg["repeats"], "head": cfg["head"]["head"],
         "one class against the rest": cfg.get("positive") or "no",
+        "features": (f"{f['inputs']}, {f['dim']}-d" + (f" (titles: {cfg['text_col']})" if cfg.get("text_col") else "")
+                     if (f := results.get("features")) else "image+text" if cfg.get("text_col") else "image"),
     }))
     s = pd.DataFrame(results["summary"])
     fig, ax = plt.subplots(figsize=(8, 4.5))
