@@ -31,7 +31,7 @@ from simlabel.progress import task
 from simlabel.selection import SelectConfig, select_items
 from simlabel.store import Embeddings
 
-__all__ = ["FEW_LABEL_HEAD", "EfficiencyConfig", "run_efficiency_experiment", "summary_table", "write_html"]
+__all__ = ["FEW_LABEL_HEAD", "EfficiencyConfig", "run_efficiency_experiment", "simulate_rounds", "summary_table", "write_html"]
 
 STRATEGIES = ("random", "typiclust", "probcover", "auto")
 PSEUDO = ("none", "auto", "augment", "propagate", "spread")
@@ -137,9 +137,13 @@ def _metric(clf, X: np.ndarray, y: np.ndarray, positive: str | None) -> float:
     return float(average_precision_score(y == positive, clf.predict_proba(X)[:, col]))
 
 
-def _choose(emb: Embeddings, budget: int, strategy: str, rounds: int, seed: int, truth: pd.Series,
-            exclude: list[str], graph, head: HeadConfig) -> tuple[pd.DataFrame, list[str]]:
-    """The simulated labelling: ``rounds`` selections adding up to ``budget``, each answered from ``truth``."""
+def simulate_rounds(emb: Embeddings, budget: int, strategy: str, rounds: int, seed: int, truth: pd.Series,
+                    exclude: list[str], graph, head: HeadConfig) -> tuple[pd.DataFrame, list[str]]:
+    """The simulated labelling: ``rounds`` selections adding up to ``budget``, each answered from ``truth``.
+
+    Round ``r`` selects ``round(budget (r + 1) / rounds)`` less the labels so far, with ``strategy`` and
+    (for ``auto``, from two classes on) a ``head`` trained on the labels so far; ``exclude`` ids are never
+    chosen. Returns the labels (``id``, ``label``) and the strategy each round used."""
     from simlabel.heads import EmbeddingClassifier
 
     labelled = pd.DataFrame({"id": pd.Series(dtype=str), "label": pd.Series(dtype=str)})
@@ -292,7 +296,7 @@ def run_efficiency_experiment(
         for budget in budgets:
             for seed in seeds:
                 for strategy in cfg.strategies:
-                    chosen, used = _choose(emb, budget, strategy, cfg.rounds, seed, truth, never, graph, cfg.head)
+                    chosen, used = simulate_rounds(emb, budget, strategy, cfg.rounds, seed, truth, never, graph, cfg.head)
                     for mode in cfg.pseudo:
                         head = HeadConfig(**{**asdict(cfg.head), "seed": seed})
                         row = {"pipeline": f"{strategy}+{mode}", "strategy": strategy, "pseudo": mode, "budget": budget,
