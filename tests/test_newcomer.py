@@ -126,5 +126,5 @@ def test_long_commands_print_progress_lines_when_not_on_a_terminal(shop, tmp_pat
         assert phase in out, phase
     out = run("experiment", "augment", "--data", shop["catalog"], "--label-col", "master_category", "--out", tmp_path / "exp",
               "--no-progress")
-    assert "experiment augment all classes (efficientnet-lite0): 3/3 models" in out
+    assert "experiment augment all classes (efficientnet-lite0): 4/4 models" in out
     assert "experiment augment all classes (efficientnet-lite0) > seeds seed 0: 1/200 epochs" in out
