@@ -41,6 +41,7 @@ import torch.nn as nn
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
+from simlabel.calibration import apply_calibration, fit_calibration, precision_thresholds
 from simlabel.encoders.base import resolve_device, resolve_precision
 from simlabel.errors import InputError
 from simlabel.files import atomic_dir, atomic_write_json, exclusive, kill_point, read_json
@@ -228,6 +229,17 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         Sorted 64-bit hashes of the ids trained on (set by :func:`simlabel.training.train`),
         saved as ``training_ids.npy`` so that an evaluation can find its ids among them;
         ``None`` for a head fitted directly.
+    validation_index_ : ndarray of int64 or None
+        The rows of ``fit``'s ``X`` held out for early stopping (``None``: no split), which
+        :func:`simlabel.training.train` calibrates on.
+    calibration_ : dict or None
+        Set by :meth:`calibrate`: :func:`simlabel.calibration.fit_calibration`'s record
+        (temperature or vector scaling, fitted on held-out rows), applied by
+        :meth:`predict_proba`; ``None``: the plain softmax.
+    held_out_ : dict of ndarray or None
+        Set by :meth:`calibrate`: each held-out row's predicted class code, calibrated
+        confidence and whether it was right, from which :meth:`thresholds` chooses the
+        per-class abstention thresholds for any precision (saved as ``held_out.npz``).
 
     Raises
     ------
@@ -289,6 +301,9 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     #: set by :func:`simlabel.training.train`; ``None`` for a head fitted directly
     training_ids_: np.ndarray | None = None
+    validation_index_: np.ndarray | None = None
+    calibration_: dict | None = None
+    held_out_: dict | None = None
 
     def __init__(self, config: HeadConfig | None = None, progress_label: str = "train") -> None:
         self.config = config
@@ -364,6 +379,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             w = _check_sample_weight(sample_weight, X, dtype=np.float32)  # 1-D, one per row, named errors
         check_sample_weights(w)
         self.warnings_, self.classes_without_validation_ = [], []
+        self.validation_index_, self.calibration_, self.held_out_ = None, None, None
         if X_val is None and cfg.val_frac > 0:
             counts = np.bincount(t, minlength=n_cls)
             n_val = max(1, int(round(cfg.val_frac * len(t))))
@@ -381,6 +397,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                                       f"{cfg.max_epochs} epochs without early stopping")
                 Xv = tv = wv = None
             else:
+                self.validation_index_ = np.asarray(idx_va, dtype=np.int64)
                 Xv, tv, wv = X[idx_va], t[idx_va], w[idx_va]
                 X, t, w = X[idx_tr], t[idx_tr], w[idx_tr]
                 if wv.sum() == 0:
@@ -509,8 +526,10 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         return np.concatenate(outs) if outs else np.zeros((0, 1 if self.logistic_ else len(self.classes_)), np.float32)
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        """``(n, n_classes)`` probabilities, columns in ``classes_`` order."""
+        """``(n, n_classes)`` probabilities, columns in ``classes_`` order (calibrated when :meth:`calibrate` ran)."""
         z = self.decision_scores(X)
+        if self.calibration_ is not None and self.calibration_.get("method", "none") != "none":
+            return apply_calibration(z, self.calibration_)
         if self.logistic_:
             p1 = 1.0 / (1.0 + np.exp(-z[:, 0].astype(np.float64)))
             return np.stack([1 - p1, p1], axis=1)
@@ -522,6 +541,44 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         """The most probable class of each row."""
         best = self.predict_proba(X).argmax(axis=1)  # first: an unfitted head says so before classes_ is read
         return self.classes_[best]
+
+    def calibrate(self, X: np.ndarray, y: np.ndarray, method: str = "temperature") -> "EmbeddingClassifier":
+        """Fit ``method`` (``temperature``, ``vector`` or ``none``; :mod:`simlabel.calibration`) on held-out rows
+        ``X`` with labels ``y``, and keep what :meth:`thresholds` needs. Returns the head.
+
+        Raises
+        ------
+        InputError
+            An unknown ``method``, no rows, or labels that are not classes of the head.
+        """
+        check_is_fitted(self, "module_")
+        code = {str(c): i for i, c in enumerate(self.classes_)}
+        y = np.asarray(y).astype(str)
+        unknown = sorted(set(y) - set(code))
+        if unknown:
+            raise InputError(f"calibration labels not in the head's classes: {unknown[:5]}")
+        t = np.array([code[v] for v in y], dtype=np.int64)
+        self.calibration_ = None
+        z = self.decision_scores(X)
+        self.calibration_ = fit_calibration(z, t, method)
+        p = self.predict_proba(X)
+        self.held_out_ = {"pred": p.argmax(axis=1).astype(np.int32), "confidence": p.max(axis=1).astype(np.float64),
+                          "true": t.astype(np.int32)}
+        return self
+
+    def thresholds(self, min_precision: float) -> dict[str, dict]:
+        """Per-class confidence thresholds for ``min_precision`` on the held-out rows :meth:`calibrate` kept
+        (:func:`simlabel.calibration.precision_thresholds`); an error when there are none."""
+        if self.held_out_ is None:
+            raise InputError("the model keeps no held-out rows to choose thresholds on (train it with a validation "
+                             "split, or call `calibrate` on held-out rows)")
+        h = self.held_out_
+        n_cls = len(self.classes_)
+        # the held-out rows' probabilities are not kept, only what the thresholds read: a one-hot of the
+        # prediction scaled to its confidence gives precision_thresholds the same argmax and maximum
+        proxy = np.zeros((len(h["pred"]), n_cls))
+        proxy[np.arange(len(h["pred"])), h["pred"]] = h["confidence"]
+        return precision_thresholds(proxy, h["true"], min_precision, [str(c) for c in self.classes_])
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:
@@ -544,12 +601,15 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             "warnings": self.warnings_,
             "classes_without_validation": self.classes_without_validation_,
             "precision": self.precision_,
+            "calibration": self.calibration_,
             **(extra or {}),
         }
         with exclusive(path, wait=wait), atomic_dir(path) as tmp:
             torch.save(self.module_.state_dict(), tmp / "weights.pt")
             if self.training_ids_ is not None:
                 np.save(tmp / "training_ids.npy", np.asarray(self.training_ids_, dtype=np.uint64))
+            if self.held_out_ is not None:
+                np.savez(tmp / "held_out.npz", **self.held_out_)
             kill_point("train:between-weights-and-config")
             atomic_write_json(tmp / "config.json", meta)
         return path
@@ -578,6 +638,10 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         clf.module_ = module
         if (path / "training_ids.npy").is_file():
             clf.training_ids_ = np.load(path / "training_ids.npy", allow_pickle=False)
+        clf.calibration_ = meta.get("calibration")
+        if (path / "held_out.npz").is_file():
+            with np.load(path / "held_out.npz", allow_pickle=False) as f:
+                clf.held_out_ = {k: f[k] for k in ("pred", "confidence", "true")}
         return clf
 
 

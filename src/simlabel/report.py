@@ -287,3 +287,64 @@ def write_suspects_html(table: pd.DataFrame, catalog, path: str | os.PathLike, *
     rep.add(f"The top {len(rows_html)} suspects, each beside its nearest labelled neighbours",
             '<div class="grid">' + "".join(rows_html) + "</div>" if rows_html else "<p>no suspects</p>")
     return rep.write(path)
+
+
+def write_evaluation_html(report: dict, path: str | os.PathLike, *, model: str | None = None) -> Path:
+    """The page of :func:`simlabel.training.evaluate`'s report: the per-class table, the reliability diagram before
+    and after calibration, the coverage/precision curve and, when asked, what abstaining costs per class."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    cal = report.get("calibration", {})
+    rep = Report("Evaluation: how right, and how sure")
+    setup = {"model": model or "(in memory)", "items": report["n"], "accuracy": round(report["accuracy"], 4),
+             "macro F1": round(report["macro_f1"], 4), "calibration": cal.get("method", "none")}
+    if cal.get("method") == "temperature":
+        setup["temperature"] = round(cal["temperature"], 4)
+    if cal:
+        setup["ECE (15 bins) before / after"] = f"{cal['ece_before']:.4f} / {cal['ece_after']:.4f}"
+    rep.add("Setup", setup_table(setup))
+    per = pd.DataFrame(report["per_class"]).T
+    cols = [c for c in ("precision", "recall", "f1", "support") if c in per.columns]
+    rep.add_table("Per class", per[cols].astype(float), note="support: test items of the class")
+    if cal:
+        fig, axes = plt.subplots(1, 2, figsize=(10, 4.2), sharey=True)
+        for ax, key, title in ((axes[0], "bins_before", f"before (ECE {cal['ece_before']:.3f})"),
+                               (axes[1], "bins_after", f"after {cal.get('method', 'none')} (ECE {cal['ece_after']:.3f})")):
+            bins = cal[key]
+            ax.plot([0, 1], [0, 1], ls="--", color="grey", lw=1, label="perfect")
+            ax.bar([b["lo"] for b in bins], [b["accuracy"] for b in bins], width=[b["hi"] - b["lo"] for b in bins],
+                   align="edge", alpha=0.6, edgecolor="black", label="accuracy")
+            ax.plot([b["confidence"] for b in bins], [b["accuracy"] for b in bins], "o", color="C3", ms=4,
+                    label="mean confidence")
+            ax.set_xlim(0, 1)
+            ax.set_ylim(0, 1)
+            ax.set_xlabel("confidence")
+            ax.set_title(title)
+        axes[0].set_ylabel("accuracy")
+        axes[1].legend(loc="upper left")
+        rep.add("Reliability diagram", figure_html(fig),
+                note="each bar: the items whose top probability falls in the bin; a calibrated model's bars meet the diagonal")
+    curve = report.get("coverage_precision")
+    if curve:
+        fig, ax = plt.subplots(figsize=(6.5, 4))
+        ax.plot([c["coverage"] for c in curve], [c["precision"] for c in curve], marker=".")
+        ab = report.get("abstention")
+        if ab and ab.get("precision") is not None:
+            ax.plot([ab["coverage"]], [ab["precision"]], "s", color="C3", label=f"per-class thresholds for {ab['min_precision']:g}")
+            ax.legend(loc="lower left")
+        ax.set_xlabel("coverage (share of items kept, most confident first)")
+        ax.set_ylabel("precision of the kept")
+        ax.set_xlim(0, 1.02)
+        ax.grid(alpha=0.3)
+        rep.add("Coverage and precision", figure_html(fig))
+    ab = report.get("abstention")
+    if ab:
+        t = pd.DataFrame(ab["per_class"]).T
+        rep.add_table(f"Abstaining below precision {ab['min_precision']:g} (coverage {ab['coverage']:.3f}, precision "
+                      f"{(ab['precision'] or float('nan')):.3f})", t.astype(float),
+                      note="threshold: chosen on the model's held-out rows (inf: the class always abstains); recall: "
+                           "with abstention; recall_without: without it")
+    return rep.write(path)

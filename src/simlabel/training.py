@@ -231,6 +231,7 @@ def train(
     progress_label: str = "train",
     pseudo: "str | PseudoConfig | None" = None,
     graph=None,
+    calibration: str = "temperature",
 ) -> EmbeddingClassifier:
     """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
 
@@ -299,6 +300,11 @@ def train(
         ``inputs="image+text"``, images and titles side by side).
     graph : optional
         A k-NN graph of ``emb`` the pseudo-label methods read their neighbours from.
+    calibration : {"temperature", "vector", "none"}, default "temperature"
+        Fitted on the head's validation split (its rows from ``labels``: made labels never calibrate), Guo et
+        al. 2017 (:mod:`simlabel.calibration`): the probabilities then mean what they say, and the held-out rows
+        give :meth:`~simlabel.heads.EmbeddingClassifier.thresholds` for ``predict``'s ``min_precision``.
+        Without a validation split (``val_frac`` 0) nothing is calibrated, and ``config.json`` says why.
 
     Returns
     -------
@@ -397,6 +403,7 @@ def train(
     clf = EmbeddingClassifier(config, progress_label=progress_label).fit(
         X, labels_all, sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
     )
+    _calibrate(clf, X, labels_all, table, calibration, "labels" if isinstance(labels, pd.DataFrame) else str(labels))
     clf.training_ids_ = hash_ids(table["id"])
     clf.pseudo_ = pseudo_record  # what pseudo=auto chose, also in config.json
     if out is not None:
@@ -427,6 +434,27 @@ def train(
             },
         )
     return clf
+
+
+def _calibrate(clf: EmbeddingClassifier, X: np.ndarray, labels: np.ndarray, table: pd.DataFrame, method: str,
+               primary: str) -> None:
+    """Calibrate ``clf`` on its validation rows from ``labels`` itself (``primary``, their origin): the rows of
+    ``extra`` files (augmented, propagated labels) and pseudo-labels were made, and never calibrate."""
+    from simlabel.calibration import CALIBRATIONS
+
+    if method not in CALIBRATIONS:
+        raise InputError(f"calibration must be one of {', '.join(CALIBRATIONS)}; got {method!r}")
+    if method == "none":
+        clf.calibration_ = {"method": "none", "why": "not asked"}
+        return
+    val = clf.validation_index_
+    if val is not None and "origin" in table.columns:
+        val = val[table["origin"].to_numpy()[val] == primary]
+    if val is None or not len(val):
+        clf.calibration_ = {"method": "none", "why": "no validation rows (the head held none out): the probabilities "
+                                                    "are the plain softmax"}
+        return
+    clf.calibrate(X[val], labels[val], method)
 
 
 def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray, weights: np.ndarray | None,
@@ -511,6 +539,8 @@ def evaluate(
     device: str = "auto",
     label_col: str = "label",
     warn: bool = True,
+    min_precision: float | None = None,
+    html_out: str | os.PathLike | None = None,
 ) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM of a head on labelled ids.
 
@@ -562,6 +592,13 @@ def evaluate(
     warn : bool, default True
         ``False`` keeps the never-predicted classes in the report only (experiments that
         evaluate dozens of models report them in their tables instead).
+    min_precision : float, optional
+        Also score abstention: each class's threshold for this precision, chosen on the
+        model's held-out rows (:meth:`~simlabel.heads.EmbeddingClassifier.thresholds`), applied
+        to these items: the precision reached, the coverage, and the recall it costs, per class.
+    html_out : str or os.PathLike, optional
+        Write the report as a page: the per-class table, the reliability diagram before and
+        after calibration, the coverage/precision curve and the abstention table.
 
     Returns
     -------
@@ -576,7 +613,13 @@ def evaluate(
         * ``severity`` (:func:`~simlabel.metrics.mistake_severity`): ``mistake_severity``,
           the mean ``D[y, y_pred]`` over wrong top-1 predictions, ``mean_distance``, the same
           sum over all items, ``n_mistakes``, ``n``;
-        * ``n_in_training``, when the model records its training ids.
+        * ``n_in_training``, when the model records its training ids;
+        * ``calibration``: the model's calibration (``method``, its parameters) and the expected
+          calibration error (15 bins) before and after it, with the reliability bins
+          (:func:`~simlabel.calibration.expected_calibration_error`);
+        * ``coverage_precision``: precision against the share of the most confident items kept;
+        * ``abstention`` (with ``min_precision``): ``coverage``, ``precision`` of the kept, and per
+          class ``threshold``, ``precision``, ``recall`` with abstention and ``recall_without``.
 
         ``semantic`` and ``severity`` count the items of the model's classes only.
 
@@ -678,9 +721,45 @@ def evaluate(
         if n_in_training:
             report.setdefault("notes", []).append(
                 f"{n_in_training:,} of the {len(table):,} evaluated ids were trained on: these figures are not a test")
+    report.update(_calibration_report(clf, X, proba, y, min_precision))
     if json_out is not None:
         atomic_write_json(json_out, report)
+    if html_out is not None:
+        from simlabel.report import write_evaluation_html
+
+        write_evaluation_html(report, html_out, model=str(model) if meta is not None else None)
     return report
+
+
+def _calibration_report(clf: EmbeddingClassifier, X: np.ndarray, proba: np.ndarray, y: np.ndarray,
+                        min_precision: float | None) -> dict:
+    """Evaluate's calibration figures: ECE before and after, the coverage/precision curve, abstention."""
+    from simlabel.calibration import apply_calibration, coverage_precision, expected_calibration_error
+
+    raw = apply_calibration(clf.decision_scores(X), None)
+    before, bins_before = expected_calibration_error(raw, y)
+    after, bins_after = expected_calibration_error(proba, y)
+    cal = dict(clf.calibration_ or {"method": "none", "why": "the model was not calibrated"})
+    out = {"calibration": {**cal, "ece_before": before, "ece_after": after, "bins_before": bins_before,
+                           "bins_after": bins_after},
+           "coverage_precision": coverage_precision(proba, y)}
+    if min_precision is None:
+        return out
+    th = clf.thresholds(min_precision)
+    cut = np.array([th[str(c)]["threshold"] for c in clf.classes_])
+    pred, conf = proba.argmax(axis=1), proba.max(axis=1)
+    keep = conf >= cut[pred]
+    right = pred == y
+    per = {}
+    for c, name in enumerate(clf.classes_):
+        mine, kept = y == c, keep & (pred == c)
+        per[str(name)] = {"threshold": th[str(name)]["threshold"], "support": int(mine.sum()), "kept": int(kept.sum()),
+                          "precision": float(right[kept].mean()) if kept.any() else None,
+                          "recall": float((right & keep & mine).sum() / mine.sum()) if mine.any() else None,
+                          "recall_without": float((right & mine).sum() / mine.sum()) if mine.any() else None}
+    out["abstention"] = {"min_precision": min_precision, "coverage": float(keep.mean()),
+                         "precision": float(right[keep].mean()) if keep.any() else None, "per_class": per}
+    return out
 
 
 #: the head of every out-of-fold predictor simlabel trains for its own use (side information's stage 2, the

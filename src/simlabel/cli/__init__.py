@@ -40,7 +40,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "select": ("labels", "app", "What to label next: typical and covering items first, then uncertain and diverse ones (a review queue)."),
     "review": ("review", "review_app", "Review simlabel's labels in the browser; the decisions flow back (review export)."),
     "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
-    "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids."),
+    "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids, and how calibrated it is."),
     "ssl": ("ssl", "ssl_app", "Self-supervised, colour-agnostic design embeddings (SkiLL, paper 001): ssl train."),
     "demo": ("experiments", "app", "Run the main job: embed the data (cached), index it, report k-NN accuracy and a small paper-000 experiment."),
     "experiment": ("experiments", "experiment_app", "Reproduce the papers' experiments on a catalog."),

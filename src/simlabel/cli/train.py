@@ -65,6 +65,7 @@ def train(
     precision: str = typer.Option(default(HeadConfig, "precision"), "--precision", help="auto (bfloat16 where the CPU or GPU computes it natively: AVX512-BF16, AMX, CUDA), fp32 or bf16."),
     pseudo: str = typer.Option("none", "--pseudo", help=f"Pseudo-labels from the unlabelled catalog, weighted by their certainty, class-balanced: {', '.join(('auto', *PSEUDO_MODES))}. auto chooses the mode and weight by out-of-fold validation on the human labels only (never a holdout) and records it in config.json."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of EMB (`simlabel graph`) the pseudo-label methods read their neighbours from."),
+    calibration: str = typer.Option("temperature", "--calibration", help="Calibrate the probabilities on the validation split: temperature (one T, Guo et al. 2017; predictions unchanged), vector (a scale and bias per class) or none. The held-out rows also give predict --min-precision its thresholds."),
     device: str = device_option(),
     progress: bool = progress_option(),
     wait: bool = wait_option(),
@@ -92,12 +93,19 @@ def train(
                              curriculum_epochs=curriculum_epochs, schedule=schedule)
     clf = train_fn(emb, labels, extra=extra, out=out, config=cfg, weight_col=weight_col, text_emb=text_emb,
                    inputs=inputs, fusion=fusion, smoothing=smooth, label_col=label_col, holdout=holdout,
-                   on_holdout=holdout_overlap, pseudo=pseudo, graph=graph)
+                   on_holdout=holdout_overlap, pseudo=pseudo, graph=graph, calibration=calibration)
     if pseudo != "none" and out is not None:
         import json
 
         record = json.loads((Path(out) / "config.json").read_text()).get("pseudo") or {}
         say(f"pseudo-labels: {record.get('mode')} (x{record.get('scale', 0):g}, {record.get('n', 0):,} items): {record.get('why')}")
+    cal = clf.calibration_ or {}
+    if cal.get("method", "none") != "none":
+        what = f"T = {cal['temperature']:.3f}" if "temperature" in cal else "a scale and bias per class"
+        say(f"calibrated by {cal['method']} scaling on {cal['n']:,} validation rows ({what}): NLL {cal['nll_before']:.4f} -> "
+            f"{cal['nll_after']:.4f}")
+    elif cal.get("why"):
+        say(f"not calibrated: {cal['why']}")
     stopped = "early stop" if len(clf.history_) < cfg.max_epochs else "no early stop: raise --epochs or --lr"
     say(f"{clf.config_.head} head over {len(clf.classes_)} classes ({smoothing} smoothing, {loss} loss) on "
         f"{len(clf.training_ids_):,} rows: best epoch {clf.best_epoch_} of {len(clf.history_)} ({stopped}) -> {out}")
@@ -115,11 +123,13 @@ def evaluate(
     label_model: str = typer.Option("minilm", "--label-model", help="Text model embedding the class names for --semantic."),
     taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path: adds the mistake severity (mean tree distance of wrong predictions)."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
+    html_out: Optional[Path] = typer.Option(None, "--html", help="Write a page: the per-class table, the reliability diagram before and after calibration, the coverage/precision curve, abstention."),
+    min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Also score abstaining below this precision per class (thresholds from the model's held-out rows): coverage, precision and the recall it costs."),
     device: str = device_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
 ) -> None:
-    """Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids.
+    """Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids, and how calibrated it is.
 
     Paper 000's Table 2 metrics; top-1/top-5, the semantic neighbourhood metric and mistake
     severity (paper 002) on request. Warns when evaluation ids were trained on.
@@ -131,7 +141,8 @@ def evaluate(
     from simlabel.training import evaluate as evaluate_fn
 
     rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out, text_emb=text_emb, semantic=semantic,
-                      label_model=label_model, taxonomy=taxonomy, device=device, label_col=label_col)
+                      label_model=label_model, taxonomy=taxonomy, device=device, label_col=label_col,
+                      min_precision=min_precision, html_out=html_out)
     out_console.print(metrics_table(rep))
     if "top5" in rep:
         say(f"top-1 {rep['top1']:.3f}, top-5 {rep['top5']:.3f}")
@@ -140,8 +151,22 @@ def evaluate(
             f"all 5 inside: {rep['semantic']['share_all_in']:.3f}")
     if "severity" in rep:
         say(f"mistake severity (mean tree distance of wrong top-1): {rep['severity']['mistake_severity']:.3f}")
-    if json_out:
-        say(f"report: {json_out}")
+    cal = rep["calibration"]
+    say(f"expected calibration error (15 bins): {cal['ece_before']:.4f} before, {cal['ece_after']:.4f} after "
+        f"{cal['method']}" + (f" (T = {cal['temperature']:.3f})" if cal.get("temperature") else "")
+        + (f": {cal['why']}" if cal.get("why") else ""))
+    ab = rep.get("abstention")
+    if ab:
+        prec = "n/a" if ab["precision"] is None else f"{ab['precision']:.3f}"
+        say(f"abstaining below precision {ab['min_precision']:g} per class: {ab['coverage']:.1%} of the items kept, "
+            f"precision {prec}")
+        worst = sorted(((c, m) for c, m in ab["per_class"].items() if m["recall"] is not None and m["recall_without"]),
+                       key=lambda cm: cm[1]["recall"] - cm[1]["recall_without"])[:5]
+        for c, m in worst:
+            say(f"  {c}: recall {m['recall_without']:.3f} -> {m['recall']:.3f} (threshold {m['threshold']:.3f})")
+    for path in (json_out, html_out):
+        if path:
+            say(f"report: {path}")
 
 
 def metrics_table(rep: dict, title: str = "evaluation") -> Table:
