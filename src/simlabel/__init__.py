@@ -88,6 +88,8 @@ _EXPORTS = {
     "out_of_fold_proba": "simlabel.heads",
     "train": "simlabel.training",
     "evaluate": "simlabel.training",
+    "predict": "simlabel.prediction",
+    "Predictions": "simlabel.prediction",
     "oof_predictor": "simlabel.training",
     "multilabel_pretrain": "simlabel.training",
     "classification_report": "simlabel.metrics",

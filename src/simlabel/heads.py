@@ -518,7 +518,8 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         from sklearn.utils.validation import validate_data
 
         check_is_fitted(self, "module_")
-        X = np.ascontiguousarray(validate_data(self, X, dtype=np.float32, reset=False, ensure_min_samples=0))
+        # writable: torch will not take a read-only array (a Parquet shard's vectors are read without a copy)
+        X = np.require(validate_data(self, X, dtype=np.float32, reset=False, ensure_min_samples=0), requirements=["C", "W"])
         outs = []
         with torch.no_grad():
             for s in range(0, len(X), batch_size):

@@ -28,13 +28,14 @@ review_app = typer.Typer(cls=_ServeByDefault, no_args_is_help=True,
 
 @command(review_app, "serve")
 def serve(
-    queues: list[Path] = typer.Argument(..., help="Files to review: select's items to label, suspects, augment or flip outputs, side-info weights, a flip --export-basis file."),
+    queues: list[Path] = typer.Argument(..., help="Files to review: select's items to label, a predict output folder (the least sure first), suspects, augment or flip outputs, side-info weights, a flip --export-basis file."),
     catalog: Path = typer.Option(..., "--catalog", help="The catalog the queues were made from (images by id, titles)."),
     decisions: Optional[Path] = typer.Option(None, "--decisions", help="Decisions file (JSON lines, appended; default: decisions.jsonl beside the first queue). Restart on it to resume."),
     emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder (checked to hold every queued id): gives a queue of items to label 'more like this', the nearest neighbours of an item."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of --emb (simlabel graph): 'more like this' reads it instead of searching."),
     index: Optional[Path] = typer.Option(None, "--index", help="A saved index of --emb, used without --graph (default: one built on the first question)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels known so far (id,label), e.g. select's --labels: they join the label list a queue to label offers on keys 1-9."),
+    max_items: int = typer.Option(2000, "--max-items", help="Of a predict output folder: how many of the least sure items (lowest margin) to review."),
     port: int = typer.Option(8765, "--port", help="Port to listen on."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (default: this machine only; anything else warns)."),
     image_root: Optional[Path] = typer.Option(None, "--image-root", help="Folder the catalog's relative image paths start from (default: the catalog's folder)."),
@@ -59,7 +60,7 @@ def serve(
     from simlabel.review.server import ReviewSession
     from simlabel.review.server import serve as run
 
-    items = read_queues(queues)
+    items = read_queues(queues, max_items=max_items)
     cat = load_catalog(catalog, require=("id",), root=image_root)
     known = None
     if labels is not None:

@@ -52,7 +52,7 @@ def export_decisions(decisions: str | os.PathLike | DecisionLog, out: str | os.P
         with exclusive(out):
             atomic_write_text(out, json.dumps(tasks, indent=1, ensure_ascii=False))
         return tasks
-    single = t[t["kind"].isin(["suspects", "augment", "weights", "select"])]
+    single = t[t["kind"].isin(["suspects", "augment", "weights", "select", "predict"])]
     if format == "labels":
         res = single[single["new"] != ""].assign(label=lambda d: d["new"], clean=1)
         res = res[["id", "label", "clean", "queue", "kind", "action", "old"]]

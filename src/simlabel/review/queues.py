@@ -28,7 +28,11 @@ What each kind reads (the columns that recognise it):
 * ``weights`` (``simlabel side-info``: ``weight, agreement``): the label as given, lowest weight first;
 * ``basis`` (``flip --export-basis``: ``basis_index, labels``): basis images to label (free labels);
 * ``select`` (``simlabel select``: ``strategy, reason``): items to label, in the queue's order, with the model's
-  proposal (if any) and the nearest labelled neighbours as the explanation and the first alternatives.
+  proposal (if any) and the nearest labelled neighbours as the explanation and the first alternatives;
+* ``predict`` (a ``simlabel predict`` folder: ``probability, margin, abstain``): what the model is least sure of,
+  lowest margin first (the ``max_items`` least sure of the whole catalog, read part by part), grouped by the
+  proposed label, its other top labels as alternatives and, with ``--explain``, its nearest labelled
+  neighbours as the explanation. Accepted and corrected items export as labels for the next ``train``.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ KINDS = {
     "weights": ("weight", "agreement"),
     "basis": ("basis_index", "labels"),
     "select": ("strategy", "reason"),
+    "predict": ("probability", "margin", "abstain"),
 }
 COLUMNS = ["queue", "kind", "id", "item", "old", "proposed", "group", "score", "order", "explain", "alternatives",
            "basis_index"]
@@ -150,13 +155,49 @@ def _select(t: pd.DataFrame) -> pd.DataFrame:
                          "explain": exp, "alternatives": alts})
 
 
-READERS = {"select": _select, "suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
+def _predict(t: pd.DataFrame) -> pd.DataFrame:
+    cols = {c: t[c] if c in t.columns else pd.Series([""] * len(t)) for c in
+            ("neighbor_ids", "neighbor_labels", "neighbor_similarities")}
+    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
+           for a, b, c in zip(cols["neighbor_ids"], cols["neighbor_labels"], cols["neighbor_similarities"])]
+    margin = pd.to_numeric(t["margin"], errors="coerce")
+    alts = [[str(v) for v in (list(tl) if tl is not None and not isinstance(tl, str) else _split(tl))]
+            for tl in (t["top_labels"] if "top_labels" in t.columns else t["label"])]
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": "", "proposed": t["label"], "group": t["label"],
+                         "score": pd.to_numeric(t["probability"], errors="coerce"),
+                         "order": margin.rank(method="first").to_numpy() - 1, "explain": exp, "alternatives": alts})
 
 
-def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame:
-    """One queue file as review items (see the module docstring)."""
+def read_prediction_queue(path: str | os.PathLike, max_items: int = 2000) -> pd.DataFrame:
+    """The ``max_items`` least sure rows (lowest margin) of a ``simlabel predict`` folder, read part by part so a
+    catalog of millions is never held whole."""
+    import pyarrow.parquet as pq
+
+    from simlabel.files import read_json
+
     p = Path(path)
-    t = read_csv_table(p, ("id",), "review queue")
+    man = read_json(p / "manifest.json", "prediction manifest")
+    best = None
+    for name in man.get("parts", []):
+        part = pq.read_table(p / name).to_pandas()
+        best = part if best is None else pd.concat([best, part], ignore_index=True)
+        best = best.nsmallest(max_items, "margin", keep="first")
+    return (best if best is not None else pd.DataFrame(columns=["id", "label", "probability", "margin", "abstain"])).reset_index(drop=True)
+
+
+READERS = {"predict": _predict, "select": _select, "suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
+
+
+def read_queue(path: str | os.PathLike, name: str | None = None, *, max_items: int = 2000) -> pd.DataFrame:
+    """One queue file (or a ``simlabel predict`` folder, its ``max_items`` least sure rows) as review items (see
+    the module docstring)."""
+    p = Path(path)
+    if p.is_dir():
+        if not (p / "manifest.json").is_file():
+            raise LabelFileError(f"{p}: a folder, but not a finished `simlabel predict` output (no manifest.json)")
+        t = read_prediction_queue(p, max_items)
+    else:
+        t = read_csv_table(p, ("id",), "review queue")
     kind = queue_kind(list(t.columns), p)
     if "label" not in t.columns and kind not in ("basis", "select"):
         raise LabelFileError(f"{p}: a {kind} queue needs a label column")
@@ -168,7 +209,7 @@ def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame
     items.insert(0, "kind", kind)
     items.insert(0, "queue", name or p.stem)
     items["order"] = pd.to_numeric(items["order"], errors="coerce").fillna(0).astype(int)
-    if kind in ("suspects", "augment", "weights", "select"):
+    if kind in ("suspects", "augment", "weights", "select", "predict"):
         # then the queue's most common labels, so 1-9 can always pick another class
         common = pd.concat([items["proposed"], items["old"]]).loc[lambda v: v != ""].value_counts().index.tolist()
         items["alternatives"] = [list(dict.fromkeys([*a, *common]))[:9] for a in items["alternatives"]]
@@ -177,8 +218,9 @@ def read_queue(path: str | os.PathLike, name: str | None = None) -> pd.DataFrame
     return items[COLUMNS]
 
 
-def read_queues(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
-    """Every queue file given, as one table of review items; queue names are the file stems, made unique."""
+def read_queues(paths: Sequence[str | os.PathLike], *, max_items: int = 2000) -> pd.DataFrame:
+    """Every queue file given, as one table of review items; queue names are the file stems, made unique
+    (``max_items``: of a ``simlabel predict`` folder, the least sure rows read)."""
     if not paths:
         raise InputError("give at least one queue file (suspects, augment, flip, side-info weights or a basis export)")
     names: dict[str, int] = {}
@@ -186,7 +228,7 @@ def read_queues(paths: Sequence[str | os.PathLike]) -> pd.DataFrame:
     for p in paths:
         stem = Path(p).stem
         names[stem] = names.get(stem, 0) + 1
-        parts.append(read_queue(p, stem if names[stem] == 1 else f"{stem}-{names[stem]}"))
+        parts.append(read_queue(p, stem if names[stem] == 1 else f"{stem}-{names[stem]}", max_items=max_items))
     items = pd.concat(parts, ignore_index=True)
     dup = items.duplicated(["queue", "item"])
     if dup.any():
