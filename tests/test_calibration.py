@@ -20,6 +20,7 @@ from simlabel.calibration import (
     fit_vector_scaling,
     precision_thresholds,
     softmax,
+    wilson_lower,
 )
 from simlabel.errors import InputError
 from simlabel.head_config import HeadConfig
@@ -108,8 +109,12 @@ def test_thresholds_reach_the_precision_on_a_planted_case() -> None:
     p = np.full((n, 3), 0.0)
     p[np.arange(n), pred] = conf
     p[np.arange(n), (pred + 1) % 3] = 1 - conf
-    t = precision_thresholds(p, y, 0.9, ["a", "b", "c"])
+    t = precision_thresholds(p, y, 0.9, ["a", "b", "c"], alpha=None)  # the observed precision
+    sure = precision_thresholds(p, y, 0.9, ["a", "b", "c"])  # with 95% confidence (Wilson's lower bound)
     for name, c in zip("abc", range(3)):
+        kept_sure = (p.argmax(1) == c) & (p.max(1) >= sure[name]["threshold"])
+        k, right = kept_sure.sum(), (y[kept_sure] == c).sum()
+        assert wilson_lower(np.array([right]), np.array([k]), 0.05)[0] >= 0.9 and sure[name]["threshold"] > t[name]["threshold"]
         rec = t[name]
         kept = (p.argmax(1) == c) & (p.max(1) >= rec["threshold"])
         assert (y[kept] == c).mean() >= 0.9 and rec["precision"] >= 0.9  # reached on these items
@@ -146,11 +151,13 @@ def test_train_calibrates_on_its_validation_split_and_the_model_keeps_it(tmp_pat
     rng = np.random.default_rng(0)
     test = rng.permutation(len(truth))[:150]
     train_rows = truth.drop(index=test)
-    cfg = HeadConfig(head="mlp", max_epochs=200, patience=200, lr=3e-3, device="cpu", seed=0)
+    # no validation split: 150 epochs of an MLP on overlapping classes, over-confident
+    cfg = HeadConfig(head="mlp", max_epochs=150, val_frac=0.0, lr=3e-3, device="cpu", seed=0)
     raw = train(e, train_rows, config=cfg, calibration="none")
     cal = train(e, train_rows, config=cfg, out=tmp_path / "m")
     assert cal.calibration_["method"] == "temperature" and cal.calibration_["temperature"] > 1  # over-confident before
-    assert cal.calibration_["n"] == len(cal.validation_index_)
+    # out of fold: every labelled row held out once, by heads of the same config
+    assert cal.calibration_["n"] == len(train_rows) and cal.calibration_["source"] == "5 folds out of fold"
     X, y = e.rows(truth["id"].iloc[test]).matrix, truth["label"].iloc[test].to_numpy()
     codes = np.searchsorted(cal.classes_, y)
     before = expected_calibration_error(raw.predict_proba(X), codes)[0]
@@ -163,8 +170,11 @@ def test_train_calibrates_on_its_validation_split_and_the_model_keeps_it(tmp_pat
     assert back.thresholds(0.9) == cal.thresholds(0.9)
     t = cal.thresholds(0.9)
     assert set(t) == {"a", "b", "c"} and all(v["threshold"] > 0.5 for v in t.values())
-    # no validation split: nothing calibrated, and the record says why
-    few = train(e, train_rows.groupby("label").head(10), config=HeadConfig(val_frac=0.0, max_epochs=20, device="cpu"))
+    # from the head's own validation split (calibration_folds=0): none without one, and the record says why
+    split = train(e, train_rows, config=HeadConfig(device="cpu"), calibration_folds=0)
+    assert split.calibration_["source"] == "validation split" and split.calibration_["n"] == len(split.validation_index_)
+    few = train(e, train_rows.groupby("label").head(10), config=HeadConfig(val_frac=0.0, max_epochs=20, device="cpu"),
+                calibration_folds=0)
     assert few.calibration_["method"] == "none" and "no validation rows" in few.calibration_["why"]
     with pytest.raises(InputError, match="no held-out rows"):
         few.thresholds(0.9)

@@ -46,6 +46,7 @@ def test_predictions_equal_evaluate_and_probabilities_sum_to_one(tmp_path: Path)
     made = predict(model, folder, out=tmp_path / "p", top_k=4, progress=False)
     rows = made.table().set_index("id")
     assert len(rows) == len(truth) and not rows.index.duplicated().any() and made.summary["parts"] == 5
+    assert len(pd.read_parquet(tmp_path / "p")) == len(truth)  # a Parquet dataset as it stands
     # the same labels and probabilities as the model's own, row for row
     proba = clf.predict_proba(emb.rows(rows.index).matrix)
     assert (rows["label"].to_numpy() == clf.classes_[proba.argmax(1)]).all()
@@ -80,9 +81,10 @@ def test_abstention_follows_the_model_thresholds_and_ids_restrict(tmp_path: Path
         predict(clf, folder, top_k=0)
     with pytest.raises(InputError, match="either `emb`"):
         predict(clf)
-    few = train(folder, truth.groupby("label").head(5), config=HeadConfig(val_frac=0.0, max_epochs=10, device="cpu"))
+    uncalibrated = train(folder, truth.groupby("label").head(5), config=HeadConfig(max_epochs=10, device="cpu"),
+                         calibration="none")
     with pytest.raises(InputError, match="no held-out rows"):
-        predict(few, folder, min_precision=0.9)
+        predict(uncalibrated, folder, min_precision=0.9)
 
 
 def test_a_killed_predict_resumes_without_duplicate_or_lost_rows(tmp_path: Path) -> None:
@@ -95,7 +97,7 @@ def test_a_killed_predict_resumes_without_duplicate_or_lost_rows(tmp_path: Path)
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
     killed = subprocess.run(cmd, env={**env, "SIMLABEL_TEST_KILL_AT": "predict:after-part"}, capture_output=True, text=True)
     assert killed.returncode == -9
-    assert [p.name for p in out.glob("*.parquet")] == ["part-00000.parquet"] and not (out / "manifest.json").exists()
+    assert [p.name for p in out.glob("*.parquet")] == ["part-00000.parquet"] and not (out / "_manifest.json").exists()
     with pytest.raises(Exception, match="not a finished prediction folder"):
         read_predictions(out)
     first = (out / "part-00000.parquet").stat().st_mtime_ns
@@ -106,7 +108,7 @@ def test_a_killed_predict_resumes_without_duplicate_or_lost_rows(tmp_path: Path)
     assert (out / "part-00000.parquet").stat().st_mtime_ns == first  # kept, not recomputed
     import json
 
-    assert json.loads((out / "summary.json").read_text())["parts_reused"] == 1
+    assert json.loads((out / "_summary.json").read_text())["parts_reused"] == 1
     # other options are another output: no part of the first run is reused
     other = predict(model, folder, out=out, top_k=1, progress=False)
     assert other.summary["parts_reused"] == 0 and len(read_predictions(out)) == len(truth)

@@ -553,16 +553,24 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             An unknown ``method``, no rows, or labels that are not classes of the head.
         """
         check_is_fitted(self, "module_")
+        self.calibration_ = None
+        return self.calibrate_logits(self.decision_scores(X), y, method)
+
+    def calibrate_logits(self, logits: np.ndarray, y: np.ndarray, method: str = "temperature") -> "EmbeddingClassifier":
+        """As :meth:`calibrate`, from held-out logits (``(n, C)``; log-probabilities do as well, softmax being
+        blind to a constant per row), e.g. those of heads that never saw the rows (out of fold)."""
+        check_is_fitted(self, "module_")
         code = {str(c): i for i, c in enumerate(self.classes_)}
         y = np.asarray(y).astype(str)
         unknown = sorted(set(y) - set(code))
         if unknown:
             raise InputError(f"calibration labels not in the head's classes: {unknown[:5]}")
         t = np.array([code[v] for v in y], dtype=np.int64)
-        self.calibration_ = None
-        z = self.decision_scores(X)
+        z = np.asarray(logits, dtype=np.float64)
+        if self.logistic_ and z.shape[1] == 2:  # a logistic head scales its one logit, z1 - z0
+            z = z[:, 1:] - z[:, :1]
         self.calibration_ = fit_calibration(z, t, method)
-        p = self.predict_proba(X)
+        p = apply_calibration(z, self.calibration_)
         self.held_out_ = {"pred": p.argmax(axis=1).astype(np.int32), "confidence": p.max(axis=1).astype(np.float64),
                           "true": t.astype(np.int32)}
         return self

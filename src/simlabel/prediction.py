@@ -7,7 +7,7 @@ are one Parquet part of the output folder, written atomically, so that
 * memory is bounded by a shard (its vectors and its ``(rows, classes)`` probabilities), never the catalog;
 * a killed run started again skips the parts already written for this model and these inputs (their
   metadata names the shard, the model's fingerprint and the options), and never writes a row twice;
-* ``manifest.json``, written last, says the folder is complete (a reader trusts it, not a listing).
+* ``_manifest.json``, written last, says the folder is complete (a reader trusts it, not a listing).
 
 Each row: ``id``, ``label`` (the most probable class), ``probability`` (its calibrated probability),
 ``margin`` (the first probability less the second: small, unsure), the ``top_k`` labels and probabilities,
@@ -44,7 +44,7 @@ __all__ = ["PREDICTION_COLUMNS", "Predictions", "model_fingerprint", "predict", 
 #: the columns of every prediction part (``explain`` adds the neighbour columns)
 PREDICTION_COLUMNS = ("id", "label", "probability", "margin", "top_labels", "top_probabilities", "abstain", "model")
 BLOCK_ROWS = 65536  # rows per part when the embeddings are given loaded (a store is read by its own shards)
-MANIFEST = "manifest.json"
+MANIFEST = "_manifest.json"  # "_": pyarrow (and pandas.read_parquet on the folder) skip it
 
 
 def model_fingerprint(clf: EmbeddingClassifier) -> str:
@@ -94,7 +94,7 @@ class Predictions:
     Parameters
     ----------
     path : pathlib.Path or None
-        The output folder (Parquet parts, ``summary.json``, ``manifest.json``); ``None`` when nothing was
+        The output folder (Parquet parts, ``_summary.json``, ``_manifest.json``); ``None`` when nothing was
         written.
     summary : dict
         ``rows``, ``abstained``, the count per ``labels``, the model's ``fingerprint``, its ``inputs`` and
@@ -149,7 +149,8 @@ def _model_source(model) -> tuple[EmbeddingClassifier, dict | None]:
     return EmbeddingClassifier.load(model), read_model_meta(model)
 
 
-def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col: str, device: str, progress: bool):
+def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col: str, device: str, progress: bool,
+                   cache: bool):
     """Embed ``catalog`` with the model's own encoder (and text encoder), engine and pre-processing."""
     from simlabel.embedding import TEXT_SUBDIR, embed
     from simlabel.store import read_manifest
@@ -163,7 +164,7 @@ def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col:
     image_model = meta.get("embedding_model") or (meta.get("embedding_space") or "?").split("|")[0]
     engine = recorded.get("engine") or {}
     kw = dict(device=device, progress=progress, backend=engine.get("backend") or "auto",
-              precision=engine.get("precision") or "auto")
+              precision=engine.get("precision") or "auto", cache=cache)
     if inputs == "image":
         embed(catalog, out, model=image_model, **kw)
         return out, None
@@ -193,6 +194,7 @@ def predict(
     embeddings_out: str | os.PathLike | None = None,
     device: str = "auto",
     progress: bool = True,
+    cache: bool = True,
 ) -> Predictions:
     """Predict every item of an embedding store (or of a catalog) with a trained model.
 
@@ -209,7 +211,7 @@ def predict(
         The titles' embeddings, for a model of titles or of images and titles (default: the ones it records,
         or with ``catalog`` the ``text_col`` embedded by the model's text encoder).
     out : str or os.PathLike, optional
-        The output folder (Parquet parts and ``manifest.json``); ``None``: the rows are returned in memory.
+        The output folder (Parquet parts, then ``_summary.json`` and ``_manifest.json``); ``None``: the rows are returned in memory.
     top_k : int, default 3
         Labels and probabilities kept per item.
     min_precision : float, optional
@@ -231,6 +233,8 @@ def predict(
         Where embedding runs (``cpu``, ``cuda``, ``auto``).
     progress : bool, default True
         Report the shards.
+    cache : bool, default True
+        With ``catalog``: reuse the vectors of images embedded before (the vector cache, by content).
 
     Returns
     -------
@@ -277,7 +281,7 @@ def predict(
             Path(out).with_name(Path(out).stem + ".embeddings") if out else None)
         if where is None:
             raise InputError("`catalog` needs `out` or `embeddings_out`: where its embeddings are kept")
-        emb, embedded_text = _embed_catalog(catalog, meta, inputs, where, text_col, device, progress)
+        emb, embedded_text = _embed_catalog(catalog, meta, inputs, where, text_col, device, progress, cache)
         text_emb = text_emb if text_emb is not None else embedded_text
         if inputs == "text":
             emb = embedded_text
@@ -402,7 +406,7 @@ def _explainer(clf: EmbeddingClassifier, meta: dict | None, emb: Embeddings, k: 
 
 class _PartWriter:
     """One Parquet part per input block (named after the store's shard, or ``rows-<first row>``), written
-    atomically; ``manifest.json`` last. A part is reused on a resume only when its metadata names the same
+    atomically; ``_manifest.json`` last. A part is reused on a resume only when its metadata names the same
     model and options."""
 
     def __init__(self, out: Path, fingerprint: str, options: dict) -> None:
@@ -446,7 +450,7 @@ class _PartWriter:
         for stale in self.out.glob("*.parquet"):
             if stale.name not in set(self.parts):
                 stale.unlink()
-        atomic_write_json(self.out / "summary.json", summary)
+        atomic_write_json(self.out / "_summary.json", summary)
         atomic_write_json(self.out / MANIFEST, {"format": "simlabel.predictions", "parts": self.parts,
                                                 "rows": summary["rows"], "model": self.fingerprint,
                                                 "options": self.options})

@@ -232,6 +232,7 @@ def train(
     pseudo: "str | PseudoConfig | None" = None,
     graph=None,
     calibration: str = "temperature",
+    calibration_folds: int = 5,
 ) -> EmbeddingClassifier:
     """Train a head on the embeddings of the labelled ids (plus ``extra`` label files).
 
@@ -301,10 +302,15 @@ def train(
     graph : optional
         A k-NN graph of ``emb`` the pseudo-label methods read their neighbours from.
     calibration : {"temperature", "vector", "none"}, default "temperature"
-        Fitted on the head's validation split (its rows from ``labels``: made labels never calibrate), Guo et
-        al. 2017 (:mod:`simlabel.calibration`): the probabilities then mean what they say, and the held-out rows
+        Guo et al. 2017 (:mod:`simlabel.calibration`), fitted on held-out predictions of the rows of ``labels``
+        (made labels never calibrate): the probabilities then mean what they say, and the same held-out rows
         give :meth:`~simlabel.heads.EmbeddingClassifier.thresholds` for ``predict``'s ``min_precision``.
-        Without a validation split (``val_frac`` 0) nothing is calibrated, and ``config.json`` says why.
+    calibration_folds : int, default 5
+        Where the held-out predictions come from: ``K >= 2``, out of fold, from ``K`` heads of the same config
+        each trained on the other folds (every labelled row held out once: unbiased and many, as
+        scikit-learn's ``CalibratedClassifierCV(ensemble=False)``; costs ``K`` more trainings); ``0``, the
+        head's own validation split (biased: early stopping chose the epoch on it; nothing calibrated without
+        one). ``config.json`` records which, and why nothing was calibrated when so.
 
     Returns
     -------
@@ -403,7 +409,8 @@ def train(
     clf = EmbeddingClassifier(config, progress_label=progress_label).fit(
         X, labels_all, sample_weight=weights, classes=classes, soft_targets=targets, input_dims=dims,
     )
-    _calibrate(clf, X, labels_all, table, calibration, "labels" if isinstance(labels, pd.DataFrame) else str(labels))
+    _calibrate(clf, X, labels_all, table, calibration, "labels" if isinstance(labels, pd.DataFrame) else str(labels),
+               folds=calibration_folds, config=config, input_dims=dims, weights=weights)
     clf.training_ids_ = hash_ids(table["id"])
     clf.pseudo_ = pseudo_record  # what pseudo=auto chose, also in config.json
     if out is not None:
@@ -437,24 +444,43 @@ def train(
 
 
 def _calibrate(clf: EmbeddingClassifier, X: np.ndarray, labels: np.ndarray, table: pd.DataFrame, method: str,
-               primary: str) -> None:
-    """Calibrate ``clf`` on its validation rows from ``labels`` itself (``primary``, their origin): the rows of
-    ``extra`` files (augmented, propagated labels) and pseudo-labels were made, and never calibrate."""
+               primary: str, *, folds: int, config: HeadConfig, input_dims, weights) -> None:
+    """Calibrate ``clf`` on held-out predictions of the rows from ``labels`` itself (``primary``, their origin):
+    the rows of ``extra`` files (augmented, propagated labels) and pseudo-labels were made, and never calibrate."""
     from simlabel.calibration import CALIBRATIONS
 
     if method not in CALIBRATIONS:
         raise InputError(f"calibration must be one of {', '.join(CALIBRATIONS)}; got {method!r}")
+    if folds < 0 or folds == 1:
+        raise InputError(f"calibration_folds must be 0 (the validation split) or >= 2; got {folds}")
     if method == "none":
         clf.calibration_ = {"method": "none", "why": "not asked"}
         return
-    val = clf.validation_index_
-    if val is not None and "origin" in table.columns:
-        val = val[table["origin"].to_numpy()[val] == primary]
-    if val is None or not len(val):
-        clf.calibration_ = {"method": "none", "why": "no validation rows (the head held none out): the probabilities "
-                                                    "are the plain softmax"}
+    human = np.flatnonzero(table["origin"].to_numpy()[: len(X)] == primary) if "origin" in table.columns else np.arange(len(X))
+    if folds == 0:
+        val = clf.validation_index_
+        val = None if val is None else val[np.isin(val, human)]
+        if val is None or not len(val):
+            clf.calibration_ = {"method": "none", "why": "no validation rows (the head held none out): the "
+                                                        "probabilities are the plain softmax"}
+            return
+        clf.calibrate(X[val], labels[val], method)
+        clf.calibration_["source"] = "validation split"
         return
-    clf.calibrate(X[val], labels[val], method)
+    counts = pd.Series(labels[human]).value_counts()
+    if len(human) < 2 * folds or len(counts) < 2:
+        clf.calibration_ = {"method": "none", "why": f"{len(human)} labelled rows: too few for {folds} folds"}
+        return
+    from simlabel.heads import out_of_fold_proba
+
+    # the held-out probabilities of every labelled row, from heads of the same config that never saw it; softmax is
+    # blind to a constant per row, so their logs stand for the logits the calibration scales
+    cfg = replace(config, seed=config.seed + 1)
+    proba = out_of_fold_proba(lambda: EmbeddingClassifier(cfg, progress_label="train: calibration folds"), X[human],
+                              labels[human].astype(str), classes=[str(c) for c in clf.classes_],
+                              sample_weight=None if weights is None else weights[human], folds=folds, seed=config.seed)
+    clf.calibrate_logits(np.log(np.clip(proba, 1e-12, None)), labels[human], method)
+    clf.calibration_.update(source=f"{folds} folds out of fold")
 
 
 def _with_pseudo_labels(features: Embeddings, table: pd.DataFrame, X: np.ndarray, weights: np.ndarray | None,
@@ -1040,7 +1066,7 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
                              f"{clf.input_dims_} inputs; select reads {e.dim}-d {what} ({e.source})"
                              + ("" if text_emb is not None else "; give `text_emb` for a model of images and titles"))
     elif table is not None and table["label"].nunique() >= 2:
-        clf = train(e, table, config=oof_head(device), progress_label="select: model")
+        clf = train(e, table, config=oof_head(device), progress_label="select: model", calibration="none")
     proba = classes = None
     if clf is not None:
         proba = clf.predict_proba(e.matrix)

@@ -172,7 +172,7 @@ def evaluate(
 @command(app)
 def predict(
     model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Parquet parts (id, label, probability, margin, top labels, abstain, model) and manifest.json; also a review queue."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Parquet parts (id, label, probability, margin, top labels, abstain, model), _summary.json and _manifest.json; pandas.read_parquet reads it; also a review queue."),
     emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder of the catalog (read shard by shard)."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Instead of --emb: a catalog, embedded first with the model's encoder and engine (resumable) into --embeddings-out."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model of titles or of images and titles (default: the ones it records)."),

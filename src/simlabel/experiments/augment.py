@@ -190,7 +190,8 @@ def run_one(
     for method, extra in (("seeds", []), ("aug", [augmented[["id", "label"]]]), ("prop", [prop[["id", "label"]]]),
                           ("auto", [])):
         mode = {"pseudo": "auto", "graph": graph, "holdout": hold} if method == "auto" else {}
-        clf = train(emb, seeds[["id", "label"]], extra=extra, config=head, progress_label=f"{method} seed {rep_seed}", **mode)
+        clf = train(emb, seeds[["id", "label"]], extra=extra, config=head, progress_label=f"{method} seed {rep_seed}",
+                    calibration="none", **mode)  # accuracy only: calibrating would not change it
         if method == "auto":
             chosen = getattr(clf, "pseudo_", None)
         rep = evaluate(clf, emb, hold, positive=cfg.positive, warn=False)

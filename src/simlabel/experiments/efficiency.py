@@ -306,7 +306,7 @@ def run_efficiency_experiment(
                         if chosen["label"].nunique() < 2:
                             row.update(score=0.0, pseudo_mode="none", note="one class labelled: no classifier")
                         else:
-                            clf = train(emb, chosen, config=head, holdout=test_df, pseudo=mode, graph=graph,
+                            clf = train(emb, chosen, config=head, holdout=test_df, pseudo=mode, graph=graph, calibration="none",
                                         progress_label=f"efficiency {strategy}+{mode} {budget}")
                             row["score"] = _metric(clf, emb.matrix[test], y[test], cfg.positive)
                             row["n_trained"] = int(len(clf.training_ids_))

@@ -136,7 +136,7 @@ def run_smoothing_experiment(
                 for seed in cfg.repeats:
                     name = f"{inputs} {approach} seed {seed}"
                     clf = train(features, train_df, config=replace(head, seed=seed), input_dims=dims, inputs=inputs,
-                                smoothing=smoothing, similarity=similarity, progress_label=name)
+                                smoothing=smoothing, similarity=similarity, progress_label=name, calibration="none")
                     rep = evaluate(clf, features, test_df, inputs="image", label_neighbors=neighborhood,
                                    taxonomy_distance=distance, warn=False)
                     bar.advance(1, last=f"{name}: top-1 {rep['top1']:.3f}")

@@ -176,7 +176,7 @@ def read_prediction_queue(path: str | os.PathLike, max_items: int = 2000) -> pd.
     from simlabel.files import read_json
 
     p = Path(path)
-    man = read_json(p / "manifest.json", "prediction manifest")
+    man = read_json(p / "_manifest.json", "prediction manifest")
     best = None
     for name in man.get("parts", []):
         part = pq.read_table(p / name).to_pandas()
@@ -193,8 +193,8 @@ def read_queue(path: str | os.PathLike, name: str | None = None, *, max_items: i
     the module docstring)."""
     p = Path(path)
     if p.is_dir():
-        if not (p / "manifest.json").is_file():
-            raise LabelFileError(f"{p}: a folder, but not a finished `simlabel predict` output (no manifest.json)")
+        if not (p / "_manifest.json").is_file():
+            raise LabelFileError(f"{p}: a folder, but not a finished `simlabel predict` output (no _manifest.json)")
         t = read_prediction_queue(p, max_items)
     else:
         t = read_csv_table(p, ("id",), "review queue")
