@@ -127,8 +127,8 @@ def test_thresholds_reach_the_precision_on_a_planted_case() -> None:
     # unreachable: a class that is always wrong always abstains, and says why
     q = np.array([[0.9, 0.1], [0.8, 0.2]])
     never = precision_thresholds(q, np.array([1, 1]), 0.5, ["a", "b"])
-    assert never["a"]["threshold"] == float("inf") and "no confidence cut" in never["a"]["why"]
-    assert never["b"]["threshold"] == float("inf") and "no held-out item" in never["b"]["why"]
+    assert never["a"]["threshold"] is None and "no confidence cut" in never["a"]["why"]
+    assert never["b"]["threshold"] is None and "no held-out item" in never["b"]["why"]
     with pytest.raises(InputError, match="min_precision"):
         precision_thresholds(q, np.array([1, 1]), 1.5)
 
@@ -169,7 +169,8 @@ def test_train_calibrates_on_its_validation_split_and_the_model_keeps_it(tmp_pat
     assert np.allclose(back.predict_proba(X), cal.predict_proba(X)) and back.calibration_ == cal.calibration_
     assert back.thresholds(0.9) == cal.thresholds(0.9)
     t = cal.thresholds(0.9)
-    assert set(t) == {"a", "b", "c"} and all(v["threshold"] > 0.5 for v in t.values())
+    assert set(t) == {"a", "b", "c"} and any(v["threshold"] is not None for v in t.values())
+    assert all(v["threshold"] is None or v["threshold"] > 0.5 for v in t.values())
     # from the head's own validation split (calibration_folds=0): none without one, and the record says why
     split = train(e, train_rows, config=HeadConfig(device="cpu"), calibration_folds=0)
     assert split.calibration_["source"] == "validation split" and split.calibration_["n"] == len(split.validation_index_)
@@ -180,3 +181,41 @@ def test_train_calibrates_on_its_validation_split_and_the_model_keeps_it(tmp_pat
         few.thresholds(0.9)
     with pytest.raises(InputError, match="calibration must be one of"):
         train(e, train_rows, config=cfg, calibration="platt")
+
+
+def test_evaluate_reports_calibration_and_abstention_with_a_page(tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from tests.helpers import check_page
+
+    e, truth = _overconfident(60)
+    test = truth.iloc[::4]
+    model = tmp_path / "m"
+    train(e, truth.drop(index=test.index), config=HeadConfig(device="cpu"), out=model)
+    from simlabel.training import evaluate
+
+    rep = evaluate(model, e, test, min_precision=0.9, html_out=tmp_path / "eval.html")
+    cal = rep["calibration"]
+    assert cal["method"] == "temperature" and 0 <= cal["ece_after"] <= 1 and sum(b["n"] for b in cal["bins_after"]) == len(test)
+    ab = rep["abstention"]
+    kept = sum(m["kept"] for m in ab["per_class"].values())
+    assert ab["coverage"] == pytest.approx(kept / len(test))
+    for m in ab["per_class"].values():
+        assert m["recall"] <= m["recall_without"]  # abstaining never adds a right answer
+    curve = rep["coverage_precision"]
+    assert curve[-1]["coverage"] == 1.0 and curve[-1]["precision"] == pytest.approx(rep["accuracy"])
+    facts = check_page(tmp_path / "eval.html", tmp_path / "shots")
+    assert facts["images"] >= 2 and facts["missing"] == 0  # the reliability diagram and the curve
+    html = (tmp_path / "eval.html").read_text()
+    assert "Reliability diagram" in html and "Abstaining below precision 0.9" in html
+    # emb given as a store value is not a folder for the CLI: write the store to run the command
+    from simlabel.store import write_shard
+
+    (tmp_path / "emb").mkdir()
+    write_shard(tmp_path / "emb" / "part-00000.parquet", e.ids, e.matrix, {"model": "test"})
+    test.to_csv(tmp_path / "test.csv", index=False)
+    res = CliRunner().invoke(app, ["evaluate", "--model", str(model), "--emb", str(tmp_path / "emb"), "--labels",
+                                   str(tmp_path / "test.csv"), "--min-precision", "0.9"])
+    assert res.exit_code == 0, res.output
+    assert "expected calibration error (15 bins)" in res.output and "abstaining below precision 0.9" in res.output

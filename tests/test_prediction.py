@@ -70,7 +70,7 @@ def test_abstention_follows_the_model_thresholds_and_ids_restrict(tmp_path: Path
     t = clf.thresholds(0.95)
     made = predict(clf, folder, min_precision=0.95, progress=False)
     rows = made.table()
-    cut = rows["label"].map({c: v["threshold"] for c, v in t.items()})
+    cut = rows["label"].map({c: (np.inf if v["threshold"] is None else v["threshold"]) for c, v in t.items()})
     assert ((rows["probability"] < cut) == rows["abstain"]).all()
     assert 0 < rows["abstain"].sum() < len(rows) and made.summary["abstained"] == rows["abstain"].sum()
     assert made.summary["thresholds"] == t

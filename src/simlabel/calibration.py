@@ -33,7 +33,7 @@ for :math:`k` items of which a share :math:`\hat p` are right. Taking the larges
 passes (``alpha=None``) picks the point where chance lifted it most, and a class's precision on new items then
 falls short (on fashion-products' 26 classes with 20 or more test items, to 0.74 at ``min_precision`` 0.9). An
 item predicted :math:`c` with confidence below :math:`t_c` abstains. A class with no held-out prediction, or
-whose best set never passes, always abstains (its threshold is ``inf``) and says so.
+whose best set never passes, always abstains (its threshold is ``None``) and says so.
 """
 
 from __future__ import annotations
@@ -309,7 +309,7 @@ def precision_thresholds(proba: np.ndarray, y: np.ndarray, min_precision: float,
     Returns
     -------
     dict
-        Per class: ``threshold`` (``inf``: always abstains), ``n`` (held-out items predicted the class),
+        Per class: ``threshold`` (``None``: always abstains; JSON has no infinity), ``n`` (held-out items predicted the class),
         ``kept`` (of those, at or above the threshold), ``precision`` (of the kept; ``None`` when none),
         ``recall_kept`` (the share of the class's right predictions kept: what abstaining costs), and ``why``
         where the class always abstains.
@@ -334,7 +334,7 @@ def precision_thresholds(proba: np.ndarray, y: np.ndarray, min_precision: float,
     for c, name in enumerate(names):
         m = pred == c
         if not m.any():
-            out[str(name)] = {"threshold": float("inf"), "n": 0, "kept": 0, "precision": None, "recall_kept": None,
+            out[str(name)] = {"threshold": None, "n": 0, "kept": 0, "precision": None, "recall_kept": None,
                               "why": "no held-out item is predicted this class: it always abstains"}
             continue
         order = np.argsort(-conf[m], kind="stable")
@@ -346,7 +346,7 @@ def precision_thresholds(proba: np.ndarray, y: np.ndarray, min_precision: float,
         last_of_tie = np.r_[c_sorted[1:] < c_sorted[:-1], True]
         ok = np.flatnonzero((sure >= min_precision - 1e-12) & last_of_tie)
         if not len(ok):
-            out[str(name)] = {"threshold": float("inf"), "n": int(m.sum()), "kept": 0, "precision": None, "recall_kept": 0.0,
+            out[str(name)] = {"threshold": None, "n": int(m.sum()), "kept": 0, "precision": None, "recall_kept": 0.0,
                               "why": f"no confidence cut reaches precision {min_precision:g} on the held-out items"}
             continue
         k = int(ok[-1])  # the largest set: the most coverage at the precision asked

@@ -306,7 +306,8 @@ def predict(
     cut, thresholds = None, None
     if min_precision is not None:
         thresholds = clf.thresholds(min_precision)
-        cut = np.array([thresholds[str(c)]["threshold"] for c in clf.classes_], dtype=np.float64)
+        cut = np.array([np.inf if thresholds[str(c)]["threshold"] is None else thresholds[str(c)]["threshold"]
+                        for c in clf.classes_], dtype=np.float64)
     wanted = None if ids is None else pd.Index(pd.unique(np.asarray([str(i) for i in ids], dtype=object)))
     explainer = _explainer(clf, meta, streamed, explain, explain_labels, graph) if explain else None
     options = {"top_k": int(top_k), "min_precision": min_precision, "inputs": inputs, "explain": int(explain),

@@ -345,6 +345,6 @@ def write_evaluation_html(report: dict, path: str | os.PathLike, *, model: str |
         t = pd.DataFrame(ab["per_class"]).T
         rep.add_table(f"Abstaining below precision {ab['min_precision']:g} (coverage {ab['coverage']:.3f}, precision "
                       f"{(ab['precision'] or float('nan')):.3f})", t.astype(float),
-                      note="threshold: chosen on the model's held-out rows (inf: the class always abstains); recall: "
+                      note="threshold: chosen on the model's held-out rows (empty: the class always abstains); recall: "
                            "with abstention; recall_without: without it")
     return rep.write(path)

@@ -772,7 +772,7 @@ def _calibration_report(clf: EmbeddingClassifier, X: np.ndarray, proba: np.ndarr
     if min_precision is None:
         return out
     th = clf.thresholds(min_precision)
-    cut = np.array([th[str(c)]["threshold"] for c in clf.classes_])
+    cut = np.array([np.inf if th[str(c)]["threshold"] is None else th[str(c)]["threshold"] for c in clf.classes_])
     pred, conf = proba.argmax(axis=1), proba.max(axis=1)
     keep = conf >= cut[pred]
     right = pred == y

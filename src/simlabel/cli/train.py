@@ -163,7 +163,8 @@ def evaluate(
         worst = sorted(((c, m) for c, m in ab["per_class"].items() if m["recall"] is not None and m["recall_without"]),
                        key=lambda cm: cm[1]["recall"] - cm[1]["recall_without"])[:5]
         for c, m in worst:
-            say(f"  {c}: recall {m['recall_without']:.3f} -> {m['recall']:.3f} (threshold {m['threshold']:.3f})")
+            cut = "always abstains" if m["threshold"] is None else f"threshold {m['threshold']:.3f}"
+            say(f"  {c}: recall {m['recall_without']:.3f} -> {m['recall']:.3f} ({cut})")
     for path in (json_out, html_out):
         if path:
             say(f"report: {path}")
@@ -210,7 +211,7 @@ def predict(
     say(f"{s['rows']:,} items predicted in {s['seconds']:.1f} s ({rate:,.0f} items/s) by model {s['fingerprint']} -> {out}")
     if min_precision is not None:
         say(f"abstained below precision {min_precision:g}: {s['abstained']:,} items ({s['abstained'] / max(s['rows'], 1):.1%})")
-        never = [c for c, t in (s["thresholds"] or {}).items() if t["threshold"] == float("inf")]
+        never = [c for c, t in (s["thresholds"] or {}).items() if t["threshold"] is None]
         if never:
             say(f"always abstaining (the held-out rows cannot vouch for them): {', '.join(never[:10])}")
     t = Table(title="predicted labels")
