@@ -307,7 +307,8 @@ def train(
         give :meth:`~simlabel.heads.EmbeddingClassifier.thresholds` for ``predict``'s ``min_precision``.
     calibration_folds : int, default 5
         Where the held-out predictions come from: ``K >= 2``, out of fold, from ``K`` heads of the same config
-        each trained on the other folds (every labelled row held out once: unbiased and many, as
+        each trained on the other folds' rows of ``labels`` with their hard labels (no extra files, pseudo-labels
+        nor soft targets; every labelled row held out once: unbiased and many, as
         scikit-learn's ``CalibratedClassifierCV(ensemble=False)``; costs ``K`` more trainings); ``0``, the
         head's own validation split (biased: early stopping chose the epoch on it; nothing calibrated without
         one). ``config.json`` records which, and why nothing was calibrated when so.
@@ -476,7 +477,14 @@ def _calibrate(clf: EmbeddingClassifier, X: np.ndarray, labels: np.ndarray, tabl
     # the held-out probabilities of every labelled row, from heads of the same config that never saw it; softmax is
     # blind to a constant per row, so their logs stand for the logits the calibration scales
     cfg = replace(config, seed=config.seed + 1)
-    proba = out_of_fold_proba(lambda: EmbeddingClassifier(cfg, progress_label="train: calibration folds"), X[human],
+
+    class _Fold(EmbeddingClassifier):
+        """A fold's head: the final head's config and inputs (the fusion head needs their widths)."""
+
+        def fit(self, X, y, **kw):
+            return super().fit(X, y, input_dims=input_dims, **kw)
+
+    proba = out_of_fold_proba(lambda: _Fold(cfg, progress_label="train: calibration folds"), X[human],
                               labels[human].astype(str), classes=[str(c) for c in clf.classes_],
                               sample_weight=None if weights is None else weights[human], folds=folds, seed=config.seed)
     clf.calibrate_logits(np.log(np.clip(proba, 1e-12, None)), labels[human], method)
