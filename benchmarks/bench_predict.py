@@ -9,6 +9,9 @@
    ``min_precision`` 0.9 the lowest test precision over the classes with at least 20 test items.
 3. ``--catalog-speed``: on clothing-small, `embed` against `predict --catalog` (both without the vector cache,
    into fresh folders), side by side in one run: images/s.
+4. ``--export``: a model trained on clothing-small's embeddings, exported to ONNX (`simlabel export`), run on the
+   catalog's first 100 images with ONNX Runtime and OpenVINO against the model's own probabilities (the largest
+   difference), the graph's images/s on pre-processed pixels, and `predict --catalog` on the same 100 images.
 
 Usage: python benchmarks/bench_predict.py [--n 1000000] [--shard 1024] [--calibration] [--catalog-speed]
        [--cs-emb DIR] [--fp-emb DIR] [--json out.json]
@@ -151,12 +154,40 @@ def bench_catalog_speed(work: Path) -> dict:
             "ratio": (made.summary["rows"] / predict_s) / (res.n_items / embed_s)}
 
 
+def bench_export(work: Path, cs_emb: str | None) -> dict:
+    from simlabel.export import check_export, export_classifier
+    from simlabel.head_config import HeadConfig
+    from simlabel.prediction import predict
+    from simlabel.training import train
+
+    cat = pd.read_csv(DATA / "clothing-small" / "catalog.csv", dtype=str)
+    emb = cs_emb or None
+    if emb is None:
+        from simlabel.embedding import embed
+
+        embed(DATA / "clothing-small" / "catalog.csv", work / "emb", progress=False, device="cpu")
+        emb = work / "emb"
+    train(emb, cat[["id", "label"]], config=HeadConfig(device="cpu"), out=work / "model")
+    t0 = time.perf_counter()
+    export_classifier(work / "model", work / "classifier.onnx")
+    export_s = time.perf_counter() - t0
+    first = cat.head(100).assign(image=lambda d: [str(DATA / "clothing-small" / p) for p in d["image"]])
+    first.to_csv(work / "first100.csv", index=False)
+    res = check_export(work / "classifier.onnx", work / "model", work / "first100.csv")
+    t0 = time.perf_counter()
+    predict(work / "model", catalog=work / "first100.csv", out=work / "pred100", cache=False, progress=False, device="cpu")
+    res.update(export_s=export_s, predict_catalog_images_per_s=100 / (time.perf_counter() - t0),
+               onnx_mib=(work / "classifier.onnx").stat().st_size / 2**20)
+    return res
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=0)
     ap.add_argument("--shard", type=int, default=1024)
     ap.add_argument("--calibration", action="store_true")
     ap.add_argument("--catalog-speed", action="store_true")
+    ap.add_argument("--export", action="store_true")
     ap.add_argument("--cs-emb", default=None)
     ap.add_argument("--fp-emb", default=None)
     ap.add_argument("--work", default=None)
@@ -172,6 +203,9 @@ def main() -> None:
         if args.calibration:
             out["calibration"] = bench_calibration(args.cs_emb, args.fp_emb)
             print(json.dumps(out["calibration"], indent=1))
+        if args.export:
+            out["export"] = bench_export(work / "export", args.cs_emb)
+            print(json.dumps(out["export"], indent=1))
         if args.catalog_speed:
             out["catalog_speed"] = bench_catalog_speed(work / "speed")
             print(json.dumps(out["catalog_speed"], indent=1))

@@ -13,7 +13,7 @@ runner = CliRunner()
 
 
 COMMANDS = ["embed", "index", "graph", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip", "suspects", "select",
-            "train", "evaluate", "predict", "demo"]
+            "train", "evaluate", "predict", "export", "demo"]
 EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info", "ssl"]
 
 

@@ -34,6 +34,7 @@ COMMANDS = {
     "train": ["train", "--emb", "{p}", "--labels", "{p}", "--out", "{o}"],
     "evaluate": ["evaluate", "--model", "{p}", "--emb", "{p}", "--labels", "{p}"],
     "predict": ["predict", "--model", "{p}", "--emb", "{p}", "--out", "{o}"],
+    "export": ["export", "--model", "{p}", "--out", "{o}"],
     "demo": ["demo", "--data", "{p}"],
     "review export": ["review", "export", "{p}", "--out", "{o}"],
     "ssl train": ["ssl", "train", "--data", "{p}", "--out", "{o}"],

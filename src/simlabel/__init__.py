@@ -89,6 +89,7 @@ _EXPORTS = {
     "train": "simlabel.training",
     "evaluate": "simlabel.training",
     "predict": "simlabel.prediction",
+    "export_classifier": "simlabel.export",
     "Predictions": "simlabel.prediction",
     "oof_predictor": "simlabel.training",
     "multilabel_pretrain": "simlabel.training",

@@ -29,6 +29,8 @@ paper 003's stage 2 and the cleanlab peer of paper 004.
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import os
 import warnings
 from collections.abc import Callable, Sequence
@@ -652,6 +654,17 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
             with np.load(path / "held_out.npz", allow_pickle=False) as f:
                 clf.held_out_ = {k: f[k] for k in ("pred", "confidence", "true")}
         return clf
+
+
+def model_fingerprint(clf: EmbeddingClassifier) -> str:
+    """16 hex digits of the head's weights, classes and calibration: what every prediction row records."""
+    h = hashlib.sha256()
+    for name, tensor in sorted(clf.module_.state_dict().items()):
+        h.update(name.encode())
+        h.update(tensor.detach().cpu().numpy().tobytes())
+    h.update(json.dumps([str(c) for c in clf.classes_]).encode())
+    h.update(json.dumps(clf.calibration_, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def read_model_meta(path: str | os.PathLike) -> dict:

@@ -35,7 +35,7 @@ import pyarrow.parquet as pq
 
 from simlabel.errors import InputError, StoreError
 from simlabel.files import atomic_write, atomic_write_json, exclusive, kill_point, read_json
-from simlabel.heads import EmbeddingClassifier, read_model_meta
+from simlabel.heads import EmbeddingClassifier, model_fingerprint, read_model_meta
 from simlabel.progress import task
 from simlabel.store import Embeddings, as_embeddings, iter_embeddings, list_shards
 
@@ -45,17 +45,6 @@ __all__ = ["PREDICTION_COLUMNS", "Predictions", "model_fingerprint", "predict", 
 PREDICTION_COLUMNS = ("id", "label", "probability", "margin", "top_labels", "top_probabilities", "abstain", "model")
 BLOCK_ROWS = 65536  # rows per part when the embeddings are given loaded (a store is read by its own shards)
 MANIFEST = "_manifest.json"  # "_": pyarrow (and pandas.read_parquet on the folder) skip it
-
-
-def model_fingerprint(clf: EmbeddingClassifier) -> str:
-    """16 hex digits of the head's weights, classes and calibration: what every prediction row records."""
-    h = hashlib.sha256()
-    for name, tensor in sorted(clf.module_.state_dict().items()):
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().numpy().tobytes())
-    h.update(json.dumps([str(c) for c in clf.classes_]).encode())
-    h.update(json.dumps(clf.calibration_, sort_keys=True, default=str).encode())
-    return h.hexdigest()[:16]
 
 
 def predict_block(clf: EmbeddingClassifier, X: np.ndarray, ids: np.ndarray, *, top_k: int = 3,

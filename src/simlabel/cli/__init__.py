@@ -41,6 +41,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "review": ("review", "review_app", "Review simlabel's labels in the browser; the decisions flow back (review export)."),
     "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
     "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids, and how calibrated it is."),
+    "export": ("train", "app", "Ship the classifier: one ONNX graph from an image tensor to class probabilities."),
     "predict": ("train", "app", "Classify every item of a catalog with a trained model: the label, how sure, and whether to abstain."),
     "ssl": ("ssl", "ssl_app", "Self-supervised, colour-agnostic design embeddings (SkiLL, paper 001): ssl train."),
     "demo": ("experiments", "app", "Run the main job: embed the data (cached), index it, report k-NN accuracy and a small paper-000 experiment."),

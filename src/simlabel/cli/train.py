@@ -223,6 +223,39 @@ def predict(
     say(f"review the least sure: simlabel review {out} --catalog CATALOG")
 
 
+@command(app)
+def export(
+    model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train` on image embeddings."),
+    out: Path = typer.Option(..., "--out", "-o", help="The .onnx file: pixels (B, 3, S, S) in, probabilities (B, C) out."),
+    check: Optional[Path] = typer.Option(None, "--check", help="A catalog: run the exported graph on its first 100 images with ONNX Runtime (and OpenVINO when installed) and compare with the model's own probabilities."),
+) -> None:
+    """Ship the classifier: one ONNX graph from an image tensor to class probabilities.
+
+    The model's encoder (its ONNX export), L2 normalisation, the head, the calibration and the softmax, joined.
+    Class names and the exact pre-processing are in the graph's metadata; the README's "Ship the classifier"
+    section runs it with onnxruntime and Pillow alone. Models of titles are refused (their text encoder has no
+    ONNX export): nothing is written.
+
+    Cost: exporting the encoder once (cached), a few seconds.
+
+    Example: simlabel export --model model/ --out classifier.onnx --check catalog.csv
+    """
+    from simlabel.export import check_export, export_classifier
+
+    made = export_classifier(model, out)
+    meta = made.metadata
+    say(f"{len(meta['classes'])} classes, encoder {meta['encoder']['name']}, calibration "
+        f"{(meta['calibration'] or {}).get('method', 'none')}, model {meta['fingerprint']} -> {out}")
+    pre = meta["preprocess"]
+    say(f"input pixels: (batch, 3, {pre['image_size']}, {pre['image_size']}) float32 RGB, {pre['resize']}, "
+        f"(x / 255 - {pre['mean']}) / {pre['std']}")
+    if check is not None:
+        res = check_export(out, model, check)
+        for runtime, diff in res["max_abs_diff"].items():
+            say(f"{runtime}: {res['images']} images, largest difference from the model's probabilities {diff:.2e}, "
+                f"{res['images_per_s'][runtime]:.1f} images/s")
+
+
 def metrics_table(rep: dict, title: str = "evaluation") -> Table:
     """The per-class table of an evaluation report, with what a reader must know beneath it."""
     t = Table(title=f"{title}: accuracy {rep['accuracy']:.3f}, macro F1 {rep['macro_f1']:.3f}, "
