@@ -485,3 +485,61 @@ def test_cli_graph_on_disk(tmp_path: Path):
     res = CliRunner().invoke(app, ["graph", str(store), "--k", "5", "--out", str(tmp_path / "h"), "--on-disk",
                                    "--index", "hnsw"])
     assert res.exit_code == 1 and "on_disk builds an IVF index" in res.output
+
+
+def test_update_adds_new_rows_as_a_rebuild_would(tmp_path: Path) -> None:
+    """A grown store (reordered, 2% new rows): the updated flat graph equals the flat graph built again, list for
+    list; written in place; the rows it cannot drop and another space are refused."""
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from simlabel.graph import update_graph
+    from simlabel.store import write_shard
+
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((1500, 24)).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    ids = np.array([f"r{j}" for j in range(1500)], dtype=object)
+    old = Embeddings(ids[:1470], X[:1470], {"path": "old", "model": "test"})
+    order = rng.permutation(1500)
+    grown = Embeddings(ids[order], X[order], {"path": "grown", "model": "test"})
+    before = build_graph(old, tmp_path / "g", GraphConfig(k=8, index="flat", recall_sample=0), progress=False)
+    after = update_graph(tmp_path / "g", grown, tmp_path / "g", block_rows=256, progress=False)  # in place
+    again = build_graph(grown, config=GraphConfig(k=8, index="flat", recall_sample=0), progress=False)
+    assert (after.neighbors == again.neighbors).all() and np.allclose(after.similarities, again.similarities, atol=1e-5)
+    assert after.meta["new_rows"] == 30 and after.meta["recall_at_k"] == 1.0
+    assert after.meta["updated_from"]["embeddings_fingerprint"] == before.meta["embeddings_fingerprint"]
+    assert after.fingerprint == grown.fingerprint != before.fingerprint  # provenance follows the grown store
+    back = load_graph(tmp_path / "g")
+    assert (back.neighbors == again.neighbors).all() and list(back.ids) == list(grown.ids)
+    # some old rows took new neighbours: the update is not only the new rows' lists
+    old_at = pd.Index(grown.ids.astype(str)).get_indexer(ids[:1470].astype(str))
+    new_at = set(np.flatnonzero(~np.isin(np.arange(1500), old_at)))
+    assert any(set(row) & new_at for row in after.neighbors[old_at])
+    with pytest.raises(InputError, match="cannot drop them"):
+        update_graph(before, Embeddings(ids[5:1470], X[5:1470], {"path": "fewer", "model": "test"}), progress=False)
+    with pytest.raises(InputError, match="built from embeddings of"):
+        update_graph(before, Embeddings(ids, X, {"path": "other", "model": "another-encoder"}), progress=False)
+    # the command, on stores on disk
+    for name, e in (("old", old), ("grown", grown)):
+        (tmp_path / name).mkdir()
+        write_shard(tmp_path / name / "part-00000.parquet", e.ids, e.matrix, {"model": "test"})
+    build_graph(tmp_path / "old", tmp_path / "g2", GraphConfig(k=8, index="flat", recall_sample=0), progress=False)
+    res = CliRunner().invoke(app, ["graph", str(tmp_path / "grown"), "--update", str(tmp_path / "g2"), "--out",
+                                   str(tmp_path / "g3"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    assert "30 new rows joined the k = 8 graph, now 1,500 rows" in res.output
+    assert (load_graph(tmp_path / "g3").neighbors == again.neighbors).all()
+
+
+def test_update_of_an_ivf_graph_measures_its_recall(tmp_path: Path) -> None:
+    from simlabel.graph import update_graph
+
+    e = _emb(n=2000, seed=4)
+    old = Embeddings(e.ids[:1900], e.matrix[:1900], e.meta)
+    g = build_graph(old, config=GraphConfig(k=10, index="ivf", recall_sample=200, index_options={"ivf_nlist": 16}),
+                    progress=False)
+    up = update_graph(g, e, recall_sample=300, progress=False)
+    assert up.meta["new_rows"] == 100 and 0.5 < up.meta["recall_at_k"] <= 1.0 and up.meta["recall_sample"] == 300
+    exact = build_graph(e, config=GraphConfig(k=10, index="flat", recall_sample=0), progress=False)
+    assert (up.neighbors[1900:] == exact.neighbors[1900:]).all()  # the new rows' lists are exact

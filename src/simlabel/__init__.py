@@ -35,6 +35,7 @@ _EXPORTS = {
     "read_metadata": "simlabel.store",
     "KnnGraph": "simlabel.graph",
     "build_graph": "simlabel.graph",
+    "update_graph": "simlabel.graph",
     "load_graph": "simlabel.graph",
     "neighbours_for": "simlabel.graph",
     "neighbour_source": "simlabel.graph",

@@ -120,6 +120,7 @@ def graph(
     on_disk: bool = typer.Option(False, "--on-disk", help="For stores larger than memory: IVF trained on a sample, filled shard block by shard block (Ray tasks with --engine ray), its lists merged on disk under OUT/index and memory-mapped; the vectors are never loaded whole."),
     nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF: number of lists (default about 4 sqrt(n))."),
     nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF: lists visited per query (default 16; more: higher recall, slower)."),
+    update: Optional[Path] = typer.Option(None, "--update", help="The graph of this store before it grew: add the new rows to it (their k nearest, and the old rows whose lists they enter) instead of building again; exact when it was flat. OUT may be the same folder."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     progress: bool = progress_option(),
@@ -129,8 +130,20 @@ def graph(
     Cost: one k-NN query per row: exact search is n^2 d / 2 multiply-adds (a few seconds for 10k rows, minutes for 200k on 2 cores); IVF above 200k rows.
 
     Example: simlabel graph emb/ --k 50 --out graph/   (a store larger than memory: add --on-disk)
+
+    Example: simlabel graph emb/ --update graph/ --out graph/   (the store grew: the new rows join the graph)
     """
     from simlabel.graph import build_graph
+
+    if update is not None:
+        from simlabel.graph import update_graph
+
+        g = update_graph(update, emb_dir, out, block_rows=min(block_rows, 8192), recall_sample=recall_sample, progress=progress)
+        rec = g.meta.get("recall_at_k")
+        say(f"{g.meta['new_rows']:,} new rows joined the k = {g.k} graph, now {len(g):,} rows"
+            + (f" (recall@{g.k} {rec:.3f} against exact search on {g.meta['recall_sample']:,} rows)" if rec is not None else "")
+            + f" -> {out}")
+        return
 
     ivf = {name: v for name, v in (("ivf_nlist", nlist), ("ivf_nprobe", nprobe)) if v is not None}
     g = build_graph(emb_dir, out, GraphConfig(k=k, index=index, block_rows=block_rows, recall_sample=recall_sample,
