@@ -42,9 +42,7 @@ def serve(
 ) -> None:
     """Serve a review page of the given queues on this machine and print its URL.
 
-    A queue from `simlabel select` is a labelling queue: select items (click, shift-click, ctrl+a), give them a
-    label with 1-9 or by typing one (a new one too), and find more of a class with 'more like this' (--emb)
-    and the title search.
+    A queue from `simlabel select` is a labelling queue: select items (click, shift-click, ctrl+a), give them a label with 1-9 or by typing one (a new one too), and find more of a class with 'more like this' (--emb) and the title search. A `simlabel predict` folder shows its least sure items first (--max-items).
 
     Cost: reading the queues and the catalog (and --emb); thumbnails are made once (Pillow) and kept beside the decisions file.
 

@@ -131,8 +131,7 @@ def evaluate(
 ) -> None:
     """Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids, and how calibrated it is.
 
-    Paper 000's Table 2 metrics; top-1/top-5, the semantic neighbourhood metric and mistake
-    severity (paper 002) on request. Warns when evaluation ids were trained on.
+    Paper 000's Table 2 metrics; top-1/top-5, the semantic neighbourhood metric and mistake severity (paper 002) on request. The expected calibration error before and after the model's calibration; with --min-precision, what abstaining below it costs per class; --html draws the reliability diagram and the coverage/precision curve. Warns when evaluation ids were trained on.
 
     Cost: one forward pass over the test rows (well under a second); --semantic embeds the class names.
 
@@ -190,12 +189,9 @@ def predict(
 ) -> None:
     """Classify every item of a catalog with a trained model: the label, how sure, and whether to abstain.
 
-    Streams the store shard by shard into one Parquet part each (memory bounded by a shard); a killed run
-    started again keeps the parts already written. The output folder is a review queue: `simlabel review OUT`
-    shows the least sure first.
+    Streams the store shard by shard into one Parquet part each (memory bounded by a shard); a killed run started again keeps the parts already written. The output folder is a review queue: `simlabel review OUT` shows the least sure first.
 
-    Cost: one forward pass of the head (about 1M rows in 10-20 s on 2 cores for a linear head), plus embedding
-    with --catalog.
+    Cost: one forward pass of the head (1M x 1280 rows in about 21 s on 2 cores for a linear head over 75 classes, 0.5 GiB), plus embedding with --catalog.
 
     Example: simlabel predict --model model/ --emb emb/ --out predictions/ --min-precision 0.95
     """
@@ -231,10 +227,7 @@ def export(
 ) -> None:
     """Ship the classifier: one ONNX graph from an image tensor to class probabilities.
 
-    The model's encoder (its ONNX export), L2 normalisation, the head, the calibration and the softmax, joined.
-    Class names and the exact pre-processing are in the graph's metadata; the README's "Ship the classifier"
-    section runs it with onnxruntime and Pillow alone. Models of titles are refused (their text encoder has no
-    ONNX export): nothing is written.
+    The model's encoder (its ONNX export), L2 normalisation, the head, the calibration and the softmax, joined. Class names and the exact pre-processing are in the graph's metadata; the README's "Ship the classifier" section runs it with onnxruntime and Pillow alone. Models of titles are refused (their text encoder has no ONNX export): nothing is written.
 
     Cost: exporting the encoder once (cached), a few seconds.
 
