@@ -110,6 +110,20 @@ def experiment_key(cfg: "AugmentExperimentConfig | EfficiencyConfig", embeddings
     return hashlib.sha256("|".join(parts).encode()).hexdigest()[:24]
 
 
+def _cached_run(run_dir: Path, name: str, cfg, embeddings, catalog, run) -> tuple[dict, bool]:
+    """An experiment's results from ``run_dir/experiment_<name>.{json,html}`` when they were made from the same
+    inputs and code (:func:`experiment_key`), else ``run(json_path, html_path)``'s, keyed for the next demo;
+    and whether they were read from the cache."""
+    json_path, html_path = run_dir / f"experiment_{name}.json", run_dir / f"experiment_{name}.html"
+    key = experiment_key(cfg, embeddings, catalog)
+    cached = _cached_experiment(json_path, html_path, key)
+    if cached is not None:
+        return cached, True
+    results = run(json_path, html_path)
+    atomic_write_json(json_path, {**read_json(json_path, f"{name} experiment results"), "cache_key": key})
+    return results, False
+
+
 def _cached_experiment(json_path: Path, html_path: Path, key: str) -> dict | None:
     if not (json_path.is_file() and html_path.is_file()):
         return None
@@ -292,27 +306,17 @@ def run_demo(
             label_col=label_col, encoders=[model], labeled_frac=labeled_frac,
             holdout_split="test" if has_test else None, repeats=[seed], device=device,
         )
-        json_path, html_path = run_dir / "experiment_augment.json", run_dir / "experiment_augment.html"
-        key = experiment_key(cfg, embeddings, catalog)
-        cached = _cached_experiment(json_path, html_path, key)
-        if cached is not None:
-            report.experiment, report.experiment_cached = cached, True
-        else:
-            report.experiment = run_augment_experiment(root, cfg, out=run_dir, json_out=json_path, html_out=html_path,
-                                                       progress=progress, embeddings={model: embeddings})
-            atomic_write_json(json_path, {**read_json(json_path, "experiment results"), "cache_key": key})
+        report.experiment, report.experiment_cached = _cached_run(
+            run_dir, "augment", cfg, embeddings, catalog,
+            lambda j, h: run_augment_experiment(root, cfg, out=run_dir, json_out=j, html_out=h, progress=progress,
+                                                embeddings={model: embeddings}))
     if efficiency:
         ecfg = EfficiencyConfig(label_col=label_col, budget_fracs=(budget_frac,), strategies=("random", "auto"),
                                 pseudo=("none", "auto"), rounds=2, repeats=repeats, references=False, device=device)
-        json_path, html_path = run_dir / "experiment_efficiency.json", run_dir / "experiment_efficiency.html"
-        key = experiment_key(ecfg, embeddings, catalog)
-        cached = _cached_experiment(json_path, html_path, key)
-        if cached is not None:
-            report.efficiency, report.efficiency_cached = cached, True
-        else:
-            report.efficiency = run_efficiency_experiment(root, ecfg, out=run_dir, json_out=json_path, html_out=html_path,
-                                                          progress=progress, embeddings=embeddings)
-            atomic_write_json(json_path, {**read_json(json_path, "efficiency results"), "cache_key": key})
+        report.efficiency, report.efficiency_cached = _cached_run(
+            run_dir, "efficiency", ecfg, embeddings, catalog,
+            lambda j, h: run_efficiency_experiment(root, ecfg, out=run_dir, json_out=j, html_out=h, progress=progress,
+                                                   embeddings=embeddings))
     written = {k: v for k, v in report.__dict__.items() if k not in ("experiment", "efficiency")}
     atomic_write_json(run_dir / "demo_report.json", {**written, "fewest_labels": report.fewest_labels()})
     return report
