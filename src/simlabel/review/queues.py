@@ -76,9 +76,20 @@ def _split(cell: object) -> list[str]:
     return [v for v in text.replace(";", "|").split("|") if v != ""]
 
 
+def _column(t: pd.DataFrame, name: str) -> pd.Series:
+    """A column of the queue, or empty cells where the file has none."""
+    return t[name] if name in t.columns else pd.Series([""] * len(t), index=t.index)
+
+
+def _neighbours(t: pd.DataFrame) -> list[list[tuple[str, str]]]:
+    """Each row's nearest labelled neighbours as ``(id, "label (similarity)")`` from its ``neighbor_ids``,
+    ``neighbor_labels`` and ``neighbor_similarities`` cells (none where the file has no such columns)."""
+    return [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
+            for a, b, c in zip(_column(t, "neighbor_ids"), _column(t, "neighbor_labels"), _column(t, "neighbor_similarities"))]
+
+
 def _suspects(t: pd.DataFrame) -> pd.DataFrame:
-    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
-           for a, b, c in zip(t["neighbor_ids"], t["neighbor_labels"], t["neighbor_similarities"])]
+    exp = _neighbours(t)
     score = 1.0 - pd.to_numeric(t["score"], errors="coerce")  # a low vote for the given label: sure it is wrong
     order = pd.to_numeric(t["rank"], errors="coerce") if "rank" in t.columns else pd.Series(np.arange(len(t)))
     # the suggestion, the given label, then the neighbours' labels by how many of them carry it
@@ -141,25 +152,19 @@ def _basis(t: pd.DataFrame) -> pd.DataFrame:
 
 
 def _select(t: pd.DataFrame) -> pd.DataFrame:
-    cols = {c: t[c] if c in t.columns else pd.Series([""] * len(t)) for c in
-            ("proposal", "proposal_score", "neighbor_ids", "neighbor_labels", "neighbor_similarities")}
-    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
-           for a, b, c in zip(cols["neighbor_ids"], cols["neighbor_labels"], cols["neighbor_similarities"])]
-    proposal = cols["proposal"].fillna("").astype(str)
+    exp = _neighbours(t)
+    proposal = _column(t, "proposal").fillna("").astype(str)
     alts = [[v for v in dict.fromkeys([p, *pd.Series(_split(nl)).value_counts().index]) if v]
-            for p, nl in zip(proposal, cols["neighbor_labels"])]
+            for p, nl in zip(proposal, _column(t, "neighbor_labels"))]
     order = pd.to_numeric(t["rank"], errors="coerce") - 1 if "rank" in t.columns else pd.Series(np.arange(len(t)))
     return pd.DataFrame({"id": t["id"], "item": t["id"], "old": "", "proposed": proposal,
                          "group": [p or "to label" for p in proposal],
-                         "score": pd.to_numeric(cols["proposal_score"], errors="coerce"), "order": order.to_numpy(),
+                         "score": pd.to_numeric(_column(t, "proposal_score"), errors="coerce"), "order": order.to_numpy(),
                          "explain": exp, "alternatives": alts})
 
 
 def _predict(t: pd.DataFrame) -> pd.DataFrame:
-    cols = {c: t[c] if c in t.columns else pd.Series([""] * len(t)) for c in
-            ("neighbor_ids", "neighbor_labels", "neighbor_similarities")}
-    exp = [[(i, f"{lab} ({s})") for i, lab, s in zip(_split(a), _split(b), _split(c))]
-           for a, b, c in zip(cols["neighbor_ids"], cols["neighbor_labels"], cols["neighbor_similarities"])]
+    exp = _neighbours(t)
     margin = pd.to_numeric(t["margin"], errors="coerce")
     alts = [[str(v) for v in (list(tl) if tl is not None and not isinstance(tl, str) else _split(tl))]
             for tl in (t["top_labels"] if "top_labels" in t.columns else t["label"])]
