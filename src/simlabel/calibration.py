@@ -45,7 +45,8 @@ import numpy as np
 from simlabel.errors import InputError
 
 __all__ = ["CALIBRATIONS", "apply_calibration", "coverage_precision", "expected_calibration_error", "fit_calibration",
-           "fit_temperature", "fit_vector_scaling", "precision_thresholds", "softmax", "wilson_lower"]
+           "fit_temperature", "fit_vector_scaling", "precision_thresholds", "softmax", "thresholds_from_predictions",
+           "wilson_lower"]
 
 #: the calibrations :func:`fit_calibration` fits
 CALIBRATIONS = ("temperature", "vector", "none")
@@ -324,14 +325,29 @@ def precision_thresholds(proba: np.ndarray, y: np.ndarray, min_precision: float,
     >>> t["b"]["threshold"], t["b"]["kept"]
     (0.8, 1)
     """
+    p = np.asarray(proba, dtype=np.float64)
+    names = list(classes) if classes is not None else [str(c) for c in range(p.shape[1])]
+    return thresholds_from_predictions(p.argmax(axis=1), p.max(axis=1), y, min_precision, names, alpha=alpha)
+
+
+def thresholds_from_predictions(pred: np.ndarray, conf: np.ndarray, y: np.ndarray, min_precision: float,
+                                classes: Sequence[str], *, alpha: float | None = 0.05) -> dict[str, dict]:
+    """:func:`precision_thresholds` from each held-out row's predicted class code ``pred`` and its confidence
+    ``conf`` alone (what a model keeps of its held-out rows), ``classes`` naming the codes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> t = thresholds_from_predictions(np.array([0, 0, 0, 0, 1]), np.array([0.95, 0.9, 0.8, 0.7, 0.8]),
+    ...                                 np.array([0, 0, 1, 0, 1]), 0.75, ["a", "b"], alpha=None)
+    >>> t["a"]["threshold"], t["b"]["threshold"]
+    (0.7, 0.8)
+    """
     if not 0 < min_precision <= 1:
         raise InputError(f"`min_precision` must lie in (0, 1]; got {min_precision}")
-    p = np.asarray(proba, dtype=np.float64)
-    y = np.asarray(y)
-    names = list(classes) if classes is not None else [str(c) for c in range(p.shape[1])]
-    pred, conf = p.argmax(axis=1), p.max(axis=1)
+    pred, conf, y = np.asarray(pred), np.asarray(conf, dtype=np.float64), np.asarray(y)
     out = {}
-    for c, name in enumerate(names):
+    for c, name in enumerate(classes):
         m = pred == c
         if not m.any():
             out[str(name)] = {"threshold": None, "n": 0, "kept": 0, "precision": None, "recall_kept": None,

@@ -43,7 +43,7 @@ import torch.nn as nn
 from sklearn.base import BaseEstimator, ClassifierMixin
 from sklearn.utils.validation import check_is_fitted
 
-from simlabel.calibration import apply_calibration, fit_calibration, precision_thresholds
+from simlabel.calibration import apply_calibration, fit_calibration, thresholds_from_predictions
 from simlabel.encoders.base import resolve_device, resolve_precision
 from simlabel.errors import InputError
 from simlabel.files import atomic_dir, atomic_write_json, exclusive, kill_point, read_json
@@ -579,17 +579,13 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     def thresholds(self, min_precision: float) -> dict[str, dict]:
         """Per-class confidence thresholds for ``min_precision`` on the held-out rows :meth:`calibrate` kept
-        (:func:`simlabel.calibration.precision_thresholds`); an error when there are none."""
+        (:func:`simlabel.calibration.thresholds_from_predictions`); an error when there are none."""
         if self.held_out_ is None:
             raise InputError("the model keeps no held-out rows to choose thresholds on (train it with a validation "
                              "split, or call `calibrate` on held-out rows)")
         h = self.held_out_
-        n_cls = len(self.classes_)
-        # the held-out rows' probabilities are not kept, only what the thresholds read: a one-hot of the
-        # prediction scaled to its confidence gives precision_thresholds the same argmax and maximum
-        proxy = np.zeros((len(h["pred"]), n_cls))
-        proxy[np.arange(len(h["pred"])), h["pred"]] = h["confidence"]
-        return precision_thresholds(proxy, h["true"], min_precision, [str(c) for c in self.classes_])
+        return thresholds_from_predictions(h["pred"], h["confidence"], h["true"], min_precision,
+                                           [str(c) for c in self.classes_])
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:
