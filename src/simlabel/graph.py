@@ -997,7 +997,7 @@ def update_graph(graph: str | os.PathLike | KnnGraph, emb: str | os.PathLike | E
     ------
     InputError
         Ids of the graph missing from ``emb`` (an update adds rows; it cannot drop them), embeddings of another
-        space, or ``out`` a file.
+        space, ``block_rows`` under 1, or ``out`` a file.
     StoreError
         A graph folder that cannot be read.
 
@@ -1012,6 +1012,8 @@ def update_graph(graph: str | os.PathLike | KnnGraph, emb: str | os.PathLike | E
     >>> new.neighbors.ravel().tolist()  # e enters a's and b's lists; its own nearest is a
     [4, 4, 3, 2, 0]
     """
+    if block_rows < 1:
+        raise InputError(f"`block_rows` must be at least 1; got {block_rows}")
     g = as_graph(graph)
     e = as_embeddings(emb)
     if g.meta.get("space") and g.meta["space"] != e.space:
@@ -1071,10 +1073,9 @@ def update_graph(graph: str | os.PathLike | KnnGraph, emb: str | os.PathLike | E
     with exclusive(out), atomic_dir(out) as tmp:
         with atomic_path(tmp / "ids.parquet") as f:
             pq.write_table(pa.table({"id": pa.array(e.ids.astype(str))}), f)
-        starts = list(range(0, n, max(1, int(meta.get("block_rows") or block_rows))))
+        starts = range(0, n, block_rows)  # the blocks of the product are the folder's blocks too
         for b, s in enumerate(starts):
-            stop = min(s + (starts[1] - starts[0] if len(starts) > 1 else n), n)
-            _write_block(_block_path(tmp, b), s, nb_all[s:stop], sim_all[s:stop])
+            _write_block(_block_path(tmp, b), s, nb_all[s : s + block_rows], sim_all[s : s + block_rows])
         made = _finish(tmp, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
     made.meta["path"] = str(out)
     return made

@@ -75,10 +75,9 @@ class Finder:
                 self._graph = as_graph(self._graph)
                 k = min(k, self._graph.k)  # a graph answers as many neighbours as it holds
             self._source = neighbour_source(self.emb, k, graph=self._graph, index=self._index)
-        at = np.flatnonzero(self.emb.ids == ident)
-        if not len(at):
-            raise InputError(f"{ident!r} has no embedding in {getattr(self.emb, 'path', None) or 'the embeddings given'}")
-        nb = self._source(at[:1])
+        if not self.emb.has([ident])[0]:
+            raise InputError(f"{ident!r} has no embedding in {self.emb.source}")
+        nb = self._source(self.emb.positions([ident]))
         keep = nb.neighbors[0] >= 0
         ids = self.emb.ids[nb.neighbors[0][keep]].astype(str)
         return [(i, round(float(s), 4)) for i, s in zip(ids, nb.similarities[0][keep]) if i != ident]
