@@ -3,6 +3,7 @@ and its security, a kill -9 of the server, the export back into label files, and
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -308,6 +309,32 @@ def test_a_select_queue_labelled_and_exported_for_the_next_round(shop):
     assert set(labels["kind"]) == {"select"}
 
 
+@contextlib.contextmanager
+def _review_page(shop, *extra: str):
+    """The review server of ``shop``'s queues (``extra``: more options), started on a free port of 127.0.0.1, and a
+    tab of Debian's Chromium on its page: ``(tab, errors)``, ``errors`` the page's uncaught errors. The browser
+    and the server stop on leaving."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.helpers import chromium
+
+    exe = chromium()
+    port = _free_port()
+    proc = _start(shop, port, *extra)
+    errors: list[str] = []
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
+            tab = browser.new_page(viewport={"width": 1280, "height": 900})
+            tab.on("pageerror", lambda e: errors.append(str(e)))
+            tab.goto(f"http://127.0.0.1:{port}/")
+            yield tab, errors
+            browser.close()
+    finally:
+        proc.kill()
+        proc.wait(timeout=30)
+
+
 def _to_label(shop, n: int = 30, proposals: dict | None = None) -> Path:
     """select's queue of the slice's first ``n`` items (``proposals``: position -> proposed label)."""
     ids = shop["ids"][:n]
@@ -383,129 +410,97 @@ def test_a_labelling_queue_labels_any_catalog_item_by_batch(shop):
 def test_label_a_grid_of_24_undo_reload_and_resume_in_a_real_browser(shop, tmp_path: Path, image_encoder):
     """The labelling loop as a reviewer runs it: 24 items in two keystrokes, a new label typed with completion,
     undo, a reload that resumes, more like this, the title search; the labels export for train."""
-    from playwright.sync_api import sync_playwright
-
     from simlabel.embedding import embed
-    from tests.helpers import chromium
 
-    exe = chromium()
     root, ids = shop["root"], shop["ids"]
     embed(root / "catalog.csv", root / "emb", image_encoder=image_encoder, progress=False)
     queue = _to_label(shop, 30)
     pd.DataFrame({"id": ids[36:40], "label": ["Shirts", "Shirts", "Tshirts", "Watches"]}).to_csv(root / "known.csv", index=False)
-    port = _free_port()
-    proc = _start({**shop, "queues": [queue]}, port, "--emb", str(root / "emb"), "--labels", str(root / "known.csv"))
-    errors: list[str] = []
     progress = "document.querySelector('#progress').textContent"
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-            tab = browser.new_page(viewport={"width": 1280, "height": 900})
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            tab.goto(f"http://127.0.0.1:{port}/")
-            tab.wait_for_selector("#grid .card")
-            assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
-            assert tab.locator("#label-keys .chip").all_inner_texts() == ["1Shirts", "2Tshirts", "3Watches"]
-            tab.wait_for_function("Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth > 0)")
-            tab.screenshot(path=str(tmp_path / "label-grid.png"))
-            tab.keyboard.press("Control+a")  # the whole grid
-            assert tab.inner_text("#selected-count") == "24 selected"
-            tab.keyboard.press("1")  # ... is labelled Shirts
-            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
-            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
-            cards = tab.locator("#grid .card")
-            cards.nth(0).click()
-            cards.nth(3).click(modifiers=["Shift"])  # four, by range
-            assert tab.inner_text("#selected-count") == "4 selected"
-            tab.keyboard.press("l")
-            tab.keyboard.type("Sunglass cases")  # a new label
-            tab.keyboard.press("Enter")
-            tab.wait_for_function(f"{progress}.startsWith('28 / 30')")
-            tab.wait_for_function("document.querySelectorAll('#label-keys .chip').length === 4")
-            assert tab.locator("#label-keys .chip").nth(3).inner_text() == "4Sunglass cases"
-            tab.keyboard.press("u")  # the four, as one step
-            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
-            tab.reload()  # resume: the six still open, nothing lost
-            tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
-            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
-            first = tab.locator("#grid .card").nth(0).get_attribute("data-item")
-            tab.keyboard.press("m")  # more like the focused item
-            tab.wait_for_function(f"document.querySelector('#grid-title').textContent.startsWith('more like {first}')")
-            assert tab.locator("#grid .card").count() == 24 and not tab.locator("#back").is_hidden()
-            beyond = [c for c in tab.locator("#grid .card").evaluate_all("cs => cs.map(c => c.dataset.item)") if c not in ids[:30]]
-            assert beyond, "some neighbours lie beyond the queue"
-            tab.locator(f"#grid .card[data-item='{beyond[0]}']").click()
-            tab.keyboard.press("3")
-            tab.wait_for_function(f"{progress}.includes('+1 more labelled')")
-            tab.wait_for_function(f"document.querySelector(\"#grid .card[data-item='{beyond[0]}']\").textContent.includes('→ Watches')")
-            tab.keyboard.press("/")
-            tab.keyboard.type("shirt")
-            tab.keyboard.press("Enter")
-            tab.wait_for_function("document.querySelector('#grid-title').textContent.startsWith('titles with')")
-            titles = tab.locator("#grid .card .why").all_inner_texts()
-            assert titles and all("shirt" in t.lower() for t in titles)
-            tab.keyboard.press("b")
-            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
-            tab.screenshot(path=str(tmp_path / "label-after.png"), full_page=True)
-            browser.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    with _review_page({**shop, "queues": [queue]}, "--emb", str(root / "emb"), "--labels",
+                      str(root / "known.csv")) as (tab, errors):
+        tab.wait_for_selector("#grid .card")
+        assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
+        assert tab.locator("#label-keys .chip").all_inner_texts() == ["1Shirts", "2Tshirts", "3Watches"]
+        tab.wait_for_function("Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth > 0)")
+        tab.screenshot(path=str(tmp_path / "label-grid.png"))
+        tab.keyboard.press("Control+a")  # the whole grid
+        assert tab.inner_text("#selected-count") == "24 selected"
+        tab.keyboard.press("1")  # ... is labelled Shirts
+        tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+        tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+        cards = tab.locator("#grid .card")
+        cards.nth(0).click()
+        cards.nth(3).click(modifiers=["Shift"])  # four, by range
+        assert tab.inner_text("#selected-count") == "4 selected"
+        tab.keyboard.press("l")
+        tab.keyboard.type("Sunglass cases")  # a new label
+        tab.keyboard.press("Enter")
+        tab.wait_for_function(f"{progress}.startsWith('28 / 30')")
+        tab.wait_for_function("document.querySelectorAll('#label-keys .chip').length === 4")
+        assert tab.locator("#label-keys .chip").nth(3).inner_text() == "4Sunglass cases"
+        tab.keyboard.press("u")  # the four, as one step
+        tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+        tab.reload()  # resume: the six still open, nothing lost
+        tab.wait_for_function(f"{progress}.startsWith('24 / 30')")
+        tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+        first = tab.locator("#grid .card").nth(0).get_attribute("data-item")
+        tab.keyboard.press("m")  # more like the focused item
+        tab.wait_for_function(f"document.querySelector('#grid-title').textContent.startsWith('more like {first}')")
+        assert tab.locator("#grid .card").count() == 24 and not tab.locator("#back").is_hidden()
+        beyond = [c for c in tab.locator("#grid .card").evaluate_all("cs => cs.map(c => c.dataset.item)") if c not in ids[:30]]
+        assert beyond, "some neighbours lie beyond the queue"
+        tab.locator(f"#grid .card[data-item='{beyond[0]}']").click()
+        tab.keyboard.press("3")
+        tab.wait_for_function(f"{progress}.includes('+1 more labelled')")
+        tab.wait_for_function(f"document.querySelector(\"#grid .card[data-item='{beyond[0]}']\").textContent.includes('→ Watches')")
+        tab.keyboard.press("/")
+        tab.keyboard.type("shirt")
+        tab.keyboard.press("Enter")
+        tab.wait_for_function("document.querySelector('#grid-title').textContent.startsWith('titles with')")
+        titles = tab.locator("#grid .card .why").all_inner_texts()
+        assert titles and all("shirt" in t.lower() for t in titles)
+        tab.keyboard.press("b")
+        tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
+        tab.screenshot(path=str(tmp_path / "label-after.png"), full_page=True)
     assert not errors, errors
     labels = export_decisions(root / "decisions.jsonl", root / "labelled.csv").set_index("id")["label"]
     assert labels.to_dict() == {**{i: "Shirts" for i in ids[:24]}, beyond[0]: "Watches"}
 
 
 def test_review_a_grid_with_the_keyboard_in_a_real_browser(shop, tmp_path: Path):
-    from playwright.sync_api import sync_playwright
-
-    from tests.helpers import chromium
-
-    exe = chromium()
-    port = _free_port()
-    proc = _start(shop, port)
     shots = tmp_path / "shots"
     shots.mkdir()
-    errors: list[str] = []
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-            tab = browser.new_page(viewport={"width": 1280, "height": 900})
-            tab.on("pageerror", lambda e: errors.append(str(e)))
-            tab.goto(f"http://127.0.0.1:{port}/")
-            tab.wait_for_selector("#grid .card")
-            assert tab.locator("#grid .card").count() == 6  # the 'Tshirts' proposals first
-            assert "0 / 12 decided" in tab.inner_text("#progress")
-            tab.wait_for_function("Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth > 0)")
-            tab.screenshot(path=str(shots / "grid.png"))
-            tab.keyboard.press("a")  # accept the whole grid
-            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('6 / 12')")
-            tab.wait_for_function("document.querySelector('#grid-title').textContent.startsWith('Watches')")
-            tab.locator("#grid .card").first.click()  # leave one out
-            assert "out" in tab.locator("#grid .card").first.get_attribute("class")
-            tab.keyboard.press("r")  # reject the other five
-            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('11 / 12')")
-            # the one left out: open it, choose label 1
-            tab.keyboard.press("Enter")
-            tab.wait_for_selector("#detail-view:not([hidden])")
-            assert tab.locator("#explain .card").count() == 2
-            tab.keyboard.press("?")
-            assert tab.locator("#help").is_visible()
-            tab.keyboard.press("Escape")
-            tab.keyboard.press("1")
-            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('12 / 12')")
-            tab.keyboard.press("u")  # undo it
-            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('11 / 12')")
-            tab.keyboard.press("Escape")
-            # the title with markup was shown as text, never run
-            tab.select_option("#status", "all")
-            tab.wait_for_function("document.querySelectorAll('#grid .card').length > 0")
-            assert tab.evaluate("document.body.dataset.pwned") is None
-            tab.screenshot(path=str(shots / "after.png"), full_page=True)
-            browser.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    with _review_page(shop) as (tab, errors):
+        tab.wait_for_selector("#grid .card")
+        assert tab.locator("#grid .card").count() == 6  # the 'Tshirts' proposals first
+        assert "0 / 12 decided" in tab.inner_text("#progress")
+        tab.wait_for_function("Array.from(document.querySelectorAll('#grid img')).every(i => i.complete && i.naturalWidth > 0)")
+        tab.screenshot(path=str(shots / "grid.png"))
+        tab.keyboard.press("a")  # accept the whole grid
+        tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('6 / 12')")
+        tab.wait_for_function("document.querySelector('#grid-title').textContent.startsWith('Watches')")
+        tab.locator("#grid .card").first.click()  # leave one out
+        assert "out" in tab.locator("#grid .card").first.get_attribute("class")
+        tab.keyboard.press("r")  # reject the other five
+        tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('11 / 12')")
+        # the one left out: open it, choose label 1
+        tab.keyboard.press("Enter")
+        tab.wait_for_selector("#detail-view:not([hidden])")
+        assert tab.locator("#explain .card").count() == 2
+        tab.keyboard.press("?")
+        assert tab.locator("#help").is_visible()
+        tab.keyboard.press("Escape")
+        tab.keyboard.press("1")
+        tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('12 / 12')")
+        tab.keyboard.press("u")  # undo it
+        tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('11 / 12')")
+        tab.keyboard.press("Escape")
+        # the title with markup was shown as text, never run
+        tab.select_option("#status", "all")
+        tab.wait_for_function("document.querySelectorAll('#grid .card').length > 0")
+        assert tab.evaluate("document.body.dataset.pwned") is None
+        tab.screenshot(path=str(shots / "after.png"), full_page=True)
     assert not errors, errors
     ids = shop["ids"]
     state = DecisionLog(shop["root"] / "decisions.jsonl").state()
@@ -518,30 +513,15 @@ def test_review_a_grid_with_the_keyboard_in_a_real_browser(shop, tmp_path: Path)
 
 def test_a_grid_never_decides_more_than_it_shows(shop, tmp_path: Path):
     """30 items of one proposal: the first grid shows 24, and 'a' accepts those 24 only."""
-    from playwright.sync_api import sync_playwright
-
-    from tests.helpers import chromium
-
-    exe = chromium()
     ids = shop["ids"][:30]
     pd.DataFrame({"id": ids, "label": "Shirts", "suggested": "Tshirts", "score": 0.1, "rank": range(1, 31), "method": "knn",
                   "neighbor_ids": "", "neighbor_labels": "", "neighbor_similarities": ""}).to_csv(shop["root"] / "many.csv", index=False)
     shop = {**shop, "queues": [shop["root"] / "many.csv"]}
-    port = _free_port()
-    proc = _start(shop, port)
-    try:
-        with sync_playwright() as p:
-            browser = p.chromium.launch(executable_path=exe, args=["--no-sandbox", "--disable-gpu"])
-            tab = browser.new_page(viewport={"width": 1280, "height": 900})
-            tab.goto(f"http://127.0.0.1:{port}/")
-            tab.wait_for_selector("#grid .card")
-            assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
-            tab.keyboard.press("a")
-            tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('24 / 30')")
-            tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
-            browser.close()
-    finally:
-        proc.kill()
-        proc.wait(timeout=30)
+    with _review_page(shop) as (tab, _):
+        tab.wait_for_selector("#grid .card")
+        assert tab.locator("#grid .card").count() == 24 and "1-24 of 30" in tab.inner_text("#grid-title")
+        tab.keyboard.press("a")
+        tab.wait_for_function("document.querySelector('#progress').textContent.startsWith('24 / 30')")
+        tab.wait_for_function("document.querySelectorAll('#grid .card').length === 6")
     state = DecisionLog(shop["root"] / "decisions.jsonl").state()
     assert sorted(i for _, i in state) == sorted(ids[:24])
