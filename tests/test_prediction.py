@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from simlabel.errors import InputError
 from simlabel.head_config import HeadConfig
 from simlabel.prediction import predict, read_predictions
-from simlabel.store import Embeddings, load_embeddings, write_shard
+from simlabel.store import Embeddings, iter_embeddings, load_embeddings, write_shard
 from simlabel.training import evaluate, train
 from tests.helpers import ROOT, blobs
 
@@ -112,6 +112,12 @@ def test_a_killed_predict_resumes_without_duplicate_or_lost_rows(tmp_path: Path)
     # other options are another output: no part of the first run is reused
     other = predict(model, folder, out=out, top_k=1, progress=False)
     assert other.summary["parts_reused"] == 0 and len(read_predictions(out)) == len(truth)
+    # a store rewritten with other vectors is another input: its parts are made again, not read from the last run
+    first_ids, first_X = next(iter_embeddings(folder))
+    write_shard(folder / "part-00000.parquet", first_ids, first_X[::-1].copy(),
+                {"model": "test", "model_version": "test/1", "modality": "image", "normalized": False})
+    redone = predict(model, folder, out=out, top_k=1, progress=False)
+    assert redone.summary["parts_reused"] == 0
 
 
 def test_explain_and_the_review_queue_it_makes(tmp_path: Path) -> None:

@@ -300,7 +300,8 @@ def predict(
     wanted = None if ids is None else pd.Index(pd.unique(np.asarray([str(i) for i in ids], dtype=object)))
     explainer = _explainer(clf, meta, streamed, explain, explain_labels, graph) if explain else None
     options = {"top_k": int(top_k), "min_precision": min_precision, "inputs": inputs, "explain": int(explain),
-               "ids": None if wanted is None else hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16]}
+               "ids": None if wanted is None else hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16],
+               "source": [_source_key(streamed), _source_key(text)]}
     writer = _PartWriter(Path(out), fingerprint, options) if out is not None else None
     kept, counts, n_rows, n_abstain, n_without_text = [], {}, 0, 0, 0
     total = -(-len(streamed.ids) // BLOCK_ROWS) if isinstance(streamed, Embeddings) else len(list_shards(streamed))
@@ -347,6 +348,23 @@ def predict(
     if writer is None and not kept:
         rows = pd.DataFrame(columns=list(PREDICTION_COLUMNS))
     return Predictions(Path(out) if out is not None else None, summary, rows)
+
+
+def _source_key(source: "str | os.PathLike | Embeddings | None") -> str | None:
+    """What the rows come from, so that a part made from other vectors is never reused: loaded embeddings'
+    fingerprint; a store's job (its manifest: model version, ids, retried shards), or without a manifest its
+    shard files' names, sizes and times."""
+    if source is None:
+        return None
+    if isinstance(source, Embeddings):
+        return source.fingerprint
+    from simlabel.store import read_manifest
+
+    if (Path(source) / "manifest.json").is_file():
+        man = read_manifest(source)
+        return json.dumps([man.get(k) for k in ("model_version", "ids_sha256", "retry_shards")])
+    stats = [(p.name, p.stat().st_size, p.stat().st_mtime_ns) for p in list_shards(source)]
+    return hashlib.sha256(json.dumps(stats).encode()).hexdigest()[:16]
 
 
 def _first_rows(path: str | os.PathLike) -> Embeddings:
