@@ -116,3 +116,32 @@ def test_conflicting_asks_fail_before_any_training(tmp_path: Path) -> None:
         with pytest.raises(InputError, match=message):
             flip(emb, cat, config=SelfMLConfig(**FAST), **kwargs)
     assert not (tmp_path / "b.csv").exists() and not (tmp_path / "f.csv").exists()
+
+
+def test_the_jointly_trained_classifier_is_saved_and_predicts(tmp_path: Path) -> None:
+    """flip --model-out: SELF-ML's classifier as a model folder that predict reads, giving its probabilities."""
+    import torch
+
+    from simlabel.heads import MultiLabelClassifier, load_model
+    from simlabel.prediction import predict
+    from simlabel.training import save_flip_model
+
+    X, Y, Yn, _ = make_data(seed=2, n=300)
+    ids = [f"p{i}" for i in range(300)]
+    emb = Embeddings(np.array(ids, dtype=object), X, {"path": "mem", "model": "test"})
+    cat = tmp_path / "catalog.csv"
+    pd.DataFrame({"id": ids, "labels": _cells(Yn)}).to_csv(cat, index=False)
+    pd.DataFrame({"id": ids[:50], "labels": _cells(Y[:50])}).to_csv(tmp_path / "clean.csv", index=False)
+    cfg = SelfMLConfig(**FAST)
+    made = flip(emb, cat, clean=tmp_path / "clean.csv", config=cfg, pretrain=multilabel_pretrain(cfg))
+    assert made.classifier is not None
+    save_flip_model(made, tmp_path / "model")
+    clf = load_model(tmp_path / "model")
+    assert isinstance(clf, MultiLabelClassifier) and clf.label_names() == made.label_names
+    with torch.no_grad():
+        want = torch.sigmoid(made.classifier.cpu()(torch.from_numpy(X))).numpy()
+    got = predict(tmp_path / "model", emb, progress=False).table()
+    np.testing.assert_allclose(np.stack(got["probabilities"].to_numpy()), want, atol=1e-6)
+    direct = flip(emb, cat, config=cfg, export_basis=tmp_path / "basis.csv")
+    with pytest.raises(InputError, match="joint"):
+        save_flip_model(direct, tmp_path / "none")

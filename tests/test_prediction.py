@@ -196,3 +196,45 @@ def test_predict_a_catalog_with_the_model_encoder(tmp_path: Path, image_encoder)
                        {"path": "other", "model": "other-encoder", "modality": "image"})
     with pytest.raises(InputError, match="trained on embeddings of"):
         predict(model, other, progress=False)
+
+
+def test_multi_label_predict_gives_every_label_probability(tmp_path: Path) -> None:
+    """A multi-label model (paper 004's head) saved, loaded and predicted: one probability per attribute value,
+    the labels set where they reach the model's threshold, equal to the head's own; the CLI trains it."""
+    from simlabel.cli import app
+    from simlabel.heads import MultiLabelClassifier, load_model
+    from simlabel.prediction import MULTILABEL_COLUMNS
+
+    folder, table = _store(tmp_path)
+    emb = load_embeddings(folder)
+    X = emb.rows(table["id"]).matrix
+    # two attributes of the four blobs: gender splits them one way, usage the other
+    catalog = table.assign(gender=table["label"].map({"a": "Men", "b": "Men", "c": "Women", "d": "Women"}),
+                           usage=table["label"].map({"a": "Casual", "b": "Sports", "c": "Casual", "d": "Sports"}))
+    catalog.loc[::7, "usage"] = ""  # a missing value sets no label of that attribute
+    catalog.to_csv(tmp_path / "catalog.csv", index=False)
+    r = CliRunner().invoke(app, ["train", "--emb", str(folder), "--labels", str(tmp_path / "catalog.csv"),
+                                 "--attributes", "gender,usage", "--out", str(tmp_path / "ml"), "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    clf = load_model(tmp_path / "ml")
+    assert isinstance(clf, MultiLabelClassifier)
+    names = ["gender=Men", "gender=Women", "usage=Casual", "usage=Sports"]
+    assert clf.label_names() == names
+    made = predict(tmp_path / "ml", folder, out=tmp_path / "pred", progress=False)
+    got = read_predictions(tmp_path / "pred").set_index("id").loc[table["id"]]
+    assert tuple(got.reset_index().columns) == MULTILABEL_COLUMNS
+    P = np.stack(got["probabilities"].to_numpy())
+    assert P.shape == (len(table), 4)
+    np.testing.assert_allclose(P, clf.predict_proba(X), atol=1e-6)
+    on = P >= clf.threshold
+    assert [list(v) for v in got["labels"]] == [[n for n, o in zip(names, row) if o] for row in on]
+    assert (got["label"] == ["|".join(n for n, o in zip(names, row) if o) for row in on]).all()
+    np.testing.assert_allclose(got["margin"], np.abs(P - clf.threshold).min(axis=1), atol=1e-6)
+    assert made.summary["kind"] == "multi-label" and made.summary["classes"] == names
+    assert made.summary["labels"] == {n: int(c) for n, c in zip(names, on.sum(axis=0)) if c}
+    # it learnt the attributes (overlapping blobs, a short focal-loss fit): every label well above chance
+    truth = np.stack([catalog["gender"] == "Men", catalog["gender"] == "Women",
+                      catalog["usage"] == "Casual", catalog["usage"] == "Sports"], axis=1)
+    assert (on == truth)[catalog["usage"] != ""].mean(axis=0).min() > 0.7
+    with pytest.raises(InputError, match="multi-label"):
+        predict(tmp_path / "ml", folder, min_precision=0.9, progress=False)

@@ -652,20 +652,66 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
         return clf
 
 
-def model_fingerprint(clf: EmbeddingClassifier) -> str:
-    """16 hex digits of the head's weights, classes and calibration: what every prediction row records."""
+def model_fingerprint(clf: "EmbeddingClassifier | MultiLabelClassifier") -> str:
+    """16 hex digits of the head's weights, classes (label names) and calibration (threshold): what every
+    prediction row records."""
     h = hashlib.sha256()
     for name, tensor in sorted(clf.module_.state_dict().items()):
         h.update(name.encode())
         h.update(tensor.detach().cpu().numpy().tobytes())
-    h.update(json.dumps([str(c) for c in clf.classes_]).encode())
-    h.update(json.dumps(clf.calibration_, sort_keys=True, default=str).encode())
+    if isinstance(clf, MultiLabelClassifier):
+        h.update(json.dumps([clf.label_names(), float(clf.threshold)]).encode())
+    else:
+        h.update(json.dumps([str(c) for c in clf.classes_]).encode())
+        h.update(json.dumps(clf.calibration_, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
 def read_model_meta(path: str | os.PathLike) -> dict:
     """The ``config.json`` of a model folder (an error naming the file when it is broken)."""
     return read_json(Path(path) / "config.json", "model config")
+
+
+def load_model(path: str | os.PathLike) -> "EmbeddingClassifier | MultiLabelClassifier":
+    """The head of a model folder, of the kind its ``config.json`` records (single- or multi-label).
+
+    Parameters
+    ----------
+    path : str or os.PathLike
+        A model folder (``config.json`` and ``weights.pt``).
+
+    Returns
+    -------
+    EmbeddingClassifier or MultiLabelClassifier
+        :class:`EmbeddingClassifier` for ``kind: EmbeddingClassifier`` (``simlabel train``),
+        :class:`MultiLabelClassifier` for ``kind: MultiLabelClassifier`` (``train --attributes``, ``flip --model-out``).
+
+    Raises
+    ------
+    FileNotFoundError
+        ``path`` is not a model folder.
+    InputError
+        An unknown ``kind``.
+
+    Examples
+    --------
+    >>> import numpy as np, tempfile
+    >>> from simlabel import MultiLabelClassifier, MultiLabelHeadConfig, load_model
+    >>> X = np.random.default_rng(0).normal(size=(20, 3)).astype(np.float32)
+    >>> clf = MultiLabelClassifier(MultiLabelHeadConfig(epochs=1)).fit(X, X[:, :2] > 0, label_names=["x", "y"])
+    >>> folder = clf.save(tempfile.mkdtemp() + "/model")
+    >>> type(load_model(folder)).__name__, load_model(folder).label_names()
+    ('MultiLabelClassifier', ['x', 'y'])
+    """
+    path = Path(path)
+    if not (path / "config.json").exists():
+        raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
+    kind = read_model_meta(path).get("kind", "EmbeddingClassifier")
+    if kind == "MultiLabelClassifier":
+        return MultiLabelClassifier.load(path)
+    if kind != "EmbeddingClassifier":
+        raise InputError(f"{path / 'config.json'}: unknown model kind {kind!r}")
+    return EmbeddingClassifier.load(path)
 
 
 # -- multi-label ------------------------------------------------------------------------------
@@ -770,13 +816,16 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         tags.classifier_tags.multi_label = True
         return tags
 
-    def fit(self, X: np.ndarray, Y: np.ndarray, *, init: "MultiLabelClassifier | nn.Module | None" = None) -> "MultiLabelClassifier":
-        """Train on ``X`` ``(n, d)`` and 0/1 labels ``Y`` ``(n, L)`` for ``config.epochs`` epochs."""
+    def fit(self, X: np.ndarray, Y: np.ndarray, *, init: "MultiLabelClassifier | nn.Module | None" = None,
+            label_names: Sequence[str] | None = None) -> "MultiLabelClassifier":
+        """Train on ``X`` ``(n, d)`` and 0/1 labels ``Y`` ``(n, L)`` for ``config.epochs`` epochs
+        (``label_names``: the ``L`` columns' names, kept for :meth:`save` and prediction)."""
         self.config_ = cfg = self.config if self.config is not None else MultiLabelHeadConfig()
         X = _check_X(X)
         Yf = _as_binary(Y, len(X))
         self.n_features_in_ = X.shape[1]
         self.classes_ = np.arange(Yf.shape[1])
+        self.label_names_ = _names(label_names, Yf.shape[1])
         device = resolve_device(cfg.device)
         rng = np.random.default_rng(cfg.seed)
         with torch.random.fork_rng(devices=[]):
@@ -812,6 +861,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
         X = _check_X(X)
         if X.shape[1] != self.n_features_in_:
             raise InputError(f"X must be (n, {self.n_features_in_}); got {X.shape}")
+        if not X.flags.writeable:  # torch cannot wrap a read-only array (a block read from Parquet)
+            X = X.copy()
         parts = []
         with torch.no_grad():
             for s in range(0, len(X), batch_size):
@@ -823,6 +874,85 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     def predict(self, X: np.ndarray) -> np.ndarray:
         """``(n, L)`` 0/1 labels: each probability at or above ``threshold``."""
         return (self.predict_proba(X) >= self.threshold).astype(np.int64)
+
+    def label_names(self) -> list[str]:
+        """The names of the ``L`` labels (``attr=value``), in column order (``"0" .. "L-1"`` when none were given)."""
+        check_is_fitted(self, "module_")
+        return list(getattr(self, "label_names_", None) or _names(None, len(self.classes_)))
+
+    @classmethod
+    def from_module(cls, module: nn.Module, label_names: Sequence[str], *, config: MultiLabelHeadConfig | None = None,
+                    threshold: float = 0.5) -> "MultiLabelClassifier":
+        """A fitted head around a trained ``(n, d) -> (n, L)`` logit module (e.g. SELF-ML's jointly trained
+        classifier, :attr:`simlabel.labels.selfml.SelfMLResult.classifier`)."""
+        first = next(m for m in module.modules() if isinstance(m, nn.Linear))
+        last = [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+        if last.out_features != len(label_names):
+            raise InputError(f"the module gives {last.out_features} labels; {len(label_names)} names were given")
+        clf = cls(config=config, threshold=threshold)
+        clf.config_ = config or MultiLabelHeadConfig(hidden=first.out_features if first is not last else 0)
+        clf.module_ = copy.deepcopy(module).cpu().eval()
+        clf.n_features_in_ = int(first.in_features)
+        clf.classes_ = np.arange(len(label_names))
+        clf.label_names_ = _names(label_names, len(label_names))
+        clf.history_ = []
+        return clf
+
+    def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:
+        """Write the model folder: ``config.json`` (``kind: MultiLabelClassifier``, the label names, the
+        threshold, what was trained on) and ``weights.pt``, swapped in whole as :meth:`EmbeddingClassifier.save`."""
+        check_is_fitted(self, "module_")
+        path = Path(path)
+        meta = {"kind": "MultiLabelClassifier", "config": asdict(self.config_), "labels": self.label_names(),
+                "classes": self.label_names(), "dim": int(self.n_features_in_), "threshold": float(self.threshold),
+                "history": getattr(self, "history_", []), "inputs": "image", **(extra or {})}
+        with exclusive(path, wait=wait), atomic_dir(path) as tmp:
+            torch.save(self.module_.state_dict(), tmp / "weights.pt")
+            atomic_write_json(tmp / "config.json", meta)
+        return path
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "MultiLabelClassifier":
+        """The head of a folder :meth:`save` wrote."""
+        path = Path(path)
+        if not (path / "config.json").exists() or not (path / "weights.pt").exists():
+            raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
+        meta = read_model_meta(path)
+        if meta.get("kind") != "MultiLabelClassifier":
+            raise InputError(f"{path / 'config.json'}: not a multi-label model (kind {meta.get('kind')!r})")
+        cfg = MultiLabelHeadConfig(**meta["config"])
+        clf = cls(config=cfg, threshold=float(meta.get("threshold", 0.5)))
+        clf.config_ = cfg
+        names = [str(v) for v in meta["labels"]]
+        module = multilabel_module(int(meta["dim"]), len(names), cfg.hidden)
+        module.load_state_dict(torch.load(path / "weights.pt", map_location="cpu", weights_only=True))
+        clf.module_ = module.eval()
+        clf.n_features_in_ = int(meta["dim"])
+        clf.classes_ = np.arange(len(names))
+        clf.label_names_ = names
+        clf.history_ = meta.get("history", [])
+        return clf
+
+    # what prediction reads of every head (a multi-label head has no calibration nor held-out rows)
+    calibration_ = None
+    held_out_ = None
+
+    @property
+    def dim_(self) -> int:
+        return int(self.n_features_in_)
+
+    @property
+    def input_dims_(self) -> list[int]:
+        return [int(self.n_features_in_)]
+
+
+def _names(names: Sequence[str] | None, n: int) -> list[str]:
+    if names is None:
+        return [str(i) for i in range(n)]
+    names = [str(v) for v in names]
+    if len(names) != n or len(set(names)) != n:
+        raise InputError(f"label_names must be {n} distinct names, one per column of Y; got {len(names)}")
+    return names
 
 
 def _check_X(X) -> np.ndarray:

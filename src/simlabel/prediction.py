@@ -15,6 +15,10 @@ Each row: ``id``, ``label`` (the most probable class), ``probability`` (its cali
 held-out rows, :meth:`~simlabel.heads.EmbeddingClassifier.thresholds`), ``model`` (its fingerprint), and with
 ``explain`` the nearest labelled neighbours (``neighbor_ids``, ``neighbor_labels``, ``neighbor_similarities``,
 ``|``-separated, best first). The folder is also a review queue (``simlabel review``): least sure first.
+
+A multi-label model (:class:`~simlabel.heads.MultiLabelClassifier`: paper 004's classifier, trained by
+:func:`simlabel.training.train_multilabel` or SELF-ML's flipping) gives instead ``labels``, every label whose
+probability reaches its threshold, and ``probabilities``, one per label (the summary's ``classes``).
 """
 
 from __future__ import annotations
@@ -31,18 +35,23 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from simlabel.errors import InputError, StoreError
 from simlabel.files import atomic_write, atomic_write_json, exclusive, kill_point, read_json
-from simlabel.heads import EmbeddingClassifier, model_fingerprint, read_model_meta
+from simlabel.heads import EmbeddingClassifier, MultiLabelClassifier, load_model, model_fingerprint, read_model_meta
 from simlabel.progress import task
 from simlabel.store import Embeddings, as_embeddings, iter_embeddings, list_shards
 
-__all__ = ["PREDICTION_COLUMNS", "Predictions", "model_fingerprint", "predict", "predict_block", "read_predictions"]
+__all__ = ["MULTILABEL_COLUMNS", "PREDICTION_COLUMNS", "Predictions", "model_fingerprint", "predict", "predict_block",
+           "predict_multilabel_block", "read_predictions"]
 
-#: the columns of every prediction part (``explain`` adds the neighbour columns)
+#: the columns of every prediction part of a single-label model (``explain`` adds the neighbour columns)
 PREDICTION_COLUMNS = ("id", "label", "probability", "margin", "top_labels", "top_probabilities", "abstain", "model")
+#: the columns of a multi-label model's parts: ``probabilities`` holds one per label, in the order of the
+#: summary's ``classes``
+MULTILABEL_COLUMNS = ("id", "labels", "label", "probabilities", "margin", "abstain", "model")
 BLOCK_ROWS = 65536  # rows per part when the embeddings are given loaded (a store is read by its own shards)
 MANIFEST = "_manifest.json"  # "_": pyarrow (and pandas.read_parquet on the folder) skip it
 
@@ -72,6 +81,32 @@ def predict_block(clf: EmbeddingClassifier, X: np.ndarray, ids: np.ndarray, *, t
         "top_labels": pa.array(names[top].tolist(), type=pa.list_(pa.string())),
         "top_probabilities": pa.array(top_p.tolist(), type=pa.list_(pa.float32())),
         "abstain": pa.array(abstain, type=pa.bool_()),
+        "model": pa.array([fingerprint] * n, type=pa.string()),
+    })
+
+
+def predict_multilabel_block(clf: MultiLabelClassifier, X: np.ndarray, ids: np.ndarray, *,
+                             fingerprint: str = "") -> pa.Table:
+    """The prediction rows of one block for a multi-label head: ``labels``, every label whose probability
+    reaches the head's threshold (``label``: them ``|``-joined, for tables and the review queue),
+    ``probabilities``, one per label in :meth:`~simlabel.heads.MultiLabelClassifier.label_names` order, and
+    ``margin``, the distance of the least sure label from the threshold (small: unsure)."""
+    proba = clf.predict_proba(X).astype(np.float32)
+    n, n_lab = proba.shape
+    names = np.asarray(clf.label_names(), dtype=object)
+    on = proba >= clf.threshold
+    rows, cols = np.nonzero(on)
+    # one list per row from the set cells (row-major, so each row's labels stay in label order)
+    offsets = np.concatenate([[0], np.cumsum(on.sum(axis=1))]).astype(np.int32)
+    labels = pa.ListArray.from_arrays(pa.array(offsets, pa.int32()), pa.array(names[cols], pa.string()))
+    flat = pa.array(proba.reshape(-1), pa.float32())
+    return pa.table({
+        "id": pa.array([str(i) for i in ids], type=pa.string()),
+        "labels": labels,
+        "label": pa.array(["|".join(names[on[r]]) for r in range(n)], type=pa.string()),
+        "probabilities": pa.FixedSizeListArray.from_arrays(flat, n_lab) if n_lab else pa.array([[]] * n, pa.list_(pa.float32())),
+        "margin": pa.array(np.abs(proba - clf.threshold).min(axis=1) if n_lab else np.zeros(n, np.float32), pa.float32()),
+        "abstain": pa.array(np.zeros(n, dtype=bool), type=pa.bool_()),
         "model": pa.array([fingerprint] * n, type=pa.string()),
     })
 
@@ -132,10 +167,10 @@ def _blocks(source: "str | os.PathLike | Embeddings", block_rows: int) -> Iterat
         yield shard.stem, ids, X
 
 
-def _model_source(model) -> tuple[EmbeddingClassifier, dict | None]:
-    if isinstance(model, EmbeddingClassifier):
+def _model_source(model) -> "tuple[EmbeddingClassifier | MultiLabelClassifier, dict | None]":
+    if isinstance(model, (EmbeddingClassifier, MultiLabelClassifier)):
         return model, None
-    return EmbeddingClassifier.load(model), read_model_meta(model)
+    return load_model(model), read_model_meta(model)
 
 
 def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col: str, device: str, progress: bool,
@@ -189,8 +224,10 @@ def predict(
 
     Parameters
     ----------
-    model : str, os.PathLike or EmbeddingClassifier
-        A model folder written by ``simlabel train`` (its encoder, inputs and calibration recorded), or a head.
+    model : str, os.PathLike, EmbeddingClassifier or MultiLabelClassifier
+        A model folder written by ``simlabel train`` (its encoder, inputs and calibration recorded), by
+        ``simlabel train --attributes`` / ``flip --model-out`` (a multi-label model: the rows have the
+        :data:`MULTILABEL_COLUMNS`), or a head.
     emb : str, os.PathLike or Embeddings, optional
         The catalog's embeddings (a folder is read shard by shard). Of the space the model was trained on.
     catalog : str, os.PathLike or Catalog, optional
@@ -264,6 +301,10 @@ def predict(
         raise InputError(f"`top_k` must be at least 1; got {top_k}")
     clf, meta = _model_source(model)
     inputs = (meta or {}).get("inputs") or ("image+text" if len(clf.input_dims_) > 1 else "image")
+    multilabel = isinstance(clf, MultiLabelClassifier)
+    if multilabel and (min_precision is not None or explain):
+        raise InputError("a multi-label model sets each label where its probability reaches the model's threshold: "
+                         "`min_precision` and `explain` are for single-label models")
     t0 = time.perf_counter()
     if catalog is not None:
         where = Path(embeddings_out) if embeddings_out else (
@@ -320,15 +361,16 @@ def predict(
                         have = text.has(block_ids)  # an item without a title vector cannot be predicted
                         n_without_text += int((~have).sum())
                         block_ids, X = block_ids[have], np.concatenate([X[have], text.rows(block_ids[have]).matrix], axis=1)
-                    part = predict_block(clf, X, block_ids, top_k=top_k, cut=cut, fingerprint=fingerprint)
+                    part = (predict_multilabel_block(clf, X, block_ids, fingerprint=fingerprint) if multilabel else
+                            predict_block(clf, X, block_ids, top_k=top_k, cut=cut, fingerprint=fingerprint))
                     if explainer is not None:
                         part = explainer(part, block_ids)
                     if writer is not None:
                         writer.write(name, part)
                 n_rows += part.num_rows
-                labels = part.column("label").to_pandas()
-                for lab, cnt in labels.value_counts().items():
-                    counts[lab] = counts.get(lab, 0) + int(cnt)
+                named = part.column("labels" if multilabel else "label")
+                for entry in pc.value_counts(pc.list_flatten(named) if multilabel else named).to_pylist():
+                    counts[entry["values"]] = counts.get(entry["values"], 0) + int(entry["counts"])
                 n_abstain += int(np.asarray(part.column("abstain")).sum())
                 if writer is None:
                     kept.append(part)
@@ -337,6 +379,8 @@ def predict(
                    "inputs": inputs, "rows": n_rows, "abstained": n_abstain, "labels": dict(sorted(counts.items())),
                    "top_k": int(top_k), "min_precision": min_precision, "thresholds": thresholds,
                    "calibration": clf.calibration_, "seconds": round(time.perf_counter() - t0, 3)}
+        if multilabel:  # the order of each row's probabilities, and what sets a label
+            summary.update(kind="multi-label", classes=clf.label_names(), threshold=float(clf.threshold))
         if wanted is not None:
             summary["ids_asked"] = int(len(wanted))
         if inputs == "image+text":
@@ -346,7 +390,7 @@ def predict(
             writer.finish(summary)
     rows = pa.concat_tables(kept).to_pandas() if writer is None and kept else None
     if writer is None and not kept:
-        rows = pd.DataFrame(columns=list(PREDICTION_COLUMNS))
+        rows = pd.DataFrame(columns=list(MULTILABEL_COLUMNS if multilabel else PREDICTION_COLUMNS))
     return Predictions(Path(out) if out is not None else None, summary, rows)
 
 

@@ -53,7 +53,8 @@ if TYPE_CHECKING:  # the label methods' modules import faiss and scikit-learn: n
     from simlabel.labels.suspects import SuspectsConfig, SuspectsResult
     from simlabel.selection import SelectConfig, Selection
 
-__all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "select", "train"]
+__all__ = ["evaluate", "gather_training_labels", "load_features", "multilabel_pretrain", "oof_predictor", "save_flip_model",
+           "select", "train", "train_multilabel"]
 
 INPUTS = ("image", "text", "image+text")
 FUSIONS = ("none", "attention")
@@ -442,6 +443,132 @@ def train(
             },
         )
     return clf
+
+
+def train_multilabel(
+    emb: str | os.PathLike | Embeddings,
+    labels: "str | os.PathLike | pd.DataFrame",
+    *,
+    attributes: Sequence[str] | None = None,
+    labels_col: str = "labels",
+    config: MultiLabelHeadConfig | None = None,
+    threshold: float = 0.5,
+    min_count: int = 1,
+    out: str | os.PathLike | None = None,
+) -> MultiLabelClassifier:
+    """Train the multi-label head (paper 004's classifier: one sigmoid per label, focal loss) on labelled ids.
+
+    Parameters
+    ----------
+    emb : str, os.PathLike or Embeddings
+        The image embeddings.
+    labels : str, os.PathLike or pandas.DataFrame
+        A catalog or CSV with ``id`` and either ``attributes`` columns (one binary label ``attr=value`` per
+        value) or ``labels_col``, ``|``-separated labels (``gender=Men|usage=Casual``).
+    attributes : sequence of str, optional
+        The attribute columns; ``None``: read ``labels_col``.
+    labels_col : str, default "labels"
+        Without ``attributes``: the ``|``-separated label column.
+    config : MultiLabelHeadConfig, optional
+        The head and its training.
+    threshold : float, default 0.5
+        A label is set where its probability reaches this (kept with the model; ``predict`` uses it).
+    min_count : int, default 1
+        With ``attributes``: labels with fewer positives are left out.
+    out : str or os.PathLike, optional
+        The model folder (``kind: MultiLabelClassifier``), which ``simlabel predict`` reads.
+
+    Returns
+    -------
+    MultiLabelClassifier
+        Fitted, with its label names (:meth:`~simlabel.heads.MultiLabelClassifier.label_names`).
+
+    Raises
+    ------
+    InputError
+        No labelled id has an embedding; no label at all.
+    CatalogError
+        ``labels`` cannot be read or lacks the columns.
+
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd
+    >>> from simlabel import Embeddings, MultiLabelHeadConfig, train_multilabel
+    >>> X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    >>> ids = [f"i{k}" for k in range(40)]
+    >>> table = pd.DataFrame({"id": ids, "gender": np.where(X[:, 0] > 0, "Men", "Women"),
+    ...                       "usage": np.where(X[:, 1] > 0, "Sports", "Casual")})
+    >>> clf = train_multilabel(Embeddings(ids, X), table, attributes=["gender", "usage"],
+    ...                        config=MultiLabelHeadConfig(epochs=3))
+    >>> clf.label_names()
+    ['gender=Men', 'gender=Women', 'usage=Casual', 'usage=Sports']
+    """
+    from simlabel.catalog import load_catalog
+    from simlabel.labels.multilabel import from_attributes, from_labels_column
+
+    table = labels if isinstance(labels, pd.DataFrame) else load_catalog(labels, require=("id",)).table
+    ml = from_attributes(table, attributes, min_count=min_count) if attributes else from_labels_column(table, labels_col)
+    if not ml.labels:
+        raise InputError(f"{_source(labels) if not isinstance(labels, pd.DataFrame) else 'labels'}: no label to train on")
+    features = as_embeddings(emb)
+    keep = features.has(ml.ids)
+    if not keep.any():
+        raise InputError(f"none of the labelled ids has an embedding in {features.source}")
+    X = features.rows(ml.ids[keep]).matrix
+    clf = MultiLabelClassifier(config, threshold=threshold).fit(X, ml.Y[keep], label_names=ml.labels)
+    if out is not None:
+        clf.save(out, extra={**_multilabel_record(features.meta, features.space, _source(emb)),
+                             "labels_file": str(labels) if not isinstance(labels, pd.DataFrame) else "DataFrame",
+                             "attributes": list(attributes) if attributes else None, "labels_col": labels_col,
+                             "n_train": int(keep.sum()), "n_without_embeddings": int((~keep).sum()),
+                             "positives": {n: int(v) for n, v in zip(ml.labels, ml.Y[keep].sum(axis=0))}})
+    return clf
+
+
+def save_flip_model(flipped, out: str | os.PathLike, *, threshold: float = 0.5) -> MultiLabelClassifier:
+    """Save the multi-label classifier SELF-ML trained jointly in :func:`simlabel.labels.flipping.flip`
+    (``clean`` given) as a model folder ``simlabel predict`` reads (``flip --model-out``).
+
+    Parameters
+    ----------
+    flipped : Flipped
+        What :func:`~simlabel.labels.flipping.flip` returned for a joint run.
+    out : str or os.PathLike
+        The model folder (``kind: MultiLabelClassifier``, the label names, the embeddings it read).
+    threshold : float, default 0.5
+        A label is set where its probability reaches this.
+
+    Returns
+    -------
+    MultiLabelClassifier
+        The saved head.
+
+    Raises
+    ------
+    InputError
+        A run that trained no classifier (strategy 1: the basis exported or the direct rule).
+
+    Examples
+    --------
+    >>> from simlabel import flip, multilabel_pretrain, save_flip_model
+    >>> made = flip("emb/", "catalog.csv", attributes=["gender"], clean="clean.csv",
+    ...             pretrain=multilabel_pretrain())  # doctest: +SKIP
+    >>> save_flip_model(made, "attributes-model/").label_names()  # doctest: +SKIP
+    ['gender=Men', 'gender=Women']
+    """
+    if flipped.classifier is None:
+        raise InputError("this flip run trained no classifier: only joint SELF-ML (a `clean` set) does")
+    clf = MultiLabelClassifier.from_module(flipped.classifier, flipped.label_names, threshold=threshold)
+    meta = flipped.embeddings_meta or {}
+    clf.save(out, extra={**_multilabel_record(meta, meta.get("space"), meta.get("source")), "trained_by": "flip",
+                         "flip_summary": flipped.summary})
+    return clf
+
+
+def _multilabel_record(meta: dict, space: str | None, source: str | None) -> dict:
+    """What a multi-label model folder records of its embeddings (as :func:`train` does)."""
+    return {"embeddings": source, "embedding_space": space, "inputs": "image", "embedding_model": meta.get("model"),
+            "embedding_version": meta.get("model_version")}
 
 
 def _calibrate(clf: EmbeddingClassifier, X: np.ndarray, labels: np.ndarray, table: pd.DataFrame, method: str,

@@ -367,6 +367,7 @@ def flip(
     basis_labels: Optional[Path] = typer.Option(None, "--basis-labels", help="The labelled --export-basis file: flips by the direct rule Y_B c_i."),
     out: Optional[Path] = typer.Option(None, "--out", "-o", help="FLIPS.csv: id,label,attribute,old,new,confidence,basis,weights,basis_labels."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of image grids: each flip beside the basis images that explain it."),
+    model_out: Optional[Path] = typer.Option(None, "--model-out", help="With --clean: save the multi-label classifier SELF-ML trained jointly as a model folder (simlabel predict --model reads it)."),
     n_basis: int = typer.Option(default(SelfMLConfig, "n_basis"), "--n-basis", help="Basis size n_B."),
     joint_steps: int = typer.Option(default(SelfMLConfig, "joint_steps"), "--joint-steps", help="Joint training steps."),
     threshold: float = typer.Option(default(SelfMLConfig, "threshold"), "--threshold", help="Label threshold of the flipping model / direct rule."),
@@ -389,6 +390,10 @@ def flip(
     from simlabel.report import write_flip_html
     from simlabel.training import multilabel_pretrain
 
+    if model_out is not None and clean is None:
+        from simlabel.errors import InputError
+
+        raise InputError("--model-out needs --clean: only joint SELF-ML (a clean set) trains a classifier")
     cfg = SelfMLConfig(n_basis=n_basis, joint_steps=joint_steps, threshold=threshold, seed=seed, device=resolve_device(device))
     cat = load_catalog(catalog, require=("id",), root=image_root)
     made = flip_fn(emb, cat, attributes=comma_list(attributes) or None, labels_col=labels_col, clean=clean,
@@ -402,6 +407,11 @@ def flip(
     say(f"{s['flips']:,} labels flipped ({s['added']:,} added, {s['removed']:,} removed)" + (f" -> {out}" if out else ""))
     if html_out:
         say(f"explanations: {html_out}")
+    if model_out is not None:
+        from simlabel.training import save_flip_model
+
+        save_flip_model(made, model_out, threshold=threshold)
+        say(f"the jointly trained multi-label classifier -> {model_out} (simlabel predict --model {model_out})")
 
 
 @command(app)

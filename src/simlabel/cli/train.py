@@ -65,6 +65,8 @@ def train(
     precision: str = typer.Option(default(HeadConfig, "precision"), "--precision", help="auto (bfloat16 where the CPU or GPU computes it natively: AVX512-BF16, AMX, CUDA), fp32 or bf16."),
     pseudo: str = typer.Option("none", "--pseudo", help=f"Pseudo-labels from the unlabelled catalog, weighted by their certainty, class-balanced: {', '.join(('auto', *PSEUDO_MODES))}. auto chooses the mode and weight by out-of-fold validation on the human labels only (never a holdout) and records it in config.json."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of EMB (`simlabel graph`) the pseudo-label methods read their neighbours from."),
+    attributes: Optional[str] = typer.Option(None, "--attributes", help="A multi-label model instead (paper 004's head: one sigmoid per label, focal loss): one binary label attr=value per value of these comma-separated catalog columns (e.g. gender,usage,season). simlabel predict gives every label's probability."),
+    multi_label: bool = typer.Option(False, "--multi-label", help="A multi-label model from --label-col holding '|'-separated labels (gender=Men|usage=Casual)."),
     calibration: str = typer.Option("temperature", "--calibration", help="Calibrate the probabilities on the validation split: temperature (one T, Guo et al. 2017; predictions unchanged), vector (a scale and bias per class) or none. The held-out rows also give predict --min-precision its thresholds."),
     device: str = device_option(),
     progress: bool = progress_option(),
@@ -80,9 +82,20 @@ def train(
       simlabel train --emb emb/ --labels seeds.csv --extra aug.csv --out model/
       simlabel train --emb emb/ --labels seeds.csv --pseudo auto --graph graph/ --holdout test.csv --out model/
       simlabel train --emb emb/ --text-emb emb/text --labels train.csv --fusion attention --smoothing semantic --loss focal --out model/
+      simlabel train --emb emb/ --labels catalog.csv --attributes gender,usage,season --out attributes-model/
     """
     from simlabel.training import train as train_fn
 
+    if attributes or multi_label:
+        from simlabel.head_config import MultiLabelHeadConfig
+        from simlabel.training import train_multilabel
+
+        ml = train_multilabel(emb, labels, attributes=[a.strip() for a in attributes.split(",") if a.strip()] if attributes else None,
+                              labels_col=label_col if label_col != "label" else "labels",
+                              config=MultiLabelHeadConfig(seed=seed, device=device), out=out)
+        say(f"multi-label head over {len(ml.label_names())} labels ({', '.join(ml.label_names()[:6])}"
+            f"{' ...' if len(ml.label_names()) > 6 else ''}), {len(ml.history_)} epochs -> {out}")
+        return
     cfg = HeadConfig(head=head, hidden=hidden, lr=lr, batch_size=batch_size, max_epochs=epochs, patience=patience, val_frac=val_frac,
                      class_weight="balanced" if balanced else None, loss=loss, focal_gamma=focal_gamma,
                      focal_alpha=focal_alpha, kl_weight=kl_weight, monitor=monitor, seed=seed, device=device,

@@ -154,6 +154,14 @@ class Flipped:
         With ``export_basis``: the images nearest the used basis vectors, a catalog to label
         (``id``, ``image``/``title`` where the catalog has them, ``basis_index``, empty
         ``labels``).
+    classifier : torch.nn.Module or None, default None
+        Joint mode: the multi-label classifier SELF-ML trained (``(n, d) -> (n, L)`` logits);
+        :func:`simlabel.training.save_flip_model` saves it for ``simlabel predict``.
+    label_names : list of str or None, default None
+        The ``L`` labels, in the classifier's column order.
+    embeddings_meta : dict or None, default None
+        The metadata of the embeddings it read (their space, model and source): what the saved
+        model records.
 
     Notes
     -----
@@ -176,6 +184,9 @@ class Flipped:
     labels: pd.DataFrame
     summary: dict
     basis_to_label: pd.DataFrame | None = None
+    classifier: object | None = None
+    label_names: list[str] | None = None
+    embeddings_meta: dict | None = None
 
     def __getitem__(self, key):
         # flip returned the table itself before; scripts indexing it keep working
@@ -397,4 +408,9 @@ def flip(
             write_set(out.with_name(out.name + ".summary.json"), members, summary)
     elif html is not None:
         render(table, Path(html))
-    return Flipped(table, summary)
+    return Flipped(table, summary, classifier=result.classifier if clean is not None else None,
+                   label_names=list(ml.labels), embeddings_meta={**embeddings.meta, "space": embeddings.space, "source": _source_name(emb)})
+
+
+def _source_name(emb) -> str:
+    return str(emb) if isinstance(emb, (str, os.PathLike)) else str(getattr(emb, "source", "Embeddings"))
