@@ -128,3 +128,82 @@ def test_killed_run_resumes_to_the_same_result(fashion_slice: Path, tmp_path: Pa
     assert list(ids_part) == list(ids_full) and len(set(ids_part)) == 40
     np.testing.assert_allclose(x_part, x_full, atol=1e-5)
     assert not list(part.glob(".*tmp")), "no temporary files survive"
+
+
+def test_append_embeds_only_the_new_rows_into_the_same_store(fashion_slice: Path, image_encoder, tmp_path: Path) -> None:
+    """A grown catalog (reordered, 16 new rows, one a broken file) appended to the store equals a store embedded
+    from scratch, row for row; the old shards are untouched; a killed append resumes; a second append adds nothing;
+    a graph of the old store says it is stale, and updated it equals a rebuild."""
+    from simlabel.errors import InputError
+    from simlabel.files import KILL_ENV
+    from simlabel.graph import GraphConfig, build_graph, update_graph
+    from simlabel.store import read_manifest
+
+    df = pd.read_csv(fashion_slice, dtype=str)
+    df.head(24).to_csv(tmp_path / "day1.csv", index=False)
+    bad = tmp_path / "broken.jpg"
+    bad.write_bytes(b"not an image")
+    grown = pd.concat([df.iloc[::-1], df.head(1).assign(id="broken-1", image=str(bad))], ignore_index=True)
+    grown.to_csv(tmp_path / "day2.csv", index=False)
+    kw = dict(image_encoder=image_encoder, shard_size=8, batch_size=4, progress=False, cache=False, text_col="title")
+    out = tmp_path / "emb"
+    embed(tmp_path / "day1.csv", out, **kw)
+    old_graph = build_graph(out, config=GraphConfig(k=5), progress=False)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in out.glob("part-*.parquet")}
+    with pytest.raises(StoreError, match="append"):  # a plain embed of the grown catalog is another job
+        embed(tmp_path / "day2.csv", out, **kw)
+
+    # killed after the first appended shard, then run again: it resumes, no row twice
+    env = {**os.environ, KILL_ENV: "embed:after-shard", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(_cli("embed", str(tmp_path / "day2.csv"), "--out", str(out), "--append", "--shard-size", "8",
+                               "--batch-size", "4", "--no-cache", "--no-progress", "--device", "cpu", "--text-col", "title"), env=env,
+                          capture_output=True, text=True)
+    assert proc.returncode == -signal.SIGKILL
+    assert [p.name for p in out.glob("part-x0001-*.parquet")] == ["part-x0001-00000.parquet"]
+    made = embed(tmp_path / "day2.csv", out, **kw, append=True)
+    assert made.appended is not None and made.appended["generation"] == 1
+    assert made.appended["n_new"] == 17 and made.appended["n_embedded"] == 16  # the broken file is recorded
+    assert made.n_failed == 1 and "broken-1" in pd.read_csv(out / "errors.csv")["id"].tolist()
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("part-0*.parquet")} == mtimes  # old shards untouched
+    assert made.text is not None and made.text.appended["n_embedded"] == 17  # the titles too (the broken row has one)
+
+    ids, X = load_embeddings(out)
+    assert len(ids) == len(set(ids)) == 40
+    assert list(ids[:24]) == df["id"].head(24).tolist()  # the old rows keep their positions
+    fresh = tmp_path / "fresh"
+    embed(tmp_path / "day2.csv", fresh, **kw)
+    ref = load_embeddings(fresh)
+    np.testing.assert_allclose(X, ref.rows(ids).matrix, atol=1e-5)
+    man = read_manifest(out)
+    assert len(man["appends"]) == 1 and man["appends"][0]["shards"][0] == "part-x0001-00000.parquet"
+
+    again = embed(tmp_path / "day2.csv", out, **kw, append=True)
+    assert again.appended is None and again.n_embedded == 40 and len(read_manifest(out)["appends"]) == 1
+
+    grown_emb = load_embeddings(out)
+    assert grown_emb.fingerprint != old_graph.fingerprint
+    with pytest.raises(InputError, match="grew.*--update"):
+        old_graph.check_matches(grown_emb)
+    updated = update_graph(old_graph, grown_emb, progress=False)
+    rebuilt = build_graph(grown_emb, config=GraphConfig(k=5), progress=False)
+    assert list(updated.ids) == list(rebuilt.ids)
+    np.testing.assert_array_equal(updated.neighbors, rebuilt.neighbors)
+
+    # the day's new rows alone: checked for label errors, chosen from, predicted
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+
+    new_ids = sorted(set(ids) - set(df["id"].head(24)))
+    pd.DataFrame({"id": new_ids}).to_csv(tmp_path / "new.csv", index=False)
+    grown[grown["id"] != "broken-1"].assign(label=grown["master_category"]).to_csv(tmp_path / "labels.csv", index=False)
+    run = CliRunner()
+    r = run.invoke(app, ["suspects", "--emb", str(out), "--labels", str(tmp_path / "labels.csv"), "--k", "3", "--all",
+                         "--ids", str(tmp_path / "new.csv"), "--out", str(tmp_path / "sus.csv"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert sorted(pd.read_csv(tmp_path / "sus.csv", dtype=str)["id"]) == new_ids
+    r = run.invoke(app, ["select", "--emb", str(out), "--budget", "4", "--strategy", "typiclust", "--ids",
+                         str(tmp_path / "new.csv"), "--out", str(tmp_path / "q.csv"), "--no-progress"])
+    assert r.exit_code == 0, r.output
+    chosen = pd.read_csv(tmp_path / "q.csv", dtype=str)["id"]
+    assert len(chosen) == 4 and set(chosen) <= set(new_ids)

@@ -183,6 +183,14 @@ def test_auto_rule_and_the_stopping_signal(tmp_path: Path) -> None:
     nxt = select_items(e, 4, cfg, labels=many, proba=moved, classes=["a", "b", "c"], previous=tmp_path / "q.csv")
     assert nxt.summary["changed"] == pytest.approx(0.1) and nxt.summary["compared"] == 90
     assert prediction_change(made.predictions, made.predictions) == (0.0, 90)
+    # the new rows alone may be chosen; the rest of the catalog still clusters and covers
+    new = [f"i{j}" for j in range(80, 90)]
+    for strategy in ("typiclust", "probcover", "badge"):
+        only = select_items(e, 3, SelectConfig(strategy=strategy, coverage_k=20), labels=many, proba=proba, classes=["a", "b", "c"],
+                            only=new)
+        assert len(only.labels) == 3 and set(only.labels["id"]) <= set(new) - set(many["id"]), strategy
+    with pytest.raises(InputError, match="`budget` 20 is more than"):
+        select_items(e, 20, cfg, only=new)
     with pytest.raises(InputError, match="`budget` 200 is more than"):
         select_items(e, 200, cfg)
     with pytest.raises(InputError, match="needs a model"):

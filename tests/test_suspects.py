@@ -143,6 +143,15 @@ def test_find_suspects_flags_planted_errors_and_explains_them(tmp_path: Path):
     assert found.summary["noise_rate_estimate"] < 0.15
     everything = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote"), all_items=True).labels
     assert len(everything) == len(e.ids) and everything["rank"].isna().sum() == len(e.ids) - everything["rank"].notna().sum()
+    # only the new items are checked; every labelled item still votes (so the votes are those of the whole file)
+    new = list(e.ids[60:])
+    some = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote"), only=new)
+    assert set(some.labels["id"]) == set(e.ids[[70, 150]]) and some.summary["n_checked"] == len(new)
+    whole = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote")).labels.set_index("id")
+    assert (some.labels.set_index("id")["score"] == whole.loc[some.labels["id"], "score"]).all()
+    assert some.labels["rank"].tolist() == [1, 2]
+    checked = find_suspects(e, labels, SuspectsConfig(k=8, mode="vote"), only=new, all_items=True).labels
+    assert sorted(checked["id"]) == sorted(new)
 
 
 def test_conflicting_duplicates_are_suspects_of_their_own():

@@ -50,9 +50,13 @@ from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
 from simlabel.store import (
+    APPEND_PREFIX,
     ERRORS_DIR,
     MANIFEST,
     RETRY_PREFIX,
+    SHARD_SUFFIX,
+    append_shard_name,
+    check_complete,
     clear_store,
     errors_csv_text,
     list_shards,
@@ -115,6 +119,9 @@ class EmbedResult:
     engine : dict, default {}
         The inference engine and precision, and the figures they were chosen by
         (:mod:`simlabel.engines`); empty where none was chosen.
+    appended : dict or None, default None
+        With ``append``: the generation this run added to the store (``generation``, ``n_new``,
+        ``n_embedded``, ``shards``), as ``manifest.json`` lists it; ``None`` when no row was new.
 
     Examples
     --------
@@ -143,6 +150,8 @@ class EmbedResult:
     n_from_cache: int = 0
     #: the inference engine and precision, and the figures they were chosen by (:mod:`simlabel.engines`)
     engine: dict = field(default_factory=dict)
+    #: with ``append``: the generation this run added (``n_new`` rows, its shards); ``None``: nothing was new
+    appended: dict | None = None
 
     def summary_line(self) -> str:
         """One line saying what the run did (and a second for the text embeddings, if any)."""
@@ -152,6 +161,8 @@ class EmbedResult:
             + (f" (see {self.errors_path})" if self.n_failed else "")
             + (f", {self.n_resumed:,} already done" if self.n_resumed else "")
             + (f", {self.n_from_cache:,} from the cache (embedded before)" if self.n_from_cache else "")
+            + (f", {self.appended['n_new']:,} new rows appended (generation {self.appended['generation']})"
+               if self.appended else "")
             + f", {self.items_per_s:,.1f} items/s"
             + (f" ({self.engine['backend']} {self.engine['precision']}: {self.engine['reason']})" if self.engine else "")
         )
@@ -175,6 +186,32 @@ class _Job:
     #: the content-addressed vectors of this encoder (images only; None: off)
     cache: VectorCache | None = None
     cached: list[int] = field(default_factory=lambda: [0])
+    #: an append job: the rows the store has not seen, in shards of a new generation (None: the whole catalog)
+    append: "_Append | None" = None
+
+
+@dataclass
+class _Append:
+    """Adding the rows of a grown catalog to a finished store (``embed(..., append=True)``).
+
+    The store's ``manifest.json`` keeps the first job (its ids, shard size, model version) and lists each
+    append as a generation: ``{"generation", "catalog", "ids_sha256", "n_new", "shards", "created"}``, written
+    when the generation is complete. Its shards are ``part-x<generation>-<k>.parquet`` (after every shard of
+    the first job in the store's order, so the old rows keep their positions). A killed append resumes: the
+    rows its written shards hold are seen, and the next shard number follows them.
+    """
+
+    generation: int
+    seen: np.ndarray  # the ids the store holds or failed on, before this run
+    existing: list[str]  # this generation's shards written by a killed run
+
+    def plan(self, ids: np.ndarray, shard_size: int) -> list[tuple[str, list[int]]]:
+        import pandas as pd
+
+        new = np.flatnonzero(~pd.Index(ids.astype(str)).isin(self.seen))
+        first = len(self.existing)
+        return [(append_shard_name(self.generation, first + k), new[s : s + shard_size].tolist())
+                for k, s in enumerate(range(0, len(new), shard_size))]
 
 
 class _Cached:
@@ -195,6 +232,48 @@ class _Fresh:
         self.payload, self.digest = payload, digest
 
 
+def _check_append(out: Path, manifest: dict) -> "_Append | None":
+    """The append generation to write into ``out``, checked against its first job (``None``: the folder holds
+    no store yet, so the whole catalog is embedded as usual)."""
+    path = out / MANIFEST
+    if not path.exists():
+        if out.exists() and list_shards(out):
+            raise StoreError(f"{out} has embedding shards but no {MANIFEST}: nothing simlabel can append to")
+        return None
+    old = read_manifest(out)
+    keys = ("model_version", "shard_size", "modality", "source_column")
+    diff = [k for k in keys if old.get(k) != manifest.get(k)]
+    if diff:
+        raise StoreError(f"cannot append to {out}: it was embedded otherwise ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
+                         "append with the same model, engine and shard size, or embed into another `out` folder")
+    check_complete(out)  # the first job finished (the error says how to finish it)
+    for stale in out.glob(".*.tmp"):
+        stale.unlink(missing_ok=True)  # what a killed write left; we hold the folder's lock
+    appends = old.get("appends", [])
+    generation = len(appends) + 1
+    existing = sorted(p.name for p in out.glob(f"{APPEND_PREFIX}{generation:04d}-*{SHARD_SUFFIX}"))
+    seen = [_shard_ids(p) for p in list_shards(out)]
+    failed = [r[0] for f in sorted((out / ERRORS_DIR).glob("*.csv")) for r in read_error_rows(f)]
+    seen.append(np.asarray(failed, dtype=object))
+    return _Append(generation, np.concatenate(seen).astype(str), existing)
+
+
+def _record_append(out: Path, job: "_Job", catalog: Catalog) -> dict | None:
+    """Write the finished generation into the manifest (the store's fingerprint changes with its ids)."""
+    shards = sorted(p.name for p in out.glob(f"{APPEND_PREFIX}{job.append.generation:04d}-*{SHARD_SUFFIX}"))
+    if not shards:
+        return None  # nothing was new
+    error_files = [out / ERRORS_DIR / f"{name}.csv" for name in shards]
+    errors = [r for f in error_files if f.exists() for r in read_error_rows(f)]
+    rows = sum(_count_rows(out / name) for name in shards)
+    record = {"generation": job.append.generation, "catalog": str(catalog.path) if catalog.path else None,
+              "ids_sha256": catalog.fingerprint(), "n_new": rows + len(errors), "n_embedded": rows,
+              "shards": shards, "created": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    manifest = read_manifest(out)
+    write_manifest(out, {**manifest, "appends": [*manifest.get("appends", []), record]})
+    return record
+
+
 def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     path = out / MANIFEST
     if overwrite and out.exists():
@@ -209,6 +288,8 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
             raise StoreError(
                 f"{out} holds a different embedding job ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
                 "use another `out` folder, or `overwrite` to start again"
+                + ("; to add the rows of a grown catalog to this store, embed it with `append`"
+                   if diff == ["ids_sha256"] else "")
             )
     elif out.exists() and list_shards(out):
         raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another `out` folder or `overwrite`")
@@ -306,18 +387,23 @@ def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[in
         batch_pos.clear()
 
 
-def _unfinished(job: _Job, shard_size: int) -> tuple[list[int], int, list[int], Path, dict]:
-    """The shards still to write, the rows already written (resumed), the rows to embed, the
-    errors folder and the shards' metadata: what the local and the Ray runner share."""
+def _unfinished(job: _Job, shard_size: int) -> tuple[list[tuple[str, list[int]]], int, list[int], Path, dict]:
+    """The shards still to write (name and catalog positions), the rows already written (resumed), the rows to
+    embed, the errors folder and the shards' metadata: what the local and the Ray runner share. An append job
+    (``job.append``) plans the catalog rows the store has not seen instead, in shards of its generation."""
     n = len(job.ids)
-    n_shards = max(1, -(-n // shard_size))
-    done = {p.name for p in list_shards(job.out)}
-    todo = [s for s in range(n_shards) if shard_name(s) not in done]
-    resumed = n - sum(min(shard_size, n - s * shard_size) for s in todo)
     errors_dir = job.out / ERRORS_DIR
     errors_dir.mkdir(exist_ok=True)
-    positions = [p for s in todo for p in range(s * shard_size, min(n, (s + 1) * shard_size))]
     meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+    if job.append is not None:
+        plan = job.append.plan(job.ids, shard_size)
+        return plan, n - sum(len(p) for _, p in plan), [p for _, pos in plan for p in pos], errors_dir, meta
+    n_shards = max(1, -(-n // shard_size))
+    done = {p.name for p in list_shards(job.out)}
+    todo = [(shard_name(s), list(range(s * shard_size, min(n, (s + 1) * shard_size))))
+            for s in range(n_shards) if shard_name(s) not in done]
+    resumed = n - sum(len(pos) for _, pos in todo)
+    positions = [p for _, pos in todo for p in pos]
     return todo, resumed, positions, errors_dir, meta
 
 
@@ -330,13 +416,12 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     # a finished job has nothing to show: no bar stuck at 100% and "0.0 items/s"
     with progress_bar(label, total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
-        for s in todo:
-            lo, hi = s * shard_size, min(n, (s + 1) * shard_size)
-            ok_pos, matrix, errors = _encode_items(job, (next(stream) for _ in range(lo, hi)), batch_size, strict, advance)
+        for name, pos in todo:
+            ok_pos, matrix, errors = _encode_items(job, (next(stream) for _ in pos), batch_size, strict, advance)
             # errors first: a shard's Parquet file is what marks it finished.
-            atomic_write_text(errors_dir / f"{shard_name(s)}.csv", errors_csv_text(errors))
+            atomic_write_text(errors_dir / f"{name}.csv", errors_csv_text(errors))
             kill_point("embed:between-errors-and-shard")
-            write_shard(job.out / shard_name(s), job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
+            write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
             kill_point("embed:after-shard")
             embedded += len(ok_pos)
             failed += len(errors)
@@ -352,8 +437,13 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
     todo, resumed, positions, errors_dir, meta = _unfinished(job, shard_size)
     state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": []}
     start = time.perf_counter()
+    # which planned shard each catalog position goes to
+    shard_of_pos = np.full(n, -1, dtype=np.int64)
+    for k, (_, pos) in enumerate(todo):
+        shard_of_pos[pos] = k
 
-    def flush_shard(s: int) -> None:
+    def flush_shard(k: int) -> None:
+        name = todo[k][0]
         pos = np.concatenate(state["pos"]) if state["pos"] else np.zeros(0, np.int64)
         vec = np.concatenate(state["vec"]) if state["vec"] else np.zeros((0, job.manifest["dim"]), np.float32)
         why = np.concatenate(state["why"]) if state["why"] else np.zeros(0, object)
@@ -362,25 +452,25 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         if strict and errors:
             i, path, reason = errors[0]
             raise EmbedItemError(i, path, reason, reason)
-        atomic_write_text(errors_dir / f"{shard_name(s)}.csv", errors_csv_text(errors))
+        atomic_write_text(errors_dir / f"{name}.csv", errors_csv_text(errors))
         kill_point("embed:between-errors-and-shard")
-        write_shard(job.out / shard_name(s), job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
+        write_shard(job.out / name, job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-shard")
         state["embedded"] += int(ok.sum())
         state["failed"] += len(errors)
         state["pos"], state["vec"], state["why"] = [], [], []
 
     with progress_bar(label + " (ray)", total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
-        current = [todo[0]] if todo else []
+        current = [0] if todo else []
 
         def on_result(pos: np.ndarray, vec: np.ndarray, why: np.ndarray) -> None:
-            # results arrive in position order: a shard is complete when the next one starts
-            shard_of = pos // shard_size
-            for s in np.unique(shard_of):
-                m = shard_of == s
-                while current[0] != s:
+            # results arrive in position-list order: a shard is complete when the next one starts
+            shard_of = shard_of_pos[pos]
+            for k in np.unique(shard_of):  # ascending: the plan's order
+                m = shard_of == k
+                while current[0] != k:
                     flush_shard(current[0])
-                    current[0] = todo[todo.index(current[0]) + 1]
+                    current[0] += 1
                 state["pos"].append(pos[m])
                 state["vec"].append(vec[m])
                 state["why"].append(why[m])
@@ -389,8 +479,8 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         run_ray_image_job(positions=positions, paths=job.paths, batch_size=batch_size, on_result=on_result, **ray_job)
         if current:
             flush_shard(current[0])
-            for s in todo[todo.index(current[0]) + 1:]:  # shards with no rows left (none in practice)
-                flush_shard(s)
+            for k in range(current[0] + 1, len(todo)):  # shards with no rows left (none in practice)
+                flush_shard(k)
     return state["embedded"], state["failed"], resumed, time.perf_counter() - start
 
 
@@ -452,6 +542,7 @@ def _embed_one(
     vector_cache: VectorCache | None = None,
     ray_job: dict | None = None,
     engine: dict | None = None,
+    append: bool = False,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -469,8 +560,10 @@ def _embed_one(
     if engine:
         manifest["engine"] = {k: engine.get(k) for k in ("backend", "precision")} | {
             "calibration": engine.get("calibration", {}).get("key")}
-    _check_manifest(out, manifest, overwrite)
-    job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache)
+    adding = _check_append(out, manifest) if append and not overwrite else None
+    if adding is None:
+        _check_manifest(out, manifest, overwrite)
+    job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache, append=adding)
     if ray_job is not None:
         embedded, failed, resumed, seconds = _run_ray(job, batch_size=batch_size, shard_size=shard_size, strict=strict,
                                                       progress=progress, label=f"embed {modality}", ray_job=ray_job)
@@ -478,6 +571,7 @@ def _embed_one(
         embedded, failed, resumed, seconds = _run(
             job, batch_size=batch_size, shard_size=shard_size, strict=strict, progress=progress, label=f"embed {modality}"
         )
+    appended = _record_append(out, job, catalog) if adding is not None else None
     if retry_failed:
         fixed, _ = _retry_failed(job, batch_size=batch_size, strict=strict, progress=progress)
         embedded += fixed
@@ -498,6 +592,7 @@ def _embed_one(
         encoder=encoder.describe(),
         n_from_cache=job.cached[0],
         engine=engine or {},
+        appended=appended,
     )
     write_summary(out, result.to_dict())
     return result
@@ -551,6 +646,7 @@ def embed(
     engine: str = "local",
     address: str | None = None,
     actors: int | None = None,
+    append: bool = False,
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
@@ -633,6 +729,15 @@ def embed(
         The Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray).
     actors : int, optional
         The size of the Ray actor pool for ``engine="ray"``.
+    append : bool, default False
+        ``catalog`` is the grown catalog of the store in ``out``: embed only its rows the store does not hold
+        (nor failed on) into the same store, as a new generation of shards ``part-x<generation>-<k>.parquet``
+        listed in ``manifest.json`` (``appends``). Only vectors the vector cache has not seen are computed. The
+        old rows keep their shards and order; the store's fingerprint changes with its ids, so graphs and
+        indexes built before say so (``simlabel graph EMB --update OLD_GRAPH`` adds the new rows to a graph).
+        Rows dropped from the catalog stay in the store. A killed append resumes; an append with nothing new
+        writes nothing. The model, engine and shard size must be the store's. Without a store in ``out``, the
+        whole catalog is embedded.
 
     Returns
     -------
@@ -687,8 +792,10 @@ def embed(
         raise InputError(f"{cat.path or 'catalog'}: `text_col` {text_col!r} is not a column; columns are {cols}")
     workers = default_workers() if workers is None else workers
     ids = cat.ids
+    if append and overwrite:
+        raise InputError("`append` adds the new rows to the store in `out`; `overwrite` starts it again: not both")
     common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite,
-                  progress=progress, retry_failed=retry_failed)
+                  progress=progress, retry_failed=retry_failed, append=append)
     with exclusive(out, wait=wait):
         return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
                              text_model=text_model, device=device, backend=backend, precision=precision, resize=resize,

@@ -243,6 +243,13 @@ class KnnGraph:
     def check_matches(self, emb: Embeddings, what: str = "graph") -> None:
         """Refuse a graph built from other embeddings than ``emb``."""
         if self.fingerprint is not None and self.fingerprint != emb.fingerprint:
+            grown = self.meta.get("space") == emb.space and len(emb.ids) > len(self) and bool(
+                pd.Index(self.ids.astype(str)).isin(emb.ids.astype(str)).all())
+            if grown:  # the same space and every row still there: the store grew since (embed append)
+                raise InputError(
+                    f"the {what} {self.meta.get('path') or '(in memory)'} was built from an earlier version of "
+                    f"{emb.source}: the store grew from {len(self):,} to {len(emb.ids):,} rows since; add the new rows: "
+                    f"simlabel graph {emb.source} --update {self.meta.get('path') or 'GRAPH_DIR'} --out GRAPH_DIR")
             raise InputError(f"the {what} {self.meta.get('path') or '(in memory)'} was built from other embeddings "
                              f"({self.meta.get('embeddings', '?')}) than {emb.source}; build it from these: "
                              f"simlabel graph {emb.source} --out GRAPH_DIR")

@@ -990,6 +990,12 @@ def check_index_matches(index: NeighborIndex, emb: "Embeddings", what: str = "in
     recorded = index.metadata.get("embeddings_fingerprint")
     source = index.metadata.get("embeddings") or "?"
     if recorded is not None and recorded != emb.fingerprint:
+        if (index.metadata.get("space") == emb.space and len(emb.ids) > len(index)
+                and bool(np.isin(np.asarray(index.ids).astype(str), emb.ids.astype(str)).all())):
+            raise InputError(
+                f"the {what} was built from an earlier version of {emb.source}: the store grew from {len(index):,} to "
+                f"{len(emb.ids):,} rows since; build it again: simlabel index {emb.source} --out INDEX"
+            )
         raise InputError(
             f"the {what} was built from other embeddings ({source}, {index.metadata.get('space', '?')}) than "
             f"{emb.source} ({emb.space}); build it from these: simlabel index {emb.source} --out INDEX"

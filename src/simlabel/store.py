@@ -56,6 +56,14 @@ def shard_name(index: int) -> str:
     return f"{SHARD_PREFIX}{index:05d}{SHARD_SUFFIX}"
 
 
+#: the shards of ``embed(..., append=True)``: ``part-x<generation>-<k>.parquet``, after the first job's in order
+APPEND_PREFIX = "part-x"
+
+
+def append_shard_name(generation: int, index: int) -> str:
+    return f"{APPEND_PREFIX}{generation:04d}-{index:05d}{SHARD_SUFFIX}"
+
+
 def embeddings_table(ids: np.ndarray | list[str], matrix: np.ndarray, metadata: dict | None = None) -> pa.Table:
     """Build the Arrow table of one shard (``id``, ``embedding``) with file metadata."""
     matrix = np.ascontiguousarray(matrix, dtype=np.float32)
@@ -276,6 +284,7 @@ def check_complete(path: str | os.PathLike) -> dict | None:
     except (KeyError, TypeError, ValueError):
         raise StoreError(f"{man}: not an embedding manifest (no n_items / shard_size)") from None
     expected = [shard_name(s) for s in range(max(1, -(-n // size)))] if n else []
+    expected += [name for record in m.get("appends", []) for name in record.get("shards", [])]
     present = {p.name for p in list_shards(folder)}
     missing = [e for e in expected if e not in present]
     if missing:

@@ -1049,7 +1049,8 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
                   config: "SuspectsConfig | None" = None, *, graph=None, index=None,
                   out: "str | os.PathLike | None" = None,
                   label_col: str = "label", all_items: bool = False, folds: int = 3, device: str = "auto",
-                  html: "str | os.PathLike | None" = None, catalog=None) -> "SuspectsResult":
+                  html: "str | os.PathLike | None" = None, catalog=None,
+                  ids: "Sequence[str] | None" = None) -> "SuspectsResult":
     """Suspected label errors, as ``simlabel suspects`` finds them, in one call.
 
     :func:`simlabel.labels.suspects.find_suspects` with, for ``config.method`` ``cleanlab`` or ``both``, its
@@ -1087,6 +1088,9 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
     catalog : str, os.PathLike or Catalog, optional
         The images of that page: a catalog path or :class:`~simlabel.catalog.Catalog`
         (default ``labels`` when it is a catalog with images).
+    ids : sequence of str, optional
+        Check these items alone (e.g. the products that arrived today, with their sellers' labels): every
+        labelled item still votes and trains the peer, but only these are flagged and returned.
 
     Returns
     -------
@@ -1135,14 +1139,14 @@ def find_suspects(emb: "str | os.PathLike | Embeddings", labels: "str | os.PathL
         cat = source if isinstance(source, Catalog) else load_catalog(source, require=("id",))
         render = lambda found, path: write_suspects_html(found.labels, cat, path, summary=found.summary)  # noqa: E731
     return find(emb, labels, cfg, graph=graph, index=index, predictor=predictor, out=out, label_col=label_col, all_items=all_items,
-                html=html, render=render)
+                html=html, render=render, only=ids)
 
 
 def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectConfig | None" = None, *,
            labels: "str | os.PathLike | pd.DataFrame | None" = None, model: "str | os.PathLike | EmbeddingClassifier | None" = None,
            graph=None, index=None, exclude: "Sequence[str] | None" = None, previous=None,
            out: "str | os.PathLike | None" = None, label_col: str = "label", device: str = "auto",
-           text_emb: "str | os.PathLike | Embeddings | None" = None) -> "Selection":
+           text_emb: "str | os.PathLike | Embeddings | None" = None, ids: "Sequence[str] | None" = None) -> "Selection":
     """What a person should label next, as ``simlabel select`` chooses it, in one call.
 
     :func:`simlabel.selection.select_items` handed the model's probabilities over the catalog: those of
@@ -1154,6 +1158,8 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
     ----------
     emb, budget, config, labels, graph, index, exclude, previous, out, label_col
         As :func:`simlabel.selection.select_items`.
+    ids : sequence of str, optional
+        Choose among these items alone (e.g. the products that arrived today): ``select_items``' ``only``.
     model : str, os.PathLike or EmbeddingClassifier, optional
         The current model; default: one trained on ``labels``.
     device : str, default "auto"
@@ -1207,7 +1213,8 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
         proba = clf.predict_proba(e.matrix)
         classes = [str(c) for c in clf.classes_]
     return select_items(e, budget, config, labels=table, proba=proba, classes=classes, graph=graph, index=index,
-                        exclude=list(exclude) if exclude is not None else None, previous=previous, out=out)
+                        exclude=list(exclude) if exclude is not None else None, previous=previous, out=out,
+                        only=[str(i) for i in ids] if ids is not None else None)
 
 
 def oof_predictor(head_config: HeadConfig | None = None, *, folds: int = 3, seed: int = 0, top: int | None = 5) -> "Predictor":

@@ -54,6 +54,7 @@ def embed(
     resize: str = typer.Option(param_default(embed_fn, "resize"), "--resize", help="center-crop, squash or pad (EfficientNet)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first image that cannot be embedded."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Start again instead of resuming what OUT holds."),
+    append: bool = typer.Option(False, "--append", help="CATALOG has grown: embed only the rows OUT does not hold into the same store (a new generation of shards; only vectors never seen are computed). Then `simlabel graph OUT --update OLD_GRAPH` adds them to the graph."),
     id_col: Optional[str] = typer.Option(None, "--id-col", help="Catalog column holding the ids."),
     image_col: Optional[str] = typer.Option(None, "--image-col", help="Catalog column holding the image paths."),
     progress: bool = progress_option(),
@@ -70,14 +71,16 @@ def embed(
     the run goes on; run the same command again after a crash to finish it.
     Cost: image decoding and the model, about 130-290 images/s on 2 cores at fp32 (by machine kind) (OpenVINO fp32 1.2x ONNX Runtime; bf16 1.8-1.9x where it passes the agreement gate); --precision auto probes the engines first (about 50 s on 2 cores the first time, on a catalog of 2,000+ images; later only where the fastest engine can save more than the last probe cost), and only on a CPU with VNNI, AVX512-BF16 or AMX: without them no reduced precision can win, and ONNX Runtime fp32 runs at once.
 
-    Example: simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
+    Examples:
+      simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
+      simlabel embed grown-catalog.csv --out emb/ --text-col title --append
     """
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend, precision=precision,
         gate=parse_gate(gate) if gate else None,
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
         resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
-        engine=engine, address=address, actors=actors,
+        engine=engine, address=address, actors=actors, append=append,
     )
     say(result.summary_line())
 

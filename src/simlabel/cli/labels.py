@@ -432,6 +432,7 @@ def suspects(
     all_items: bool = typer.Option(False, "--all", help="Write every item (rank empty for those not suspected), not only the suspects."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="A page of the top suspects, each beside the neighbours that explain it."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="The catalog whose images the page shows (default: --labels when it has an image column)."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="CSV with an id column: check these items alone (e.g. today's new products); every labelled item still votes."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
     progress: bool = progress_option(),
@@ -446,15 +447,17 @@ def suspects(
     Example: simlabel suspects --emb emb/ --labels catalog.csv --label-col article_type --out suspects.csv --html suspects.html
     then: simlabel review suspects.csv --catalog catalog.csv
     """
+    from simlabel.labels.io import read_id_list
     from simlabel.training import find_suspects
 
     threshold = None if duplicate_threshold >= 1.0 else duplicate_threshold
     cfg = SuspectsConfig(method=method, k=k, mode=mode, weighting=weighting, duplicate_threshold=threshold, seed=seed,
                          index=index_kind)
     found = find_suspects(emb, labels, cfg, graph=graph, index=index_path, out=out, label_col=label_col, all_items=all_items, folds=folds,
-                          device=device, html=html_out, catalog=catalog)
+                          device=device, html=html_out, catalog=catalog,
+                          ids=read_id_list(ids, what="ids file") if ids else None)
     summary, shown = found.summary, found.suspects
-    say(f"{summary['n_suspects']:,} of {summary['n']:,} labels suspected ({method}"
+    say(f"{summary['n_suspects']:,} of {summary.get('n_checked', summary['n']):,} labels suspected ({method}"
         + (f", estimated noise rate {summary['noise_rate_estimate']:.3f}" if "noise_rate_estimate" in summary else "")
         + f"; {summary['n_duplicate_groups']:,} near-duplicate groups, {summary['n_duplicate_conflicts']:,} members "
           f"disagreeing) -> {out}")
@@ -486,6 +489,7 @@ def select(
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of items never chosen (a test set)."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text): choose on images and titles side by side (neighbours searched over both: no --graph of the images alone; then train with --inputs image+text)."),
     previous: Optional[Path] = typer.Option(None, "--previous", help="The previous round's TO_LABEL.csv: prints the share of the catalog whose prediction changed since (the stopping signal)."),
+    ids: Optional[Path] = typer.Option(None, "--ids", help="CSV with an id column: choose among these items alone (e.g. today's new products); the rest of the catalog still shapes the choice."),
     seed: int = typer.Option(0, "--seed"),
     device: str = device_option(),
     progress: bool = progress_option(),
@@ -507,7 +511,8 @@ def select(
     cfg = SelectConfig(strategy=strategy, cold=cold, cold_per_class=cold_per_class, seed=seed)
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     made = select_fn(emb, budget, cfg, labels=labels, model=model, graph=graph, index=index_path, exclude=ex,
-                     previous=previous, out=out, label_col=label_col, device=device, text_emb=text_emb)
+                     previous=previous, out=out, label_col=label_col, device=device, text_emb=text_emb,
+                     ids=read_id_list(ids, what="ids file") if ids else None)
     s, q = made.summary, made.labels
     say(f"{len(q):,} items to label ({s['strategy']}: {s['why']}) -> {out}")
     if "coverage" in s:

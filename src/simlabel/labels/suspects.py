@@ -364,6 +364,7 @@ def find_suspects(
     all_items: bool = False,
     html: str | os.PathLike | None = None,
     render: "Callable[[SuspectsResult, Path], None] | None" = None,
+    only: "Sequence[str] | None" = None,
 ) -> SuspectsResult:
     """Suspected label errors of a single-label file (see the module docstring).
 
@@ -383,6 +384,10 @@ def find_suspects(
         (:func:`simlabel.training.oof_predictor` with ``top=None``).
     all_items
         Return every item (``rank`` empty for the unflagged), not only the suspects.
+    only
+        Check these ids alone (e.g. the products that arrived today): every labelled item still votes and
+        trains the peer, but only these are flagged, ranked and returned. Ids without a label are ignored
+        (``summary["n_checked"]`` counts the others).
     out, html, render
         Write the table to ``out`` (CSV) and the page to ``html``, drawn by ``render(result, path)``
         (e.g. :func:`simlabel.report.write_suspects_html`: this module never renders HTML). With ``out``
@@ -467,6 +472,10 @@ def find_suspects(
             suggested = np.where(flag_cl & ~flag_knn, proba.argmax(axis=1), suggested)
     # near-duplicate groups whose members disagree: the members off the group's majority
     dup_flag, dup_suggest = _duplicate_conflicts(y, groups, c)
+    checked = np.ones(n, dtype=bool) if only is None else pd.Index(ids).isin([str(i) for i in only])
+    if only is not None:  # the others voted and trained; they are not the ones asked about
+        flag_knn, flag_cl, dup_flag = flag_knn & checked, flag_cl & checked, dup_flag & checked
+        summary["n_checked"] = int(checked.sum())
     method = np.full(n, "", dtype=object)
     method[flag_knn] = "knn"
     method[flag_cl & ~flag_knn] = "cleanlab"
@@ -493,6 +502,8 @@ def find_suspects(
     result = result.iloc[order]
     if not all_items:
         result = result[flagged[order]]
+    elif only is not None:
+        result = result[checked[order]]
     result = result.reset_index(drop=True)
     result["rank"] = result["rank"].astype("Int64")
     found = SuspectsResult(result, summary)

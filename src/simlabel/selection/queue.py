@@ -169,6 +169,7 @@ def select_items(
     previous: str | os.PathLike | pd.DataFrame | Selection | None = None,
     out: str | os.PathLike | None = None,
     label_col: str = "label",
+    only: "list[str] | None" = None,
 ) -> Selection:
     """Choose ``budget`` items of the catalog for a person to label.
 
@@ -191,6 +192,9 @@ def select_items(
         Where neighbours come from (:func:`simlabel.graph.neighbour_source`'s rule).
     exclude : list of str, optional
         Ids never chosen (a test set).
+    only : list of str, optional
+        Choose among these ids alone (e.g. the products that arrived today); the rest of the catalog still
+        shapes the choice (clusters, ProbCover's balls, the model), as the excluded do.
     previous : path, pandas.DataFrame or Selection, optional
         The previous round (its queue file, its predictions table or its :class:`Selection`): the summary's
         ``changed`` is the share of the catalog whose prediction moved since.
@@ -235,6 +239,9 @@ def select_items(
     ex = np.asarray([str(i) for i in (exclude or [])], dtype=object)
     ex_pos = e.positions(ex[e.has(ex)]) if len(ex) else np.zeros(0, dtype=np.int64)
     free = np.ones(n, dtype=bool)
+    if only is not None:  # everything else may not be chosen: excluded, not covered
+        free = pd.Index(e.ids.astype(str)).isin([str(i) for i in only])
+        ex_pos = np.union1d(ex_pos, np.flatnonzero(~free)).astype(np.int64)
     free[lab_pos] = False
     free[ex_pos] = False
     if budget > free.sum():
