@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from simlabel.errors import InputError
 from tests.helpers import ROOT
 
 ray = pytest.importorskip("ray", reason="Ray is an optional extra: pip install 'simlabel[ray]'")
@@ -112,3 +113,37 @@ def test_ray_on_disk_graph_equals_the_local_one(local_ray, tmp_path: Path):
     on_ray = build_graph(tmp_path / "emb", tmp_path / "ray", GraphConfig(**{**cfg.__dict__, "engine": "ray"}), progress=False)
     assert np.array_equal(local.neighbors, on_ray.neighbors) and np.allclose(local.similarities, on_ray.similarities)
     assert on_ray.meta["recall_at_k"] == local.meta["recall_at_k"] > 0.5
+
+
+def test_ray_predict_equals_the_local_path(local_ray, tmp_path: Path):
+    """predict --engine ray: each shard a Ray task writing its part; the same rows, parts and summary as the local
+    path; a part already written is kept (resume), and the CLI runs it."""
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from simlabel.prediction import predict, read_predictions
+    from simlabel.training import train
+    from tests.test_prediction import FAST, _store
+
+    folder, table = _store(tmp_path)
+    model = tmp_path / "model"
+    train(folder, table.iloc[::2], config=FAST, out=model)
+    local = predict(model, folder, out=tmp_path / "local", min_precision=0.8, progress=False)
+    on_ray = predict(model, folder, out=tmp_path / "ray", min_precision=0.8, progress=False, engine="ray")
+    a, b = read_predictions(tmp_path / "local"), read_predictions(tmp_path / "ray")
+    assert len(a) == len(table) and a["id"].tolist() == b["id"].tolist()
+    pd.testing.assert_frame_equal(a, b)
+    for key in ("rows", "abstained", "labels", "parts", "thresholds"):
+        assert local.summary[key] == on_ray.summary[key], key
+    # a killed run's parts are kept: remove one part and the manifest, run again on Ray
+    (tmp_path / "ray" / "part-00002.parquet").unlink()
+    (tmp_path / "ray" / "_manifest.json").unlink()
+    again = predict(model, folder, out=tmp_path / "ray", min_precision=0.8, progress=False, engine="ray")
+    assert again.summary["parts_reused"] == again.summary["parts"] - 1
+    pd.testing.assert_frame_equal(read_predictions(tmp_path / "ray"), a)
+    r = CliRunner().invoke(app, ["predict", "--model", str(model), "--emb", str(folder), "--out", str(tmp_path / "cli"),
+                                 "--engine", "ray", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert read_predictions(tmp_path / "cli")["label"].tolist() == a["label"].tolist()
+    with pytest.raises(InputError, match="engine"):
+        predict(model, folder, progress=False, engine="ray")  # no out: nothing for the tasks to write

@@ -174,7 +174,7 @@ def _model_source(model) -> "tuple[EmbeddingClassifier | MultiLabelClassifier, d
 
 
 def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col: str, device: str, progress: bool,
-                   cache: bool):
+                   cache: bool, engine: str = "local", address: str | None = None):
     """Embed ``catalog`` with the model's own encoder (and text encoder), engine and pre-processing."""
     from simlabel.embedding import TEXT_SUBDIR, embed
     from simlabel.store import read_manifest
@@ -186,9 +186,9 @@ def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col:
     if source and Path(source, "manifest.json").is_file():
         recorded = read_manifest(source)
     image_model = meta.get("embedding_model") or (meta.get("embedding_space") or "?").split("|")[0]
-    engine = recorded.get("engine") or {}
+    run_on, engine = engine, recorded.get("engine") or {}
     kw = dict(device=device, progress=progress, backend=engine.get("backend") or "auto",
-              precision=engine.get("precision") or "auto", cache=cache)
+              precision=engine.get("precision") or "auto", cache=cache, engine=run_on, address=address)
     if inputs == "image":
         embed(catalog, out, model=image_model, **kw)
         return out, None
@@ -219,6 +219,8 @@ def predict(
     device: str = "auto",
     progress: bool = True,
     cache: bool = True,
+    engine: str = "local",
+    address: str | None = None,
 ) -> Predictions:
     """Predict every item of an embedding store (or of a catalog) with a trained model.
 
@@ -261,6 +263,13 @@ def predict(
         Report the shards.
     cache : bool, default True
         With ``catalog``: reuse the vectors of images embedded before (the vector cache, by content).
+    engine : str, default "local"
+        ``local``, or ``ray``: each shard of the store is a Ray task that reads it, predicts it and writes its
+        part (the head put once in the object store), for catalogs past one machine; the same parts, rows and
+        resume rule as the local path (``catalog`` is embedded with ``embed``'s Ray engine too). Needs ``out``
+        and a store folder, and no ``explain``. The store and ``out`` must be on storage every node sees.
+    address : str, optional
+        The Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray).
 
     Returns
     -------
@@ -299,6 +308,8 @@ def predict(
         raise InputError("give either `emb` (an embedding store) or `catalog` (embedded with the model's encoder)")
     if top_k < 1:
         raise InputError(f"`top_k` must be at least 1; got {top_k}")
+    if engine not in ("local", "ray"):
+        raise InputError(f"`engine` must be local or ray; got {engine!r}")
     clf, meta = _model_source(model)
     inputs = (meta or {}).get("inputs") or ("image+text" if len(clf.input_dims_) > 1 else "image")
     multilabel = isinstance(clf, MultiLabelClassifier)
@@ -311,7 +322,7 @@ def predict(
             Path(out).with_name(Path(out).stem + ".embeddings") if out else None)
         if where is None:
             raise InputError("`catalog` needs `out` or `embeddings_out`: where its embeddings are kept")
-        emb, embedded_text = _embed_catalog(catalog, meta, inputs, where, text_col, device, progress, cache)
+        emb, embedded_text = _embed_catalog(catalog, meta, inputs, where, text_col, device, progress, cache, engine, address)
         text_emb = text_emb if text_emb is not None else embedded_text
         if inputs == "text":
             emb = embedded_text
@@ -344,37 +355,33 @@ def predict(
                "ids": None if wanted is None else hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16],
                "source": [_source_key(streamed), _source_key(text)]}
     writer = _PartWriter(Path(out), fingerprint, options) if out is not None else None
-    kept, counts, n_rows, n_abstain, n_without_text = [], {}, 0, 0, 0
+    kept, stats = [], _Stats()
     total = -(-len(streamed.ids) // BLOCK_ROWS) if isinstance(streamed, Embeddings) else len(list_shards(streamed))
+    work = _Work(clf, multilabel, inputs, text, wanted, top_k, cut, fingerprint)
+    if engine == "ray" and (out is None or isinstance(streamed, Embeddings) or explainer is not None):
+        raise InputError("`engine` ray predicts a store's shards in Ray tasks that write their parts: give `emb` as a "
+                         "folder and `out`, without `explain`")
     with contextlib.ExitStack() as stack:
         if out is not None:
             stack.enter_context(exclusive(Path(out)))  # one writer per output folder
-        with task("predict", total, unit="shards", enabled=progress) as bar:
-            for name, block_ids, X in _blocks(streamed, BLOCK_ROWS):
-                if writer is not None and writer.done(name):
-                    part = writer.read_done(name)
-                else:
-                    if wanted is not None:
-                        keep = pd.Index(block_ids.astype(str)).isin(wanted)
-                        block_ids, X = block_ids[keep], X[keep]
-                    if inputs == "image+text" and len(block_ids):
-                        have = text.has(block_ids)  # an item without a title vector cannot be predicted
-                        n_without_text += int((~have).sum())
-                        block_ids, X = block_ids[have], np.concatenate([X[have], text.rows(block_ids[have]).matrix], axis=1)
-                    part = (predict_multilabel_block(clf, X, block_ids, fingerprint=fingerprint) if multilabel else
-                            predict_block(clf, X, block_ids, top_k=top_k, cut=cut, fingerprint=fingerprint))
-                    if explainer is not None:
-                        part = explainer(part, block_ids)
-                    if writer is not None:
-                        writer.write(name, part)
-                n_rows += part.num_rows
-                named = part.column("labels" if multilabel else "label")
-                for entry in pc.value_counts(pc.list_flatten(named) if multilabel else named).to_pylist():
-                    counts[entry["values"]] = counts.get(entry["values"], 0) + int(entry["counts"])
-                n_abstain += int(np.asarray(part.column("abstain")).sum())
-                if writer is None:
-                    kept.append(part)
-                bar.advance(1, last=f"{n_rows:,} rows")
+        if engine == "ray":
+            _predict_on_ray(work, streamed, writer, stats, total, progress, address)
+        else:
+            with task("predict", total, unit="shards", enabled=progress) as bar:
+                for name, block_ids, X in _blocks(streamed, BLOCK_ROWS):
+                    if writer is not None and writer.done(name):
+                        part = writer.read_done(name)
+                    else:
+                        part = work(block_ids, X)
+                        if explainer is not None:
+                            part = explainer(part, work.kept_ids)
+                        if writer is not None:
+                            writer.write(name, part)
+                    stats.add(part, multilabel)
+                    if writer is None:
+                        kept.append(part)
+                    bar.advance(1, last=f"{stats.rows:,} rows")
+        n_rows, n_abstain, counts, n_without_text = stats.rows, stats.abstained, stats.counts, work.without_text
         summary = {"model": str(model) if meta is not None else "(in memory)", "fingerprint": fingerprint,
                    "inputs": inputs, "rows": n_rows, "abstained": n_abstain, "labels": dict(sorted(counts.items())),
                    "top_k": int(top_k), "min_precision": min_precision, "thresholds": thresholds,
@@ -392,6 +399,106 @@ def predict(
     if writer is None and not kept:
         rows = pd.DataFrame(columns=list(MULTILABEL_COLUMNS if multilabel else PREDICTION_COLUMNS))
     return Predictions(Path(out) if out is not None else None, summary, rows)
+
+
+@dataclass
+class _Stats:
+    """The summary's counts, added up part by part."""
+
+    rows: int = 0
+    abstained: int = 0
+    counts: dict = field(default_factory=dict)
+
+    def add(self, part: pa.Table, multilabel: bool) -> None:
+        self.rows += part.num_rows
+        named = part.column("labels" if multilabel else "label")
+        for entry in pc.value_counts(pc.list_flatten(named) if multilabel else named).to_pylist():
+            self.counts[entry["values"]] = self.counts.get(entry["values"], 0) + int(entry["counts"])
+        self.abstained += int(np.asarray(part.column("abstain")).sum())
+
+
+@dataclass
+class _Work:
+    """One block's prediction rows, the same in this process and in a Ray task: the ids asked for, the title
+    vectors joined (an item without one is left out and counted), the head."""
+
+    clf: "EmbeddingClassifier | MultiLabelClassifier"
+    multilabel: bool
+    inputs: str
+    text: "Embeddings | None"
+    wanted: "pd.Index | None"
+    top_k: int
+    cut: "np.ndarray | None"
+    fingerprint: str
+    without_text: int = 0
+    kept_ids: "np.ndarray | None" = None
+
+    def __call__(self, block_ids: np.ndarray, X: np.ndarray) -> pa.Table:
+        if self.wanted is not None:
+            keep = pd.Index(block_ids.astype(str)).isin(self.wanted)
+            block_ids, X = block_ids[keep], X[keep]
+        if self.inputs == "image+text" and len(block_ids):
+            have = self.text.has(block_ids)  # an item without a title vector cannot be predicted
+            self.without_text += int((~have).sum())
+            block_ids, X = block_ids[have], np.concatenate([X[have], self.text.rows(block_ids[have]).matrix], axis=1)
+        self.kept_ids = block_ids
+        if self.multilabel:
+            return predict_multilabel_block(self.clf, X, block_ids, fingerprint=self.fingerprint)
+        return predict_block(self.clf, X, block_ids, top_k=self.top_k, cut=self.cut, fingerprint=self.fingerprint)
+
+
+def _ray_part(work: _Work, out: str, key: str, shard: str, name: str) -> tuple[str, bytes, int]:
+    """A Ray task: one store shard's part, written atomically to ``out`` (as the local path writes it); returns
+    the part's name, its Arrow IPC bytes for the driver's counts (no vectors), and the rows left without titles."""
+    from simlabel.store import iter_embeddings as read
+
+    ids, X = next(read(shard))
+    part = work(ids, X)
+    _write_part(Path(out), name, key, part)
+    sink = pa.BufferOutputStream()
+    slim = part.select(["label", "labels", "abstain"] if work.multilabel else ["label", "abstain"])
+    with pa.ipc.new_stream(sink, slim.schema) as w:
+        w.write_table(slim)
+    return name, sink.getvalue().to_pybytes(), work.without_text
+
+
+def _predict_on_ray(work: _Work, store, writer: "_PartWriter", stats: _Stats, total: int, progress: bool,
+                    address: str | None) -> None:
+    """Every shard not predicted yet, as a Ray task writing its own part; the driver adds up the counts and
+    keeps the parts in the store's order."""
+    from simlabel.distributed import ray_session
+
+    shards = list_shards(store)
+    todo = []
+    for shard in shards:
+        if writer.done(shard.stem):
+            stats.add(writer.read_done(shard.stem), work.multilabel)
+        else:
+            todo.append(shard)
+    ray, started = ray_session(address)
+    try:
+        shared = ray.put(work)  # the head (and the titles) once in the object store
+        remote = ray.remote(_ray_part)
+        pending = [remote.remote(shared, str(writer.out), writer.key, str(shard), shard.stem) for shard in todo]
+        with task("predict (ray)", total, unit="shards", completed=total - len(todo), enabled=progress) as bar:
+            while pending:
+                done, pending = ray.wait(pending, num_returns=1)
+                for name, ipc, without in ray.get(done):
+                    stats.add(pa.ipc.open_stream(ipc).read_all(), work.multilabel)
+                    work.without_text += without
+                    writer.parts.append(f"{name}.parquet")
+                    kill_point("predict:after-part")
+                bar.advance(len(done), last=f"{stats.rows:,} rows")
+    finally:
+        if started:
+            ray.shutdown()
+    order = {f"{p.stem}.parquet": i for i, p in enumerate(shards)}
+    writer.parts.sort(key=order.__getitem__)
+
+
+def _write_part(out: Path, name: str, key: str, part: pa.Table) -> None:
+    table = part.replace_schema_metadata({**(part.schema.metadata or {}), b"simlabel.predict": key.encode()})
+    atomic_write(out / f"{name}.parquet", lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
 def _source_key(source: "str | os.PathLike | Embeddings | None") -> str | None:
@@ -492,8 +599,7 @@ class _PartWriter:
         return pq.read_table(self._path(name))
 
     def write(self, name: str, part: pa.Table) -> None:
-        table = part.replace_schema_metadata({**(part.schema.metadata or {}), b"simlabel.predict": self.key.encode()})
-        atomic_write(self._path(name), lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+        _write_part(self.out, name, self.key, part)
         self.parts.append(self._path(name).name)
         kill_point("predict:after-part")
 

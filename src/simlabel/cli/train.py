@@ -184,8 +184,8 @@ def evaluate(
 
 @command(app)
 def predict(
-    model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Parquet parts (id, label, probability, margin, top labels, abstain, model), _summary.json and _manifest.json; pandas.read_parquet reads it; also a review queue."),
+    model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train` (single-label, or multi-label with --attributes) or `flip --model-out`."),
+    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Parquet parts (id, label, probability, margin, top labels, abstain, model; a multi-label model: labels and one probability per value), _summary.json and _manifest.json; pandas.read_parquet reads it; also a review queue."),
     emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder of the catalog (read shard by shard)."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Instead of --emb: a catalog, embedded first with the model's encoder and engine (resumable) into --embeddings-out."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model of titles or of images and titles (default: the ones it records)."),
@@ -197,6 +197,8 @@ def predict(
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of --emb that --explain reads."),
     text_col: str = typer.Option("title", "--text-col", help="With --catalog and a model of titles: the title column."),
     embeddings_out: Optional[Path] = typer.Option(None, "--embeddings-out", help="With --catalog: where its embeddings go (default: OUT's name + .embeddings)."),
+    engine: str = typer.Option("local", "--engine", help="local, or ray: each store shard is a Ray task that predicts it and writes its part (same rows; --catalog embeds on Ray too); pip install 'simlabel[ray]'."),
+    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto or HOST:PORT; default a local Ray."),
     device: str = device_option(),
     progress: bool = progress_option(),
 ) -> None:
@@ -214,7 +216,7 @@ def predict(
     wanted = read_id_list(ids, what="ids file") if ids else None
     made = predict_fn(model, emb, catalog=catalog, text_emb=text_emb, out=out, top_k=top_k, min_precision=min_precision,
                       ids=wanted, explain=explain, explain_labels=explain_labels, graph=graph, text_col=text_col,
-                      embeddings_out=embeddings_out, device=device, progress=progress)
+                      embeddings_out=embeddings_out, device=device, progress=progress, engine=engine, address=address)
     s = made.summary
     rate = s["rows"] / s["seconds"] if s["seconds"] else 0.0
     say(f"{s['rows']:,} items predicted in {s['seconds']:.1f} s ({rate:,.0f} items/s) by model {s['fingerprint']} -> {out}")
