@@ -110,11 +110,17 @@ def test_thresholds_reach_the_precision_on_a_planted_case() -> None:
     p[np.arange(n), pred] = conf
     p[np.arange(n), (pred + 1) % 3] = 1 - conf
     t = precision_thresholds(p, y, 0.9, ["a", "b", "c"], alpha=None)  # the observed precision
-    sure = precision_thresholds(p, y, 0.9, ["a", "b", "c"])  # with 95% confidence (Wilson's lower bound)
+    # with 95% confidence (Wilson's lower bound): every class at once (each at 0.05 / 3), or each on its own
+    sure = precision_thresholds(p, y, 0.9, ["a", "b", "c"])
+    each = precision_thresholds(p, y, 0.9, ["a", "b", "c"], scope="each")
     for name, c in zip("abc", range(3)):
         kept_sure = (p.argmax(1) == c) & (p.max(1) >= sure[name]["threshold"])
         k, right = kept_sure.sum(), (y[kept_sure] == c).sum()
-        assert wilson_lower(np.array([right]), np.array([k]), 0.05)[0] >= 0.9 and sure[name]["threshold"] > t[name]["threshold"]
+        assert wilson_lower(np.array([right]), np.array([k]), 0.05 / 3)[0] >= 0.9
+        kept_each = (p.argmax(1) == c) & (p.max(1) >= each[name]["threshold"])
+        k, right = kept_each.sum(), (y[kept_each] == c).sum()
+        assert wilson_lower(np.array([right]), np.array([k]), 0.05)[0] >= 0.9
+        assert sure[name]["threshold"] >= each[name]["threshold"] > t[name]["threshold"]
         rec = t[name]
         kept = (p.argmax(1) == c) & (p.max(1) >= rec["threshold"])
         assert (y[kept] == c).mean() >= 0.9 and rec["precision"] >= 0.9  # reached on these items
@@ -131,6 +137,8 @@ def test_thresholds_reach_the_precision_on_a_planted_case() -> None:
     assert never["b"]["threshold"] is None and "no held-out item" in never["b"]["why"]
     with pytest.raises(InputError, match="min_precision"):
         precision_thresholds(q, np.array([1, 1]), 1.5)
+    with pytest.raises(InputError, match="scope"):
+        precision_thresholds(q, np.array([1, 1]), 0.5, scope="some")
 
 
 def test_coverage_precision_by_hand() -> None:

@@ -67,13 +67,19 @@ def test_predictions_equal_evaluate_and_probabilities_sum_to_one(tmp_path: Path)
 def test_abstention_follows_the_model_thresholds_and_ids_restrict(tmp_path: Path) -> None:
     folder, truth = _store(tmp_path)
     clf = train(folder, truth, config=FAST)
-    t = clf.thresholds(0.95)
-    made = predict(clf, folder, min_precision=0.95, progress=False)
+    t = clf.thresholds(0.9)
+    made = predict(clf, folder, min_precision=0.9, progress=False)
     rows = made.table()
     cut = rows["label"].map({c: (np.inf if v["threshold"] is None else v["threshold"]) for c, v in t.items()})
     assert ((rows["probability"] < cut) == rows["abstain"]).all()
     assert 0 < rows["abstain"].sum() < len(rows) and made.summary["abstained"] == rows["abstain"].sum()
-    assert made.summary["thresholds"] == t
+    assert made.summary["thresholds"] == t and made.summary["precision_scope"] == "all"
+    # every class at once asks more of each class than each on its own: never a lower threshold
+    each = predict(clf, folder, min_precision=0.9, precision_scope="each", progress=False)
+    for c, v in t.items():
+        mine = each.summary["thresholds"][c]["threshold"]
+        assert v["threshold"] is None or (mine is not None and v["threshold"] >= mine)
+    assert each.summary["abstained"] < made.summary["abstained"]
     some = truth["id"].iloc[[3, 150, 300]].tolist()
     only = predict(clf, folder, ids=some + ["not-in-the-store"], progress=False)
     assert sorted(only.table()["id"]) == sorted(some) and only.summary["ids_asked"] == 4

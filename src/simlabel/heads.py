@@ -577,15 +577,16 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
                           "true": t.astype(np.int32)}
         return self
 
-    def thresholds(self, min_precision: float) -> dict[str, dict]:
+    def thresholds(self, min_precision: float, *, confidence: float = 0.95, scope: str = "all") -> dict[str, dict]:
         """Per-class confidence thresholds for ``min_precision`` on the held-out rows :meth:`calibrate` kept
-        (:func:`simlabel.calibration.thresholds_from_predictions`); an error when there are none."""
+        (:func:`simlabel.calibration.thresholds_from_predictions`, ``alpha = 1 - confidence``; ``scope`` ``all``:
+        every class at once, ``each``: one at a time); an error when there are none."""
         if self.held_out_ is None:
             raise InputError("the model keeps no held-out rows to choose thresholds on (train it with a validation "
                              "split, or call `calibrate` on held-out rows)")
         h = self.held_out_
         return thresholds_from_predictions(h["pred"], h["confidence"], h["true"], min_precision,
-                                           [str(c) for c in self.classes_])
+                                           [str(c) for c in self.classes_], alpha=1.0 - confidence, scope=scope)
 
     # -- persistence ------------------------------------------------------------------------------
     def save(self, path: str | os.PathLike, extra: dict | None = None, *, wait: bool = False) -> Path:

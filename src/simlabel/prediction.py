@@ -221,6 +221,8 @@ def predict(
     cache: bool = True,
     engine: str = "local",
     address: str | None = None,
+    precision_confidence: float = 0.95,
+    precision_scope: str = "all",
 ) -> Predictions:
     """Predict every item of an embedding store (or of a catalog) with a trained model.
 
@@ -245,6 +247,11 @@ def predict(
     min_precision : float, optional
         Abstain where the probability is under the predicted class's threshold for this precision (chosen on
         the model's held-out rows; a class the held-out rows cannot vouch for always abstains).
+    precision_confidence : float, default 0.95
+        How sure the held-out rows must make ``min_precision``.
+    precision_scope : {"all", "each"}, default "all"
+        ``all``: every class reaches ``min_precision`` at once with that confidence; ``each``: each class on its
+        own (more coverage, and some class misses more often; :mod:`simlabel.calibration`).
     ids : sequence of str, optional
         Predict these items only (e.g. the products that arrived today).
     explain : int, default 0
@@ -346,12 +353,13 @@ def predict(
     fingerprint = model_fingerprint(clf)
     cut, thresholds = None, None
     if min_precision is not None:
-        thresholds = clf.thresholds(min_precision)
+        thresholds = clf.thresholds(min_precision, confidence=precision_confidence, scope=precision_scope)
         cut = np.array([np.inf if thresholds[str(c)]["threshold"] is None else thresholds[str(c)]["threshold"]
                         for c in clf.classes_], dtype=np.float64)
     wanted = None if ids is None else pd.Index(pd.unique(np.asarray([str(i) for i in ids], dtype=object)))
     explainer = _explainer(clf, meta, streamed, explain, explain_labels, graph) if explain else None
     options = {"top_k": int(top_k), "min_precision": min_precision, "inputs": inputs, "explain": int(explain),
+               "precision": [precision_confidence, precision_scope] if min_precision is not None else None,
                "ids": None if wanted is None else hashlib.sha256("\n".join(sorted(wanted)).encode()).hexdigest()[:16],
                "source": [_source_key(streamed), _source_key(text)]}
     writer = _PartWriter(Path(out), fingerprint, options) if out is not None else None
@@ -385,6 +393,8 @@ def predict(
         summary = {"model": str(model) if meta is not None else "(in memory)", "fingerprint": fingerprint,
                    "inputs": inputs, "rows": n_rows, "abstained": n_abstain, "labels": dict(sorted(counts.items())),
                    "top_k": int(top_k), "min_precision": min_precision, "thresholds": thresholds,
+                   "precision_confidence": precision_confidence if min_precision is not None else None,
+                   "precision_scope": precision_scope if min_precision is not None else None,
                    "calibration": clf.calibration_, "seconds": round(time.perf_counter() - t0, 3)}
         if multilabel:  # the order of each row's probabilities, and what sets a label
             summary.update(kind="multi-label", classes=clf.label_names(), threshold=float(clf.threshold))

@@ -702,6 +702,8 @@ def evaluate(
     warn: bool = True,
     min_precision: float | None = None,
     html_out: str | os.PathLike | None = None,
+    precision_confidence: float = 0.95,
+    precision_scope: str = "all",
 ) -> dict:
     """Per-class P/R/F1, accuracy, confusion matrix and HM of a head on labelled ids.
 
@@ -757,6 +759,10 @@ def evaluate(
         Also score abstention: each class's threshold for this precision, chosen on the
         model's held-out rows (:meth:`~simlabel.heads.EmbeddingClassifier.thresholds`), applied
         to these items: the precision reached, the coverage, and the recall it costs, per class.
+    precision_confidence : float, default 0.95
+        How sure the held-out rows must make ``min_precision`` (``alpha = 1 - precision_confidence``).
+    precision_scope : {"all", "each"}, default "all"
+        ``all``: every class at once; ``each``: each class on its own (:mod:`simlabel.calibration`).
     html_out : str or os.PathLike, optional
         Write the report as a page: the per-class table, the reliability diagram before and
         after calibration, the coverage/precision curve and the abstention table.
@@ -882,7 +888,8 @@ def evaluate(
         if n_in_training:
             report.setdefault("notes", []).append(
                 f"{n_in_training:,} of the {len(table):,} evaluated ids were trained on: these figures are not a test")
-    report.update(_calibration_report(clf, X, proba, y, min_precision))
+    report.update(_calibration_report(clf, X, proba, y, min_precision, confidence=precision_confidence,
+                                      scope=precision_scope))
     if json_out is not None:
         atomic_write_json(json_out, report)
     if html_out is not None:
@@ -893,7 +900,7 @@ def evaluate(
 
 
 def _calibration_report(clf: EmbeddingClassifier, X: np.ndarray, proba: np.ndarray, y: np.ndarray,
-                        min_precision: float | None) -> dict:
+                        min_precision: float | None, *, confidence: float = 0.95, scope: str = "all") -> dict:
     """Evaluate's calibration figures: ECE before and after, the coverage/precision curve, abstention."""
     from simlabel.calibration import apply_calibration, coverage_precision, expected_calibration_error
 
@@ -906,7 +913,7 @@ def _calibration_report(clf: EmbeddingClassifier, X: np.ndarray, proba: np.ndarr
            "coverage_precision": coverage_precision(proba, y)}
     if min_precision is None:
         return out
-    th = clf.thresholds(min_precision)
+    th = clf.thresholds(min_precision, confidence=confidence, scope=scope)
     cut = np.array([np.inf if th[str(c)]["threshold"] is None else th[str(c)]["threshold"] for c in clf.classes_])
     pred, conf = proba.argmax(axis=1), proba.max(axis=1)
     keep = conf >= cut[pred]
@@ -918,7 +925,8 @@ def _calibration_report(clf: EmbeddingClassifier, X: np.ndarray, proba: np.ndarr
                           "precision": float(right[kept].mean()) if kept.any() else None,
                           "recall": float((right & keep & mine).sum() / mine.sum()) if mine.any() else None,
                           "recall_without": float((right & mine).sum() / mine.sum()) if mine.any() else None}
-    out["abstention"] = {"min_precision": min_precision, "coverage": float(keep.mean()),
+    out["abstention"] = {"min_precision": min_precision, "confidence": confidence, "scope": scope,
+                         "coverage": float(keep.mean()),
                          "precision": float(right[keep].mean()) if keep.any() else None, "per_class": per}
     return out
 

@@ -26,6 +26,14 @@ from simlabel.labels.smoothing import SmoothingConfig
 app = typer.Typer()
 
 
+def _confidence_option():
+    return typer.Option(0.95, "--confidence", help="With --min-precision: how sure the held-out rows must make it (alpha = 1 - confidence).")
+
+
+def _each_class_option():
+    return typer.Option(False, "--each-class", help="With --min-precision: vouch for each class on its own (more coverage; some class then misses more often) instead of every class at once (Bonferroni over the classes, the default).")
+
+
 @command(app)
 def train(
     emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
@@ -138,6 +146,8 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the report as JSON here."),
     html_out: Optional[Path] = typer.Option(None, "--html", help="Write a page: the per-class table, the reliability diagram before and after calibration, the coverage/precision curve, abstention."),
     min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Also score abstaining below this precision per class (thresholds from the model's held-out rows): coverage, precision and the recall it costs."),
+    confidence: float = _confidence_option(),
+    each_class: bool = _each_class_option(),
     device: str = device_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
@@ -154,7 +164,8 @@ def evaluate(
 
     rep = evaluate_fn(model, emb, labels, positive=positive, json_out=json_out, text_emb=text_emb, semantic=semantic,
                       label_model=label_model, taxonomy=taxonomy, device=device, label_col=label_col,
-                      min_precision=min_precision, html_out=html_out)
+                      min_precision=min_precision, html_out=html_out, precision_confidence=confidence,
+                      precision_scope="each" if each_class else "all")
     out_console.print(metrics_table(rep))
     if "top5" in rep:
         say(f"top-1 {rep['top1']:.3f}, top-5 {rep['top5']:.3f}")
@@ -190,7 +201,9 @@ def predict(
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Instead of --emb: a catalog, embedded first with the model's encoder and engine (resumable) into --embeddings-out."),
     text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model of titles or of images and titles (default: the ones it records)."),
     top_k: int = typer.Option(3, "--top-k", help="Labels and probabilities kept per item."),
-    min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Abstain below each class's threshold for this precision (chosen on the model's held-out rows)."),
+    min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Abstain below each class's threshold for this precision (chosen on the model's held-out rows; by default every class reaches it at once with 95% confidence)."),
+    confidence: float = _confidence_option(),
+    each_class: bool = _each_class_option(),
     ids: Optional[Path] = typer.Option(None, "--ids", help="CSV with an id column: predict these items only (e.g. today's new products)."),
     explain: int = typer.Option(0, "--explain", help="Add each item's N nearest labelled neighbours (ids, labels, similarity)."),
     explain_labels: Optional[Path] = typer.Option(None, "--explain-labels", help="The labelled items --explain searches (default: the label file the model records)."),
@@ -216,7 +229,8 @@ def predict(
     wanted = read_id_list(ids, what="ids file") if ids else None
     made = predict_fn(model, emb, catalog=catalog, text_emb=text_emb, out=out, top_k=top_k, min_precision=min_precision,
                       ids=wanted, explain=explain, explain_labels=explain_labels, graph=graph, text_col=text_col,
-                      embeddings_out=embeddings_out, device=device, progress=progress, engine=engine, address=address)
+                      embeddings_out=embeddings_out, device=device, progress=progress, engine=engine, address=address,
+                      precision_confidence=confidence, precision_scope="each" if each_class else "all")
     s = made.summary
     rate = s["rows"] / s["seconds"] if s["seconds"] else 0.0
     say(f"{s['rows']:,} items predicted in {s['seconds']:.1f} s ({rate:,.0f} items/s) by model {s['fingerprint']} -> {out}")
