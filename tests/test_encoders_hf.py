@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 
 torch = pytest.importorskip("torch")
@@ -388,6 +389,26 @@ def test_embed_with_clip_and_dino_specs(clip_dir, dino_dir, fashion_slice, tmp_p
                               "--no-progress", "--device", "cpu"])
     assert res.exit_code == 0, res.output
     assert load_embeddings(tmp_path / "dino")[1].shape == (40, 32)
+
+
+@pytest.mark.parametrize("family", ["clip", "dino"])
+def test_a_classifier_on_clip_or_dino_embeddings_exports_as_one_graph(family, clip_dir, dino_dir, fashion_slice, tmp_path):
+    """simlabel export: the image tower's ONNX export joined to the head, equal to the model on real images."""
+    from simlabel.embedding import embed
+    from simlabel.export import check_export, export_classifier, read_exported
+    from simlabel.head_config import HeadConfig
+    from simlabel.training import train
+
+    spec = f"{family}:{clip_dir if family == 'clip' else dino_dir}"
+    embed(fashion_slice, tmp_path / "emb", model=spec, device="cpu", progress=False, cache=False)
+    table = pd.read_csv(fashion_slice, dtype=str)[["id", "master_category"]].rename(columns={"master_category": "label"})
+    train(tmp_path / "emb", table, config=HeadConfig(max_epochs=5, val_frac=0.0, device="cpu"), calibration="none",
+          out=tmp_path / "head")
+    export_classifier(tmp_path / "head", tmp_path / "c.onnx")
+    meta = read_exported(tmp_path / "c.onnx")
+    assert meta["encoder"]["name"] == spec and meta["preprocess"]["image_size"] == SIDE
+    check = check_export(tmp_path / "c.onnx", tmp_path / "head", fashion_slice, n=10)
+    assert check["images"] == 10 and max(check["max_abs_diff"].values()) < 1e-4, check
 
 
 # --------------------------------------------------------------------------- #

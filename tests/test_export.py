@@ -92,7 +92,7 @@ def test_the_readme_script_runs_with_onnxruntime_and_pillow_alone(shipped, tmp_p
     assert np.allclose([float(p[2]) for p in printed], want["probability"], atol=1e-3)
 
 
-def test_a_model_of_titles_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
+def test_a_model_of_titles_alone_is_refused_and_nothing_is_written(tmp_path: Path) -> None:
     from simlabel.export import export_classifier
     from simlabel.store import Embeddings
     from simlabel.training import train
@@ -101,11 +101,38 @@ def test_a_model_of_titles_is_refused_and_nothing_is_written(tmp_path: Path) -> 
     X, y = blobs(20, ["a", "b"], dim=6)
     ids = np.array([f"i{j}" for j in range(len(X))], dtype=object)
     train(Embeddings(ids, X, {"model": "img"}), pd.DataFrame({"id": ids, "label": y}),
-          text_emb=Embeddings(ids, X, {"model": "txt", "modality": "text"}), inputs="image+text",
+          text_emb=Embeddings(ids, X, {"model": "txt", "modality": "text"}), inputs="text",
           config=HeadConfig(max_epochs=5, device="cpu"), out=tmp_path / "m")
-    with pytest.raises(InputError, match="image\\+text inputs: its text encoder has no ONNX export"):
+    with pytest.raises(InputError, match="text inputs"):
         export_classifier(tmp_path / "m", tmp_path / "c.onnx")
     assert not (tmp_path / "c.onnx").exists()
+
+
+@pytest.mark.slow
+def test_an_image_and_title_model_exports_as_one_graph_with_two_inputs(tmp_path: Path, image_encoder) -> None:
+    """Images and titles (paper 002's inputs, concatenated or fused by attention): one graph taking the pixels and
+    the tokenised title, equal to the model on real products through ONNX Runtime and OpenVINO."""
+    from simlabel.embedding import embed
+    from simlabel.export import check_export, export_classifier, read_exported, run_exported
+    from simlabel.training import train
+
+    df = slice_catalog("fashion-products", 40, tmp_path, stratify="master_category")
+    df.to_csv(tmp_path / "catalog.csv", index=False)
+    embed(tmp_path / "catalog.csv", tmp_path / "emb", image_encoder=image_encoder, text_col="title", progress=False)
+    labels = df[["id", "master_category"]].rename(columns={"master_category": "label"})
+    for fusion in ("none", "attention"):
+        model = tmp_path / f"model-{fusion}"
+        train(tmp_path / "emb", labels, text_emb=tmp_path / "emb" / "text", inputs="image+text", fusion=fusion,
+              config=HeadConfig(max_epochs=10, device="cpu"), out=model)
+        export_classifier(model, tmp_path / f"{fusion}.onnx")
+        meta = read_exported(tmp_path / f"{fusion}.onnx")
+        assert meta["inputs"] == ["pixels", "input_ids", "attention_mask"] and meta["title_encoder"]["name"] == "minilm"
+        assert meta["tokenizer"].startswith("{")  # the tokenizers JSON travels with the graph
+        check = check_export(tmp_path / f"{fusion}.onnx", model, tmp_path / "catalog.csv", n=12)
+        assert check["images"] == 12 and set(check["max_abs_diff"]) == {"onnxruntime", "openvino"}
+        assert max(check["max_abs_diff"].values()) < 1e-4, (fusion, check)
+    with pytest.raises(InputError, match="titles"):  # the pixels alone are not enough
+        run_exported(tmp_path / "none.onnx", np.zeros((1, 3, 224, 224), np.float32))
 
 
 @pytest.mark.slow

@@ -128,6 +128,19 @@ def test_end_to_end_efficientnet_to_embed(ssl_catalog: Path, tmp_path: Path):
     assert e.matrix.shape == (24, 1280) and np.allclose(np.linalg.norm(e.matrix, axis=1), 1, atol=1e-5)
     assert e.meta.get("model", "").startswith("skill:")
 
+    # a classifier on SkiLL embeddings ships as one ONNX graph (its backbone, the head), as an EfficientNet one does
+    from simlabel.export import check_export, export_classifier
+    from simlabel.head_config import HeadConfig
+    from simlabel.training import train
+
+    labels = df[["id", "sub_category"]].rename(columns={"sub_category": "label"})
+    train(emb, labels, config=HeadConfig(max_epochs=5, val_frac=0.0, device="cpu"), calibration="none",
+          out=tmp_path / "head")
+    shipped = export_classifier(tmp_path / "head", tmp_path / "skill.onnx")
+    assert shipped.metadata["encoder"]["name"].startswith("skill:") and "before" in shipped.metadata["preprocess"]
+    check = check_export(tmp_path / "skill.onnx", tmp_path / "head", ssl_catalog, n=8)
+    assert check["images"] == 8 and max(check["max_abs_diff"].values()) < 1e-4, check
+
     # the ONNX export computes what the trained teacher's backbone computes
     from simlabel.encoders import get_image_encoder
     from simlabel.images import load_image
