@@ -400,7 +400,8 @@ def test_a_classifier_on_clip_or_dino_embeddings_exports_as_one_graph(family, cl
     from simlabel.training import train
 
     spec = f"{family}:{clip_dir if family == 'clip' else dino_dir}"
-    embed(fashion_slice, tmp_path / "emb", model=spec, device="cpu", progress=False, cache=False)
+    embed(fashion_slice, tmp_path / "emb", model=spec, device="cpu", progress=False, cache=False,
+          text_col="title" if family == "clip" else None)
     table = pd.read_csv(fashion_slice, dtype=str)[["id", "master_category"]].rename(columns={"master_category": "label"})
     train(tmp_path / "emb", table, config=HeadConfig(max_epochs=5, val_frac=0.0, device="cpu"), calibration="none",
           out=tmp_path / "head")
@@ -409,6 +410,14 @@ def test_a_classifier_on_clip_or_dino_embeddings_exports_as_one_graph(family, cl
     assert meta["encoder"]["name"] == spec and meta["preprocess"]["image_size"] == SIDE
     check = check_export(tmp_path / "c.onnx", tmp_path / "head", fashion_slice, n=10)
     assert check["images"] == 10 and max(check["max_abs_diff"].values()) < 1e-4, check
+    if family == "clip":  # CLIP's text tower has no export here: an image+title model says so and writes nothing
+        from simlabel.errors import InputError
+
+        train(tmp_path / "emb", table, text_emb=tmp_path / "emb" / "text", inputs="image+text",
+              config=HeadConfig(max_epochs=5, val_frac=0.0, device="cpu"), calibration="none", out=tmp_path / "both")
+        with pytest.raises(InputError, match="cannot export"):
+            export_classifier(tmp_path / "both", tmp_path / "both.onnx")
+        assert not (tmp_path / "both.onnx").exists()
 
 
 # --------------------------------------------------------------------------- #
