@@ -244,3 +244,8 @@ def test_multi_label_predict_gives_every_label_probability(tmp_path: Path) -> No
     assert (on == truth)[catalog["usage"] != ""].mean(axis=0).min() > 0.7
     with pytest.raises(InputError, match="multi-label"):
         predict(tmp_path / "ml", folder, min_precision=0.9, progress=False)
+    from simlabel.errors import LabelFileError
+    from simlabel.review.queues import read_queue
+
+    with pytest.raises(LabelFileError, match="multi-label model"):
+        read_queue(tmp_path / "pred")

@@ -245,7 +245,8 @@ def predict(
     for lab, n in sorted(s["labels"].items(), key=lambda kv: -kv[1])[:20]:
         t.add_row(lab, f"{n:,}")
     out_console.print(t)
-    say(f"review the least sure: simlabel review {out} --catalog CATALOG")
+    if s.get("kind") != "multi-label":
+        say(f"review the least sure: simlabel review {out} --catalog CATALOG")
 
 
 @command(app)

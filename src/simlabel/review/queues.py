@@ -182,6 +182,11 @@ def read_prediction_queue(path: str | os.PathLike, max_items: int = 2000) -> pd.
 
     p = Path(path)
     man = read_json(p / "_manifest.json", "prediction manifest")
+    if man.get("kind") == "multi-label" or (p / "_summary.json").is_file() and \
+            read_json(p / "_summary.json", "prediction summary").get("kind") == "multi-label":
+        raise LabelFileError(f"{p}: the predictions of a multi-label model (a label per attribute value, each set by its "
+                             "own probability) are not a review queue; review attribute labels with `simlabel flip "
+                             "--html`, or read the folder with pandas")
     best = None
     for name in man.get("parts", []):
         part = pq.read_table(p / name).to_pandas()
