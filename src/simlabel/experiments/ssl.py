@@ -13,7 +13,13 @@ skill          SkiLL: product-crop pre-processing, the local space per ``task_co
 skill-L        SkiLL \\ L: no local augmentations
 skill-H        SkiLL \\ H: no pre-processing
 skill-colour   SkiLL with p1 = p2 = p3 = 0.1 (the paper's colour ablation)
+skill-P        SkiLL without product positives (no product column at all: two views of one image)
 ============== =================================================================================
+
+**Design retrieval**, what a shop uses SkiLL for (:func:`simlabel.ssl.probes.design_recall`): the design groups
+(colour variants of one title) are split 50/50 by ``design_seed``; training sees the first half as product
+positives and never the second (its rows are products of their own); each variant is scored by the recall@10
+of same-design-other-colour items for the held-out half's items, searched in the whole catalog.
 
 Each trained model is embedded through ``skill:DIR`` (the same resumable pipeline as any
 encoder) and scored by probes on frozen embeddings (linear and one hidden layer; accuracy,
@@ -43,13 +49,13 @@ from simlabel.encoders import get_image_encoder
 from simlabel.experiments._common import jsonable, open_experiment
 from simlabel.progress import task
 from simlabel.ssl.augment import ViewConfig
-from simlabel.ssl.probes import colour_entropy, probe
+from simlabel.ssl.probes import colour_entropy, design_recall, hide_designs, probe, split_designs
 from simlabel.ssl.train import SSLConfig, train_ssl
 from simlabel.store import Embeddings, load_embeddings
 
 __all__ = ["SSLExperimentConfig", "VARIANTS", "run_ssl_experiment", "variant_config", "write_html"]
 
-VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour")
+VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour", "skill-P")
 
 
 @dataclass
@@ -73,6 +79,10 @@ class SSLExperimentConfig:
     probe_cols: tuple[str, ...] = ("article_type", "usage")
     clusters: int = 50
     cluster_seeds: tuple[int, ...] = (0, 1, 2)
+    #: the design groups' 50/50 split (training sees the first half's pairs; recall is measured on the second)
+    design_seed: int = 0
+    held_frac: float = 0.5
+    design_k: int = 10
     seed: int = 0
     limit: int | None = None
     device: str = "auto"
@@ -96,21 +106,43 @@ def variant_config(variant: str, cfg: SSLExperimentConfig) -> SSLConfig:
                 batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, workers=cfg.workers, **cfg.extra)
     if variant == "dino":
         return SSLConfig(views=ViewConfig.dino(**views), **base)
-    skill = dict(task_col=cfg.task_col, product_col="product")
+    skill = dict(task_col=cfg.task_col, product_col=None if variant == "skill-P" else "product")
     v = {"skill": {}, "skill-L": {"use_local_space": False}, "skill-H": {"preprocess": "none"},
-         "skill-colour": {"p_gray": 0.1, "p_jitter": 0.1, "p_blur": 0.1}}[variant]
+         "skill-colour": {"p_gray": 0.1, "p_jitter": 0.1, "p_blur": 0.1}, "skill-P": {}}[variant]
     return SSLConfig(views=ViewConfig(**views, **v), **skill, **base)
 
 
 def with_products(catalog: Catalog, cfg: SSLExperimentConfig, *, required: bool = True) -> Catalog:
-    """The catalog with a ``product`` column: colour variants of one title (``design_groups``).
+    """The catalog with ``design`` (colour variants of one title: ``design_groups``), ``design_split`` (``train``,
+    ``held`` or empty for a row of no group) and ``product``, the positives training may see: the design of a
+    training-half group, the row's own id for a held-out group's row (:func:`simlabel.ssl.probes.hide_designs`).
     Without the title or colour column: an error, or (``required=False``) one product per row."""
     table = catalog.table.copy()
     if required or {cfg.title_col, cfg.colour_col} <= set(table.columns):
-        table["product"] = design_groups(table, cfg.title_col, cfg.colour_col).to_numpy()
+        table["design"] = design_groups(table, cfg.title_col, cfg.colour_col).to_numpy()
     else:
-        table["product"] = table["id"]
+        table["design"] = table["id"]
+    train, held = split_designs(table["design"], seed=cfg.design_seed, held_frac=cfg.held_frac)
+    table["design_split"] = np.select([table["design"].isin(train), table["design"].isin(held)], ["train", "held"], "")
+    table["product"] = hide_designs(table["design"], table["id"], held).to_numpy()
     return dataclasses.replace(catalog, table=table)
+
+
+def design_retrieval(emb: Embeddings, table: pd.DataFrame, cfg: SSLExperimentConfig, split: str = "held") -> dict:
+    """Recall@``design_k`` of same-design-other-colour items for the rows of one half of the design groups,
+    searched among every row of ``emb`` (:func:`simlabel.ssl.probes.design_recall`)."""
+    from simlabel.graph import neighbours_for
+
+    rows = table[(table["design_split"] == split) & emb.has(table["id"].astype(str))]
+    if rows.empty:
+        return {"recall": None, "n_queries": 0, "k": cfg.design_k}
+    by_id = table.set_index(table["id"].astype(str))
+    ids = emb.ids.astype(str)
+    design = by_id["design"].reindex(ids).fillna(pd.Series(ids, index=ids)).to_numpy()
+    colour = by_id[cfg.colour_col].reindex(ids).fillna("").astype(str).to_numpy()
+    queries = emb.positions(rows["id"].astype(str))
+    nb = neighbours_for(emb, cfg.design_k, rows=queries, kind="flat").neighbors
+    return design_recall(nb, queries, design, colour)
 
 
 def evaluate_embeddings(emb: Embeddings, table: pd.DataFrame, cfg: SSLExperimentConfig, *, device: str = "cpu") -> dict:
@@ -121,6 +153,8 @@ def evaluate_embeddings(emb: Embeddings, table: pd.DataFrame, cfg: SSLExperiment
         out["probes"][col] = {kind: probe(emb, by_id[col], kind=kind, seed=cfg.seed, device=device) for kind in ("linear", "mlp")}
     out["colour"]["probe"] = probe(emb, by_id[cfg.colour_col], kind="linear", seed=cfg.seed, device=device)
     out["colour"]["entropy"] = colour_entropy(emb, by_id[cfg.colour_col], k=cfg.clusters, seeds=cfg.cluster_seeds)
+    if "design_split" in table.columns:
+        out["design"] = {half: design_retrieval(emb, table, cfg, half) for half in ("held", "train")}
     return out
 
 
@@ -155,10 +189,13 @@ def run_ssl_experiment(data: str | os.PathLike | None = None, config: SSLExperim
     exp = open_experiment(data, model=cfg.model, limit=cfg.limit, out=out, device=device, progress=progress)
     cat = with_products(exp.catalog, cfg)
     table = cat.table
-    n_designs = int((table["product"].value_counts() >= 2).sum())
+    n_designs = int((table["design"].value_counts() >= 2).sum())
     results: dict = {"data": str(exp.root), "config": jsonable(dataclasses.asdict(cfg)), "variants": {},
                      "n_images": len(table), "n_design_groups": n_designs,
-                     "n_grouped_images": int(table["product"].duplicated(keep=False).sum())}
+                     "n_grouped_images": int(table["design"].duplicated(keep=False).sum()),
+                     "design_split": {"seed": cfg.design_seed, "train_groups": int(table.loc[table["design_split"] == "train", "design"].nunique()),
+                                      "held_groups": int(table.loc[table["design_split"] == "held", "design"].nunique()),
+                                      "held_images": int((table["design_split"] == "held").sum())}}
     embeddings: dict[str, Embeddings] = {}
     with task("experiment ssl", len(cfg.variants), unit="variants", enabled=progress) as bar:
         for variant in cfg.variants:
@@ -188,11 +225,11 @@ def run_ssl_experiment(data: str | os.PathLike | None = None, config: SSLExperim
 def _neighbours(embeddings: dict[str, Embeddings], table: pd.DataFrame, cfg: SSLExperimentConfig, n_queries: int = 6,
                 k: int = 5) -> dict:
     """Top-k cosine neighbours of a few grouped products, per variant (for the page's image grid)."""
-    grouped = table[table["product"].duplicated(keep=False)]
+    grouped = table[table["design_split"] == "held"] if "design_split" in table.columns else table.iloc[:0]
     if grouped.empty:  # no colour variants in this catalog: any products will do
         grouped = table
     rng = np.random.default_rng(cfg.seed)
-    firsts = grouped.drop_duplicates("product")
+    firsts = grouped.drop_duplicates("design" if "design" in grouped.columns else "product")
     queries = firsts["id"].astype(str).to_numpy()[rng.permutation(len(firsts))[:n_queries]]
     from simlabel.graph import neighbours_for
 
@@ -241,7 +278,9 @@ def colour_table(results: dict) -> pd.DataFrame:
     rows = []
     for variant, res in results["variants"].items():
         e = res["colour"]["entropy"]
-        rows.append({"variant": variant, "colour entropy": e["mean"], "sd": e["sd"],
+        held = (res.get("design") or {}).get("held") or {}
+        rows.append({"variant": variant, "design R@10 held-out %": 100 * held["recall"] if held.get("recall") is not None else np.nan,
+                     "colour entropy": e["mean"], "sd": e["sd"],
                      "colour probe Acc %": 100 * res["colour"]["probe"]["accuracy"],
                      "design (article_type) linear Acc %": 100 * res["probes"].get("article_type", {}).get("linear", {}).get("accuracy", np.nan),
                      "products/s": res.get("training", {}).get("images_per_s", np.nan)})
@@ -263,6 +302,9 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     rep.add("Setup", setup_table({
         "data": results["data"], "images": results["n_images"],
         "design groups (colour variants of one title)": f"{results['n_design_groups']} groups, {results['n_grouped_images']} images",
+        "design split": (lambda d: f"seed {d['seed']}: {d['train_groups']} groups given to training as positives, "
+                                   f"{d['held_groups']} held out ({d['held_images']} images, never given)")(
+            results.get("design_split") or {"seed": "?", "train_groups": "?", "held_groups": "?", "held_images": "?"}),
         "budget per variant": f"{cfg['epochs']} epoch(s) x {cfg['steps_per_epoch'] or 'all'} steps of {cfg['batch_size']} products",
         "views": f"2 x {cfg['global_size']} px + {cfg['local_crops']} x {cfg['local_size']} px",
         "backbone": f"{cfg['backbone']}, last {cfg['train_blocks']} blocks trained",
@@ -273,9 +315,12 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     rep.add("Probes on frozen embeddings (%)", scroll(table_html(probes, "{:.1f}")),
             note="Linear: one dense layer; non-linear: one hidden layer of 512. R@90 / R@95: per class, the largest recall at a "
                  "threshold with precision >= 0.90 / 0.95 (0 when never reached), averaged over classes. Stratified 70/30 split.")
-    rep.add_table("Colour invariance", colour_table(results), float_format="{:.3f}",
-                  note="Colour entropy: mean entropy of base_colour inside k-means clusters, weighted by cluster size; higher = "
-                       "clusters mix colours. The colour probe predicts base_colour: lower = less colour in the embedding.")
+    rep.add_table("Design retrieval and colour invariance", colour_table(results), float_format="{:.3f}",
+                  note="Design R@10: for each item of a held-out design group (never given to training), the share of its "
+                       "group's items in other colours among its 10 nearest neighbours in the whole catalog, averaged; "
+                       "what a shop uses SkiLL for. Colour entropy: mean entropy of base_colour inside k-means clusters, "
+                       "weighted by cluster size; higher = clusters mix colours. The colour probe predicts base_colour: "
+                       "lower = less colour in the embedding.")
     trained = {v: r["training"] for v, r in results["variants"].items() if "training" in r}
     if trained:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))

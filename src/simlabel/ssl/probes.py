@@ -10,6 +10,12 @@
   the entropy (nats) of the colour distribution inside each cluster, averaged over clusters
   weighted by their size (:func:`simlabel.metrics.cluster_label_entropy`). Higher: clusters
   mix colours, the embedding groups designs regardless of colour.
+* :func:`design_recall`: what a shop uses SkiLL for, finding the same design in other colours. For
+  each query item of a design group (:func:`simlabel.catalog.design_groups`), the share of its
+  group's items *of another colour* that are among its ``k`` nearest neighbours in the whole
+  catalog (recall@k), averaged over the queries. :func:`split_designs` holds half the groups out
+  (seeded): training may see the other half as product positives (:func:`hide_designs`), and the
+  recall is measured on the held-out half, whose pairs no run was given.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ from simlabel.heads import EmbeddingClassifier, HeadConfig, stratified_split
 from simlabel.metrics import cluster_label_entropy, recall_at_precision
 from simlabel.store import Embeddings, as_embeddings
 
-__all__ = ["colour_entropy", "probe"]
+__all__ = ["colour_entropy", "design_recall", "hide_designs", "probe", "split_designs"]
 
 
 def _aligned(emb: str | os.PathLike | Embeddings, labels: pd.Series) -> tuple[np.ndarray, np.ndarray]:
@@ -109,3 +115,92 @@ def colour_entropy(emb: str | os.PathLike | Embeddings, colours: pd.Series, *, k
     v = np.asarray(values)
     return {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else 0.0, "per_seed": v.tolist(),
             "overall": cluster_label_entropy(np.zeros(len(c)), c)["weighted"], "k": int(k)}
+
+
+def split_designs(products: pd.Series, *, seed: int = 0, held_frac: float = 0.5) -> tuple[list[str], list[str]]:
+    """The design groups (product values held by two rows or more) split at random into a training half and a
+    held-out half, by ``seed``.
+
+    Returns
+    -------
+    (train, held) : list of str, list of str
+        The group values, each sorted. ``held`` holds ``round(held_frac * groups)`` of them.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> train, held = split_designs(pd.Series(["d1", "d1", "d2", "d2", "x", "d3", "d3", "d4", "d4"]), seed=0)
+    >>> len(train), len(held), sorted(train + held)
+    (2, 2, ['d1', 'd2', 'd3', 'd4'])
+    """
+    if not 0 < held_frac < 1:
+        raise InputError(f"held_frac must lie in (0, 1); got {held_frac}")
+    counts = products.astype(str).value_counts()
+    groups = np.array(sorted(counts.index[counts >= 2]), dtype=object)
+    order = np.random.default_rng(seed).permutation(len(groups))
+    n_held = int(round(held_frac * len(groups)))
+    held = sorted(groups[order[:n_held]].tolist())
+    return sorted(groups[order[n_held:]].tolist()), held
+
+
+def hide_designs(products: pd.Series, ids: pd.Series, held: Sequence[str]) -> pd.Series:
+    """The product column training may see: each row of a ``held`` design group becomes a product of its own (its
+    id), so no run is given a held-out pair; every other value is kept."""
+    values = products.astype(str)
+    hidden = values.isin(set(held)).to_numpy()
+    return pd.Series(np.where(hidden, ids.astype(str).to_numpy(), values.to_numpy()), index=products.index,
+                     name=products.name)
+
+
+def design_recall(neighbors: np.ndarray, queries: np.ndarray, design: np.ndarray, colour: np.ndarray) -> dict:
+    """Recall@k of same-design-other-colour items (module docstring), from the queries' nearest neighbours.
+
+    Parameters
+    ----------
+    neighbors : ndarray of shape (m, k)
+        Each query's ``k`` nearest rows (positions; itself excluded; ``-1`` where fewer).
+    queries : ndarray of shape (m,)
+        The queries' row positions.
+    design : ndarray of shape (n,)
+        Each row's design group (any hashable code; rows of no group may hold unique values).
+    colour : ndarray of shape (n,)
+        Each row's colour.
+
+    Returns
+    -------
+    dict
+        ``recall`` (the mean over queries with at least one item of their design in another colour), ``hit``
+        (the share of those queries with at least one such item among their neighbours), ``n_queries``, ``k``.
+
+    Examples
+    --------
+    Row 0's design has two items of another colour (rows 1 and 2) and one of its colour (row 3); its 3 neighbours
+    hold row 1 and row 3: a recall of 1/2. Row 1 (blue) finds rows 0, 2 and 3, all of its design in other colours: 3/3.
+
+    >>> import numpy as np
+    >>> design = np.array(["a", "a", "a", "a", "b"])
+    >>> colour = np.array(["red", "blue", "green", "red", "red"])
+    >>> nb = np.array([[1, 3, 4], [0, 2, 3]])
+    >>> design_recall(nb, np.array([0, 1]), design, colour)["recall"]
+    0.75
+    """
+    nb = np.asarray(neighbors, dtype=np.int64)
+    q = np.asarray(queries, dtype=np.int64)
+    d = pd.factorize(pd.Series(np.asarray(design, dtype=object)).astype(str))[0]
+    c = pd.factorize(pd.Series(np.asarray(colour, dtype=object)).astype(str))[0]
+    if nb.ndim != 2 or len(nb) != len(q):
+        raise InputError(f"neighbors must be (len(queries), k); got {nb.shape} for {len(q)} queries")
+    # items of the query's design in another colour: the design's size less its items of the query's colour
+    pairs = pd.DataFrame({"d": d, "c": c})
+    size = pairs.groupby("d")["c"].transform("size").to_numpy()
+    same_colour = pairs.groupby(["d", "c"])["c"].transform("size").to_numpy()
+    relevant = (size - same_colour)[q]
+    safe = np.maximum(nb, 0)
+    hit = (nb >= 0) & (d[safe] == d[q][:, None]) & (c[safe] != c[q][:, None])
+    ok = relevant > 0
+    if not ok.any():
+        raise InputError("no query has an item of its design in another colour")
+    found = hit.sum(axis=1)[ok]
+    return {"recall": float((found / relevant[ok]).mean()), "hit": float((found > 0).mean()),
+            "n_queries": int(ok.sum()), "k": int(nb.shape[1])}
+
