@@ -190,3 +190,67 @@ def test_cli_ssl_train_prints_progress_lines_and_embeds(ssl_catalog: Path, tmp_p
     assert bad.exit_code == 1 and bad.output.startswith("error:") and "'nope' is not a column" in bad.output
     wrong = runner.invoke(app, [*args[:-1], "--design-from", "title"])
     assert wrong.exit_code == 1 and "--design-from takes TITLE_COL,COLOUR_COL" in wrong.output
+
+
+def test_distillation_keeps_the_student_near_the_pretrained_encoder(ssl_catalog: Path, tmp_path: Path):
+    """keep > 0: the un-jittered view's features are pulled to the frozen start's; the larger the weight, the
+    nearer the trained backbone stays (a tiny ViT, its random start standing in for the pretrained one)."""
+    from simlabel.images import load_image
+    from simlabel.ssl.augment import make_views
+    from simlabel.ssl.train import _build
+
+    df = pd.read_csv(ssl_catalog, dtype=str)
+    start = _build(_tiny(), "cpu")[0].backbone.eval()
+    drift = {}
+    for keep in (0.0, 50.0):
+        cfg = _tiny(keep=keep, steps_per_epoch=8, lr=5e-3)
+        res = train_ssl(ssl_catalog, tmp_path / f"k{keep:g}", cfg, device="cpu", progress=False)
+        assert ("keep_loss" in res.history[-1]) == (keep > 0)
+        trained = _build(cfg, "cpu")[0]  # the student: the network the loss trains (the EMA teacher follows it)
+        trained.load_state_dict(torch.load(tmp_path / f"k{keep:g}" / "student.pt", weights_only=True))
+        rng = np.random.default_rng(0)
+        clean = [make_views(load_image(p), None, None, cfg.views, None, rng, clean=True)[-1] for p in df["image"][:8]]
+        x = torch.from_numpy(np.stack(clean)).permute(0, 3, 1, 2).float() / 255
+        with torch.no_grad():
+            drift[keep] = float((1 - torch.nn.functional.cosine_similarity(trained.backbone.eval()(x), start(x))).mean())
+    assert drift[50.0] < 0.5 * drift[0.0], drift
+    # the clean view is the product crop resized, no augmentation: the same image gives the same view
+    img = load_image(df["image"][0])
+    a = make_views(img, None, None, _tiny().views, None, np.random.default_rng(1), clean=True)[-1]
+    b = make_views(img, None, None, _tiny().views, None, np.random.default_rng(2), clean=True)[-1]
+    assert a.shape == (32, 32, 3) and np.array_equal(a, b)
+    from simlabel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="keep"):
+        _tiny(keep=1.0, export="projection")
+
+
+@pytest.mark.slow
+def test_the_projection_recipe_trains_a_head_on_the_frozen_encoder_and_embeds(ssl_catalog: Path, tmp_path: Path):
+    """recipe projection: the pretrained EfficientNet frozen whole, DINO's head trained; the encoder is the teacher's
+    projection of the pretrained features, L2-normalised, and `simlabel embed --model skill:DIR` runs it."""
+    from simlabel.encoders import get_image_encoder
+    from simlabel.images import load_image
+    from simlabel.ssl.recipes import recipe_options
+    from simlabel.ssl.train import _build
+    from simlabel.store import load_embeddings
+
+    cfg = SSLConfig(views=ViewConfig(global_size=64, local_size=32, local_crops=2), batch_size=8, steps_per_epoch=3,
+                    out_dim=128, head_hidden=64, head_bottleneck=32, task_col="sub_category", product_col="product",
+                    **recipe_options("projection"))
+    model = tmp_path / "proj"
+    train_ssl(ssl_catalog, model, cfg, device="cpu", progress=False)
+    start, teacher = _build(cfg, "cpu")
+    teacher.load_state_dict(torch.load(model / "teacher.pt", weights_only=True))
+    for (name, p0), p1 in zip(start.backbone.state_dict().items(), teacher.backbone.state_dict().values()):
+        assert torch.allclose(p0, p1, rtol=0, atol=1e-5), f"{name} moved: the projection recipe must leave the encoder as it was"
+    enc = get_image_encoder(f"skill:{model}", "cpu")
+    df = pd.read_csv(ssl_catalog, dtype=str)
+    x = np.stack([enc.preprocess(load_image(p)) for p in df["image"][:4]])
+    with torch.no_grad():
+        want = torch.nn.functional.normalize(teacher.head.mlp(teacher.backbone.eval()(torch.from_numpy(x))), dim=-1).numpy()
+    assert enc.dim == 32 and np.allclose(enc(x), want, atol=1e-4)
+    r = runner.invoke(app, ["embed", str(ssl_catalog), "--model", f"skill:{model}", "--out", str(tmp_path / "emb"),
+                            "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert load_embeddings(tmp_path / "emb").matrix.shape == (24, 32)

@@ -14,7 +14,13 @@ skill-L        SkiLL \\ L: no local augmentations
 skill-H        SkiLL \\ H: no pre-processing
 skill-colour   SkiLL with p1 = p2 = p3 = 0.1 (the paper's colour ablation)
 skill-P        SkiLL without product positives (no product column at all: two views of one image)
+skill-gentle   SkiLL by the ``gentle`` recipe (:mod:`simlabel.ssl.recipes`): 1 block, peak lr 3e-4
+skill-keep     SkiLL by the ``keep`` recipe: distillation to the frozen pretrained encoder (λ = 1)
+skill-proj     SkiLL by the ``projection`` recipe: the encoder frozen, a colour-invariant projection trained
 ============== =================================================================================
+
+The ``skill`` variant runs the ``paper`` recipe; the recipes change only how the encoder trains, on the same
+views, loss and budget.
 
 **Design retrieval**, what a shop uses SkiLL for (:func:`simlabel.ssl.probes.design_recall`): the design groups
 (colour variants of one title) are split 50/50 by ``design_seed``; training sees the first half as product
@@ -50,12 +56,16 @@ from simlabel.experiments._common import jsonable, open_experiment
 from simlabel.progress import task
 from simlabel.ssl.augment import ViewConfig
 from simlabel.ssl.probes import colour_entropy, design_recall, hide_designs, probe, split_designs
+from simlabel.ssl.recipes import recipe_options
 from simlabel.ssl.train import SSLConfig, train_ssl
 from simlabel.store import Embeddings, load_embeddings
 
 __all__ = ["SSLExperimentConfig", "VARIANTS", "run_ssl_experiment", "variant_config", "write_html"]
 
-VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour", "skill-P")
+VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour", "skill-P", "skill-gentle", "skill-keep",
+            "skill-proj")
+#: the variants that are a :mod:`simlabel.ssl.recipes` recipe of SkiLL
+RECIPE_VARIANTS = {"skill-gentle": "gentle", "skill-keep": "keep", "skill-proj": "projection"}
 
 
 @dataclass
@@ -107,6 +117,8 @@ def variant_config(variant: str, cfg: SSLExperimentConfig) -> SSLConfig:
     if variant == "dino":
         return SSLConfig(views=ViewConfig.dino(**views), **base)
     skill = dict(task_col=cfg.task_col, product_col=None if variant == "skill-P" else "product")
+    if variant in RECIPE_VARIANTS:
+        return SSLConfig(views=ViewConfig(**views), **skill, **{**base, **recipe_options(RECIPE_VARIANTS[variant])})
     v = {"skill": {}, "skill-L": {"use_local_space": False}, "skill-H": {"preprocess": "none"},
          "skill-colour": {"p_gray": 0.1, "p_jitter": 0.1, "p_blur": 0.1}, "skill-P": {}}[variant]
     return SSLConfig(views=ViewConfig(**views, **v), **skill, **base)

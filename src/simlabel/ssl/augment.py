@@ -40,7 +40,7 @@ from PIL import Image, ImageEnhance, ImageFilter, ImageOps
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import ConfigError, InputError
-from simlabel.images import crop_to_product
+from simlabel.images import crop_to_product, resize_center_crop
 
 __all__ = [
     "LOCAL_OPS",
@@ -328,10 +328,14 @@ class LocalSpace:
 
 
 def make_views(first: Image.Image, second: Image.Image | None, product_type: str | None, cfg: ViewConfig,
-               space: LocalSpace | None, rng: np.random.Generator, *, colour: bool = True) -> list[np.ndarray]:
+               space: LocalSpace | None, rng: np.random.Generator, *, colour: bool = True,
+               clean: bool = False) -> list[np.ndarray]:
     """The ``2 + local_crops`` views of one sample as ``uint8 (H, W, 3)`` arrays: two global views
     (from ``first`` and ``second``, the product's other image, or ``first`` again), then the
     low-resolution views of ``first``. ``colour=False`` leaves the colour set to :func:`kornia_colour`.
+    ``clean=True`` appends the un-jittered view of ``first``: its pre-processing only, resized and
+    centre-cropped to the global size, no augmentation (the distillation target's input,
+    :mod:`simlabel.ssl.distill`).
     """
     if second is None:
         second = first
@@ -347,6 +351,8 @@ def make_views(first: Image.Image, second: Image.Image | None, product_type: str
         size, scale = (cfg.global_size, cfg.global_scale) if k < 2 else (cfg.local_size, cfg.local_scale)
         view = global_ops(random_resized_crop(src, size, scale, rng), cfg, rng, colour=colour)
         views.append(np.asarray(view, dtype=np.uint8))
+    if clean:
+        views.append(np.asarray(resize_center_crop(first.convert("RGB"), cfg.global_size), dtype=np.uint8))
     return views
 
 

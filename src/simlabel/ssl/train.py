@@ -65,6 +65,7 @@ from simlabel.ssl.dino import (
     teacher_temperature_schedule,
     update_center,
 )
+from simlabel.ssl.distill import feature_distillation_loss
 
 __all__ = ["SSLConfig", "SSLResult", "SkillNetwork", "train_ssl"]
 
@@ -139,8 +140,13 @@ class SSLConfig:
     workers: int | None = None
     #: side of the images the exported encoder embeds (None: 224 for EfficientNet, the global size for a ViT)
     embed_size: int | None = None
-    #: which network becomes the encoder: the ``teacher`` (DINO's evaluation choice) or the ``student``
+    #: which network becomes the encoder: the ``teacher`` (DINO's evaluation choice), the ``student``, or the
+    #: teacher's ``projection`` (the DINO head's MLP up to its bottleneck, on the frozen backbone: a colour-invariant
+    #: projection trained on top of the pretrained encoder, :mod:`simlabel.ssl.recipes`)
     export: str = "teacher"
+    #: weight of the distillation to the frozen pretrained encoder on the un-jittered view (``--keep``,
+    #: :mod:`simlabel.ssl.distill`); 0: none
+    keep: float = 0.0
 
     def __post_init__(self) -> None:
         if isinstance(self.views, Mapping):
@@ -166,7 +172,10 @@ class SSLConfig:
         one_of(self.precision, ("auto", "fp32", "bf16"), "precision")
         one_of(self.trunk_backend, ("auto", "onnx", "torch"), "trunk_backend")
         one_of(self.colour_backend, ("auto", "pillow", "kornia"), "colour_backend")
-        one_of(self.export, ("teacher", "student"), "export")
+        one_of(self.export, ("teacher", "student", "projection"), "export")
+        in_range(self.keep, "keep", 0)
+        if self.export == "projection" and self.keep:
+            raise ConfigError("export='projection' trains the head on a frozen backbone: `keep` has nothing to anchor")
         positive_int(self.workers, "workers", allow_none=True)
         positive_int(self.embed_size, "embed_size", minimum=8, allow_none=True)
         if self.teacher_views == "local" and self.views.local_crops == 0:
@@ -281,7 +290,7 @@ def _sample_views(samples: _Samples, cfg: SSLConfig, space: LocalSpace, row: int
         except ImageError as e:
             failures.append({"id": samples.ids[other], "image": str(samples.paths[other]), "reason": e.reason})
     ptype = samples.types[row] if samples.types is not None else None
-    return make_views(first, second, ptype, cfg.views, space, rng, colour=colour), failures
+    return make_views(first, second, ptype, cfg.views, space, rng, colour=colour, clean=cfg.keep > 0), failures
 
 
 def _load_batch(pool: ThreadPoolExecutor, samples: _Samples, cfg: SSLConfig, space: LocalSpace, epoch: int,
@@ -344,6 +353,9 @@ def _build(cfg: SSLConfig, device: str) -> tuple[SkillNetwork, SkillNetwork]:
         backbone = build_backbone(cfg.backbone, train_blocks=cfg.train_blocks, image_size=cfg.views.global_size, vit=cfg.vit)
         head = DINOHead(backbone.dim, cfg.out_dim, hidden_dim=cfg.head_hidden, bottleneck_dim=cfg.head_bottleneck,
                         n_layers=cfg.head_layers, norm_last_layer=cfg.norm_last_layer)
+    if cfg.export == "projection":  # the pretrained backbone stays as it is: only the projection (head) trains
+        for p in backbone.parameters():
+            p.requires_grad_(False)
     student = SkillNetwork(backbone, head).to(device)
     teacher = copy.deepcopy(student)
     for p in teacher.parameters():
@@ -443,6 +455,13 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
     sched = _schedules(cfg, total, steps_per_epoch)
 
     student, teacher = _build(cfg, device)
+    # the distillation's target: the backbone as built, i.e. the pretrained one, frozen (before a resume loads
+    # the trained weights into the student)
+    anchor = None
+    if cfg.keep > 0:
+        anchor = copy.deepcopy(student.backbone).eval()
+        for p in anchor.parameters():
+            p.requires_grad_(False)
     params = student.backbone.trainable_parameters() + [p for p in student.head.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(_param_groups(student, params), lr=cfg.lr, weight_decay=cfg.weight_decay)
     center = torch.zeros(1, cfg.out_dim, device=device)
@@ -481,10 +500,12 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                 "failures": failures, "config": json.loads(json.dumps(cfg.to_dict())),
                 "seconds": seconds_before + (time.perf_counter() - t0)}
 
+    n_augmented = 2 + cfg.views.local_crops  # then, with keep, the un-jittered view
+
     def prepare(batch: list[np.ndarray], seed: int) -> list[torch.Tensor]:
         xs = [_to_tensor(b, device) for b in batch]
-        if colour_on_device:
-            xs = [kornia_colour(x, cfg.views, generator_seed=seed + k) for k, x in enumerate(xs)]
+        if colour_on_device:  # never on the un-jittered view
+            xs = [kornia_colour(x, cfg.views, generator_seed=seed + k) if k < n_augmented else x for k, x in enumerate(xs)]
         return [(x - mean) / std for x in xs]
 
     t0 = time.perf_counter()
@@ -511,23 +532,34 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                     g["lr"] = lr
                     if i == 0:
                         g["weight_decay"] = wd
+                clean = xs[n_augmented] if anchor is not None else None
                 globals_ = torch.cat(xs[:n_global])
-                locals_ = torch.cat(xs[n_global:]) if n_local else None
+                locals_ = torch.cat(xs[n_global:n_augmented]) if n_local else None
+                keep_loss = None
                 with amp:
                     if frozen_trunk:
                         with torch.no_grad():
                             hg = trunk(globals_).to(device)
                             hl = trunk(locals_).to(device) if locals_ is not None else None
+                            hc = trunk(clean).to(device) if clean is not None else None
                         s_global = student.head(student.backbone.top(hg))
                         s_local = student.head(student.backbone.top(hl)) if hl is not None else None
                         with torch.no_grad():
                             t_in = hg if cfg.teacher_views == "global" else hl
                             t_out = teacher.head(teacher.backbone.top(t_in))
+                        if hc is not None:
+                            with torch.no_grad():
+                                target = anchor.top(hc)
+                            keep_loss = feature_distillation_loss(student.backbone.top(hc), target)
                     else:
                         s_global = student(globals_)
                         s_local = student(locals_) if locals_ is not None else None
                         with torch.no_grad():
                             t_out = teacher(globals_ if cfg.teacher_views == "global" else locals_)
+                        if clean is not None:
+                            with torch.no_grad():
+                                target = anchor(clean)
+                            keep_loss = feature_distillation_loss(student.backbone(clean), target)
                 temp = float(sched["teacher_temp"][step])
                 if cfg.teacher_views == "global":
                     s_out = torch.cat([s_global] + ([s_local] if s_local is not None else []))
@@ -537,6 +569,9 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                 loss = dino_loss(s_out, t_out, center, n_student_views=n_s, n_teacher_views=n_t,
                                  student_temp=cfg.student_temp, teacher_temp=temp, shared_views=shared,
                                  reduction=cfg.reduction)
+                dino_part = float(loss.detach())
+                if keep_loss is not None:
+                    loss = loss + cfg.keep * keep_loss
                 if not torch.isfinite(loss):
                     raise FloatingPointError(f"the loss is {float(loss)} at step {step}: lower `lr`")
                 optimizer.zero_grad(set_to_none=True)
@@ -556,7 +591,8 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                                 "momentum": float(sched["momentum"][step]), "teacher_temp": temp,
                                 "entropy": mon["entropy"], "kl_uniform": mon["kl_uniform"],
                                 "center_norm": mon["center_norm"], "diversity": diversity, "batch": b,
-                                "seconds": elapsed})
+                                "seconds": elapsed, "dino_loss": dino_part,
+                                **({"keep_loss": float(keep_loss)} if keep_loss is not None else {})})
             step += 1
             rate = images / max(time.perf_counter() - t0, 1e-9)
             last = history[-1] if history else {}
@@ -590,14 +626,16 @@ def _write_model(out: Path, partial: Path, cat: Catalog, cfg: SSLConfig, res: di
         torch.save(student.state_dict(), tmp / "student.pt")
         torch.save(teacher.state_dict(), tmp / "teacher.pt")
         backbone = copy.deepcopy(export_net.backbone).cpu().float().eval()
-        export_onnx(_Exported(backbone), tmp / "backbone.onnx", image_size=embed_size)
+        projector = copy.deepcopy(teacher.head.mlp).cpu().float().eval() if cfg.export == "projection" else None
+        exported = _Exported(backbone, projector)
+        export_onnx(exported, tmp / "backbone.onnx", image_size=embed_size)
         atomic_write_json(tmp / "history.json", history)
         pd.DataFrame(list(seen.values()), columns=["id", "image", "reason"]).to_csv(tmp / "failures.csv", index=False)
         atomic_write_json(tmp / "config.json", {
             "format": FORMAT, "format_version": FORMAT_VERSION,
             "options": cfg.to_dict(), "resolved": res,
             "catalog": str(cat.path or cat.root), "n_catalog_rows": len(cat), "seed": cfg.seed,
-            "encoder": {"dim": backbone.dim, "image_size": embed_size, "mean": list(backbone.normalization[0]),
+            "encoder": {"dim": exported.dim, "image_size": embed_size, "mean": list(backbone.normalization[0]),
                         "std": list(backbone.normalization[1]), "preprocess": cfg.views.preprocess,
                         "network": cfg.export, "backbone": cfg.backbone},
             "steps": len(history), "seconds": seconds, "images_per_s": ips, "n_failures": len(seen),
@@ -607,14 +645,19 @@ def _write_model(out: Path, partial: Path, cat: Catalog, cfg: SSLConfig, res: di
 
 
 class _Exported(nn.Module):
-    """The backbone as the encoder runs it: features, L2-normalised."""
+    """The backbone as the encoder runs it: features (or, with a projector, their projection), L2-normalised."""
 
-    def __init__(self, backbone: Backbone) -> None:
+    def __init__(self, backbone: Backbone, projector: nn.Module | None = None) -> None:
         super().__init__()
-        self.backbone = backbone
+        self.backbone, self.projector = backbone, projector
+        last = [m for m in projector.modules() if isinstance(m, nn.Linear)][-1] if projector is not None else None
+        self.dim = int(last.out_features) if last is not None else int(backbone.dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.nn.functional.normalize(self.backbone(x), dim=-1)
+        f = self.backbone(x)
+        if self.projector is not None:
+            f = self.projector(f)
+        return torch.nn.functional.normalize(f, dim=-1)
 
 
 def read_config(model_dir: str | os.PathLike) -> dict:

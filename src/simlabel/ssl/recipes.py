@@ -1,0 +1,54 @@
+"""How SkiLL trains from a pretrained encoder: the recipes ``simlabel ssl train --recipe`` names.
+
+Paper 001 fine-tunes its encoder with DINO over SkiLL's views. On a CPU-sized budget that run loses what the
+pretrained encoder knew (RESULTS.md §11: 5-7 points of article_type accuracy, and fewer same-design items among an
+item's neighbours), so the recipes below keep the start and learn the colour invariance beside it. Each is a set of
+:class:`~simlabel.ssl.train.SSLConfig` options over the same views, loss and budget:
+
+``paper``
+    Paper 001 as printed (and DINO, Caron et al. 2021): the last 2 EfficientNet blocks and the head trained at a
+    peak learning rate of 1e-3; the EMA teacher's backbone is the encoder.
+``gentle``
+    The same fine-tuning, smaller steps: 1 block at a peak learning rate of 3e-4, the usual first remedy when
+    fine-tuning forgets ("How transferable are features...", Yosinski et al. 2014; lower rates for pretrained
+    layers, "Universal Language Model Fine-tuning", Howard & Ruder 2018).
+``keep``
+    The paper's fine-tuning plus distillation of the frozen pretrained encoder on the un-jittered view
+    (:mod:`simlabel.ssl.distill`, after CaSSLe, Fini et al. 2022): ``keep`` = 1.
+``projection``
+    The pretrained encoder frozen whole; only DINO's projection head trains on SkiLL's views, and the encoder is
+    the teacher's projection (its MLP up to the 256-d bottleneck, L2-normalised) of the frozen features: a
+    colour-invariant projection learnt on top of what the start knew, as linear evaluation and "projection heads"
+    on frozen features do (SimCLR, Chen et al. 2020, §4.2). Cheap on a CPU: the trunk runs in ONNX Runtime and
+    nothing under the head is differentiated.
+
+:data:`DEFAULT_RECIPE` is what ``ssl train`` runs unless told otherwise (chosen on the measurements of RESULTS.md
+§11); ``paper`` stays available.
+"""
+
+from __future__ import annotations
+
+from simlabel.checks import one_of
+
+__all__ = ["DEFAULT_RECIPE", "RECIPES", "recipe_options"]
+
+#: each recipe's options over :class:`~simlabel.ssl.train.SSLConfig`'s defaults
+RECIPES: dict[str, dict] = {
+    "paper": {},
+    "gentle": {"train_blocks": 1, "lr": 3e-4},
+    "keep": {"keep": 1.0},
+    "projection": {"train_blocks": 0, "export": "projection"},
+}
+DEFAULT_RECIPE = "paper"
+
+
+def recipe_options(name: str) -> dict:
+    """The :class:`~simlabel.ssl.train.SSLConfig` options of recipe ``name`` (a copy).
+
+    Examples
+    --------
+    >>> recipe_options("keep")
+    {'keep': 1.0}
+    """
+    one_of(name, tuple(RECIPES), "recipe")
+    return dict(RECIPES[name])
