@@ -227,8 +227,9 @@ def test_distillation_keeps_the_student_near_the_pretrained_encoder(ssl_catalog:
 
 @pytest.mark.slow
 def test_the_projection_recipe_trains_a_head_on_the_frozen_encoder_and_embeds(ssl_catalog: Path, tmp_path: Path):
-    """recipe projection: the pretrained EfficientNet frozen whole, DINO's head trained; the encoder is the teacher's
-    projection of the pretrained features, L2-normalised, and `simlabel embed --model skill:DIR` runs it."""
+    """recipe projection: the pretrained EfficientNet frozen whole, an identity-initialised linear map trained by
+    InfoNCE over SkiLL's views; the encoder is the teacher's map of the pretrained features, L2-normalised, and
+    `simlabel embed --model skill:DIR` runs it."""
     from simlabel.encoders import get_image_encoder
     from simlabel.images import load_image
     from simlabel.ssl.recipes import recipe_options
@@ -249,8 +250,29 @@ def test_the_projection_recipe_trains_a_head_on_the_frozen_encoder_and_embeds(ss
     x = np.stack([enc.preprocess(load_image(p)) for p in df["image"][:4]])
     with torch.no_grad():
         want = torch.nn.functional.normalize(teacher.head.mlp(teacher.backbone.eval()(torch.from_numpy(x))), dim=-1).numpy()
-    assert enc.dim == 32 and np.allclose(enc(x), want, atol=1e-4)
+    assert enc.dim == 1280 and np.allclose(enc(x), want, atol=1e-4)
+    # it trained: the map moved from the identity it started at
+    assert not torch.allclose(teacher.head.mlp.weight, torch.eye(1280), atol=1e-6)
     r = runner.invoke(app, ["embed", str(ssl_catalog), "--model", f"skill:{model}", "--out", str(tmp_path / "emb"),
                             "--no-progress"])
     assert r.exit_code == 0, r.output
-    assert load_embeddings(tmp_path / "emb").matrix.shape == (24, 32)
+    assert load_embeddings(tmp_path / "emb").matrix.shape == (24, 1280)
+
+
+def test_info_nce_prefers_a_products_own_view_and_the_projector_starts_at_the_identity():
+    from simlabel.ssl.contrastive import LinearProjector, info_nce_loss
+
+    g = torch.Generator().manual_seed(0)
+    a = torch.randn(16, 8, generator=g)
+    b = a + 0.05 * torch.randn(16, 8, generator=g)  # each row's positive: a near copy of it
+    assert float(info_nce_loss(a, b)) < float(info_nce_loss(a, b[torch.randperm(16, generator=g)]))
+    assert float(info_nce_loss(a, b)) == pytest.approx(float(info_nce_loss(b, a)), abs=1e-6)  # symmetric
+    x = torch.randn(4, 8, generator=g)
+    assert torch.allclose(LinearProjector(8)(x), x)
+    with pytest.raises(ValueError, match="alike"):
+        info_nce_loss(a, b[:3])
+    from simlabel.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="infonce"):
+        SSLConfig(projector="linear")
+

@@ -9,7 +9,11 @@ import typer
 
 from simlabel.cli._common import command, default, device_option, progress_option, say
 from simlabel.ssl.augment import ViewConfig
+from simlabel.ssl.recipes import DEFAULT_RECIPE, RECIPES, recipe_options
 from simlabel.ssl.train import SSLConfig
+
+RECIPE_HELP = [f"{name} ({', '.join(f'{k}={v}' for k, v in opts.items()) or 'the paper as printed'})"
+               for name, opts in RECIPES.items()]
 
 ssl_app = typer.Typer(help="Self-supervised, colour-agnostic design embeddings (SkiLL, paper 001): ssl train.", no_args_is_help=True)
 
@@ -27,11 +31,13 @@ def ssl_train(
     design_from: Optional[str] = typer.Option(None, "--design-from", help="TITLE_COL,COLOUR_COL: derive the product column from colour variants of one title (design_groups), e.g. title,base_colour."),
     local_config: Optional[Path] = typer.Option(None, "--local-config", help="YAML/JSON file of the local augmentation space per type (default: simlabel's for fashion sub-categories)."),
     backbone: str = typer.Option(default(SSLConfig, "backbone"), "--backbone", help="efficientnet-lite0 (pretrained, the default encoder) or vit-tiny (random init)."),
-    train_blocks: str = typer.Option(str(default(SSLConfig, "train_blocks")), "--train-blocks", help="Backbone blocks trained, from the top, or 'all'; the frozen rest runs through ONNX Runtime on CPU."),
+    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="How the encoder trains (simlabel.ssl.recipes): " + "; ".join(RECIPE_HELP) + ". --train-blocks, --lr and --keep override it."),
+    train_blocks: Optional[str] = typer.Option(None, "--train-blocks", help="Backbone blocks trained, from the top, or 'all'; the frozen rest runs through ONNX Runtime on CPU (default: the recipe's)."),
+    keep: Optional[float] = typer.Option(None, "--keep", help="Weight of the distillation to the frozen pretrained encoder on the un-jittered view (default: the recipe's; 0: none)."),
     epochs: int = typer.Option(default(SSLConfig, "epochs"), "--epochs"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the catalog)."),
     batch_size: int = typer.Option(default(SSLConfig, "batch_size"), "--batch-size", help="Products per step."),
-    lr: float = typer.Option(default(SSLConfig, "lr"), "--lr", help="Peak learning rate (AdamW; warm-up then cosine)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW; warm-up then cosine; default: the recipe's)."),
     global_size: Optional[int] = typer.Option(None, "--global-size", help="Side of the 2 global views (default: the paper's 224 on CUDA, 128 on CPU)."),
     local_size: Optional[int] = typer.Option(None, "--local-size", help="Side of the low-resolution views (default: the paper's 96 on CUDA, 64 on CPU)."),
     local_crops: Optional[int] = typer.Option(None, "--local-crops", help="Number of low-resolution views c (default: 6 on CUDA, 4 on CPU)."),
@@ -86,11 +92,16 @@ def ssl_train(
     else:
         views = ViewConfig(**views_kw, p_gray=p_gray, p_jitter=p_jitter, p_blur=p_blur, preprocess=preprocess,
                            use_local_space=not no_local)
-    cfg = SSLConfig(backbone=backbone, train_blocks=_blocks(train_blocks), views=views,
+    options = recipe_options(recipe)
+    for name, value in (("train_blocks", _blocks(train_blocks) if train_blocks is not None else None), ("lr", lr),
+                        ("keep", keep)):
+        if value is not None:
+            options[name] = value
+    cfg = SSLConfig(backbone=backbone, views=views,
                     local_config=str(local_config) if local_config else None, task_col=task_col, product_col=product_col,
-                    epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, lr=lr, out_dim=out_dim,
+                    epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, out_dim=out_dim,
                     teacher_views=teacher_views, checkpoint_every=checkpoint_every, precision=precision, workers=workers,
-                    seed=seed)
+                    seed=seed, **options)
     res = train_ssl(catalog, out, cfg, device=device, resume=resume, restart=restart)
     last = res.history[-1] if res.history else {}
     say(f"{res.steps} steps, {res.images:,} products in {res.seconds:.0f} s ({res.images_per_s:.1f}/s); final loss "

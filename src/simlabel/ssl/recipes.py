@@ -16,11 +16,14 @@ item's neighbours), so the recipes below keep the start and learn the colour inv
     The paper's fine-tuning plus distillation of the frozen pretrained encoder on the un-jittered view
     (:mod:`simlabel.ssl.distill`, after CaSSLe, Fini et al. 2022): ``keep`` = 1.
 ``projection``
-    The pretrained encoder frozen whole; only DINO's projection head trains on SkiLL's views, and the encoder is
-    the teacher's projection (its MLP up to the 256-d bottleneck, L2-normalised) of the frozen features: a
-    colour-invariant projection learnt on top of what the start knew, as linear evaluation and "projection heads"
-    on frozen features do (SimCLR, Chen et al. 2020, §4.2). Cheap on a CPU: the trunk runs in ONNX Runtime and
-    nothing under the head is differentiated.
+    The pretrained encoder frozen whole; a square linear map on its features, initialised to the identity
+    (:class:`~simlabel.ssl.contrastive.LinearProjector`), trains with SimCLR's InfoNCE (Chen et al. 2020) between
+    SkiLL's views of a product (the two global views come from two colour variants of a design where the catalog
+    has them), without weight decay (which would pull the map to zero, away from the start). The encoder is the
+    EMA teacher's map of the frozen features, L2-normalised: a colour-invariant projection learnt on top of what
+    the start knew. Cheap on a CPU: the trunk runs in ONNX Runtime and nothing under the map is differentiated.
+    (DINO's own head as the projection, 4,096 prototypes, stayed near its uniform start over one CPU epoch and
+    lost design retrieval: RESULTS.md §11.)
 
 :data:`DEFAULT_RECIPE` is what ``ssl train`` runs unless told otherwise (chosen on the measurements of RESULTS.md
 §11); ``paper`` stays available.
@@ -37,7 +40,8 @@ RECIPES: dict[str, dict] = {
     "paper": {},
     "gentle": {"train_blocks": 1, "lr": 3e-4},
     "keep": {"keep": 1.0},
-    "projection": {"train_blocks": 0, "export": "projection"},
+    "projection": {"train_blocks": 0, "export": "projection", "objective": "infonce", "projector": "linear",
+                   "weight_decay": 0.0, "weight_decay_end": 0.0},
 }
 DEFAULT_RECIPE = "paper"
 

@@ -54,6 +54,7 @@ from simlabel.images import ImageError, load_image
 from simlabel.progress import task
 from simlabel.ssl.augment import LocalSpace, ViewConfig, kornia_colour, make_views
 from simlabel.ssl.backbones import BACKBONES, Backbone, OnnxTrunk, build_backbone, export_onnx, trunk_trains
+from simlabel.ssl.contrastive import LinearProjector, info_nce_loss
 from simlabel.ssl.dino import (
     DINOHead,
     cancel_last_layer_gradients,
@@ -147,6 +148,14 @@ class SSLConfig:
     #: weight of the distillation to the frozen pretrained encoder on the un-jittered view (``--keep``,
     #: :mod:`simlabel.ssl.distill`); 0: none
     keep: float = 0.0
+    #: the loss: ``dino`` (self-distillation with centring, paper 001) or ``infonce`` (SimCLR's contrastive loss
+    #: between the two global views, and each low-resolution view against the second: :mod:`simlabel.ssl.contrastive`)
+    objective: str = "dino"
+    #: ``infonce``: its temperature
+    nce_temp: float = 0.1
+    #: what the loss trains on the backbone: DINO's ``dino-head`` (MLP, bottleneck, prototypes) or a ``linear``
+    #: square map initialised to the identity (:class:`~simlabel.ssl.contrastive.LinearProjector`)
+    projector: str = "dino-head"
 
     def __post_init__(self) -> None:
         if isinstance(self.views, Mapping):
@@ -174,6 +183,11 @@ class SSLConfig:
         one_of(self.colour_backend, ("auto", "pillow", "kornia"), "colour_backend")
         one_of(self.export, ("teacher", "student", "projection"), "export")
         in_range(self.keep, "keep", 0)
+        one_of(self.objective, ("dino", "infonce"), "objective")
+        one_of(self.projector, ("dino-head", "linear"), "projector")
+        in_range(self.nce_temp, "nce_temp", 0, math.inf, lo_open=True)
+        if self.projector == "linear" and self.objective == "dino":
+            raise ConfigError("the linear projector has no prototypes for DINO's loss: use objective='infonce'")
         if self.export == "projection" and self.keep:
             raise ConfigError("export='projection' trains the head on a frozen backbone: `keep` has nothing to anchor")
         positive_int(self.workers, "workers", allow_none=True)
@@ -351,8 +365,11 @@ def _build(cfg: SSLConfig, device: str) -> tuple[SkillNetwork, SkillNetwork]:
     with torch.random.fork_rng(devices=[]):  # the head's initialisation, without touching the caller's RNG
         torch.manual_seed(cfg.seed)
         backbone = build_backbone(cfg.backbone, train_blocks=cfg.train_blocks, image_size=cfg.views.global_size, vit=cfg.vit)
-        head = DINOHead(backbone.dim, cfg.out_dim, hidden_dim=cfg.head_hidden, bottleneck_dim=cfg.head_bottleneck,
-                        n_layers=cfg.head_layers, norm_last_layer=cfg.norm_last_layer)
+        if cfg.projector == "linear":
+            head: nn.Module = LinearProjector(backbone.dim)
+        else:
+            head = DINOHead(backbone.dim, cfg.out_dim, hidden_dim=cfg.head_hidden, bottleneck_dim=cfg.head_bottleneck,
+                            n_layers=cfg.head_layers, norm_last_layer=cfg.norm_last_layer)
     if cfg.export == "projection":  # the pretrained backbone stays as it is: only the projection (head) trains
         for p in backbone.parameters():
             p.requires_grad_(False)
@@ -380,7 +397,7 @@ def _catalog_of(catalog: str | os.PathLike | Catalog) -> Catalog:
 
 
 def _monitor_warnings(history: list[dict], log_k: float) -> list[str]:
-    late = [h for h in history[len(history) // 2:] if "entropy" in h]
+    late = [h for h in history[len(history) // 2:] if h.get("entropy") is not None]
     if not late:
         return []
     ent = float(np.mean([h["entropy"] for h in late]))
@@ -561,14 +578,21 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                                 target = anchor(clean)
                             keep_loss = feature_distillation_loss(student.backbone(clean), target)
                 temp = float(sched["teacher_temp"][step])
-                if cfg.teacher_views == "global":
-                    s_out = torch.cat([s_global] + ([s_local] if s_local is not None else []))
-                    n_s, n_t, shared = n_global + n_local, n_global, n_global
+                if cfg.objective == "infonce":
+                    # the two global views of each product, then each low-resolution view against the second
+                    z1, z2 = s_global[:b], s_global[b:2 * b]
+                    pairs = [(z1, z2)] + [(s_local[k * b:(k + 1) * b], z2) for k in range(n_local)] if s_local is not None \
+                        else [(z1, z2)]
+                    loss = sum(info_nce_loss(x, y, cfg.nce_temp) for x, y in pairs) / len(pairs)
                 else:
-                    s_out, n_s, n_t, shared = s_global, n_global, n_local, 0
-                loss = dino_loss(s_out, t_out, center, n_student_views=n_s, n_teacher_views=n_t,
-                                 student_temp=cfg.student_temp, teacher_temp=temp, shared_views=shared,
-                                 reduction=cfg.reduction)
+                    if cfg.teacher_views == "global":
+                        s_out = torch.cat([s_global] + ([s_local] if s_local is not None else []))
+                        n_s, n_t, shared = n_global + n_local, n_global, n_global
+                    else:
+                        s_out, n_s, n_t, shared = s_global, n_global, n_local, 0
+                    loss = dino_loss(s_out, t_out, center, n_student_views=n_s, n_teacher_views=n_t,
+                                     student_temp=cfg.student_temp, teacher_temp=temp, shared_views=shared,
+                                     reduction=cfg.reduction)
                 dino_part = float(loss.detach())
                 if keep_loss is not None:
                     loss = loss + cfg.keep * keep_loss
@@ -577,14 +601,17 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 clip_gradients(student, cfg.clip_grad)
-                if step < int(sched["freeze_last"]):
+                if step < int(sched["freeze_last"]) and isinstance(student.head, DINOHead):
                     cancel_last_layer_gradients(student.head)
                 optimizer.step()
                 ema_update(teacher, student, float(sched["momentum"][step]))
-                mon = collapse_monitors(t_out, center, temp)
-                update_center(center, t_out, cfg.center_momentum)
-                # share of distinct prototypes among the teacher's choices: 1/rows when all agree
-                diversity = float(torch.unique(t_out.argmax(-1)).numel()) / t_out.shape[0]
+                if cfg.objective == "dino":
+                    mon = collapse_monitors(t_out, center, temp)
+                    update_center(center, t_out, cfg.center_momentum)
+                    # share of distinct prototypes among the teacher's choices: 1/rows when all agree
+                    diversity = float(torch.unique(t_out.argmax(-1)).numel()) / t_out.shape[0]
+                else:  # no prototypes, no centre: nothing of DINO's to watch
+                    mon, diversity = {"entropy": None, "kl_uniform": None, "center_norm": None}, None
                 images += b
                 elapsed = seconds_before + time.perf_counter() - t0
                 history.append({"step": step, "epoch": step // steps_per_epoch, "loss": loss.item(), "lr": lr,
@@ -592,13 +619,15 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
                                 "entropy": mon["entropy"], "kl_uniform": mon["kl_uniform"],
                                 "center_norm": mon["center_norm"], "diversity": diversity, "batch": b,
                                 "seconds": elapsed, "dino_loss": dino_part,
-                                **({"keep_loss": float(keep_loss)} if keep_loss is not None else {})})
+                                **({"keep_loss": float(keep_loss.detach())} if keep_loss is not None else {})})
             step += 1
             rate = images / max(time.perf_counter() - t0, 1e-9)
             last = history[-1] if history else {}
-            bar.advance(1, loss=f"{last.get('loss', float('nan')):.3f}", **{"products/s": f"{rate:.1f}"},
-                        H=f"{last.get('entropy', float('nan')):.2f}", KL=f"{last.get('kl_uniform', float('nan')):.2f}",
-                        c=f"{last.get('center_norm', float('nan')):.2f}")
+            nan = float("nan")
+            bar.advance(1, loss=f"{last.get('loss', nan):.3f}", **{"products/s": f"{rate:.1f}"},
+                        H=f"{last.get('entropy') if last.get('entropy') is not None else nan:.2f}",
+                        KL=f"{last.get('kl_uniform') if last.get('kl_uniform') is not None else nan:.2f}",
+                        c=f"{last.get('center_norm') if last.get('center_norm') is not None else nan:.2f}")
             if step % cfg.checkpoint_every == 0 or step % steps_per_epoch == 0 or step == stop_at:
                 _save_checkpoint(ckpt_path, state_dict())
     seconds = seconds_before + time.perf_counter() - t0
