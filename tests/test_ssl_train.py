@@ -184,6 +184,16 @@ def test_cli_ssl_train_prints_progress_lines_and_embeds(ssl_catalog: Path, tmp_p
     assert res.exit_code == 0, res.output
     assert "ssl train: 2/2 steps" in res.output and "loss" in res.output and "H " in res.output and "KL " in res.output
     assert f"--model skill:{out}" in res.output
+    # the default recipe (gentle) sets what the command line leaves: its learning rate, and the blocks given
+    options = json.loads((out / "config.json").read_text())["options"]
+    assert options["lr"] == 3e-4 and options["train_blocks"] == 1 and options["keep"] == 0.0
+    kept = runner.invoke(app, [*args[:-1], "--out", str(tmp_path / "keep"), "--recipe", "keep", "--keep", "0.5",
+                               "--no-progress"])
+    assert kept.exit_code == 0, kept.output
+    options = json.loads((tmp_path / "keep" / "config.json").read_text())["options"]
+    assert options["keep"] == 0.5 and options["lr"] == 1e-3 and options["train_blocks"] == 1
+    unknown = runner.invoke(app, [*args[:-1], "--out", str(tmp_path / "x"), "--recipe", "fast"])
+    assert unknown.exit_code != 0 and "recipe" in unknown.output
     again = runner.invoke(app, args + ["--resume"])
     assert again.exit_code == 1 and "holds no checkpoint" in again.output and "already complete" in again.output
     bad = runner.invoke(app, [*args[:-1], "--task-col", "nope"])

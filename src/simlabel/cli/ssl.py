@@ -62,7 +62,7 @@ def ssl_train(
 
     The bar shows the loss, products/s and the collapse monitors (H: teacher entropy, KL: KL(mean teacher || uniform), c: centre norm); the command warns when training collapses.
 
-    Cost: the views through the backbone each step: about 40-50 products/s on 2 cores at the defaults (2 x 128 px + 4 x 64 px, last 2 EfficientNet blocks trained over an ONNX trunk), so a pass over 10k images takes 3-4 min; the paper's 224/96 px with 6 views cost about 3x more; a GPU runs them.
+    Cost: the views through the backbone each step, at the CPU defaults (2 x 128 px + 4 x 64 px over an ONNX trunk), measured on 2 cores of the AMD EPYC kind with AVX512-BF16 (RESULTS.md §11): gentle (the default) 59 products/s, paper 52, keep 35 (one more view and the frozen encoder's pass), projection 77; a pass over fashion-products' 9,583 images is 2.5-4.5 min. On an AVX2-only CPU (fp32) the fine-tuning recipes run at about 21 products/s (8 min a pass). The paper's 224/96 px with 6 views cost about 3x more; a GPU runs them.
 
     Examples:
       simlabel ssl train --data ../shared/datasets/fashion-products --task-col sub_category --design-from title,base_colour --out skill/
