@@ -319,7 +319,8 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
             results.get("design_split") or {"seed": "?", "train_groups": "?", "held_groups": "?", "held_images": "?"}),
         "budget per variant": f"{cfg['epochs']} epoch(s) x {cfg['steps_per_epoch'] or 'all'} steps of {cfg['batch_size']} products",
         "views": f"2 x {cfg['global_size']} px + {cfg['local_crops']} x {cfg['local_size']} px",
-        "backbone": f"{cfg['backbone']}, last {cfg['train_blocks']} blocks trained",
+        "backbone": f"{cfg['backbone']}, last {cfg['train_blocks']} blocks trained (the recipe variants: their own, "
+                    "simlabel.ssl.recipes)",
         "local space by": cfg["task_col"], "probes": ", ".join(cfg["probe_cols"]),
         "colour entropy": f"k-means k = {cfg['clusters']}, seeds {list(cfg['cluster_seeds'])}, size-weighted, nats",
     }))
@@ -337,12 +338,13 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     if trained:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         for v, t in trained.items():
-            curve = pd.DataFrame(t["curve"])
+            curve = pd.DataFrame(t["curve"]).apply(pd.to_numeric, errors="coerce")  # InfoNCE runs have no entropy
             window = max(1, len(curve) // 60)  # per-step values of small batches are noisy: a running mean
             smooth = curve.rolling(window, min_periods=1).mean()
             for ax, key in zip(axes, ("loss", "entropy", "center_norm")):
                 ax.plot(curve["step"], smooth[key], label=v, lw=1.2)
-        for ax, title in zip(axes, ("DINO loss (running mean)", "teacher entropy (nats)", "centre norm")):
+        for ax, title in zip(axes, ("loss (running mean; DINO's, or InfoNCE's)", "teacher entropy (nats, DINO)",
+                                    "centre norm (DINO)")):
             ax.set_title(title)
             ax.set_xlabel("step")
         axes[2].legend(loc="center left", bbox_to_anchor=(1.02, 0.5), fontsize=8)
