@@ -62,15 +62,21 @@ def _cells(Y: np.ndarray) -> list[str]:
     return ["|".join(NAMES[j] for j in np.flatnonzero(row)) for row in Y]
 
 
-def test_flip_returns_flips_with_their_summary_by_both_strategies(tmp_path: Path) -> None:
-    X, Y, Yn, _ = make_data(seed=1, n=400)
-    ids = [f"p{i}" for i in range(400)]
+def _noisy_catalog(tmp_path: Path, n: int, seed: int, n_clean: int):
+    """Planted multi-labels: the embeddings, the catalog of noisy labels, and a clean set of the first ``n_clean``."""
+    X, Y, Yn, _ = make_data(seed=seed, n=n)
+    ids = [f"p{i}" for i in range(n)]
     emb = Embeddings(np.array(ids, dtype=object), X, {"path": "mem", "model": "test"})
     cat = tmp_path / "catalog.csv"
     pd.DataFrame({"id": ids, "labels": _cells(Yn)}).to_csv(cat, index=False)
-    cfg = SelfMLConfig(**FAST)
+    pd.DataFrame({"id": ids[:n_clean], "labels": _cells(Y[:n_clean])}).to_csv(tmp_path / "clean.csv", index=False)
+    return X, Y, ids, emb, cat
+
+
+def test_flip_returns_flips_with_their_summary_by_both_strategies(tmp_path: Path) -> None:
     # strategy 2: a clean set of 60 items teaches the flipping model
-    pd.DataFrame({"id": ids[:60], "labels": _cells(Y[:60])}).to_csv(tmp_path / "clean.csv", index=False)
+    X, Y, ids, emb, cat = _noisy_catalog(tmp_path, 400, seed=1, n_clean=60)
+    cfg = SelfMLConfig(**FAST)
     made = flip(emb, cat, clean=tmp_path / "clean.csv", config=cfg, pretrain=multilabel_pretrain(cfg),
                 out=tmp_path / "flips.csv")
     assert isinstance(made, Flipped) and made.basis_to_label is None
@@ -126,12 +132,7 @@ def test_the_jointly_trained_classifier_is_saved_and_predicts(tmp_path: Path) ->
     from simlabel.prediction import predict
     from simlabel.training import save_flip_model
 
-    X, Y, Yn, _ = make_data(seed=2, n=300)
-    ids = [f"p{i}" for i in range(300)]
-    emb = Embeddings(np.array(ids, dtype=object), X, {"path": "mem", "model": "test"})
-    cat = tmp_path / "catalog.csv"
-    pd.DataFrame({"id": ids, "labels": _cells(Yn)}).to_csv(cat, index=False)
-    pd.DataFrame({"id": ids[:50], "labels": _cells(Y[:50])}).to_csv(tmp_path / "clean.csv", index=False)
+    X, _, ids, emb, cat = _noisy_catalog(tmp_path, 300, seed=2, n_clean=50)
     cfg = SelfMLConfig(**FAST)
     made = flip(emb, cat, clean=tmp_path / "clean.csv", config=cfg, pretrain=multilabel_pretrain(cfg))
     assert made.classifier is not None

@@ -232,6 +232,22 @@ class _Fresh:
         self.payload, self.digest = payload, digest
 
 
+def _remove_killed_writes(out: Path) -> None:
+    """Remove what a killed write left in the store folder; the caller holds its lock."""
+    for stale in out.glob(".*.tmp") if out.is_dir() else []:
+        stale.unlink(missing_ok=True)
+
+
+def _differences(old: dict, new: dict, keys: Sequence[str]) -> dict[str, str]:
+    """Each of ``keys`` the two manifests disagree on, with ``key: old != new`` to say so."""
+    return {k: f"{k}: {old.get(k)!r} != {new.get(k)!r}" for k in keys if old.get(k) != new.get(k)}
+
+
+def _generation_shards(out: Path, generation: int) -> list[str]:
+    """The names of an append generation's shards in ``out``, in order."""
+    return sorted(p.name for p in out.glob(f"{APPEND_PREFIX}{generation:04d}-*{SHARD_SUFFIX}"))
+
+
 def _check_append(out: Path, manifest: dict) -> "_Append | None":
     """The append generation to write into ``out``, checked against its first job (``None``: the folder holds
     no store yet, so the whole catalog is embedded as usual)."""
@@ -241,17 +257,14 @@ def _check_append(out: Path, manifest: dict) -> "_Append | None":
             raise StoreError(f"{out} has embedding shards but no {MANIFEST}: nothing simlabel can append to")
         return None
     old = read_manifest(out)
-    keys = ("model_version", "shard_size", "modality", "source_column")
-    diff = [k for k in keys if old.get(k) != manifest.get(k)]
+    diff = _differences(old, manifest, ("model_version", "shard_size", "modality", "source_column"))
     if diff:
-        raise StoreError(f"cannot append to {out}: it was embedded otherwise ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
+        raise StoreError(f"cannot append to {out}: it was embedded otherwise ({', '.join(diff.values())}); "
                          "append with the same model, engine and shard size, or embed into another `out` folder")
     check_complete(out)  # the first job finished (the error says how to finish it)
-    for stale in out.glob(".*.tmp"):
-        stale.unlink(missing_ok=True)  # what a killed write left; we hold the folder's lock
-    appends = old.get("appends", [])
-    generation = len(appends) + 1
-    existing = sorted(p.name for p in out.glob(f"{APPEND_PREFIX}{generation:04d}-*{SHARD_SUFFIX}"))
+    _remove_killed_writes(out)
+    generation = len(old.get("appends", [])) + 1
+    existing = _generation_shards(out, generation)
     seen = [_shard_ids(p) for p in list_shards(out)]
     failed = [r[0] for f in sorted((out / ERRORS_DIR).glob("*.csv")) for r in read_error_rows(f)]
     seen.append(np.asarray(failed, dtype=object))
@@ -260,7 +273,7 @@ def _check_append(out: Path, manifest: dict) -> "_Append | None":
 
 def _record_append(out: Path, job: "_Job", catalog: Catalog) -> dict | None:
     """Write the finished generation into the manifest (the store's fingerprint changes with its ids)."""
-    shards = sorted(p.name for p in out.glob(f"{APPEND_PREFIX}{job.append.generation:04d}-*{SHARD_SUFFIX}"))
+    shards = _generation_shards(out, job.append.generation)
     if not shards:
         return None  # nothing was new
     error_files = [out / ERRORS_DIR / f"{name}.csv" for name in shards]
@@ -278,18 +291,16 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     path = out / MANIFEST
     if overwrite and out.exists():
         clear_store(out)
-    for stale in out.glob(".*.tmp") if out.is_dir() else []:
-        stale.unlink(missing_ok=True)  # what a killed write left; we hold the folder's lock
+    _remove_killed_writes(out)
     if path.exists():
         old = read_manifest(out)
-        keys = ("model_version", "ids_sha256", "shard_size", "modality", "source_column")
-        diff = [k for k in keys if old.get(k) != manifest.get(k)]
+        diff = _differences(old, manifest, ("model_version", "ids_sha256", "shard_size", "modality", "source_column"))
         if diff:
             raise StoreError(
-                f"{out} holds a different embedding job ({', '.join(f'{k}: {old.get(k)!r} != {manifest.get(k)!r}' for k in diff)}); "
+                f"{out} holds a different embedding job ({', '.join(diff.values())}); "
                 "use another `out` folder, or `overwrite` to start again"
                 + ("; to add the rows of a grown catalog to this store, embed it with `append`"
-                   if diff == ["ids_sha256"] else "")
+                   if list(diff) == ["ids_sha256"] else "")
             )
     elif out.exists() and list_shards(out):
         raise StoreError(f"{out} has embedding shards but no {MANIFEST}; use another `out` folder or `overwrite`")

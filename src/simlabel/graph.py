@@ -41,7 +41,7 @@ from simlabel.errors import ConfigError, InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_dir, atomic_path, atomic_write_json, exclusive, read_json, run_record
 from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
 from simlabel.progress import task
-from simlabel.store import Embeddings, StoreRows, as_embeddings, open_store
+from simlabel.store import Embeddings, StoreRows, as_embeddings, grew_into, open_store
 
 if TYPE_CHECKING:
     import scipy.sparse
@@ -243,9 +243,7 @@ class KnnGraph:
     def check_matches(self, emb: Embeddings, what: str = "graph") -> None:
         """Refuse a graph built from other embeddings than ``emb``."""
         if self.fingerprint is not None and self.fingerprint != emb.fingerprint:
-            grown = self.meta.get("space") == emb.space and len(emb.ids) > len(self) and bool(
-                pd.Index(self.ids.astype(str)).isin(emb.ids.astype(str)).all())
-            if grown:  # the same space and every row still there: the store grew since (embed append)
+            if grew_into(self.ids, self.meta.get("space"), emb):  # the store grew since (embed append)
                 raise InputError(
                     f"the {what} {self.meta.get('path') or '(in memory)'} was built from an earlier version of "
                     f"{emb.source}: the store grew from {len(self):,} to {len(emb.ids):,} rows since; add the new rows: "

@@ -624,10 +624,7 @@ class EmbeddingClassifier(ClassifierMixin, BaseEstimator):
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> "EmbeddingClassifier":
-        path = Path(path)
-        if not (path / "config.json").exists() or not (path / "weights.pt").exists():
-            raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
-        meta = read_json(path / "config.json", "model config")
+        path, meta = _model_folder(path)
         cfg = HeadConfig(**meta["config"])
         clf = cls(config=cfg)
         clf.config_ = cfg
@@ -673,6 +670,14 @@ def read_model_meta(path: str | os.PathLike) -> dict:
     return read_json(Path(path) / "config.json", "model config")
 
 
+def _model_folder(path: str | os.PathLike) -> tuple[Path, dict]:
+    """A model folder's path and ``config.json``; an error when it lacks its config or weights."""
+    path = Path(path)
+    if not (path / "config.json").exists() or not (path / "weights.pt").exists():
+        raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
+    return path, read_model_meta(path)
+
+
 def load_model(path: str | os.PathLike) -> "EmbeddingClassifier | MultiLabelClassifier":
     """The head of a model folder, of the kind its ``config.json`` records (single- or multi-label).
 
@@ -704,10 +709,8 @@ def load_model(path: str | os.PathLike) -> "EmbeddingClassifier | MultiLabelClas
     >>> type(load_model(folder)).__name__, load_model(folder).label_names()
     ('MultiLabelClassifier', ['x', 'y'])
     """
-    path = Path(path)
-    if not (path / "config.json").exists():
-        raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
-    kind = read_model_meta(path).get("kind", "EmbeddingClassifier")
+    path, meta = _model_folder(path)
+    kind = meta.get("kind", "EmbeddingClassifier")
     if kind == "MultiLabelClassifier":
         return MultiLabelClassifier.load(path)
     if kind != "EmbeddingClassifier":
@@ -886,8 +889,8 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
                     threshold: float = 0.5) -> "MultiLabelClassifier":
         """A fitted head around a trained ``(n, d) -> (n, L)`` logit module (e.g. SELF-ML's jointly trained
         classifier, :attr:`simlabel.labels.selfml.SelfMLResult.classifier`)."""
-        first = next(m for m in module.modules() if isinstance(m, nn.Linear))
-        last = [m for m in module.modules() if isinstance(m, nn.Linear)][-1]
+        linears = [m for m in module.modules() if isinstance(m, nn.Linear)]
+        first, last = linears[0], linears[-1]
         if last.out_features != len(label_names):
             raise InputError(f"the module gives {last.out_features} labels; {len(label_names)} names were given")
         clf = cls(config=config, threshold=threshold)
@@ -915,10 +918,7 @@ class MultiLabelClassifier(ClassifierMixin, BaseEstimator):
     @classmethod
     def load(cls, path: str | os.PathLike) -> "MultiLabelClassifier":
         """The head of a folder :meth:`save` wrote."""
-        path = Path(path)
-        if not (path / "config.json").exists() or not (path / "weights.pt").exists():
-            raise FileNotFoundError(f"{path}: not a model folder (config.json and weights.pt expected)")
-        meta = read_model_meta(path)
+        path, meta = _model_folder(path)
         if meta.get("kind") != "MultiLabelClassifier":
             raise InputError(f"{path / 'config.json'}: not a multi-label model (kind {meta.get('kind')!r})")
         cfg = MultiLabelHeadConfig(**meta["config"])

@@ -990,8 +990,9 @@ def check_index_matches(index: NeighborIndex, emb: "Embeddings", what: str = "in
     recorded = index.metadata.get("embeddings_fingerprint")
     source = index.metadata.get("embeddings") or "?"
     if recorded is not None and recorded != emb.fingerprint:
-        if (index.metadata.get("space") == emb.space and len(emb.ids) > len(index)
-                and bool(np.isin(np.asarray(index.ids).astype(str), emb.ids.astype(str)).all())):
+        from simlabel.store import grew_into
+
+        if grew_into(index.ids, index.metadata.get("space"), emb):
             raise InputError(
                 f"the {what} was built from an earlier version of {emb.source}: the store grew from {len(index):,} to "
                 f"{len(emb.ids):,} rows since; build it again: simlabel index {emb.source} --out INDEX"

@@ -256,6 +256,13 @@ def fingerprint_of(space: str, ids: Sequence[str] | np.ndarray) -> str:
     return hashlib.sha256(f"{space}|{ids_digest(ids)}".encode()).hexdigest()[:16]
 
 
+def grew_into(ids: Sequence[str] | np.ndarray, space: str | None, emb: "Embeddings") -> bool:
+    """Whether rows ``ids`` of ``space`` (what a graph or index was built from) are an earlier version of ``emb``:
+    the same space, every row still there, and more rows now (``embed(..., append=True)``)."""
+    return (space == emb.space and len(emb.ids) > len(ids)
+            and bool(pd.Index(np.asarray(ids).astype(str)).isin(emb.ids.astype(str)).all()))
+
+
 def _refuse_duplicates(path: str | os.PathLike, shards: Sequence[Path], per_shard: Sequence[np.ndarray]) -> np.ndarray:
     """The ids of all shards in order; an id in more than one row is an error naming its shards."""
     all_ids = np.concatenate(per_shard) if per_shard else np.empty(0, dtype=object)
