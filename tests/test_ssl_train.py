@@ -179,12 +179,12 @@ def test_cli_ssl_train_prints_progress_lines_and_embeds(ssl_catalog: Path, tmp_p
     out = tmp_path / "cli-model"
     args = ["ssl", "train", "--data", str(ssl_catalog), "--out", str(out), "--task-col", "sub_category", "--product-col", "product",
             "--train-blocks", "1", "--global-size", "64", "--local-size", "32", "--local-crops", "2", "--batch-size", "4",
-            "--steps-per-epoch", "2", "--out-dim", "128", "--no-progress"]
+            "--steps-per-epoch", "2", "--out-dim", "128", "--recipe", "gentle", "--no-progress"]
     res = runner.invoke(app, args)
     assert res.exit_code == 0, res.output
     assert "ssl train: 2/2 steps" in res.output and "loss" in res.output and "H " in res.output and "KL " in res.output
     assert f"--model skill:{out}" in res.output
-    # the default recipe (gentle) sets what the command line leaves: its learning rate, and the blocks given
+    # the recipe (gentle) sets what the command line leaves: its learning rate, and the blocks given
     options = json.loads((out / "config.json").read_text())["options"]
     assert options["lr"] == 3e-4 and options["train_blocks"] == 1 and options["keep"] == 0.0
     kept = runner.invoke(app, [*args[:-1], "--out", str(tmp_path / "keep"), "--recipe", "keep", "--keep", "0.5",

@@ -31,12 +31,12 @@ def ssl_train(
     design_from: Optional[str] = typer.Option(None, "--design-from", help="TITLE_COL,COLOUR_COL: derive the product column from colour variants of one title (design_groups), e.g. title,base_colour."),
     local_config: Optional[Path] = typer.Option(None, "--local-config", help="YAML/JSON file of the local augmentation space per type (default: simlabel's for fashion sub-categories)."),
     backbone: str = typer.Option(default(SSLConfig, "backbone"), "--backbone", help="efficientnet-lite0 (pretrained, the default encoder) or vit-tiny (random init)."),
-    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="How the encoder trains (simlabel.ssl.recipes): " + "; ".join(RECIPE_HELP) + ". --train-blocks, --lr and --keep override it."),
+    recipe: str = typer.Option(DEFAULT_RECIPE, "--recipe", help="How the encoder trains (simlabel.ssl.recipes): " + "; ".join(RECIPE_HELP) + ". --train-blocks, --lr, --keep, --batch-size, --checkpoint-every and --embed-size override it."),
     train_blocks: Optional[str] = typer.Option(None, "--train-blocks", help="Backbone blocks trained, from the top, or 'all'; the frozen rest runs through ONNX Runtime on CPU (default: the recipe's)."),
     keep: Optional[float] = typer.Option(None, "--keep", help="Weight of the distillation to the frozen pretrained encoder on the un-jittered view (default: the recipe's; 0: none)."),
     epochs: int = typer.Option(default(SSLConfig, "epochs"), "--epochs"),
     steps_per_epoch: Optional[int] = typer.Option(None, "--steps-per-epoch", help="Steps per epoch (default: one pass over the catalog)."),
-    batch_size: int = typer.Option(default(SSLConfig, "batch_size"), "--batch-size", help="Products per step."),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Products per step (default: the recipe's, else 16)."),
     lr: Optional[float] = typer.Option(None, "--lr", help="Peak learning rate (AdamW; warm-up then cosine; default: the recipe's)."),
     global_size: Optional[int] = typer.Option(None, "--global-size", help="Side of the 2 global views (default: the paper's 224 on CUDA, 128 on CPU)."),
     local_size: Optional[int] = typer.Option(None, "--local-size", help="Side of the low-resolution views (default: the paper's 96 on CUDA, 64 on CPU)."),
@@ -49,7 +49,8 @@ def ssl_train(
     dino: bool = typer.Option(False, "--dino", help="Vanilla DINO's augmentations (grey 0.2, jitter 0.8, solarize 0.2; no local space, no pre-processing)."),
     teacher_views: str = typer.Option(default(SSLConfig, "teacher_views"), "--teacher-views", help="global: the teacher sees the global views (DINO, the paper's text); local: eq. 3 as printed."),
     out_dim: int = typer.Option(default(SSLConfig, "out_dim"), "--out-dim", help="Prototypes K of the DINO head."),
-    checkpoint_every: int = typer.Option(default(SSLConfig, "checkpoint_every"), "--checkpoint-every", help="Steps between checkpoints (and one at every epoch's end)."),
+    checkpoint_every: Optional[int] = typer.Option(None, "--checkpoint-every", help="Steps between checkpoints (and one at every epoch's end; default: the recipe's, else 50)."),
+    embed_size: Optional[int] = typer.Option(None, "--embed-size", help="Side of the images the model embeds (default: the recipe's; else 224 for EfficientNet)."),
     precision: str = typer.Option(default(SSLConfig, "precision"), "--precision", help="auto (bf16 autocast where the device computes it natively: CUDA, AVX512-BF16 or AMX CPUs; else fp32), fp32 or bf16."),
     workers: Optional[int] = typer.Option(None, "--workers", help="Decoding threads (default: all cores)."),
     seed: int = typer.Option(default(SSLConfig, "seed"), "--seed"),
@@ -58,11 +59,11 @@ def ssl_train(
     device: str = device_option(),
     progress: bool = progress_option(),
 ) -> None:
-    """Train SkiLL (or vanilla DINO with --dino): a student and its EMA teacher over the global and per-type local augmentations.
+    """Train SkiLL (or vanilla DINO with --dino) design embeddings: by default (--recipe whitening) a colour-invariant map fitted on the frozen pretrained encoder from SkiLL's views and the product groups; the other recipes fine-tune a student and its EMA teacher over the global and per-type local augmentations.
 
-    The bar shows the loss, products/s and the collapse monitors (H: teacher entropy, KL: KL(mean teacher || uniform), c: centre norm); the command warns when training collapses.
+    For the training recipes the bar shows the loss, products/s and the collapse monitors (H: teacher entropy, KL: KL(mean teacher || uniform), c: centre norm); the command warns when training collapses.
 
-    Cost: the views through the backbone each step, at the CPU defaults (2 x 128 px + 4 x 64 px over an ONNX trunk), measured on 2 cores of the AMD EPYC kind with AVX512-BF16 (RESULTS.md §11): gentle (the default) 59 products/s, paper 52, keep 35 (one more view and the frozen encoder's pass), projection 77; a pass over fashion-products' 9,583 images is 2.5-4.5 min. On an AVX2-only CPU (fp32) the fine-tuning recipes run at about 21 products/s (8 min a pass). The paper's 224/96 px with 6 views cost about 3x more; a GPU runs them.
+    Cost on 2 cores (RESULTS.md §11c). whitening (the default): one pass of the encoder over each image and 2 views of it at 288 px, about 10 minutes for fashion-products' 9,583 images on the AMD EPYC kind (the same work on any CPU: fp32 ONNX Runtime, no training). The fine-tuning recipes at the CPU defaults (2 x 128 px + 4 x 64 px over an ONNX trunk), measured with AVX512-BF16: gentle 59 products/s, paper 52, keep 35, projection 77, a pass over fashion-products 2.5-4.5 min; on an AVX2-only CPU (fp32) about 21 products/s (8 min a pass). The paper's 224/96 px with 6 views cost about 3x more; a GPU runs them.
 
     Examples:
       simlabel ssl train --data ../shared/datasets/fashion-products --task-col sub_category --design-from title,base_colour --out skill/
@@ -94,15 +95,23 @@ def ssl_train(
                            use_local_space=not no_local)
     options = recipe_options(recipe)
     for name, value in (("train_blocks", _blocks(train_blocks) if train_blocks is not None else None), ("lr", lr),
-                        ("keep", keep)):
+                        ("keep", keep), ("batch_size", batch_size), ("checkpoint_every", checkpoint_every),
+                        ("embed_size", embed_size)):
         if value is not None:
             options[name] = value
     cfg = SSLConfig(backbone=backbone, views=views,
                     local_config=str(local_config) if local_config else None, task_col=task_col, product_col=product_col,
-                    epochs=epochs, steps_per_epoch=steps_per_epoch, batch_size=batch_size, out_dim=out_dim,
-                    teacher_views=teacher_views, checkpoint_every=checkpoint_every, precision=precision, workers=workers,
+                    epochs=epochs, steps_per_epoch=steps_per_epoch, out_dim=out_dim,
+                    teacher_views=teacher_views, precision=precision, workers=workers,
                     seed=seed, **options)
     res = train_ssl(catalog, out, cfg, device=device, resume=resume, restart=restart)
+    if cfg.objective == "whitening":
+        say(f"fitted the whitening on {res.images:,} images and {cfg.pair_views} views of each in {res.seconds:.0f} s "
+            f"({res.images_per_s:.1f} images/s)"
+            + (f"; {len(res.failures)} unreadable image(s) listed in {res.out / 'failures.csv'}" if res.failures else "")
+            + f" -> {res.out}")
+        say(f"embed with it: simlabel embed {data} --model skill:{res.out} --out EMB_DIR")
+        return
     last = res.history[-1] if res.history else {}
     say(f"{res.steps} steps, {res.images:,} products in {res.seconds:.0f} s ({res.images_per_s:.1f}/s); final loss "
         f"{last.get('loss', float('nan')):.3f}, teacher entropy {last.get('entropy', float('nan')):.2f}"

@@ -17,6 +17,11 @@ skill-P        SkiLL without product positives (no product column at all: two vi
 skill-gentle   SkiLL by the ``gentle`` recipe (:mod:`simlabel.ssl.recipes`): 1 block, peak lr 3e-4
 skill-keep     SkiLL by the ``keep`` recipe: distillation to the frozen pretrained encoder (λ = 1)
 skill-proj     SkiLL by the ``projection`` recipe: the encoder frozen, a colour-invariant projection trained
+skill-white    SkiLL by the ``whitening`` recipe (``ssl train``'s default): learned whitening of the frozen
+               encoder's features from SkiLL's view pairs and the training half's products
+               (:mod:`simlabel.ssl.whitening`)
+skill-white-P  the same with no product column at all: the view pairs alone
+dino-white     the whitening recipe over vanilla DINO's views, no product column: DINO at the same budget
 ============== =================================================================================
 
 The ``skill`` variant runs the ``paper`` recipe; the recipes change only how the encoder trains, on the same
@@ -63,9 +68,11 @@ from simlabel.store import Embeddings, load_embeddings
 __all__ = ["SSLExperimentConfig", "VARIANTS", "run_ssl_experiment", "variant_config", "write_html"]
 
 VARIANTS = ("pretrained", "dino", "skill", "skill-L", "skill-H", "skill-colour", "skill-P", "skill-gentle", "skill-keep",
-            "skill-proj")
-#: the variants that are a :mod:`simlabel.ssl.recipes` recipe of SkiLL
-RECIPE_VARIANTS = {"skill-gentle": "gentle", "skill-keep": "keep", "skill-proj": "projection"}
+            "skill-proj", "skill-white", "skill-white-P", "dino-white")
+#: the variants that are a :mod:`simlabel.ssl.recipes` recipe of SkiLL (``-P``: no product column; ``dino-white``:
+#: the whitening recipe over vanilla DINO's views and no product column, the comparison of paper 001's claim)
+RECIPE_VARIANTS = {"skill-gentle": "gentle", "skill-keep": "keep", "skill-proj": "projection",
+                   "skill-white": "whitening", "skill-white-P": "whitening", "dino-white": "whitening"}
 
 
 @dataclass
@@ -116,7 +123,9 @@ def variant_config(variant: str, cfg: SSLExperimentConfig) -> SSLConfig:
                 batch_size=cfg.batch_size, lr=cfg.lr, seed=cfg.seed, workers=cfg.workers, **cfg.extra)
     if variant == "dino":
         return SSLConfig(views=ViewConfig.dino(**views), **base)
-    skill = dict(task_col=cfg.task_col, product_col=None if variant == "skill-P" else "product")
+    if variant == "dino-white":
+        return SSLConfig(views=ViewConfig.dino(**views), **{**base, **recipe_options("whitening")})
+    skill = dict(task_col=cfg.task_col, product_col=None if variant.endswith("-P") else "product")
     if variant in RECIPE_VARIANTS:
         return SSLConfig(views=ViewConfig(**views), **skill, **{**base, **recipe_options(RECIPE_VARIANTS[variant])})
     v = {"skill": {}, "skill-L": {"use_local_space": False}, "skill-H": {"preprocess": "none"},
@@ -317,7 +326,8 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
         "design split": (lambda d: f"seed {d['seed']}: {d['train_groups']} groups given to training as positives, "
                                    f"{d['held_groups']} held out ({d['held_images']} images, never given)")(
             results.get("design_split") or {"seed": "?", "train_groups": "?", "held_groups": "?", "held_images": "?"}),
-        "budget per variant": f"{cfg['epochs']} epoch(s) x {cfg['steps_per_epoch'] or 'all'} steps of {cfg['batch_size']} products",
+        "budget per variant": f"{cfg['epochs']} epoch(s) x {cfg['steps_per_epoch'] or 'all'} steps of {cfg['batch_size']} products"
+                              " (the whitening variants: no steps, one pass over each image and 2 views of it at 288 px)",
         "views": f"2 x {cfg['global_size']} px + {cfg['local_crops']} x {cfg['local_size']} px",
         "backbone": f"{cfg['backbone']}, last {cfg['train_blocks']} blocks trained (the recipe variants: their own, "
                     "simlabel.ssl.recipes)",
@@ -334,7 +344,9 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
                        "what a shop uses SkiLL for. Colour entropy: mean entropy of base_colour inside k-means clusters, "
                        "weighted by cluster size; higher = clusters mix colours. The colour probe predicts base_colour: "
                        "lower = less colour in the embedding.")
-    trained = {v: r["training"] for v, r in results["variants"].items() if "training" in r}
+    # a whitening fit takes no steps: it has no curve to draw
+    trained = {v: r["training"] for v, r in results["variants"].items()
+               if "training" in r and any(c.get("loss") is not None for c in r["training"]["curve"])}
     if trained:
         fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
         for v, t in trained.items():
@@ -360,7 +372,8 @@ def write_html(results: dict, path: str | os.PathLike, catalog: Catalog | None =
     if nn and catalog is not None:
         paths = dict(zip(catalog.table["id"].astype(str), catalog.image_paths()))
         title = dict(zip(catalog.table["id"].astype(str), catalog.table.get("title", catalog.table["id"]).astype(str)))
-        shown = [v for v in ("pretrained", "skill") if v in nn] or list(nn)[:2]
+        # the pretrained encoder against the SkiLL that ``ssl train`` makes by default, else the paper's
+        shown = ([v for v in ("pretrained",) if v in nn] + [v for v in ("skill-white", "skill") if v in nn][:1]) or list(nn)[:2]
         body = []
         for q in nn[shown[0]]:
             body.append(f"<h3 style='font-size:1rem'>{title.get(q, q)}</h3>")

@@ -50,9 +50,9 @@ from simlabel.catalog import Catalog, load_catalog
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import ConfigError, InputError, SimlabelWarning
 from simlabel.files import atomic_dir, atomic_path, atomic_write_json, exclusive, kill_point, run_record
-from simlabel.images import ImageError, load_image
+from simlabel.images import ImageError, crop_to_product, load_image, resize_center_crop
 from simlabel.progress import task
-from simlabel.ssl.augment import LocalSpace, ViewConfig, kornia_colour, make_views
+from simlabel.ssl.augment import LocalSpace, ViewConfig, global_ops, kornia_colour, make_views
 from simlabel.ssl.backbones import BACKBONES, Backbone, OnnxTrunk, build_backbone, export_onnx, trunk_trains
 from simlabel.ssl.contrastive import LinearProjector, info_nce_loss
 from simlabel.ssl.dino import (
@@ -67,6 +67,7 @@ from simlabel.ssl.dino import (
     update_center,
 )
 from simlabel.ssl.distill import feature_distillation_loss
+from simlabel.ssl.whitening import WhiteningProjector, WhiteningStats, learned_whitening, signed_power
 
 __all__ = ["SSLConfig", "SSLResult", "SkillNetwork", "train_ssl"]
 
@@ -148,14 +149,25 @@ class SSLConfig:
     #: weight of the distillation to the frozen pretrained encoder on the un-jittered view (``--keep``,
     #: :mod:`simlabel.ssl.distill`); 0: none
     keep: float = 0.0
-    #: the loss: ``dino`` (self-distillation with centring, paper 001) or ``infonce`` (SimCLR's contrastive loss
+    #: the loss: ``dino`` (self-distillation with centring, paper 001), ``infonce`` (SimCLR's contrastive loss
     #: between the two global views, and each low-resolution view against the second: :mod:`simlabel.ssl.contrastive`)
+    #: or ``whitening`` (no steps: a map fitted in closed form on the frozen encoder, :mod:`simlabel.ssl.whitening`)
     objective: str = "dino"
     #: ``infonce``: its temperature
     nce_temp: float = 0.1
     #: what the loss trains on the backbone: DINO's ``dino-head`` (MLP, bottleneck, prototypes) or a ``linear``
     #: square map initialised to the identity (:class:`~simlabel.ssl.contrastive.LinearProjector`)
     projector: str = "dino-head"
+    #: ``whitening``: augmented views per image, each paired with its un-jittered view (:mod:`simlabel.ssl.whitening`)
+    pair_views: int = 2
+    #: ``whitening``: the strongest directions of the view pairs' scatter removed outright (the colour subspace)
+    nuisance_dims: int = 96
+    #: ``whitening``: how far the matching pairs' scatter is pulled to a multiple of the identity
+    shrinkage: float = 0.1
+    #: ``whitening``: the signed power applied to the pooled features first (1: none)
+    power: float = 0.5
+    #: ``whitening``: the embedding's dimension (None: every direction left)
+    whiten_dims: int | None = None
 
     def __post_init__(self) -> None:
         if isinstance(self.views, Mapping):
@@ -183,7 +195,14 @@ class SSLConfig:
         one_of(self.colour_backend, ("auto", "pillow", "kornia"), "colour_backend")
         one_of(self.export, ("teacher", "student", "projection"), "export")
         in_range(self.keep, "keep", 0)
-        one_of(self.objective, ("dino", "infonce"), "objective")
+        one_of(self.objective, ("dino", "infonce", "whitening"), "objective")
+        positive_int(self.pair_views, "pair_views")
+        positive_int(self.nuisance_dims, "nuisance_dims", minimum=0)
+        in_range(self.shrinkage, "shrinkage", 0, 1)
+        in_range(self.power, "power", 0, 1, lo_open=True)
+        positive_int(self.whiten_dims, "whiten_dims", allow_none=True)
+        if self.objective == "whitening" and self.keep:
+            raise ConfigError("objective='whitening' fits a map on the frozen encoder: `keep` has nothing to anchor")
         one_of(self.projector, ("dino-head", "linear"), "projector")
         in_range(self.nce_temp, "nce_temp", 0, math.inf, lo_open=True)
         if self.projector == "linear" and self.objective == "dino":
@@ -459,6 +478,9 @@ def train_ssl(catalog: str | os.PathLike | Catalog, out: str | os.PathLike, conf
                                  "or `restart` to discard it")
             shutil.rmtree(partial)
         partial.mkdir(parents=True, exist_ok=True)
+        if cfg.objective == "whitening":
+            return _fit_whitening(_catalog_of(catalog), out, partial, ckpt_path, cfg, device, resume, progress,
+                                  max_steps)
         return _train(_catalog_of(catalog), out, partial, ckpt_path, cfg, device, resume, progress, max_steps)
 
 
@@ -639,24 +661,31 @@ def _train(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConf
         warnings.warn(m, SimlabelWarning, stacklevel=2)
     n_images = int(sum(h["batch"] for h in history))
     ips = n_images / max(seconds, 1e-9)
-    _write_model(out, partial, cat, cfg, res, student, teacher, history, failures, messages, seconds, ips)
+    export_net = teacher if cfg.export == "teacher" else student
+    projector = copy.deepcopy(teacher.head.mlp).cpu().float().eval() if cfg.export == "projection" else None
+    exported = _Exported(copy.deepcopy(export_net.backbone).cpu().float().eval(), projector)
+    _write_model(out, partial, cat, cfg, res, exported, {"student.pt": student.state_dict(), "teacher.pt": teacher.state_dict()},
+                 history, failures, messages, seconds, ips)
     return SSLResult(out, step, n_images, seconds, ips, history, failures, messages, cfg.to_dict())
 
 
-def _write_model(out: Path, partial: Path, cat: Catalog, cfg: SSLConfig, res: dict, student: SkillNetwork,
-                 teacher: SkillNetwork, history: list[dict], failures: list[dict], messages: list[str],
+def _embed_size(cfg: SSLConfig) -> int:
+    return cfg.embed_size or (224 if cfg.backbone == "efficientnet-lite0" else cfg.views.global_size)
+
+
+def _write_model(out: Path, partial: Path, cat: Catalog, cfg: SSLConfig, res: dict, exported: _Exported,
+                 states: dict[str, dict], history: list[dict], failures: list[dict], messages: list[str],
                  seconds: float, ips: float) -> None:
-    export_net = teacher if cfg.export == "teacher" else student
-    embed_size = cfg.embed_size or (224 if cfg.backbone == "efficientnet-lite0" else cfg.views.global_size)
+    """Write the model folder (module docstring) as one unit: ``states`` (file name -> state dict) and the
+    exported encoder."""
+    embed_size = _embed_size(cfg)
+    backbone = exported.backbone
     seen = {}
     for f in failures:
         seen.setdefault(f["id"], f)
     with atomic_dir(out) as tmp:
-        torch.save(student.state_dict(), tmp / "student.pt")
-        torch.save(teacher.state_dict(), tmp / "teacher.pt")
-        backbone = copy.deepcopy(export_net.backbone).cpu().float().eval()
-        projector = copy.deepcopy(teacher.head.mlp).cpu().float().eval() if cfg.export == "projection" else None
-        exported = _Exported(backbone, projector)
+        for name, state in states.items():
+            torch.save(state, tmp / name)
         export_onnx(exported, tmp / "backbone.onnx", image_size=embed_size)
         atomic_write_json(tmp / "history.json", history)
         pd.DataFrame(list(seen.values()), columns=["id", "image", "reason"]).to_csv(tmp / "failures.csv", index=False)
@@ -666,11 +695,114 @@ def _write_model(out: Path, partial: Path, cat: Catalog, cfg: SSLConfig, res: di
             "catalog": str(cat.path or cat.root), "n_catalog_rows": len(cat), "seed": cfg.seed,
             "encoder": {"dim": exported.dim, "image_size": embed_size, "mean": list(backbone.normalization[0]),
                         "std": list(backbone.normalization[1]), "preprocess": cfg.views.preprocess,
-                        "network": cfg.export, "backbone": cfg.backbone},
+                        "network": "whitening" if cfg.objective == "whitening" else cfg.export,
+                        "backbone": cfg.backbone},
             "steps": len(history), "seconds": seconds, "images_per_s": ips, "n_failures": len(seen),
             "warnings": messages, "run": run_record(),
         })
     shutil.rmtree(partial, ignore_errors=True)
+
+
+def _pair_views(samples: _Samples, cfg: SSLConfig, row: int, size: int) -> tuple[list[np.ndarray] | None, list[dict]]:
+    """Row ``row``'s un-jittered view, then ``pair_views`` views of it through the colour-agnostic set (flip, jitter,
+    grey, blur, solarize at the view config's probabilities), as ``uint8 (size, size, 3)``."""
+    rng = np.random.default_rng([cfg.seed, row, 0x3417E])
+    try:
+        image = load_image(samples.paths[row], draft_size=size)
+    except ImageError as e:
+        return None, [{"id": samples.ids[row], "image": str(samples.paths[row]), "reason": e.reason}]
+    if cfg.views.preprocess == "product-crop":
+        image = crop_to_product(image)
+    clean = resize_center_crop(image, size)
+    views = [clean] + [global_ops(clean, cfg.views, rng) for _ in range(cfg.pair_views)]
+    return [np.asarray(v.convert("RGB"), dtype=np.uint8) for v in views], []
+
+
+def _fit_whitening(cat: Catalog, out: Path, partial: Path, ckpt_path: Path, cfg: SSLConfig, device: str, resume: bool,
+                   progress: bool, max_steps: int | None) -> SSLResult:
+    """The ``whitening`` recipe: one pass of the frozen encoder over every image and its view pairs, in product order,
+    summed into :class:`~simlabel.ssl.whitening.WhiteningStats`; then the closed-form map. A step is a batch of
+    rows; the sums are checkpointed like training's steps, so a killed fit resumes where it stopped."""
+    samples = _Samples(cat, cfg)
+    res = _resolve(cfg, device)
+    size = _embed_size(cfg)
+    # rows of one product consecutive, so each group's mean closes as its last row passes
+    order = samples.order if samples.codes is not None else np.arange(len(samples))
+    codes = samples.codes[order] if samples.codes is not None else None
+    total = max(1, math.ceil(len(samples) / cfg.batch_size))
+    stop_at = total if max_steps is None else min(total, max_steps)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(cfg.seed)
+        backbone = build_backbone(cfg.backbone, train_blocks=0, image_size=size, vit=cfg.vit).eval()
+    stats = WhiteningStats(backbone.dim)
+    history: list[dict] = []
+    failures: list[dict] = []
+    step, seconds_before = 0, 0.0
+    wanted = json.loads(json.dumps(cfg.to_dict()))
+    if resume:
+        state = torch.load(ckpt_path, map_location="cpu", weights_only=False)
+        if state["config"] != wanted:
+            raise InputError(f"{ckpt_path}: the checkpoint was made with other options; resume with the same ones "
+                             "or pass `restart`")
+        stats = WhiteningStats.from_state(state["stats"])
+        history, failures, step = state["history"], state["failures"], state["step"]
+        seconds_before = state.get("seconds", 0.0)
+    if res["trunk_backend"] == "onnx":
+        net = OnnxTrunk(backbone, partial / "encoder.onnx", threads=cfg.workers)
+    else:
+        net = backbone.to(device)
+    mean = torch.tensor(backbone.normalization[0], device=device).view(1, 3, 1, 1)
+    std = torch.tensor(backbone.normalization[1], device=device).view(1, 3, 1, 1)
+    workers = cfg.workers or os.cpu_count() or 1
+    t0 = time.perf_counter()
+    images = 0
+
+    def load(s: int) -> tuple[np.ndarray, list, list[dict]]:
+        rows = order[s * cfg.batch_size:(s + 1) * cfg.batch_size]
+        got = list(pool.map(lambda r: _pair_views(samples, cfg, int(r), size), rows))
+        keep = np.array([v is not None for v, _ in got], dtype=bool)
+        return keep, [v for v, _ in got if v is not None], [f for _, fs in got for f in fs]
+
+    with ThreadPoolExecutor(workers) as pool, ThreadPoolExecutor(1) as prefetch, \
+            task("ssl fit", total, unit="steps", completed=step, enabled=progress) as bar:
+        pending = prefetch.submit(load, step) if step < stop_at else None
+        while step < stop_at:
+            keep, views, bad = pending.result()
+            pending = prefetch.submit(load, step + 1) if step + 1 < stop_at else None
+            failures.extend(bad)
+            if views:
+                m, v = len(views), len(views[0])
+                x = _to_tensor(np.stack([a for vs in views for a in vs]), device)
+                with torch.no_grad():
+                    f = net((x - mean) / std).float().cpu().numpy().astype(np.float64)
+                f = signed_power(f, cfg.power).reshape(m, v, -1)
+                block_codes = codes[step * cfg.batch_size:(step + 1) * cfg.batch_size][keep] if codes is not None else None
+                stats.add(f[:, 0], f[:, 1:], block_codes)
+                images += m
+            step += 1
+            elapsed = seconds_before + time.perf_counter() - t0
+            history.append({"step": step - 1, "batch": len(views), "seconds": elapsed, "loss": None, "entropy": None,
+                            "kl_uniform": None, "center_norm": None})
+            bar.advance(1, **{"images/s": f"{images / max(time.perf_counter() - t0, 1e-9):.1f}"})
+            if step % cfg.checkpoint_every == 0 or step == stop_at:
+                _save_checkpoint(ckpt_path, {"step": step, "stats": stats.state_dict(), "history": history,
+                                             "failures": failures, "config": wanted,
+                                             "seconds": seconds_before + time.perf_counter() - t0})
+    seconds = seconds_before + time.perf_counter() - t0
+    if step < total:
+        return SSLResult(partial, step, images, seconds, images / max(time.perf_counter() - t0, 1e-9), history,
+                         failures, [], cfg.to_dict())
+    stats.finish()
+    mu, data, same, view_cov = stats.covariances()
+    weight = learned_whitening(mu, data, same, view_cov, shrinkage=cfg.shrinkage, nuisance_dims=cfg.nuisance_dims,
+                               dims=cfg.whiten_dims)
+    exported = _Exported(backbone.cpu().float().eval(), WhiteningProjector(mu, weight, cfg.power))
+    fitted = {"mean": mu, "weight": weight, "power": cfg.power, "n_images": stats.n, "n_view_pairs": stats.n_views,
+              "n_grouped_images": stats.n_grouped}
+    n_images = int(sum(h["batch"] for h in history))
+    ips = n_images / max(seconds, 1e-9)
+    _write_model(out, partial, cat, cfg, res, exported, {"whitening.pt": fitted}, history, failures, [], seconds, ips)
+    return SSLResult(out, step, n_images, seconds, ips, history, failures, [], cfg.to_dict())
 
 
 class _Exported(nn.Module):
