@@ -1,0 +1,252 @@
+"""The audit's numerical core: arrays in, arrays out, one function per issue type (issue 27).
+
+Every score lies in [0, 1] and *lower means worse*, as in cleanlab's Datalab; every cut is taken from the
+catalog's own distribution, and returned so the report can show it.
+
+* :func:`near_duplicates`: the graph's edges closer than ``fraction`` x the median nearest-neighbour distance
+  (Datalab's ``near_duplicate`` rule, fraction 0.13), joined into groups; score ``1 - exp(-d1 / median d1)``.
+* :func:`outliers`: the mean cosine distance to the ``k`` nearest neighbours ``d``; score ``exp(-d / median d)``,
+  flagged above ``Q3 + (1 / t - 1) IQR`` (Datalab's ``outlier`` rule on features, ``t = 0.37037``).
+* :func:`robust_scores`: a value against the catalog's median and median absolute deviation (the modified z-score,
+  Iglewicz & Hoaglin 1993, flagged beyond 3.5), on the bad side only: the image-quality types.
+* :func:`leakage`: near-duplicate groups that span the training split and another.
+* :func:`class_imbalance`: classes under ``threshold / K`` of the items (Datalab's ``class_imbalance``), or under
+  ``min_count`` items.
+* :func:`non_iid`: whether neighbours sit near each other in the catalog's order more than chance allows (a
+  Kolmogorov-Smirnov statistic against the order-distance of random pairs, its p-value by permutation; Datalab's
+  ``non_iid`` test).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+from scipy.special import ndtr
+
+from simlabel.checks import in_range, one_of, positive_int
+from simlabel.errors import InputError
+
+__all__ = ["NearDuplicates", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers", "robust_scores"]
+
+_EPS = 1e-12
+
+
+def _distances(similarities: np.ndarray) -> np.ndarray:
+    """Cosine distances ``1 - s`` (clipped at 0), NaN where a row has fewer neighbours (``-inf`` or ``-1`` slots)."""
+    s = np.asarray(similarities, dtype=np.float64)
+    d = np.clip(1.0 - s, 0.0, 2.0)
+    d[~np.isfinite(s)] = np.nan
+    return d
+
+
+@dataclass
+class NearDuplicates:
+    """What :func:`near_duplicates` found."""
+
+    #: each row's group (-1: none); groups are numbered 0.. by their smallest row
+    group: np.ndarray
+    #: each row's distance to its nearest neighbour
+    nn_distance: np.ndarray
+    #: ``1 - exp(-d1 / median d1)``: 0 for an exact copy
+    score: np.ndarray
+    #: the cut: edges at or below this distance join a group
+    cut: float
+    median_nn_distance: float
+
+
+def near_duplicates(neighbors: np.ndarray, similarities: np.ndarray, *, fraction: float = 0.13) -> NearDuplicates:
+    """Groups of near-duplicates along the graph's edges, at a distance chosen from the data.
+
+    Parameters
+    ----------
+    neighbors, similarities : ndarray of shape (n, k)
+        The k-NN graph (positions, ``-1`` where fewer; cosine similarities, best first).
+    fraction : float
+        The cut as a fraction of the median nearest-neighbour distance (Datalab's 0.13).
+
+    Examples
+    --------
+    Rows 0 and 1 are copies (similarity 1), row 2 is near row 3 as the others are near each other:
+
+    >>> nb = np.array([[1, 2], [0, 2], [3, 0], [2, 0]])
+    >>> s = np.array([[1.0, 0.5], [1.0, 0.5], [0.6, 0.5], [0.6, 0.4]])
+    >>> r = near_duplicates(nb, s)
+    >>> r.group.tolist(), r.score.round(3).tolist()
+    ([0, 0, -1, -1], [0.0, 0.0, 0.865, 0.865])
+    """
+    in_range(fraction, "fraction", 0, 1)
+    nb = np.asarray(neighbors)
+    d = _distances(similarities)
+    if nb.shape != d.shape or nb.ndim != 2:
+        raise InputError(f"neighbors and similarities must be (n, k) of one shape; got {nb.shape} and {d.shape}")
+    n = len(nb)
+    d1 = d[:, 0] if d.shape[1] else np.full(n, np.nan)
+    median = float(np.nanmedian(d1)) if np.isfinite(d1).any() else 0.0
+    cut = fraction * median
+    keep = (nb >= 0) & np.isfinite(d) & (d <= cut)
+    rows = np.repeat(np.arange(n), nb.shape[1])[keep.ravel()]
+    cols = nb.ravel()[keep.ravel()]
+    _, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=True,
+                                   connection="weak")
+    sizes = np.bincount(comp, minlength=n)
+    in_group = sizes[comp] >= 2
+    # number the groups 0.. in the order of their first row
+    first = {c: i for i, c in enumerate(dict.fromkeys(comp[in_group]))}
+    group = np.full(n, -1, dtype=np.int64)
+    group[in_group] = [first[c] for c in comp[in_group]]
+    score = 1.0 - np.exp(-np.nan_to_num(d1, nan=np.inf) / max(median, _EPS))
+    score[np.isclose(np.nan_to_num(d1, nan=1.0), 0.0)] = 0.0
+    return NearDuplicates(group, d1, score, float(cut), median)
+
+
+def outliers(similarities: np.ndarray, *, k: int | None = None, threshold: float = 0.37037
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    """Datalab's k-NN outlier score on the graph's distances.
+
+    Returns
+    -------
+    (score, flagged, mean_distance, cut)
+        ``score = exp(-d / median d)`` with ``d`` each row's mean distance to its ``k`` nearest; ``flagged`` where
+        ``d > Q3 + (1 / threshold - 1) IQR``.
+
+    Examples
+    --------
+    >>> s = np.array([[0.9, 0.9], [0.9, 0.8], [0.85, 0.9], [0.9, 0.9], [0.1, 0.0]])
+    >>> score, flagged, d, cut = outliers(s)
+    >>> flagged.tolist(), round(float(score[-1]), 3)
+    ([False, False, False, False, True], 0.001)
+    """
+    in_range(threshold, "threshold", 0, 1, lo_open=True)
+    d = _distances(similarities)
+    if k is not None:
+        positive_int(k, "k")
+        d = d[:, :k]
+    mean = np.nanmean(np.where(np.isfinite(d), d, np.nan), axis=1) if d.shape[1] else np.full(len(d), np.nan)
+    mean = np.where(np.isfinite(mean), mean, np.nanmax(mean) if np.isfinite(mean).any() else 1.0)
+    median = max(float(np.median(mean)), 100 * np.finfo(np.float64).eps)
+    q1, q3 = np.percentile(mean, [25, 75])
+    cut = float(q3 + (1.0 / threshold - 1.0) * (q3 - q1))
+    return np.exp(-mean / median), mean > cut, mean, cut
+
+
+def robust_scores(values: np.ndarray, *, side: str = "low", z: float = 3.5) -> tuple[np.ndarray, np.ndarray, float]:
+    """How far each value lies on the bad side of the catalog's own distribution.
+
+    The modified z-score ``0.6745 (x - median) / MAD`` (MAD: median absolute deviation; where it is 0, the mean
+    absolute deviation x 1.2533), taken on the bad ``side`` (``low``, ``high`` or ``both``).
+
+    Returns
+    -------
+    (score, flagged, cut)
+        ``score = 2 Phi(-z_bad)`` in [0, 1] (1 on the good side, lower = worse); ``flagged`` where ``z_bad > z``;
+        ``cut`` the value at which flagging starts (for ``both``, the low one).
+
+    Examples
+    --------
+    >>> score, flagged, cut = robust_scores(np.array([10.0, 11, 9, 10, 12, 8, 10, 0]), side="low")
+    >>> flagged.tolist(), round(cut, 2)
+    ([False, False, False, False, False, False, False, True], 4.81)
+    """
+    one_of(side, ("low", "high", "both"), "side")
+    in_range(z, "z", 0, np.inf, lo_open=True)
+    x = np.asarray(values, dtype=np.float64)
+    ok = np.isfinite(x)
+    if not ok.any():
+        return np.ones(len(x)), np.zeros(len(x), dtype=bool), float("nan")
+    med = float(np.median(x[ok]))
+    mad = float(np.median(np.abs(x[ok] - med)))
+    scale = mad / 0.6745 if mad > 0 else 1.2533 * float(np.mean(np.abs(x[ok] - med)))
+    scale = max(scale, _EPS)
+    zs = (x - med) / scale
+    bad = {"low": -zs, "high": zs, "both": np.abs(zs)}[side]
+    bad = np.where(ok, np.maximum(bad, 0.0), 0.0)
+    cut = med + z * scale if side == "high" else med - z * scale
+    return 2 * ndtr(-bad), bad > z, float(cut)
+
+
+def leakage(group: np.ndarray, split: np.ndarray, *, train: str = "train") -> np.ndarray:
+    """The rows outside ``train`` that have a near-twin (a member of their near-duplicate group) in ``train``.
+
+    Examples
+    --------
+    >>> leakage(np.array([0, 0, 1, 1, -1]), np.array(["train", "test", "test", "test", "test"])).tolist()
+    [False, True, False, False, False]
+    """
+    g = np.asarray(group)
+    sp = np.asarray(split).astype(str)
+    if g.shape != sp.shape:
+        raise InputError(f"group and split must have one length; got {g.shape} and {sp.shape}")
+    in_train = (sp == train) & (g >= 0)
+    trained_groups = np.unique(g[in_train])
+    return (g >= 0) & (sp != train) & np.isin(g, trained_groups)
+
+
+def class_imbalance(labels: np.ndarray, *, threshold: float = 0.1, min_count: int = 5
+                    ) -> tuple[dict[str, int], dict[str, float], list[str]]:
+    """Each class's count and score ``min(1, K * share)``; the classes flagged, those under ``threshold / K`` of
+    the items or with fewer than ``min_count`` (Datalab flags only the rarest class, under the same bound).
+
+    Examples
+    --------
+    >>> counts, score, flagged = class_imbalance(np.array(["a"] * 50 + ["b"] * 48 + ["c"] * 2))
+    >>> counts["c"], round(score["c"], 2), flagged
+    (2, 0.06, ['c'])
+    """
+    in_range(threshold, "threshold", 0, 1)
+    positive_int(min_count, "min_count", minimum=0)
+    values, counts = np.unique(np.asarray(labels).astype(str), return_counts=True)
+    k, n = len(values), int(counts.sum())
+    share = counts / max(n, 1)
+    score = {str(v): float(min(1.0, k * s)) for v, s in zip(values, share)}
+    flagged = [str(v) for v, s, c in zip(values, share, counts) if s < threshold / k or c < min_count]
+    return {str(v): int(c) for v, c in zip(values, counts)}, score, flagged
+
+
+def _ks_against_random_pairs(gaps: np.ndarray, n: int) -> float:
+    """KS distance between the gaps |i - j| of the edges and those of random distinct pairs of n rows, whose CDF
+    is ``P(gap <= g) = g (2n - g - 1) / (n (n - 1))``."""
+    g = np.sort(gaps)
+    if len(g) == 0 or n < 2:
+        return 0.0
+    emp = np.arange(1, len(g) + 1) / len(g)
+    null = g * (2 * n - g - 1) / (n * (n - 1))
+    null_before = (g - 1) * (2 * n - g) / (n * (n - 1))
+    return float(max(np.max(emp - null), np.max(null_before - (emp - 1 / len(g)))))
+
+
+def non_iid(neighbors: np.ndarray, *, permutations: int = 20, seed: int = 0, alpha: float = 0.05
+            ) -> tuple[float, float, np.ndarray, np.ndarray]:
+    """Whether items near in the embedding are near in the catalog's order (rows in file order).
+
+    Returns
+    -------
+    (p_value, statistic, score, flagged)
+        ``statistic``: the KS distance of the edges' order gaps from random pairs'; ``p_value``: the share of
+        ``permutations`` random orders that give at least as large a statistic (with the add-one rule);
+        ``score``: each row's mean gap to its neighbours over the random pairs' mean ``(n + 1) / 3``, at most 1;
+        ``flagged``: where ``p_value < alpha``, the row of the lowest score, as Datalab flags it (the finding is
+        the catalog's: its order is not random; the scores say where it shows most).
+    """
+    positive_int(permutations, "permutations")
+    nb = np.asarray(neighbors)
+    n = len(nb)
+    valid = nb >= 0
+    rows = np.broadcast_to(np.arange(n)[:, None], nb.shape)
+    gaps = np.abs(rows - nb)[valid]
+    stat = _ks_against_random_pairs(gaps, n)
+    rng = np.random.default_rng(seed)
+    exceed = 0
+    for _ in range(permutations):
+        order = rng.permutation(n)  # the position each row would have in a shuffled catalog
+        exceed += _ks_against_random_pairs(np.abs(order[rows] - order[np.where(valid, nb, 0)])[valid], n) >= stat
+    p = (exceed + 1) / (permutations + 1)
+    with np.errstate(invalid="ignore"):
+        mean_gap = np.where(valid, np.abs(rows - nb), 0).sum(1) / np.maximum(valid.sum(1), 1)
+    score = np.minimum(1.0, mean_gap / max((n + 1) / 3, _EPS))
+    flagged = np.zeros(n, dtype=bool)
+    if p < alpha and n:
+        flagged[int(np.argmin(score))] = True
+    return float(p), stat, score, flagged
