@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pandas as pd
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from PIL import Image, ImageEnhance, ImageFilter
@@ -39,3 +42,61 @@ def test_darker_never_scores_brighter(a, b, seed):
     img = Image.fromarray(rng.integers(0, 256, size=(24, 32, 3), dtype=np.uint8))
     lo, hi = sorted((a, b))
     assert _q(ImageEnhance.Brightness(img).enhance(lo))["dark"] <= _q(ImageEnhance.Brightness(img).enhance(hi))["dark"] + 1e-6
+
+
+def _planted(tmp_path):
+    """12 real clothing-small photos plus: an exact copy under a new id, the same pixels saved twice as PNG with
+    other metadata, a darkened and a blurred copy."""
+    from PIL import PngImagePlugin
+
+    from tests.helpers import slice_catalog
+
+    df = slice_catalog("clothing-small", 12, tmp_path, stratify="label")[["id", "image", "label"]]
+    photo = load_image(df["image"].iloc[0])
+    extra = []
+    copy = tmp_path / "copy.jpg"
+    copy.write_bytes(Path(df["image"].iloc[1]).read_bytes())
+    extra.append(("copy", copy))
+    for k in (1, 2):
+        info = PngImagePlugin.PngInfo()
+        info.add_text("saved", f"time {k}")
+        photo.save(tmp_path / f"same-{k}.png", pnginfo=info)
+        extra.append((f"png-{k}", tmp_path / f"same-{k}.png"))
+    ImageEnhance.Brightness(photo).enhance(0.1).save(tmp_path / "dark.jpg")
+    photo.filter(ImageFilter.GaussianBlur(8)).save(tmp_path / "blurred.jpg")
+    extra += [("dark", tmp_path / "dark.jpg"), ("blurred", tmp_path / "blurred.jpg")]
+    df = pd.concat([df, pd.DataFrame({"id": [i for i, _ in extra], "image": [str(p) for _, p in extra], "label": "x"})],
+                   ignore_index=True)
+    path = tmp_path / "catalog.csv"
+    df.to_csv(path, index=False)
+    return path, df
+
+
+def test_embed_records_each_images_quality_beside_its_vector_and_a_cached_run_repeats_it(tmp_path, image_encoder):
+    """The decode pass measures every image once: `_quality/<shard>.parquet` beside each shard, the file's and the
+    pixels' digests with it; a second store of the same images comes from the caches, decoding nothing, and
+    records the same."""
+    from simlabel.embedding import embed
+    from simlabel.store import QUALITY_DIR, list_shards, read_quality
+
+    catalog, df = _planted(tmp_path)
+    first = embed(catalog, tmp_path / "a", image_encoder=image_encoder, shard_size=8, progress=False)
+    q = read_quality(tmp_path / "a").set_index("id")
+    assert sorted(q.index) == sorted(df["id"]) and list(q.columns[:7]) == list(QUALITY_FIELDS)
+    assert len(list((tmp_path / "a" / QUALITY_DIR).glob("*.parquet"))) == len(list_shards(tmp_path / "a"))
+    assert q.loc["copy", "content_hash"] == q.loc[df["id"].iloc[1], "content_hash"] != ""
+    assert q.loc["png-1", "pixel_hash"] == q.loc["png-2", "pixel_hash"]
+    assert q.loc["png-1", "content_hash"] != q.loc["png-2", "content_hash"]
+    assert q["dark"].idxmin() == "dark"
+    # the blurred copy has lost its edges (so has the darkened one: dimmer edges are weaker edges)
+    assert set(q["blur"].nsmallest(2).index) == {"dark", "blurred"}
+    assert q.loc["blurred", "blur"] < q.loc[df["id"].iloc[0], "blur"] - 0.5
+    assert (q["width"] > 0).all() and first.n_embedded == len(df)
+    again = embed(catalog, tmp_path / "b", image_encoder=image_encoder, shard_size=8, progress=False)
+    assert again.n_from_cache == len(df)
+    pd.testing.assert_frame_equal(read_quality(tmp_path / "b").set_index("id").loc[q.index], q)
+    # without the cache the file is not hashed: the measures and the pixels' digest are still recorded
+    embed(catalog, tmp_path / "c", image_encoder=image_encoder, shard_size=8, progress=False, cache=False)
+    c = read_quality(tmp_path / "c").set_index("id").loc[q.index]
+    assert (c["content_hash"] == "").all() and (c["pixel_hash"] == q["pixel_hash"]).all()
+    assert np.allclose(c[list(QUALITY_FIELDS)], q[list(QUALITY_FIELDS)])

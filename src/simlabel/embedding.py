@@ -53,6 +53,7 @@ from simlabel.store import (
     APPEND_PREFIX,
     ERRORS_DIR,
     MANIFEST,
+    QUALITY_DIR,
     RETRY_PREFIX,
     SHARD_SUFFIX,
     append_shard_name,
@@ -65,9 +66,11 @@ from simlabel.store import (
     read_manifest,
     shard_name,
     write_manifest,
+    write_quality,
     write_shard,
     write_summary,
 )
+from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
 from simlabel.vectors import VectorCache, content_hash, encoder_key
 
 TEXT_SUBDIR = "text"
@@ -186,6 +189,8 @@ class _Job:
     #: the content-addressed vectors of this encoder (images only; None: off)
     cache: VectorCache | None = None
     cached: list[int] = field(default_factory=lambda: [0])
+    #: the images' quality records by content hash (with ``cache``), so a cached image needs no decode either
+    quality_cache: VectorCache | None = None
     #: an append job: the rows the store has not seen, in shards of a new generation (None: the whole catalog)
     append: "_Append | None" = None
 
@@ -215,21 +220,23 @@ class _Append:
 
 
 class _Cached:
-    """A decoded-and-embedded-before item: its vector, found by its file's content hash."""
+    """A decoded-and-embedded-before item: its vector (and its image's quality record), found by its file's content
+    hash."""
 
-    __slots__ = ("vector",)
+    __slots__ = ("vector", "quality")
 
-    def __init__(self, vector: np.ndarray) -> None:
-        self.vector = vector
+    def __init__(self, vector: np.ndarray, quality: tuple | None = None) -> None:
+        self.vector, self.quality = vector, quality
 
 
 class _Fresh:
-    """A decoded item to embed, with its content hash (to cache its vector)."""
+    """A decoded item to embed, with its content hash (to cache its vector; None: not computed) and its image's
+    quality record ``(measures, content hash, pixel hash)`` (:mod:`simlabel.quality`; None for text)."""
 
-    __slots__ = ("payload", "digest")
+    __slots__ = ("payload", "digest", "quality")
 
-    def __init__(self, payload: object, digest: bytes) -> None:
-        self.payload, self.digest = payload, digest
+    def __init__(self, payload: object, digest: bytes | None, quality: tuple | None = None) -> None:
+        self.payload, self.digest, self.quality = payload, digest, quality
 
 
 def _remove_killed_writes(out: Path) -> None:
@@ -347,15 +354,17 @@ def _safe(load: Callable[[int], object], p: int) -> object:
 
 def _encode_items(
     job: _Job, items: Iterator[tuple[int, object]], batch_size: int, strict: bool, advance: Callable[[int], None]
-) -> tuple[list[int], np.ndarray, list[tuple[str, str, str]]]:
+) -> tuple[list[int], np.ndarray, list[tuple[str, str, str]], dict[int, tuple]]:
     """Encode decoded ``(position, payload)`` items in batches; failures are recorded (or raised
-    with ``strict``). Returns the embedded positions, their ``(m, dim)`` matrix and the errors."""
+    with ``strict``). Returns the embedded positions, their ``(m, dim)`` matrix, the errors and the images'
+    quality records by position."""
     ok_pos: list[int] = []
     vectors: list[np.ndarray] = []
     errors: list[tuple[str, str, str]] = []
     batch: list = []
     batch_pos: list[int] = []
     digests: dict[int, bytes] = {}
+    quality: dict[int, tuple] = {}
     for p, payload in items:
         if isinstance(payload, _ItemFailure):
             if strict:
@@ -364,13 +373,18 @@ def _encode_items(
             advance(1)
             continue
         if isinstance(payload, _Cached):
+            if payload.quality is not None:
+                quality[p] = payload.quality
             vectors.append(payload.vector[None, :])
             ok_pos.append(p)
             job.cached[0] += 1
             advance(1)
             continue
         if isinstance(payload, _Fresh):
-            digests[p] = payload.digest
+            if payload.digest is not None:
+                digests[p] = payload.digest
+            if payload.quality is not None:
+                quality[p] = payload.quality
             payload = payload.payload
         batch.append(payload)
         batch_pos.append(p)
@@ -384,7 +398,34 @@ def _encode_items(
     if job.cache is not None and digests:
         fresh = [i for i, p in enumerate(ok_pos) if p in digests]
         job.cache.add([digests[ok_pos[i]] for i in fresh], matrix[fresh])
-    return ok_pos, matrix, errors
+        if job.quality_cache is not None:
+            measured = [p for p in (ok_pos[i] for i in fresh) if p in quality]
+            if measured:
+                job.quality_cache.add([digests[p] for p in measured],
+                                      np.stack([_quality_row(quality[p]) for p in measured]))
+    return ok_pos, matrix, errors, quality
+
+
+def _quality_row(record: tuple) -> np.ndarray:
+    """A quality record as one float32 row of the quality cache: the measures, then the pixel hash's 16 bytes."""
+    return np.concatenate([record[0], np.frombuffer(record[2], dtype=np.float32)])
+
+
+def _quality_record(row: np.ndarray, digest: bytes) -> tuple:
+    n = len(QUALITY_FIELDS)
+    return np.asarray(row[:n], dtype=np.float32), digest, np.ascontiguousarray(row[n:], dtype=np.float32).tobytes()
+
+
+def _write_quality(job: _Job, name: str, ok_pos: list[int], quality: dict[int, tuple]) -> None:
+    """The shard's quality file (``_quality/<shard>.parquet``), before the shard: a finished shard has one."""
+    if job.modality != "image":
+        return
+    rows = [p for p in ok_pos if p in quality]
+    records = [quality[p] for p in rows]
+    (job.out / QUALITY_DIR).mkdir(exist_ok=True)
+    write_quality(job.out / QUALITY_DIR / name, job.ids[rows] if rows else [],
+                  np.stack([r[0] for r in records]) if records else np.zeros((0, len(QUALITY_FIELDS)), np.float32),
+                  [r[1] for r in records], [r[2] for r in records], QUALITY_FIELDS)
 
 
 def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[int], vectors: list[np.ndarray],
@@ -428,9 +469,10 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     with progress_bar(label, total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
         for name, pos in todo:
-            ok_pos, matrix, errors = _encode_items(job, (next(stream) for _ in pos), batch_size, strict, advance)
-            # errors first: a shard's Parquet file is what marks it finished.
+            ok_pos, matrix, errors, quality = _encode_items(job, (next(stream) for _ in pos), batch_size, strict, advance)
+            # errors and quality first: a shard's Parquet file is what marks it finished.
             atomic_write_text(errors_dir / f"{name}.csv", errors_csv_text(errors))
+            _write_quality(job, name, ok_pos, quality)
             kill_point("embed:between-errors-and-shard")
             write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
             kill_point("embed:after-shard")
@@ -511,12 +553,13 @@ def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -
     positions = [pos_of[i] for i in todo_ids if i in pos_of]
     with progress_bar(f"retry {job.modality}", total=len(positions), enabled=progress) as advance:
         stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
-        ok_pos, matrix, errors = _encode_items(job, stream, batch_size, strict, advance)
+        ok_pos, matrix, errors, quality = _encode_items(job, stream, batch_size, strict, advance)
     if ok_pos:
         manifest = read_manifest(job.out)
         retry = list(manifest.get("retry_shards", []))
         name = f"{RETRY_PREFIX}{len(retry):04d}.parquet"
         meta = {k: job.manifest[k] for k in ("model", "model_version", "modality", "normalized", "source_column")}
+        _write_quality(job, name, ok_pos, quality)
         write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-retry-shard")
         write_manifest(job.out, {**manifest, "retry_shards": retry + [name]})
@@ -551,6 +594,7 @@ def _embed_one(
     progress: bool,
     retry_failed: bool = False,
     vector_cache: VectorCache | None = None,
+    quality_cache: VectorCache | None = None,
     ray_job: dict | None = None,
     engine: dict | None = None,
     append: bool = False,
@@ -574,7 +618,8 @@ def _embed_one(
     adding = _check_append(out, manifest) if append and not overwrite else None
     if adding is None:
         _check_manifest(out, manifest, overwrite)
-    job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache, append=adding)
+    job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache, append=adding,
+               quality_cache=quality_cache)
     if ray_job is not None:
         embedded, failed, resumed, seconds = _run_ray(job, batch_size=batch_size, shard_size=shard_size, strict=strict,
                                                       progress=progress, label=f"embed {modality}", ray_job=ray_job)
@@ -852,6 +897,11 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         draft = enc.image_size
         budget = PixelBudget(pixel_budget)
         vcache = VectorCache(encoder_key(enc.describe()), enc.dim) if cache else None
+        # the images' quality measures do not depend on the encoder, only on the pixels decoded at this scale
+        qcache = VectorCache(f"image-quality-v1-d{draft}", len(QUALITY_FIELDS) + 4) if cache else None
+
+        def measure(rgb, size):  # in the decode pass: every pixel is read once, for the model and the audit
+            return enc.preprocess(rgb), (image_quality(rgb, size), pixel_hash(rgb))
 
         def load_img(p: int) -> object:
             digest = None
@@ -862,10 +912,12 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                     digest = None  # the decoder names what is wrong with the file
                 if digest is not None:
                     found, vec = vcache.lookup([digest])
-                    if found[0]:
-                        return _Cached(vec[0])
-            img = load_image(paths[p], max_pixels=max_pixels, draft_size=draft, budget=budget, transform=enc.preprocess)
-            return img if digest is None else _Fresh(img, digest)
+                    q_found, q_row = qcache.lookup([digest])
+                    if found[0] and q_found[0]:
+                        return _Cached(vec[0], _quality_record(q_row[0], digest))
+            pixels, (quality, pixels_digest) = load_image(paths[p], max_pixels=max_pixels, draft_size=draft,
+                                                          budget=budget, transform=measure, with_size=True)
+            return _Fresh(pixels, digest, (quality, digest, pixels_digest))
 
         def encode_img(batch: list) -> np.ndarray:
             return enc(np.stack(batch))
@@ -880,7 +932,7 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
             vcache = None
         image_result = _embed_one(
             out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers,
-            vector_cache=vcache, ray_job=ray_job, engine=None if choice is None else choice[0], **common
+            vector_cache=vcache, quality_cache=qcache if vcache is not None else None, ray_job=ray_job, engine=None if choice is None else choice[0], **common
         )
 
     if text_col:

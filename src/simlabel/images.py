@@ -171,7 +171,8 @@ def load_image(
     max_pixels: int = DEFAULT_MAX_PIXELS,
     draft_size: int | None = None,
     budget: PixelBudget | None = None,
-    transform: Callable[[Image.Image], Any] | None = None,
+    transform: Callable[..., Any] | None = None,
+    with_size: bool = False,
 ) -> Any:
     """Open, fully decode and return an RGB image.
 
@@ -204,6 +205,9 @@ def load_image(
     transform
         applied to the RGB image inside the budget (e.g. an encoder's ``preprocess``);
         its result is returned instead of the image.
+    with_size
+        call ``transform(image, (width, height))`` with the file's size from its header (turned as the
+        EXIF orientation turns the image), not the draft-decoded image's.
 
     Returns
     -------
@@ -235,7 +239,7 @@ def load_image(
             # is still reported as empty, not as an unidentifiable image.
             raise ImageError("empty", name, "file is empty (0 bytes)")
         try:
-            return _decode(fh, name, max_pixels, draft_size, budget, transform)
+            return _decode(fh, name, max_pixels, draft_size, budget, transform, with_size)
         except ImageError:
             raise
         except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
@@ -369,11 +373,19 @@ def _decode(
     max_pixels: int,
     draft_size: int | None,
     budget: PixelBudget | None,
-    transform: Callable[[Image.Image], Any] | None,
+    transform: Callable[..., Any] | None,
+    with_size: bool = False,
 ) -> Any:
     """Decode the open file into a fresh RGB image that no longer needs ``fh`` (then ``transform`` it)."""
     with Image.open(fh) as im:
         w, h = im.size
+        if transform is not None and with_size:
+            inner = transform
+
+            def transform(rgb: Image.Image) -> Any:
+                # the header's size, turned as the EXIF orientation turned the pixels
+                turned = (rgb.width >= rgb.height) != (w >= h) and w != h
+                return inner(rgb, (h, w) if turned else (w, h))
         if w * h > max_pixels:
             raise ImageError("too-large", name, f"{w}x{h} = {w * h:,} pixels exceeds the limit of {max_pixels:,}")
         is_jpeg = isinstance(im, JpegImagePlugin.JpegImageFile)

@@ -25,10 +25,12 @@ Whether a value is an issue is decided against the catalog's own distribution, n
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from PIL import Image
 
-__all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "image_quality"]
+__all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "image_quality", "pixel_hash"]
 
 QUALITY_FIELDS = ("width", "height", "dark", "bright", "entropy", "blur", "colour")
 #: the longer side of the grey thumbnail the Laplacian is measured on
@@ -81,3 +83,13 @@ def image_quality(image: Image.Image, size: tuple[int, int] | None = None) -> np
     blur = np.log10(1.0 + _laplacian_variance(np.asarray(thumb, dtype=np.float32)))
     colour = float(np.abs(rgb - rgb[..., [1, 2, 0]]).mean())
     return np.array([w, h, dark, bright, entropy, blur, colour], dtype=np.float32)
+
+
+def pixel_hash(image: Image.Image) -> bytes:
+    """BLAKE2b-128 of the decoded RGB pixels and their size: the same photo saved twice (other metadata, another
+    lossless encoding) hashes alike where its file bytes do not (issue 27's exact duplicates after decoding)."""
+    rgb = image.convert("RGB")
+    h = hashlib.blake2b(digest_size=16)
+    h.update(f"{rgb.width}x{rgb.height}".encode())
+    h.update(rgb.tobytes())
+    return h.digest()

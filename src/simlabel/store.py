@@ -87,6 +87,28 @@ def write_shard(path: str | os.PathLike, ids: np.ndarray | list[str], matrix: np
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 
 
+def write_quality(path: str | os.PathLike, ids: Sequence[str], quality: np.ndarray, content_hash: Sequence[bytes | None],
+                  pixel_hash: Sequence[bytes], fields: Sequence[str]) -> Path:
+    """Write one shard's image-quality file atomically: ``id``, one column per field, and the two digests in hex
+    (``content_hash``: the file's bytes, empty where not computed; ``pixel_hash``: the decoded pixels)."""
+    q = np.asarray(quality, dtype=np.float32).reshape(len(ids), len(fields))
+    cols = {"id": pa.array([str(i) for i in ids], pa.string())}
+    cols.update({f: pa.array(q[:, j]) for j, f in enumerate(fields)})
+    cols["content_hash"] = pa.array([h.hex() if h else "" for h in content_hash], pa.string())
+    cols["pixel_hash"] = pa.array([h.hex() for h in pixel_hash], pa.string())
+    table = pa.table(cols)
+    return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
+
+
+def read_quality(path: str | os.PathLike) -> pd.DataFrame:
+    """The image-quality measures an embedding folder recorded while it decoded (:mod:`simlabel.quality`), one row
+    per embedded image, in shard order; empty (with an ``id`` column) where none were recorded."""
+    files = sorted((Path(path) / QUALITY_DIR).glob("*.parquet"))
+    if not files:
+        return pd.DataFrame({"id": pd.Series(dtype=str)})
+    return pd.concat([pq.read_table(f).to_pandas() for f in files], ignore_index=True)
+
+
 def list_shards(path: str | os.PathLike) -> list[Path]:
     """The shard files of an embedding folder, in order (or the file itself)."""
     p = Path(path)
@@ -149,6 +171,8 @@ MANIFEST = "manifest.json"
 ERRORS = "errors.csv"
 #: one ``id,path,reason`` file per shard, written with the shard (so a resumed job keeps them)
 ERRORS_DIR = "_errors"
+#: one Parquet file of per-image quality measures per shard (``simlabel.quality``), written before the shard
+QUALITY_DIR = "_quality"
 #: what the last run did (counts, time, items/s, the engine)
 SUMMARY = "summary.json"
 #: the shards of ``retry_failed`` runs: ``part-r0000.parquet`` ...
@@ -216,6 +240,7 @@ def clear_store(out: str | os.PathLike) -> None:
     for name in (MANIFEST, ERRORS, SUMMARY):
         (out / name).unlink(missing_ok=True)
     shutil.rmtree(out / ERRORS_DIR, ignore_errors=True)
+    shutil.rmtree(out / QUALITY_DIR, ignore_errors=True)
 
 
 def recorded_engine(path: str | os.PathLike) -> dict | None:
