@@ -49,6 +49,7 @@ from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
 from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
+from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
 from simlabel.store import (
     APPEND_PREFIX,
     ERRORS_DIR,
@@ -70,7 +71,6 @@ from simlabel.store import (
     write_shard,
     write_summary,
 )
-from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
 from simlabel.vectors import VectorCache, content_hash, encoder_key
 
 TEXT_SUBDIR = "text"
