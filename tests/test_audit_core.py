@@ -1,4 +1,4 @@
-"""simlabel.audit.core: each issue type on hand-made cases, and its score's monotonicity."""
+"""simlabel.auditing.core: each issue type on hand-made cases, and its score's monotonicity."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.audit.core import class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
+from simlabel.auditing.core import class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
 from simlabel.errors import InputError
 from simlabel.graph import GraphConfig, build_graph
 from simlabel.store import Embeddings

@@ -20,7 +20,7 @@
     the mean absolute difference between the channels (0..1): 0 for a greyscale photo.
 
 Whether a value is an issue is decided against the catalog's own distribution, never by a constant
-(:func:`simlabel.audit.core.robust_scores`).
+(:func:`simlabel.auditing.core.robust_scores`).
 """
 
 from __future__ import annotations

@@ -132,11 +132,13 @@ def outliers(similarities: np.ndarray, *, k: int | None = None, threshold: float
     return np.exp(-mean / median), mean > cut, mean, cut
 
 
-def robust_scores(values: np.ndarray, *, side: str = "low", z: float = 3.5) -> tuple[np.ndarray, np.ndarray, float]:
+def robust_scores(values: np.ndarray, *, side: str = "low", z: float = 3.5, min_scale: float = 0.0
+                  ) -> tuple[np.ndarray, np.ndarray, float]:
     """How far each value lies on the bad side of the catalog's own distribution.
 
     The modified z-score ``0.6745 (x - median) / MAD`` (MAD: median absolute deviation; where it is 0, the mean
-    absolute deviation x 1.2533), taken on the bad ``side`` (``low``, ``high`` or ``both``).
+    absolute deviation x 1.2533), taken on the bad ``side`` (``low``, ``high`` or ``both``). ``min_scale`` bounds the
+    spread from below, for a measure most items share exactly (a catalog of one photo size must not flag a pixel).
 
     Returns
     -------
@@ -159,7 +161,7 @@ def robust_scores(values: np.ndarray, *, side: str = "low", z: float = 3.5) -> t
     med = float(np.median(x[ok]))
     mad = float(np.median(np.abs(x[ok] - med)))
     scale = mad / 0.6745 if mad > 0 else 1.2533 * float(np.mean(np.abs(x[ok] - med)))
-    scale = max(scale, _EPS)
+    scale = max(scale, min_scale, _EPS)
     zs = (x - med) / scale
     bad = {"low": -zs, "high": zs, "both": np.abs(zs)}[side]
     bad = np.where(ok, np.maximum(bad, 0.0), 0.0)

@@ -1,0 +1,369 @@
+"""``simlabel.audit``: every issue type of :mod:`simlabel.auditing.core` over one catalog, its store and its graph.
+
+Inputs are the catalog (images, and the ``split`` column), the embedding store (its vectors, ``errors.csv`` and the
+image measures its decode pass recorded, :func:`simlabel.store.read_quality`) and the k-NN graph (built on the fly
+by the one neighbour rule when none is given). Nothing is decoded again.
+
+Output folder (written as one unit)::
+
+    AUDIT_DIR/issues.parquet   one row per (item, issue type) scored: id, issue, score (0..1, lower = worse), flagged,
+                               value (what was measured), group (duplicates), evidence (ids, reasons)
+    AUDIT_DIR/summary.json     counts per type, cuts, per-class counts and health, leakage, non-IID test
+    AUDIT_DIR/report.html      with ``html``: a section per type with the worst items beside their evidence
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from simlabel.auditing.core import class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
+from simlabel.catalog import Catalog, load_catalog
+from simlabel.checks import in_range, positive_int
+from simlabel.errors import InputError
+from simlabel.files import atomic_dir, atomic_write_json, exclusive
+from simlabel.quality import QUALITY_FIELDS
+from simlabel.store import ERRORS, Embeddings, as_embeddings, read_quality
+
+__all__ = ["ISSUE_TYPES", "AuditConfig", "AuditResult", "audit"]
+
+#: every issue type, in the report's order
+ISSUE_TYPES = ("unreadable", "exact_duplicate", "near_duplicate", "leakage", "outlier", "far_from_labels", "dark",
+               "bright", "low_information", "blurry", "grayscale", "odd_aspect_ratio", "odd_size", "label",
+               "class_imbalance", "non_iid")
+#: the image-quality types: (measure, its bad side, how it is read, the least spread it is judged with: a catalog
+#: whose photos share one size must not flag a pixel's difference: aspect ratios count from 1.5x apart, areas from 2x)
+QUALITY_TYPES = {
+    "dark": ("dark", "low", "99th percentile of brightness", 0.0),
+    "bright": ("bright", "high", "5th percentile of brightness", 0.0),
+    "low_information": ("entropy", "low", "entropy of the grey histogram (bits)", 0.0),
+    "blurry": ("blur", "low", "log10(1 + variance of the Laplacian), 128 px grey thumbnail", 0.0),
+    "grayscale": ("colour", "low", "mean difference between the channels", 0.0),
+    "odd_aspect_ratio": ("log_aspect", "both", "log(width / height)", float(np.log(1.5) / 3.5)),
+    "odd_size": ("log_area", "both", "log(width x height)", float(np.log(2.0) / 3.5)),
+}
+COLUMNS = ["id", "issue", "score", "flagged", "value", "group", "evidence"]
+
+
+@dataclass
+class AuditConfig:
+    """The audit's options; every cut but ``min_class_size`` is relative to the catalog's own distribution."""
+
+    #: neighbours per item (from the graph, or searched)
+    k: int = 10
+    #: near duplicates: edges under this fraction of the median nearest-neighbour distance (Datalab's 0.13)
+    near_duplicate_fraction: float = 0.13
+    #: outliers: Datalab's ``threshold`` (flagged above Q3 + (1 / t - 1) IQR of the mean k-NN distance)
+    outlier_threshold: float = 0.37037
+    #: image quality and distance to the labels: the modified z-score a value must pass on its bad side
+    z: float = 3.5
+    #: a class with fewer labelled items is flagged
+    min_class_size: int = 5
+    #: a class under ``imbalance_threshold / K`` of the labelled items is flagged (Datalab's 0.1)
+    imbalance_threshold: float = 0.1
+    non_iid_permutations: int = 20
+    #: the split value that is training (leakage: the others' items with a near-twin in it)
+    train_split: str = "train"
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        positive_int(self.k, "k")
+        in_range(self.near_duplicate_fraction, "near_duplicate_fraction", 0, 1)
+        in_range(self.outlier_threshold, "outlier_threshold", 0, 1, lo_open=True)
+        in_range(self.z, "z", 0, np.inf, lo_open=True)
+        positive_int(self.min_class_size, "min_class_size", minimum=0)
+        in_range(self.imbalance_threshold, "imbalance_threshold", 0, 1)
+        positive_int(self.non_iid_permutations, "non_iid_permutations")
+
+
+@dataclass
+class AuditResult:
+    """What :func:`audit` found: ``issues`` (the columns :data:`COLUMNS`), ``summary`` and the folder written."""
+
+    issues: pd.DataFrame
+    summary: dict
+    out: Path | None = None
+    #: the catalog in 2-D (``id``, ``x``, ``y``: the embeddings' first two principal components) for the map
+    coords: pd.DataFrame | None = None
+
+    def flagged(self, issue: str | None = None) -> pd.DataFrame:
+        """The flagged rows (of one type), worst first."""
+        f = self.issues[self.issues["flagged"]]
+        if issue is not None:
+            f = f[f["issue"] == issue]
+        return f.sort_values(["issue", "score"])
+
+
+def _rows(ids: np.ndarray, issue: str, score: np.ndarray, flagged: np.ndarray, value: np.ndarray | None = None,
+          group: np.ndarray | None = None, evidence: list[str] | np.ndarray | None = None) -> pd.DataFrame:
+    n = len(ids)
+    return pd.DataFrame({
+        "id": np.asarray(ids, dtype=object).astype(str), "issue": issue,
+        "score": np.asarray(score, dtype=np.float64), "flagged": np.asarray(flagged, dtype=bool),
+        "value": np.asarray(value, dtype=np.float64) if value is not None else np.full(n, np.nan),
+        "group": np.asarray(group, dtype=np.int64) if group is not None else np.full(n, -1, dtype=np.int64),
+        "evidence": np.asarray(evidence, dtype=object) if evidence is not None else np.full(n, "", dtype=object),
+    })
+
+
+def _neighbour_ids(ids: np.ndarray, nb: np.ndarray, sim: np.ndarray, top: int = 5) -> list[str]:
+    return ["|".join(f"{ids[j]}:{s:.3f}" for j, s in zip(r[:top], q[:top]) if j >= 0) for r, q in zip(nb, sim)]
+
+
+def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None, label_col: str) -> pd.Series | None:
+    """The labelled items' labels by id (from ``labels``, else the catalog's ``label_col`` if it has one)."""
+    from simlabel.labels.io import read_labels
+
+    if labels is None:
+        if label_col not in catalog.table.columns:
+            return None
+        t = catalog.table[["id", label_col]].astype(str)
+        t = t[t[label_col].str.strip() != ""]
+        return pd.Series(t[label_col].to_numpy(), index=t["id"].to_numpy())
+    df = labels if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
+    col = "label" if "label" in df.columns else label_col
+    return pd.Series(df[col].astype(str).to_numpy(), index=df["id"].astype(str).to_numpy())
+
+
+def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddings, *,
+          graph: str | os.PathLike | object | None = None, labels: str | os.PathLike | pd.DataFrame | None = None,
+          label_col: str = "label", split_col: str | None = None, config: AuditConfig | None = None,
+          out: str | os.PathLike | None = None, html: bool = False, progress: bool = True) -> AuditResult:
+    """Audit a catalog: duplicates, leakage, outliers, image quality, labels, balance and order.
+
+    Parameters
+    ----------
+    catalog : path or Catalog
+        The catalog (ids, images, and ``split_col``).
+    emb : path or Embeddings
+        Its image embeddings; a folder also gives ``errors.csv`` (unreadable images) and the image measures of its
+        decode pass (without them the image-quality and exact-duplicate types are left out, and the summary says so).
+    graph : path or KnnGraph, optional
+        The k-NN graph of ``emb`` (default: searched by :func:`simlabel.graph.neighbours_for`).
+    labels : path or DataFrame, optional
+        ``id`` and ``label_col`` (default: the catalog's ``label_col`` column, if any).
+    split_col : str, optional
+        The catalog column of each item's split (``train``, ``test``...): leakage is a near-duplicate group across it.
+    config : AuditConfig
+    out : path, optional
+        The folder to write (module docstring).
+    html : bool
+        Write ``report.html`` too.
+
+    Returns
+    -------
+    AuditResult
+
+    Examples
+    --------
+    >>> result = audit("catalog.csv", "emb/", split_col="split", out="audit/", html=True)  # doctest: +SKIP
+    >>> result.flagged("near_duplicate")  # doctest: +SKIP
+    """
+    from simlabel.graph import neighbours_for
+
+    cfg = config or AuditConfig()
+    cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
+    store_dir = None if isinstance(emb, Embeddings) else Path(emb)
+    e = as_embeddings(emb)
+    if len(e.ids) < 3:
+        raise InputError(f"{e.source or 'emb'}: the audit needs 3 or more embedded items; got {len(e.ids)}")
+    ids = e.ids.astype(str)
+    table = cat.table.set_index(cat.table["id"].astype(str))
+    missing = ~pd.Index(ids).isin(table.index)
+    if missing.any():
+        raise InputError(f"{e.source or 'emb'}: {int(missing.sum())} embedded ids are not in the catalog "
+                         f"{cat.path or cat.root}, e.g. {ids[missing][0]!r}")
+    k = min(cfg.k, len(ids) - 1)
+    nbrs = neighbours_for(e, k, graph=graph, seed=cfg.seed)
+    nb, sim = nbrs.neighbors, nbrs.similarities
+    frames: list[pd.DataFrame] = []
+    summary: dict = {"n_items": int(len(ids)), "n_catalog": int(len(cat.table)), "k": int(k),
+                     "config": asdict(cfg), "types": {}}
+
+    # -- unreadable: the store's failures, with the decoder's reason
+    if store_dir is not None and (store_dir / ERRORS).exists():
+        err = pd.read_csv(store_dir / ERRORS, dtype=str, keep_default_na=False)
+        if len(err):
+            frames.append(_rows(err["id"].to_numpy(), "unreadable", np.zeros(len(err)), np.ones(len(err), bool),
+                                evidence=err["reason"].to_numpy()))
+    # -- exact duplicates: the file's bytes, then the decoded pixels
+    quality = read_quality(store_dir) if store_dir is not None else pd.DataFrame({"id": []})
+    quality = quality.drop_duplicates("id", keep="last").set_index("id").reindex(ids)
+    measured = quality[list(QUALITY_FIELDS)].notna().all(axis=1).to_numpy() if len(quality.columns) > 1 else \
+        np.zeros(len(ids), bool)
+    summary["n_measured"] = int(measured.sum())
+    if measured.any():
+        # one photo is one pixel hash, whatever its bytes; a shared file hash says the files are copies too
+        pix = quality["pixel_hash"].fillna("").to_numpy()
+        codes, uniq = pd.factorize(pd.Series(np.where(measured, pix, ""), dtype=str))
+        dup = measured & (np.bincount(codes, minlength=len(uniq))[codes] >= 2)
+        group = np.where(dup, codes, -1)
+        content = quality["content_hash"].fillna("").astype(str)
+        same_bytes = (content != "").to_numpy() & content.map(content.value_counts()).ge(2).to_numpy()
+        members = pd.Series(ids[dup]).groupby(group[dup]).agg("|".join)
+        evidence = [("same bytes: " if b else "same pixels: ") + members.get(g, "") for b, g in zip(same_bytes[dup], group[dup])]
+        frames.append(_rows(ids[dup], "exact_duplicate", np.zeros(dup.sum()), np.ones(dup.sum(), bool),
+                            group=group[dup], evidence=evidence))
+    # -- near duplicates, along the graph's edges
+    near = near_duplicates(nb, sim, fraction=cfg.near_duplicate_fraction)
+    in_group = near.group >= 0
+    gmembers = pd.Series(ids[in_group]).groupby(near.group[in_group]).agg("|".join)
+    frames.append(_rows(ids, "near_duplicate", near.score, in_group, value=near.nn_distance, group=near.group,
+                        evidence=[gmembers.get(g, "") if g >= 0 else "" for g in near.group]))
+    summary["types"]["near_duplicate"] = {"cut_distance": near.cut, "median_nn_distance": near.median_nn_distance,
+                                          "rule": f"{cfg.near_duplicate_fraction} x the median nearest-neighbour "
+                                                  "cosine distance", "groups": int(len(gmembers))}
+    summary["nn_distance_histogram"] = np.histogram(np.nan_to_num(near.nn_distance), bins=40)[0].tolist()
+    # -- leakage across the split
+    y = _labels_of(cat, labels, label_col)
+    if split_col is not None:
+        if split_col not in table.columns:
+            raise InputError(f"{cat.path or cat.root}: `split_col` {split_col!r} is not a column")
+        split = table[split_col].reindex(ids).fillna("").astype(str).to_numpy()
+        leaked = leakage(near.group, split, train=cfg.train_split)
+        frames.append(_rows(ids[leaked], "leakage", np.zeros(leaked.sum()), np.ones(leaked.sum(), bool),
+                            group=near.group[leaked], evidence=[gmembers.get(g, "") for g in near.group[leaked]]))
+        summary["leakage"] = _leak_summary(e, ids, split, leaked, y, cfg, k)
+    # -- outliers
+    score, flagged, mean_d, cut = outliers(sim, threshold=cfg.outlier_threshold)
+    frames.append(_rows(ids, "outlier", score, flagged, value=mean_d, evidence=_neighbour_ids(ids, nb, sim)))
+    summary["types"]["outlier"] = {"cut_mean_distance": cut, "rule": f"Q3 + {1 / cfg.outlier_threshold - 1:.2f} IQR "
+                                   f"of the mean cosine distance to the {k} nearest"}
+    # -- far from every labelled class
+    if y is not None:
+        y = y[y.index.isin(ids)]
+    if y is not None and y.nunique() >= 1 and len(y) >= 2:
+        lab_pos = e.positions(y.index.to_numpy())
+        near_lab = neighbours_for(e, 2, among=lab_pos, seed=cfg.seed, graph=graph)
+        # a labelled item's nearest labelled item is itself: take the next
+        first = near_lab.neighbors[:, 0]
+        self_first = (first >= 0) & (lab_pos[np.maximum(first, 0)] == np.arange(len(ids)))
+        rows = np.arange(len(ids))
+        j_best = near_lab.neighbors[rows, self_first.astype(int)]
+        s_best = near_lab.similarities[rows, self_first.astype(int)]
+        best = np.where((j_best >= 0) & np.isfinite(s_best), s_best, -1.0)
+        s_far, f_far, c_far = robust_scores(best, side="low", z=cfg.z)
+        nearest = [f"{y.index[j]}:{s:.3f} ({y.iloc[j]})" if j >= 0 else "" for j, s in zip(j_best, best)]
+        frames.append(_rows(ids, "far_from_labels", s_far, f_far, value=best, evidence=nearest))
+        summary["types"]["far_from_labels"] = {"cut_similarity": c_far}
+    # -- image quality, against the catalog's own spread
+    if measured.any():
+        q = quality.loc[ids[measured]]
+        values = {f: q[f].to_numpy(dtype=np.float64) for f in QUALITY_FIELDS}
+        values["log_aspect"] = np.log(np.maximum(values["width"], 1) / np.maximum(values["height"], 1))
+        values["log_area"] = np.log(np.maximum(values["width"] * values["height"], 1))
+        for issue, (field, side, what, floor) in QUALITY_TYPES.items():
+            s_q, f_q, c_q = robust_scores(values[field], side=side, z=cfg.z, min_scale=floor)
+            frames.append(_rows(ids[measured], issue, s_q, f_q, value=values[field]))
+            summary["types"][issue] = {"measure": what, "side": side, "cut": c_q,
+                                       "median": float(np.median(values[field]))}
+    # -- labels: suspects, and classes too small or too rare
+    if y is not None and y.nunique() >= 2:
+        frames.append(_label_rows(e, y, graph, cfg, summary))
+    # -- order: do neighbours sit together in the catalog's order?
+    order = pd.Index(ids).get_indexer(table.index[table.index.isin(ids)])
+    by_order = np.empty(len(ids), dtype=np.int64)
+    by_order[order] = np.arange(len(order))
+    nb_in_order = np.full_like(nb, -1)
+    nb_in_order[by_order] = np.where(nb >= 0, by_order[np.maximum(nb, 0)], -1)
+    p, stat, s_iid, f_iid = non_iid(nb_in_order, permutations=cfg.non_iid_permutations, seed=cfg.seed)
+    frames.append(_rows(ids[order], "non_iid", s_iid, f_iid))
+    summary["types"]["non_iid"] = {"p_value": p, "ks_statistic": stat, "permutations": cfg.non_iid_permutations}
+
+    issues = pd.concat([f for f in frames if len(f)], ignore_index=True)
+    issues["issue"] = pd.Categorical(issues["issue"], categories=list(ISSUE_TYPES))
+    counts = issues[issues["flagged"]].groupby("issue", observed=False).size()
+    summary["counts"] = {str(t): int(counts.get(t, 0)) for t in ISSUE_TYPES}
+    summary["flagged_items"] = int(issues.loc[issues["flagged"], "id"].nunique())
+    result = AuditResult(issues, summary, coords=_map(e, ids, cfg.seed))
+    if out is not None:
+        result.out = _write(result, Path(out), cat, html)
+    return result
+
+
+def _map(e: Embeddings, ids: np.ndarray, seed: int, sample: int = 20_000) -> pd.DataFrame:
+    """The first two principal components of the embeddings (fitted on a sample of at most ``sample`` rows)."""
+    rng = np.random.default_rng(seed)
+    X = e.matrix
+    fit = X[rng.choice(len(X), size=min(sample, len(X)), replace=False)].astype(np.float64)
+    mu = fit.mean(0)
+    _, _, vt = np.linalg.svd(fit - mu, full_matrices=False)
+    xy = (X - mu) @ vt[:2].T
+    return pd.DataFrame({"id": ids, "x": xy[:, 0], "y": xy[:, 1]})
+
+
+def _leak_summary(e: Embeddings, ids: np.ndarray, split: np.ndarray, leaked: np.ndarray, y: pd.Series | None,
+                  cfg: AuditConfig, k: int) -> dict:
+    """How many non-training items have a near-twin in training, and the k-NN accuracy on them with and without."""
+    from simlabel.graph import neighbours_for
+
+    test = split != cfg.train_split
+    out = {"n_train": int((~test).sum()), "n_other": int(test.sum()), "n_leaked": int(leaked.sum())}
+    if y is None:
+        return out
+    labelled = pd.Index(ids).isin(y.index)
+    train_pos = np.flatnonzero(labelled & ~test)
+    test_pos = np.flatnonzero(labelled & test)
+    if len(train_pos) < 1 or len(test_pos) < 1:
+        return out
+    yy = y.reindex(ids).to_numpy()
+    kk = min(k, len(train_pos))
+    nbrs = neighbours_for(e, kk, rows=test_pos, among=train_pos, seed=cfg.seed)
+    votes = np.where(nbrs.neighbors >= 0, yy[train_pos][np.maximum(nbrs.neighbors, 0)], None)
+    pred = np.array([pd.Series(v[v != None]).mode().iloc[0] if (v != None).any() else "" for v in votes])  # noqa: E711
+    right = pred == yy[test_pos]
+    clean = ~leaked[test_pos]
+    out.update({"knn_accuracy_all": float(right.mean()),
+                "knn_accuracy_without_leaked": float(right[clean].mean()) if clean.any() else None,
+                "n_test_labelled": int(len(test_pos)), "n_test_leaked": int((~clean).sum()),
+                "accuracy_model": f"{kk}-NN vote of the labelled training items"})
+    return out
+
+
+def _label_rows(e: Embeddings, y: pd.Series, graph, cfg: AuditConfig, summary: dict) -> pd.DataFrame:
+    """suspects' k-NN findings, per-class health, and the classes too small or too rare."""
+    from simlabel.labels.suspects import SuspectsConfig, find_suspects
+
+    labels = pd.DataFrame({"id": y.index.astype(str), "label": y.to_numpy()})
+    found = find_suspects(e, labels, SuspectsConfig(method="knn", k=min(cfg.k, len(labels) - 1), seed=cfg.seed),
+                          graph=graph)
+    t = found.labels
+    suspect = t["rank"].notna().to_numpy()
+    # suspects' score grows with the doubt; the audit's falls with it
+    score = 1.0 - t["score"].astype(float).fillna(0.0).to_numpy()
+    evidence = [f"{lab} -> {sug}; {nids}" if s else "" for lab, sug, nids, s in
+                zip(t["label"], t["suggested"], t["neighbor_ids"], suspect)]
+    rows = [_rows(t["id"].to_numpy(), "label", score, suspect, evidence=evidence)]
+    counts, cls_score, small = class_imbalance(y.to_numpy(), threshold=cfg.imbalance_threshold,
+                                               min_count=cfg.min_class_size)
+    per = pd.DataFrame({"label": t["label"].to_numpy(), "suspect": suspect}).groupby("label")["suspect"].agg(["sum", "size"])
+    summary["classes"] = {c: {"count": counts[c], "suspects": int(per.loc[c, "sum"]) if c in per.index else 0,
+                              "health": float(1 - per.loc[c, "sum"] / per.loc[c, "size"]) if c in per.index else 1.0,
+                              "imbalance_score": cls_score[c], "flagged": c in small} for c in counts}
+    summary["label_health"] = float(1 - suspect.mean())
+    summary["types"]["class_imbalance"] = {"flagged_classes": small, "rule": f"under {cfg.imbalance_threshold} / K of "
+                                           f"the labelled items or under {cfg.min_class_size} items"}
+    lab = y.to_numpy()
+    in_small = np.isin(lab, small)
+    rows.append(_rows(y.index.to_numpy()[in_small], "class_imbalance",
+                      np.array([cls_score[c] for c in lab[in_small]]), np.ones(in_small.sum(), bool),
+                      value=np.array([counts[c] for c in lab[in_small]]),
+                      evidence=[f"{c}: {counts[c]} items" for c in lab[in_small]]))
+    return pd.concat(rows, ignore_index=True)
+
+
+def _write(result: AuditResult, out: Path, cat: Catalog, html: bool) -> Path:
+    from simlabel.auditing.page import write_audit_html
+
+    with exclusive(out), atomic_dir(out) as tmp:
+        result.issues.to_parquet(tmp / "issues.parquet", index=False)
+        if result.coords is not None:
+            result.coords.to_parquet(tmp / "map.parquet", index=False)
+        atomic_write_json(tmp / "summary.json", result.summary)
+        if html:
+            write_audit_html(result, cat, tmp / "report.html")
+    return out
