@@ -71,6 +71,24 @@ def test_each_planted_issue_is_found_and_the_page_reads_well(planted: dict, tmp_
     summary = json.loads((tmp_path / "audit" / "summary.json").read_text())
     assert summary["counts"]["exact_duplicate"] == 2 == int(issues[issues["issue"] == "exact_duplicate"]["flagged"].sum())
     assert summary["types"]["near_duplicate"]["cut_distance"] > 0
+    # every type with flagged items is a review queue, and a confirmed issue exports as an exclusion
+    from simlabel.review.decisions import DecisionLog
+    from simlabel.review.export import export_decisions
+    from simlabel.review.queues import read_queues
+
+    queues = sorted((tmp_path / "audit" / "queues").glob("*.csv"))
+    assert {q.stem for q in queues} >= {"exact_duplicate", "leakage", "dark", "blurry", "unreadable", "labels"}
+    items = read_queues(queues)
+    assert set(items.loc[items["queue"] == "leakage", "id"]) == {"copy"}
+    assert items.loc[items["queue"] == "exact_duplicate", "kind"].unique().tolist() == ["audit"]
+    assert items.loc[items["queue"] == "labels", "kind"].unique().tolist() == ["suspects"]
+    leak = items[items["queue"] == "leakage"].iloc[0]
+    assert planted["twin"] in [i for i, _ in leak["explain"]]  # the twin is shown beside it
+    log = DecisionLog(tmp_path / "decisions.jsonl")
+    log.append([{"id": "copy", "queue": "leakage", "kind": "audit", "item": "copy", "action": "accept", "new": "exclude"},
+                {"id": "dark", "queue": "dark", "kind": "audit", "item": "dark", "action": "reject", "new": ""}])
+    out = export_decisions(log, tmp_path / "exclude.csv", format="exclude")
+    assert out.to_dict("records") == [{"id": "copy", "issue": "leakage", "queue": "leakage", "action": "accept"}]
     facts = check_page(tmp_path / "audit" / "report.html", tmp_path / "shots")
     assert facts["images"] >= 10 and not facts["broken"]
     page = (tmp_path / "audit" / "report.html").read_text()
@@ -88,3 +106,18 @@ def test_the_audit_refuses_what_it_cannot_use(planted: dict, tmp_path: Path):
         audit(other, planted["emb"])
     with pytest.raises(Exception, match="k"):
         AuditConfig(k=0)
+
+
+@pytest.mark.slow
+def test_cli_audit_prints_the_counts_and_writes_the_folder(planted: dict, tmp_path: Path):
+    from simlabel.cli import app
+
+    out = tmp_path / "cli-audit"
+    r = runner.invoke(app, ["audit", str(planted["catalog"]), "--emb", str(planted["emb"]), "--split-col", "split",
+                            "--out", str(out), "--html", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "exact_duplicate" in r.output and "leakage: 1 of" in r.output and f"written: {out / 'issues.parquet'}" in r.output
+    assert (out / "report.html").exists() and (out / "queues" / "leakage.csv").exists()
+    bad = runner.invoke(app, ["audit", str(planted["catalog"]), "--emb", str(planted["emb"]), "--split-col", "fold",
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 1 and "--split-col 'fold' is not a column" in bad.output

@@ -12,7 +12,7 @@ from simlabel.cli import app
 runner = CliRunner()
 
 
-COMMANDS = ["embed", "index", "graph", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip", "suspects", "select",
+COMMANDS = ["embed", "index", "graph", "neighbors", "labels", "augment", "propagate", "search", "categories", "side-info", "flip", "suspects", "select", "audit",
             "train", "evaluate", "predict", "export", "demo"]
 EXPERIMENTS = ["augment", "smoothing", "flipping", "side-info", "ssl"]
 
@@ -42,7 +42,7 @@ def test_the_lazy_registry_lists_every_command_with_its_own_help() -> None:
 
     assert set(REGISTRY) - HIDDEN == set(COMMANDS) | {"experiment", "ssl", "review"}
     registered = set()
-    for module in ("embed", "labels", "train", "experiments"):
+    for module in ("embed", "labels", "train", "experiments", "audit"):
         stage = importlib.import_module(f"simlabel.cli.{module}")
         registered |= {c.name or c.callback.__name__ for c in stage.app.registered_commands}
     assert registered | {"labels", "experiment", "ssl", "review"} == set(REGISTRY)

@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from simlabel.auditing.run import related_ids
 from simlabel.catalog import Catalog
 from simlabel.report import Report, figure_html, image_cell, scroll, setup_table, table_html
 
@@ -29,18 +30,8 @@ NOTES = {
 }
 
 
-#: the types whose evidence names other items (shown beside the flagged one)
-EVIDENCE_IDS = ("exact_duplicate", "near_duplicate", "leakage", "outlier", "far_from_labels", "label")
-
-
 def _grid(cells: list[str]) -> str:
     return '<div class="pair">' + "".join(cells) + "</div>"
-
-
-def _evidence_ids(text: str) -> list[str]:
-    """Ids named in an evidence string (``a|b|c``, ``a:0.9|b:0.8``, ``x -> y; a|b``)."""
-    tail = str(text).split("; ")[-1].split(": ", 1)[-1]
-    return [t.split(":")[0].split(" (")[0] for t in tail.split("|") if t]
 
 
 def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_type: int = 8) -> Path:
@@ -119,8 +110,7 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
             if np.isfinite(r["value"]):
                 cap += f" ({r['value']:.3g})"
             cells = [image_cell(paths.get(r["id"]), cap, 112)]
-            named = _evidence_ids(r["evidence"]) if issue in EVIDENCE_IDS else []
-            for other in [i for i in named if i != r["id"]][:4]:
+            for other in [i for i in related_ids(issue, r["evidence"]) if i != r["id"]][:4]:
                 cells.append(image_cell(paths.get(other), f"{other}: {titles.get(other, '')[:30]}", 96))
             if r["evidence"] and issue in ("unreadable", "label", "far_from_labels", "class_imbalance"):
                 cells.append(f"<div class='meta'>{html.escape(str(r['evidence'])[:160])}</div>")

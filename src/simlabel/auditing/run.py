@@ -51,22 +51,43 @@ COLUMNS = ["id", "issue", "score", "flagged", "value", "group", "evidence"]
 
 @dataclass
 class AuditConfig:
-    """The audit's options; every cut but ``min_class_size`` is relative to the catalog's own distribution."""
+    """The audit's options; every cut but ``min_class_size`` is relative to the catalog's own distribution.
 
-    #: neighbours per item (from the graph, or searched)
+    Parameters
+    ----------
+    k : int
+        Neighbours per item (from the graph, or searched).
+    near_duplicate_fraction : float
+        Near duplicates: edges under this fraction of the median nearest-neighbour distance (Datalab's 0.13).
+    outlier_threshold : float
+        Outliers: Datalab's ``t``, flagged above ``Q3 + (1 / t - 1) IQR`` of the mean k-NN distance.
+    z : float
+        Image quality and distance to the labels: the modified z-score a value must pass on its bad side.
+    min_class_size : int
+        A class with fewer labelled items is flagged.
+    imbalance_threshold : float
+        A class under ``imbalance_threshold / K`` of the labelled items is flagged (Datalab's 0.1).
+    non_iid_permutations : int
+        Random orders the non-IID statistic is compared with.
+    train_split : str
+        The split value that is training (leakage: the other splits' items with a near-twin in it).
+    seed : int
+        Searches, the map's sample and the permutations.
+
+    Examples
+    --------
+    >>> from simlabel import AuditConfig
+    >>> AuditConfig(k=20, z=3.0).k
+    20
+    """
+
     k: int = 10
-    #: near duplicates: edges under this fraction of the median nearest-neighbour distance (Datalab's 0.13)
     near_duplicate_fraction: float = 0.13
-    #: outliers: Datalab's ``threshold`` (flagged above Q3 + (1 / t - 1) IQR of the mean k-NN distance)
     outlier_threshold: float = 0.37037
-    #: image quality and distance to the labels: the modified z-score a value must pass on its bad side
     z: float = 3.5
-    #: a class with fewer labelled items is flagged
     min_class_size: int = 5
-    #: a class under ``imbalance_threshold / K`` of the labelled items is flagged (Datalab's 0.1)
     imbalance_threshold: float = 0.1
     non_iid_permutations: int = 20
-    #: the split value that is training (leakage: the others' items with a near-twin in it)
     train_split: str = "train"
     seed: int = 0
 
@@ -82,13 +103,36 @@ class AuditConfig:
 
 @dataclass
 class AuditResult:
-    """What :func:`audit` found: ``issues`` (the columns :data:`COLUMNS`), ``summary`` and the folder written."""
+    """What :func:`audit` found.
+
+    Parameters
+    ----------
+    issues : DataFrame
+        One row per (item, scored type), the columns :data:`COLUMNS`: ``score`` in [0, 1], lower is worse.
+    summary : dict
+        Counts per type, the cuts and how each was chosen, per-class health, leakage, the non-IID test.
+    out : Path, optional
+        The folder written.
+    coords : DataFrame, optional
+        The catalog in 2-D (``id``, ``x``, ``y``: the embeddings' first two principal components), for the map.
+    suspects : DataFrame, optional
+        ``simlabel suspects``' table of the suspected labels (their review queue), where there were labels.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> from simlabel import AuditResult
+    >>> r = AuditResult(pd.DataFrame({"id": ["a", "b"], "issue": ["dark", "dark"], "score": [0.1, 0.9],
+    ...                               "flagged": [True, False]}), {})
+    >>> r.flagged("dark")["id"].tolist()
+    ['a']
+    """
 
     issues: pd.DataFrame
     summary: dict
     out: Path | None = None
-    #: the catalog in 2-D (``id``, ``x``, ``y``: the embeddings' first two principal components) for the map
     coords: pd.DataFrame | None = None
+    suspects: pd.DataFrame | None = None
 
     def flagged(self, issue: str | None = None) -> pd.DataFrame:
         """The flagged rows (of one type), worst first."""
@@ -96,6 +140,24 @@ class AuditResult:
         if issue is not None:
             f = f[f["issue"] == issue]
         return f.sort_values(["issue", "score"])
+
+
+#: the types whose evidence names other items (shown beside the flagged one, and in its review queue)
+EVIDENCE_IDS = ("exact_duplicate", "near_duplicate", "leakage", "outlier", "far_from_labels", "label")
+
+
+def related_ids(issue: str, evidence: str) -> list[str]:
+    """The ids an evidence string names (``a|b|c``, ``same bytes: a|b``, ``a:0.9|b:0.8``, ``x -> y; a|b``).
+
+    Examples
+    --------
+    >>> related_ids("outlier", "a:0.91|b:0.80"), related_ids("label", "shirt -> dress; a|b"), related_ids("dark", "")
+    (['a', 'b'], ['a', 'b'], [])
+    """
+    if issue not in EVIDENCE_IDS or not evidence:
+        return []
+    tail = str(evidence).split("; ")[-1].split(": ", 1)[-1]
+    return [t.split(":")[0].split(" (")[0] for t in tail.split("|") if t]
 
 
 def _rows(ids: np.ndarray, issue: str, score: np.ndarray, flagged: np.ndarray, value: np.ndarray | None = None,
@@ -132,7 +194,7 @@ def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None
 def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddings, *,
           graph: str | os.PathLike | object | None = None, labels: str | os.PathLike | pd.DataFrame | None = None,
           label_col: str = "label", split_col: str | None = None, config: AuditConfig | None = None,
-          out: str | os.PathLike | None = None, html: bool = False, progress: bool = True) -> AuditResult:
+          out: str | os.PathLike | None = None, html: bool = False) -> AuditResult:
     """Audit a catalog: duplicates, leakage, outliers, image quality, labels, balance and order.
 
     Parameters
@@ -148,6 +210,8 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         ``id`` and ``label_col`` (default: the catalog's ``label_col`` column, if any).
     split_col : str, optional
         The catalog column of each item's split (``train``, ``test``...): leakage is a near-duplicate group across it.
+    label_col : str
+        The labels' column (of ``labels``, else of the catalog).
     config : AuditConfig
     out : path, optional
         The folder to write (module docstring).
@@ -157,6 +221,12 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     Returns
     -------
     AuditResult
+
+    Raises
+    ------
+    InputError
+        Fewer than 3 embedded items, embedded ids not in the catalog, a ``split_col`` that is not a column, an
+        unreadable label file (naming it and the row).
 
     Examples
     --------
@@ -262,8 +332,10 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
             summary["types"][issue] = {"measure": what, "side": side, "cut": c_q,
                                        "median": float(np.median(values[field]))}
     # -- labels: suspects, and classes too small or too rare
+    suspects = None
     if y is not None and y.nunique() >= 2:
-        frames.append(_label_rows(e, y, graph, cfg, summary))
+        label_rows, suspects = _label_rows(e, y, graph, cfg, summary)
+        frames.append(label_rows)
     # -- order: do neighbours sit together in the catalog's order?
     order = pd.Index(ids).get_indexer(table.index[table.index.isin(ids)])
     by_order = np.empty(len(ids), dtype=np.int64)
@@ -279,7 +351,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     counts = issues[issues["flagged"]].groupby("issue", observed=False).size()
     summary["counts"] = {str(t): int(counts.get(t, 0)) for t in ISSUE_TYPES}
     summary["flagged_items"] = int(issues.loc[issues["flagged"], "id"].nunique())
-    result = AuditResult(issues, summary, coords=_map(e, ids, cfg.seed))
+    result = AuditResult(issues, summary, coords=_map(e, ids, cfg.seed), suspects=suspects)
     if out is not None:
         result.out = _write(result, Path(out), cat, html)
     return result
@@ -324,7 +396,7 @@ def _leak_summary(e: Embeddings, ids: np.ndarray, split: np.ndarray, leaked: np.
     return out
 
 
-def _label_rows(e: Embeddings, y: pd.Series, graph, cfg: AuditConfig, summary: dict) -> pd.DataFrame:
+def _label_rows(e: Embeddings, y: pd.Series, graph, cfg: AuditConfig, summary: dict) -> tuple[pd.DataFrame, pd.DataFrame]:
     """suspects' k-NN findings, per-class health, and the classes too small or too rare."""
     from simlabel.labels.suspects import SuspectsConfig, find_suspects
 
@@ -353,7 +425,7 @@ def _label_rows(e: Embeddings, y: pd.Series, graph, cfg: AuditConfig, summary: d
                       np.array([cls_score[c] for c in lab[in_small]]), np.ones(in_small.sum(), bool),
                       value=np.array([counts[c] for c in lab[in_small]]),
                       evidence=[f"{c}: {counts[c]} items" for c in lab[in_small]]))
-    return pd.concat(rows, ignore_index=True)
+    return pd.concat(rows, ignore_index=True), t[suspect]
 
 
 def _write(result: AuditResult, out: Path, cat: Catalog, html: bool) -> Path:
@@ -364,6 +436,25 @@ def _write(result: AuditResult, out: Path, cat: Catalog, html: bool) -> Path:
         if result.coords is not None:
             result.coords.to_parquet(tmp / "map.parquet", index=False)
         atomic_write_json(tmp / "summary.json", result.summary)
+        _write_queues(result, tmp / "queues", cat)
         if html:
             write_audit_html(result, cat, tmp / "report.html")
     return out
+
+
+def _write_queues(result: AuditResult, folder: Path, cat: Catalog) -> None:
+    """One review queue per type with flagged items: ``<issue>.csv`` (the ``audit`` kind of
+    :mod:`simlabel.review.queues`: id, issue, score, flagged, value, evidence, related, label), and ``labels.csv``
+    in ``suspects``' shape, so a fixed label flows back as ``review export --format labels`` does."""
+    folder.mkdir()
+    label = cat.table.set_index(cat.table["id"].astype(str)).get("label")
+    for issue, rows in result.flagged().groupby("issue", observed=True):
+        if issue == "label":
+            continue
+        q = rows.sort_values("score").copy()
+        q["related"] = ["|".join(i for i in related_ids(str(issue), ev) if i != x) for x, ev in zip(q["id"], q["evidence"])]
+        q["label"] = label.reindex(q["id"]).fillna("").to_numpy() if label is not None else ""
+        q["issue"] = q["issue"].astype(str)
+        q.to_csv(folder / f"{issue}.csv", index=False)
+    if result.suspects is not None and len(result.suspects):
+        result.suspects.to_csv(folder / "labels.csv", index=False)

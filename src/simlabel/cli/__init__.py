@@ -38,6 +38,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "flip": ("labels", "app", "Explainable noisy-label flipping for multi-label attributes (SELF-ML, paper 004)."),
     "suspects": ("labels", "app", "Suspected label errors in a single-label file: k-NN votes (SimiFeat) and/or cleanlab, each explained."),
     "select": ("labels", "app", "What to label next: typical and covering items first, then uncertain and diverse ones (a review queue)."),
+    "audit": ("audit", "app", "Everything wrong with a catalog, from the one graph: duplicates, leakage, outliers, image quality, labels, balance, order."),
     "review": ("review", "review_app", "Review simlabel's labels in the browser; the decisions flow back (review export)."),
     "train": ("train", "app", "Train a classifier head on frozen embeddings, with early stopping."),
     "evaluate": ("train", "app", "Per-class P/R/F1, accuracy, confusion matrix and HM of a model on labelled ids, and how calibrated it is."),

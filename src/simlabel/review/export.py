@@ -10,6 +10,8 @@ Formats:
   ``clean`` column (join it on ``id``).
 * ``basis-labels``: ``id,basis_index,labels`` for ``flip --basis-labels``, from the decisions on a basis queue.
 * ``flips``: ``id,label,old,new,action`` for the reviewed flips (``new``: the state a person settled).
+* ``exclude``: ``id,issue,queue,action`` for the items of ``simlabel audit`` queues a person confirmed as an issue
+  (the proposal ``exclude`` accepted): the duplicates to drop and the photos to leave out of training.
 * ``label-studio``: Label Studio tasks (JSON), one per queued item, with simlabel's proposal as a
   ``prediction`` with its score, and a person's decision as an ``annotation`` where there is one.
 """
@@ -27,7 +29,7 @@ from simlabel.errors import InputError
 from simlabel.files import atomic_write, atomic_write_text, exclusive
 from simlabel.review.decisions import DecisionLog, standing
 
-FORMATS = ("labels", "clean", "basis-labels", "flips", "label-studio")
+FORMATS = ("labels", "clean", "basis-labels", "flips", "exclude", "label-studio")
 
 
 def decisions_table(decisions: str | os.PathLike | DecisionLog) -> pd.DataFrame:
@@ -61,6 +63,9 @@ def export_decisions(decisions: str | os.PathLike | DecisionLog, out: str | os.P
     elif format == "clean":
         res = single.assign(clean=(single["new"] != "").astype(int)).sort_values("time").drop_duplicates("id", keep="last")
         res = res[["id", "clean"]]
+    elif format == "exclude":
+        a = t[(t["kind"] == "audit") & (t["new"] == "exclude")]
+        res = pd.DataFrame({"id": a["id"], "issue": a["queue"], "queue": a["queue"], "action": a["action"]})
     elif format == "basis-labels":
         res = t[t["kind"] == "basis"].rename(columns={"new": "labels"})[["id", "basis_index", "labels"]]
         if res.empty:

@@ -55,6 +55,7 @@ KINDS = {
     "basis": ("basis_index", "labels"),
     "select": ("strategy", "reason"),
     "predict": ("probability", "margin", "abstain"),
+    "audit": ("issue", "flagged", "evidence"),
 }
 COLUMNS = ["queue", "kind", "id", "item", "old", "proposed", "group", "score", "order", "explain", "alternatives",
            "basis_index"]
@@ -195,7 +196,26 @@ def read_prediction_queue(path: str | os.PathLike, max_items: int = 2000) -> pd.
     return (best if best is not None else pd.DataFrame(columns=["id", "label", "probability", "margin", "abstain"])).reset_index(drop=True)
 
 
-READERS = {"predict": _predict, "select": _select, "suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
+def _audit(t: pd.DataFrame) -> pd.DataFrame:
+    """A ``simlabel audit`` queue (``AUDIT_DIR/queues/<issue>.csv``): each flagged item, proposed for exclusion, with
+    the items its evidence names (``related``: the twin, the nearest items), the evidence and the measured value."""
+    score = pd.to_numeric(t["score"], errors="coerce")
+    exp = []
+    for related, ev, value in zip(_column(t, "related"), t["evidence"].fillna("").astype(str), _column(t, "value")):
+        why = [(i, "named by the evidence") for i in _split(related)]
+        if ev:
+            why.append(("", ev))
+        if str(value) not in ("", "nan"):
+            why.append(("", f"measured {float(value):.4g}"))
+        exp.append(why)
+    issue = t["issue"].astype(str)
+    return pd.DataFrame({"id": t["id"], "item": t["id"], "old": _column(t, "label").fillna("").astype(str),
+                         "proposed": "exclude", "group": issue, "score": score,
+                         "order": score.rank(method="first").fillna(0).to_numpy() - 1, "explain": exp,
+                         "alternatives": [["exclude", "keep"] for _ in range(len(t))]})
+
+
+READERS = {"audit": _audit, "predict": _predict, "select": _select, "suspects": _suspects, "augment": _augment, "flip": _flip, "weights": _weights, "basis": _basis}
 
 
 def read_queue(path: str | os.PathLike, name: str | None = None, *, max_items: int = 2000) -> pd.DataFrame:
