@@ -23,13 +23,15 @@ def test_a_real_photo_darkened_blurred_greyed_and_blanked_moves_the_right_measur
     path = sorted((dataset("fashion-products") / "images").glob("*.jpg"))[0]
     photo = load_image(path)
     base = _q(photo)
-    assert base["width"] == photo.size[0] and base["entropy"] > 1 and base["blur"] > 1 and base["colour"] > 0
+    assert base["width"] == photo.size[0] and base["entropy"] > 1 and base["colour"] > 0
     dark = _q(ImageEnhance.Brightness(photo).enhance(0.15))
     assert dark["dark"] < 0.2 < base["dark"]
     assert _q(photo.filter(ImageFilter.GaussianBlur(6)))["blur"] < base["blur"] - 0.5
     assert _q(photo.convert("L"))["colour"] == 0.0
     blank = _q(Image.new("RGB", photo.size, (255, 255, 255)))
-    assert blank["entropy"] == 0.0 and blank["bright"] == 1.0 and blank["blur"] == 0.0
+    assert blank["entropy"] == 0.0 and blank["bright"] == 1.0 and blank["blur"] == -3.0  # log10 of the 1e-3 floor
+    # blur is blind to contrast: the darkened photo keeps its edges' share
+    assert abs(dark["blur"] - base["blur"]) < 0.3
     # the header's size is what the file says, whatever scale it was decoded at
     assert _q(photo.reduce(4), size=photo.size)["width"] == photo.size[0]
 
@@ -88,8 +90,8 @@ def test_embed_records_each_images_quality_beside_its_vector_and_a_cached_run_re
     assert q.loc["png-1", "pixel_hash"] == q.loc["png-2", "pixel_hash"]
     assert q.loc["png-1", "content_hash"] != q.loc["png-2", "content_hash"]
     assert q["dark"].idxmin() == "dark"
-    # the blurred copy has lost its edges (so has the darkened one: dimmer edges are weaker edges)
-    assert set(q["blur"].nsmallest(2).index) == {"dark", "blurred"}
+    # the blurred copy has lost its edges; the darkened one has not (dimmer, not softer)
+    assert q["blur"].idxmin() == "blurred"
     assert q.loc["blurred", "blur"] < q.loc[df["id"].iloc[0], "blur"] - 0.5
     assert (q["width"] > 0).all() and first.n_embedded == len(df)
     again = embed(catalog, tmp_path / "b", image_encoder=image_encoder, shard_size=8, progress=False)

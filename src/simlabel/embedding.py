@@ -49,7 +49,7 @@ from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
 from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
-from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
+from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION, image_quality, pixel_hash
 from simlabel.store import (
     APPEND_PREFIX,
     ERRORS_DIR,
@@ -898,7 +898,7 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         budget = PixelBudget(pixel_budget)
         vcache = VectorCache(encoder_key(enc.describe()), enc.dim) if cache else None
         # the images' quality measures do not depend on the encoder, only on the pixels decoded at this scale
-        qcache = VectorCache(f"image-quality-v1-d{draft}", len(QUALITY_FIELDS) + 4) if cache else None
+        qcache = VectorCache(f"image-quality-v{QUALITY_VERSION}-d{draft}", len(QUALITY_FIELDS) + 4) if cache else None
 
         def measure(rgb, size):  # in the decode pass: every pixel is read once, for the model and the audit
             return enc.preprocess(rgb), (image_quality(rgb, size), pixel_hash(rgb))

@@ -13,9 +13,10 @@
 ``entropy``
     the Shannon entropy (bits, 0..8) of the 256-bin grey histogram: a blank or low-information image has little;
 ``blur``
-    ``log10(1 + var(Laplacian))`` of the grey image resized to :data:`BLUR_SIDE` px on its longer side: a blurry
-    photo has few edges (Pech-Pacheco et al. 2000, the "variance of the Laplacian"); the fixed size makes photos of
-    any resolution comparable;
+    ``log10(1e-3 + var(Laplacian) / max(var(grey), 1))`` on the grey image resized to :data:`BLUR_SIDE` px on its
+    longer side: a blurry photo has few edges (Pech-Pacheco et al. 2000, the "variance of the Laplacian"); the fixed
+    size makes photos of any resolution comparable, and dividing by the grey variance makes it blind to contrast, so
+    a dark (dimmer, not softer) photo is not called blurry;
 ``colour``
     the mean absolute difference between the channels (0..1): 0 for a greyscale photo.
 
@@ -30,9 +31,11 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "image_quality", "pixel_hash"]
+__all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "QUALITY_VERSION", "image_quality", "pixel_hash"]
 
 QUALITY_FIELDS = ("width", "height", "dark", "bright", "entropy", "blur", "colour")
+#: bumped whenever a measure changes: the quality cache of ``embed`` is keyed by it, so no stale measure is reused
+QUALITY_VERSION = 2
 #: the longer side of the grey thumbnail the Laplacian is measured on
 BLUR_SIDE = 128
 
@@ -67,8 +70,8 @@ def image_quality(image: Image.Image, size: tuple[int, int] | None = None) -> np
 
     >>> from PIL import Image
     >>> q = dict(zip(QUALITY_FIELDS, image_quality(Image.new("RGB", (40, 20)))))
-    >>> [float(q[f]) for f in ("width", "height", "dark", "entropy", "blur", "colour")]
-    [40.0, 20.0, 0.0, 0.0, 0.0, 0.0]
+    >>> [round(float(q[f]), 3) for f in ("width", "height", "dark", "entropy", "blur", "colour")]
+    [40.0, 20.0, 0.0, 0.0, -3.0, 0.0]
     """
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     w, h = size if size is not None else image.size
@@ -80,7 +83,8 @@ def image_quality(image: Image.Image, size: tuple[int, int] | None = None) -> np
     scale = BLUR_SIDE / max(image.size)
     thumb = image.convert("L").resize((max(1, round(image.size[0] * scale)), max(1, round(image.size[1] * scale))),
                                       Image.Resampling.BILINEAR)
-    blur = np.log10(1.0 + _laplacian_variance(np.asarray(thumb, dtype=np.float32)))
+    grey = np.asarray(thumb, dtype=np.float32)
+    blur = np.log10(1e-3 + _laplacian_variance(grey) / max(float(grey.var()), 1.0))
     colour = float(np.abs(rgb - rgb[..., [1, 2, 0]]).mean())
     return np.array([w, h, dark, bright, entropy, blur, colour], dtype=np.float32)
 

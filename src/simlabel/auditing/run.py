@@ -40,8 +40,8 @@ ISSUE_TYPES = ("unreadable", "exact_duplicate", "near_duplicate", "leakage", "ou
 QUALITY_TYPES = {
     "dark": ("dark", "low", "99th percentile of brightness", 0.0),
     "bright": ("bright", "high", "5th percentile of brightness", 0.0),
-    "low_information": ("entropy", "low", "entropy of the grey histogram (bits)", 0.0),
-    "blurry": ("blur", "low", "log10(1 + variance of the Laplacian), 128 px grey thumbnail", 0.0),
+    "low_information": ("log_entropy", "low", "log2(1/64 + entropy of the grey histogram in bits)", 0.0),
+    "blurry": ("blur", "low", "log10(1e-3 + variance of the Laplacian / variance of the grey), 128 px thumbnail", 0.0),
     "grayscale": ("colour", "low", "mean difference between the channels", 0.0),
     "odd_aspect_ratio": ("log_aspect", "both", "log(width / height)", float(np.log(1.5) / 3.5)),
     "odd_size": ("log_area", "both", "log(width x height)", float(np.log(2.0) / 3.5)),
@@ -326,6 +326,9 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         values = {f: q[f].to_numpy(dtype=np.float64) for f in QUALITY_FIELDS}
         values["log_aspect"] = np.log(np.maximum(values["width"], 1) / np.maximum(values["height"], 1))
         values["log_area"] = np.log(np.maximum(values["width"] * values["height"], 1))
+        # information is judged on a log scale: a blank photo (0 bits) is far below a white-background one (2 bits)
+        # even where most photos have little
+        values["log_entropy"] = np.log2(1 / 64 + values["entropy"])
         for issue, (field, side, what, floor) in QUALITY_TYPES.items():
             s_q, f_q, c_q = robust_scores(values[field], side=side, z=cfg.z, min_scale=floor)
             frames.append(_rows(ids[measured], issue, s_q, f_q, value=values[field]))
