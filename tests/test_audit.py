@@ -84,6 +84,8 @@ def test_each_planted_issue_is_found_and_the_page_reads_well(planted: dict, tmp_
     assert items.loc[items["queue"] == "labels", "kind"].unique().tolist() == ["suspects"]
     leak = items[items["queue"] == "leakage"].iloc[0]
     assert planted["twin"] in [i for i, _ in leak["explain"]]  # the twin is shown beside it
+    twin_row = res.issues[(res.issues["issue"] == "leakage") & (res.issues["id"] == "copy")].iloc[0]
+    assert f"{planted['twin']} (" in twin_row["evidence"] and "train)" in twin_row["evidence"]  # members with label and split
     log = DecisionLog(tmp_path / "decisions.jsonl")
     log.append([{"id": "copy", "queue": "leakage", "kind": "audit", "item": "copy", "action": "accept", "new": "exclude"},
                 {"id": "dark", "queue": "dark", "kind": "audit", "item": "dark", "action": "reject", "new": ""}])

@@ -281,7 +281,16 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     # -- near duplicates, along the graph's edges
     near = near_duplicates(nb, sim, fraction=cfg.near_duplicate_fraction)
     in_group = near.group >= 0
-    gmembers = pd.Series(ids[in_group]).groupby(near.group[in_group]).agg("|".join)
+    # each group lists its members with their labels and splits, the evidence a person decides by
+    y = _labels_of(cat, labels, label_col)
+    if split_col is not None and split_col not in table.columns:
+        raise InputError(f"{cat.path or cat.root}: `split_col` {split_col!r} is not a column")
+    split = table[split_col].reindex(ids).fillna("").astype(str).to_numpy() if split_col is not None else None
+    lab = y.reindex(ids).fillna("").astype(str).to_numpy() if y is not None else np.full(len(ids), "")
+    sp = split if split is not None else np.full(len(ids), "")
+    tags = [", ".join(v for v in (a, b) if v) for a, b in zip(lab, sp)]
+    named = np.array([f"{i} ({t})" if t else i for i, t in zip(ids, tags)], dtype=object)
+    gmembers = pd.Series(named[in_group]).groupby(near.group[in_group]).agg("|".join)
     frames.append(_rows(ids, "near_duplicate", near.score, in_group, value=near.nn_distance, group=near.group,
                         evidence=[gmembers.get(g, "") if g >= 0 else "" for g in near.group]))
     summary["types"]["near_duplicate"] = {"cut_distance": near.cut, "median_nn_distance": near.median_nn_distance,
@@ -289,11 +298,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
                                                   "cosine distance", "groups": int(len(gmembers))}
     summary["nn_distance_histogram"] = np.histogram(np.nan_to_num(near.nn_distance), bins=40)[0].tolist()
     # -- leakage across the split
-    y = _labels_of(cat, labels, label_col)
-    if split_col is not None:
-        if split_col not in table.columns:
-            raise InputError(f"{cat.path or cat.root}: `split_col` {split_col!r} is not a column")
-        split = table[split_col].reindex(ids).fillna("").astype(str).to_numpy()
+    if split is not None:
         leaked = leakage(near.group, split, train=cfg.train_split)
         frames.append(_rows(ids[leaked], "leakage", np.zeros(leaked.sum()), np.ones(leaked.sum(), bool),
                             group=near.group[leaked], evidence=[gmembers.get(g, "") for g in near.group[leaked]]))
