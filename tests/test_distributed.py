@@ -44,6 +44,14 @@ def test_ray_embed_equals_the_local_path(local_ray, clothing_slice: Path, tmp_pa
     assert set(eb["reason"]) == set(ea["reason"])
     assert sorted(p.name for p in (tmp_path / "ray").glob("part-*.parquet")) == \
         sorted(p.name for p in (tmp_path / "local").glob("part-*.parquet"))
+    # the images' quality is measured in Ray's decode pass too, the same as the local path's
+    from simlabel.quality import QUALITY_FIELDS
+    from simlabel.store import read_quality
+
+    qa, qb = (read_quality(tmp_path / d).set_index("id").sort_index() for d in ("local", "ray"))
+    assert qa.index.tolist() == qb.index.tolist() == sorted(a.ids.tolist())
+    assert np.allclose(qa[list(QUALITY_FIELDS)], qb[list(QUALITY_FIELDS)], atol=1e-5)
+    assert (qa["pixel_hash"] == qb["pixel_hash"]).all() and (qb["content_hash"] == "").all()
 
 
 @pytest.mark.slow

@@ -55,25 +55,32 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None):
 
 
 def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
-    """Ray task: decode the images of a batch of ``(pos, path)`` rows; failures carry their reason."""
+    """Ray task: decode the images of a batch of ``(pos, path)`` rows, measuring each image's quality in the same
+    pass (:mod:`simlabel.quality`); failures carry their reason."""
     from simlabel.images import ImageError, load_image
+    from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
+
+    def measure(rgb, size):
+        return np.asarray(rgb, dtype=np.uint8), image_quality(rgb, size), pixel_hash(rgb).hex()
 
     pos = np.asarray(batch["pos"], dtype=np.int64)
-    images, reasons = [], []
+    images, reasons, quality, hashes = [], [], [], []
     for path in batch["path"]:
         try:
-            img = load_image(str(path), max_pixels=max_pixels, draft_size=draft)
-            images.append(np.asarray(img, dtype=np.uint8))
+            img, q, h = load_image(str(path), max_pixels=max_pixels, draft_size=draft, transform=measure, with_size=True)
+            images.append(img)
+            quality.append(q)
+            hashes.append(h)
             reasons.append("")
-        except ImageError as e:
-            images.append(np.zeros((1, 1, 3), np.uint8))
-            reasons.append(e.reason)
         except Exception as e:  # noqa: BLE001 - one bad image never fails the job
             images.append(np.zeros((1, 1, 3), np.uint8))
-            reasons.append(f"error: {type(e).__name__}")
+            quality.append(np.full(len(QUALITY_FIELDS), np.nan, np.float32))
+            hashes.append("")
+            reasons.append(e.reason if isinstance(e, ImageError) else f"error: {type(e).__name__}")
     out = np.empty(len(images), dtype=object)
     out[:] = images
-    return {"pos": pos, "image": out, "reason": np.asarray(reasons, dtype=object)}
+    return {"pos": pos, "image": out, "reason": np.asarray(reasons, dtype=object), "quality": np.stack(quality),
+            "pixel_hash": np.asarray(hashes, dtype=object)}
 
 
 class _EncoderActor:
@@ -100,14 +107,15 @@ class _EncoderActor:
         if ok.any():
             pixels = np.stack([self.encoder.preprocess(Image.fromarray(im)) for im, good in zip(batch["image"], ok) if good])
             vectors[ok] = self.encoder(pixels)
-        return {"pos": batch["pos"], "vector": vectors, "reason": batch["reason"]}
+        return {"pos": batch["pos"], "vector": vectors, "reason": batch["reason"], "quality": batch["quality"],
+                "pixel_hash": batch["pixel_hash"]}
 
 
 def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, device: str, options: dict, draft: int,
-                      max_pixels: int, batch_size: int, on_result: Callable[[np.ndarray, np.ndarray, np.ndarray], None],
+                      max_pixels: int, batch_size: int, on_result: Callable[..., None],
                       address: str | None = None, actors: int | None = None, engine: dict | None = None) -> None:
-    """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons)`` receives the
-    results in position order, batch by batch (the caller writes the shards)."""
+    """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons, quality, pixel_hashes)``
+    receives the results in position order, batch by batch (the caller writes the shards and their quality)."""
     if not positions:
         return
     ray, started = ray_session(address)
@@ -135,7 +143,8 @@ def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, dev
                             compute=rd.ActorPoolStrategy(size=n_actors), num_gpus=gpus)
         for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
             on_result(np.asarray(b["pos"], dtype=np.int64), np.asarray(b["vector"], dtype=np.float32),
-                      np.asarray(b["reason"], dtype=object))
+                      np.asarray(b["reason"], dtype=object), np.asarray(b["quality"], dtype=np.float32),
+                      np.asarray(b["pixel_hash"], dtype=object))
     finally:
         if started:
             ray.shutdown()

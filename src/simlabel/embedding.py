@@ -488,7 +488,7 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
 
     n = len(job.ids)
     todo, resumed, positions, errors_dir, meta = _unfinished(job, shard_size)
-    state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": []}
+    state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": [], "q": [], "px": []}
     start = time.perf_counter()
     # which planned shard each catalog position goes to
     shard_of_pos = np.full(n, -1, dtype=np.int64)
@@ -500,23 +500,27 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         pos = np.concatenate(state["pos"]) if state["pos"] else np.zeros(0, np.int64)
         vec = np.concatenate(state["vec"]) if state["vec"] else np.zeros((0, job.manifest["dim"]), np.float32)
         why = np.concatenate(state["why"]) if state["why"] else np.zeros(0, object)
+        q = np.concatenate(state["q"]) if state["q"] else np.zeros((0, len(QUALITY_FIELDS)), np.float32)
+        px = np.concatenate(state["px"]) if state["px"] else np.zeros(0, object)
         ok = why == ""
         errors = [(str(job.ids[p]), str(job.paths[p]), str(r)) for p, r in zip(pos[~ok], why[~ok])]
         if strict and errors:
             i, path, reason = errors[0]
             raise EmbedItemError(i, path, reason, reason)
         atomic_write_text(errors_dir / f"{name}.csv", errors_csv_text(errors))
+        _write_quality(job, name, [int(p) for p in pos[ok]],
+                       {int(p): (qq, None, bytes.fromhex(h)) for p, qq, h in zip(pos[ok], q[ok], px[ok])})
         kill_point("embed:between-errors-and-shard")
         write_shard(job.out / name, job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-shard")
         state["embedded"] += int(ok.sum())
         state["failed"] += len(errors)
-        state["pos"], state["vec"], state["why"] = [], [], []
+        state["pos"], state["vec"], state["why"], state["q"], state["px"] = [], [], [], [], []
 
     with progress_bar(label + " (ray)", total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
         current = [0] if todo else []
 
-        def on_result(pos: np.ndarray, vec: np.ndarray, why: np.ndarray) -> None:
+        def on_result(pos: np.ndarray, vec: np.ndarray, why: np.ndarray, quality: np.ndarray, pixels: np.ndarray) -> None:
             # results arrive in position-list order: a shard is complete when the next one starts
             shard_of = shard_of_pos[pos]
             for k in np.unique(shard_of):  # ascending: the plan's order
@@ -527,6 +531,8 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
                 state["pos"].append(pos[m])
                 state["vec"].append(vec[m])
                 state["why"].append(why[m])
+                state["q"].append(quality[m])
+                state["px"].append(pixels[m])
             advance(len(pos))
 
         run_ray_image_job(positions=positions, paths=job.paths, batch_size=batch_size, on_result=on_result, **ray_job)
