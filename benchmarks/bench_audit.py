@@ -11,6 +11,9 @@
    for outlier, near_duplicate, non_iid and class_imbalance; the agreement of the flagged sets (Jaccard) and the
    time of each, against simlabel's core functions given the same graph. Then on ``--scale`` synthetic rows
    (a Gaussian mixture, 384-d, the exact graph) for the times alone.
+4. **CleanVision** (``pip install 'simlabel[bench]'``), where it installs: its Imagelab on the same planted files,
+   the agreement per image-quality and duplicate type, its recall of the plants, and its time (it reads every image
+   again; the audit reads none).
 
 Nothing is copied into the repository: the slices and planted files live in a temporary folder.
 
@@ -152,17 +155,62 @@ def planted_run(name: str, other: str, n: int, seed: int, work: Path) -> dict:
     embed(cat, emb, progress=False, cache=False)
     graph = build_graph(emb, work / f"{name}-graph", GraphConfig(k=10, recall_sample=0), progress=False)
     t0 = time.perf_counter()
-    res = audit(cat, emb, graph=graph, split_col="split", out=work / f"{name}-audit", html=True)
+    res = audit(cat, emb, graph=graph, split_col="split", out=work / f"{name}-audit")
     seconds = time.perf_counter() - t0
+    from simlabel.auditing.page import write_audit_html
+    from simlabel.catalog import load_catalog
+
+    t0 = time.perf_counter()
+    write_audit_html(res, load_catalog(cat), work / f"{name}-audit" / "report.html")
+    page_seconds = time.perf_counter() - t0
     found = {k: set(res.flagged(k)["id"]) for k in res.summary["counts"]}
     planted_ids = set(planted["id"][planted["id"].str.startswith("planted-")])
     # where the other shop's photos rank by the outlier score (percentile, 0 = the worst)
     o = res.issues[res.issues["issue"] == "outlier"].set_index("id")["score"].rank(pct=True)
     foreign = o[o.index.str.startswith("planted-foreign")]
-    return {"dataset": name, "n": len(t), "n_planted": len(planted_ids), "audit_seconds": seconds,
+    cleanvision = cleanvision_side_by_side(cat, found, truth, seconds)
+    return {"dataset": name, "n": len(t), "n_planted": len(planted_ids), "audit_seconds": seconds, "page_seconds": page_seconds,
+            "cleanvision": cleanvision,
             "scores": _score(found, truth, planted_ids), "leakage": res.summary.get("leakage"),
             "foreign_outlier_percentile": {"median": float(foreign.median()), "best": float(foreign.min())},
             "cuts": res.summary["types"], "unplanted": unplanted, "report": str(work / f"{name}-audit" / "report.html")}
+
+
+#: CleanVision's issue columns against simlabel's types
+CLEANVISION = {"dark": "dark", "light": "bright", "blurry": "blurry", "low_information": "low_information",
+               "grayscale": "grayscale", "odd_aspect_ratio": "odd_aspect_ratio", "odd_size": "odd_size",
+               "exact_duplicates": "exact_duplicate", "near_duplicates": "near_duplicate"}
+
+
+def cleanvision_side_by_side(catalog: Path, found: dict[str, set], truth: dict[str, set], seconds_simlabel: float) -> dict:
+    """CleanVision's Imagelab on the same files (it reads every image again): agreement with the audit's flags,
+    its recall of the plants, and its time."""
+    try:
+        from cleanvision import Imagelab
+    except ImportError:
+        return {"installed": False, "note": "pip install 'simlabel[bench]' (cleanvision) to compare"}
+    t = pd.read_csv(catalog, dtype=str)
+    t = t[t["image"].map(lambda p: Path(p).stat().st_size > 100)]  # CleanVision refuses what is not an image
+    t0 = time.perf_counter()
+    lab = Imagelab(filepaths=t["image"].tolist())
+    lab.find_issues(verbose=False)
+    seconds = time.perf_counter() - t0
+    issues = lab.issues
+    by_path = dict(zip(t["image"], t["id"]))
+    ids = np.array([by_path[p] for p in issues.index])
+    out = {"installed": True, "seconds": seconds, "simlabel_audit_seconds": seconds_simlabel, "types": {}}
+    for theirs, ours in CLEANVISION.items():
+        col = f"is_{theirs}_issue"
+        if col not in issues.columns:
+            continue
+        cv = set(ids[issues[col].to_numpy(dtype=bool)])
+        mine = found.get(ours, set())
+        union = cv | mine
+        want = truth.get(ours)
+        out["types"][ours] = {"cleanvision": len(cv), "simlabel": len(mine), "both": len(cv & mine),
+                              "jaccard": len(cv & mine) / len(union) if union else 1.0,
+                              "cleanvision_recall": len(cv & want) / len(want) if want else None}
+    return out
 
 
 def datalab_side_by_side(X: np.ndarray, labels: np.ndarray, nb: np.ndarray, sim: np.ndarray) -> dict:
