@@ -209,14 +209,22 @@ def class_imbalance(labels: np.ndarray, *, threshold: float = 0.1, min_count: in
 
 def _ks_against_random_pairs(gaps: np.ndarray, n: int) -> float:
     """KS distance between the gaps |i - j| of the edges and those of random distinct pairs of n rows, whose CDF
-    is ``P(gap <= g) = g (2n - g - 1) / (n (n - 1))``."""
-    g = np.sort(gaps)
-    if len(g) == 0 or n < 2:
+    is ``P(gap <= g) = g (2n - g - 1) / (n (n - 1))``. Both are step functions on the integers, so the largest
+    difference is at an integer: one pass of counts, no sort.
+
+    Examples
+    --------
+    Edges only between neighbours in the order (every gap 1) in a catalog of 4: P(gap <= 1) is 1 against 0.5.
+
+    >>> _ks_against_random_pairs(np.array([1, 1, 1]), 4)
+    0.5
+    """
+    if len(gaps) == 0 or n < 2:
         return 0.0
-    emp = np.arange(1, len(g) + 1) / len(g)
+    emp = np.cumsum(np.bincount(gaps, minlength=n)[:n]) / len(gaps)
+    g = np.arange(n, dtype=np.float64)
     null = g * (2 * n - g - 1) / (n * (n - 1))
-    null_before = (g - 1) * (2 * n - g) / (n * (n - 1))
-    return float(max(np.max(emp - null), np.max(null_before - (emp - 1 / len(g)))))
+    return float(np.max(np.abs(emp - null)))
 
 
 def non_iid(neighbors: np.ndarray, *, permutations: int = 20, seed: int = 0, alpha: float = 0.05
