@@ -29,7 +29,8 @@ from scipy.special import ndtr
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 
-__all__ = ["NearDuplicates", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers", "robust_scores"]
+__all__ = ["EVIDENCE_IDS", "NearDuplicates", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers",
+           "related_ids", "robust_scores"]
 
 _EPS = 1e-12
 
@@ -260,3 +261,21 @@ def non_iid(neighbors: np.ndarray, *, permutations: int = 20, seed: int = 0, alp
     if p < alpha and n:
         flagged[int(np.argmin(score))] = True
     return float(p), stat, score, flagged
+
+
+#: the types whose evidence names other items (shown beside the flagged one, and in its review queue)
+EVIDENCE_IDS = ("exact_duplicate", "near_duplicate", "leakage", "outlier", "far_from_labels", "label")
+
+
+def related_ids(issue: str, evidence: str) -> list[str]:
+    """The ids an evidence string names (``a|b|c``, ``same bytes: a|b``, ``a:0.9|b:0.8``, ``x -> y; a|b``).
+
+    Examples
+    --------
+    >>> related_ids("outlier", "a:0.91|b:0.80"), related_ids("label", "shirt -> dress; a|b"), related_ids("dark", "")
+    (['a', 'b'], ['a', 'b'], [])
+    """
+    if issue not in EVIDENCE_IDS or not evidence:
+        return []
+    tail = str(evidence).split("; ")[-1].split(": ", 1)[-1]
+    return [t.split(":")[0].split(" (")[0] for t in tail.split("|") if t]

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlabel.auditing.run import related_ids
+from simlabel.auditing.core import related_ids
 from simlabel.catalog import Catalog
 from simlabel.report import Report, figure_html, image_cell, scroll, setup_table, table_html
 

@@ -21,7 +21,15 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlabel.auditing.core import class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
+from simlabel.auditing.core import (
+    class_imbalance,
+    leakage,
+    near_duplicates,
+    non_iid,
+    outliers,
+    related_ids,
+    robust_scores,
+)
 from simlabel.catalog import Catalog, load_catalog
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
@@ -145,24 +153,6 @@ class AuditResult:
         if issue is not None:
             f = f[f["issue"] == issue]
         return f.sort_values(["issue", "score"])
-
-
-#: the types whose evidence names other items (shown beside the flagged one, and in its review queue)
-EVIDENCE_IDS = ("exact_duplicate", "near_duplicate", "leakage", "outlier", "far_from_labels", "label")
-
-
-def related_ids(issue: str, evidence: str) -> list[str]:
-    """The ids an evidence string names (``a|b|c``, ``same bytes: a|b``, ``a:0.9|b:0.8``, ``x -> y; a|b``).
-
-    Examples
-    --------
-    >>> related_ids("outlier", "a:0.91|b:0.80"), related_ids("label", "shirt -> dress; a|b"), related_ids("dark", "")
-    (['a', 'b'], ['a', 'b'], [])
-    """
-    if issue not in EVIDENCE_IDS or not evidence:
-        return []
-    tail = str(evidence).split("; ")[-1].split(": ", 1)[-1]
-    return [t.split(":")[0].split(" (")[0] for t in tail.split("|") if t]
 
 
 def _rows(ids: np.ndarray, issue: str, score: np.ndarray, flagged: np.ndarray, value: np.ndarray | None = None,
