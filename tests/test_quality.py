@@ -26,6 +26,8 @@ def test_a_real_photo_darkened_blurred_greyed_and_blanked_moves_the_right_measur
     assert base["width"] == photo.size[0] and base["entropy"] > 1 and base["colour"] > 0
     dark = _q(ImageEnhance.Brightness(photo).enhance(0.15))
     assert dark["dark"] < 0.2 < base["dark"]
+    # a saturated red photo has a low luma but is not dark: the measure reads each pixel's value, max(R, G, B)
+    assert _q(Image.new("RGB", (40, 40), (220, 10, 10)))["dark"] > 0.8
     assert _q(photo.filter(ImageFilter.GaussianBlur(6)))["blur"] < base["blur"] - 0.5
     assert _q(photo.convert("L"))["colour"] == 0.0
     blank = _q(Image.new("RGB", photo.size, (255, 255, 255)))

@@ -6,10 +6,12 @@
 ``width``, ``height``
     the header's size, in pixels (odd size, odd aspect ratio);
 ``dark``
-    the 99th percentile of perceived brightness ``0.299 R + 0.587 G + 0.114 B`` in 0..1: a dark photo has even
-    its brightest pixels dark (CleanVision's dark score reads the same percentile);
+    the 99th percentile of each pixel's value ``max(R, G, B)`` in 0..1: a dark photo has even its brightest pixels
+    dark (CleanVision's dark score reads the same percentile). The value, not the luma: a garment on a saturated red
+    background has a low luma (0.3) but is not a dark photo;
 ``bright``
-    the 5th percentile of that brightness: a washed-out photo has even its darkest pixels bright;
+    the 5th percentile of perceived brightness ``0.299 R + 0.587 G + 0.114 B``: a washed-out photo has even its
+    darkest pixels bright;
 ``entropy``
     the Shannon entropy (bits, 0..8) of the 256-bin grey histogram: a blank or low-information image has little;
 ``blur``
@@ -35,7 +37,7 @@ __all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "QUALITY_VERSION", "image_quality", "p
 
 QUALITY_FIELDS = ("width", "height", "dark", "bright", "entropy", "blur", "colour")
 #: bumped whenever a measure changes: the quality cache of ``embed`` is keyed by it, so no stale measure is reused
-QUALITY_VERSION = 2
+QUALITY_VERSION = 3
 #: the longer side of the grey thumbnail the Laplacian is measured on
 BLUR_SIDE = 128
 
@@ -76,7 +78,8 @@ def image_quality(image: Image.Image, size: tuple[int, int] | None = None) -> np
     rgb = np.asarray(image.convert("RGB"), dtype=np.float32) / 255.0
     w, h = size if size is not None else image.size
     luma = rgb @ _LUMA
-    dark, bright = np.percentile(luma, [99, 5])
+    dark = np.percentile(rgb.max(axis=2), 99)
+    bright = np.percentile(luma, 5)
     hist = np.bincount(np.clip(np.rint(luma * 255), 0, 255).astype(np.int64).ravel(), minlength=256)
     p = hist[hist > 0] / hist.sum()
     entropy = float(-(p * np.log2(p)).sum()) + 0.0  # + 0.0: no negative zero for a blank image

@@ -46,7 +46,7 @@ ISSUE_TYPES = ("unreadable", "exact_duplicate", "near_duplicate", "leakage", "ou
 #: the image-quality types: (measure, its bad side, how it is read, the least spread it is judged with: a catalog
 #: whose photos share one size must not flag a pixel's difference: aspect ratios count from 1.5x apart, areas from 2x)
 QUALITY_TYPES = {
-    "dark": ("dark", "low", "99th percentile of brightness", 0.0),
+    "dark": ("dark", "low", "99th percentile of max(R, G, B)", 0.0),
     "bright": ("bright", "high", "5th percentile of brightness", 0.0),
     "low_information": ("log_entropy", "low", "log2(1/64 + entropy of the grey histogram in bits)", 0.0),
     "blurry": ("blur", "low", "log10(1e-3 + variance of the Laplacian / variance of the grey), 128 px thumbnail", 0.0),
