@@ -81,7 +81,7 @@ class AuditConfig:
         The split value that is training (leakage: the other splits' items with a near-twin in it).
     label_mode : str
         ``simlabel suspects``' k-NN mode for the label type: ``rank`` (SimiFeat's ranking by the estimated noise
-        rates; its estimate costs O(K^3) a step, about 50 s for 141 classes on 2 cores) or ``vote``.
+        rates; its estimate costs O(K^3) a step: seconds for 141 classes on 2 cores) or ``vote``.
     seed : int
         Searches, the map's sample and the permutations.
 

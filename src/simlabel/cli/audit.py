@@ -27,7 +27,7 @@ def audit(
     near_duplicate_fraction: float = typer.Option(default(AuditConfig, "near_duplicate_fraction"), "--near-duplicate-fraction", help="Near duplicates: edges closer than this fraction of the median nearest-neighbour distance (Datalab's 0.13)."),
     z: float = typer.Option(default(AuditConfig, "z"), "--z", help="Image quality and distance to the labels: the modified z-score beyond which a value is flagged, on its bad side."),
     min_class_size: int = typer.Option(default(AuditConfig, "min_class_size"), "--min-class-size", help="A class with fewer labelled items is flagged."),
-    label_mode: str = typer.Option(default(AuditConfig, "label_mode"), "--label-mode", help="The label type's k-NN mode: rank (SimiFeat's noise-rate ranking; its estimate grows as the cube of the classes: ~50 s for 141) or vote."),
+    label_mode: str = typer.Option(default(AuditConfig, "label_mode"), "--label-mode", help="The label type's k-NN mode: rank (SimiFeat's noise-rate ranking; its estimate grows as the cube of the classes: ~6 s for 141) or vote."),
     html: bool = typer.Option(False, "--html", help="Write report.html: each type's worst items beside their evidence, the catalog's map."),
     seed: int = typer.Option(0, "--seed"),
     progress: bool = progress_option(),  # noqa: ARG001 - every command takes it; the audit's steps take seconds
