@@ -123,3 +123,21 @@ def test_cli_audit_prints_the_counts_and_writes_the_folder(planted: dict, tmp_pa
     bad = runner.invoke(app, ["audit", str(planted["catalog"]), "--emb", str(planted["emb"]), "--split-col", "fold",
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 1 and "--split-col 'fold' is not a column" in bad.output
+
+
+def test_measures_of_another_quality_version_are_left_out_not_used(planted: dict):
+    """A store measured by an older simlabel.quality (other meanings of its measures) is not judged by them."""
+    from simlabel.quality import QUALITY_VERSION
+    from simlabel.store import QUALITY_DIR
+
+    files = sorted((planted["emb"] / QUALITY_DIR).glob("*.parquet"))
+    assert files
+    fresh = audit(planted["catalog"], planted["emb"])
+    assert fresh.summary["n_measured"] == 45 and fresh.summary["n_stale_measures"] == 0
+    for f in files:
+        t = pd.read_parquet(f)
+        t["quality_version"] = QUALITY_VERSION - 1
+        t.to_parquet(f, index=False)
+    stale = audit(planted["catalog"], planted["emb"])
+    assert stale.summary["n_measured"] == 0 and stale.summary["n_stale_measures"] == 45
+    assert stale.summary["counts"]["dark"] == 0 and stale.summary["counts"]["exact_duplicate"] == 0

@@ -425,7 +425,7 @@ def _write_quality(job: _Job, name: str, ok_pos: list[int], quality: dict[int, t
     (job.out / QUALITY_DIR).mkdir(exist_ok=True)
     write_quality(job.out / QUALITY_DIR / name, job.ids[rows] if rows else [],
                   np.stack([r[0] for r in records]) if records else np.zeros((0, len(QUALITY_FIELDS)), np.float32),
-                  [r[1] for r in records], [r[2] for r in records], QUALITY_FIELDS)
+                  [r[1] for r in records], [r[2] for r in records], QUALITY_FIELDS, QUALITY_VERSION)
 
 
 def _flush(encode: Callable[[list], np.ndarray], batch: list, batch_pos: list[int], vectors: list[np.ndarray],

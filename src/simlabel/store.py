@@ -88,14 +88,16 @@ def write_shard(path: str | os.PathLike, ids: np.ndarray | list[str], matrix: np
 
 
 def write_quality(path: str | os.PathLike, ids: Sequence[str], quality: np.ndarray, content_hash: Sequence[bytes | None],
-                  pixel_hash: Sequence[bytes], fields: Sequence[str]) -> Path:
-    """Write one shard's image-quality file atomically: ``id``, one column per field, and the two digests in hex
-    (``content_hash``: the file's bytes, empty where not computed; ``pixel_hash``: the decoded pixels)."""
+                  pixel_hash: Sequence[bytes], fields: Sequence[str], version: int) -> Path:
+    """Write one shard's image-quality file atomically: ``id``, one column per field, the two digests in hex
+    (``content_hash``: the file's bytes, empty where not computed; ``pixel_hash``: the decoded pixels) and the
+    ``quality_version`` the measures were taken by (a reader refuses other versions' measures)."""
     q = np.asarray(quality, dtype=np.float32).reshape(len(ids), len(fields))
     cols = {"id": pa.array([str(i) for i in ids], pa.string())}
     cols.update({f: pa.array(q[:, j]) for j, f in enumerate(fields)})
     cols["content_hash"] = pa.array([h.hex() if h else "" for h in content_hash], pa.string())
     cols["pixel_hash"] = pa.array([h.hex() for h in pixel_hash], pa.string())
+    cols["quality_version"] = pa.array(np.full(len(ids), version, dtype=np.int32))
     table = pa.table(cols)
     return atomic_write(path, lambda tmp: pq.write_table(table, tmp, compression="zstd"))
 

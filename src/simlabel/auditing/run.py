@@ -34,7 +34,7 @@ from simlabel.catalog import Catalog, load_catalog
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 from simlabel.files import atomic_dir, atomic_write_json, exclusive
-from simlabel.quality import QUALITY_FIELDS
+from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION
 from simlabel.store import ERRORS, Embeddings, as_embeddings, read_quality
 
 __all__ = ["ISSUE_TYPES", "AuditConfig", "AuditResult", "audit"]
@@ -260,6 +260,11 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     quality = quality.drop_duplicates("id", keep="last").set_index("id").reindex(ids)
     measured = quality[list(QUALITY_FIELDS)].notna().all(axis=1).to_numpy() if len(quality.columns) > 1 else \
         np.zeros(len(ids), bool)
+    # measures taken by another version of simlabel.quality mean other things: left out, and counted
+    current = (quality["quality_version"] == QUALITY_VERSION).to_numpy() if "quality_version" in quality.columns else \
+        np.zeros(len(ids), bool)
+    summary["n_stale_measures"] = int((measured & ~current).sum())
+    measured = measured & current
     summary["n_measured"] = int(measured.sum())
     if measured.any():
         # one photo is one pixel hash, whatever its bytes; a shared file hash says the files are copies too

@@ -59,6 +59,9 @@ def audit(
             + (f"; k-NN accuracy {lk['knn_accuracy_all']:.3f} on the labelled test items, "
                f"{lk['knn_accuracy_without_leaked']:.3f} without the leaked"
                if lk.get("knn_accuracy_without_leaked") is not None else ""))
+    if res.summary.get("n_stale_measures"):
+        say(f"{res.summary['n_stale_measures']:,} images were measured by an older simlabel.quality and are left out of "
+            f"the image types: embed {emb} again (through the vector cache only their measures are taken again)")
     if not res.summary.get("n_measured"):
         say(f"no image measures in {emb}: embed it again with this version of simlabel (a cached re-embed decodes "
             "nothing new) for the image-quality and exact-duplicate types")
