@@ -164,6 +164,9 @@ def planted_run(name: str, other: str, n: int, seed: int, work: Path) -> dict:
     write_audit_html(res, load_catalog(cat), work / f"{name}-audit" / "report.html")
     page_seconds = time.perf_counter() - t0
     found = {k: set(res.flagged(k)["id"]) for k in res.summary["counts"]}
+    # the issue's outliers are both rules: the k-NN distance, and far from every labelled class
+    found["outlier_or_far"] = found.get("outlier", set()) | found.get("far_from_labels", set())
+    truth = {**truth, "far_from_labels": truth["outlier"], "outlier_or_far": truth["outlier"]}
     planted_ids = set(planted["id"][planted["id"].str.startswith("planted-")])
     # where the other shop's photos rank by the outlier score (percentile, 0 = the worst)
     o = res.issues[res.issues["issue"] == "outlier"].set_index("id")["score"].rank(pct=True)
@@ -268,20 +271,86 @@ def scale_run(n: int, seed: int) -> dict:
     return res
 
 
+_MEMORY_CHILD = """
+import json, resource, sys, time
+from simlabel import AuditConfig, audit
+work = sys.argv[1]
+t0 = time.perf_counter()
+r = audit(work + "/mem-catalog.csv", work + "/mem-emb", graph=work + "/mem-graph", split_col="split",
+          config=AuditConfig(k=10), out=work + "/mem-audit", html=True)
+print(json.dumps({"audit_seconds": time.perf_counter() - t0, "counts": r.summary["counts"],
+                  "peak_rss_gib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20}))
+"""
+
+
+def memory_run(n: int, seed: int, work: Path, shard: int = 100_000) -> dict:
+    """The audit alone, in its own process, of an ``n``-row synthetic store as ``embed`` writes one (shards of
+    vectors, each with its image measures) with its graph on disk: its peak resident memory and time."""
+    import subprocess
+
+    from simlabel.graph import GraphConfig, build_graph
+    from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION
+    from simlabel.store import QUALITY_DIR, shard_name, write_quality, write_shard
+
+    rng = np.random.default_rng(seed)
+    store, graph = work / "mem-emb", work / "mem-graph"
+    if not (work / "mem-catalog.csv").exists():
+        centres = rng.normal(size=(200, 384)).astype(np.float32)
+        (store / QUALITY_DIR).mkdir(parents=True, exist_ok=True)
+        tables = []
+        for s, start in enumerate(range(0, n, shard)):
+            m = min(shard, n - start)
+            c = rng.integers(200, size=m)
+            X = centres[c] + 0.6 * rng.normal(size=(m, 384)).astype(np.float32)
+            X /= np.linalg.norm(X, axis=1, keepdims=True)
+            ids = np.array([f"s{i}" for i in range(start, start + m)])
+            # image measures spread as a catalog's are; one photo in a thousand a copy of the one before it
+            q = np.column_stack([rng.integers(200, 2000, m), rng.integers(200, 2000, m), rng.uniform(0.5, 1, m),
+                                 rng.uniform(0, 0.5, m), rng.uniform(1, 7, m), rng.lognormal(3, 1, m),
+                                 rng.uniform(0, 0.3, m)]).astype(np.float32)
+            pix = [rng.bytes(16) for _ in range(m)]
+            for j in range(1, m, 1000):
+                pix[j] = pix[j - 1]
+            write_quality(store / QUALITY_DIR / shard_name(s), ids, q, [None] * m, pix, QUALITY_FIELDS,
+                          QUALITY_VERSION)
+            write_shard(store / shard_name(s), ids, X, {"model": "synthetic", "dim": 384})
+            tables.append(pd.DataFrame({"id": ids, "image": [f"img/{i}.jpg" for i in ids],
+                                        "label": (c % 50).astype(str), "split": np.where(rng.random(m) < 0.2,
+                                                                                        "test", "train")}))
+        pd.concat(tables).to_csv(work / "mem-catalog.csv", index=False)
+    t0 = time.perf_counter()
+    build_graph(store, graph, GraphConfig(k=10, recall_sample=0), progress=False)
+    graph_s = time.perf_counter() - t0
+    done = subprocess.run([sys.executable, "-c", _MEMORY_CHILD, str(work)], capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(done.stderr)
+    r = json.loads(done.stdout.strip().splitlines()[-1])
+    r.update({"n": n, "graph_seconds": graph_s})
+    return r
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=1500)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--scale", type=int, nargs="*", default=[100_000])
+    ap.add_argument("--memory", type=int, nargs="*", default=[],
+                    help="rows of a synthetic store whose audit alone is measured in its own process")
+    ap.add_argument("--no-planted", action="store_true", help="skip the planted runs")
     ap.add_argument("--json", type=Path)
     ap.add_argument("--keep", type=Path, help="keep the slices, stores and reports here (default: a temporary folder)")
     args = ap.parse_args()
-    out: dict = {"cpu_flags": cpu_flags(), "planted": [], "datalab": [], "scale": []}
+    out: dict = {"cpu_flags": cpu_flags(), "planted": [], "datalab": [], "scale": [], "memory": []}
     print("cpu flags:", out["cpu_flags"], flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         work = args.keep or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        for name, other in (("clothing-small", "fashion-products"), ("fashion-products", "clothing-small")):
+        for n in args.memory:
+            r = memory_run(n, args.seed, work)
+            out["memory"].append(r)
+            print(json.dumps(r, indent=1), flush=True)
+        for name, other in (() if args.no_planted else (("clothing-small", "fashion-products"),
+                                                          ("fashion-products", "clothing-small"))):
             r = planted_run(name, other, args.n, args.seed, work)
             out["planted"].append(r)
             print(json.dumps({"dataset": name, "scores": r["scores"], "audit_seconds": round(r["audit_seconds"], 2)}, indent=1),

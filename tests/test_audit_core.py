@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.auditing.core import class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
+from simlabel.auditing.core import class_distances, class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
 from simlabel.errors import InputError
 from simlabel.graph import GraphConfig, build_graph
 from simlabel.store import Embeddings
@@ -107,3 +107,51 @@ def test_non_iid_sees_a_catalog_sorted_by_cluster_and_not_a_shuffled_one():
     p_shuffled, stat_shuffled, _, flagged2 = non_iid(_graph(X).neighbors)
     assert p_sorted < 0.05 < p_shuffled and stat_sorted > stat_shuffled
     assert flagged.sum() == 1 and score[flagged][0] == score.min() and not flagged2.any()
+
+
+def test_a_clump_of_foreign_photos_is_far_from_every_class_though_the_knn_rule_misses_it():
+    """Photos from another shop sit close to each other, so their k nearest are each other and the k-NN rule sees
+    nothing; each is still far from every labelled class, whatever label it was given."""
+    rng = np.random.default_rng(0)
+    d = 16
+    centres = 3 * rng.normal(size=(4, d))
+    codes = rng.integers(4, size=400)
+    X = centres[codes] + rng.normal(size=(400, d))
+    foreign = 3 * rng.normal(size=d) + 6.0 + 0.1 * rng.normal(size=(12, d))  # one tight clump
+    X = np.r_[X, foreign]
+    codes = np.r_[codes, rng.integers(4, size=12)]  # labelled as if they belonged
+    g = _graph(X / np.linalg.norm(X, axis=1, keepdims=True), k=10)
+    _, knn_flagged, _, _ = outliers(g.similarities)
+    assert not knn_flagged[400:].any()
+    dist, nearest = class_distances(X, codes, 4)
+    _, flagged, _ = robust_scores(dist, side="high")
+    assert flagged[400:].all() and flagged[:400].mean() < 0.02
+    assert set(nearest[:400] == codes[:400]) == {True}  # every clean row's nearest class is its own
+
+
+def test_class_distances_hand_worked_with_identity_covariance():
+    # two classes of two points each: means (0, 0) and (4, 0), residuals (+-1, 0) and (0, +-1): within-class
+    # covariance diag(0.5, 0.5), which Ledoit-Wolf leaves as it is (already a multiple of the identity)
+    X = np.array([[1.0, 0], [-1, 0], [4, 1], [4, -1], [2, 0]])
+    codes = np.array([0, 0, 1, 1, -1])
+    dist, nearest = class_distances(X, codes, 2, min_count=2)
+    # (2, 0) is 2 from either mean: sqrt(4 / 0.5)
+    assert dist[4] == pytest.approx(np.sqrt(8)) and dist[0] == pytest.approx(np.sqrt(2))
+    assert nearest[:4].tolist() == [0, 0, 1, 1]
+    # a class under min_count makes no mean; with none, nothing is scored
+    d0, n0 = class_distances(X, codes, 2, min_count=3)
+    assert np.isnan(d0).all() and (n0 == -1).all()
+    with pytest.raises(InputError, match="codes"):
+        class_distances(X, np.array([0, 0, 1, 1, 2]), 2)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.floats(1.0, 50.0), st.floats(0.1, 50.0))
+def test_class_distance_grows_as_a_point_moves_away_from_every_class(start, step):
+    rng = np.random.default_rng(3)
+    X = np.r_[rng.normal(size=(60, 3)), rng.normal(size=(60, 3)) + [5, 0, 0]]
+    codes = np.r_[np.zeros(60, int), np.ones(60, int)]
+    direction = np.array([0.0, 0.0, 1.0])  # away from both means alike
+    probes = np.array([[2.5, 0, 0] + start * direction, [2.5, 0, 0] + (start + step) * direction])
+    d, _ = class_distances(np.r_[X, probes], np.r_[codes, -1, -1], 2)
+    assert d[-1] > d[-2]

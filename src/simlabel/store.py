@@ -546,16 +546,31 @@ def load_embeddings(
     """
     if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(path)
-    parts = list(iter_embeddings(path))
-    if not parts:
+    shards = list_shards(path)
+    if not shards:
         raise StoreError(f"{path}: no embedding shards in it")
-    dims = {m.shape[1] for _, m in parts if len(m)}
-    if len(dims) > 1:
-        raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
-    all_ids = _refuse_duplicates(path, list_shards(path), [i for i, _ in parts])
-    dim = dims.pop() if dims else parts[0][1].shape[1]
-    matrix = np.concatenate([m.reshape(-1, dim) for _, m in parts], axis=0)
-    emb = Embeddings(all_ids, matrix, _store_meta(path, dim))
+    # each shard is copied into one matrix sized from the files' footers: a store is held once, not twice (the
+    # shards and their concatenation)
+    try:
+        total = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
+    except (pa.ArrowInvalid, OSError) as e:
+        raise StoreError(f"{path}: a shard is not a Parquet file ({e})") from None
+    per_shard, matrix, at, dims = [], None, 0, set()
+    for shard_ids, m in iter_embeddings(path):
+        per_shard.append(shard_ids)
+        if len(m):
+            dims.add(m.shape[1])
+            if len(dims) > 1:
+                raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
+        if matrix is None or (at == 0 and len(m)):
+            matrix = np.empty((total, m.shape[1] if m.ndim == 2 else 0), dtype=np.float32)
+        matrix[at:at + len(m)] = m
+        at += len(m)
+    all_ids = _refuse_duplicates(path, shards, per_shard)
+    # Arrow keeps the pages it read the shards into for its next allocation; nothing else here will use them
+    pa.default_memory_pool().release_unused()
+    dim = matrix.shape[1]
+    emb = Embeddings(all_ids, matrix[:at], _store_meta(path, dim))
     return emb if ids is None else emb.rows(ids)
 
 

@@ -7,6 +7,9 @@ catalog's own distribution, and returned so the report can show it.
   (Datalab's ``near_duplicate`` rule, fraction 0.13), joined into groups; score ``1 - exp(-d1 / median d1)``.
 * :func:`outliers`: the mean cosine distance to the ``k`` nearest neighbours ``d``; score ``exp(-d / median d)``,
   flagged above ``Q3 + (1 / t - 1) IQR`` (Datalab's ``outlier`` rule on features, ``t = 0.37037``).
+* :func:`class_distances`: each item's Mahalanobis distance to the nearest labelled class, under one within-class
+  covariance shrunk by Ledoit & Wolf (2004): the class-conditional Gaussian rule of Lee, Lee, Lee & Shin (NeurIPS
+  2018) for inputs unlike every class. Items far from every class are flagged by :func:`robust_scores`.
 * :func:`robust_scores`: a value against the catalog's median and median absolute deviation (the modified z-score,
   Iglewicz & Hoaglin 1993, flagged beyond 3.5), on the bad side only: the image-quality types.
 * :func:`leakage`: near-duplicate groups that span the training split and another.
@@ -29,7 +32,7 @@ from scipy.special import ndtr
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 
-__all__ = ["EVIDENCE_IDS", "NearDuplicates", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers",
+__all__ = ["EVIDENCE_IDS", "NearDuplicates", "class_distances", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers",
            "related_ids", "robust_scores"]
 
 _EPS = 1e-12
@@ -131,6 +134,92 @@ def outliers(similarities: np.ndarray, *, k: int | None = None, threshold: float
     q1, q3 = np.percentile(mean, [25, 75])
     cut = float(q3 + (1.0 / threshold - 1.0) * (q3 - q1))
     return np.exp(-mean / median), mean > cut, mean, cut
+
+
+def class_distances(X: np.ndarray, codes: np.ndarray, n_classes: int, *, min_count: int = 5, sample: int = 50_000,
+                    seed: int = 0, block: int = 65_536) -> tuple[np.ndarray, np.ndarray]:
+    """Each row's Mahalanobis distance to the nearest labelled class (Lee et al., NeurIPS 2018).
+
+    Each class ``c`` with ``min_count`` or more labelled rows is a Gaussian of mean :math:`\\mu_c`, all sharing one
+    within-class covariance :math:`\\Sigma` (of the residuals :math:`x_i - \\mu_{y_i}`, shrunk towards a multiple
+    of the identity by Ledoit & Wolf's intensity, so it inverts where the dimension exceeds the rows). A row's
+    distance is
+
+    .. math:: d(x) = \\min_c \\sqrt{(x - \\mu_c)^\\top \\Sigma^{-1} (x - \\mu_c)}.
+
+    A photo unlike every class is far from all of them, even where a few such photos sit close together (which
+    hides them from the k-NN rule of :func:`outliers`), and whatever label it was given. The covariance is fitted on
+    at most ``sample`` residuals drawn by ``seed``; every row is scored, ``block`` rows at a time.
+
+    Parameters
+    ----------
+    X : ndarray of shape (n, d)
+        The embeddings.
+    codes : ndarray of shape (n,)
+        Label codes in ``[0, n_classes)``, ``-1`` for an unlabelled row (scored, not fitted on).
+    n_classes : int
+    min_count : int
+        Fewer labelled rows than this do not make a class (their mean is the rows themselves).
+
+    Returns
+    -------
+    (distance, nearest)
+        ``(n,)`` distances, and the nearest class's code (``-1`` and NaN where no class has ``min_count`` rows).
+
+    Examples
+    --------
+    Two classes around (0, 0) and (4, 0); a point at (2, 6) is far from both, whatever its label:
+
+    >>> rng = np.random.default_rng(0)
+    >>> X = np.r_[rng.normal(size=(50, 2)), rng.normal(size=(50, 2)) + [4, 0], [[2.0, 6.0]]]
+    >>> codes = np.r_[np.zeros(50, int), np.ones(50, int), 0]
+    >>> d, nearest = class_distances(X, codes, 2)
+    >>> bool(d[-1] > 4 * np.median(d[:-1])), int(nearest[-1]), nearest[:3].tolist()
+    (True, 0, [0, 0, 0])
+    """
+    from sklearn.covariance import ledoit_wolf
+
+    positive_int(n_classes, "n_classes")
+    positive_int(min_count, "min_count")
+    X = np.asarray(X)
+    y = np.asarray(codes, dtype=np.int64)
+    if X.ndim != 2 or len(y) != len(X):
+        raise InputError(f"X must be (n, d) with one code per row; got {X.shape} and {y.shape}")
+    if (y >= n_classes).any() or (y < -1).any():
+        raise InputError(f"codes must be in [-1, {n_classes})")
+    n, dim = X.shape
+    lab = np.flatnonzero(y >= 0)
+    counts = np.bincount(y[lab], minlength=n_classes)
+    kept = np.flatnonzero(counts >= min_count)
+    if len(kept) == 0:
+        return np.full(n, np.nan), np.full(n, -1, dtype=np.int64)
+    sums = np.zeros((n_classes, dim))
+    for i in range(0, len(lab), block):
+        rows = lab[i:i + block]
+        np.add.at(sums, y[rows], X[rows].astype(np.float64))
+    means = sums[kept] / counts[kept, None]
+    # residuals of a sample of the rows of kept classes, for the shared covariance
+    fit_rows = lab[np.isin(y[lab], kept)]
+    rng = np.random.default_rng(seed)
+    if len(fit_rows) > sample:
+        fit_rows = np.sort(rng.choice(fit_rows, size=sample, replace=False))
+    slot = np.full(n_classes, -1, dtype=np.int64)
+    slot[kept] = np.arange(len(kept))
+    resid = X[fit_rows].astype(np.float64) - means[slot[y[fit_rows]]]
+    cov, _ = ledoit_wolf(resid, assume_centered=True)
+    evals, evecs = np.linalg.eigh(cov)
+    whiten = evecs / np.sqrt(np.maximum(evals, _EPS * max(float(evals.max()), _EPS)))
+    mw = means @ whiten
+    m2 = (mw * mw).sum(axis=1)
+    dist = np.empty(n)
+    nearest = np.empty(n, dtype=np.int64)
+    for i in range(0, n, block):
+        z = X[i:i + block].astype(np.float64) @ whiten
+        d2 = (z * z).sum(axis=1)[:, None] - 2.0 * z @ mw.T + m2[None, :]
+        j = d2.argmin(axis=1)
+        dist[i:i + block] = np.sqrt(np.maximum(d2[np.arange(len(j)), j], 0.0))
+        nearest[i:i + block] = kept[j]
+    return dist, nearest
 
 
 def robust_scores(values: np.ndarray, *, side: str = "low", z: float = 3.5, min_scale: float = 0.0

@@ -23,7 +23,8 @@ NOTES = {
     "near_duplicate": "Groups joined along the graph's edges closer than the cut chosen from the data (below).",
     "leakage": "Items outside the training split whose near-twin is in it: a test set with them overstates accuracy.",
     "outlier": "Items far from their nearest neighbours (Datalab's k-NN score); shown beside their nearest items.",
-    "far_from_labels": "Items whose nearest labelled item is much further than the catalog's usual.",
+    "far_from_labels": "Items far from every labelled class (the Mahalanobis distance to the nearest class), shown "
+                       "beside their nearest labelled items.",
     "label": "Labels the k-NN vote of their neighbours disagrees with (simlabel suspects).",
     "class_imbalance": "Classes with too few labelled items.",
     "non_iid": "Whether neighbours sit together in the catalog's order (a permutation test).",
@@ -128,7 +129,5 @@ def _rule(s: dict, issue: str) -> str:
         return str(t["rule"])
     if "measure" in t:
         return f"{t['measure']}: {'below' if t['side'] == 'low' else 'beyond'} {t['cut']:.4g} (median {t['median']:.4g})"
-    if "cut_similarity" in t:
-        return f"nearest labelled item's similarity below {t['cut_similarity']:.3f}"
     return {"unreadable": "the decoder's failures (errors.csv)", "exact_duplicate": "one pixel hash",
             "leakage": "a near-duplicate group across the split", "label": "simlabel suspects (k-NN)"}.get(issue, "")

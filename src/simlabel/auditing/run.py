@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 
 from simlabel.auditing.core import (
+    class_distances,
     class_imbalance,
     leakage,
     near_duplicates,
@@ -158,8 +159,13 @@ class AuditResult:
 def _rows(ids: np.ndarray, issue: str, score: np.ndarray, flagged: np.ndarray, value: np.ndarray | None = None,
           group: np.ndarray | None = None, evidence: list[str] | np.ndarray | None = None) -> pd.DataFrame:
     n = len(ids)
+    ids = np.asarray(ids, dtype=object)
+    # one str object per id, shared by every type's rows (a million rows x 16 types of copies would not fit), and
+    # the type as a category code
     return pd.DataFrame({
-        "id": np.asarray(ids, dtype=object).astype(str), "issue": issue,
+        "id": ids if all(isinstance(i, str) for i in ids) else ids.astype(str).astype(object),
+        "issue": pd.Categorical.from_codes(np.full(n, ISSUE_TYPES.index(issue), dtype=np.int8),
+                                           categories=list(ISSUE_TYPES)),
         "score": np.asarray(score, dtype=np.float64), "flagged": np.asarray(flagged, dtype=bool),
         "value": np.asarray(value, dtype=np.float64) if value is not None else np.full(n, np.nan),
         "group": np.asarray(group, dtype=np.int64) if group is not None else np.full(n, -1, dtype=np.int64),
@@ -167,8 +173,20 @@ def _rows(ids: np.ndarray, issue: str, score: np.ndarray, flagged: np.ndarray, v
     })
 
 
-def _neighbour_ids(ids: np.ndarray, nb: np.ndarray, sim: np.ndarray, top: int = 5) -> list[str]:
-    return ["|".join(f"{ids[j]}:{s:.3f}" for j, s in zip(r[:top], q[:top]) if j >= 0) for r, q in zip(nb, sim)]
+def _neighbour_ids(ids: np.ndarray, nb: np.ndarray, sim: np.ndarray, shown: np.ndarray, top: int = 5) -> np.ndarray:
+    """``id:similarity|...`` of the ``top`` nearest, for the ``shown`` rows only (the rest ``""``: a million rows
+    of evidence nobody looks at would cost more memory than the audit itself)."""
+    out = np.full(len(nb), "", dtype=object)
+    for i in np.flatnonzero(shown):
+        out[i] = "|".join(f"{ids[j]}:{s:.3f}" for j, s in zip(nb[i, :top], sim[i, :top]) if j >= 0)
+    return out
+
+
+def _shown(score: np.ndarray, flagged: np.ndarray, worst: int = 200) -> np.ndarray:
+    """The rows a report or queue shows: the flagged ones and the ``worst`` lowest scores."""
+    shown = np.asarray(flagged, dtype=bool).copy()
+    shown[np.argsort(score, kind="stable")[:worst]] = True
+    return shown
 
 
 def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None, label_col: str) -> pd.Series | None:
@@ -200,7 +218,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         Its image embeddings; a folder also gives ``errors.csv`` (unreadable images) and the image measures of its
         decode pass (without them the image-quality and exact-duplicate types are left out, and the summary says so).
     graph : path or KnnGraph, optional
-        The k-NN graph of ``emb`` (default: searched by :func:`simlabel.graph.neighbours_for`).
+        The k-NN graph of ``emb`` (default: built once, in memory, by :func:`simlabel.graph.build_graph`).
     labels : path or DataFrame, optional
         ``id`` and ``label_col`` (default: the catalog's ``label_col`` column, if any).
     split_col : str, optional
@@ -228,7 +246,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     >>> result = audit("catalog.csv", "emb/", split_col="split", out="audit/", html=True)  # doctest: +SKIP
     >>> result.flagged("near_duplicate")  # doctest: +SKIP
     """
-    from simlabel.graph import neighbours_for
+    from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_for
 
     cfg = config or AuditConfig()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
@@ -236,13 +254,18 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     e = as_embeddings(emb)
     if len(e.ids) < 3:
         raise InputError(f"{e.source or 'emb'}: the audit needs 3 or more embedded items; got {len(e.ids)}")
-    ids = e.ids.astype(str)
+    ids = e.ids.astype(str).astype(object)
     table = cat.table.set_index(cat.table["id"].astype(str))
     missing = ~pd.Index(ids).isin(table.index)
     if missing.any():
         raise InputError(f"{e.source or 'emb'}: {int(missing.sum())} embedded ids are not in the catalog "
                          f"{cat.path or cat.root}, e.g. {ids[missing][0]!r}")
     k = min(cfg.k, len(ids) - 1)
+    # one graph answers every neighbour question below (the leak's vote, the nearest labelled item, suspects): built
+    # once where none is given, never searched again
+    graph = as_graph(graph) if graph is not None else build_graph(e, None, GraphConfig(k=k, seed=cfg.seed,
+                                                                                       recall_sample=0),
+                                                                  progress=False)
     nbrs = neighbours_for(e, k, graph=graph, seed=cfg.seed)
     nb, sim = nbrs.neighbors, nbrs.similarities
     frames: list[pd.DataFrame] = []
@@ -302,29 +325,40 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         leaked = leakage(near.group, split, train=cfg.train_split)
         frames.append(_rows(ids[leaked], "leakage", np.zeros(leaked.sum()), np.ones(leaked.sum(), bool),
                             group=near.group[leaked], evidence=[gmembers.get(g, "") for g in near.group[leaked]]))
-        summary["leakage"] = _leak_summary(e, ids, split, leaked, y, cfg, k)
+        summary["leakage"] = _leak_summary(ids, nb, split, leaked, y, cfg)
     # -- outliers
     score, flagged, mean_d, cut = outliers(sim, threshold=cfg.outlier_threshold)
-    frames.append(_rows(ids, "outlier", score, flagged, value=mean_d, evidence=_neighbour_ids(ids, nb, sim)))
+    frames.append(_rows(ids, "outlier", score, flagged, value=mean_d,
+                        evidence=_neighbour_ids(ids, nb, sim, _shown(score, flagged))))
     summary["types"]["outlier"] = {"cut_mean_distance": cut, "rule": f"Q3 + {1 / cfg.outlier_threshold - 1:.2f} IQR "
                                    f"of the mean cosine distance to the {k} nearest"}
-    # -- far from every labelled class
+    # -- far from every labelled class: the Mahalanobis distance to the nearest class (core.class_distances)
     if y is not None:
         y = y[y.index.isin(ids)]
     if y is not None and y.nunique() >= 1 and len(y) >= 2:
-        lab_pos = e.positions(y.index.to_numpy())
-        near_lab = neighbours_for(e, 2, among=lab_pos, seed=cfg.seed, graph=graph)
-        # a labelled item's nearest labelled item is itself: take the next
-        first = near_lab.neighbors[:, 0]
-        self_first = (first >= 0) & (lab_pos[np.maximum(first, 0)] == np.arange(len(ids)))
-        rows = np.arange(len(ids))
-        j_best = near_lab.neighbors[rows, self_first.astype(int)]
-        s_best = near_lab.similarities[rows, self_first.astype(int)]
-        best = np.where((j_best >= 0) & np.isfinite(s_best), s_best, -1.0)
-        s_far, f_far, c_far = robust_scores(best, side="low", z=cfg.z)
-        nearest = [f"{y.index[j]}:{s:.3f} ({y.iloc[j]})" if j >= 0 else "" for j, s in zip(j_best, best)]
-        frames.append(_rows(ids, "far_from_labels", s_far, f_far, value=best, evidence=nearest))
-        summary["types"]["far_from_labels"] = {"cut_similarity": c_far}
+        codes, classes = pd.factorize(y.reindex(ids))
+        dist, nearest_class = class_distances(e.matrix, codes, len(classes), min_count=max(cfg.min_class_size, 2),
+                                              seed=cfg.seed)
+        s_far, f_far, c_far = robust_scores(dist, side="high", z=cfg.z)
+        # the evidence a person judges by: the nearest class, and the nearest labelled items beside the photo
+        shown = _shown(s_far, f_far) & (nearest_class >= 0)
+        lab_pos = np.flatnonzero(codes >= 0)
+        evidence = np.full(len(ids), "", dtype=object)
+        if shown.any():
+            at = neighbours_for(e, min(4, len(lab_pos)), rows=np.flatnonzero(shown), among=lab_pos, graph=graph,
+                                seed=cfg.seed)
+            # a labelled row's nearest labelled row is itself: left out
+            nb_l = np.where(at.neighbors >= 0, lab_pos[np.maximum(at.neighbors, 0)], -1)
+            nb_l[nb_l == np.flatnonzero(shown)[:, None]] = -1
+            names = np.asarray(classes, dtype=object)
+            items = _neighbour_ids(ids, nb_l, at.similarities, np.ones(len(nb_l), bool), top=3)
+            for i, row in enumerate(np.flatnonzero(shown)):
+                evidence[row] = f"nearest class: {names[nearest_class[row]]} at {dist[row]:.2f}; {items[i]}"
+        frames.append(_rows(ids, "far_from_labels", s_far, f_far, value=dist, evidence=evidence))
+        summary["types"]["far_from_labels"] = {
+            "cut_distance": c_far, "median_distance": float(np.nanmedian(dist)) if np.isfinite(dist).any() else None,
+            "rule": f"the Mahalanobis distance to the nearest class of {max(cfg.min_class_size, 2)} or more labelled "
+                    f"items (one shared covariance, Ledoit-Wolf shrinkage), high by the modified z-score (> {cfg.z})"}
     # -- image quality, against the catalog's own spread
     if measured.any():
         q = quality.loc[ids[measured]]
@@ -355,7 +389,6 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     summary["types"]["non_iid"] = {"p_value": p, "ks_statistic": stat, "permutations": cfg.non_iid_permutations}
 
     issues = pd.concat([f for f in frames if len(f)], ignore_index=True)
-    issues["issue"] = pd.Categorical(issues["issue"], categories=list(ISSUE_TYPES))
     counts = issues[issues["flagged"]].groupby("issue", observed=False).size()
     summary["counts"] = {str(t): int(counts.get(t, 0)) for t in ISSUE_TYPES}
     summary["flagged_items"] = int(issues.loc[issues["flagged"], "id"].nunique())
@@ -365,42 +398,51 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     return result
 
 
-def _map(e: Embeddings, ids: np.ndarray, seed: int, sample: int = 20_000) -> pd.DataFrame:
-    """The first two principal components of the embeddings (fitted on a sample of at most ``sample`` rows)."""
+def _map(e: Embeddings, ids: np.ndarray, seed: int, sample: int = 20_000, block: int = 65_536) -> pd.DataFrame:
+    """The first two principal components of the embeddings (fitted on a sample of at most ``sample`` rows),
+    projected a block at a time (no float64 copy of the whole matrix)."""
     rng = np.random.default_rng(seed)
     X = e.matrix
-    fit = X[rng.choice(len(X), size=min(sample, len(X)), replace=False)].astype(np.float64)
+    fit = X[np.sort(rng.choice(len(X), size=min(sample, len(X)), replace=False))].astype(np.float64)
     mu = fit.mean(0)
     _, _, vt = np.linalg.svd(fit - mu, full_matrices=False)
-    xy = (X - mu) @ vt[:2].T
+    w = vt[:2].T.astype(np.float32)
+    xy = np.concatenate([X[i:i + block] @ w for i in range(0, len(X), block)]) - (mu @ vt[:2].T).astype(np.float32)
     return pd.DataFrame({"id": ids, "x": xy[:, 0], "y": xy[:, 1]})
 
 
-def _leak_summary(e: Embeddings, ids: np.ndarray, split: np.ndarray, leaked: np.ndarray, y: pd.Series | None,
-                  cfg: AuditConfig, k: int) -> dict:
-    """How many non-training items have a near-twin in training, and the k-NN accuracy on them with and without."""
-    from simlabel.graph import neighbours_for
+def _leak_summary(ids: np.ndarray, nb: np.ndarray, split: np.ndarray, leaked: np.ndarray, y: pd.Series | None,
+                  cfg: AuditConfig) -> dict:
+    """How many non-training items have a near-twin in training, and the k-NN accuracy on them with and without.
 
+    The vote is that of each test item's graph neighbours that are labelled training items (a search among the
+    training items alone would mean an exact search per test item at a million rows; the graph's neighbours are
+    those a search would rank first)."""
     test = split != cfg.train_split
     out = {"n_train": int((~test).sum()), "n_other": int(test.sum()), "n_leaked": int(leaked.sum())}
     if y is None:
         return out
-    labelled = pd.Index(ids).isin(y.index)
-    train_pos = np.flatnonzero(labelled & ~test)
-    test_pos = np.flatnonzero(labelled & test)
-    if len(train_pos) < 1 or len(test_pos) < 1:
+    codes, classes = pd.factorize(y.reindex(ids), use_na_sentinel=True)
+    train_lab = (codes >= 0) & ~test
+    test_pos = np.flatnonzero((codes >= 0) & test)
+    if not train_lab.any() or len(test_pos) < 1:
         return out
-    yy = y.reindex(ids).to_numpy()
-    kk = min(k, len(train_pos))
-    nbrs = neighbours_for(e, kk, rows=test_pos, among=train_pos, seed=cfg.seed)
-    votes = np.where(nbrs.neighbors >= 0, yy[train_pos][np.maximum(nbrs.neighbors, 0)], None)
-    pred = np.array([pd.Series(v[v != None]).mode().iloc[0] if (v != None).any() else "" for v in votes])  # noqa: E711
-    right = pred == yy[test_pos]
+    sub = nb[test_pos]
+    vote = np.where((sub >= 0) & train_lab[np.maximum(sub, 0)], codes[np.maximum(sub, 0)], -1)
+    ok = vote.ravel() >= 0
+    row = np.repeat(np.arange(len(test_pos)), sub.shape[1])[ok]
+    counts = np.bincount(row * len(classes) + vote.ravel()[ok],
+                         minlength=len(test_pos) * len(classes)).reshape(len(test_pos), len(classes))
+    # the plain majority (ties: the first class in the labels' order); no labelled training neighbour: no vote
+    pred = np.where(counts.any(axis=1), counts.argmax(axis=1), -1)
+    right = pred == codes[test_pos]
     clean = ~leaked[test_pos]
     out.update({"knn_accuracy_all": float(right.mean()),
                 "knn_accuracy_without_leaked": float(right[clean].mean()) if clean.any() else None,
                 "n_test_labelled": int(len(test_pos)), "n_test_leaked": int((~clean).sum()),
-                "accuracy_model": f"{kk}-NN vote of the labelled training items"})
+                "n_test_without_vote": int((~counts.any(axis=1)).sum()),
+                "accuracy_model": f"the majority of the labelled training items among the {sub.shape[1]} graph "
+                                  "neighbours"})
     return out
 
 

@@ -48,6 +48,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+from scipy.sparse import csr_matrix
 
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
@@ -195,10 +196,10 @@ def knn_votes(codes: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray
     one_of(weighting, ("similarity", "uniform"), "weighting")
     g = np.arange(n, dtype=np.int64) if groups is None else np.asarray(groups, dtype=np.int64)
     n_groups = int(g.max()) + 1 if n else 0
-    # label distribution of each group
-    dist = np.zeros((n_groups, n_classes))
-    np.add.at(dist, (g, y), 1.0)
-    dist /= np.maximum(dist.sum(axis=1, keepdims=True), 1.0)
+    # label distribution of each group, sparse: a group of one is one label, and a dense (rows x k, C) product
+    # would take gigabytes at a million rows
+    size = np.bincount(g, minlength=n_groups).astype(np.float64)
+    dist = csr_matrix((1.0 / size[g], (g, y)), shape=(n_groups, n_classes))
     w = np.ones((n, k)) if weighting == "uniform" else np.maximum(np.asarray(similarities, dtype=np.float64), 0.0)
     row = np.repeat(np.arange(n), k)
     ng = np.where(nb >= 0, g[np.maximum(nb, 0)], -1).ravel()
@@ -211,10 +212,10 @@ def knn_votes(codes: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray
     first = np.ones(len(row), dtype=bool)
     first[1:] = (row[1:] != row[:-1]) | (ng[1:] != ng[:-1])
     row, ng, wv = row[first], ng[first], wv[first]
-    votes = np.zeros((n, n_classes))
-    np.add.at(votes, row, wv[:, None] * dist[ng])
+    votes = (csr_matrix((wv, (row, ng)), shape=(n, n_groups)) @ dist).toarray()
     total = votes.sum(axis=1, keepdims=True)
-    return np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
+    votes /= np.where(total > 0, total, 1.0)  # a row without a vote stays all zeros
+    return votes
 
 
 def _consensus(codes: np.ndarray, nn2: np.ndarray, n_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -423,7 +424,6 @@ def find_suspects(
         raise InputError(f"labels: {n} labelled items are too few for k-NN votes")
     if cfg.method in ("cleanlab", "both") and predictor is None:
         raise InputError("method cleanlab needs a predictor of out-of-fold probabilities (simlabel.training.oof_predictor)")
-    X = e.rows(ids).matrix
     nb, sims = _labelled_neighbours(e, ids, k, cfg, graph, index)
     groups = duplicate_groups(nb, sims, cfg.duplicate_threshold)
     summary: dict = {"n": n, "classes": c, "k": k, "mode": cfg.mode, "method": cfg.method}
@@ -450,16 +450,18 @@ def find_suspects(
             summary["noise_rate_estimate"] = float(1 - (clean * np.bincount(y, minlength=c)).sum() / n)
             summary["noise_rate_by_class"] = {cl: float(1 - r) for cl, r in zip(classes, clean)}
             # a flagged item suggests the best other label
-            other = votes.copy()
-            other[np.arange(n), y] = -1
-            suggested = np.where(flag_knn, other.argmax(axis=1), suggested)
+            # (in place and restored: a copy of the votes is gigabytes at a million rows)
+            own = votes[np.arange(n), y].copy()
+            votes[np.arange(n), y] = -1
+            suggested = np.where(flag_knn, votes.argmax(axis=1), suggested)
+            votes[np.arange(n), y] = own
         support = votes[np.arange(n), np.where(suggested >= 0, suggested, y)]
     flag_cl = np.zeros(n, dtype=bool)
     cl_score = np.full(n, np.nan)
     if cfg.method in ("cleanlab", "both"):
         from cleanlab.filter import find_label_issues
 
-        proba = np.asarray(predictor(X, list(lab), np.ones(n), classes))
+        proba = np.asarray(predictor(e.rows(ids).matrix, list(lab), np.ones(n), classes))
         issues = find_label_issues(y, proba, filter_by=cfg.cleanlab_filter)
         flag_cl = np.asarray(issues, dtype=bool)
         cl_score = proba[np.arange(n), y]
