@@ -11,13 +11,16 @@
    for outlier, near_duplicate, non_iid and class_imbalance; the agreement of the flagged sets (Jaccard) and the
    time of each, against simlabel's core functions given the same graph. Then on ``--scale`` synthetic rows
    (a Gaussian mixture, 384-d, the exact graph) for the times alone.
-4. **CleanVision** (``pip install 'simlabel[bench]'``), where it installs: its Imagelab on the same planted files,
+4. **The audit alone at scale** (``--memory 1000000``): a synthetic store written as ``embed`` writes one (shards with
+   their image measures), its catalog and its graph on disk; the audit runs in a process of its own, whose peak
+   resident memory and time are reported (target < 8 GiB at 1M rows).
+5. **CleanVision** (``pip install 'simlabel[bench]'``), where it installs: its Imagelab on the same planted files,
    the agreement per image-quality and duplicate type, its recall of the plants, and its time (it reads every image
    again; the audit reads none).
 
 Nothing is copied into the repository: the slices and planted files live in a temporary folder.
 
-Usage: python benchmarks/bench_audit.py [--n 1500] [--scale 100000] [--json out.json]
+Usage: python benchmarks/bench_audit.py [--n 1500] [--scale 100000] [--memory 1000000] [--no-planted] [--json out.json]
 """
 
 from __future__ import annotations

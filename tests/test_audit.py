@@ -141,3 +141,30 @@ def test_measures_of_another_quality_version_are_left_out_not_used(planted: dict
     stale = audit(planted["catalog"], planted["emb"])
     assert stale.summary["n_measured"] == 0 and stale.summary["n_stale_measures"] == 45
     assert stale.summary["counts"]["dark"] == 0 and stale.summary["counts"]["exact_duplicate"] == 0
+
+
+def test_far_from_labels_flags_the_stranger_and_leaves_a_tiny_class_to_class_imbalance(tmp_path: Path):
+    from simlabel.store import Embeddings
+
+    rng = np.random.default_rng(0)
+    centres = 4 * rng.normal(size=(4, 12))
+    codes = np.repeat(np.arange(4), 30)
+    X = np.r_[centres[codes] + rng.normal(size=(120, 12)),
+              4 * rng.normal(size=(2, 12)) + 12,  # two umbrellas: a class of two, far from the others
+              [centres[0] + 14 * rng.normal(size=12)]]  # a stranger labelled as class 0
+    labels = [f"c{c}" for c in codes] + ["umbrella", "umbrella", "c0"]
+    ids = [f"i{j}" for j in range(len(X))]
+    pd.DataFrame({"id": ids, "image": [f"img/{i}.jpg" for i in ids], "label": labels}).to_csv(tmp_path / "c.csv",
+                                                                                             index=False)
+    emb = Embeddings(np.array(ids, dtype=object), X.astype(np.float32), {"path": "mem", "model": "t"})
+    res = audit(tmp_path / "c.csv", emb)
+    assert set(res.flagged("far_from_labels")["id"]) == {"i122"}
+    assert {"i120", "i121"} <= set(res.flagged("class_imbalance")["id"])
+    assert res.summary["types"]["far_from_labels"]["n_in_small_classes"] == 2
+    stranger = res.issues[(res.issues["issue"] == "far_from_labels") & (res.issues["id"] == "i122")].iloc[0]
+    assert stranger["evidence"].startswith("nearest class: c") and stranger["value"] > 3 * np.median(
+        res.issues.loc[res.issues["issue"] == "far_from_labels", "value"])
+    # the label type scores every labelled item, and the health is the share not suspected
+    lab = res.issues[res.issues["issue"] == "label"]
+    assert len(lab) == len(ids) and lab["score"].between(0, 1).all()
+    assert res.summary["label_health"] == pytest.approx(1 - lab["flagged"].mean()) and res.summary["label_health"] > 0.5

@@ -340,6 +340,11 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         dist, nearest_class = class_distances(e.matrix, codes, len(classes), min_count=max(cfg.min_class_size, 2),
                                               seed=cfg.seed)
         s_far, f_far, c_far = robust_scores(dist, side="high", z=cfg.z)
+        # an item of a class too small to have a mean is far from every other class by its nature: the
+        # class_imbalance type reports it, with its class's count
+        sizes = np.bincount(codes[codes >= 0], minlength=len(classes))
+        small = (codes >= 0) & (sizes[np.maximum(codes, 0)] < max(cfg.min_class_size, 2))
+        s_far, f_far = np.where(small, 1.0, s_far), f_far & ~small
         # the evidence a person judges by: the nearest class, and the nearest labelled items beside the photo
         shown = _shown(s_far, f_far) & (nearest_class >= 0)
         lab_pos = np.flatnonzero(codes >= 0)
@@ -358,7 +363,8 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         summary["types"]["far_from_labels"] = {
             "cut_distance": c_far, "median_distance": float(np.nanmedian(dist)) if np.isfinite(dist).any() else None,
             "rule": f"the Mahalanobis distance to the nearest class of {max(cfg.min_class_size, 2)} or more labelled "
-                    f"items (one shared covariance, Ledoit-Wolf shrinkage), high by the modified z-score (> {cfg.z})"}
+                    f"items (one shared covariance, Ledoit-Wolf shrinkage), high by the modified z-score (> {cfg.z}); "
+                    "items of smaller classes are class_imbalance's", "n_in_small_classes": int(small.sum())}
     # -- image quality, against the catalog's own spread
     if measured.any():
         q = quality.loc[ids[measured]]
@@ -453,7 +459,8 @@ def _label_rows(e: Embeddings, y: pd.Series, graph, cfg: AuditConfig, summary: d
     labels = pd.DataFrame({"id": y.index.astype(str), "label": y.to_numpy()})
     found = find_suspects(e, labels, SuspectsConfig(method="knn", k=min(cfg.k, len(labels) - 1), mode=cfg.label_mode,
                                                    seed=cfg.seed),
-                          graph=graph)
+                          graph=graph, all_items=True)
+    # every labelled item, scored: the suspects are those ranked
     t = found.labels
     suspect = t["rank"].notna().to_numpy()
     # suspects' score grows with the doubt; the audit's falls with it
