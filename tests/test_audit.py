@@ -36,17 +36,21 @@ def planted(tmp_path: Path, image_encoder) -> dict:
     noise = np.random.default_rng(0).integers(0, 256, size=(photo.size[1], photo.size[0], 3), dtype=np.uint8)
     Image.fromarray(noise).save(d / "foreign.jpg")  # not a product photo at all
     (d / "broken.jpg").write_bytes(b"not an image at all")
+    small = load_image(src[4])
+    small.resize((int(small.width * 0.8), int(small.height * 0.8))).save(d / "resized.jpg", quality=60)
     rows = [("copy", d / "copy.jpg", df.loc[df["image"] == src[1], "label"].iloc[0], "test"),
             ("dark", d / "dark.jpg", "dress", "train"), ("blurred", d / "blurred.jpg", "dress", "train"),
             ("blank", d / "blank.jpg", "dress", "train"), ("foreign", d / "foreign.jpg", "dress", "train"),
-            ("broken", d / "broken.jpg", "dress", "train")]
+            ("broken", d / "broken.jpg", "dress", "train"),
+            ("resized", d / "resized.jpg", df.loc[df["image"] == src[4], "label"].iloc[0], "train")]
     df = pd.concat([df, pd.DataFrame(rows, columns=["id", "image", "label", "split"]).astype({"image": str})],
                    ignore_index=True)
     twin = str(df.loc[df["image"] == src[1], "id"].iloc[0])
+    original = str(df.loc[df["image"] == src[4], "id"].iloc[0])
     path = tmp_path / "catalog.csv"
     df.to_csv(path, index=False)
     embed(path, tmp_path / "emb", image_encoder=image_encoder, progress=False)
-    return {"catalog": path, "emb": tmp_path / "emb", "twin": twin, "df": df}
+    return {"catalog": path, "emb": tmp_path / "emb", "twin": twin, "original": original, "df": df}
 
 
 @pytest.mark.slow
@@ -56,6 +60,10 @@ def test_each_planted_issue_is_found_and_the_page_reads_well(planted: dict, tmp_
     assert flagged["unreadable"] == {"broken"}
     assert flagged["exact_duplicate"] == {"copy", planted["twin"]}
     assert {"copy", planted["twin"]} <= flagged["near_duplicate"]
+    # the resized copy: by its pixels' perceptual hash where the embedding's cut would not reach
+    groups = res.issues[res.issues["issue"] == "near_duplicate"].set_index("id")["group"]
+    assert groups["resized"] == groups[planted["original"]] >= 0
+    assert 0 < res.summary["types"]["near_duplicate"]["pixel_cut_bits"] < 30
     assert flagged["leakage"] == {"copy"}  # the test item whose twin trains, not the twin
     assert "dark" in flagged["dark"] and "blank" in flagged["low_information"] and "blurred" in flagged["blurry"]
     # the photo of noise and the blank one are the furthest from their neighbours (on 45 items the rule's IQR is too
@@ -133,13 +141,13 @@ def test_measures_of_another_quality_version_are_left_out_not_used(planted: dict
     files = sorted((planted["emb"] / QUALITY_DIR).glob("*.parquet"))
     assert files
     fresh = audit(planted["catalog"], planted["emb"])
-    assert fresh.summary["n_measured"] == 45 and fresh.summary["n_stale_measures"] == 0
+    assert fresh.summary["n_measured"] == 46 and fresh.summary["n_stale_measures"] == 0
     for f in files:
         t = pd.read_parquet(f)
         t["quality_version"] = QUALITY_VERSION - 1
         t.to_parquet(f, index=False)
     stale = audit(planted["catalog"], planted["emb"])
-    assert stale.summary["n_measured"] == 0 and stale.summary["n_stale_measures"] == 45
+    assert stale.summary["n_measured"] == 0 and stale.summary["n_stale_measures"] == 46
     assert stale.summary["counts"]["dark"] == 0 and stale.summary["counts"]["exact_duplicate"] == 0
 
 

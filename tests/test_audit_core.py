@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from simlabel.auditing.core import class_distances, class_imbalance, leakage, near_duplicates, non_iid, outliers, robust_scores
+from simlabel.auditing.core import class_distances, class_imbalance, leakage, near_duplicates, non_iid, outliers, pixel_twins, robust_scores
 from simlabel.errors import InputError
 from simlabel.graph import GraphConfig, build_graph
 from simlabel.store import Embeddings
@@ -155,3 +155,27 @@ def test_class_distance_grows_as_a_point_moves_away_from_every_class(start, step
     probes = np.array([[2.5, 0, 0] + start * direction, [2.5, 0, 0] + (start + step) * direction])
     d, _ = class_distances(np.r_[X, probes], np.r_[codes, -1, -1], 2)
     assert d[-1] > d[-2]
+
+
+def test_a_resized_copy_far_in_the_embedding_joins_its_original_by_its_pixels():
+    X = _cloud()
+    X[40] = X[5] + 0.06 * np.random.default_rng(2).normal(size=X.shape[1])  # a copy the resize moved far
+    X[40] /= np.linalg.norm(X[40])
+    g = _graph(X)
+    assert 5 in g.neighbors[40]  # still a graph neighbour, but not near enough for the distance cut
+    assert near_duplicates(g.neighbors, g.similarities).group[40] == -1
+    rng = np.random.default_rng(3)
+    hashes = rng.integers(0, 256, size=(len(X), 32), dtype=np.uint8)  # unrelated photos: about half the bits differ
+    hashes[40] = hashes[5]
+    hashes[40, 0] ^= 0b101  # two bits of 256 moved by the re-encoding
+    measured = np.ones(len(X), bool)
+    twins, cut, median = pixel_twins(g.neighbors, hashes, measured)
+    assert 110 < median < 146 and cut == pytest.approx(0.13 * median)
+    assert twins[40][g.neighbors[40] == 5].all() and twins.sum() == (g.neighbors[40] == 5).sum() + (g.neighbors[5] == 40).sum()
+    r = near_duplicates(g.neighbors, g.similarities, witness=twins)
+    assert r.group[40] == r.group[5] >= 0 and (r.group >= 0).sum() == 2
+    # a row without a hash is never a twin
+    measured[40] = False
+    assert not pixel_twins(g.neighbors, hashes, measured)[0].any()
+    with pytest.raises(InputError, match="witness"):
+        near_duplicates(g.neighbors, g.similarities, witness=twins[:, :2])

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from PIL import Image, ImageEnhance, ImageFilter
 
 from simlabel.images import load_image
-from simlabel.quality import QUALITY_FIELDS, image_quality
+from simlabel.quality import QUALITY_FIELDS, hamming, image_quality, perceptual_hash, pixel_hash, pixel_signature, split_signature
 from tests.helpers import dataset
 
 
@@ -104,3 +104,34 @@ def test_embed_records_each_images_quality_beside_its_vector_and_a_cached_run_re
     c = read_quality(tmp_path / "c").set_index("id").loc[q.index]
     assert (c["content_hash"] == "").all() and (c["pixel_hash"] == q["pixel_hash"]).all()
     assert np.allclose(c[list(QUALITY_FIELDS)], q[list(QUALITY_FIELDS)])
+
+
+def test_a_resized_or_reencoded_copy_keeps_its_perceptual_hash_and_another_photo_does_not():
+    import io
+
+    paths = sorted((dataset("fashion-products") / "images").glob("*.jpg"))[:6]
+    photo = load_image(paths[0])
+    buf = io.BytesIO()
+    photo.save(buf, format="JPEG", quality=60)
+    reencoded = Image.open(io.BytesIO(buf.getvalue()))
+    resized = photo.resize((int(photo.width * 0.8), int(photo.height * 0.8)))
+    h = perceptual_hash(photo)
+    assert len(h) == 32 and hamming(h, h) == 0
+    copies = [hamming(h, perceptual_hash(reencoded)), hamming(h, perceptual_hash(resized))]
+    others = [hamming(h, perceptual_hash(load_image(p))) for p in paths[1:]]
+    # a few bits of 255 for a copy; other product photos of the same shop several times as many
+    assert max(copies) <= 10 and min(others) >= 2 * max(copies, default=0) + 1, (copies, others)
+    # the stored signature is the pixels' digest, then the perceptual hash; split back apart
+    sig = pixel_signature(photo)
+    assert sig[:16] == pixel_hash(photo) and sig[16:] == h
+    digest, packed = split_signature([sig.hex(), "", pixel_hash(photo).hex()])
+    assert digest.tolist() == [pixel_hash(photo).hex(), "", pixel_hash(photo).hex()]
+    assert packed[0].tobytes() == h and not packed[1:].any()  # no perceptual hash recorded: zeros, not compared
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.floats(0.5, 1.0))
+def test_a_copy_resized_by_any_factor_stays_within_a_few_bits(factor):
+    photo = load_image(sorted((dataset("clothing-small") / "images").glob("*.jpg"))[0])
+    small = photo.resize((max(8, int(photo.width * factor)), max(8, int(photo.height * factor))))
+    assert hamming(perceptual_hash(photo), perceptual_hash(small)) <= 10

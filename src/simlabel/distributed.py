@@ -58,10 +58,10 @@ def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
     """Ray task: decode the images of a batch of ``(pos, path)`` rows, measuring each image's quality in the same
     pass (:mod:`simlabel.quality`); failures carry their reason."""
     from simlabel.images import ImageError, load_image
-    from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_hash
+    from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_signature
 
     def measure(rgb, size):
-        return np.asarray(rgb, dtype=np.uint8), image_quality(rgb, size), pixel_hash(rgb).hex()
+        return np.asarray(rgb, dtype=np.uint8), image_quality(rgb, size), pixel_signature(rgb).hex()
 
     pos = np.asarray(batch["pos"], dtype=np.int64)
     images, reasons, quality, hashes = [], [], [], []

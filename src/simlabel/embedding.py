@@ -49,7 +49,7 @@ from simlabel.errors import CatalogError, EmbedItemError, InputError, StoreError
 from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
-from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION, image_quality, pixel_hash
+from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION, image_quality, pixel_signature
 from simlabel.store import (
     APPEND_PREFIX,
     ERRORS_DIR,
@@ -406,8 +406,12 @@ def _encode_items(
     return ok_pos, matrix, errors, quality
 
 
+#: the pixel signature's 48 bytes (simlabel.quality.pixel_signature) as float32 slots of a quality cache row
+_SIGNATURE_FLOATS = 12
+
+
 def _quality_row(record: tuple) -> np.ndarray:
-    """A quality record as one float32 row of the quality cache: the measures, then the pixel hash's 16 bytes."""
+    """A quality record as one float32 row of the quality cache: the measures, then the pixel signature's 48 bytes."""
     return np.concatenate([record[0], np.frombuffer(record[2], dtype=np.float32)])
 
 
@@ -904,10 +908,11 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         budget = PixelBudget(pixel_budget)
         vcache = VectorCache(encoder_key(enc.describe()), enc.dim) if cache else None
         # the images' quality measures do not depend on the encoder, only on the pixels decoded at this scale
-        qcache = VectorCache(f"image-quality-v{QUALITY_VERSION}-d{draft}", len(QUALITY_FIELDS) + 4) if cache else None
+        qcache = VectorCache(f"image-quality-v{QUALITY_VERSION}-d{draft}", len(QUALITY_FIELDS) + _SIGNATURE_FLOATS) \
+            if cache else None
 
         def measure(rgb, size):  # in the decode pass: every pixel is read once, for the model and the audit
-            return enc.preprocess(rgb), (image_quality(rgb, size), pixel_hash(rgb))
+            return enc.preprocess(rgb), (image_quality(rgb, size), pixel_signature(rgb))
 
         def load_img(p: int) -> object:
             digest = None

@@ -22,6 +22,10 @@
 ``colour``
     the mean absolute difference between the channels (0..1): 0 for a greyscale photo.
 
+Beside the measures, :func:`pixel_signature` records what the duplicate types compare: :func:`pixel_hash`, a digest
+of the decoded pixels (equal only for the same photo), followed by :func:`perceptual_hash`, a DCT hash of a small grey
+thumbnail (Zauner 2010, "pHash") that a re-encoded or resized copy keeps within a few bits.
+
 Whether a value is an issue is decided against the catalog's own distribution, never by a constant
 (:func:`simlabel.auditing.core.robust_scores`).
 """
@@ -33,11 +37,16 @@ import hashlib
 import numpy as np
 from PIL import Image
 
-__all__ = ["BLUR_SIDE", "QUALITY_FIELDS", "QUALITY_VERSION", "image_quality", "pixel_hash"]
+__all__ = ["BLUR_SIDE", "PHASH_BITS", "QUALITY_FIELDS", "QUALITY_VERSION", "hamming", "image_quality",
+           "perceptual_hash", "pixel_hash", "pixel_signature", "split_signature"]
 
 QUALITY_FIELDS = ("width", "height", "dark", "bright", "entropy", "blur", "colour")
 #: bumped whenever a measure changes: the quality cache of ``embed`` is keyed by it, so no stale measure is reused
-QUALITY_VERSION = 3
+QUALITY_VERSION = 4
+#: the bits of :func:`perceptual_hash`: the 16 x 16 lowest DCT frequencies of a 64 x 64 grey thumbnail, the constant
+#: term left out
+PHASH_BITS = 255
+_PHASH_SIDE = 16
 #: the longer side of the grey thumbnail the Laplacian is measured on
 BLUR_SIDE = 128
 
@@ -100,3 +109,52 @@ def pixel_hash(image: Image.Image) -> bytes:
     h.update(f"{rgb.width}x{rgb.height}".encode())
     h.update(rgb.tobytes())
     return h.digest()
+
+
+def perceptual_hash(image: Image.Image) -> bytes:
+    """A DCT perceptual hash (32 bytes, :data:`PHASH_BITS` bits used): the image in grey at 64 x 64, its 2-D DCT, and
+    for each of the 16 x 16 lowest frequencies but the constant one, whether it exceeds their median (Zauner 2010).
+
+    A copy re-encoded, resized or slightly recoloured keeps its low frequencies, so its hash stays within a few bits
+    of the original's; two different product photos differ in tens of bits even when their embeddings are close.
+
+    Examples
+    --------
+    >>> from PIL import Image, ImageDraw
+    >>> im = Image.new("RGB", (120, 160), "white")
+    >>> ImageDraw.Draw(im).ellipse((20, 30, 100, 140), fill="navy")
+    >>> smaller = im.resize((96, 128))
+    >>> other = im.transpose(Image.Transpose.ROTATE_90).resize((120, 160))
+    >>> hamming(perceptual_hash(im), perceptual_hash(smaller)) <= 4, hamming(perceptual_hash(im), perceptual_hash(other)) > 20
+    (True, True)
+    """
+    from scipy.fft import dctn
+
+    side = 4 * _PHASH_SIDE
+    grey = np.asarray(image.convert("L").resize((side, side), Image.Resampling.BILINEAR), dtype=np.float64)
+    low = dctn(grey, norm="ortho")[:_PHASH_SIDE, :_PHASH_SIDE].ravel()[1:]
+    bits = np.append(low > np.median(low), False)
+    return np.packbits(bits).tobytes()
+
+
+def hamming(a: bytes, b: bytes) -> int:
+    """The number of bits in which two hashes of one length differ."""
+    return int(np.unpackbits(np.frombuffer(a, np.uint8) ^ np.frombuffer(b, np.uint8)).sum())
+
+
+def pixel_signature(image: Image.Image) -> bytes:
+    """What the duplicate types compare, as ``embed`` records it (the store's ``pixel_hash`` column, in hex): the
+    :func:`pixel_hash` digest (16 bytes) followed by the :func:`perceptual_hash` (32 bytes)."""
+    return pixel_hash(image) + perceptual_hash(image)
+
+
+def split_signature(hex_signatures) -> tuple[np.ndarray, np.ndarray]:
+    """The stored signatures (hex, as :func:`pixel_signature`) as ``(digest hex (n,), perceptual hash (n, 32) uint8)``;
+    a signature without a perceptual hash (empty, or written before it was recorded) gives zero bytes there."""
+    sig = [h if isinstance(h, str) else "" for h in hex_signatures]
+    digest = np.array([h[:32] for h in sig], dtype=object)
+    packed = np.zeros((len(sig), 32), dtype=np.uint8)
+    for i, h in enumerate(sig):
+        if len(h) == 96:
+            packed[i] = np.frombuffer(bytes.fromhex(h[32:]), np.uint8)
+    return digest, packed

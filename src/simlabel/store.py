@@ -89,8 +89,9 @@ def write_shard(path: str | os.PathLike, ids: np.ndarray | list[str], matrix: np
 
 def write_quality(path: str | os.PathLike, ids: Sequence[str], quality: np.ndarray, content_hash: Sequence[bytes | None],
                   pixel_hash: Sequence[bytes], fields: Sequence[str], version: int) -> Path:
-    """Write one shard's image-quality file atomically: ``id``, one column per field, the two digests in hex
-    (``content_hash``: the file's bytes, empty where not computed; ``pixel_hash``: the decoded pixels) and the
+    """Write one shard's image-quality file atomically: ``id``, one column per field, the hashes in hex
+    (``content_hash``: the file's bytes, empty where not computed; ``pixel_hash``: the decoded pixels'
+    :func:`simlabel.quality.pixel_signature`, their digest then their perceptual hash) and the
     ``quality_version`` the measures were taken by (a reader refuses other versions' measures)."""
     q = np.asarray(quality, dtype=np.float32).reshape(len(ids), len(fields))
     cols = {"id": pa.array([str(i) for i in ids], pa.string())}

@@ -5,6 +5,9 @@ catalog's own distribution, and returned so the report can show it.
 
 * :func:`near_duplicates`: the graph's edges closer than ``fraction`` x the median nearest-neighbour distance
   (Datalab's ``near_duplicate`` rule, fraction 0.13), joined into groups; score ``1 - exp(-d1 / median d1)``.
+* :func:`pixel_twins`: the graph's edges whose two photos have perceptual hashes closer than ``fraction`` x the median
+  Hamming distance to the nearest neighbour (the same 0.13): a second witness of a near duplicate, in the pixels, for
+  the copies a resize moved far in the embedding.
 * :func:`outliers`: the mean cosine distance to the ``k`` nearest neighbours ``d``; score ``exp(-d / median d)``,
   flagged above ``Q3 + (1 / t - 1) IQR`` (Datalab's ``outlier`` rule on features, ``t = 0.37037``).
 * :func:`class_distances`: each item's Mahalanobis distance to the nearest labelled class, under one within-class
@@ -32,7 +35,7 @@ from scipy.special import ndtr
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 
-__all__ = ["EVIDENCE_IDS", "NearDuplicates", "class_distances", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers",
+__all__ = ["EVIDENCE_IDS", "NearDuplicates", "class_distances", "class_imbalance", "leakage", "near_duplicates", "non_iid", "outliers", "pixel_twins",
            "related_ids", "robust_scores"]
 
 _EPS = 1e-12
@@ -61,7 +64,57 @@ class NearDuplicates:
     median_nn_distance: float
 
 
-def near_duplicates(neighbors: np.ndarray, similarities: np.ndarray, *, fraction: float = 0.13) -> NearDuplicates:
+_POPCOUNT = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1).astype(np.uint16)
+
+
+def pixel_twins(neighbors: np.ndarray, hashes: np.ndarray, measured: np.ndarray, *, fraction: float = 0.13,
+                block: int = 65_536) -> tuple[np.ndarray, float, float]:
+    """The graph's edges between photos whose perceptual hashes nearly agree, at a cut chosen from the data.
+
+    Parameters
+    ----------
+    neighbors : ndarray of shape (n, k)
+        The k-NN graph's positions (``-1`` where fewer).
+    hashes : ndarray of shape (n, b) uint8
+        Each row's packed perceptual hash (:func:`simlabel.quality.perceptual_hash`).
+    measured : ndarray of shape (n,) bool
+        The rows that have a hash; an edge touching another row is never a twin.
+    fraction : float
+        The cut as a fraction of the median Hamming distance of a row to its nearest neighbour.
+
+    Returns
+    -------
+    (twins, cut, median)
+        ``(n, k)`` bool, the cut in bits (an edge at or below it is a twin) and the median.
+
+    Examples
+    --------
+    Rows 0 and 1 share a hash; rows 2 and 3 differ from everything in half their bits:
+
+    >>> h = np.array([[0, 0], [0, 0], [255, 0], [15, 240]], dtype=np.uint8)
+    >>> nb = np.array([[1], [0], [3], [2]])
+    >>> twins, cut, median = pixel_twins(nb, h, np.ones(4, bool))
+    >>> twins.ravel().tolist(), cut
+    ([True, True, False, False], 0.52)
+    """
+    in_range(fraction, "fraction", 0, 1)
+    nb = np.asarray(neighbors)
+    h = np.asarray(hashes, dtype=np.uint8)
+    ok_row = np.asarray(measured, dtype=bool)
+    n, k = nb.shape
+    bits = np.zeros((n, k), dtype=np.int32)
+    for i in range(0, n, block):
+        sub = nb[i:i + block]
+        bits[i:i + block] = _POPCOUNT[h[i:i + block, None, :] ^ h[np.maximum(sub, 0)]].sum(axis=-1)
+    valid = (nb >= 0) & ok_row[:, None] & ok_row[np.maximum(nb, 0)]
+    first = bits[:, 0][valid[:, 0]] if k else np.zeros(0)
+    median = float(np.median(first)) if len(first) else 0.0
+    cut = fraction * median
+    return valid & (bits <= cut), float(cut), median
+
+
+def near_duplicates(neighbors: np.ndarray, similarities: np.ndarray, *, fraction: float = 0.13,
+                    witness: np.ndarray | None = None) -> NearDuplicates:
     """Groups of near-duplicates along the graph's edges, at a distance chosen from the data.
 
     Parameters
@@ -70,6 +123,8 @@ def near_duplicates(neighbors: np.ndarray, similarities: np.ndarray, *, fraction
         The k-NN graph (positions, ``-1`` where fewer; cosine similarities, best first).
     fraction : float
         The cut as a fraction of the median nearest-neighbour distance (Datalab's 0.13).
+    witness : ndarray of shape (n, k) bool, optional
+        Edges that join a group whatever their distance (:func:`pixel_twins`: the photos' pixels agree).
 
     Examples
     --------
@@ -91,6 +146,10 @@ def near_duplicates(neighbors: np.ndarray, similarities: np.ndarray, *, fraction
     median = float(np.nanmedian(d1)) if np.isfinite(d1).any() else 0.0
     cut = fraction * median
     keep = (nb >= 0) & np.isfinite(d) & (d <= cut)
+    if witness is not None:
+        if np.shape(witness) != nb.shape:
+            raise InputError(f"witness must be (n, k) as neighbors {nb.shape}; got {np.shape(witness)}")
+        keep |= np.asarray(witness, dtype=bool) & (nb >= 0)
     rows = np.repeat(np.arange(n), nb.shape[1])[keep.ravel()]
     cols = nb.ravel()[keep.ravel()]
     _, comp = connected_components(coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)), directed=True,

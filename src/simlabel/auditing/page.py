@@ -20,7 +20,8 @@ __all__ = ["write_audit_html"]
 NOTES = {
     "unreadable": "Files the decoder could not read, with its reason; they have no vector.",
     "exact_duplicate": "The same photo under several ids: the same decoded pixels (and, where said, the same bytes).",
-    "near_duplicate": "Groups joined along the graph's edges closer than the cut chosen from the data (below).",
+    "near_duplicate": "Groups joined along the graph's edges closer than the cut chosen from the data, or whose "
+                      "photos' perceptual hashes nearly agree (below).",
     "leakage": "Items outside the training split whose near-twin is in it: a test set with them overstates accuracy.",
     "outlier": "Items far from their nearest neighbours (Datalab's k-NN score); shown beside their nearest items.",
     "far_from_labels": "Items far from every labelled class (the Mahalanobis distance to the nearest class), shown "
@@ -33,6 +34,10 @@ NOTES = {
 
 def _grid(cells: list[str]) -> str:
     return '<div class="pair">' + "".join(cells) + "</div>"
+
+
+#: the most points the catalog's map draws
+MAP_POINTS = 20_000
 
 
 def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_type: int = 8) -> Path:
@@ -68,17 +73,22 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
         fig, ax = plt.subplots(figsize=(8, 5.5))
         lab = catalog.table.set_index(catalog.table["id"].astype(str)).get("label")
         c = result.coords
+        # a page draws at most MAP_POINTS points (a uniform sample, every flagged item among them marked): a million
+        # dots are one blot, and seconds of drawing
+        if len(c) > MAP_POINTS:
+            c = c.sample(n=MAP_POINTS, random_state=0).sort_index()
         colour = lab.reindex(c["id"]).fillna("").astype(str).to_numpy() if lab is not None else np.full(len(c), "")
         for v in pd.unique(colour)[:20]:
             m = colour == v
             ax.scatter(c["x"][m], c["y"][m], s=6, alpha=0.6, label=v or "(none)")
-        m = c["id"].isin(flagged_ids).to_numpy()
+        m = pd.Index(c["id"].to_numpy(dtype=object), dtype=object).isin(list(flagged_ids))
         ax.scatter(c["x"][m], c["y"][m], s=22, facecolors="none", edgecolors="black", linewidths=0.7, label="flagged")
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
         ax.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))
         fig.tight_layout()
-        rep.add("The catalog's map", figure_html(fig), note="The embeddings' first two principal components, coloured "
+        sampled = f" ({len(c):,} of {len(result.coords):,} items drawn, by chance)" if len(c) < len(result.coords) else ""
+        rep.add("The catalog's map", figure_html(fig), note="The embeddings' first two principal components" + sampled + ", coloured "
                 "by label; a ring marks an item flagged by any type.")
     if "nn_distance_histogram" in s:
         nd = s["types"]["near_duplicate"]
@@ -91,7 +101,9 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
         ax.legend(fontsize=8)
         fig.tight_layout()
         rep.add("How near duplicates are cut", figure_html(fig), note=f"Items are near duplicates when their edge is "
-                f"closer than {nd['rule']}: {nd['cut_distance']:.4f} here.")
+                f"closer than {nd['rule']}: {nd['cut_distance']:.4f} here" + (
+                    f", {nd['pixel_rule']} (the median is {nd['pixel_median_bits']:.0f} bits)." if "pixel_rule" in nd
+                    else "."))
     if "classes" in s:
         cls = pd.DataFrame(s["classes"]).T.sort_values("health")
         rep.add("Label health per class", scroll(table_html(cls.head(40), "{:.3f}")),

@@ -28,6 +28,7 @@ from simlabel.auditing.core import (
     near_duplicates,
     non_iid,
     outliers,
+    pixel_twins,
     related_ids,
     robust_scores,
 )
@@ -35,7 +36,7 @@ from simlabel.catalog import Catalog, load_catalog
 from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 from simlabel.files import atomic_dir, atomic_write_json, exclusive
-from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION
+from simlabel.quality import PHASH_BITS, QUALITY_FIELDS, QUALITY_VERSION, split_signature
 from simlabel.store import ERRORS, Embeddings, as_embeddings, read_quality
 
 __all__ = ["ISSUE_TYPES", "AuditConfig", "AuditResult", "audit"]
@@ -67,7 +68,8 @@ class AuditConfig:
     k : int
         Neighbours per item (from the graph, or searched).
     near_duplicate_fraction : float
-        Near duplicates: edges under this fraction of the median nearest-neighbour distance (Datalab's 0.13).
+        Near duplicates: edges under this fraction of the median nearest-neighbour distance (Datalab's 0.13), or
+        whose photos' perceptual hashes differ in at most this fraction of the median nearest neighbour's bits.
     outlier_threshold : float
         Outliers: Datalab's ``t``, flagged above ``Q3 + (1 / t - 1) IQR`` of the mean k-NN distance.
     z : float
@@ -189,6 +191,12 @@ def _shown(score: np.ndarray, flagged: np.ndarray, worst: int = 200) -> np.ndarr
     return shown
 
 
+def _isin(values, universe) -> np.ndarray:
+    """``values``' membership in ``universe`` through a hash table of Python objects (pandas' Arrow-backed strings
+    test membership one Python scalar at a time: seconds per call at a million ids)."""
+    return pd.Index(np.asarray(values, dtype=object), dtype=object).isin(np.asarray(universe, dtype=object))
+
+
 def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None, label_col: str) -> pd.Series | None:
     """The labelled items' labels by id (from ``labels``, else the catalog's ``label_col`` if it has one)."""
     from simlabel.labels.io import read_labels
@@ -256,7 +264,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         raise InputError(f"{e.source or 'emb'}: the audit needs 3 or more embedded items; got {len(e.ids)}")
     ids = e.ids.astype(str).astype(object)
     table = cat.table.set_index(cat.table["id"].astype(str))
-    missing = ~pd.Index(ids).isin(table.index)
+    missing = ~_isin(ids, table.index)
     if missing.any():
         raise InputError(f"{e.source or 'emb'}: {int(missing.sum())} embedded ids are not in the catalog "
                          f"{cat.path or cat.root}, e.g. {ids[missing][0]!r}")
@@ -302,7 +310,20 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         frames.append(_rows(ids[dup], "exact_duplicate", np.zeros(dup.sum()), np.ones(dup.sum(), bool),
                             group=group[dup], evidence=evidence))
     # -- near duplicates, along the graph's edges
-    near = near_duplicates(nb, sim, fraction=cfg.near_duplicate_fraction)
+    # a second witness, in the pixels: photos whose perceptual hashes nearly agree (a resized copy can sit as far
+    # from its original in the embedding as an ordinary neighbour does)
+    twins, pixel_rule = None, {}
+    if measured.any():
+        signature = quality["pixel_hash"].fillna("").astype(str)
+        _, packed = split_signature(signature.to_numpy())
+        hashed = measured & (signature.str.len() == 96).to_numpy()
+        if hashed.sum() >= 2:
+            twins, bits_cut, bits_median = pixel_twins(nb, packed, hashed, fraction=cfg.near_duplicate_fraction)
+            pixel_rule = {"pixel_cut_bits": bits_cut, "pixel_median_bits": bits_median,
+                          "pixel_rule": f"or perceptual hashes within {cfg.near_duplicate_fraction} x the median "
+                                        f"Hamming distance to the nearest neighbour ({bits_cut:.1f} of {PHASH_BITS} "
+                                        "bits)"}
+    near = near_duplicates(nb, sim, fraction=cfg.near_duplicate_fraction, witness=twins)
     in_group = near.group >= 0
     # each group lists its members with their labels and splits, the evidence a person decides by
     y = _labels_of(cat, labels, label_col)
@@ -318,7 +339,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
                         evidence=[gmembers.get(g, "") if g >= 0 else "" for g in near.group]))
     summary["types"]["near_duplicate"] = {"cut_distance": near.cut, "median_nn_distance": near.median_nn_distance,
                                           "rule": f"{cfg.near_duplicate_fraction} x the median nearest-neighbour "
-                                                  "cosine distance", "groups": int(len(gmembers))}
+                                                  "cosine distance", "groups": int(len(gmembers)), **pixel_rule}
     summary["nn_distance_histogram"] = np.histogram(np.nan_to_num(near.nn_distance), bins=40)[0].tolist()
     # -- leakage across the split
     if split is not None:
@@ -334,7 +355,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
                                    f"of the mean cosine distance to the {k} nearest"}
     # -- far from every labelled class: the Mahalanobis distance to the nearest class (core.class_distances)
     if y is not None:
-        y = y[y.index.isin(ids)]
+        y = y[_isin(y.index, ids)]
     if y is not None and y.nunique() >= 1 and len(y) >= 2:
         codes, classes = pd.factorize(y.reindex(ids))
         dist, nearest_class = class_distances(e.matrix, codes, len(classes), min_count=max(cfg.min_class_size, 2),
@@ -385,7 +406,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         label_rows, suspects = _label_rows(e, y, graph, cfg, summary)
         frames.append(label_rows)
     # -- order: do neighbours sit together in the catalog's order?
-    order = pd.Index(ids).get_indexer(table.index[table.index.isin(ids)])
+    order = pd.Index(ids).get_indexer(table.index[_isin(table.index, ids)])
     by_order = np.empty(len(ids), dtype=np.int64)
     by_order[order] = np.arange(len(order))
     nb_in_order = np.full_like(nb, -1)

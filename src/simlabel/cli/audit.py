@@ -24,7 +24,7 @@ def audit(
     split_col: Optional[str] = typer.Option(None, "--split-col", help="The catalog column of each item's split (train, test ...): leakage is a near-duplicate group across it."),
     train_split: str = typer.Option(default(AuditConfig, "train_split"), "--train-split", help="The --split-col value that is training."),
     k: int = typer.Option(default(AuditConfig, "k"), "--k", "-k", help="Neighbours per item."),
-    near_duplicate_fraction: float = typer.Option(default(AuditConfig, "near_duplicate_fraction"), "--near-duplicate-fraction", help="Near duplicates: edges closer than this fraction of the median nearest-neighbour distance (Datalab's 0.13)."),
+    near_duplicate_fraction: float = typer.Option(default(AuditConfig, "near_duplicate_fraction"), "--near-duplicate-fraction", help="Near duplicates: edges closer than this fraction of the median nearest-neighbour distance (Datalab's 0.13), or whose photos' perceptual hashes differ in fewer than this fraction of the median nearest neighbour's bits."),
     z: float = typer.Option(default(AuditConfig, "z"), "--z", help="Image quality and distance to the labels: the modified z-score beyond which a value is flagged, on its bad side."),
     min_class_size: int = typer.Option(default(AuditConfig, "min_class_size"), "--min-class-size", help="A class with fewer labelled items is flagged."),
     label_mode: str = typer.Option(default(AuditConfig, "label_mode"), "--label-mode", help="The label type's k-NN mode: rank (SimiFeat's noise-rate ranking; its estimate grows as the cube of the classes: ~6 s for 141) or vote."),
@@ -34,7 +34,7 @@ def audit(
 ) -> None:
     """Everything wrong with a catalog, from the one graph: duplicates, leakage, outliers, image quality, labels, balance, order.
 
-    Types: unreadable images (the decoder's reason); exact duplicates (the same decoded pixels, or bytes); near duplicates (graph edges under a cut chosen from the data); leakage (a near-duplicate group across --split-col, with the k-NN accuracy on the test items with and without); outliers (Datalab's k-NN score); items far from every labelled class; dark, bright, low-information, blurry, greyscale, odd aspect ratio and odd size (measured in embed's decode pass, judged against the catalog's own spread); suspected labels (simlabel suspects); too small or too rare classes; non-IID order. Scores lie in [0, 1], lower is worse, as in cleanlab's Datalab.
+    Types: unreadable images (the decoder's reason); exact duplicates (the same decoded pixels, or bytes); near duplicates (graph edges under a cut chosen from the data, or between photos whose perceptual hashes nearly agree); leakage (a near-duplicate group across --split-col, with the k-NN accuracy on the test items with and without); outliers (Datalab's k-NN score); items far from every labelled class; dark, bright, low-information, blurry, greyscale, odd aspect ratio and odd size (measured in embed's decode pass, judged against the catalog's own spread); suspected labels (simlabel suspects); too small or too rare classes; non-IID order. Scores lie in [0, 1], lower is worse, as in cleanlab's Datalab.
 
     Cost: no image is read again; a k-NN search when no --graph is given (none with it); seconds for 10k items.
 
