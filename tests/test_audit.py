@@ -176,3 +176,19 @@ def test_far_from_labels_flags_the_stranger_and_leaves_a_tiny_class_to_class_imb
     lab = res.issues[res.issues["issue"] == "label"]
     assert len(lab) == len(ids) and lab["score"].between(0, 1).all()
     assert res.summary["label_health"] == pytest.approx(1 - lab["flagged"].mean()) and res.summary["label_health"] > 0.5
+
+
+def test_low_information_is_judged_from_half_the_median_bits_not_a_tight_spread():
+    from simlabel.auditing.core import robust_scores
+    from simlabel.auditing.run import QUALITY_TYPES
+
+    field, side, _, floor = QUALITY_TYPES["low_information"]
+    assert field == "log_entropy" and side == "low"
+    rng = np.random.default_rng(0)
+    entropy = np.r_[7.0 + 0.1 * rng.normal(size=200), 5.0, 0.0]  # most photos alike; one plainer; one blank
+    values = np.log2(1 / 64 + entropy)
+    _, tight, _ = robust_scores(values, side="low")
+    assert tight[-2] and tight[-1]  # judged by the spread alone, the plainer photo would be flagged
+    _, flagged, cut = robust_scores(values, side="low", min_scale=floor)
+    assert flagged.tolist() == [False] * 201 + [True]
+    assert cut == pytest.approx(np.median(values) - 1.0)  # half the median's information

@@ -46,11 +46,13 @@ ISSUE_TYPES = ("unreadable", "exact_duplicate", "near_duplicate", "leakage", "ou
                "bright", "low_information", "blurry", "grayscale", "odd_aspect_ratio", "odd_size", "label",
                "class_imbalance", "non_iid")
 #: the image-quality types: (measure, its bad side, how it is read, the least spread it is judged with: a catalog
-#: whose photos share one size must not flag a pixel's difference: aspect ratios count from 1.5x apart, areas from 2x)
+#: whose photos share one size must not flag a pixel's difference: aspect ratios count from 1.5x apart, areas from 2x,
+#: information from half the median's bits: a catalog of plain garments on plain backgrounds packs its entropies
+#: tightly, and a photo a little plainer than most is not a low-information one)
 QUALITY_TYPES = {
     "dark": ("dark", "low", "99th percentile of max(R, G, B)", 0.0),
     "bright": ("bright", "high", "5th percentile of brightness", 0.0),
-    "low_information": ("log_entropy", "low", "log2(1/64 + entropy of the grey histogram in bits)", 0.0),
+    "low_information": ("log_entropy", "low", "log2(1/64 + entropy of the grey histogram in bits)", 1.0 / 3.5),
     "blurry": ("blur", "low", "log10(1e-3 + variance of the Laplacian / variance of the grey), 128 px thumbnail", 0.0),
     "grayscale": ("colour", "low", "mean difference between the channels", 0.0),
     "odd_aspect_ratio": ("log_aspect", "both", "log(width / height)", float(np.log(1.5) / 3.5)),
