@@ -108,10 +108,15 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
         cls = pd.DataFrame(s["classes"]).T.sort_values("health")
         rep.add("Label health per class", scroll(table_html(cls.head(40), "{:.3f}")),
                 note="health: the share of the class's labelled items not suspected; flagged: too few or too rare.")
+    exact_ids = set(result.flagged("exact_duplicate")["id"])
     for issue in counts.index:
         rows = result.flagged(issue)
         if not len(rows):
             continue
+        if issue == "near_duplicate" and exact_ids:
+            # the exact copies have their own section: the near ones (re-encoded, resized, joined by their pixels)
+            # are what this one is for, so they come first
+            rows = rows.assign(_exact=rows["id"].isin(list(exact_ids))).sort_values(["_exact", "score"], kind="stable")
         body = []
         seen_groups: set = set()
         for _, r in rows.iterrows():
