@@ -564,7 +564,7 @@ def load_embeddings(
             if len(dims) > 1:
                 raise StoreError(f"{path}: shards have different dimensions {sorted(dims)}")
         if matrix is None or (at == 0 and len(m)):
-            matrix = np.empty((total, m.shape[1] if m.ndim == 2 else 0), dtype=np.float32)
+            matrix = np.empty((total, m.shape[1]), dtype=np.float32)
         matrix[at:at + len(m)] = m
         at += len(m)
     all_ids = _refuse_duplicates(path, shards, per_shard)

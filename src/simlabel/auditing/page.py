@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from simlabel.auditing.core import related_ids
+from simlabel.auditing.core import ids_in, related_ids
 from simlabel.catalog import Catalog
 from simlabel.report import Report, figure_html, image_cell, scroll, setup_table, table_html
 
@@ -81,7 +81,7 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
         for v in pd.unique(colour)[:20]:
             m = colour == v
             ax.scatter(c["x"][m], c["y"][m], s=6, alpha=0.6, label=v or "(none)")
-        m = pd.Index(c["id"].to_numpy(dtype=object), dtype=object).isin(list(flagged_ids))
+        m = ids_in(c["id"], flagged_ids)
         ax.scatter(c["x"][m], c["y"][m], s=22, facecolors="none", edgecolors="black", linewidths=0.7, label="flagged")
         ax.set_xlabel("PC 1")
         ax.set_ylabel("PC 2")
@@ -116,7 +116,7 @@ def write_audit_html(result, catalog: Catalog, path: str | os.PathLike, *, per_t
         if issue == "near_duplicate" and exact_ids:
             # the exact copies have their own section: the near ones (re-encoded, resized, joined by their pixels)
             # are what this one is for, so they come first
-            rows = rows.assign(_exact=rows["id"].isin(list(exact_ids))).sort_values(["_exact", "score"], kind="stable")
+            rows = rows.assign(_exact=ids_in(rows["id"], exact_ids)).sort_values(["_exact", "score"], kind="stable")
         body = []
         seen_groups: set = set()
         for _, r in rows.iterrows():

@@ -24,6 +24,7 @@ import pandas as pd
 from simlabel.auditing.core import (
     class_distances,
     class_imbalance,
+    ids_in,
     leakage,
     near_duplicates,
     non_iid,
@@ -193,12 +194,6 @@ def _shown(score: np.ndarray, flagged: np.ndarray, worst: int = 200) -> np.ndarr
     return shown
 
 
-def _isin(values, universe) -> np.ndarray:
-    """``values``' membership in ``universe`` through a hash table of Python objects (pandas' Arrow-backed strings
-    test membership one Python scalar at a time: seconds per call at a million ids)."""
-    return pd.Index(np.asarray(values, dtype=object), dtype=object).isin(np.asarray(universe, dtype=object))
-
-
 def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None, label_col: str) -> pd.Series | None:
     """The labelled items' labels by id (from ``labels``, else the catalog's ``label_col`` if it has one)."""
     from simlabel.labels.io import read_labels
@@ -257,6 +252,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     >>> result.flagged("near_duplicate")  # doctest: +SKIP
     """
     from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_for
+    from simlabel.index import drop_self_matches
 
     cfg = config or AuditConfig()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
@@ -266,7 +262,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         raise InputError(f"{e.source or 'emb'}: the audit needs 3 or more embedded items; got {len(e.ids)}")
     ids = e.ids.astype(str).astype(object)
     table = cat.table.set_index(cat.table["id"].astype(str))
-    missing = ~_isin(ids, table.index)
+    missing = ~ids_in(ids, table.index)
     if missing.any():
         raise InputError(f"{e.source or 'emb'}: {int(missing.sum())} embedded ids are not in the catalog "
                          f"{cat.path or cat.root}, e.g. {ids[missing][0]!r}")
@@ -300,9 +296,11 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     measured = measured & current
     summary["n_measured"] = int(measured.sum())
     if measured.any():
-        # one photo is one pixel hash, whatever its bytes; a shared file hash says the files are copies too
-        pix = quality["pixel_hash"].fillna("").to_numpy()
-        codes, uniq = pd.factorize(pd.Series(np.where(measured, pix, ""), dtype=str))
+        # the pixel signature, split once: its digest for the exact duplicates, its perceptual hash for the near ones
+        signature = quality["pixel_hash"].fillna("").astype(str)
+        digest, packed = split_signature(signature.to_numpy())
+        # one photo is one pixel digest, whatever its bytes; a shared file hash says the files are copies too
+        codes, uniq = pd.factorize(pd.Series(np.where(measured, digest, ""), dtype=str))
         dup = measured & (np.bincount(codes, minlength=len(uniq))[codes] >= 2)
         group = np.where(dup, codes, -1)
         content = quality["content_hash"].fillna("").astype(str)
@@ -316,8 +314,6 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     # from its original in the embedding as an ordinary neighbour does)
     twins, pixel_rule = None, {}
     if measured.any():
-        signature = quality["pixel_hash"].fillna("").astype(str)
-        _, packed = split_signature(signature.to_numpy())
         hashed = measured & (signature.str.len() == 96).to_numpy()
         if hashed.sum() >= 2:
             twins, bits_cut, bits_median = pixel_twins(nb, packed, hashed, fraction=cfg.near_duplicate_fraction)
@@ -357,7 +353,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
                                    f"of the mean cosine distance to the {k} nearest"}
     # -- far from every labelled class: the Mahalanobis distance to the nearest class (core.class_distances)
     if y is not None:
-        y = y[_isin(y.index, ids)]
+        y = y[ids_in(y.index, ids)]
     if y is not None and y.nunique() >= 1 and len(y) >= 2:
         codes, classes = pd.factorize(y.reindex(ids))
         dist, nearest_class = class_distances(e.matrix, codes, len(classes), min_count=max(cfg.min_class_size, 2),
@@ -377,9 +373,9 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
                                 seed=cfg.seed)
             # a labelled row's nearest labelled row is itself: left out
             nb_l = np.where(at.neighbors >= 0, lab_pos[np.maximum(at.neighbors, 0)], -1)
-            nb_l[nb_l == np.flatnonzero(shown)[:, None]] = -1
+            sims_l, nb_l = drop_self_matches(at.similarities, nb_l, np.flatnonzero(shown))
             names = np.asarray(classes, dtype=object)
-            items = _neighbour_ids(ids, nb_l, at.similarities, np.ones(len(nb_l), bool), top=3)
+            items = _neighbour_ids(ids, nb_l, sims_l, np.ones(len(nb_l), bool), top=3)
             for i, row in enumerate(np.flatnonzero(shown)):
                 evidence[row] = f"nearest class: {names[nearest_class[row]]} at {dist[row]:.2f}; {items[i]}"
         frames.append(_rows(ids, "far_from_labels", s_far, f_far, value=dist, evidence=evidence))
@@ -408,7 +404,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
         label_rows, suspects = _label_rows(e, y, graph, cfg, summary)
         frames.append(label_rows)
     # -- order: do neighbours sit together in the catalog's order?
-    order = pd.Index(ids).get_indexer(table.index[_isin(table.index, ids)])
+    order = pd.Index(ids).get_indexer(table.index[ids_in(table.index, ids)])
     by_order = np.empty(len(ids), dtype=np.int64)
     by_order[order] = np.arange(len(order))
     nb_in_order = np.full_like(nb, -1)
