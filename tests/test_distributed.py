@@ -155,3 +155,29 @@ def test_ray_predict_equals_the_local_path(local_ray, tmp_path: Path):
     assert read_predictions(tmp_path / "cli")["label"].tolist() == a["label"].tolist()
     with pytest.raises(InputError, match="engine"):
         predict(model, folder, progress=False, engine="ray")  # no out: nothing for the tasks to write
+
+
+@pytest.mark.slow
+def test_ray_workers_fetch_image_urls_themselves(local_ray, tmp_path: Path):
+    """`embed --engine ray` over http:// URLs from a server on 127.0.0.1: the decoding tasks fetch the images
+    (each body sent once, none by the driver before them), the vectors equal the local paths', a 404 is recorded."""
+    from simlabel.embedding import embed
+    from simlabel.sources import FetchConfig
+    from simlabel.store import load_embeddings
+    from tests.helpers import slice_catalog
+    from tests.servers import ImageServer
+
+    df = slice_catalog("clothing-small", 12, tmp_path, stratify="label")
+    df.to_csv(tmp_path / "local.csv", index=False)
+    with ImageServer(tmp_path) as srv:
+        urls = df.assign(image=[f"{srv.url}/img/{p}" for p in df["image"]])
+        urls.loc[len(urls)] = {**urls.iloc[0].to_dict(), "id": "gone", "image": f"{srv.url}/404/{df['image'].iloc[0]}"}
+        urls.to_csv(tmp_path / "urls.csv", index=False)
+        on_ray = embed(tmp_path / "urls.csv", tmp_path / "ray", shard_size=8, batch_size=4, progress=False, engine="ray",
+                       actors=1, fetch=FetchConfig(timeout=5, retries=1, backoff=0.01))
+        assert srv.served == 12
+    local = embed(tmp_path / "local.csv", tmp_path / "local", shard_size=8, batch_size=4, progress=False, cache=False)
+    a, b = load_embeddings(tmp_path / "local"), load_embeddings(tmp_path / "ray")
+    assert on_ray.n_embedded == local.n_embedded == 12 and on_ray.n_failed == 1
+    np.testing.assert_allclose(b.rows(a.ids).matrix, a.matrix, atol=1e-5)
+    assert pd.read_csv(tmp_path / "ray" / "errors.csv").set_index("id")["reason"].to_dict() == {"gone": "http-404"}

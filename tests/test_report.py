@@ -89,3 +89,17 @@ def test_counts_print_as_integers_and_setups_as_tables() -> None:
     assert html.startswith('<div class="scroll">')
     setup = setup_table({"sizes": {"clean_used": 500, "noisy_train": 6687}, "alpha": 0.1, "seeds": [0, 1]})
     assert "clean_used: 500, noisy_train: 6,687" in setup and "{" not in setup and "<th>alpha</th><td>0.1</td>" in setup
+
+
+def test_image_cells_of_urls_hold_the_pixels_never_the_url(tmp_path: Path) -> None:
+    """A thumbnail of an http:// image is fetched when the page is written (a data URI); a URL that fails is the
+    red square, and neither the page nor its marker holds the URL's (signed) query."""
+    from tests.helpers import slice_catalog
+    from tests.servers import ImageServer
+
+    photo = slice_catalog("clothing-small", 1, tmp_path)["image"].iloc[0]
+    with ImageServer(tmp_path) as srv:
+        ok = image_cell(f"{srv.url}/sig/{photo}?X-Amz-Signature=s3cr3t", "a photo")
+        gone = image_cell(f"{srv.url}/404/{photo}?X-Amz-Signature=s3cr3t", "gone")
+    assert 'src="data:image/jpeg;base64,' in ok and "s3cr3t" not in ok
+    assert 'class="missing"' in gone and "s3cr3t" not in gone and "?&lt;redacted&gt;" in gone

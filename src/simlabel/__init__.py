@@ -28,6 +28,7 @@ _EXPORTS = {
     "Catalog": "simlabel.catalog",
     "load_catalog": "simlabel.catalog",
     "embed": "simlabel.embedding",
+    "FetchConfig": "simlabel.sources",
     "EmbedResult": "simlabel.embedding",
     "Embeddings": "simlabel.store",
     "as_embeddings": "simlabel.store",

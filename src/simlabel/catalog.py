@@ -36,6 +36,7 @@ import pandas as pd
 
 from simlabel.context import NORMALIZE_LABELS
 from simlabel.errors import CatalogError
+from simlabel.remote import is_url
 
 STANDARD_COLUMNS: tuple[str, ...] = ("id", "image", "title", "label", "labels", "split", "product", "clean", "rank")
 _TRUE = {"1", "true", "t", "yes", "y"}
@@ -94,13 +95,13 @@ class Catalog:
         return column in self.table.columns
 
     def image_paths(self) -> np.ndarray:
-        """Absolute image paths (as strings), one per row."""
+        """Absolute image paths (as strings), one per row; URLs (``https://``, ``s3://``...) as they are."""
         if "image" not in self.table.columns:
             raise CatalogError(f"{self._name()}: no 'image' column (map one with `image_col`)")
         root = str(self.root)
         images = self.table["image"].astype(str)
-        # os.path.join keeps absolute paths as they are, which is the contract.
-        return np.array([os.path.join(root, p) for p in images], dtype=object)
+        # os.path.join keeps absolute paths as they are, which is the contract; a URL is fetched as it is
+        return np.array([p if is_url(p) else os.path.join(root, p) for p in images], dtype=object)
 
     def column(self, name: str) -> pd.Series:
         """The column ``name``; a :class:`~simlabel.errors.CatalogError` listing the columns when there is none."""

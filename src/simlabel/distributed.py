@@ -14,9 +14,12 @@ pipeline:
    completes, with its errors file first, exactly as the local path does (same names, manifest,
    ``errors.csv``), so a killed job resumes at the first unfinished shard, on Ray or locally.
 
-Images are read by the workers from the paths in the catalog: on a cluster they must be on
-storage every node sees (a shared filesystem, or object-store URIs that pyarrow's filesystems
-open); the store is written by the driver. The vector cache is not consulted on this path.
+Images are read by the workers from the sources in the catalog: ``http(s)://`` and object storage URLs
+(``s3://``...) are fetched by each decoding task itself (:mod:`simlabel.sources`, with the run's fetch
+settings and ``storage_options``), so no image passes through the driver and no shared filesystem is needed;
+local paths must be on storage every node sees. The vectors come back to the driver, which writes the
+shards (and, with ``--out s3://...``, publishes each to object storage: :mod:`simlabel.remote`). The vector
+cache is not consulted on this path.
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from simlabel.errors import InputError
+from simlabel.remote import redact
 
 __all__ = ["ray_session", "run_ray_image_job"]
 
@@ -54,20 +58,29 @@ def ray_session(address: str | None = None, *, num_cpus: int | None = None):
     return ray, True
 
 
-def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
-    """Ray task: decode the images of a batch of ``(pos, path)`` rows, measuring each image's quality in the same
-    pass (:mod:`simlabel.quality`); failures carry their reason."""
+def _decode_batch(batch: dict, *, draft: int, max_pixels: int, fetch: dict | None = None,
+                  storage_options: dict | None = None) -> dict:
+    """Ray task: fetch (URLs, :mod:`simlabel.sources`: the worker reads the source itself, nothing passes through
+    the driver) and decode the images of a batch of ``(pos, path)`` rows, measuring each image's quality in the
+    same pass (:mod:`simlabel.quality`); failures carry their reason."""
     from simlabel.images import ImageError, load_image
     from simlabel.quality import QUALITY_FIELDS, image_quality, pixel_signature
+    from simlabel.sources import FetchConfig, Fetcher, FetchError, is_remote_source
 
     def measure(rgb, size):
         return np.asarray(rgb, dtype=np.uint8), image_quality(rgb, size), pixel_signature(rgb).hex()
 
     pos = np.asarray(batch["pos"], dtype=np.int64)
+    paths = [str(p) for p in batch["path"]]
+    fetcher = Fetcher(FetchConfig(**(fetch or {})), storage_options) if any(map(is_remote_source, paths)) else None
+    # the batch's fetches all in flight at once (bounded by the fetcher), then decoded in order
+    futures = [fetcher.submit(p) if fetcher is not None and is_remote_source(p) else None for p in paths]
     images, reasons, quality, hashes = [], [], [], []
-    for path in batch["path"]:
+    for path, fut in zip(paths, futures):
         try:
-            img, q, h = load_image(str(path), max_pixels=max_pixels, draft_size=draft, transform=measure, with_size=True)
+            data = None if fut is None else fut.result()
+            img, q, h = load_image(path if fut is None else redact(path), max_pixels=max_pixels, draft_size=draft,
+                                   transform=measure, with_size=True, data=data)
             images.append(img)
             quality.append(q)
             hashes.append(h)
@@ -76,7 +89,9 @@ def _decode_batch(batch: dict, *, draft: int, max_pixels: int) -> dict:
             images.append(np.zeros((1, 1, 3), np.uint8))
             quality.append(np.full(len(QUALITY_FIELDS), np.nan, np.float32))
             hashes.append("")
-            reasons.append(e.reason if isinstance(e, ImageError) else f"error: {type(e).__name__}")
+            reasons.append(e.reason if isinstance(e, (ImageError, FetchError)) else f"error: {type(e).__name__}")
+    if fetcher is not None:
+        fetcher.close()
     out = np.empty(len(images), dtype=object)
     out[:] = images
     return {"pos": pos, "image": out, "reason": np.asarray(reasons, dtype=object), "quality": np.stack(quality),
@@ -113,9 +128,12 @@ class _EncoderActor:
 
 def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, device: str, options: dict, draft: int,
                       max_pixels: int, batch_size: int, on_result: Callable[..., None],
-                      address: str | None = None, actors: int | None = None, engine: dict | None = None) -> None:
+                      address: str | None = None, actors: int | None = None, engine: dict | None = None,
+                      fetch: dict | None = None, storage_options: dict | None = None) -> None:
     """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons, quality, pixel_hashes)``
-    receives the results in position order, batch by batch (the caller writes the shards and their quality)."""
+    receives the results in position order, batch by batch (the caller writes the shards and their quality).
+    URLs among ``paths`` are fetched by the decoding tasks with ``fetch`` (:class:`simlabel.sources.FetchConfig`'s
+    fields) and ``storage_options``."""
     if not positions:
         return
     ray, started = ray_session(address)
@@ -136,7 +154,8 @@ def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, dev
         bounds = np.linspace(0, len(rows), n_blocks + 1).astype(int)
         ds = rd.from_pandas([rows.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
         ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
-                            fn_kwargs={"draft": draft, "max_pixels": max_pixels})
+                            fn_kwargs={"draft": draft, "max_pixels": max_pixels, "fetch": fetch,
+                                       "storage_options": storage_options})
         gpus = 1 if device == "cuda" else 0
         ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
                             fn_constructor_kwargs={"spec": spec, "device": device, "options": options, "engine": engine},

@@ -11,7 +11,13 @@ Images are decoded and preprocessed in worker threads (the decoders release the 
 a bounded window ahead of the model, so decoding overlaps inference and memory stays
 flat whatever the catalog size; a pixel budget shared by the decoding threads
 (:class:`~simlabel.images.PixelBudget`) keeps a run of huge photos from being decoded
-at once.
+at once. Images given as URLs (``https://``, ``s3://``...) are fetched by a
+:class:`~simlabel.sources.Fetcher` a further window ahead (``FetchConfig.window``), so the
+network overlaps decoding and inference and a retry's backoff is over before its image's turn;
+a failed fetch is a row of ``errors.csv`` with its reason, the URL redacted.
+
+``out`` may be an object storage URL: the job writes a local working copy and publishes each
+shard as it is written (:func:`simlabel.remote.checkpoint`), the file list last, under a lease.
 
 One writer per folder: the job holds an OS lock on ``out`` (:func:`simlabel.files.exclusive`),
 so a second ``embed`` into the same folder fails at once (or waits, ``wait=True``) instead
@@ -22,6 +28,8 @@ without redoing the rest.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import os
 import time
 from collections import deque
@@ -50,6 +58,8 @@ from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
 from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION, image_quality, pixel_signature
+from simlabel.remote import checkpoint, redact, shown, writes_to_url
+from simlabel.sources import FetchConfig, Fetcher, FetchError, is_remote_source
 from simlabel.store import (
     APPEND_PREFIX,
     ERRORS_DIR,
@@ -71,7 +81,7 @@ from simlabel.store import (
     write_shard,
     write_summary,
 )
-from simlabel.vectors import VectorCache, content_hash, encoder_key
+from simlabel.vectors import VectorCache, bytes_hash, content_hash, encoder_key
 
 TEXT_SUBDIR = "text"
 
@@ -193,6 +203,15 @@ class _Job:
     quality_cache: VectorCache | None = None
     #: an append job: the rows the store has not seen, in shards of a new generation (None: the whole catalog)
     append: "_Append | None" = None
+    #: start fetching a position's bytes (URL sources), called ``ahead`` positions before it is decoded
+    start: Callable[[int], None] | None = None
+    ahead: int = 0
+
+    def stream(self, positions: Sequence[int], batch_size: int) -> Iterator[tuple[int, object]]:
+        """``(position, payload or _ItemFailure)`` in order: fetched ``ahead``, decoded a window ahead of the model."""
+        if self.start is not None:
+            positions = _started_ahead(positions, self.start, self.ahead)
+        return _ordered_prefetch(self.load, positions, self.workers, window=max(2 * batch_size, 8))
 
 
 @dataclass
@@ -318,6 +337,17 @@ def _check_manifest(out: Path, manifest: dict, overwrite: bool) -> None:
     write_manifest(out, manifest)
 
 
+def _started_ahead(positions: Sequence[int] | Iterator[int], start: Callable[[int], None], ahead: int) -> Iterator[int]:
+    """Yield ``positions`` in order, each ``ahead`` positions after ``start`` was called on it (its fetch begun)."""
+    started: deque[int] = deque()
+    for p in positions:
+        start(p)
+        started.append(p)
+        if len(started) > ahead:
+            yield started.popleft()
+    yield from started
+
+
 def _ordered_prefetch(load: Callable[[int], object], positions: Sequence[int], workers: int, window: int) -> Iterator[tuple[int, object]]:
     """Yield ``(position, load(position) or _ItemFailure)`` in order, ``window`` items ahead."""
     if workers <= 0:
@@ -344,7 +374,7 @@ def _ordered_prefetch(load: Callable[[int], object], positions: Sequence[int], w
 def _safe(load: Callable[[int], object], p: int) -> object:
     try:
         return load(p)
-    except ImageError as e:
+    except (ImageError, FetchError) as e:
         return _ItemFailure(e.reason, str(e))
     except _ItemFailure as e:
         return e
@@ -368,8 +398,8 @@ def _encode_items(
     for p, payload in items:
         if isinstance(payload, _ItemFailure):
             if strict:
-                raise EmbedItemError(str(job.ids[p]), str(job.paths[p]), payload.reason, str(payload))
-            errors.append((str(job.ids[p]), str(job.paths[p]), payload.reason))
+                raise EmbedItemError(str(job.ids[p]), redact(str(job.paths[p])), payload.reason, str(payload))
+            errors.append((str(job.ids[p]), redact(str(job.paths[p])), payload.reason))
             advance(1)
             continue
         if isinstance(payload, _Cached):
@@ -471,7 +501,7 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
     start = time.perf_counter()
     # a finished job has nothing to show: no bar stuck at 100% and "0.0 items/s"
     with progress_bar(label, total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
-        stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
+        stream = job.stream(positions, batch_size)
         for name, pos in todo:
             ok_pos, matrix, errors, quality = _encode_items(job, (next(stream) for _ in pos), batch_size, strict, advance)
             # errors and quality first: a shard's Parquet file is what marks it finished.
@@ -480,6 +510,8 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
             kill_point("embed:between-errors-and-shard")
             write_shard(job.out / name, job.ids[ok_pos], matrix, {**meta, "dim": job.manifest["dim"]})
             kill_point("embed:after-shard")
+            checkpoint()  # an output on object storage: publish the shard (a resume starts after it)
+            kill_point("embed:after-publish")
             embedded += len(ok_pos)
             failed += len(errors)
     return embedded, failed, resumed, time.perf_counter() - start
@@ -507,7 +539,7 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         q = np.concatenate(state["q"]) if state["q"] else np.zeros((0, len(QUALITY_FIELDS)), np.float32)
         px = np.concatenate(state["px"]) if state["px"] else np.zeros(0, object)
         ok = why == ""
-        errors = [(str(job.ids[p]), str(job.paths[p]), str(r)) for p, r in zip(pos[~ok], why[~ok])]
+        errors = [(str(job.ids[p]), redact(str(job.paths[p])), str(r)) for p, r in zip(pos[~ok], why[~ok])]
         if strict and errors:
             i, path, reason = errors[0]
             raise EmbedItemError(i, path, reason, reason)
@@ -517,6 +549,7 @@ def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progr
         kill_point("embed:between-errors-and-shard")
         write_shard(job.out / name, job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
         kill_point("embed:after-shard")
+        checkpoint()
         state["embedded"] += int(ok.sum())
         state["failed"] += len(errors)
         state["pos"], state["vec"], state["why"], state["q"], state["px"] = [], [], [], [], []
@@ -562,7 +595,7 @@ def _retry_failed(job: _Job, *, batch_size: int, strict: bool, progress: bool) -
     pos_of = {str(i): p for p, i in enumerate(job.ids)}
     positions = [pos_of[i] for i in todo_ids if i in pos_of]
     with progress_bar(f"retry {job.modality}", total=len(positions), enabled=progress) as advance:
-        stream = _ordered_prefetch(job.load, positions, job.workers, window=max(2 * batch_size, 8))
+        stream = job.stream(positions, batch_size)
         ok_pos, matrix, errors, quality = _encode_items(job, stream, batch_size, strict, advance)
     if ok_pos:
         manifest = read_manifest(job.out)
@@ -608,6 +641,8 @@ def _embed_one(
     ray_job: dict | None = None,
     engine: dict | None = None,
     append: bool = False,
+    start: Callable[[int], None] | None = None,
+    ahead: int = 0,
 ) -> EmbedResult:
     manifest = {
         "model": encoder.name,
@@ -629,7 +664,7 @@ def _embed_one(
     if adding is None:
         _check_manifest(out, manifest, overwrite)
     job = _Job(out, ids, sources, load, encode, manifest, modality, workers, cache=vector_cache, append=adding,
-               quality_cache=quality_cache)
+               quality_cache=quality_cache, start=start, ahead=ahead)
     if ray_job is not None:
         embedded, failed, resumed, seconds = _run_ray(job, batch_size=batch_size, shard_size=shard_size, strict=strict,
                                                       progress=progress, label=f"embed {modality}", ray_job=ray_job)
@@ -644,7 +679,7 @@ def _embed_one(
     errors_path, n_errors = merge_errors(out)
     n_ok = sum(_count_rows(p) for p in list_shards(out))
     result = EmbedResult(
-        out=str(out),
+        out=shown(out),
         model=encoder.name,
         modality=modality,
         dim=encoder.dim,
@@ -654,7 +689,7 @@ def _embed_one(
         n_resumed=resumed,
         seconds=round(seconds, 3),
         items_per_s=round((embedded + failed) / seconds, 2) if seconds > 0 else 0.0,
-        errors_path=str(errors_path),
+        errors_path=shown(errors_path),
         encoder=encoder.describe(),
         n_from_cache=job.cached[0],
         engine=engine or {},
@@ -683,6 +718,7 @@ def default_workers() -> int:
     return max(1, min(4, os.cpu_count() or 1))
 
 
+@writes_to_url("out")
 def embed(
     catalog: str | os.PathLike | Catalog,
     out: str | os.PathLike,
@@ -713,6 +749,7 @@ def embed(
     address: str | None = None,
     actors: int | None = None,
     append: bool = False,
+    fetch: FetchConfig | None = None,
 ) -> EmbedResult:
     """Embed a catalog's images (and optionally a text column) into ``out``.
 
@@ -723,13 +760,19 @@ def embed(
     recorded in ``errors.csv`` and the run goes on (unless ``strict``). One writer per
     folder: the job holds a lock on ``out`` while it runs.
 
+    The catalog's images may be local paths, ``http(s)://`` URLs or object storage URLs (``s3://``, ``gs://``...):
+    URLs are fetched concurrently ahead of decoding (:mod:`simlabel.sources`, settings in ``fetch``), and a
+    failed fetch is a row of ``errors.csv`` with its reason (``http-404``, ``timeout``, ``too-large``...). ``out``
+    may be an object storage URL too: the store is written to a local working copy and published shard by shard,
+    its file list last, under a one-writer lease (:mod:`simlabel.remote`).
+
     Parameters
     ----------
     catalog : str, os.PathLike or Catalog
         A catalog file/folder or a loaded :class:`~simlabel.catalog.Catalog`.
     out : str or os.PathLike
-        The embedding folder. Image embeddings go to ``out``; text embeddings to
-        ``out/text`` (or to ``out`` itself when ``model`` is a text model).
+        The embedding folder, or an object storage URL (``s3://bucket/run/emb``). Image embeddings go to ``out``;
+        text embeddings to ``out/text`` (or to ``out`` itself when ``model`` is a text model).
     model : str, default "efficientnet-lite0"
         Image model spec (see :mod:`simlabel.encoders`), or a text model spec
         (``minilm``, ``st:...``) to embed only ``text_col``.
@@ -795,6 +838,9 @@ def embed(
         The Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray).
     actors : int, optional
         The size of the Ray actor pool for ``engine="ray"``.
+    fetch : FetchConfig, optional
+        How image URLs are fetched: concurrency, per-host limit, timeout, retries, byte limit, a byte cache
+        (default :class:`~simlabel.sources.FetchConfig`). On Ray each decoding task fetches its own images.
     append : bool, default False
         ``catalog`` is the grown catalog of the store in ``out``: embed only its rows the store does not hold
         (nor failed on) into the same store, as a new generation of shards ``part-x<generation>-<k>.parquet``
@@ -822,7 +868,7 @@ def embed(
         ``out`` holds another embedding job, or shards without a manifest (use another folder
         or ``overwrite``).
     LockedError
-        Another simlabel process is writing ``out`` (and ``wait`` is false).
+        Another simlabel process is writing ``out`` (and ``wait`` is false), or holds its lease on object storage.
     EmbedItemError
         With ``strict``, for the first item that cannot be embedded.
     ModelError
@@ -862,22 +908,38 @@ def embed(
         raise InputError("`append` adds the new rows to the store in `out`; `overwrite` starts it again: not both")
     common = dict(catalog=cat, batch_size=batch_size, shard_size=shard_size, strict=strict, overwrite=overwrite,
                   progress=progress, retry_failed=retry_failed, append=append)
+    fetch = fetch or FetchConfig()
     with exclusive(out, wait=wait):
         return _embed_locked(out, cat, ids, common, image_mode=image_mode, family=family, model=model, text_col=text_col,
                              text_model=text_model, device=device, backend=backend, precision=precision, resize=resize,
                              workers=workers, gate=gate,
                              max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size, shard_size=shard_size,
                              image_encoder=image_encoder, text_encoder=text_encoder, cache=cache,
-                             engine=engine, address=address, actors=actors)
+                             engine=engine, address=address, actors=actors, fetch=fetch)
 
 
 def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col, text_model, device, backend, resize,
                   workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder,
                   cache: bool = True, engine: str = "local", address: str | None = None,
-                  actors: int | None = None, precision: str = "auto", gate: dict | None = None) -> EmbedResult:
+                  actors: int | None = None, precision: str = "auto", gate: dict | None = None,
+                  fetch: FetchConfig | None = None) -> EmbedResult:
     from simlabel.engines import check_engine
 
     check_engine(backend, precision)
+    paths = cat.image_paths() if image_mode else None
+    remote = paths is not None and any(is_remote_source(p) for p in paths)
+    with Fetcher(fetch) if remote else contextlib.nullcontext() as fetcher:
+        return _embed_sources(out, cat, ids, common, paths, fetcher, image_mode=image_mode, family=family, model=model,
+                              text_col=text_col, text_model=text_model, device=device, backend=backend, resize=resize,
+                              workers=workers, max_pixels=max_pixels, pixel_budget=pixel_budget, batch_size=batch_size,
+                              shard_size=shard_size, image_encoder=image_encoder, text_encoder=text_encoder, cache=cache,
+                              engine=engine, address=address, actors=actors, precision=precision, gate=gate)
+
+
+def _embed_sources(out, cat, ids, common, paths, fetcher, *, image_mode, family, model, text_col, text_model, device,
+                   backend, resize, workers, max_pixels, pixel_budget, batch_size, shard_size, image_encoder, text_encoder,
+                   cache, engine, address, actors, precision, gate) -> EmbedResult:
+    """:func:`embed` once the lock is held and the image sources' fetcher (None: no URL among them) is up."""
     image_result = None
     choice = None
     if image_mode:
@@ -893,7 +955,7 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                 image_encoder = get_image_encoder(model, device, **opts)
             if backend != "torch":
                 choice = engine_for_store(out, cat, image_encoder, backend=backend, precision=precision, max_pixels=max_pixels,
-                                          overwrite=bool(common.get("overwrite")), gate=gate, log=log_line)
+                                          overwrite=bool(common.get("overwrite")), gate=gate, log=log_line, fetcher=fetcher)
                 if choice is None and (backend, precision) not in (("auto", "auto"), ("auto", "fp32")):
                     import warnings
 
@@ -903,7 +965,6 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                                   f"`precision` {precision} cannot run; embedding with torch fp32", SimlabelWarning,
                                   stacklevel=2)
         enc = image_encoder
-        paths = cat.image_paths()
         draft = enc.image_size
         budget = PixelBudget(pixel_budget)
         vcache = VectorCache(encoder_key(enc.describe()), enc.dim) if cache else None
@@ -914,11 +975,19 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
         def measure(rgb, size):  # in the decode pass: every pixel is read once, for the model and the audit
             return enc.preprocess(rgb), (image_quality(rgb, size), pixel_signature(rgb))
 
+        fetching: dict[int, Future] = {}
+
+        def start_fetch(p: int) -> None:
+            if is_remote_source(paths[p]):
+                fetching[p] = fetcher.submit(paths[p])
+
         def load_img(p: int) -> object:
             digest = None
+            pending = fetching.pop(p, None)
+            data = None if pending is None else pending.result()  # a FetchError is the item's failure
             if vcache is not None:
                 try:
-                    digest = content_hash(paths[p])
+                    digest = content_hash(paths[p]) if data is None else bytes_hash(data)
                 except OSError:
                     digest = None  # the decoder names what is wrong with the file
                 if digest is not None:
@@ -926,8 +995,9 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                     q_found, q_row = qcache.lookup([digest])
                     if found[0] and q_found[0]:
                         return _Cached(vec[0], _quality_record(q_row[0], digest))
-            pixels, (quality, pixels_digest) = load_image(paths[p], max_pixels=max_pixels, draft_size=draft,
-                                                          budget=budget, transform=measure, with_size=True)
+            pixels, (quality, pixels_digest) = load_image(paths[p] if data is None else redact(paths[p]),
+                                                          max_pixels=max_pixels, draft_size=draft, budget=budget,
+                                                          transform=measure, with_size=True, data=data)
             return _Fresh(pixels, digest, (quality, digest, pixels_digest))
 
         def encode_img(batch: list) -> np.ndarray:
@@ -939,11 +1009,15 @@ def _embed_locked(out, cat, ids, common, *, image_mode, family, model, text_col,
                        "options": {"backend": "torch" if backend == "torch" else "auto", "resize": resize}
                        if family == "efficientnet-lite0" else {},
                        "engine": None if choice is None else choice[1],
-                       "draft": draft, "max_pixels": max_pixels, "address": address, "actors": actors}
+                       "draft": draft, "max_pixels": max_pixels, "address": address, "actors": actors,
+                       "fetch": None if fetcher is None else dataclasses.asdict(fetcher.config),
+                       "storage_options": None if fetcher is None else fetcher.options}
             vcache = None
         image_result = _embed_one(
             out, ids, paths, load_img, encode_img, enc, modality="image", source_column="image", workers=workers,
-            vector_cache=vcache, quality_cache=qcache if vcache is not None else None, ray_job=ray_job, engine=None if choice is None else choice[0], **common
+            vector_cache=vcache, quality_cache=qcache if vcache is not None else None, ray_job=ray_job,
+            engine=None if choice is None else choice[0], start=start_fetch if fetcher is not None else None,
+            ahead=fetcher.config.window if fetcher is not None else 0, **common
         )
 
     if text_col:

@@ -46,6 +46,7 @@ from simlabel.files import atomic_path
 if TYPE_CHECKING:
     from simlabel.catalog import Catalog
     from simlabel.encoders.base import ImageEncoder
+    from simlabel.sources import Fetcher
 
 BACKENDS = ("auto", "onnx", "openvino", "torch")
 PRECISIONS = ("auto", "fp32", "bf16", "int8")
@@ -747,7 +748,7 @@ ONNX_FP32 = {"backend": "onnx", "precision": "fp32", "int8_path": None, "tag": "
 
 def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder", *, backend: str = "auto",
                      precision: str = "auto", max_pixels: int | None = None, overwrite: bool = False,
-                     gate: dict | None = None, log=None) -> tuple[dict, dict] | None:
+                     gate: dict | None = None, log=None, fetcher: "Fetcher | None" = None) -> tuple[dict, dict] | None:
     """The engine policy of ``embed``: choose and install the engine ``enc`` embeds ``cat`` into the store
     ``out`` with.
 
@@ -755,7 +756,8 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
     from the same calibration images, or is refused); ``precision`` auto on a CPU that :func:`cpu_rules_out`
     runs ONNX Runtime fp32 at once; ``auto`` on a catalog too small to pay for the probe (:func:`probe_pays`)
     too; an explicit fp32 needs no gate and decodes nothing; otherwise :func:`choose_engine` probes on a
-    seeded sample of :data:`ENGINE_SAMPLE` of the catalog's images (decoded with ``max_pixels``).
+    seeded sample of :data:`ENGINE_SAMPLE` of the catalog's images (decoded with ``max_pixels``; URLs among
+    them fetched with ``fetcher``).
 
     Returns
     -------
@@ -768,6 +770,8 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
     from simlabel.encoders.base import cpu_flags
     from simlabel.errors import StoreError
     from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
+    from simlabel.remote import redact
+    from simlabel.sources import FetchError, is_remote_source
     from simlabel.store import recorded_engine
 
     out = Path(out)
@@ -819,12 +823,16 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
     # float16 halves the sample (896 images: 270 MB, not 540): the engines take float32 batch by batch, and
     # fp32 and the candidate see the same rounded pixels, so the agreement is unchanged
     X = np.zeros((min(ENGINE_SAMPLE, len(order)), 3, enc.image_size, enc.image_size), np.float16)
+    # URLs: the sample's fetches all in flight at once (the fetcher bounds them)
+    fetched = {p: fetcher.submit(paths[p]) for p in order if fetcher is not None and is_remote_source(paths[p])}
     for p in order:
         if len(ids) >= ENGINE_SAMPLE:
             break
         try:
-            X[len(ids)] = load_image(paths[p], max_pixels=max_pixels, draft_size=enc.image_size, transform=enc.preprocess)
-        except ImageError:
+            data = fetched[p].result() if p in fetched else None
+            X[len(ids)] = load_image(paths[p] if data is None else redact(paths[p]), max_pixels=max_pixels,
+                                     draft_size=enc.image_size, transform=enc.preprocess, data=data)
+        except (ImageError, FetchError):
             continue
         ids.append(str(cat.ids[p]))
         keep.append(p)

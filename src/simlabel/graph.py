@@ -41,6 +41,7 @@ from simlabel.errors import ConfigError, InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_dir, atomic_path, atomic_write_json, exclusive, read_json, run_record
 from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
 from simlabel.progress import task
+from simlabel.remote import checkpoint, is_url, local_copy, writes_to_url
 from simlabel.store import Embeddings, StoreRows, as_embeddings, grew_into, open_store
 
 if TYPE_CHECKING:
@@ -593,6 +594,7 @@ def _recall(X: np.ndarray, nb_sample: np.ndarray, sample: np.ndarray, k: int) ->
     return float(recall_at_k(nb_sample, exact))
 
 
+@writes_to_url("out")
 def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | None = None,
                 config: GraphConfig | None = None, *, progress: bool = True, **options) -> KnnGraph:
     """Build the k-NN graph of an embedding store (see the module docstring).
@@ -882,6 +884,7 @@ def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, to
                 if on_result is not None:
                     on_result(result)
                 bar.advance(1)
+                checkpoint(min_interval=30.0)  # an output on object storage: the blocks so far, every 30 s
         return
     from simlabel.distributed import ray_session
 
@@ -897,6 +900,7 @@ def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, to
                     if on_result is not None:
                         on_result(result)
                 bar.advance(len(done))
+                checkpoint(min_interval=30.0)
     finally:
         if started:
             ray.shutdown()
@@ -908,7 +912,7 @@ def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:
     Parameters
     ----------
     path : str or os.PathLike
-        The graph folder.
+        The graph folder, or the URL of one published on object storage (``s3://bucket/run/graph``).
     k : int, optional
         Truncate to the ``k`` best neighbours of each row (at most the graph's ``k``);
         ``None``: every neighbour the graph holds.
@@ -933,7 +937,7 @@ def load_graph(path: str | os.PathLike, *, k: int | None = None) -> KnnGraph:
     >>> graph = load_graph("graph/", k=10)  # doctest: +SKIP
     >>> neighbors, sims = graph.knn_ids(["sku-1"], 10)  # doctest: +SKIP
     """
-    p = Path(path)
+    p = Path(local_copy(path) if is_url(path) else path)  # a graph published on object storage: its local copy
     if not p.is_dir():
         raise InputError(f"{p}: no such graph folder (made by `simlabel graph EMB_DIR --out {p}`)")
     meta = read_json(p / META, "graph metadata")

@@ -31,6 +31,7 @@ image into the ``(3, H, W) float32`` array the encoders stack into batches.
 from __future__ import annotations
 
 import contextlib
+import io
 import math
 import os
 import stat
@@ -49,6 +50,7 @@ except ImportError:  # pragma: no cover - a dependency, but a broken install sho
     simplejpeg = None
 
 from simlabel.errors import InputError
+from simlabel.remote import redact
 
 __all__ = [
     "DEFAULT_MAX_PIXELS",
@@ -173,6 +175,7 @@ def load_image(
     budget: PixelBudget | None = None,
     transform: Callable[..., Any] | None = None,
     with_size: bool = False,
+    data: bytes | None = None,
 ) -> Any:
     """Open, fully decode and return an RGB image.
 
@@ -185,7 +188,7 @@ def load_image(
     Parameters
     ----------
     path
-        the image file.
+        the image file; with ``data``, only the name errors give (a fetched URL, redacted).
     max_pixels
         refuse images whose declared ``width * height`` exceeds
         this, before any pixel data is decoded.  Pillow's own bomb check in
@@ -208,6 +211,9 @@ def load_image(
     with_size
         call ``transform(image, (width, height))`` with the file's size from its header (turned as the
         EXIF orientation turns the image), not the draft-decoded image's.
+    data
+        the image's bytes, already read (fetched from a URL by :mod:`simlabel.sources`): decoded with the
+        same checks as a file.
 
     Returns
     -------
@@ -225,7 +231,17 @@ def load_image(
     if draft_size is not None and draft_size < 1:
         raise InputError(f"draft_size must be positive or None, got {draft_size}")
 
-    name = os.fsdecode(path)
+    name = redact(os.fsdecode(path))  # a URL is never named with its credentials
+    if data is not None:
+        if not data:
+            raise ImageError("empty", name, "no bytes (an empty body)")
+        fh = io.BytesIO(data)
+        try:
+            return _decode(fh, name, max_pixels, draft_size, budget, transform, with_size)
+        except ImageError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
+            raise _classify(exc, fh, name) from exc
     _check_regular_file(name)
     try:
         # Our own handle (rather than Image.open(path)) guarantees it is closed

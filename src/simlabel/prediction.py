@@ -42,7 +42,8 @@ from simlabel.errors import InputError, StoreError
 from simlabel.files import atomic_write, atomic_write_json, exclusive, kill_point, read_json
 from simlabel.heads import EmbeddingClassifier, MultiLabelClassifier, load_model, model_fingerprint, read_model_meta
 from simlabel.progress import task
-from simlabel.store import Embeddings, as_embeddings, iter_embeddings, list_shards
+from simlabel.remote import checkpoint, writes_to_url
+from simlabel.store import Embeddings, as_embeddings, iter_embeddings, list_shards, readable
 
 __all__ = ["MULTILABEL_COLUMNS", "PREDICTION_COLUMNS", "Predictions", "model_fingerprint", "predict", "predict_block",
            "predict_multilabel_block", "read_predictions"]
@@ -201,6 +202,7 @@ def _embed_catalog(catalog, meta: dict | None, inputs: str, out: Path, text_col:
     return out, out / TEXT_SUBDIR
 
 
+@writes_to_url("out")
 def predict(
     model: "str | os.PathLike | EmbeddingClassifier",
     emb: "str | os.PathLike | Embeddings | None" = None,
@@ -341,6 +343,8 @@ def predict(
     # what the model reads: image rows streamed from their store; titles (small) loaded once and joined per block
     text = as_embeddings(text_emb) if text_emb is not None else None
     streamed: "str | os.PathLike | Embeddings" = emb if inputs != "text" else text
+    if isinstance(streamed, (str, os.PathLike)):
+        streamed = readable(streamed)  # a store on object storage: read through its local copy
     if explain or not isinstance(streamed, (str, os.PathLike)):
         streamed = as_embeddings(streamed)
     probe = streamed if isinstance(streamed, Embeddings) else _first_rows(streamed)
@@ -498,6 +502,7 @@ def _predict_on_ray(work: _Work, store, writer: "_PartWriter", stats: _Stats, to
                     work.without_text += without
                     writer.parts.append(f"{name}.parquet")
                     kill_point("predict:after-part")
+                    checkpoint()  # an output on object storage: publish the part
                 bar.advance(len(done), last=f"{stats.rows:,} rows")
     finally:
         if started:
@@ -612,6 +617,7 @@ class _PartWriter:
         _write_part(self.out, name, self.key, part)
         self.parts.append(self._path(name).name)
         kill_point("predict:after-part")
+        checkpoint()  # an output on object storage: publish the part
 
     def finish(self, summary: dict) -> None:
         # parts of an earlier run with other inputs are not this folder's: remove them

@@ -21,6 +21,8 @@ from jinja2 import Environment, select_autoescape
 
 from simlabel.files import atomic_write_text
 from simlabel.images import ImageError, load_image
+from simlabel.remote import redact
+from simlabel.sources import FetchError, is_remote_source, read_source
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -170,10 +172,14 @@ def figure_html(fig) -> str:
 
 
 def thumbnail_uri(path: str | os.PathLike, size: int = 112) -> str | None:
-    """A small JPEG data URI of an image, or None when it cannot be read."""
+    """A small JPEG data URI of an image, or None when it cannot be read; a URL's image is fetched here (the page
+    holds its pixels, never the URL, which may be signed)."""
     try:
-        img = load_image(path, draft_size=size)
-    except ImageError:
+        if is_remote_source(path):
+            img = load_image(redact(str(path)), draft_size=size, data=read_source(str(path)))
+        else:
+            img = load_image(path, draft_size=size)
+    except (ImageError, FetchError):
         return None
     img.thumbnail((size, size))
     buf = io.BytesIO()
@@ -191,7 +197,7 @@ def image_cell(path: str | None, caption: str, size: int = 112) -> str:
     if uri:
         img = f'<img src="{uri}" alt="{html.escape(caption)}">'
     else:
-        img = (f'<div class="missing" data-path="{html.escape(str(path or ""))}" style="width:{size}px;height:{size}px">'
+        img = (f'<div class="missing" data-path="{html.escape(redact(str(path or "")))}" style="width:{size}px;height:{size}px">'
                "image not found</div>")
     return f'<div class="cell">{img}<br>{html.escape(caption)}</div>'
 

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from simlabel.context import ALLOW_PARTIAL
 from simlabel.errors import InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_write
+from simlabel.remote import is_url, local_copy
 
 SHARD_PREFIX = "part-"
 SHARD_SUFFIX = ".parquet"
@@ -302,12 +303,18 @@ def _refuse_duplicates(path: str | os.PathLike, shards: Sequence[Path], per_shar
     return all_ids
 
 
+def readable(path: str | os.PathLike) -> str | os.PathLike:
+    """``path`` itself, or for a URL (``s3://bucket/run/emb``) the local copy of what it published
+    (:func:`simlabel.remote.local_copy`): every reader of a store opens it through here."""
+    return local_copy(path) if is_url(path) else path
+
+
 def check_complete(path: str | os.PathLike) -> dict | None:
     """Refuse an embedding folder whose manifest names shards that are not written.
 
     Returns the manifest (``None`` for a folder without one, e.g. shards written by hand).
     """
-    folder = Path(path)
+    folder = Path(readable(path))
     man = folder / MANIFEST
     if not folder.is_dir() or not man.exists():
         return None
@@ -516,7 +523,8 @@ def load_embeddings(
     Parameters
     ----------
     path : str or os.PathLike
-        A folder written by ``simlabel embed`` (or a single shard file).
+        A folder written by ``simlabel embed`` (or a single shard file), or the URL of one published on object
+        storage (``s3://bucket/run/emb``: read through a local copy of its published files, :mod:`simlabel.remote`).
     ids : Sequence of str or numpy.ndarray, optional
         Return these rows, in this order; an id without an embedding raises
         :class:`~simlabel.errors.MissingIdsError` naming it and the folder.
@@ -545,6 +553,7 @@ def load_embeddings(
     >>> ids, X = emb  # doctest: +SKIP
     >>> sub = load_embeddings("emb/", ids=["sku-1", "sku-7"])  # those two rows, in that order  # doctest: +SKIP
     """
+    path = readable(path)
     if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(path)
     shards = list_shards(path)
@@ -641,6 +650,7 @@ def open_store(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool | N
     disk), with the checks of :func:`load_embeddings`; a loaded value is wrapped as it is."""
     if isinstance(emb, Embeddings):
         return StoreRows.from_embeddings(emb)
+    emb = readable(emb)
     if not (ALLOW_PARTIAL.get() if allow_partial is None else allow_partial):
         check_complete(emb)
     shards = list_shards(emb)
@@ -708,6 +718,6 @@ def as_embeddings(emb: "str | os.PathLike | Embeddings", *, allow_partial: bool 
         return emb
     if isinstance(emb, tuple) and len(emb) == 2:  # a plain (ids, matrix) pair
         return Embeddings(emb[0], np.asarray(emb[1], dtype=np.float32), {"path": "embeddings"})
-    if isinstance(emb, (str, os.PathLike)) and Path(emb).is_file() and Path(emb).suffix != ".parquet":
+    if isinstance(emb, (str, os.PathLike)) and not is_url(emb) and Path(emb).is_file() and Path(emb).suffix != ".parquet":
         raise StoreError(f"{emb}: is a file; expected an embedding folder written by `simlabel embed`")
     return load_embeddings(emb, allow_partial=allow_partial)

@@ -33,6 +33,11 @@ __all__ = ["VectorCache", "content_hash", "encoder_key"]
 _RUNTIME_FIELDS = ("device", "threads", "providers")
 
 
+def bytes_hash(data: bytes) -> bytes:
+    """BLAKE2b-128 of bytes in hand (a fetched URL's): equal to :func:`content_hash` of a file holding them."""
+    return hashlib.blake2b(data, digest_size=16).digest()
+
+
 def content_hash(path: str | os.PathLike) -> bytes:
     """BLAKE2b-128 of a file's bytes (16 bytes); raises ``OSError`` like ``open``."""
     h = hashlib.blake2b(digest_size=16)

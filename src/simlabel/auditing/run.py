@@ -38,7 +38,8 @@ from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import InputError
 from simlabel.files import atomic_dir, atomic_write_json, exclusive
 from simlabel.quality import PHASH_BITS, QUALITY_FIELDS, QUALITY_VERSION, split_signature
-from simlabel.store import ERRORS, Embeddings, as_embeddings, read_quality
+from simlabel.remote import writes_to_url
+from simlabel.store import ERRORS, Embeddings, as_embeddings, read_quality, readable
 
 __all__ = ["ISSUE_TYPES", "AuditConfig", "AuditResult", "audit"]
 
@@ -209,6 +210,7 @@ def _labels_of(catalog: Catalog, labels: str | os.PathLike | pd.DataFrame | None
     return pd.Series(df[col].astype(str).to_numpy(), index=df["id"].astype(str).to_numpy())
 
 
+@writes_to_url("out")
 def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddings, *,
           graph: str | os.PathLike | object | None = None, labels: str | os.PathLike | pd.DataFrame | None = None,
           label_col: str = "label", split_col: str | None = None, config: AuditConfig | None = None,
@@ -256,8 +258,8 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
 
     cfg = config or AuditConfig()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
-    store_dir = None if isinstance(emb, Embeddings) else Path(emb)
-    e = as_embeddings(emb)
+    store_dir = None if isinstance(emb, Embeddings) else Path(readable(emb))  # a URL: its local copy
+    e = as_embeddings(emb if store_dir is None else store_dir)
     if len(e.ids) < 3:
         raise InputError(f"{e.source or 'emb'}: the audit needs 3 or more embedded items; got {len(e.ids)}")
     ids = e.ids.astype(str).astype(object)

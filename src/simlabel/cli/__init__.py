@@ -14,12 +14,17 @@ module is imported only when one of its commands runs (torch alone costs a secon
 
 from __future__ import annotations
 
+import functools
+import json
 from importlib import import_module
+from typing import Optional
 
 import click
 import typer
 import typer.core
 import typer.main
+
+from simlabel.context import SINGLE_WRITER, STORAGE_OPTIONS
 
 #: command -> (stage module, attribute of its Typer app, one-line help shown by ``simlabel --help``);
 #: tests check each line against the command's own help
@@ -91,12 +96,39 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root() -> None:
+def _root(
+    ctx: typer.Context,
+    storage_options: Optional[str] = typer.Option(
+        None, "--storage-options", envvar="SIMLABEL_STORAGE_OPTIONS",
+        help="JSON of fsspec's options for object storage URLs (s3://, gs://, az://) in any command, e.g. "
+             '\'{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}, "anon": false}\'. Without it, the standard '
+             "environment variables (AWS_ACCESS_KEY_ID, AWS_SECRET_ACCESS_KEY, AWS_ENDPOINT_URL, AWS_PROFILE, "
+             "GOOGLE_APPLICATION_CREDENTIALS ...)."),
+    single_writer: bool = typer.Option(
+        False, "--single-writer",
+        help="Write an output on object storage that offers no conditional put (gs://, az://), promising that no "
+             "other process writes it. S3 needs no promise: a lease object keeps a second writer out."),
+) -> None:
     """Turn a product catalog with few or noisy labels into image classifiers, using semantic
     similarity as supervision.
 
     The spine: catalog -> embed -> index -> labels -> classifier -> report.
     """
+    # for the one command this invocation runs; put back when the invocation ends
+    for var, value in ((STORAGE_OPTIONS, _storage_options(storage_options)), (SINGLE_WRITER, single_writer)):
+        ctx.call_on_close(functools.partial(var.reset, var.set(value)))
+
+
+def _storage_options(text: str | None) -> dict | None:
+    if not text:
+        return None
+    try:
+        value = json.loads(text)
+    except ValueError as e:
+        raise typer.BadParameter(f"not JSON ({e})", param_hint="--storage-options") from None
+    if not isinstance(value, dict):
+        raise typer.BadParameter("must be a JSON object", param_hint="--storage-options")
+    return value
 
 
 def main() -> None:

@@ -9,6 +9,7 @@ import typer
 
 from simlabel.auditing import AuditConfig
 from simlabel.cli._common import Table, command, default, graph_option, out_console, progress_option, say, written
+from simlabel.remote import is_url
 
 app = typer.Typer()
 
@@ -16,9 +17,9 @@ app = typer.Typer()
 @command(app)
 def audit(
     catalog: Path = typer.Argument(..., help="The catalog (file or folder): ids, images and the --split-col column."),
-    emb: Path = typer.Option(..., "--emb", help="Its image embedding folder (simlabel embed): the vectors, errors.csv and the images' quality measures."),
-    out: Path = typer.Option(..., "--out", "-o", help="AUDIT_DIR: issues.parquet, summary.json, map.parquet, queues/ (one review queue per type) and, with --html, report.html."),
-    graph: Optional[Path] = graph_option("each item's neighbours"),
+    emb: str = typer.Option(..., "--emb", help="Its image embedding folder (simlabel embed) or its object storage URL: the vectors, errors.csv and the images' quality measures."),
+    out: str = typer.Option(..., "--out", "-o", help="AUDIT_DIR (a folder or an object storage URL): issues.parquet, summary.json, map.parquet, queues/ (one review queue per type) and, with --html, report.html."),
+    graph: Optional[str] = graph_option("each item's neighbours"),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels to audit: CSV id,label, or a catalog with --label-col (default: the catalog's --label-col column, if any)."),
     label_col: str = typer.Option("label", "--label-col", help="The column holding the labels."),
     split_col: Optional[str] = typer.Option(None, "--split-col", help="The catalog column of each item's split (train, test ...): leakage is a near-duplicate group across it."),
@@ -65,4 +66,6 @@ def audit(
     if not res.summary.get("n_measured"):
         say(f"no image measures in {emb}: embed it again with this version of simlabel (a cached re-embed decodes "
             "nothing new) for the image-quality and exact-duplicate types")
-    written(out / "issues.parquet", out / "summary.json", out / "queues", out / "report.html" if html else None)
+    folder = out if is_url(out) else Path(out)  # a URL is named as given; a local folder as the platform joins it
+    written(*(f"{str(folder).rstrip('/')}/{name}" if is_url(out) else folder / name
+              for name in ("issues.parquet", "summary.json", "queues", "report.html" if html else None) if name))

@@ -25,6 +25,7 @@ from simlabel.embedding import embed as embed_fn
 from simlabel.engines import parse_gate
 from simlabel.graph import GraphConfig
 from simlabel.index import IndexConfig
+from simlabel.sources import FetchConfig
 
 app = typer.Typer()
 
@@ -32,7 +33,7 @@ app = typer.Typer()
 @command(app)
 def embed(
     catalog: Path = typer.Argument(..., help="Catalog CSV/Parquet file, or a folder holding catalog.csv."),
-    out: Path = typer.Option(..., "--out", "-o", help="Embedding folder to write (Parquet shards)."),
+    out: str = typer.Option(..., "--out", "-o", help="Embedding folder to write (Parquet shards), or an object storage URL (s3://bucket/run/emb: published shard by shard, under a one-writer lease)."),
     model: str = typer.Option(
         param_default(embed_fn, "model"),
         "--model",
@@ -64,8 +65,20 @@ def embed(
     engine: str = typer.Option(param_default(embed_fn, "engine"), "--engine", help="local (threads here) or ray (decoding in Ray tasks, the model in an actor pool; same store, same resume; pip install 'simlabel[ray]')."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto (the one `ray start` runs) or HOST:PORT; default a local Ray."),
     actors: Optional[int] = typer.Option(None, "--actors", help="Model actors for --engine ray (default: half the cluster's CPUs; one GPU each with --device cuda)."),
+    fetch_concurrency: int = typer.Option(default(FetchConfig, "concurrency"), "--fetch-concurrency", help="Image URLs (http(s)://, s3://...): fetches in flight at once."),
+    fetch_per_host: int = typer.Option(default(FetchConfig, "per_host"), "--fetch-per-host", help="Of them, at most this many to one host."),
+    fetch_timeout: float = typer.Option(default(FetchConfig, "timeout"), "--fetch-timeout", help="Seconds to connect, and between two reads of a body."),
+    fetch_retries: int = typer.Option(default(FetchConfig, "retries"), "--fetch-retries", help="Retries of a fetch on 408/429/5xx, timeouts and broken connections (exponential backoff with jitter; Retry-After honoured)."),
+    max_bytes: int = typer.Option(default(FetchConfig, "max_bytes"), "--max-bytes", help="A fetched image larger than this many bytes is not read (too-large in errors.csv)."),
+    fetch_cache: Optional[Path] = typer.Option(None, "--fetch-cache", help="Keep the fetched bytes in this folder (by URL); a URL found there is not fetched again."),
+    fetch_window: int = typer.Option(default(FetchConfig, "window"), "--fetch-window", help="Images fetched ahead of decoding: the lead that lets retries finish before their turn (memory: at most this many fetched images)."),
 ) -> None:
     """Embed a catalog's images (and titles) into a resumable Parquet store.
+
+    The image column may hold local paths, http(s):// URLs or object storage URLs (s3://, gs://, az://), and
+    --out may be an object storage URL; credentials come from --storage-options or the standard environment
+    variables (see `simlabel --help`). A URL that cannot be fetched is a row of errors.csv with its reason
+    (http-404, timeout, too-large, dns ...), its query string and credentials redacted; --retry-failed tries them again.
 
     Images that cannot be read are listed in OUT/errors.csv (id, path, reason) and
     the run goes on; run the same command again after a crash to finish it.
@@ -74,6 +87,7 @@ def embed(
     Examples:
       simlabel embed ../shared/datasets/fashion-products/catalog.csv --out emb/ --text-col title
       simlabel embed grown-catalog.csv --out emb/ --text-col title --append
+      simlabel --storage-options '{"client_kwargs": {"endpoint_url": "http://127.0.0.1:9000"}}' embed feed.csv --out s3://shop/emb
     """
     result = embed_fn(
         catalog, out, model=model, text_col=text_col, text_model=text_model, device=device, backend=backend, precision=precision,
@@ -81,13 +95,15 @@ def embed(
         batch_size=batch_size, shard_size=shard_size, workers=workers, strict=strict, overwrite=overwrite,
         resize=resize, columns=columns(id=id_col, image=image_col), retry_failed=retry_failed, cache=cache,
         engine=engine, address=address, actors=actors, append=append,
+        fetch=FetchConfig(concurrency=fetch_concurrency, per_host=fetch_per_host, timeout=fetch_timeout, retries=fetch_retries,
+                          max_bytes=max_bytes, cache_dir=str(fetch_cache) if fetch_cache else None, window=fetch_window),
     )
     say(result.summary_line())
 
 
 @command(app)
 def index(
-    emb_dir: Path = typer.Argument(..., help="Embedding folder written by `simlabel embed`."),
+    emb_dir: str = typer.Argument(..., help="Embedding folder written by `simlabel embed`."),
     out: Path = typer.Option(..., "--out", "-o", help="Index file to write, e.g. index.faiss."),
     kind: str = typer.Option(default(IndexConfig, "kind"), "--kind", help="flat (exact), hnsw or ivf (approximate)."),
     hnsw_m: int = typer.Option(default(IndexConfig, "hnsw_m"), "--hnsw-m", help="HNSW links per node."),
@@ -112,8 +128,8 @@ def index(
 
 @command(app)
 def graph(
-    emb_dir: Path = typer.Argument(..., help="Embedding folder written by `simlabel embed`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Graph folder to write (resumable: run again to finish a killed build)."),
+    emb_dir: str = typer.Argument(..., help="Embedding folder written by `simlabel embed`, or its object storage URL (s3://...)."),
+    out: str = typer.Option(..., "--out", "-o", help="Graph folder to write (resumable: run again to finish a killed build), or an object storage URL."),
     k: int = typer.Option(default(GraphConfig, "k"), "--k", "-k", help="Neighbours per row (itself excluded)."),
     index: str = typer.Option(default(GraphConfig, "index"), "--index", help="auto (exact up to 200k rows, IVF above), flat, ivf or hnsw."),
     block_rows: int = typer.Option(default(GraphConfig, "block_rows"), "--block-rows", help="Rows queried and written per block (bounds memory)."),

@@ -107,7 +107,7 @@ def labels_sample(
 
 @command(app)
 def augment(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder (the universe: every id in it)."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder (the universe: every id in it)."),
     labels: Path = typer.Option(..., "--labels", help="Seed labels: CSV with id,label (simlabel labels sample makes one), or a catalog with --label-col."),
     out: Path = typer.Option(..., "--out", "-o", help="Augmented labels CSV: id,label,step,source,via."),
     label_col: str = label_col_option(),
@@ -117,7 +117,7 @@ def augment(
     seed: int = typer.Option(0, "--seed", help="Seed for --holdout-frac."),
     stop: str = typer.Option(param_default(augment_fn, "stop"), "--stop", help="shrink: stop when a frontier shrinks (default); grow: the rule as printed in paper 000."),
     max_steps: Optional[int] = typer.Option(None, "--max-steps", help="At most this many steps."),
-    graph: Optional[Path] = graph_option("the neighbours (no queries at all)"),
+    graph: Optional[str] = graph_option("the neighbours (no queries at all)"),
     index_path: Optional[Path] = index_option(),
     index_kind: str = index_kind_option(param_default(augment_fn, "index_kind")),
     wait: bool = wait_option(),
@@ -168,7 +168,7 @@ def augment_sizes_table(result, title: str, *, summary: str, max_rows: int = 25)
 
 @command(app)
 def propagate(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder."),
     labels: Path = typer.Option(..., "--labels", help="Labeled ids, CSV with id,label (clamped), or a catalog with --label-col."),
     out: Path = typer.Option(..., "--out", "-o", help="Propagated labels CSV: id,label,confidence."),
     label_col: str = label_col_option(),
@@ -178,7 +178,7 @@ def propagate(
     symmetric: bool = typer.Option(False, "--symmetric", help="Use the symmetrised k-NN graph instead of the directed one."),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of points to keep out of the graph (e.g. a holdout)."),
     seed: int = typer.Option(0, "--seed", help="Seed for the unlabeled sample."),
-    graph: Optional[Path] = graph_option("the nodes' neighbours"),
+    graph: Optional[str] = graph_option("the nodes' neighbours"),
     index_path: Optional[Path] = index_option(),
     index_kind: str = index_kind_option(param_default(propagate_fn, "index_kind")),
     method: str = typer.Option(param_default(propagate_fn, "method"), "--method", help="iterate (paper 000's clamped steps) or spread (the closed form (I - alpha S) Z = Y by conjugate gradient, Zhou et al. 2004)."),
@@ -302,7 +302,7 @@ FOLDS = typer.Option(default(SideInfoConfig, "stage2_folds"), "--folds", help="S
 
 
 def side_info(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
     labels: Path = typer.Option(..., "--labels", help="Noisy labels: CSV id,label and optionally rank (from simlabel search or your own search logs), or a catalog with --label-col."),
     label_col: str = label_col_option(),
     out: Path = typer.Option(..., "--out", "-o", help="The labels with their weights (column 'weight' for simlabel train --weight-col weight)."),
@@ -313,7 +313,7 @@ def side_info(
     rank_weight: str = RANK_WEIGHT,
     rank_floor: float = RANK_FLOOR,
     knn: int = KNN,
-    graph: Optional[Path] = graph_option("the neighbours among the labelled images"),
+    graph: Optional[str] = graph_option("the neighbours among the labelled images"),
     index_path: Optional[str] = index_option(),
     index_kind: str = index_kind_option(default(SideInfoConfig, "index")),
     combine: str = COMBINE,
@@ -358,7 +358,7 @@ command(app, "weights", hidden=True)(side_info)
 
 @command(app)
 def flip(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
     catalog: Path = typer.Option(..., "--catalog", help="Catalog with the (noisy) multi-labels."),
     attributes: Optional[str] = typer.Option(None, "--attributes", help="Comma-separated attribute columns: one binary label per value (e.g. gender,usage,season)."),
     labels_col: str = typer.Option("labels", "--labels-col", help="Or a '|'-separated multi-label column."),
@@ -416,7 +416,7 @@ def flip(
 
 @command(app)
 def suspects(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder of the catalog's images."),
     labels: Path = typer.Option(..., "--labels", help="The labels to check: CSV id,label (seller-given), or a catalog with --label-col."),
     label_col: str = label_col_option(),
     out: Path = typer.Option(..., "--out", "-o", help="SUSPECTS.csv: id,label,suggested,score,rank,method and the nearest labelled neighbours that explain it."),
@@ -425,7 +425,7 @@ def suspects(
     mode: str = typer.Option(default(SuspectsConfig, "mode"), "--mode", help="knn: rank (per-class noise rates estimated from the neighbours' label consensus, SimiFeat's ranking) or vote (another label wins the vote)."),
     weighting: str = typer.Option(default(SuspectsConfig, "weighting"), "--weighting", help="knn: similarity (each vote weighs its cosine) or uniform."),
     duplicate_threshold: float = typer.Option(default(SuspectsConfig, "duplicate_threshold"), "--duplicate-threshold", help="Cosine at or above which two items are one product (one vote); 1.0 or more: no grouping."),
-    graph: Optional[Path] = graph_option("the neighbours among the labelled items"),
+    graph: Optional[str] = graph_option("the neighbours among the labelled items"),
     index_path: Optional[Path] = index_option(),
     index_kind: str = index_kind_option(default(SuspectsConfig, "index")),
     folds: int = typer.Option(3, "--folds", help="cleanlab: out-of-fold heads."),
@@ -475,7 +475,7 @@ def suspects(
 
 @command(app)
 def select(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder of the catalog (every item may be chosen but the labelled and the excluded)."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder of the catalog (every item may be chosen but the labelled and the excluded)."),
     budget: int = typer.Option(..., "--budget", "-n", help="How many items to choose for labelling."),
     out: Path = typer.Option(..., "--out", "-o", help="TO_LABEL.csv: id, rank, strategy, reason, the model's proposal and the nearest labelled neighbours (a review queue)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="The labels so far (CSV id,label, or a catalog with --label-col): never chosen again; a model is trained on them when --model is not given."),
@@ -484,10 +484,10 @@ def select(
     strategy: str = typer.Option(default(SelectConfig, "strategy"), "--strategy", help=f"{', '.join(STRATEGIES)}. auto: --cold until a model exists and the labels reach --cold-per-class per class, then badge (uncertainty x diversity, Ash et al. 2020)."),
     cold: str = typer.Option(default(SelectConfig, "cold"), "--cold", help="The cold start auto uses: typiclust (the most typical item of each uncovered cluster, Hacohen et al. 2022) or probcover (greedy max coverage of delta-balls, Yehuda et al. 2022)."),
     cold_per_class: float = typer.Option(default(SelectConfig, "cold_per_class"), "--cold-per-class", help="auto switches to badge at this many labels per class."),
-    graph: Optional[Path] = graph_option("the neighbours (typicality, coverage balls, nearest labelled)"),
+    graph: Optional[str] = graph_option("the neighbours (typicality, coverage balls, nearest labelled)"),
     index_path: Optional[Path] = index_option(),
     exclude: Optional[Path] = typer.Option(None, "--exclude", help="CSV with an id column of items never chosen (a test set)."),
-    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text): choose on images and titles side by side (neighbours searched over both: no --graph of the images alone; then train with --inputs image+text)."),
+    text_emb: Optional[str] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text): choose on images and titles side by side (neighbours searched over both: no --graph of the images alone; then train with --inputs image+text)."),
     previous: Optional[Path] = typer.Option(None, "--previous", help="The previous round's TO_LABEL.csv: prints the share of the catalog whose prediction changed since (the stopping signal)."),
     ids: Optional[Path] = typer.Option(None, "--ids", help="CSV with an id column: choose among these items alone (e.g. today's new products); the rest of the catalog still shapes the choice."),
     seed: int = typer.Option(0, "--seed"),

@@ -31,7 +31,7 @@ def serve(
     queues: list[Path] = typer.Argument(..., help="Files to review: select's items to label, a predict output folder (the least sure first), suspects, augment or flip outputs, side-info weights, a flip --export-basis file."),
     catalog: Path = typer.Option(..., "--catalog", help="The catalog the queues were made from (images by id, titles)."),
     decisions: Optional[Path] = typer.Option(None, "--decisions", help="Decisions file (JSON lines, appended; default: decisions.jsonl beside the first queue). Restart on it to resume."),
-    emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder (checked to hold every queued id): gives a queue of items to label 'more like this', the nearest neighbours of an item."),
+    emb: Optional[str] = typer.Option(None, "--emb", help="Embedding folder (checked to hold every queued id): gives a queue of items to label 'more like this', the nearest neighbours of an item."),
     graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of --emb (simlabel graph): 'more like this' reads it instead of searching."),
     index: Optional[Path] = typer.Option(None, "--index", help="A saved index of --emb, used without --graph (default: one built on the first question)."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Labels known so far (id,label), e.g. select's --labels: they join the label list a queue to label offers on keys 1-9."),

@@ -36,7 +36,7 @@ def _each_class_option():
 
 @command(app)
 def train(
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder."),
     labels: Path = typer.Option(..., "--labels", help="Training labels: CSV with id,label, or a catalog (file or folder) with --label-col."),
     out: Path = typer.Option(..., "--out", "-o", help="Model folder (config.json + weights.pt + training_ids.npy)."),
     extra: list[Path] = typer.Option([], "--extra", help="More label files (augmented, propagated); --labels wins on conflicts."),
@@ -45,7 +45,7 @@ def train(
     holdout_overlap: str = typer.Option("drop", "--holdout-overlap", help="Training ids found in a holdout: drop (with a warning) or error."),
     head: str = typer.Option(default(HeadConfig, "head"), "--head", help="linear (one dense layer) or mlp (one hidden layer)."),
     hidden: int = typer.Option(default(HeadConfig, "hidden"), "--hidden", help="MLP hidden width."),
-    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text) for --inputs text or image+text."),
+    text_emb: Optional[str] = typer.Option(None, "--text-emb", help="Title embeddings (e.g. EMB_DIR/text) for --inputs text or image+text."),
     inputs: Optional[str] = typer.Option(None, "--inputs", help="image (default), text, or image+text (concatenated, or fused with --fusion attention)."),
     fusion: str = typer.Option("none", "--fusion", help="none, or attention: paper 002's attention fusion of image and title (implies --inputs image+text)."),
     smoothing: str = typer.Option(default(SmoothingConfig, "kind"), "--smoothing", help="Soft targets (paper 002): none, uniform, uniform-topk, semantic, semantic-curriculum, taxonomy."),
@@ -135,11 +135,11 @@ def train(
 @command(app)
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train`."),
-    emb: Path = typer.Option(..., "--emb", help="Embedding folder."),
+    emb: str = typer.Option(..., "--emb", help="Embedding folder."),
     labels: Path = typer.Option(..., "--labels", help="Test labels: CSV with id,label, or a catalog with --label-col."),
     label_col: str = typer.Option("label", "--label-col", help="Column of --labels holding the labels."),
     positive: Optional[str] = typer.Option(None, "--positive", help="The + class of a binary task (adds +P, +R, -P, -R)."),
-    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model trained on text (default: the ones it was trained with)."),
+    text_emb: Optional[str] = typer.Option(None, "--text-emb", help="Title embeddings, for a model trained on text (default: the ones it was trained with)."),
     semantic: Optional[int] = typer.Option(None, "--semantic", help="Add paper 002's metric with this many nearest labels (e.g. 20)."),
     label_model: str = typer.Option("minilm", "--label-model", help="Text model embedding the class names for --semantic."),
     taxonomy: Optional[Path] = typer.Option(None, "--taxonomy", help="CSV label,path: adds the mistake severity (mean tree distance of wrong predictions)."),
@@ -196,10 +196,10 @@ def evaluate(
 @command(app)
 def predict(
     model: Path = typer.Option(..., "--model", help="Model folder written by `simlabel train` (single-label, or multi-label with --attributes) or `flip --model-out`."),
-    out: Path = typer.Option(..., "--out", "-o", help="Output folder: Parquet parts (id, label, probability, margin, top labels, abstain, model; a multi-label model: labels and one probability per value), _summary.json and _manifest.json; pandas.read_parquet reads it; also a review queue."),
-    emb: Optional[Path] = typer.Option(None, "--emb", help="Embedding folder of the catalog (read shard by shard)."),
+    out: str = typer.Option(..., "--out", "-o", help="Output folder (or an object storage URL, s3://...): Parquet parts (id, label, probability, margin, top labels, abstain, model; a multi-label model: labels and one probability per value), _summary.json and _manifest.json; pandas.read_parquet reads it; also a review queue."),
+    emb: Optional[str] = typer.Option(None, "--emb", help="Embedding folder of the catalog (read shard by shard), or its object storage URL."),
     catalog: Optional[Path] = typer.Option(None, "--catalog", help="Instead of --emb: a catalog, embedded first with the model's encoder and engine (resumable) into --embeddings-out."),
-    text_emb: Optional[Path] = typer.Option(None, "--text-emb", help="Title embeddings, for a model of titles or of images and titles (default: the ones it records)."),
+    text_emb: Optional[str] = typer.Option(None, "--text-emb", help="Title embeddings, for a model of titles or of images and titles (default: the ones it records)."),
     top_k: int = typer.Option(3, "--top-k", help="Labels and probabilities kept per item."),
     min_precision: Optional[float] = typer.Option(None, "--min-precision", help="Abstain below each class's threshold for this precision (chosen on the model's held-out rows; by default every class reaches it at once with 95% confidence)."),
     confidence: float = _confidence_option(),
@@ -207,7 +207,7 @@ def predict(
     ids: Optional[Path] = typer.Option(None, "--ids", help="CSV with an id column: predict these items only (e.g. today's new products)."),
     explain: int = typer.Option(0, "--explain", help="Add each item's N nearest labelled neighbours (ids, labels, similarity)."),
     explain_labels: Optional[Path] = typer.Option(None, "--explain-labels", help="The labelled items --explain searches (default: the label file the model records)."),
-    graph: Optional[Path] = typer.Option(None, "--graph", help="A k-NN graph of --emb that --explain reads."),
+    graph: Optional[str] = typer.Option(None, "--graph", help="A k-NN graph of --emb that --explain reads (a folder or its object storage URL)."),
     text_col: str = typer.Option("title", "--text-col", help="With --catalog and a model of titles: the title column."),
     embeddings_out: Optional[Path] = typer.Option(None, "--embeddings-out", help="With --catalog: where its embeddings go (default: OUT's name + .embeddings)."),
     engine: str = typer.Option("local", "--engine", help="local, or ray: each store shard is a Ray task that predicts it and writes its part (same rows; --catalog embeds on Ray too); pip install 'simlabel[ray]'."),

@@ -27,6 +27,7 @@ import pandas as pd
 
 from simlabel.errors import InputError
 from simlabel.files import atomic_write, atomic_write_text, exclusive
+from simlabel.remote import is_url, redact
 from simlabel.review.decisions import DecisionLog, standing
 
 FORMATS = ("labels", "clean", "basis-labels", "flips", "exclude", "label-studio")
@@ -102,7 +103,7 @@ def label_studio_tasks(queues: Sequence[str | os.PathLike], decided: pd.DataFram
         return [{"from_name": "label", "to_name": "image", "type": "choices", "value": {"choices": [value]}}]
 
     for _, it in items.iterrows():
-        task = {"data": {"image": str(Path(paths[it["id"]]).resolve().as_uri()) if it["id"] in paths else "",
+        task = {"data": {"image": _image_uri(paths[it["id"]]) if it["id"] in paths else "",
                          "id": it["id"], "title": titles.get(it["id"], ""), "queue": it["queue"],
                          "given_label": it["old"]}}
         if it["proposed"]:
@@ -115,3 +116,9 @@ def label_studio_tasks(queues: Sequence[str | os.PathLike], decided: pd.DataFram
                                     "meta": {"simlabel_action": d["action"], "time": d["time"]}}]
         tasks.append(task)
     return tasks
+
+
+def _image_uri(path: str) -> str:
+    """A task's image for Label Studio: a local file as a ``file://`` URI, a URL as it is but its credentials
+    (a signed URL's query is never written: Label Studio's own storage settings sign it again)."""
+    return redact(path) if is_url(path) else Path(path).resolve().as_uri()

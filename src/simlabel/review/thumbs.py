@@ -8,6 +8,8 @@ from pathlib import Path
 
 from simlabel.files import atomic_path
 from simlabel.images import ImageError, load_image
+from simlabel.remote import redact
+from simlabel.sources import FetchError, is_remote_source, read_source
 
 
 class Thumbnails:
@@ -18,14 +20,21 @@ class Thumbnails:
         self.folder = Path(folder)
 
     def get(self, ident: str, path: str | os.PathLike, size: int) -> Path:
-        st = os.stat(path)
-        key = hashlib.blake2b(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{size}".encode(), digest_size=12).hexdigest()
+        remote = is_remote_source(path)
+        if remote:  # a URL: fetched once, kept by URL (its image may change: a new review session fetches again)
+            key = hashlib.blake2b(f"{path}|{size}".encode(), digest_size=12).hexdigest()
+        else:
+            st = os.stat(path)
+            key = hashlib.blake2b(f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{size}".encode(), digest_size=12).hexdigest()
         out = self.folder / key[:2] / f"{key}.jpg"
         if out.exists():
             return out
         try:
-            img = load_image(path, draft_size=size)
-        except ImageError as e:
+            if remote:
+                img = load_image(redact(str(path)), draft_size=size, data=read_source(str(path)))
+            else:
+                img = load_image(path, draft_size=size)
+        except (ImageError, FetchError) as e:
             raise OSError(str(e)) from None
         img.thumbnail((size, size))
         out.parent.mkdir(parents=True, exist_ok=True)
