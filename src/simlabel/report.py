@@ -46,8 +46,10 @@ img[alt=chart]{max-width:100%;height:auto}
 <h1>{{ title }}</h1>
 <p class="meta">simlabel {{ version }} &middot; {{ created }}</p>
 {% if missing %}<p class="warn"><b>{{ missing }} image{{ "s" if missing > 1 else "" }} could not be read</b> and
-show as red squares{% if missing_example %} (e.g. {{ missing_example }}){% endif %}. Relative image paths are resolved against the
-catalog's folder; a catalog copied elsewhere needs absolute paths or its images beside it.</p>{% endif %}
+show as red squares{% if missing_example %} (e.g. {{ missing_example }}){% endif %}.{% if "://" in (missing_example or "") %} An
+image URL that cannot be fetched is in the embedding folder's errors.csv with the reason (http-404, timeout ...).{% else %}
+Relative image paths are resolved against the catalog's folder; a catalog copied elsewhere needs absolute paths or its
+images beside it.{% endif %}</p>{% endif %}
 {% for s in sections %}<h2>{{ s.title }}</h2>
 {% if s.note %}<p class="note">{{ s.note }}</p>{% endif %}
 {{ s.html | safe }}
