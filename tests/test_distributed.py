@@ -181,3 +181,51 @@ def test_ray_workers_fetch_image_urls_themselves(local_ray, tmp_path: Path):
     assert on_ray.n_embedded == local.n_embedded == 12 and on_ray.n_failed == 1
     np.testing.assert_allclose(b.rows(a.ids).matrix, a.matrix, atol=1e-5)
     assert pd.read_csv(tmp_path / "ray" / "errors.csv").set_index("id")["reason"].to_dict() == {"gone": "http-404"}
+
+
+@pytest.mark.slow
+def test_ray_workers_write_their_shards_to_s3(local_ray, tmp_path: Path):
+    """`embed --engine ray --out s3://...` from http:// URLs: the workers fetch the images and put the shards to S3
+    themselves (the driver's working copy holds no shard: no vector passed through it); the driver lists them, last;
+    the store read back from S3 equals the local path's, and its errors.csv holds the 404."""
+    import json
+
+    import s3fs
+
+    from simlabel.context import modes
+    from simlabel.embedding import embed
+    from simlabel.remote import PUBLISHED_NAME
+    from simlabel.sources import FetchConfig
+    from simlabel.store import load_embeddings
+    from tests.helpers import slice_catalog
+    from tests.servers import ImageServer, moto_server
+
+    df = slice_catalog("clothing-small", 12, tmp_path, stratify="label")
+    df.to_csv(tmp_path / "local.csv", index=False)
+    with ImageServer(tmp_path) as srv, moto_server() as opts:
+        s3fs.S3FileSystem(**opts).mkdir("shop")
+        urls = df.assign(image=[f"{srv.url}/img/{p}" for p in df["image"]])
+        urls.loc[len(urls)] = {**urls.iloc[0].to_dict(), "id": "gone", "image": f"{srv.url}/404/{df['image'].iloc[0]}"}
+        urls.to_csv(tmp_path / "urls.csv", index=False)
+        with modes(storage_options=opts):
+            res = embed(tmp_path / "urls.csv", "s3://shop/ray-emb", shard_size=4, batch_size=4, progress=False,
+                        engine="ray", actors=1, fetch=FetchConfig(timeout=5, retries=1, backoff=0.01))
+            assert res.n_embedded == 12 and res.n_failed == 1 and res.out == "s3://shop/ray-emb"
+            fs = s3fs.S3FileSystem(**opts)
+            listed = json.loads(fs.cat_file(f"shop/ray-emb/{PUBLISHED_NAME}"))["files"]
+            shards = sorted(f for f in listed if f.startswith("part-"))
+            assert shards == [f"part-{i:05d}.parquet" for i in range(4)]
+            assert all(f"_quality/{s}" in listed for s in shards)
+            from simlabel.remote import _copy_dir  # the driver's working copy, to look inside
+
+            copy = _copy_dir("out", "s3://shop/ray-emb", opts)
+            assert not list(copy.glob("part-*.parquet")), "no shard was written by the driver"
+            emb = load_embeddings("s3://shop/ray-emb")
+            errors = pd.read_csv(Path(emb.meta["path"]) / "errors.csv")
+            assert errors[["id", "reason"]].values.tolist() == [["gone", "http-404"]]
+            with pytest.raises(InputError, match="append with engine local"):
+                embed(tmp_path / "urls.csv", "s3://shop/ray-emb", shard_size=4, batch_size=4, progress=False,
+                      engine="ray", actors=1, append=True)
+    embed(tmp_path / "local.csv", tmp_path / "local", shard_size=4, batch_size=4, progress=False, cache=False)
+    ref = load_embeddings(tmp_path / "local")
+    np.testing.assert_allclose(emb.rows(ref.ids).matrix, ref.matrix, atol=1e-5)

@@ -3,22 +3,26 @@
 ``simlabel embed --engine ray [--address auto|HOST:PORT]`` runs the image job as a Ray Data
 pipeline:
 
-1. the positions of the unfinished shards, in blocks (``ray.data.range``);
-2. decoding in Ray tasks (``map_batches`` of :func:`_decode_batch`): each image is decoded at a
-   reduced JPEG scale near the model's input (``load_image(draft_size=...)``); a file that
-   cannot be read becomes a failure row with its reason, never a failed task;
+1. the positions of the unfinished shards, one input block per shard;
+2. fetching and decoding in Ray tasks (``map_batches`` of :func:`_decode_batch`): URLs (``http(s)://``,
+   ``s3://``...) are fetched by the task itself (:mod:`simlabel.sources`, with the run's fetch settings and
+   ``storage_options``); each image is decoded at a reduced JPEG scale near the model's input
+   (``load_image(draft_size=...)``); a file that cannot be read becomes a failure row with its reason, never a
+   failed task;
 3. the encoder in an actor pool (``map_batches(_EncoderActor,
    compute=ActorPoolStrategy(size=N))``, ``num_gpus=1`` per actor with ``--device cuda``): each
    actor builds the model once, preprocesses and embeds its batches;
-4. the driver streams the results in order (``preserve_order``) and writes each shard as it
-   completes, with its errors file first, exactly as the local path does (same names, manifest,
-   ``errors.csv``), so a killed job resumes at the first unfinished shard, on Ray or locally.
+4. the driver reads only the output blocks' row counts (``iter_internal_ref_bundles``; with ``preserve_order``
+   the blocks come in position order) and hands each shard's block references to a :func:`_write_shard` task,
+   which writes the shard's errors file, quality file and Parquet shard, in that order, exactly as the local
+   path names them: into the output folder, or straight to the object storage the output is published to
+   (``--out s3://...``), returning each file's size and digest for the driver to list
+   (:func:`simlabel.remote.adopt`). The driver, the output's one writer, keeps the lease, writes the manifest
+   and the published list, and reports the shards in order, so a killed job resumes at the first unfinished
+   shard, on Ray or locally.
 
-Images are read by the workers from the sources in the catalog: ``http(s)://`` and object storage URLs
-(``s3://``...) are fetched by each decoding task itself (:mod:`simlabel.sources`, with the run's fetch
-settings and ``storage_options``), so no image passes through the driver and no shared filesystem is needed;
-local paths must be on storage every node sees. The vectors come back to the driver, which writes the
-shards (and, with ``--out s3://...``, publishes each to object storage: :mod:`simlabel.remote`). The vector
+No image and no vector passes through the driver, and with URL images and an object storage output no shared
+filesystem is needed (local image paths must be on storage every node sees; a local ``out`` too). The vector
 cache is not consulted on this path.
 """
 
@@ -126,15 +130,68 @@ class _EncoderActor:
                 "pixel_hash": batch["pixel_hash"]}
 
 
-def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, device: str, options: dict, draft: int,
-                      max_pixels: int, batch_size: int, on_result: Callable[..., None],
-                      address: str | None = None, actors: int | None = None, engine: dict | None = None,
-                      fetch: dict | None = None, storage_options: dict | None = None) -> None:
-    """Embed the images at ``positions`` on Ray; ``on_result(pos, vectors, reasons, quality, pixel_hashes)``
-    receives the results in position order, batch by batch (the caller writes the shards and their quality).
-    URLs among ``paths`` are fetched by the decoding tasks with ``fetch`` (:class:`simlabel.sources.FetchConfig`'s
-    fields) and ``storage_options``."""
-    if not positions:
+def _write_shard(write: dict, name: str, positions: np.ndarray, ids: np.ndarray, paths: np.ndarray, strict: bool,
+                 *blocks: Any) -> dict:
+    """Ray task: one shard's files from the encoder actors' blocks (a block may hold rows of the next shard too),
+    written by this worker to the output (a folder, or an object storage URL): errors first, then the images'
+    quality, then the Parquet shard, which marks it finished. Returns the counts, the error rows and, for a URL,
+    each file's size and BLAKE2b (what the driver lists in the published set)."""
+    import tempfile
+    from pathlib import Path
+
+    from ray.data.block import BlockAccessor
+
+    from simlabel.files import atomic_write_text
+    from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION
+    from simlabel.remote import RemoteFolder, file_info
+    from simlabel.store import ERRORS_DIR, QUALITY_DIR, errors_csv_text, write_quality, write_shard
+
+    parts = [BlockAccessor.for_block(b).to_numpy() for b in blocks]
+    pos = np.concatenate([np.asarray(d["pos"], dtype=np.int64) for d in parts])
+    keep = np.flatnonzero(np.isin(pos, positions))
+    keep = keep[np.argsort(pos[keep], kind="stable")]
+    col = {k: np.concatenate([np.asarray(d[k]) for d in parts])[keep] for k in ("vector", "reason", "quality", "pixel_hash")}
+    row_of = {int(p): i for i, p in enumerate(positions)}
+    rows = np.asarray([row_of[int(p)] for p in pos[keep]], dtype=np.int64)
+    ok = np.asarray([r == "" for r in col["reason"]], dtype=bool)
+    errors = [(str(ids[r]), redact(str(paths[r])), str(why)) for r, why in zip(rows[~ok], col["reason"][~ok])]
+    result = {"name": name, "n_ok": int(ok.sum()), "errors": errors, "files": {}}
+    if strict and errors:
+        return result  # the driver stops at the first failure; nothing of this shard is written
+    dest = write["dest"]
+    remote = write.get("url")
+    with tempfile.TemporaryDirectory(prefix="simlabel-shard-") as tmp:
+        root = Path(tmp) if remote else Path(dest)
+        (root / ERRORS_DIR).mkdir(parents=True, exist_ok=True)
+        (root / QUALITY_DIR).mkdir(parents=True, exist_ok=True)
+        names = [f"{ERRORS_DIR}/{name}.csv", f"{QUALITY_DIR}/{name}", name]
+        atomic_write_text(root / names[0], errors_csv_text(errors))
+        q = np.asarray(col["quality"], dtype=np.float32)[ok].reshape(-1, len(QUALITY_FIELDS))
+        write_quality(root / names[1], ids[rows[ok]], q, [None] * int(ok.sum()),
+                      [bytes.fromhex(h) for h in col["pixel_hash"][ok]], QUALITY_FIELDS, QUALITY_VERSION)
+        write_shard(root / names[2], ids[rows[ok]], np.asarray(col["vector"], dtype=np.float32)[ok].reshape(int(ok.sum()), -1)
+                    if ok.any() else np.zeros((0, write["dim"]), np.float32), write["meta"])
+        if remote:  # the quality, then the shard; the driver writes the errors' part (it merges errors.csv) and lists all
+            folder = RemoteFolder(remote, Path(tmp), write.get("storage_options"))
+            for rel in names[1:]:
+                folder.fs.put_file(str(root / rel), f"{folder.root}/{rel}")
+                result["files"][rel] = file_info(root / rel)
+    return result
+
+
+def run_ray_image_job(*, shards: list[tuple[str, list[int]]], ids: np.ndarray, paths: np.ndarray, spec: str,
+                      device: str, options: dict, draft: int, max_pixels: int, batch_size: int, write: dict,
+                      on_shard: Callable[[dict], None], strict: bool = False, address: str | None = None,
+                      actors: int | None = None, engine: dict | None = None, fetch: dict | None = None,
+                      storage_options: dict | None = None) -> None:
+    """Embed the planned ``shards`` (name, catalog positions) on Ray, each shard written by a worker.
+
+    Decoding tasks fetch (URLs among ``paths``, with ``fetch``, :class:`simlabel.sources.FetchConfig`'s fields, and
+    ``storage_options``) and decode the images; the encoder actors embed them; the driver reads only the blocks'
+    row counts (their order is the positions' order) and hands each shard's blocks to a :func:`_write_shard` task,
+    which writes its files to ``write["dest"]`` (or puts them to ``write["url"]``). ``on_shard(result)`` is called
+    in shard order as each is written: no image and no vector passes through the driver."""
+    if not shards:
         return
     ray, started = ray_session(address)
     try:
@@ -147,12 +204,11 @@ def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, dev
         n_actors = actors or max(1, cpus // 2)
         import pandas as pd
 
-        pos = np.asarray(positions, dtype=np.int64)
-        # the paths travel with their rows, block by block
-        rows = pd.DataFrame({"pos": pos, "path": np.asarray(paths, dtype=object)[pos].astype(str)})
-        n_blocks = max(1, min(len(rows) // max(batch_size, 1), 4 * cpus))
-        bounds = np.linspace(0, len(rows), n_blocks + 1).astype(int)
-        ds = rd.from_pandas([rows.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]) if b > a])
+        paths = np.asarray(paths, dtype=object)
+        # one input block per shard: the blocks that come out hold one shard each, so a writer fetches only its rows
+        blocks = [pd.DataFrame({"pos": np.asarray(pos, dtype=np.int64), "path": paths[pos].astype(str)})
+                  for _, pos in shards if len(pos)]
+        ds = rd.from_pandas(blocks)
         ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
                             fn_kwargs={"draft": draft, "max_pixels": max_pixels, "fetch": fetch,
                                        "storage_options": storage_options})
@@ -160,10 +216,34 @@ def run_ray_image_job(*, positions: list[int], paths: np.ndarray, spec: str, dev
         ds = ds.map_batches(_EncoderActor, batch_size=batch_size, batch_format="numpy",
                             fn_constructor_kwargs={"spec": spec, "device": device, "options": options, "engine": engine},
                             compute=rd.ActorPoolStrategy(size=n_actors), num_gpus=gpus)
-        for b in ds.iter_batches(batch_size=batch_size, batch_format="numpy", prefetch_batches=2):
-            on_result(np.asarray(b["pos"], dtype=np.int64), np.asarray(b["vector"], dtype=np.float32),
-                      np.asarray(b["reason"], dtype=object), np.asarray(b["quality"], dtype=np.float32),
-                      np.asarray(b["pixel_hash"], dtype=object))
+        writer = ray.remote(_write_shard)
+        ends = np.cumsum([len(pos) for _, pos in shards])  # shard k holds rows [ends[k-1], ends[k]) of the stream
+        k, seen, held, pending = 0, 0, [], []
+        ids = np.asarray(ids, dtype=object)
+
+        def submit(k: int) -> None:
+            name, pos = shards[k]
+            pos = np.asarray(pos, dtype=np.int64)
+            pending.append(writer.remote(write, name, pos, ids[pos], paths[pos], strict, *[ref for ref, _, _ in held]))
+
+        def drain(block: bool) -> None:  # the finished writes, in shard order
+            while pending and (block or ray.wait(pending[:1], timeout=0)[0]):
+                on_shard(ray.get(pending.pop(0)))
+
+        for bundle in ds.iter_internal_ref_bundles():
+            for ref, meta in zip(bundle.block_refs, bundle.metadata):
+                held.append((ref, seen, seen + meta.num_rows))
+                seen += meta.num_rows
+                while k < len(shards) and seen >= ends[k]:
+                    submit(k)
+                    k += 1
+                    start = ends[k - 1]
+                    held = [h for h in held if h[2] > start]  # a block reaching into the next shard goes to it too
+            drain(block=False)
+        while k < len(shards):  # shards with no rows left (an empty plan's tail)
+            submit(k)
+            k += 1
+        drain(block=True)
     finally:
         if started:
             ray.shutdown()

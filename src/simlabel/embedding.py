@@ -58,7 +58,7 @@ from simlabel.files import atomic_write_text, exclusive, kill_point
 from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, PixelBudget, load_image
 from simlabel.progress import progress_bar
 from simlabel.quality import QUALITY_FIELDS, QUALITY_VERSION, image_quality, pixel_signature
-from simlabel.remote import checkpoint, redact, shown, writes_to_url
+from simlabel.remote import adopt, checkpoint, destination, redact, shown, writes_to_url
 from simlabel.sources import FetchConfig, Fetcher, FetchError, is_remote_source
 from simlabel.store import (
     APPEND_PREFIX,
@@ -206,6 +206,8 @@ class _Job:
     #: start fetching a position's bytes (URL sources), called ``ahead`` positions before it is decoded
     start: Callable[[int], None] | None = None
     ahead: int = 0
+    #: rows of the shards Ray workers put straight to object storage this run (not in the working copy)
+    remote_rows: int = 0
 
     def stream(self, positions: Sequence[int], batch_size: int) -> Iterator[tuple[int, object]]:
         """``(position, payload or _ItemFailure)`` in order: fetched ``ahead``, decoded a window ahead of the model."""
@@ -519,64 +521,39 @@ def _run(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress:
 
 def _run_ray(job: _Job, *, batch_size: int, shard_size: int, strict: bool, progress: bool, label: str,
              ray_job: dict) -> tuple[int, int, int, float]:
-    """:func:`_run` on Ray (:mod:`simlabel.distributed`): the same shards, errors and resume rule."""
+    """:func:`_run` on Ray (:mod:`simlabel.distributed`): the same shards, errors and resume rule, each shard written
+    by a Ray worker (to ``out``, or put straight to the object storage it is published to); the driver only lists
+    them and publishes."""
     from simlabel.distributed import run_ray_image_job
 
     n = len(job.ids)
-    todo, resumed, positions, errors_dir, meta = _unfinished(job, shard_size)
-    state = {"embedded": 0, "failed": 0, "pos": [], "vec": [], "why": [], "q": [], "px": []}
+    todo, resumed, _, _, meta = _unfinished(job, shard_size)
+    where = destination(job.out)
+    if where is not None and job.append is not None:
+        raise InputError("`append` on Ray to an object storage output is not supported: append with engine local")
+    write = {"dest": str(job.out), "meta": {**meta, "dim": job.manifest["dim"]}, "dim": job.manifest["dim"],
+             **(where or {})}
+    state = {"embedded": 0, "failed": 0}
     start = time.perf_counter()
-    # which planned shard each catalog position goes to
-    shard_of_pos = np.full(n, -1, dtype=np.int64)
-    for k, (_, pos) in enumerate(todo):
-        shard_of_pos[pos] = k
-
-    def flush_shard(k: int) -> None:
-        name = todo[k][0]
-        pos = np.concatenate(state["pos"]) if state["pos"] else np.zeros(0, np.int64)
-        vec = np.concatenate(state["vec"]) if state["vec"] else np.zeros((0, job.manifest["dim"]), np.float32)
-        why = np.concatenate(state["why"]) if state["why"] else np.zeros(0, object)
-        q = np.concatenate(state["q"]) if state["q"] else np.zeros((0, len(QUALITY_FIELDS)), np.float32)
-        px = np.concatenate(state["px"]) if state["px"] else np.zeros(0, object)
-        ok = why == ""
-        errors = [(str(job.ids[p]), redact(str(job.paths[p])), str(r)) for p, r in zip(pos[~ok], why[~ok])]
-        if strict and errors:
-            i, path, reason = errors[0]
-            raise EmbedItemError(i, path, reason, reason)
-        atomic_write_text(errors_dir / f"{name}.csv", errors_csv_text(errors))
-        _write_quality(job, name, [int(p) for p in pos[ok]],
-                       {int(p): (qq, None, bytes.fromhex(h)) for p, qq, h in zip(pos[ok], q[ok], px[ok])})
-        kill_point("embed:between-errors-and-shard")
-        write_shard(job.out / name, job.ids[pos[ok]], vec[ok], {**meta, "dim": job.manifest["dim"]})
-        kill_point("embed:after-shard")
-        checkpoint()
-        state["embedded"] += int(ok.sum())
-        state["failed"] += len(errors)
-        state["pos"], state["vec"], state["why"], state["q"], state["px"] = [], [], [], [], []
-
     with progress_bar(label + " (ray)", total=n, completed=resumed, enabled=progress and bool(todo)) as advance:
-        current = [0] if todo else []
 
-        def on_result(pos: np.ndarray, vec: np.ndarray, why: np.ndarray, quality: np.ndarray, pixels: np.ndarray) -> None:
-            # results arrive in position-list order: a shard is complete when the next one starts
-            shard_of = shard_of_pos[pos]
-            for k in np.unique(shard_of):  # ascending: the plan's order
-                m = shard_of == k
-                while current[0] != k:
-                    flush_shard(current[0])
-                    current[0] += 1
-                state["pos"].append(pos[m])
-                state["vec"].append(vec[m])
-                state["why"].append(why[m])
-                state["q"].append(quality[m])
-                state["px"].append(pixels[m])
-            advance(len(pos))
+        def on_shard(result: dict) -> None:
+            errors = result["errors"]
+            if strict and errors:
+                i, path, reason = errors[0]
+                raise EmbedItemError(i, path, reason, reason)
+            if where is not None:  # the worker put the files; the driver keeps errors.csv's parts and lists the rest
+                atomic_write_text(job.out / ERRORS_DIR / f"{result['name']}.csv", errors_csv_text(errors))
+                adopt({rel: info for rel, info in result["files"].items() if not rel.startswith(ERRORS_DIR)}, at=job.out)
+                job.remote_rows += result["n_ok"]
+            kill_point("embed:after-shard")
+            checkpoint()
+            state["embedded"] += result["n_ok"]
+            state["failed"] += len(errors)
+            advance(result["n_ok"] + len(errors))
 
-        run_ray_image_job(positions=positions, paths=job.paths, batch_size=batch_size, on_result=on_result, **ray_job)
-        if current:
-            flush_shard(current[0])
-            for k in range(current[0] + 1, len(todo)):  # shards with no rows left (none in practice)
-                flush_shard(k)
+        run_ray_image_job(shards=todo, ids=job.ids, paths=job.paths, batch_size=batch_size, write=write,
+                          on_shard=on_shard, strict=strict, **ray_job)
     return state["embedded"], state["failed"], resumed, time.perf_counter() - start
 
 
@@ -677,7 +654,8 @@ def _embed_one(
         fixed, _ = _retry_failed(job, batch_size=batch_size, strict=strict, progress=progress)
         embedded += fixed
     errors_path, n_errors = merge_errors(out)
-    n_ok = sum(_count_rows(p) for p in list_shards(out))
+    # shards a Ray worker put straight to object storage are listed, not copied here
+    n_ok = sum(_count_rows(p) for p in list_shards(out)) + job.remote_rows
     result = EmbedResult(
         out=shown(out),
         model=encoder.name,

@@ -62,7 +62,10 @@ __all__ = [
     "LEASE_SECONDS",
     "PUBLISHED_NAME",
     "RemoteFolder",
+    "adopt",
     "checkpoint",
+    "destination",
+    "file_info",
     "filesystem",
     "is_url",
     "lease",
@@ -175,6 +178,11 @@ def _digest(path: Path) -> str:
     return h.hexdigest()
 
 
+def file_info(path: str | os.PathLike) -> dict:
+    """A file's entry in a published set: its size and BLAKE2b-128 (hex)."""
+    return {"size": Path(path).stat().st_size, "blake2b": _digest(Path(path))}
+
+
 def _local_files(root: Path) -> dict[str, os.stat_result]:
     """Every file of the working copy by its relative POSIX path, but locks and killed writes' leftovers."""
     found = {}
@@ -209,6 +217,8 @@ class RemoteFolder:
         self._sent: dict[str, tuple[int, int, str]] = {}  # relpath -> (size, mtime_ns, digest) as published
         self.lease: Lease | None = None
         self.last_published = time.monotonic()
+        #: files put by other processes (Ray workers) straight to the store, listed without a local copy
+        self._adopted: dict[str, dict] = {}
 
     def __repr__(self) -> str:
         return f"RemoteFolder({redact(self.url)!r}, local={str(self.local)!r})"
@@ -246,6 +256,7 @@ class RemoteFolder:
             return self._pull(attempts)
 
     def _pull(self, attempts: int) -> int:
+        self._adopted.clear()  # every listed file is fetched below
         for attempt in range(attempts):
             doc = self.published()
             listed = {} if doc is None else doc["files"]
@@ -278,6 +289,15 @@ class RemoteFolder:
         raise StoreError(f"{redact(self.url)}: {len(stale)} file(s) differ from the published set after {attempts} reads "
                          f"(first: {stale[0]}); is another process writing it?")
 
+    def adopt(self, files: dict[str, dict]) -> None:
+        """List ``files`` (relpath -> :func:`file_info`), put to the store by another process, at the next publish."""
+        self._adopted.update(files)
+
+    @property
+    def adopted(self) -> dict[str, dict]:
+        """The files listed without a local copy (see :meth:`adopt`)."""
+        return dict(self._adopted)
+
     def publish(self) -> int:
         """Put the files that changed since the last publish, then the published set; return the files put.
 
@@ -307,6 +327,8 @@ class RemoteFolder:
                 put += 1
             self._sent[rel] = (st.st_size, st.st_mtime_ns, digest)
             files[rel] = {"size": st.st_size, "blake2b": digest}
+        for rel, info in self._adopted.items():
+            files.setdefault(rel, info)
         kill_point("remote:before-published-set")
         if self.lease is not None:
             self.lease.check()
@@ -314,7 +336,7 @@ class RemoteFolder:
                "published": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         self.fs.pipe_file(self._remote(PUBLISHED_NAME), json.dumps(doc, indent=1, sort_keys=True).encode())
         self.last_published = time.monotonic()
-        gone = [rel for rel in list(self._sent) if rel not in here]
+        gone = [rel for rel in list(self._sent) if rel not in here and rel not in self._adopted]
         for rel in gone:  # after the set: a reader of the old set may still be fetching them until then
             with contextlib.suppress(FileNotFoundError):
                 self.fs.rm_file(self._remote(rel))
@@ -485,6 +507,27 @@ def checkpoint(min_interval: float = 0.0) -> None:
     folder = _CURRENT.get()
     if folder is not None and time.monotonic() - folder.last_published >= min_interval:
         folder.publish()
+
+
+def destination(path: str | os.PathLike) -> dict | None:
+    """Where another process (a Ray worker) puts files meant for ``path``: ``{"url", "storage_options"}`` when
+    ``path`` lies in this block's staged output (the folder it is published to), else None (write ``path`` itself)."""
+    folder = _CURRENT.get()
+    if folder is None:
+        return None
+    local, text = str(folder.local), str(path)
+    if text != local and not text.startswith(local + os.sep):
+        return None
+    return {"url": folder.url + text[len(local):].replace(os.sep, "/"), "storage_options": folder.options}
+
+
+def adopt(files: dict[str, dict], at: str | os.PathLike) -> None:
+    """List ``files`` (relpath -> :func:`file_info`, relative to the local folder ``at`` of this block's staged
+    output), which another process put straight to the store, at the output's next publish."""
+    folder = _CURRENT.get()
+    if folder is not None:
+        under = Path(at).relative_to(folder.local).as_posix()
+        folder.adopt({rel if under == "." else f"{under}/{rel}": info for rel, info in files.items()})
 
 
 def shown(path: str | os.PathLike) -> str:
