@@ -67,9 +67,11 @@ def test_a_killed_ray_job_resumes(clothing_slice: Path, tmp_path: Path):
     proc = subprocess.run([sys.executable, "-c", code, str(clothing_slice), str(out)], env=env, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == -9, proc.stderr[-2000:]
-    assert [p.name for p in out.glob("part-*.parquet")] == ["part-00000.parquet"]
+    # the driver died after its first shard was reported; a writer task already running may still finish the next
+    # one (a whole shard: written atomically), never a part of one
+    assert "part-00000.parquet" in [p.name for p in out.glob("part-*.parquet")]
     res = embed(clothing_slice, out, shard_size=8, batch_size=8, progress=False, cache=False)  # finish it locally
-    assert res.n_resumed == 8
+    assert 8 <= res.n_resumed < 40 and res.n_resumed % 8 == 0
     whole = embed(clothing_slice, tmp_path / "whole", shard_size=8, batch_size=8, progress=False, cache=False)
     a, b = load_embeddings(out), load_embeddings(tmp_path / "whole")
     assert a.ids.tolist() == b.ids.tolist() and np.allclose(a.matrix, b.matrix, atol=1e-5)
@@ -203,28 +205,28 @@ def test_ray_workers_write_their_shards_to_s3(local_ray, tmp_path: Path):
     df = slice_catalog("clothing-small", 12, tmp_path, stratify="label")
     df.to_csv(tmp_path / "local.csv", index=False)
     with ImageServer(tmp_path) as srv, moto_server() as opts:
-        s3fs.S3FileSystem(**opts).mkdir("shop")
+        s3fs.S3FileSystem(**opts, skip_instance_cache=True).mkdir("rayshop")
         urls = df.assign(image=[f"{srv.url}/img/{p}" for p in df["image"]])
         urls.loc[len(urls)] = {**urls.iloc[0].to_dict(), "id": "gone", "image": f"{srv.url}/404/{df['image'].iloc[0]}"}
         urls.to_csv(tmp_path / "urls.csv", index=False)
         with modes(storage_options=opts):
-            res = embed(tmp_path / "urls.csv", "s3://shop/ray-emb", shard_size=4, batch_size=4, progress=False,
+            res = embed(tmp_path / "urls.csv", "s3://rayshop/ray-emb", shard_size=4, batch_size=4, progress=False,
                         engine="ray", actors=1, fetch=FetchConfig(timeout=5, retries=1, backoff=0.01))
-            assert res.n_embedded == 12 and res.n_failed == 1 and res.out == "s3://shop/ray-emb"
-            fs = s3fs.S3FileSystem(**opts)
-            listed = json.loads(fs.cat_file(f"shop/ray-emb/{PUBLISHED_NAME}"))["files"]
+            assert res.n_embedded == 12 and res.n_failed == 1 and res.out == "s3://rayshop/ray-emb"
+            fs = s3fs.S3FileSystem(**opts, skip_instance_cache=True)
+            listed = json.loads(fs.cat_file(f"rayshop/ray-emb/{PUBLISHED_NAME}"))["files"]
             shards = sorted(f for f in listed if f.startswith("part-"))
             assert shards == [f"part-{i:05d}.parquet" for i in range(4)]
             assert all(f"_quality/{s}" in listed for s in shards)
             from simlabel.remote import _copy_dir  # the driver's working copy, to look inside
 
-            copy = _copy_dir("out", "s3://shop/ray-emb", opts)
+            copy = _copy_dir("out", "s3://rayshop/ray-emb", opts)
             assert not list(copy.glob("part-*.parquet")), "no shard was written by the driver"
-            emb = load_embeddings("s3://shop/ray-emb")
+            emb = load_embeddings("s3://rayshop/ray-emb")
             errors = pd.read_csv(Path(emb.meta["path"]) / "errors.csv")
             assert errors[["id", "reason"]].values.tolist() == [["gone", "http-404"]]
             with pytest.raises(InputError, match="append with engine local"):
-                embed(tmp_path / "urls.csv", "s3://shop/ray-emb", shard_size=4, batch_size=4, progress=False,
+                embed(tmp_path / "urls.csv", "s3://rayshop/ray-emb", shard_size=4, batch_size=4, progress=False,
                       engine="ray", actors=1, append=True)
     embed(tmp_path / "local.csv", tmp_path / "local", shard_size=4, batch_size=4, progress=False, cache=False)
     ref = load_embeddings(tmp_path / "local")

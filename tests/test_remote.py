@@ -29,7 +29,8 @@ def s3():
     import s3fs
 
     with moto_server() as opts:
-        fs = s3fs.S3FileSystem(**opts)
+        # a fresh instance: fsspec keeps one per options, and a server of an earlier test may have had this port
+        fs = s3fs.S3FileSystem(**opts, skip_instance_cache=True)
         fs.mkdir("shop")
         yield opts, fs
 

@@ -458,8 +458,8 @@ def _acquire(folder: RemoteFolder, key: str, wait: bool, ttl: float, poll: float
         except Exception as e:
             if not _precondition_failed(e):
                 raise
-        try:
-            info = folder.fs.info(key)
+        try:  # read afresh (fsspec caches listings; a stale ETag would never match)
+            info = folder.fs.info(key, refresh=True)
             body = json.loads(folder.fs.cat_file(key))
         except FileNotFoundError:
             continue  # released meanwhile: try again
