@@ -147,6 +147,9 @@ def _write_shard(write: dict, name: str, positions: np.ndarray, ids: np.ndarray,
     from simlabel.store import ERRORS_DIR, QUALITY_DIR, errors_csv_text, write_quality, write_shard
 
     parts = [BlockAccessor.for_block(b).to_numpy() for b in blocks]
+    if not parts:  # a shard with no rows
+        parts = [{"pos": np.zeros(0, np.int64), "vector": np.zeros((0, write["dim"]), np.float32),
+                  "reason": np.zeros(0, object), "quality": np.zeros((0, 0), np.float32), "pixel_hash": np.zeros(0, object)}]
     pos = np.concatenate([np.asarray(d["pos"], dtype=np.int64) for d in parts])
     keep = np.flatnonzero(np.isin(pos, positions))
     keep = keep[np.argsort(pos[keep], kind="stable")]
@@ -206,9 +209,9 @@ def run_ray_image_job(*, shards: list[tuple[str, list[int]]], ids: np.ndarray, p
 
         paths = np.asarray(paths, dtype=object)
         # one input block per shard: the blocks that come out hold one shard each, so a writer fetches only its rows
-        blocks = [pd.DataFrame({"pos": np.asarray(pos, dtype=np.int64), "path": paths[pos].astype(str)})
+        blocks = [pd.DataFrame({"pos": np.asarray(pos, dtype=np.int64), "path": paths[np.asarray(pos, dtype=np.int64)].astype(str)})
                   for _, pos in shards if len(pos)]
-        ds = rd.from_pandas(blocks)
+        ds = rd.from_pandas(blocks or [pd.DataFrame({"pos": np.zeros(0, np.int64), "path": np.zeros(0, object)})])
         ds = ds.map_batches(_decode_batch, batch_size=batch_size, batch_format="numpy",
                             fn_kwargs={"draft": draft, "max_pixels": max_pixels, "fetch": fetch,
                                        "storage_options": storage_options})
