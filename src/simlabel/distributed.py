@@ -83,7 +83,7 @@ def _decode_batch(batch: dict, *, draft: int, max_pixels: int, fetch: dict | Non
     for path, fut in zip(paths, futures):
         try:
             data = None if fut is None else fut.result()
-            img, q, h = load_image(path if fut is None else redact(path), max_pixels=max_pixels, draft_size=draft,
+            img, q, h = load_image(path, max_pixels=max_pixels, draft_size=draft,
                                    transform=measure, with_size=True, data=data)
             images.append(img)
             quality.append(q)

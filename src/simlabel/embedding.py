@@ -973,8 +973,7 @@ def _embed_sources(out, cat, ids, common, paths, fetcher, *, image_mode, family,
                     q_found, q_row = qcache.lookup([digest])
                     if found[0] and q_found[0]:
                         return _Cached(vec[0], _quality_record(q_row[0], digest))
-            pixels, (quality, pixels_digest) = load_image(paths[p] if data is None else redact(paths[p]),
-                                                          max_pixels=max_pixels, draft_size=draft, budget=budget,
+            pixels, (quality, pixels_digest) = load_image(paths[p], max_pixels=max_pixels, draft_size=draft, budget=budget,
                                                           transform=measure, with_size=True, data=data)
             return _Fresh(pixels, digest, (quality, digest, pixels_digest))
 

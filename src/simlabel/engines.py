@@ -770,7 +770,6 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
     from simlabel.encoders.base import cpu_flags
     from simlabel.errors import StoreError
     from simlabel.images import DEFAULT_MAX_PIXELS, ImageError, load_image
-    from simlabel.remote import redact
     from simlabel.sources import FetchError, is_remote_source
     from simlabel.store import recorded_engine
 
@@ -830,7 +829,7 @@ def engine_for_store(out: str | os.PathLike, cat: "Catalog", enc: "ImageEncoder"
             break
         try:
             data = fetched[p].result() if p in fetched else None
-            X[len(ids)] = load_image(paths[p] if data is None else redact(paths[p]), max_pixels=max_pixels,
+            X[len(ids)] = load_image(paths[p], max_pixels=max_pixels,
                                      draft_size=enc.image_size, transform=enc.preprocess, data=data)
         except (ImageError, FetchError):
             continue

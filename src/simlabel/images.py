@@ -235,13 +235,7 @@ def load_image(
     if data is not None:
         if not data:
             raise ImageError("empty", name, "no bytes (an empty body)")
-        fh = io.BytesIO(data)
-        try:
-            return _decode(fh, name, max_pixels, draft_size, budget, transform, with_size)
-        except ImageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
-            raise _classify(exc, fh, name) from exc
+        return _decode_classified(io.BytesIO(data), name, max_pixels, draft_size, budget, transform, with_size)
     _check_regular_file(name)
     try:
         # Our own handle (rather than Image.open(path)) guarantees it is closed
@@ -254,12 +248,18 @@ def load_image(
             # Checked on the open handle so a file emptied after the stat above
             # is still reported as empty, not as an unidentifiable image.
             raise ImageError("empty", name, "file is empty (0 bytes)")
-        try:
-            return _decode(fh, name, max_pixels, draft_size, budget, transform, with_size)
-        except ImageError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
-            raise _classify(exc, fh, name) from exc
+        return _decode_classified(fh, name, max_pixels, draft_size, budget, transform, with_size)
+
+
+def _decode_classified(fh: IO[bytes], name: str, max_pixels: int, draft_size: int | None, budget: PixelBudget | None,
+                       transform: Callable[..., Any] | None, with_size: bool) -> Any:
+    """:func:`_decode`, whatever goes wrong turned into the :class:`ImageError` that names it."""
+    try:
+        return _decode(fh, name, max_pixels, draft_size, budget, transform, with_size)
+    except ImageError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - one bad file must never kill a run
+        raise _classify(exc, fh, name) from exc
 
 
 def resize_center_crop(image: Image.Image, size: int, *, mode: str = "center-crop") -> Image.Image:

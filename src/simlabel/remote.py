@@ -55,7 +55,7 @@ from urllib.parse import urlsplit, urlunsplit
 from simlabel.cache import cache_dir
 from simlabel.context import SINGLE_WRITER, STORAGE_OPTIONS, WAIT_FOR_LOCKS
 from simlabel.errors import InputError, LockedError, StoreError
-from simlabel.files import atomic_path, kill_point
+from simlabel.files import atomic_path, exclusive, kill_point
 
 __all__ = [
     "LEASE_NAME",
@@ -293,11 +293,6 @@ class RemoteFolder:
         """List ``files`` (relpath -> :func:`file_info`), put to the store by another process, at the next publish."""
         self._adopted.update(files)
 
-    @property
-    def adopted(self) -> dict[str, dict]:
-        """The files listed without a local copy (see :meth:`adopt`)."""
-        return dict(self._adopted)
-
     def publish(self) -> int:
         """Put the files that changed since the last publish, then the published set; return the files put.
 
@@ -509,36 +504,44 @@ def checkpoint(min_interval: float = 0.0) -> None:
         folder.publish()
 
 
-def destination(path: str | os.PathLike) -> dict | None:
-    """Where another process (a Ray worker) puts files meant for ``path``: ``{"url", "storage_options"}`` when
-    ``path`` lies in this block's staged output (the folder it is published to), else None (write ``path`` itself)."""
+def _staged(path: str | os.PathLike) -> tuple[RemoteFolder, str] | None:
+    """This block's staged output and ``path``'s place in it (``""`` or ``"/sub/name"``), when ``path`` lies in its
+    working copy."""
     folder = _CURRENT.get()
     if folder is None:
         return None
     local, text = str(folder.local), str(path)
     if text != local and not text.startswith(local + os.sep):
         return None
-    return {"url": folder.url + text[len(local):].replace(os.sep, "/"), "storage_options": folder.options}
+    return folder, text[len(local):].replace(os.sep, "/")
+
+
+def destination(path: str | os.PathLike) -> dict | None:
+    """Where another process (a Ray worker) puts files meant for ``path``: ``{"url", "storage_options"}`` when
+    ``path`` lies in this block's staged output (the folder it is published to), else None (write ``path`` itself)."""
+    staged = _staged(path)
+    if staged is None:
+        return None
+    folder, rest = staged
+    return {"url": folder.url + rest, "storage_options": folder.options}
 
 
 def adopt(files: dict[str, dict], at: str | os.PathLike) -> None:
     """List ``files`` (relpath -> :func:`file_info`, relative to the local folder ``at`` of this block's staged
     output), which another process put straight to the store, at the output's next publish."""
-    folder = _CURRENT.get()
-    if folder is not None:
-        under = Path(at).relative_to(folder.local).as_posix()
-        folder.adopt({rel if under == "." else f"{under}/{rel}": info for rel, info in files.items()})
+    staged = _staged(at)
+    if staged is not None:
+        folder, rest = staged
+        folder.adopt({f"{rest}/{rel}".lstrip("/"): info for rel, info in files.items()})
 
 
 def shown(path: str | os.PathLike) -> str:
     """How to name ``path`` to a user: its URL when it lies in this block's staged output, else itself."""
-    folder = _CURRENT.get()
-    text = str(path)
-    if folder is not None:
-        local = str(folder.local)
-        if text == local or text.startswith(local + os.sep):
-            return redact(folder.url) + text[len(local):].replace(os.sep, "/")
-    return text
+    staged = _staged(path)
+    if staged is None:
+        return str(path)
+    folder, rest = staged
+    return redact(folder.url) + rest
 
 
 def local_copy(url: str, options: dict | None = None) -> Path:
@@ -550,8 +553,6 @@ def local_copy(url: str, options: dict | None = None) -> Path:
     StoreError
         Nothing is published at ``url``.
     """
-    from simlabel.files import exclusive
-
     opts = storage_options(options)
     url = url.rstrip("/")
     # a folder inside an output (a store's text/ sub-store) is read through the output that published it

@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 from jinja2 import Environment, select_autoescape
@@ -23,6 +24,9 @@ from simlabel.files import atomic_write_text
 from simlabel.images import ImageError, load_image
 from simlabel.remote import redact
 from simlabel.sources import FetchError, is_remote_source, read_source
+
+if TYPE_CHECKING:
+    from PIL import Image
 
 _TEMPLATE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>{{ title }}</title>
@@ -173,14 +177,22 @@ def figure_html(fig) -> str:
     return f'<img alt="chart" src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}">'
 
 
+def open_image(path: str | os.PathLike, size: int) -> Image.Image:
+    """The image at a path or a URL (fetched here: a page holds its pixels, never the URL, which may be signed),
+    decoded near ``size`` for a thumbnail.
+
+    Raises
+    ------
+    ImageError, FetchError
+        The file cannot be decoded, or the URL fetched.
+    """
+    return load_image(path, draft_size=size, data=read_source(str(path)) if is_remote_source(path) else None)
+
+
 def thumbnail_uri(path: str | os.PathLike, size: int = 112) -> str | None:
-    """A small JPEG data URI of an image, or None when it cannot be read; a URL's image is fetched here (the page
-    holds its pixels, never the URL, which may be signed)."""
+    """A small JPEG data URI of an image (a path or a URL), or None when it cannot be read."""
     try:
-        if is_remote_source(path):
-            img = load_image(redact(str(path)), draft_size=size, data=read_source(str(path)))
-        else:
-            img = load_image(path, draft_size=size)
+        img = open_image(path, size)
     except (ImageError, FetchError):
         return None
     img.thumbnail((size, size))

@@ -7,9 +7,9 @@ import os
 from pathlib import Path
 
 from simlabel.files import atomic_path
-from simlabel.images import ImageError, load_image
-from simlabel.remote import redact
-from simlabel.sources import FetchError, is_remote_source, read_source
+from simlabel.images import ImageError
+from simlabel.report import open_image
+from simlabel.sources import FetchError, is_remote_source
 
 
 class Thumbnails:
@@ -30,10 +30,7 @@ class Thumbnails:
         if out.exists():
             return out
         try:
-            if remote:
-                img = load_image(redact(str(path)), draft_size=size, data=read_source(str(path)))
-            else:
-                img = load_image(path, draft_size=size)
+            img = open_image(path, size)
         except (ImageError, FetchError) as e:
             raise OSError(str(e)) from None
         img.thumbnail((size, size))
