@@ -403,7 +403,9 @@ def test_on_disk_graph_never_loads_the_store_and_equals_exact_search(tmp_path: P
     cfg = GraphConfig(k=7, block_rows=512, on_disk=True, recall_sample=300, index_options={"ivf_nlist": 16, "ivf_nprobe": 16})
     g = build_graph(store, tmp_path / "g", cfg, progress=False)
     assert g.meta["index"] == {"kind": "ivf", "chosen_by": "auto", "ivf_nlist": 16, "ivf_nprobe": 16, "on_disk": True}
-    assert g.ids.tolist() == e.ids.tolist() and g.meta["recall_at_k"] == 1.0 and g.meta["n_blocks"] == 4
+    assert g.ids.tolist() == e.ids.tolist() and g.meta["recall_at_k"] == 1.0
+    assert g.meta["n_blocks"] == 5 == len(list((tmp_path / "g" / "blocks").glob("*.parquet")))  # units of lists, <= 512 rows
+    assert g.meta["tuning"]["nlist"] == 16 and g.meta["tuning"]["nprobe"] == 16
     assert np.array_equal(g.neighbors, exact.neighbors) and np.allclose(g.similarities, exact.similarities, atol=1e-5)
     assert g.fingerprint == exact.fingerprint  # the same provenance as the loaded store's
     assert not (tmp_path / "g" / "index").exists()  # the on-disk lists go once the graph is whole
@@ -420,55 +422,53 @@ def test_on_disk_graph_never_loads_the_store_and_equals_exact_search(tmp_path: P
         build_graph(store, None, GraphConfig(k=5, on_disk=True), progress=False)
 
 
-@pytest.mark.parametrize("stage", ["parts", "blocks"])
+@pytest.mark.parametrize("stage", ["layout", "blocks"])
 def test_a_killed_on_disk_build_resumes(tmp_path: Path, stage: str):
+    """Killed while laying the rows out, or after two blocks: the run again tunes nothing (the plan is kept),
+    keeps the laid-out file and the finished blocks, and gives the graph a fresh build gives."""
     e = _emb(n=1200, clusters=6)
     store = _sharded_store(tmp_path / "emb", e, [500, 500, 200])
-    fn = "_index_part" if stage == "parts" else "_write_block"
-    code = ("import sys\n"
+    target = "simlabel.allpairs.lay_out" if stage == "layout" else "simlabel.graph._write_block"
+    module, fn = target.rsplit(".", 1)
+    code = ("import sys, importlib\n"
             "import simlabel.graph as G\n"
-            f"orig, count = G.{fn}, [0]\n"
+            f"mod = importlib.import_module({module!r})\n"
+            f"orig, count = mod.{fn}, [0]\n"
             "def dying(*a, **k):\n"
+            f"    if {stage == 'layout'}:\n"
+            "        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
             "    orig(*a, **k); count[0] += 1\n"
             "    if count[0] == 2:\n"
             "        import os, signal; os.kill(os.getpid(), signal.SIGKILL)\n"
-            f"G.{fn} = dying\n"
-            "G.build_graph(sys.argv[1], sys.argv[2], G.GraphConfig(k=5, block_rows=300, on_disk=True, "
-            "index_options={'ivf_nlist': 8}), progress=False)\n")
+            f"mod.{fn} = dying\n"
+            "G.build_graph(sys.argv[1], sys.argv[2], G.GraphConfig(k=5, block_rows=300, on_disk=True, recall=0.9), "
+            "progress=False)\n")
     out = tmp_path / "g"
     proc = subprocess.run([sys.executable, "-c", code, str(store), str(out)],
                           env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True, text=True)
     assert proc.returncode == -9, proc.stderr[-1500:]
-    kept = sorted((out / "index").glob("part-*.faiss")) if stage == "parts" else sorted((out / "blocks").glob("*.parquet"))
-    assert len(kept) == 2
+    assert (out / "index" / "centroids.npy").exists() and (out / "index" / "tuning.json").exists()
+    kept = sorted((out / "blocks").glob("*.parquet"))
+    assert len(kept) == (0 if stage == "layout" else 2)
+    assert (out / "index" / "lists.npy").exists() == (stage == "blocks")
     mtimes = {p: p.stat().st_mtime_ns for p in kept}
-    trained = (out / "index" / "trained.faiss").stat().st_mtime_ns
     with pytest.raises(StoreError, match="still being built"):
         load_graph(out)
-    if stage == "blocks":
-        assert (out / "index" / "lists.faiss").exists()  # merged before the first block: reused, not rebuilt
-    import simlabel.graph
-    import simlabel.index
+    import simlabel.allpairs
 
-    calls: dict[str, list] = {"train": [], "parts": []}
-    orig_train, orig_part = simlabel.index.train_ivf_file, simlabel.graph._index_part
-    simlabel.index.train_ivf_file = lambda *a, **k: calls["train"].append(a) or orig_train(*a, **k)
-    simlabel.graph._index_part = lambda *a, **k: calls["parts"].append(a[3]) or orig_part(*a, **k)
+    calls = []
+    orig = simlabel.allpairs.plan_ivf
+    simlabel.allpairs.plan_ivf = lambda *a, **k: calls.append(a) or orig(*a, **k)
     try:
-        g = build_graph(store, out, GraphConfig(k=5, block_rows=300, on_disk=True, index_options={"ivf_nlist": 8}),
-                        progress=False)
+        g = build_graph(store, out, GraphConfig(k=5, block_rows=300, on_disk=True, recall=0.9), progress=False)
     finally:
-        simlabel.index.train_ivf_file, simlabel.graph._index_part = orig_train, orig_part
-    assert calls["train"] == []  # the trained index was kept, not trained again
-    # only the parts the killed run had not written are built (rows 600.., 900..); none once merged
-    assert calls["parts"] == ([600, 900] if stage == "parts" else [])
-    assert g.meta["state"] == "complete"
-    fresh = build_graph(store, tmp_path / "fresh", GraphConfig(k=5, block_rows=300, on_disk=True,
-                        index_options={"ivf_nlist": 8}), progress=False)
-    assert np.array_equal(g.neighbors, fresh.neighbors)
-    if stage == "blocks":
-        assert {p: p.stat().st_mtime_ns for p in kept} == mtimes  # finished blocks not redone
-    assert (out / "graph.json").stat().st_mtime_ns > trained
+        simlabel.allpairs.plan_ivf = orig
+    assert calls == []  # the plan was kept, not tuned again
+    assert g.meta["state"] == "complete" and not (out / "index").exists()
+    fresh = build_graph(store, tmp_path / "fresh", GraphConfig(k=5, block_rows=300, on_disk=True, recall=0.9),
+                        progress=False)
+    assert np.array_equal(g.neighbors, fresh.neighbors) and g.meta["tuning"] == fresh.meta["tuning"]
+    assert {p: p.stat().st_mtime_ns for p in kept} == mtimes  # finished blocks not redone
 
 
 def test_cli_graph_on_disk(tmp_path: Path):
@@ -481,7 +481,7 @@ def test_cli_graph_on_disk(tmp_path: Path):
     res = CliRunner().invoke(app, ["graph", str(store), "--k", "5", "--out", str(tmp_path / "g"), "--on-disk",
                                    "--nlist", "8", "--nprobe", "8", "--block-rows", "200", "--no-progress"])
     assert res.exit_code == 0, res.output
-    assert "k = 5 graph of 600 rows (ivf, chosen by auto, lists on disk; recall@5 1.000" in " ".join(res.output.split())
+    assert "k = 5 graph of 600 rows (ivf join: 8 lists, 8 probed, chosen by auto, lists on disk; recall@5 1.000" in " ".join(res.output.split())
     res = CliRunner().invoke(app, ["graph", str(store), "--k", "5", "--out", str(tmp_path / "h"), "--on-disk",
                                    "--index", "hnsw"])
     assert res.exit_code == 1 and "on_disk builds an IVF index" in res.output
@@ -543,3 +543,182 @@ def test_update_of_an_ivf_graph_measures_its_recall(tmp_path: Path) -> None:
     assert up.meta["new_rows"] == 100 and 0.5 < up.meta["recall_at_k"] <= 1.0 and up.meta["recall_sample"] == 300
     exact = build_graph(e, config=GraphConfig(k=10, index="flat", recall_sample=0), progress=False)
     assert (up.neighbors[1900:] == exact.neighbors[1900:]).all()  # the new rows' lists are exact
+
+
+def _clustered(n: int, d: int, clusters: int, noise: float, seed: int) -> Embeddings:
+    rng = np.random.default_rng(seed)
+    centres = rng.normal(size=(clusters, d))
+    X = (centres[rng.integers(0, clusters, n)] + noise * rng.normal(size=(n, d))).astype(np.float32)
+    X /= np.linalg.norm(X, axis=1, keepdims=True)
+    return Embeddings(np.array([f"i{j}" for j in range(n)], dtype=object), X, {"path": "mem", "model": "test"})
+
+
+def _exact_all(e: Embeddings, k: int) -> np.ndarray:
+    S = e.matrix @ e.matrix.T
+    np.fill_diagonal(S, -np.inf)
+    return np.argsort(-S, axis=1, kind="stable")[:, :k]
+
+
+@settings(max_examples=12, deadline=None, derandomize=True)
+@given(n=st.integers(1500, 5000), k=st.integers(1, 15), target=st.sampled_from([0.8, 0.9, 0.95]),
+       kind=st.sampled_from(["ivf", "hnsw"]), seed=st.integers(0, 10_000))
+def test_the_tuned_graph_meets_its_recall_on_every_row(n, k, target, kind, seed):
+    """The index tuned on 300 rows reaches the target on all the others (0.02 below: five standard errors of a
+    300-row sample from its own lower bound), and what it records of a fresh sample is that recall."""
+    from simlabel.index import recall_at_k
+
+    e = _clustered(n, 12, 20, 0.6, seed)
+    g = build_graph(e, None, GraphConfig(k=k, recall=target, index=kind, tune_sample=300, recall_sample=400, seed=seed),
+                    progress=False)
+    exact = _exact_all(e, k)
+    tuned_on = np.zeros(n, dtype=bool)
+    rng = np.random.default_rng(seed + 1)
+    tuned_on[rng.choice(n, size=300, replace=False)] = True
+    whole = recall_at_k(g.neighbors[~tuned_on].astype(np.int64), exact[~tuned_on])
+    assert whole >= target - 0.02, (whole, g.meta["tuning"])
+    assert abs(g.meta["recall_at_k"] - recall_at_k(g.neighbors.astype(np.int64), exact)) < 0.05
+    assert (g.neighbors != np.arange(n)[:, None]).all() and g.meta["recall_target"] == target
+    tuning = g.meta["tuning"]
+    assert tuning["tuned_recall_low"] >= target or tuning.get("nprobe") == tuning.get("nlist") or tuning.get("ef_search") == 4096
+
+
+def test_tuning_by_hand_cheaper_settings_for_lower_targets_and_exact_at_one(tmp_path: Path):
+    """On clustered rows a lower target probes fewer lists; the cost model's trials are recorded; recall 1 is exact
+    (auto: flat; ivf: every list probed), equal to the exact graph; the CLI takes --recall."""
+    from typer.testing import CliRunner
+
+    from simlabel.cli import app
+    from simlabel.store import write_shard
+
+    e = _clustered(8000, 16, 40, 0.5, 0)
+    low = build_graph(e, None, GraphConfig(k=10, recall=0.8), progress=False)
+    high = build_graph(e, None, GraphConfig(k=10, recall=0.99), progress=False)
+    assert low.meta["index"]["kind"] == high.meta["index"]["kind"] == "ivf"  # auto above GRAPH_FLAT_MAX rows
+    assert low.meta["tuning"]["nprobe"] < high.meta["tuning"]["nprobe"] < high.meta["tuning"]["nlist"]
+    assert 0.8 <= low.meta["recall_at_k"] < high.meta["recall_at_k"] and high.meta["recall_at_k"] >= 0.98
+    assert all({"nlist", "nprobe", "recall", "recall_low", "cost"} <= set(t) for t in high.meta["tuning"]["trials"])
+    exact = build_graph(e, None, GraphConfig(k=10, recall=1.0), progress=False)
+    assert exact.meta["index"]["kind"] == "flat" and exact.meta["recall_at_k"] == 1.0
+    joined = build_graph(e, None, GraphConfig(k=10, recall=1.0, index="ivf"), progress=False)
+    assert joined.meta["tuning"]["nprobe"] == joined.meta["tuning"]["nlist"]
+    assert np.array_equal(joined.neighbors, exact.neighbors) and np.allclose(joined.similarities, exact.similarities, atol=1e-5)
+    (tmp_path / "emb").mkdir()
+    write_shard(tmp_path / "emb" / "part-00000.parquet", e.ids, e.matrix, {"model": "test"})
+    res = CliRunner().invoke(app, ["graph", str(tmp_path / "emb"), "--k", "10", "--recall", "0.9", "--out",
+                                   str(tmp_path / "g"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    said = " ".join(res.output.split())
+    nl, npr = load_graph(tmp_path / "g").meta["tuning"]["nlist"], load_graph(tmp_path / "g").meta["tuning"]["nprobe"]
+    assert f"(ivf join: {nl} lists, {npr} probed, chosen by auto; recall@10" in said and "target 0.9" in said
+    res = CliRunner().invoke(app, ["graph", str(tmp_path / "emb"), "--recall", "1.5", "--out", str(tmp_path / "h")])
+    assert res.exit_code == 1 and "recall" in res.output
+    # a folder holding an exact graph of these rows serves a lower target as it is; an approximate one a higher not
+    build_graph(tmp_path / "emb", tmp_path / "exact", GraphConfig(k=10, recall=1.0), progress=False)
+    again = build_graph(tmp_path / "emb", tmp_path / "exact", GraphConfig(k=10, recall=0.9), progress=False)
+    assert again.meta["index"]["kind"] == "flat" and again.meta["recall_target"] == 1.0
+    with pytest.raises(StoreError, match="holds a graph of other options"):
+        build_graph(tmp_path / "emb", tmp_path / "g", GraphConfig(k=10, recall=0.999), progress=False)
+
+
+def test_rows_of_a_small_far_list_are_mended_by_exact_search(tmp_path: Path, monkeypatch):
+    """Eight rows far from the rest, a list of their own (the plan's lists: the cluster centres and theirs): with
+    one probe they find 7 neighbours of the 10 asked, so they are searched exactly, and the block holding them
+    is written again."""
+    import simlabel.allpairs
+    from simlabel.allpairs import IvfPlan, unit
+
+    centres = np.random.default_rng(1).normal(size=(10, 16))  # those of _clustered(.., 10, .., seed 1)
+    far = np.random.default_rng(0).normal(size=(8, 16)) * 0.05 + 10 * np.eye(16)[0]
+    X = unit(np.concatenate([_clustered(3000, 16, 10, 0.5, 1).matrix, far]))
+    e = Embeddings(np.array([f"i{j}" for j in range(len(X))], dtype=object), X, {"path": "mem", "model": "test"})
+    plan = IvfPlan(unit(np.concatenate([centres, np.eye(16)[:1]])), nprobe=1, tuned_recall=0.0, tuned_recall_low=0.0)
+    monkeypatch.setattr(simlabel.allpairs, "plan_ivf", lambda *a, **k: plan)
+    g = build_graph(e, tmp_path / "g", GraphConfig(k=10, index="ivf"), progress=False)
+    assert g.meta["rows_searched_exactly"] == 8 and (g.neighbors >= 0).all()
+    exact = _exact_all(e, 10)
+    assert np.array_equal(np.sort(g.neighbors[-8:], 1), np.sort(exact[-8:], 1))
+    assert np.array_equal(load_graph(tmp_path / "g").neighbors, g.neighbors)  # the blocks on disk hold them mended
+
+
+def test_methods_given_a_graph_read_no_vector_and_give_the_output_of_the_queries(tmp_path: Path, monkeypatch):
+    """augment, propagate (both methods), suspects and select on a graph folder whose store was deleted: the
+    labels, steps and via of augment, and the distributions of propagate and spread (within 1e-6), are those the
+    same methods give with the vectors loaded and the neighbours searched exactly (what they gave before)."""
+    import shutil
+
+    import simlabel.graph
+    import simlabel.store
+    from simlabel.labels.augment import augment
+    from simlabel.labels.propagate import propagate
+    from simlabel.labels.suspects import SuspectsConfig, find_suspects
+    from simlabel.selection import SelectConfig, select_items
+    from simlabel.store import write_shard
+
+    e = _clustered(1500, 16, 8, 0.6, 2)
+    store = tmp_path / "emb"
+    store.mkdir()
+    write_shard(store / "part-00000.parquet", e.ids[:700], e.matrix[:700], {"model": "test"})
+    write_shard(store / "part-00001.parquet", e.ids[700:], e.matrix[700:], {"model": "test"})
+    graph = tmp_path / "g"
+    build_graph(store, graph, GraphConfig(k=8, recall=1.0), progress=False)
+    cluster = np.argmax(e.matrix @ np.linalg.qr(np.random.default_rng(0).normal(size=(16, 16)))[0][:, :2], axis=1)
+    rng = np.random.default_rng(1)
+    seeds = pd.DataFrame({"id": e.ids[rng.choice(1500, 60, replace=False)]})
+    seeds["label"] = np.where(cluster[pd.Index(e.ids).get_indexer(seeds["id"])] == 0, "a", "b")
+    noisy = pd.DataFrame({"id": e.ids, "label": np.where(cluster == 0, "a", "b")})
+    noisy.loc[rng.random(1500) < 0.1, "label"] = "a"
+    # what the methods give with the vectors, their neighbours by exact queries
+    ref = {"augment": augment(e, seeds, k=8, index_kind="flat"),
+           "iterate": propagate(e, seeds, k=8, steps=4, index_kind="flat"),
+           "spread": propagate(e, seeds, k=8, method="spread", index_kind="flat"),
+           "suspects": find_suspects(e, noisy, SuspectsConfig(k=8, index="flat"))}
+    shutil.rmtree(store)
+
+    def refuse(*a, **k):
+        raise AssertionError("a method given a graph opened the embedding store")
+
+    for module, name in ((simlabel.store, "load_embeddings"), (simlabel.store, "open_store"),
+                         (simlabel.graph, "open_store"), (simlabel.graph, "as_embeddings")):
+        monkeypatch.setattr(module, name, refuse)
+    got = augment(None, seeds, k=8, graph=graph)
+    for col in ("id", "label", "step", "via"):
+        assert got.labels[col].tolist() == ref["augment"].labels[col].tolist()
+    assert got.summary["neighbours"]["source"] == "graph"
+    for method in ("iterate", "spread"):
+        made = propagate(None, seeds, k=8, steps=4, method=method, graph=graph)
+        assert np.abs(made.result.distribution - ref[method].result.distribution).max() < 1e-6
+        assert made.labels["label"].tolist() == ref[method].labels["label"].tolist()
+    sus = find_suspects(None, noisy, SuspectsConfig(k=8), graph=graph)
+    assert sus.suspects["id"].tolist() == ref["suspects"].suspects["id"].tolist() and len(sus.suspects)
+    chosen = select_items(None, 10, SelectConfig(strategy="random"), labels=seeds, graph=graph)
+    # the labelled neighbours shown are those among each row's graph neighbours (no exact search without the store)
+    shown = [i for cell in chosen.labels["neighbor_ids"] for i in cell.split("|") if i]
+    assert len(chosen.labels) == 10 and shown and set(shown) <= set(seeds["id"])
+    with pytest.raises(InputError, match="needs the vectors"):  # TypiClust's k-means cannot run on a graph alone
+        select_items(None, 10, SelectConfig(strategy="typiclust"), graph=graph)
+
+
+def test_a_store_given_beside_its_graph_is_checked_by_its_footers(tmp_path: Path, monkeypatch):
+    """The folder the graph was built from is accepted without reading its ids or vectors; a store that grew
+    since (another row count) is read for its ids and refused with the update command."""
+    import simlabel.graph
+    import simlabel.store
+    from simlabel.labels.augment import augment
+    from simlabel.store import write_shard
+
+    e = _emb(n=400)
+    store = tmp_path / "emb"
+    store.mkdir()
+    write_shard(store / "part-00000.parquet", e.ids, e.matrix, {"model": "test"})
+    graph = build_graph(store, tmp_path / "g", GraphConfig(k=5), progress=False)
+    seeds = pd.DataFrame({"id": ["i0", "i1"], "label": ["x", "y"]})
+    with monkeypatch.context() as m:
+        for module, name in ((simlabel.store, "load_embeddings"), (simlabel.store, "open_store"),
+                             (simlabel.graph, "open_store"), (simlabel.graph, "as_embeddings")):
+            m.setattr(module, name, lambda *a, **k: (_ for _ in ()).throw(AssertionError("read the store")))
+        assert len(augment(store, seeds, k=5, graph=tmp_path / "g").labels) > 2
+    more = _emb(n=30, seed=9)
+    write_shard(store / "part-00001.parquet", np.array([f"new{j}" for j in range(30)], dtype=object), more.matrix,
+                {"model": "test"})
+    with pytest.raises(InputError, match="the store grew from 400 to 430 rows"):
+        augment(store, seeds, k=5, graph=graph)

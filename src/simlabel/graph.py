@@ -1,19 +1,26 @@
-"""The k-NN graph: built once, in row blocks, resumable, and reused by every label method.
+"""The k-NN graph: built once, at the recall asked for, in blocks, resumable, and reused by every label method.
 
 A graph over an embedding store holds, for each row, its ``k`` nearest neighbours by cosine
 similarity (itself excluded), best first; ties are broken by the neighbour's row position
-(lower first), so one store and one ``k`` always give one graph.
+(lower first), so one store, one ``k`` and one index setting always give one graph. The
+index is exact (``flat``) for small stores or ``recall=1``, and above an IVF join
+(:mod:`simlabel.allpairs`) tuned on a sample to the cheapest lists and probes whose
+recall@k reaches ``GraphConfig.recall`` (0.95 by default); the recall measured afterwards
+on a fresh sample is recorded.
 
 Folder layout (``GRAPH_DIR``)::
 
-    graph.json              format, k, index kind and parameters, the embeddings' fingerprint,
-                            block size, measured recall@k against exact search on a sample,
+    graph.json              format, k, index kind and parameters, the recall asked for and the
+                            tuning that reached it, the embeddings' fingerprint, block size,
+                            measured recall@k against exact search on a fresh sample,
                             state ("building" until the last block is in, then "complete")
     ids.parquet             the row ids, in the store's order (neighbours are int32 positions)
-    blocks/part-NNNNN.parquet   rows [start, start + block): ``row`` int64, ``neighbors``
-                            fixed-size list<int32>, ``similarities`` fixed-size list<float32>
-    index.faiss (+ sidecars)    the index the blocks were queried from (so a resumed build does
-                            not train it again); removed when the graph is complete
+    blocks/part-NNNNN.parquet   a block of rows (a range of rows, or the rows of a range of IVF
+                            lists): ``row`` int64 (ascending), ``neighbors`` fixed-size
+                            list<int32>, ``similarities`` fixed-size list<float32>
+    index.faiss (+ sidecars), index/   while building: the index or the join's plan
+                            (``centroids.npy``, ``tuning.json``; ``lists.npy`` with ``on_disk``),
+                            so a resumed build neither trains nor tunes again; removed when complete
 
 Each block is written atomically, so a killed build resumes at the first missing block.
 :class:`KnnGraph` answers ``knn_positions(positions, k)`` like a
@@ -26,7 +33,7 @@ queries.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -36,10 +43,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from simlabel.checks import one_of, positive_int
+from simlabel.checks import in_range, one_of, positive_int
 from simlabel.errors import ConfigError, InputError, MissingIdsError, StoreError
 from simlabel.files import atomic_dir, atomic_path, atomic_write_json, exclusive, read_json, run_record
-from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches
+from simlabel.index import IndexConfig, NeighborIndex, Neighbors, auto_kind, check_index_matches, recall_at_k
 from simlabel.progress import task
 from simlabel.remote import checkpoint, is_url, local_copy, writes_to_url
 from simlabel.store import Embeddings, StoreRows, as_embeddings, grew_into, open_store
@@ -48,13 +55,17 @@ if TYPE_CHECKING:
     import scipy.sparse
 
 __all__ = [
-    "GraphConfig", "KnnGraph", "NeighbourSource", "build_graph", "load_graph", "neighbour_source", "neighbours_among",
-    "neighbours_for", "neighbours_within", "sort_rows",
+    "GRAPH_FLAT_MAX", "GraphConfig", "GraphRows", "KnnGraph", "NeighbourSource", "build_graph", "graph_kind",
+    "graph_rows", "load_graph",
+    "neighbour_source", "neighbours_among", "neighbours_for", "neighbours_within", "sort_rows",
 ]
 
 FORMAT = "simlabel.graph"
 FORMAT_VERSION = 1
 META = "graph.json"
+#: up to this many rows ``auto`` searches exactly: there the exact product (``n^2 d``) costs about what
+#: tuning an IVF join and measuring its recall do (``(tune_sample + recall_sample) n d``)
+GRAPH_FLAT_MAX = 5000
 
 
 @dataclass
@@ -62,13 +73,18 @@ class GraphConfig:
     """How a graph is built."""
 
     k: int = 50
-    #: ``flat`` (exact), ``ivf``, ``hnsw`` or ``auto`` (:func:`simlabel.index.auto_kind`: exact up to
-    #: ``AUTO_FLAT_MAX`` rows, IVF above)
+    #: the recall@k to reach, in ``(0, 1]``: the index is tuned to the cheapest setting that reaches it on
+    #: ``tune_sample`` rows (``1.0``: exact search)
+    recall: float = 0.95
+    #: ``flat`` (exact), ``ivf`` (the IVF join of :mod:`simlabel.allpairs`), ``hnsw`` or ``auto``
+    #: (:func:`graph_kind`: exact up to ``GRAPH_FLAT_MAX`` rows or for ``recall=1``, the IVF join above)
     index: str = "auto"
     #: rows queried (and written) per block: memory is bounded by ``block_rows * k``
     block_rows: int = 65536
-    #: rows whose neighbours are checked against exact search for the recorded recall@k
+    #: rows whose neighbours are checked against exact search for the recorded recall@k (none of the tuning rows)
     recall_sample: int = 1000
+    #: rows whose exact neighbours tune the index to ``recall`` (IVF lists and probes, HNSW ``efSearch``)
+    tune_sample: int = 500
     seed: int = 0
     threads: int | None = None
     index_options: dict = field(default_factory=dict)
@@ -77,9 +93,8 @@ class GraphConfig:
     engine: str = "local"
     #: Ray cluster for ``engine="ray"`` (``auto``, ``HOST:PORT``; default a local Ray)
     address: str | None = None
-    #: an index larger than memory: IVF trained on a sample, filled block by block from the
-    #: store's shards (in parallel on Ray) and merged into inverted lists on disk, memory-mapped;
-    #: the vectors are read from the store one block at a time and never loaded whole
+    #: a store larger than memory: the IVF join's rows laid out list by list in a memory-mapped file
+    #: under ``out/index`` instead of memory (the store is read block by block in both)
     on_disk: bool = False
 
     def __post_init__(self) -> None:
@@ -88,6 +103,8 @@ class GraphConfig:
         one_of(self.index, ("auto", "flat", "ivf", "hnsw"), "index")
         positive_int(self.block_rows, "block_rows")
         positive_int(self.recall_sample, "recall_sample", minimum=0)
+        positive_int(self.tune_sample, "tune_sample")
+        in_range(self.recall, "recall", 0.0, 1.0, lo_open=True)
         positive_int(self.threads, "threads", allow_none=True)
         if self.on_disk and self.index not in ("auto", "ivf"):
             raise ConfigError(f"on_disk builds an IVF index; index={self.index!r} keeps its vectors in memory "
@@ -106,19 +123,29 @@ def sort_rows(neighbors: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarr
     return nb, sim
 
 
+def knn_csr(neighbors: np.ndarray, values: np.ndarray, n: int | None = None) -> scipy.sparse.csr_matrix:
+    """The ``(n, n)`` sparse matrix holding ``values[i, j]`` at ``(i, neighbors[i, j])`` (``-1`` skipped),
+    built straight from the rows (no sort: a row's entries stay in the graph's order)."""
+    import scipy.sparse as sp
+
+    nb = np.asarray(neighbors)
+    n = nb.shape[0] if n is None else n
+    ok = nb >= 0
+    indptr = np.zeros(n + 1, dtype=np.int64)
+    indptr[1:nb.shape[0] + 1] = np.cumsum(ok.sum(axis=1))
+    indptr[nb.shape[0] + 1:] = indptr[nb.shape[0]]
+    # boolean indexing walks the rows in order, so each row's entries land in its slice of indptr
+    m = sp.csr_matrix((np.asarray(values)[ok], nb[ok].astype(np.int32), indptr), shape=(n, n))
+    m.sort_indices()  # canonical: scipy's elementwise max and transpose are several times faster on it
+    return m
+
+
 def similarity_affinity(neighbors: np.ndarray, similarities: np.ndarray, n: int | None = None, *, power: float = 1.0,
                         symmetric: bool = True, combine: str = "max", dtype=np.float64) -> scipy.sparse.csr_matrix:
     """``W[i, j] = max(s_ij, 0) ** power`` for ``j`` among row ``i``'s neighbours (``-1``: skipped), ``(n, n)``;
     ``symmetric``: ``max(W, W^T)`` (``combine="max"``) or ``(W + W^T) / 2`` (``"mean"``)."""
-    import scipy.sparse as sp
-
-    neighbors = np.asarray(neighbors, dtype=np.int64)
-    n = neighbors.shape[0] if n is None else n
-    rows = np.repeat(np.arange(neighbors.shape[0], dtype=np.int64), neighbors.shape[1])
-    cols = neighbors.ravel()
-    ok = cols >= 0
-    vals = np.maximum(np.asarray(similarities, dtype=dtype).ravel()[ok], 0.0) ** power
-    w = sp.csr_matrix((vals.astype(dtype), (rows[ok], cols[ok])), shape=(n, n))
+    vals = np.maximum(np.asarray(similarities, dtype=dtype), 0.0) ** power
+    w = knn_csr(neighbors, vals.astype(dtype, copy=False), n)
     if not symmetric:
         return w
     one_of(combine, ("max", "mean"), "combine")
@@ -206,8 +233,8 @@ class KnnGraph:
     def positions_of(self, ids: Sequence[str]) -> np.ndarray:
         """The row positions of ``ids``, in the order asked."""
         if self._pos is None:
-            self._pos = pd.Index(self.ids.astype(str))
-        pos = self._pos.get_indexer(np.asarray(ids).astype(str))
+            self._pos = pd.Index(self.ids, dtype=object)  # object: an Arrow string index converts each id on lookup
+        pos = self._pos.get_indexer(pd.Index([str(i) for i in ids], dtype=object))
         if (pos < 0).any():
             missing = np.asarray(ids)[pos < 0]
             raise MissingIdsError([str(i) for i in missing], f"the graph {self.meta.get('path', '(in memory)')}",
@@ -289,13 +316,15 @@ class KnnGraph:
 
 
 def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, k: int,
-                     vectors: np.ndarray | None = None) -> Neighbors:
+                     vectors: np.ndarray | Callable[[], np.ndarray] | None = None) -> Neighbors:
     """The ``k`` nearest *allowed* rows of each query row (e.g. training rows of test rows), from the graph.
 
     Each query keeps its graph neighbours that are allowed, best first; a query whose graph row
     holds fewer than ``k`` allowed neighbours is answered by exact search among the allowed rows
-    (``vectors``: the store's matrix), so the answer is the one a query over the allowed rows
-    would give (for an exact graph; ties aside). Returns positions into the graph's rows.
+    (``vectors``: the store's matrix, or a function loading it, called only then), so the answer is the
+    one a query over the allowed rows would give (for an exact graph; ties aside); where that function
+    returns ``None`` (a graph given without its store) such a row keeps the allowed neighbours the graph
+    holds, ``-1`` after them. Returns positions into the graph's rows.
     """
     allowed = np.asarray(allowed, dtype=bool)
     q = np.asarray(queries, dtype=np.int64)
@@ -311,7 +340,12 @@ def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, 
         if vectors is None:
             raise InputError(f"{int(short.sum())} rows have fewer than {k} allowed neighbours in the graph; "
                              "pass the vectors to query them")
-        nb_k[short], sim_k[short] = _exact_neighbours(vectors, np.flatnonzero(allowed), q[short], k)
+        X = vectors() if callable(vectors) else vectors
+        if X is None:  # the graph alone (no store given): those rows keep the allowed neighbours it holds
+            nb_k = np.where(np.take_along_axis(ok, order, axis=1)[:, :k], nb_k, -1)
+            sim_k = np.where(nb_k >= 0, sim_k, -np.inf).astype(np.float32)
+        else:
+            nb_k[short], sim_k[short] = _exact_neighbours(X, np.flatnonzero(allowed), q[short], k)
     return Neighbors(nb_k, sim_k)
 
 
@@ -336,6 +370,117 @@ def neighbours_within(graph: KnnGraph, rows: np.ndarray, k: int, vectors: np.nda
 
 
 # -- the one neighbour resolver ------------------------------------------------------------------
+
+
+class GraphRows:
+    """The rows a label method works on when it is handed a graph: the graph's ids and the provenance
+    of the store it was built from, read from the graph folder; the vectors are read only if the method
+    asks for them (``matrix``, ``rows``: exact search for a row with too few allowed neighbours, a model's
+    features), from ``emb``.
+
+    Made by :func:`graph_rows`. It answers ``ids``, ``positions``, ``has``, ``source``, ``fingerprint``
+    and ``space`` as :class:`~simlabel.store.Embeddings` does.
+    """
+
+    def __init__(self, graph: KnnGraph, emb: str | os.PathLike | Embeddings | None = None) -> None:
+        self.graph = graph
+        self.ids = graph.ids
+        self._emb = emb
+        self._loaded: Embeddings | None = emb if isinstance(emb, Embeddings) else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __repr__(self) -> str:
+        return f"GraphRows({len(self):,} rows of {self.source})"
+
+    @property
+    def source(self) -> str:
+        return str(self.graph.meta.get("embeddings") or self.graph.meta.get("path") or "the graph's embeddings")
+
+    @property
+    def fingerprint(self) -> str | None:
+        return self.graph.fingerprint
+
+    @property
+    def space(self) -> str | None:
+        return self.graph.meta.get("space")
+
+    def positions(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        return self.graph.positions_of(ids).astype(np.int64)
+
+    def has(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
+        self.graph.positions_of([])  # builds the lookup once
+        return self.graph._pos.get_indexer(pd.Index([str(i) for i in ids], dtype=object)) >= 0
+
+    @property
+    def has_vectors(self) -> bool:
+        """Whether the store was given (so its vectors can be read when asked)."""
+        return self._emb is not None
+
+    def embeddings(self) -> Embeddings:
+        """The store's vectors, loaded on first use (and checked against the graph)."""
+        if self._loaded is None:
+            if self._emb is None:
+                raise InputError(f"this needs the vectors of {self.source}, not only its graph: pass `emb`")
+            self._loaded = as_embeddings(self._emb)
+            self.graph.check_matches(self._loaded)
+        return self._loaded
+
+    @property
+    def matrix(self) -> np.ndarray:
+        return self.embeddings().matrix
+
+    def rows(self, ids: Sequence[str] | np.ndarray, missing: str = "raise") -> Embeddings:
+        return self.embeddings().rows(ids, missing=missing)
+
+
+def graph_rows(emb: str | os.PathLike | Embeddings | None, graph: str | os.PathLike | KnnGraph | None
+               ) -> tuple[Embeddings | GraphRows, KnnGraph | None]:
+    """The rows a label method works on, and its graph: with a graph, :class:`GraphRows` (the store's
+    vectors left unread); without, the loaded embeddings.
+
+    With a graph, ``emb`` may be ``None`` (the graph records which store it was built from): no vector is then
+    read, and where a method asks for the neighbours among a subset (the labelled items, a sample), a row
+    whose graph row holds fewer than ``k`` of them keeps those it holds instead of an exact search. Given as a
+    folder, it is checked without reading its vectors: its row count (from the shards' footers) and space,
+    and its path against the graph's record; only where these differ are its ids read and compared (the
+    refusal of :meth:`KnnGraph.check_matches`, which names a store that grew since). Loaded embeddings are
+    compared by their ids.
+
+    Raises
+    ------
+    InputError
+        Neither given; a graph of other embeddings.
+    """
+    if graph is None:
+        if emb is None:
+            raise InputError("give the embeddings (`emb`) or a graph of them (`graph`)")
+        return as_embeddings(emb), None
+    g = as_graph(graph)
+    if isinstance(emb, Embeddings):
+        g.check_matches(emb)
+    elif emb is not None and not _same_store(g, emb):
+        g.check_matches(open_store(emb))  # the ids only, never the vectors
+    return GraphRows(g, emb), g
+
+
+def _same_store(graph: KnnGraph, emb: str | os.PathLike) -> bool:
+    """Whether the folder ``emb`` is the one ``graph`` was built from, as far as its footers tell: the same
+    path, row count and space (an appended or re-embedded store differs in one of them)."""
+    from simlabel.store import embedding_space, list_shards, read_metadata, readable
+
+    recorded = graph.meta.get("embeddings")
+    folder = readable(emb)
+    if recorded is None or is_url(recorded) or Path(recorded).resolve() != Path(folder).resolve():
+        return False
+    shards = list_shards(folder)
+    if not shards:
+        return False
+    n = sum(pq.ParquetFile(s).metadata.num_rows for s in shards)
+    dim = pq.ParquetFile(shards[0]).schema_arrow.field("embedding").type.list_size
+    return n == len(graph) and embedding_space(read_metadata(folder), dim) == graph.meta.get("space")
+
 
 
 class NeighbourSource:
@@ -364,7 +509,7 @@ class NeighbourSource:
         return f"NeighbourSource(k={self.k}, {self.summary})"
 
 
-def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *,
+def neighbour_source(emb: str | os.PathLike | Embeddings | GraphRows | np.ndarray | None, k: int, *,
                      among: np.ndarray | None = None,
                      graph: str | os.PathLike | KnnGraph | None = None,
                      index: str | os.PathLike | NeighborIndex | None = None,
@@ -375,7 +520,9 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
     ----------
     emb
         The embeddings (a store folder, loaded :class:`~simlabel.store.Embeddings`, or a plain
-        ``(n, d)`` matrix for the numerical cores).
+        ``(n, d)`` matrix for the numerical cores). With a ``graph`` it may be ``None`` or
+        :class:`GraphRows`: the neighbours are then read from the graph and the vectors only where
+        exact search is needed, and never without the store (:func:`graph_rows`).
     k
         Neighbours per query row.
     among
@@ -432,7 +579,14 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
     if graph is not None and index is not None:
         raise InputError("give either `graph` or `index`, not both: a graph already holds the neighbours")
     plain = isinstance(emb, np.ndarray)
-    e = None if plain else as_embeddings(emb)
+    if plain:
+        e = None
+    elif isinstance(emb, GraphRows):
+        e = emb
+    elif graph is not None:
+        e, graph = graph_rows(emb, graph)  # the graph's rows: the vectors are read only if a query needs them
+    else:
+        e = as_embeddings(emb)
     X = emb if plain else None
     n = len(emb) if plain else len(e.ids)
     allowed_pos = None if among is None else np.asarray(among, dtype=np.int64)
@@ -450,7 +604,9 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
             return nb
         return Neighbors(np.where(nb.neighbors >= 0, member[np.maximum(nb.neighbors, 0)], -1), nb.similarities)
 
-    def vectors() -> np.ndarray:
+    def vectors() -> np.ndarray | None:
+        if isinstance(e, GraphRows) and not e.has_vectors:
+            return None  # a graph alone: rows short of allowed neighbours keep what the graph holds
         return X if plain else e.matrix
 
     if graph is not None:
@@ -458,7 +614,7 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
         if plain:
             if len(g) != n:
                 raise InputError(f"the graph ({len(g):,} rows) does not hold the {n:,} rows of the vectors")
-        else:
+        elif not (isinstance(e, GraphRows) and e.graph is g):
             g.check_matches(e)
         g.check_k(k)
         summary = {"source": "graph", "path": g.meta.get("path"), "graph_k": g.k, "index": g.meta.get("index")}
@@ -466,7 +622,7 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | np.ndarray, k: int, *
             return NeighbourSource(lambda rows: g.knn_positions(rows, k), k, summary, rows_ok)
         mask = np.zeros(n, dtype=bool)
         mask[allowed_pos] = True
-        return NeighbourSource(lambda rows: into_among(neighbours_among(g, rows, mask, k, vectors=vectors())), k,
+        return NeighbourSource(lambda rows: into_among(neighbours_among(g, rows, mask, k, vectors=vectors)), k,
                                summary, rows_ok)
     if index is not None:
         idx = index if isinstance(index, NeighborIndex) else NeighborIndex.load(index)
@@ -549,10 +705,11 @@ def _block_path(out: Path, b: int) -> Path:
     return out / "blocks" / f"part-{b:05d}.parquet"
 
 
-def _write_block(path: Path, start: int, nb: np.ndarray, sim: np.ndarray) -> None:
+def _write_block(path: Path, rows: np.ndarray, nb: np.ndarray, sim: np.ndarray) -> None:
+    """One block of the folder: ``rows`` (store positions, ascending) and their neighbours."""
     k = nb.shape[1]
     table = pa.table({
-        "row": pa.array(np.arange(start, start + len(nb), dtype=np.int64)),
+        "row": pa.array(np.asarray(rows, dtype=np.int64)),
         "neighbors": pa.FixedSizeListArray.from_arrays(pa.array(nb.ravel().astype(np.int32)), k),
         "similarities": pa.FixedSizeListArray.from_arrays(pa.array(sim.ravel().astype(np.float32)), k),
     })
@@ -561,7 +718,8 @@ def _write_block(path: Path, start: int, nb: np.ndarray, sim: np.ndarray) -> Non
 
 
 def _read_block(path: Path, k: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    t = pq.read_table(path)
+    # memory-mapped: the block's buffers are the file's pages, copied once into the graph's arrays
+    t = pq.read_table(path, memory_map=True)
     rows = t.column("row").to_numpy()
     nb = t.column("neighbors").combine_chunks().flatten().to_numpy().reshape(-1, k)
     sim = t.column("similarities").combine_chunks().flatten().to_numpy().reshape(-1, k)
@@ -586,27 +744,33 @@ def _exact_neighbours(vectors: np.ndarray, rows: np.ndarray, queries: np.ndarray
     return pos[:, :k], sims[:, :k]
 
 
-def _recall(X: np.ndarray, nb_sample: np.ndarray, sample: np.ndarray, k: int) -> float:
-    """recall@k of the graph's rows at ``sample`` against exact search."""
-    from simlabel.index import recall_at_k
-
-    exact, _ = _exact_neighbours(X, np.arange(len(X)), sample, k)
-    return float(recall_at_k(nb_sample, exact))
+def graph_kind(n: int, recall: float, index: str = "auto", on_disk: bool = False) -> str:
+    """The index a graph of ``n`` rows is built with: ``index`` unless ``auto``; ``auto`` is exact
+    (``flat``) for a recall of 1 or up to :data:`GRAPH_FLAT_MAX` rows, where the exact product costs
+    less than tuning and measuring an IVF join, and the IVF join above (always with ``on_disk``)."""
+    if on_disk:
+        return "ivf"
+    if index != "auto":
+        return index
+    return "flat" if recall >= 1.0 or n <= GRAPH_FLAT_MAX else "ivf"
 
 
 @writes_to_url("out")
 def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | None = None,
                 config: GraphConfig | None = None, *, progress: bool = True, **options) -> KnnGraph:
-    """Build the k-NN graph of an embedding store (see the module docstring).
+    """Build the k-NN graph of an embedding store at the recall asked for (see the module docstring).
 
-    Rows are queried in blocks of ``block_rows`` from an index over the whole store
-    (``flat``, ``ivf``, ``hnsw``, or ``auto``: exact up to
-    :data:`~simlabel.index.AUTO_FLAT_MAX` rows, IVF above), each row's own position left
-    out and its neighbours sorted best first (ties by neighbour position). With ``out``,
-    each block is written atomically, so a killed build resumes at the first missing block,
-    and a folder holding the complete graph of the same job is loaded instead of rebuilt.
-    The recall@k of the graph against exact search on ``recall_sample`` rows is recorded in
-    ``meta["recall_at_k"]`` (and ``graph.json``).
+    ``index="auto"`` (the default) searches exactly up to :data:`GRAPH_FLAT_MAX` rows (or for
+    ``recall=1``) and above by an IVF join (:mod:`simlabel.allpairs`): the rows laid out list by
+    list and each list compared with every row that probes it in one matrix product. Its list
+    count and probes are tuned on ``tune_sample`` rows to the cheapest setting whose recall@k
+    reaches ``recall`` (HNSW's ``efSearch`` likewise with ``index="hnsw"``), and the graph's
+    recall@k is measured again against exact search on ``recall_sample`` other rows, recorded in
+    ``meta["recall_at_k"]`` (and ``graph.json``); ``meta["tuning"]`` keeps the settings weighed.
+    Each row's own position is left out and its neighbours sorted best first (ties by
+    neighbour position). With ``out``, each block is written atomically, so a killed build
+    resumes at the first missing block, and a folder holding the complete graph of the same job
+    is loaded instead of rebuilt.
 
     Parameters
     ----------
@@ -616,13 +780,13 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
         The graph folder to write (resumable), holding its one-writer lock while building;
         ``None``: in memory only.
     config : GraphConfig, optional
-        How to build it (default ``GraphConfig()``: ``k=50``, ``index="auto"``).
+        How to build it (default ``GraphConfig()``: ``k=50``, ``recall=0.95``, ``index="auto"``).
     progress : bool, default True
         Show a progress bar.
     **options
-        Fields of :class:`GraphConfig` that override ``config``'s (``k=10, index="flat"``):
-        ``k``, ``index``, ``block_rows``, ``recall_sample``, ``seed``, ``threads``,
-        ``index_options``, ``engine``, ``address``, ``on_disk``.
+        Fields of :class:`GraphConfig` that override ``config``'s (``k=10, recall=0.99``):
+        ``k``, ``recall``, ``index``, ``block_rows``, ``recall_sample``, ``tune_sample``, ``seed``,
+        ``threads``, ``index_options``, ``engine``, ``address``, ``on_disk``.
 
     Returns
     -------
@@ -635,8 +799,8 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
         ``k`` not smaller than the number of rows; ``on_disk`` or ``engine="ray"`` without
         ``out``; ``out`` a file.
     ConfigError
-        A config field out of its domain (e.g. ``k`` not a positive integer, an unknown
-        ``index`` or ``engine``, ``on_disk`` with an index other than IVF).
+        A config field out of its domain (e.g. ``k`` not a positive integer, ``recall`` outside
+        ``(0, 1]``, an unknown ``index`` or ``engine``, ``on_disk`` with an index other than IVF).
     StoreError
         The embeddings cannot be loaded; ``out`` holds a graph of other options or
         embeddings, or a block that does not hold the rows it should.
@@ -651,47 +815,61 @@ def build_graph(emb: str | os.PathLike | Embeddings, out: str | os.PathLike | No
     >>> graph = build_graph(Embeddings(["a", "b", "c", "d"], X, {"path": "mem"}), k=1, progress=False)
     >>> graph.neighbors.ravel().tolist(), graph.meta["recall_at_k"]
     ([1, 0, 3, 2], 1.0)
-    >>> graph = build_graph("emb/", "graph/", k=50)  # doctest: +SKIP
+    >>> graph = build_graph("emb/", "graph/", k=50, recall=0.95)  # doctest: +SKIP
 
     Notes
     -----
-    With ``on_disk`` the store is opened without loading its vectors (:func:`~simlabel.store.open_store`):
-    the memory of the build is one block of rows, the IVF centroids and the graph's own
-    ``n * k * 8`` bytes, whatever the store's size; the inverted lists (the vectors, as large as
-    the store) live in ``out/index/`` until the graph is complete.
+    The IVF join opens the store without loading it (:func:`~simlabel.store.open_store`) and
+    reads it block by block: its memory is the rows laid out once (``n * d * 4`` bytes), the
+    graph's own ``n * k * 8`` bytes and one block. With ``on_disk`` the laid-out rows are a
+    memory-mapped file under ``out/index/`` (removed when the graph is complete), so the memory
+    that cannot be paged out is the graph and one block, whatever the store's size.
     """
     cfg = config or GraphConfig()
     if options:
         cfg = GraphConfig(**{**cfg.__dict__, **options})
-    e = open_store(emb) if cfg.on_disk else as_embeddings(emb)
-    n = len(e.ids)
+    rows = open_store(emb)
+    n = len(rows)
     if cfg.k >= n:
-        raise InputError(f"k = {cfg.k} needs more than {cfg.k} rows; {e.source} has {n:,}")
-    kind = "ivf" if cfg.on_disk else auto_kind(n) if cfg.index == "auto" else cfg.index
+        raise InputError(f"k = {cfg.k} needs more than {cfg.k} rows; {rows.source} has {n:,}")
+    kind = graph_kind(n, cfg.recall, cfg.index, cfg.on_disk)
     params = {"kind": kind, "chosen_by": "auto" if cfg.index == "auto" else "user", **cfg.index_options}
     if cfg.on_disk:
         params["on_disk"] = True
     meta = {"format": FORMAT, "format_version": FORMAT_VERSION, "k": cfg.k, "n": n, "index": params,
-            "block_rows": cfg.block_rows, "embeddings": e.source, "embeddings_fingerprint": e.fingerprint,
-            "space": e.space, "tie_rule": "similarity descending, then neighbour position ascending",
+            "recall_target": cfg.recall, "block_rows": cfg.block_rows, "embeddings": rows.source,
+            "embeddings_fingerprint": rows.fingerprint, "space": rows.space,
+            "tie_rule": "similarity descending, then neighbour position ascending",
             "neighbors": "int32 row positions into ids.parquet; -1 where fewer than k were found"}
+    build = _build_ivf if kind == "ivf" else _build
     if out is None:
         if cfg.on_disk or cfg.engine == "ray":
             raise InputError(f"{'on_disk' if cfg.on_disk else 'engine=ray'} writes its blocks to files: give an out folder")
-        return _build(e, None, cfg, meta, progress)
+        return build(rows, emb, None, cfg, meta, progress)
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; `out` takes a graph folder")
     with exclusive(out):
-        done = _start(out, meta, e.ids)
+        done = _start(out, meta, rows.ids)
         if done is not None:
             return done
-        return _build_on_disk(e, out, cfg, meta, progress) if cfg.on_disk else _build(e, out, cfg, meta, progress)
+        return build(rows, emb, out, cfg, meta, progress)
 
 
 def _same_job(old: dict, new: dict) -> bool:
-    keys = ("k", "n", "index", "block_rows", "embeddings_fingerprint")
+    keys = ("k", "n", "index", "recall_target", "block_rows", "embeddings_fingerprint")
     return all(old.get(k) == new.get(k) for k in keys)
+
+
+def _serves(old: dict, new: dict) -> bool:
+    """Whether a complete graph already answers an ``auto`` request: the same rows and ``k``, and exact (``flat``)
+    or measured at the recall asked for or more (a graph folder of an earlier version, or built at a higher
+    target, is reused rather than refused)."""
+    same_rows = all(old.get(key) == new.get(key) for key in ("k", "n", "embeddings_fingerprint"))
+    asked_auto = new["index"].get("chosen_by") == "auto" and not new["index"].keys() - {"kind", "chosen_by", "on_disk"}
+    kind = (old.get("index") or {}).get("kind")
+    good = kind == "flat" or (old.get("recall_at_k") or 0.0) >= new["recall_target"]
+    return same_rows and asked_auto and good
 
 
 def _start(out: Path, meta: dict, ids: np.ndarray) -> KnnGraph | None:
@@ -699,10 +877,12 @@ def _start(out: Path, meta: dict, ids: np.ndarray) -> KnnGraph | None:
     meta_path = out / META
     if meta_path.exists():
         old = read_json(meta_path, "graph metadata")
+        if old.get("state") == "complete" and _serves(old, meta):
+            return load_graph(out)
         if not _same_job(old, meta):
             raise StoreError(f"{out} holds a graph of other options or embeddings (k {old.get('k')}, "
-                             f"{old.get('index', {}).get('kind')}, {old.get('embeddings')}); choose another `out` "
-                             "or delete it")
+                             f"{old.get('index', {}).get('kind')}, recall {old.get('recall_target')}, "
+                             f"{old.get('embeddings')}); choose another `out` or delete it")
         if old.get("state") == "complete":
             return load_graph(out)
     (out / "blocks").mkdir(parents=True, exist_ok=True)
@@ -714,37 +894,76 @@ def _start(out: Path, meta: dict, ids: np.ndarray) -> KnnGraph | None:
     return None
 
 
-def _finish(out: Path | None, ids: np.ndarray, nb_all: np.ndarray, sim_all: np.ndarray, meta: dict, recall: float | None,
-            n_blocks: int, sample_size: int) -> KnnGraph:
+def _finish(out: Path | None, rows: StoreRows, nb_all: np.ndarray, sim_all: np.ndarray, meta: dict, cfg: GraphConfig,
+            n_blocks: int, tune_rows: np.ndarray) -> KnnGraph:
+    """The graph's recall measured on a fresh sample (none of the tuning rows), its meta written last."""
+    sample = _recall_sample(len(rows), cfg, tune_rows)
+    recall = None
+    if len(sample):
+        from simlabel.allpairs import exact_sample
+
+        exact = exact_sample(rows, sample, cfg.k, block_rows=cfg.block_rows, threads=cfg.threads)
+        recall = float(recall_at_k(nb_all[sample].astype(np.int64), exact.neighbors))
+    return _complete(out, rows.ids, nb_all, sim_all, meta, recall, n_blocks, len(sample))
+
+
+def _complete(out: Path | None, ids: np.ndarray, nb_all: np.ndarray, sim_all: np.ndarray, meta: dict, recall: float | None,
+              n_blocks: int, sample_size: int) -> KnnGraph:
     meta = {**meta, "recall_at_k": recall, "recall_sample": sample_size, "state": "complete", "n_blocks": n_blocks}
     graph = KnnGraph(ids, nb_all, sim_all, meta)
     if out is not None:
         atomic_write_json(out / META, {**meta, "run": run_record()})
         for p in out.glob("index.faiss*"):
             p.unlink()
+        import shutil
+
+        shutil.rmtree(out / "index", ignore_errors=True)
         graph.meta["path"] = str(out)
     return graph
 
 
-def _recall_sample(n: int, cfg: GraphConfig) -> np.ndarray:
+def _recall_sample(n: int, cfg: GraphConfig, not_in: np.ndarray | None = None) -> np.ndarray:
+    """The rows the recall is measured on: ``recall_sample`` drawn from those not in ``not_in``."""
+    pool = np.arange(n) if not_in is None or not len(not_in) else np.setdiff1d(np.arange(n), not_in)
+    if len(pool) == 0:  # a tiny store tuned on every row: measure on them all the same
+        pool = np.arange(n)
     rng = np.random.default_rng(cfg.seed)
-    return np.sort(rng.choice(n, size=min(cfg.recall_sample, n), replace=False))
+    return np.sort(rng.choice(pool, size=min(cfg.recall_sample, len(pool)), replace=False))
 
 
-def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
+def _tuning_rows(rows: StoreRows, cfg: GraphConfig):
+    """The tuning sample and its exact neighbours (drawn apart from the recall sample's seed)."""
+    from simlabel.allpairs import exact_sample
+
+    n = len(rows)
+    tune = np.sort(np.random.default_rng(cfg.seed + 1).choice(n, size=min(cfg.tune_sample, n), replace=False))
+    return tune, exact_sample(rows, tune, cfg.k, block_rows=cfg.block_rows, threads=cfg.threads)
+
+
+def _build(rows: StoreRows, emb, out: Path | None, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
+    """A graph queried block by block from one index over the loaded store (``flat`` or ``hnsw``)."""
+    e = as_embeddings(emb)
     n, k = len(e.ids), cfg.k
     index_path = out / "index.faiss" if out is not None else None
     starts = list(range(0, n, cfg.block_rows))
     todo = [b for b, s in enumerate(starts) if out is None or not _block_path(out, b).exists()]
     index = None
+    tune_rows = np.empty(0, dtype=np.int64)
+    tuning = _read_tuning(out)
     if todo:
         if index_path is not None and index_path.exists():
             index = NeighborIndex.load(index_path)
         else:
             index = NeighborIndex.build(e.ids, e.matrix, IndexConfig(kind=meta["index"]["kind"], threads=cfg.threads,
                                         **cfg.index_options))
+            if index.kind == "hnsw" and "hnsw_ef_search" not in cfg.index_options:
+                tune_rows, tuning = _tune_hnsw(index, rows, cfg)
             if index_path is not None:
+                _write_tuning(out, tuning)
                 index.save(index_path)
+    if tuning is not None:
+        tune_rows = np.asarray(tuning["rows"], dtype=np.int64)
+        meta = {**meta, "tuning": {key: v for key, v in tuning.items() if key != "rows"}}
     nb_all = np.empty((n, k), dtype=np.int32)
     sim_all = np.empty((n, k), dtype=np.float32)
     # one task per block (in this process, or Ray tasks sharing the index through the object store); each
@@ -752,123 +971,163 @@ def _build(e: Embeddings, out: Path | None, cfg: GraphConfig, meta: dict, progre
     calls = [(None if out is None else str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k)
              for b in todo]
     _map(_query_block, (index,), calls, cfg, "graph", len(starts), progress, on_result=_filler(nb_all, sim_all))
-    _read_done_blocks(out, starts, todo, cfg.block_rows, k, nb_all, sim_all)
-    recall = None
-    sample = _recall_sample(n, cfg)
-    if cfg.recall_sample:
-        recall = _recall(e.matrix, nb_all[sample].astype(np.int64), sample, k)
-    return _finish(out, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
+    done = [(b, np.arange(s, min(s + cfg.block_rows, n))) for b, s in enumerate(starts) if b not in set(todo)]
+    _read_done_blocks(out, done, k, nb_all, sim_all)
+    return _finish(out, rows, nb_all, sim_all, meta, cfg, len(starts), tune_rows)
 
 
-def _checked_block(out: Path, b: int, start: int, stop: int, k: int) -> tuple[np.ndarray, np.ndarray]:
-    rows, nb, sim = _read_block(_block_path(out, b), k)
-    if len(rows) != stop - start or rows[0] != start:
-        raise StoreError(f"{_block_path(out, b)}: holds rows {rows[0]}.. ({len(rows)}), expected {start}..{stop}; "
-                         "delete it to rebuild that block")
-    return nb, sim
+def _tune_hnsw(index: NeighborIndex, rows: StoreRows, cfg: GraphConfig) -> tuple[np.ndarray, dict]:
+    """HNSW's ``efSearch``: the smallest of 16, 32, ... 4096 (at least ``k + 1``) whose recall@k on the
+    tuning sample reaches ``cfg.recall`` (its lower bound); set on ``index``."""
+    import dataclasses
+
+    from simlabel.allpairs import lower_bound, recall_per_row
+
+    tune, exact = _tuning_rows(rows, cfg)
+    trials = []
+    ef = max(16, cfg.k + 1)
+    while True:
+        index.config = dataclasses.replace(index.config, hnsw_ef_search=ef)
+        index._apply_search_params()
+        per_row = recall_per_row(index.knn_positions(tune, cfg.k).neighbors, exact.neighbors)
+        trials.append({"ef_search": ef, "recall": round(float(per_row.mean()), 4), "recall_low": round(lower_bound(per_row), 4)})
+        if trials[-1]["recall_low"] >= cfg.recall or ef >= 4096:
+            break
+        ef *= 2
+    return tune, {"ef_search": ef, "tuned_recall": trials[-1]["recall"], "tuned_recall_low": trials[-1]["recall_low"],
+                  "sample": int(len(tune)), "trials": trials, "rows": tune.tolist()}
 
 
-def _build_on_disk(e: StoreRows, out: Path, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
-    """The graph of a store larger than memory (``GraphConfig.on_disk``): see :func:`build_graph`."""
-    from simlabel.index import merge_ivf_on_disk, open_ivf_on_disk, train_ivf_file
+def _write_tuning(out: Path | None, tuning: dict | None) -> None:
+    """The tuning a resumed build reads back instead of tuning again (under ``out/index``, removed when whole)."""
+    if out is not None and tuning is not None:
+        (out / "index").mkdir(exist_ok=True)
+        atomic_write_json(out / "index" / "tuning.json", tuning)
 
-    n, k = len(e.ids), cfg.k
-    starts = list(range(0, n, cfg.block_rows))
-    todo = [b for b in range(len(starts)) if not _block_path(out, b).exists()]
-    icfg = IndexConfig(kind="ivf", threads=cfg.threads, seed=cfg.seed, **cfg.index_options)
-    work = out / "index"
-    trained, merged = work / "trained.faiss", work / "lists.faiss"
-    reader = e.reader()
+
+def _read_tuning(out: Path | None) -> dict | None:
+    path = None if out is None else out / "index" / "tuning.json"
+    return read_json(path, "graph tuning") if path is not None and path.exists() else None
+
+
+def _build_ivf(rows: StoreRows, emb, out: Path | None, cfg: GraphConfig, meta: dict, progress: bool) -> KnnGraph:
+    """The graph by an IVF join (:mod:`simlabel.allpairs`), its lists and probes tuned to ``cfg.recall``;
+    the store read block by block, never loaded whole."""
+    from simlabel.allpairs import IvfPlan, join_units, lay_out, plan_ivf, unit
+
+    n, k = len(rows), cfg.k
+    if not cfg.on_disk:
+        # in memory: the store read once, as unit rows, for the tuning, the join and the recall alike
+        unit_rows = np.empty((n, rows.dim), dtype=np.float32)
+        with task("graph: reading", n, unit="rows", enabled=progress) as bar:
+            for start, X in rows.blocks(cfg.block_rows):
+                unit_rows[start:start + len(X)] = unit(X)
+                bar.advance(len(X))
+        rows = StoreRows(rows.ids, {**rows.meta, "space": rows.space, "fingerprint": rows.fingerprint}, rows.dim,
+                         matrix=unit_rows)
+    work = None if out is None else out / "index"
+    tuning = _read_tuning(out)
+    plan_file = None if work is None else work / "centroids.npy"
+    if tuning is not None and plan_file.exists():  # a resumed build: the plan it chose, not tuned again
+        plan = IvfPlan(np.load(plan_file), int(tuning["nprobe"]), tuning["tuned_recall"], tuning["tuned_recall_low"],
+                       tuning["trials"])
+        tune_rows = np.asarray(tuning["rows"], dtype=np.int64)
+    else:
+        opts = cfg.index_options
+        with task("graph: tuning the lists", 1, unit="steps", enabled=progress) as bar:
+            tune_rows, exact = _tuning_rows(rows, cfg)
+            fixed_probe = opts.get("ivf_nprobe")
+            if fixed_probe is None and cfg.recall >= 1.0:
+                fixed_probe = n  # every list: exact
+            plan = plan_ivf(rows, k, cfg.recall, tune_rows, exact, nlist=opts.get("ivf_nlist"),
+                            nprobe=fixed_probe, seed=cfg.seed, threads=cfg.threads)
+            bar.advance(1)
+        tuning = {**plan.record(), "sample": int(len(tune_rows)), "rows": tune_rows.tolist()}
+        if work is not None:
+            work.mkdir(exist_ok=True)
+            with atomic_path(plan_file) as tmp:
+                with open(tmp, "wb") as f:
+                    np.save(f, plan.centroids)
+            _write_tuning(out, tuning)
+    with task("graph: lists", 2 * n if cfg.on_disk else n, unit="rows", enabled=progress) as bar:
+        layout = lay_out(rows, plan, block_rows=cfg.block_rows, threads=cfg.threads, on_block=bar.advance,
+                         path=work / "lists.npy" if cfg.on_disk else None)
+    units = join_units(layout.offsets, cfg.block_rows)
+    expected = [np.sort(layout.order[layout.offsets[a]:layout.offsets[b]]) for a, b in units]
+    todo = [u for u in range(len(units)) if out is None or not _block_path(out, u).exists()]
     nb_all = np.empty((n, k), dtype=np.int32)
     sim_all = np.empty((n, k), dtype=np.float32)
-    if todo:
-        work.mkdir(exist_ok=True)
-        if not merged.exists():
-            if not trained.exists():
-                # the sample k-means needs (64 rows per list), read shard by shard
-                size = min(n, 64 * icfg.nlist_for(n))
-                rows = np.sort(np.random.default_rng(cfg.seed).choice(n, size=size, replace=False))
-                train_ivf_file(e.take(rows), n, trained, icfg)
-            parts = [work / f"part-{b:05d}.faiss" for b in range(len(starts))]
-            calls = [(str(trained), str(parts[b]), starts[b], min(starts[b] + cfg.block_rows, n), cfg.threads)
-                     for b in range(len(starts)) if not parts[b].exists()]
-            _map(_index_part, (reader,), calls, cfg, "graph index (parts)", len(starts), progress,
-                 completed=len(starts) - len(calls))
-            merge_ivf_on_disk(trained, parts, merged, e.ids, icfg)
-            for p in parts:
-                p.unlink()
-        index = open_ivf_on_disk(merged, e.ids, icfg)
-        calls = [(str(_block_path(out, b)), starts[b], min(starts[b] + cfg.block_rows, n), k) for b in todo]
-        _map(_query_block_rows, (index, reader), calls, cfg, "graph", len(starts), progress,
-             completed=len(starts) - len(todo), on_result=_filler(nb_all, sim_all))
-    _read_done_blocks(out, starts, todo, cfg.block_rows, k, nb_all, sim_all)
-    recall = None
-    sample = _recall_sample(n, cfg)
-    if cfg.recall_sample:
-        recall = _recall_streamed(e, nb_all[sample].astype(np.int64), sample, k, cfg.block_rows)
-    graph = _finish(out, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
-    import shutil
+    # workers of an on-disk build map the laid-out file themselves; in memory the array is shared
+    vectors = str(work / "lists.npy") if cfg.on_disk else layout.vectors
+    calls = [(None if out is None else str(_block_path(out, u)), units[u][0], units[u][1], k) for u in todo]
+    _map(_join_block, (vectors, layout.offsets, layout.probes, layout.order, layout.at, cfg.threads), calls, cfg, "graph",
+         len(units), progress, on_result=_filler(nb_all, sim_all))
+    _read_done_blocks(out, [(u, expected[u]) for u in range(len(units)) if u not in set(todo)], k, nb_all, sim_all)
+    short = np.flatnonzero((nb_all < 0).any(axis=1))
+    if len(short):
+        # rows whose probed lists hold fewer than k others (a small list far from the rest): exact search, and
+        # their blocks written again, so every row has k neighbours (a resumed build finds and mends them alike)
+        from simlabel.allpairs import exact_sample
 
-    shutil.rmtree(work, ignore_errors=True)
-    return graph
+        exact = exact_sample(rows, short, k, block_rows=cfg.block_rows, threads=cfg.threads)
+        nb_all[short], sim_all[short] = sort_rows(exact.neighbors, exact.similarities)
+        for u, members in enumerate(expected):
+            if out is not None and np.isin(members, short).any():
+                _write_block(_block_path(out, u), members, nb_all[members], sim_all[members])
+        meta = {**meta, "rows_searched_exactly": int(len(short))}
+    del layout, vectors
+    meta = {**meta, "tuning": {key: v for key, v in tuning.items() if key != "rows"}}
+    return _finish(out, rows, nb_all, sim_all, meta, cfg, len(units), tune_rows)
 
 
-def _recall_streamed(e: StoreRows, nb_sample: np.ndarray, sample: np.ndarray, k: int, block_rows: int) -> float:
-    """recall@k against exact search, the store scanned block by block (FAISS's ``knn_ground_truth``)."""
-    import faiss
-    from faiss.contrib.exhaustive_search import knn_ground_truth
+def _join_block(vectors, offsets: np.ndarray, probes: np.ndarray, order: np.ndarray, at: np.ndarray | None,
+                threads: int | None, path: str | None, a: int, b: int, k: int) -> tuple:
+    """One unit of the join (lists ``[a, b)``): its rows' neighbours, sorted, written (``path`` None: in
+    memory only); a Ray task, or local."""
+    from simlabel.allpairs import join_lists
+    from simlabel.threads import faiss_threads
 
-    from simlabel.index import drop_self_matches, recall_at_k
+    if isinstance(vectors, str):
+        vectors = np.load(vectors, mmap_mode="r")
+    with faiss_threads(threads):
+        rows, nb, sim = join_lists(vectors, offsets, probes, order, a, b, k, at=at)
+    at = np.argsort(rows)
+    rows, (nb, sim) = rows[at], sort_rows(nb[at], sim[at])
+    if path is not None:
+        _write_block(Path(path), rows, nb, sim)
+    return rows, nb, sim
 
-    def unit(X: np.ndarray) -> np.ndarray:
-        return np.ascontiguousarray(X / np.linalg.norm(X, axis=1, keepdims=True), dtype=np.float32)
 
-    q = unit(e.take(sample))
-    sims, pos = knn_ground_truth(q, (unit(X) for _, X in e.blocks(block_rows)), k + 1,
-                                 metric_type=faiss.METRIC_INNER_PRODUCT)
-    _, exact = drop_self_matches(sims, pos, sample)
-    return float(recall_at_k(nb_sample, exact))
+def _checked_block(out: Path, b: int, expected: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    rows, nb, sim = _read_block(_block_path(out, b), k)
+    if not np.array_equal(rows, expected):
+        raise StoreError(f"{_block_path(out, b)}: holds rows {rows[:3].tolist()}.. ({len(rows)}), expected "
+                         f"{expected[:3].tolist()}.. ({len(expected)}); delete it to rebuild that block")
+    return nb, sim
 
 
 def _query_block(index: NeighborIndex, path: str | None, start: int, stop: int, k: int) -> tuple:
     """One block: query, sort, write (``path`` None: in memory only); a Ray task, or local."""
     nb, sim = sort_rows(*index.knn_positions(np.arange(start, stop), k))
+    rows = np.arange(start, stop)
     if path is not None:
-        _write_block(Path(path), start, nb, sim)
-    return start, nb, sim
-
-
-def _query_block_rows(index: NeighborIndex, rows: StoreRows, path: str, start: int, stop: int, k: int) -> tuple:
-    """One block of an on-disk build: its vectors read from the store, searched, sorted, written."""
-    nb, sim = sort_rows(*index.search_positions(rows.read(start, stop), np.arange(start, stop), k))
-    _write_block(Path(path), start, nb, sim)
-    return start, nb, sim
+        _write_block(Path(path), rows, nb, sim)
+    return rows, nb, sim
 
 
 def _filler(nb_all: np.ndarray, sim_all: np.ndarray):
     """An ``on_result`` for :func:`_map`: a queried block's rows into the graph's arrays."""
     def fill(result: tuple) -> None:
-        start, nb, sim = result
-        nb_all[start:start + len(nb)], sim_all[start:start + len(nb)] = nb, sim
+        rows, nb, sim = result
+        nb_all[rows], sim_all[rows] = nb, sim
     return fill
 
 
-def _read_done_blocks(out: Path | None, starts: list[int], todo: list[int], block_rows: int, k: int,
-                      nb_all: np.ndarray, sim_all: np.ndarray) -> None:
-    """The blocks an earlier (killed) run wrote, read into the graph's arrays."""
-    todo_set = set(todo)
-    for b, s in enumerate(starts):
-        if b not in todo_set:
-            stop = min(s + block_rows, len(nb_all))
-            nb_all[s:stop], sim_all[s:stop] = _checked_block(out, b, s, stop, k)
-
-
-def _index_part(rows: StoreRows, trained: str, part: str, start: int, stop: int, threads: int | None) -> int:
-    """One part of an on-disk IVF index: rows ``[start, stop)`` added to a copy of the trained index."""
-    from simlabel.index import add_ivf_part
-
-    add_ivf_part(trained, part, start, rows.read(start, stop), threads=threads)
-    return start
+def _read_done_blocks(out: Path | None, done: list[tuple[int, np.ndarray]], k: int, nb_all: np.ndarray,
+                      sim_all: np.ndarray) -> None:
+    """The blocks an earlier (killed) run wrote (``(block, its rows)``), read into the graph's arrays."""
+    for b, expected in done:
+        nb_all[expected], sim_all[expected] = _checked_block(out, b, expected, k)
 
 
 def _map(fn, shared: tuple, calls: list[tuple], cfg: GraphConfig, label: str, total: int, progress: bool, *,
@@ -1068,14 +1327,17 @@ def update_graph(graph: str | os.PathLike | KnnGraph, emb: str | os.PathLike | E
     recall = None
     sample = np.sort(np.random.default_rng(seed).choice(n, size=min(recall_sample, n), replace=False)) if recall_sample else np.array([], int)
     if recall_sample:
-        recall = _recall(X, nb_all[sample].astype(np.int64), sample, k)
+        from simlabel.allpairs import exact_sample
+
+        exact = exact_sample(StoreRows.from_embeddings(e), sample, k)
+        recall = float(recall_at_k(nb_all[sample].astype(np.int64), exact.neighbors))
     meta = {**{key: v for key, v in g.meta.items() if key not in ("path", "run")}, "n": n,
             "embeddings": e.source, "embeddings_fingerprint": e.fingerprint, "space": e.space,
             "updated_from": {"embeddings_fingerprint": g.meta.get("embeddings_fingerprint"), "n": len(g.ids),
                              "path": g.meta.get("path")},
             "new_rows": int(len(new_rows)), "block_rows": int(block_rows)}
     if out is None:
-        return _finish(None, e.ids, nb_all, sim_all, meta, recall, 0, len(sample))
+        return _complete(None, e.ids, nb_all, sim_all, meta, recall, 0, len(sample))
     out = Path(out)
     if out.exists() and not out.is_dir():
         raise InputError(f"{out} is a file; `out` takes a graph folder")
@@ -1084,7 +1346,8 @@ def update_graph(graph: str | os.PathLike | KnnGraph, emb: str | os.PathLike | E
             pq.write_table(pa.table({"id": pa.array(e.ids.astype(str))}), f)
         starts = range(0, n, block_rows)  # the blocks of the product are the folder's blocks too
         for b, s in enumerate(starts):
-            _write_block(_block_path(tmp, b), s, nb_all[s : s + block_rows], sim_all[s : s + block_rows])
-        made = _finish(tmp, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
+            _write_block(_block_path(tmp, b), np.arange(s, min(s + block_rows, n)), nb_all[s : s + block_rows],
+                         sim_all[s : s + block_rows])
+        made = _complete(tmp, e.ids, nb_all, sim_all, meta, recall, len(starts), len(sample))
     made.meta["path"] = str(out)
     return made

@@ -62,7 +62,6 @@ __all__ = [
     "NeighborIndex",
     "drop_self_matches",
     "exact_knn",
-    "merge_ivf_on_disk",
     "recall_at_k",
 ]
 
@@ -376,23 +375,6 @@ class NeighborIndex:
                 batch_size,
                 query_positions=pos if exclude_self else None,
             )
-
-    def search_positions(self, vectors: np.ndarray, positions: np.ndarray, k: int, *, batch_size: int = 8192) -> Neighbors:
-        """k nearest neighbours of stored points given with their vectors (``vectors[i]`` is the
-        stored row ``positions[i]``), itself excluded as in :meth:`knn_positions`.
-
-        For an index whose vectors are not kept in memory (:func:`merge_ivf_on_disk`): the caller
-        reads the query rows from the store instead of the index reconstructing them.
-        """
-        Q = _check_matrix(vectors, "query vectors")
-        pos = self._check_positions(positions)
-        if len(Q) != len(pos):
-            raise InputError(f"{len(Q)} query vectors for {len(pos)} positions")
-        _check_k(k, len(self), exclude_self=True)
-        sq_norms = _validated_sq_norms(Q, "query vectors")
-        with faiss_threads(self.config.threads):
-            return _search_batched(self.index, Q.shape[0], lambda a, b: _normalised(Q[a:b], sq_norms[a:b]), k,
-                                   batch_size, query_positions=pos)
 
     def knn_ids(
         self,
@@ -821,68 +803,6 @@ def _search_batched(
 
 
 # -- IVF larger than memory: trained once, filled in parts, merged on disk ----------------------------
-
-
-def train_ivf_file(sample: np.ndarray, n: int, path: str | os.PathLike, config: IndexConfig) -> None:
-    """Train an empty IVF index for ``n`` vectors on ``sample`` (rows of the store, any norm) and
-    write it to ``path`` (atomically): the start of every part (:func:`add_ivf_part`)."""
-    from simlabel.files import atomic_path
-
-    X = _check_matrix(sample, "training sample")
-    cfg = dataclasses.replace(config, kind="ivf")
-    with faiss_threads(cfg.threads):
-        index = _new_faiss_index(cfg, X.shape[1], n)
-        # the parts are merged into on-disk lists, which keep no direct map: queries bring their vectors
-        index.set_direct_map_type(faiss.DirectMap.NoMap)
-        _train_ivf(index, X, _validated_sq_norms(X, "training sample"), cfg)
-    with atomic_path(Path(path)) as tmp:
-        faiss.write_index(index, str(tmp))
-
-
-def add_ivf_part(trained: str | os.PathLike, part: str | os.PathLike, start: int, vectors: np.ndarray,
-                 threads: int | None = None) -> None:
-    """Add rows ``start ..`` (``vectors``) to a copy of the trained index and write it to ``part``
-    (atomically): the parts are independent, so they are built in parallel (Ray tasks) and a killed
-    build keeps the parts it finished."""
-    from simlabel.files import atomic_path
-
-    X = _check_matrix(vectors, "vectors")
-    sq = _validated_sq_norms(X, "vectors")
-    with faiss_threads(threads):
-        index = faiss.read_index(str(trained))
-        for a, b in _batches(len(X), _ADD_BATCH):
-            index.add_with_ids(_normalised(X[a:b], sq[a:b]), np.arange(start + a, start + b, dtype=np.int64))
-    with atomic_path(Path(part)) as tmp:
-        faiss.write_index(index, str(tmp))
-
-
-def merge_ivf_on_disk(trained: str | os.PathLike, parts: Sequence[str | os.PathLike], path: str | os.PathLike,
-                      ids: np.ndarray, config: IndexConfig, metadata: dict | None = None) -> NeighborIndex:
-    """Merge the parts' inverted lists into one file ``path + '.ivfdata'`` (memory-mapped when
-    searched: the index may be larger than memory; FAISS's ``contrib.ondisk.merge_ondisk``) and
-    write the index that points to it at ``path`` (last, so its presence says the merge is whole).
-    Positions are the rows' store positions (the parts' ids)."""
-    from faiss.contrib.ondisk import merge_ondisk
-
-    from simlabel.files import atomic_path
-
-    path = Path(path).resolve()
-    data = path.with_name(path.name + ".ivfdata")
-    data.unlink(missing_ok=True)  # a merge killed midway leaves a partial file: start it again
-    index = faiss.read_index(str(trained))
-    merge_ondisk(index, [str(p) for p in parts], str(data))
-    if index.ntotal != len(ids):
-        raise StoreError(f"{path}: the merged parts hold {index.ntotal:,} vectors, expected {len(ids):,}")
-    with atomic_path(path) as tmp:
-        faiss.write_index(index, str(tmp))
-    return open_ivf_on_disk(path, ids, config, metadata)
-
-
-def open_ivf_on_disk(path: str | os.PathLike, ids: np.ndarray, config: IndexConfig,
-                     metadata: dict | None = None) -> NeighborIndex:
-    """Open an index written by :func:`merge_ivf_on_disk` (its lists stay on disk, memory-mapped)."""
-    index = faiss.read_index(str(path))
-    return NeighborIndex(index, np.asarray(ids, dtype=object), dataclasses.replace(config, kind="ivf"), metadata)
 
 
 def _faiss_kind(index: faiss.Index) -> str:

@@ -131,14 +131,15 @@ def graph(
     emb_dir: str = typer.Argument(..., help="Embedding folder written by `simlabel embed`, or its object storage URL (s3://...)."),
     out: str = typer.Option(..., "--out", "-o", help="Graph folder to write (resumable: run again to finish a killed build), or an object storage URL."),
     k: int = typer.Option(default(GraphConfig, "k"), "--k", "-k", help="Neighbours per row (itself excluded)."),
-    index: str = typer.Option(default(GraphConfig, "index"), "--index", help="auto (exact up to 200k rows, IVF above), flat, ivf or hnsw."),
+    recall: float = typer.Option(default(GraphConfig, "recall"), "--recall", help="The recall@k to reach, in (0, 1]: the index is tuned on a sample to the cheapest setting that reaches it, and the recall measured on a fresh sample is recorded. 1: exact search."),
+    index: str = typer.Option(default(GraphConfig, "index"), "--index", help="auto (exact up to 5,000 rows or for --recall 1, an IVF join above), flat, ivf or hnsw."),
     block_rows: int = typer.Option(default(GraphConfig, "block_rows"), "--block-rows", help="Rows queried and written per block (bounds memory)."),
     recall_sample: int = typer.Option(default(GraphConfig, "recall_sample"), "--recall-sample", help="Rows checked against exact search for the recorded recall@k (0: skip)."),
     engine: str = typer.Option(default(GraphConfig, "engine"), "--engine", help="local, or ray: the index built once and shared, each block a Ray task (OUT on storage every node sees)."),
     address: Optional[str] = typer.Option(None, "--address", help="Ray cluster for --engine ray: auto or HOST:PORT (default a local Ray)."),
-    on_disk: bool = typer.Option(False, "--on-disk", help="For stores larger than memory: IVF trained on a sample, filled shard block by shard block (Ray tasks with --engine ray), its lists merged on disk under OUT/index and memory-mapped; the vectors are never loaded whole."),
-    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF: number of lists (default about 4 sqrt(n))."),
-    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF: lists visited per query (default 16; more: higher recall, slower)."),
+    on_disk: bool = typer.Option(False, "--on-disk", help="For stores larger than memory: the IVF join's rows laid out list by list in a memory-mapped file under OUT/index instead of memory (the store is read block by block either way)."),
+    nlist: Optional[int] = typer.Option(None, "--nlist", help="IVF: number of lists (default: tuned, from sqrt(n))."),
+    nprobe: Optional[int] = typer.Option(None, "--nprobe", help="IVF: lists each row visits (default: tuned to --recall; fixed here, the recall it gives is measured)."),
     update: Optional[Path] = typer.Option(None, "--update", help="The graph of this store before it grew: add the new rows to it (their k nearest, and the old rows whose lists they enter) instead of building again; exact when it was flat. OUT may be the same folder."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
@@ -146,7 +147,7 @@ def graph(
 ) -> None:
     """Build the k-NN graph of an embedding folder once, for every label method (augment, propagate ... --graph).
 
-    Cost: one k-NN query per row: exact search is n^2 d / 2 multiply-adds (a few seconds for 10k rows, minutes for 200k on 2 cores); IVF above 200k rows.
+    Cost: exact search is n^2 d multiply-adds (seconds for 10k rows, minutes for 200k on 2 cores); the IVF join tuned to --recall 0.95 costs about n d (nlist + nprobe n / nlist) with nlist near sqrt(nprobe n): about a minute for 1M x 384 on 2 cores.
 
     Example: simlabel graph emb/ --k 50 --out graph/   (a store larger than memory: add --on-disk)
 
@@ -165,13 +166,17 @@ def graph(
         return
 
     ivf = {name: v for name, v in (("ivf_nlist", nlist), ("ivf_nprobe", nprobe)) if v is not None}
-    g = build_graph(emb_dir, out, GraphConfig(k=k, index=index, block_rows=block_rows, recall_sample=recall_sample,
-                                              engine=engine, address=address, on_disk=on_disk, index_options=ivf))
-    rec = g.meta.get("recall_at_k")
-    say(f"k = {g.k} graph of {len(g):,} rows ({g.meta['index']['kind']}"
+    g = build_graph(emb_dir, out, GraphConfig(k=k, recall=recall, index=index, block_rows=block_rows,
+                                              recall_sample=recall_sample, engine=engine, address=address, on_disk=on_disk,
+                                              index_options=ivf))
+    rec, tuning, kind = g.meta.get("recall_at_k"), g.meta.get("tuning") or {}, g.meta["index"]["kind"]
+    how = (f"ivf join: {tuning['nlist']:,} lists, {tuning['nprobe']:,} probed" if kind == "ivf" and "nlist" in tuning
+           else f"hnsw, efSearch {tuning['ef_search']}" if "ef_search" in tuning else kind)
+    say(f"k = {g.k} graph of {len(g):,} rows ({how}"
         + (", chosen by auto" if g.meta["index"].get("chosen_by") == "auto" else "")
         + (", lists on disk" if g.meta["index"].get("on_disk") else "")
-        + (f"; recall@{g.k} {rec:.3f} against exact search on {g.meta['recall_sample']:,} rows" if rec is not None else "")
+        + (f"; recall@{g.k} {rec:.3f} against exact search on {g.meta['recall_sample']:,} rows, target {g.meta['recall_target']}"
+           if rec is not None else "")
         + f") -> {out}")
 
 
