@@ -1200,9 +1200,15 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
     >>> nxt = select("emb/", 34, labels="labelled.csv", previous="round1.csv", out="round2.csv")  # doctest: +SKIP
     >>> nxt.summary["changed"]  # doctest: +SKIP
     """
+    from simlabel.graph import GraphRows, graph_rows
     from simlabel.selection import select_items
 
-    e = as_embeddings(emb) if text_emb is None else load_features(emb, text_emb, inputs="image+text")[0]
+    if text_emb is not None:
+        e = load_features(emb, text_emb, inputs="image+text")[0]
+    elif graph is not None and model is None:
+        e, graph = graph_rows(emb, graph)  # a cold start reads the graph; a model to train loads the vectors below
+    else:
+        e = as_embeddings(emb)
     what = "image embeddings" if text_emb is None else "image and title embeddings side by side"
     table = None
     if labels is not None:
@@ -1215,6 +1221,7 @@ def select(emb: "str | os.PathLike | Embeddings", budget: int, config: "SelectCo
                              f"{clf.input_dims_} inputs; select reads {e.dim}-d {what} ({e.source})"
                              + ("" if text_emb is not None else "; give `text_emb` for a model of images and titles"))
     elif table is not None and table["label"].nunique() >= 2:
+        e = e.embeddings() if isinstance(e, GraphRows) else e
         clf = train(e, table, config=oof_head(device), progress_label="select: model", calibration="none")
     proba = classes = None
     if clf is not None:

@@ -184,6 +184,7 @@ def propagate(
     method: str = typer.Option(param_default(propagate_fn, "method"), "--method", help="iterate (paper 000's clamped steps) or spread (the closed form (I - alpha S) Z = Y by conjugate gradient, Zhou et al. 2004)."),
     alpha: float = typer.Option(param_default(propagate_fn, "alpha"), "--alpha", help="spread: weight of the graph against the seeds, in (0, 1)."),
     power: float = typer.Option(param_default(propagate_fn, "power"), "--power", help="spread: edge weight = similarity ** power (Iscen et al. 2019: 3)."),
+    tol: float = typer.Option(param_default(propagate_fn, "tol"), "--tol", help="spread: CG stops when each class's residual is this share of its start (1e-4: about half the iterations at 1M rows, the same labels, confidences within a few hundredths)."),
     wait: bool = wait_option(),
     allow_partial: bool = partial_option(),
     normalize_labels: bool = normalize_option(),
@@ -199,7 +200,7 @@ def propagate(
     ex = read_id_list(exclude, what="exclude file") if exclude else None
     made = propagate_fn(emb, labels, k=k, steps=steps, unlabeled_sample=unlabeled_sample, symmetric=symmetric,
                         exclude=ex, seed=seed, out=out, label_col=label_col, graph=graph, index=index_path,
-                        index_kind=index_kind, method=method, alpha=alpha, power=power)
+                        index_kind=index_kind, method=method, alpha=alpha, power=power, tol=tol)
     table, res = made.labels, made.result
     counts = table["label"].value_counts()
     how = f"{res.steps} steps" if method == "iterate" else f"{res.steps} CG iterations ({'converged' if res.converged else 'not converged'})"

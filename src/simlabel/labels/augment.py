@@ -46,7 +46,7 @@ from simlabel.errors import InputError
 from simlabel.files import exclusive, write_set
 from simlabel.index import NeighborIndex, Neighbors
 from simlabel.labels.io import labels_csv, read_holdout, read_labels
-from simlabel.store import Embeddings, as_embeddings
+from simlabel.store import Embeddings
 
 if TYPE_CHECKING:
     from simlabel.graph import KnnGraph
@@ -328,7 +328,7 @@ class Augmented:
 
 
 def augment(
-    emb: str | os.PathLike | Embeddings,
+    emb: str | os.PathLike | Embeddings | None,
     seeds: str | os.PathLike | pd.DataFrame,
     *,
     k: int = 10,
@@ -359,8 +359,10 @@ def augment(
 
     Parameters
     ----------
-    emb : str, os.PathLike or Embeddings
-        The universe: an embedding folder or loaded :class:`~simlabel.store.Embeddings`.
+    emb : str, os.PathLike, Embeddings or None
+        The universe: an embedding folder or loaded :class:`~simlabel.store.Embeddings`. With a ``graph``
+        its vectors are never read (:func:`simlabel.graph.graph_rows`: a folder is checked by its footers),
+        and it may be ``None``.
     seeds : str, os.PathLike or pandas.DataFrame
         The seed labels: a CSV ``id,label``, a catalog (file or folder) whose ``label_col`` holds
         the labels (both read by :func:`read_labels`, every id must have an embedding), or a
@@ -455,7 +457,10 @@ def augment(
 
 def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, index, index_kind, out: Path | None,
              label_col: str = "label", graph=None):
-    embeddings = as_embeddings(emb)
+    from simlabel.graph import graph_rows, neighbour_source
+
+    # with a graph, its rows: the store's vectors are never read (the graph holds every neighbour asked)
+    embeddings, graph = graph_rows(emb, graph)
     ids = embeddings.ids
     seed_df = seeds if isinstance(seeds, pd.DataFrame) else read_labels(seeds, known_ids=ids, label_col=label_col)
     if holdout is not None and holdout_frac is not None:
@@ -468,8 +473,6 @@ def _augment(emb, seeds, *, k, holdout, holdout_frac, seed, stop, max_steps, ind
     else:
         hold_df = seed_df.iloc[0:0]
     classes = sorted(seed_df["label"].unique())
-    from simlabel.graph import neighbour_source
-
     knn = neighbour_source(embeddings, k, graph=graph, index=index, kind=index_kind)
     pos_of = embeddings.positions
     seed_pos = [pos_of(seed_df.loc[seed_df["label"] == c, "id"].to_numpy()) for c in classes]

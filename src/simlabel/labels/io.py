@@ -19,6 +19,14 @@ from simlabel.files import atomic_write_text, read_csv_table
 __all__ = ["LabelFileError", "labels_csv", "read_holdout", "read_id_list", "read_labels", "write_labels"]
 
 
+def known(ids: pd.Series | Sequence[str], known_ids: Sequence[str] | np.ndarray | pd.Index) -> np.ndarray:
+    """``(len(ids),)`` bool: which of ``ids`` are among ``known_ids``, by one hash of the known ids as Python
+    objects (``Series.isin`` on pandas' Arrow strings converts every known id first: 2.5 s at a million)."""
+    index = known_ids if isinstance(known_ids, pd.Index) and known_ids.dtype == object else \
+        pd.Index(np.asarray(known_ids, dtype=object), dtype=object)
+    return pd.Index(np.asarray(ids, dtype=object), dtype=object).isin(index)
+
+
 def read_labels(
     path: str | os.PathLike,
     *,
@@ -122,7 +130,7 @@ def read_labels(
         labels = sorted(df.loc[df["id"] == first, "label"])
         raise LabelFileError(f"{p}: id {first!r} has two labels: {', '.join(labels)}")
     if known_ids is not None:
-        unknown = ~df["id"].isin(pd.Index(known_ids))
+        unknown = ~known(df["id"], known_ids)
         if unknown.any():
             if not allow_missing:
                 shown = ", ".join(df.loc[unknown, "id"].head(5))
@@ -231,7 +239,7 @@ def read_holdout(path: str | os.PathLike, *, known_ids: Sequence[str] | None = N
     df["id"] = df["id"].str.strip()
     df = df[df["id"] != ""].drop_duplicates(subset="id").reset_index(drop=True)
     if known_ids is not None:
-        unknown = ~df["id"].isin(pd.Index(known_ids))
+        unknown = ~known(df["id"], known_ids)
         if unknown.any():
             shown = ", ".join(df.loc[unknown, "id"].head(5))
             raise LabelFileError(f"{p}: {int(unknown.sum())} holdout id(s) not in the embeddings, e.g. {shown}")

@@ -55,7 +55,7 @@ from simlabel.errors import InputError
 from simlabel.files import MANIFEST_SUFFIX, exclusive, write_set
 from simlabel.index import NeighborIndex, Neighbors
 from simlabel.labels.io import read_labels
-from simlabel.store import Embeddings, as_embeddings
+from simlabel.store import Embeddings
 
 if TYPE_CHECKING:
     from simlabel.graph import KnnGraph
@@ -353,7 +353,7 @@ class SuspectsResult:
 
 
 def find_suspects(
-    emb: str | os.PathLike | Embeddings,
+    emb: str | os.PathLike | Embeddings | None,
     labels: str | os.PathLike | pd.DataFrame,
     config: SuspectsConfig | None = None,
     *,
@@ -372,7 +372,10 @@ def find_suspects(
     Parameters
     ----------
     emb
-        The items' embedding folder or a loaded :class:`~simlabel.store.Embeddings`.
+        The items' embedding folder or a loaded :class:`~simlabel.store.Embeddings`. With a ``graph`` its
+        vectors are read only for ``cleanlab``'s model or an item whose graph row holds fewer than ``k``
+        labelled items (when every item is labelled, never), and it may be ``None``
+        (:func:`simlabel.graph.graph_rows`).
     labels
         ``id,label`` (a CSV, a catalog with ``label_col``, or a table).
     graph, index
@@ -409,7 +412,10 @@ def find_suspects(
     table = labels.copy() if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)
     if table.empty:
         raise InputError(f"{labels if not isinstance(labels, pd.DataFrame) else 'labels'}: no labelled items")
-    e = as_embeddings(emb)
+    from simlabel.graph import graph_rows
+
+    # with a graph, its rows: the vectors are read only for cleanlab's model or a row with too few labelled neighbours
+    e, graph = graph_rows(emb, graph)
     ids = table["id"].astype(str).to_numpy(dtype=object)
     if pd.Index(ids).duplicated().any():
         raise InputError("labels: one label per id (an id appears twice)")

@@ -27,7 +27,7 @@ from simlabel.files import MANIFEST_SUFFIX, exclusive, write_set
 from simlabel.labels.io import labels_csv, read_labels
 from simlabel.selection.cold import MAX_CLUSTERS, coverage_threshold, kmeans_clusters, probcover, typiclust
 from simlabel.selection.uncertainty import badge, margin_uncertainty
-from simlabel.store import Embeddings, as_embeddings
+from simlabel.store import Embeddings
 
 __all__ = ["PREDICTIONS_SUFFIX", "SelectConfig", "Selection", "prediction_change", "select_items"]
 
@@ -156,7 +156,7 @@ def _previous(previous: str | os.PathLike | pd.DataFrame | Selection | None) -> 
 
 
 def select_items(
-    emb: str | os.PathLike | Embeddings,
+    emb: str | os.PathLike | Embeddings | None,
     budget: int,
     config: SelectConfig | None = None,
     *,
@@ -175,8 +175,10 @@ def select_items(
 
     Parameters
     ----------
-    emb : str, os.PathLike or Embeddings
-        The catalog's embeddings (every item may be chosen but the labelled and the excluded).
+    emb : str, os.PathLike, Embeddings or None
+        The catalog's embeddings (every item may be chosen but the labelled and the excluded). With a
+        ``graph`` its vectors are read only by k-means (TypiClust, ProbCover's purity threshold) and BADGE, and
+        it may be ``None`` for the rest (:func:`simlabel.graph.graph_rows`).
     budget : int
         How many items to choose.
     config : SelectConfig, optional
@@ -223,15 +225,15 @@ def select_items(
     >>> chosen = select_items("emb/", 50, SelectConfig(strategy="typiclust"))  # doctest: +SKIP
     >>> chosen.labels[["id", "reason"]].head()  # doctest: +SKIP
     """
-    from simlabel.graph import as_graph, neighbour_source, neighbours_for
+    from simlabel.graph import graph_rows, neighbour_source, neighbours_for
     from simlabel.index import NeighborIndex
 
     cfg = config or SelectConfig()
-    # read a graph or index folder once: TypiClust asks for neighbours once per cluster it visits
-    graph = as_graph(graph) if graph is not None else None
     index = NeighborIndex.load(index) if index is not None and not isinstance(index, NeighborIndex) else index
     positive_int(budget, "budget")
-    e = as_embeddings(emb)
+    # a graph folder read once (TypiClust asks for neighbours once per cluster it visits); with a graph the
+    # store's vectors are read only by what needs them: k-means (TypiClust, ProbCover's purity) and BADGE
+    e, graph = graph_rows(emb, graph)
     n = len(e.ids)
     known = (labels if isinstance(labels, pd.DataFrame) else read_labels(labels, label_col=label_col)) \
         if labels is not None else pd.DataFrame({"id": [], "label": []})
@@ -263,13 +265,12 @@ def select_items(
             strategy, why = "badge", f"a model and {per_class:.1f} labels per class (cold_per_class {cfg.cold_per_class:g})"
     if strategy == "badge" and proba is None:
         raise InputError("strategy `badge` needs a model's probabilities (`proba`): train one on the labels first")
-    X = e.matrix
     summary: dict = {"strategy": strategy, "why": why, "budget": int(budget), "n": int(n), "n_labelled": int(len(lab_pos)),
                      "n_excluded": int(len(ex_pos)), "classes": int(n_classes), "labels_per_class": round(per_class, 3)}
     cols: dict[str, np.ndarray] = {}
     if strategy == "typiclust":
         n_clusters = int(min(len(lab_pos) + budget, cfg.max_clusters, n))
-        clusters = kmeans_clusters(X, n_clusters, seed=cfg.seed)
+        clusters = kmeans_clusters(e.matrix, n_clusters, seed=cfg.seed)
         near = lambda rows, k: neighbours_for(e, k, among=rows, graph=graph, index=index).similarities  # noqa: E731
         chosen, where, typ = typiclust(clusters, budget, near, labelled=lab_pos, exclude=ex_pos, k=cfg.typicality_k)
         cols = {"cluster": where, "typicality": np.round(typ, 4)}
@@ -281,7 +282,7 @@ def select_items(
         if graph is not None:
             k = min(k, graph.k)
         nb, sims = neighbours_for(e, k, graph=graph, index=index)
-        clusters = kmeans_clusters(X, int(max(n_classes, min(budget, cfg.max_clusters), 2)), seed=cfg.seed)
+        clusters = kmeans_clusters(e.matrix, int(max(n_classes, min(budget, cfg.max_clusters), 2)), seed=cfg.seed)
         t = coverage_threshold(nb, sims, clusters, cfg.purity)
         chosen, gain, coverage = probcover(nb, sims, t, budget, labelled=lab_pos, exclude=ex_pos, seed=cfg.seed)
         cols = {"gain": gain}
@@ -289,7 +290,7 @@ def select_items(
         summary.update(threshold=round(t, 6), delta=round(float(np.sqrt(max(2 - 2 * t, 0.0))), 6),
                        coverage=round(coverage, 6), coverage_k=int(k))
     elif strategy == "badge":
-        chosen = badge(X, proba, budget, candidates=np.flatnonzero(free), pool=cfg.pool,
+        chosen = badge(e.matrix, proba, budget, candidates=np.flatnonzero(free), pool=cfg.pool,
                        duplicate_threshold=cfg.duplicate_threshold, seed=cfg.seed)
         u = margin_uncertainty(proba[chosen])
         cols = {"uncertainty": np.round(u, 4)}
