@@ -136,10 +136,13 @@ def test_open_store_reads_row_ranges_across_shards(tmp_path_factory: pytest.Temp
     assert rows.ids.tolist() == loaded.ids.tolist() and rows.fingerprint == loaded.fingerprint and len(rows) == n
     start, stop = sorted((a % (n + 1), b % (n + 1)))
     assert np.array_equal(rows.read(start, stop), X[start:stop])
-    assert np.array_equal(rows.reader().read(start, stop), X[start:stop])
     pick = np.sort(rng.choice(n, size=min(n, 7), replace=False))
     assert np.array_equal(rows.take(pick), X[pick])
-    assert np.array_equal(np.concatenate([m for _, m in rows.blocks(9)]), X)
+    for size in (1, 9, 1000):  # shards cut or joined, each read once: the blocks are the rows, in order
+        blocks = list(rows.blocks(size))
+        assert np.array_equal(np.concatenate([m for _, m in blocks]), X)
+        assert [s for s, _ in blocks] == list(np.cumsum([0] + [len(m) for _, m in blocks[:-1]]))
+        assert all(0 < len(m) < 2 * size + 40 for _, m in blocks)
 
 
 def test_open_store_refuses_what_load_embeddings_refuses(tmp_path: Path) -> None:

@@ -309,13 +309,22 @@ def clean_label_values(values: pd.Series, source: str, *, normalize: bool | None
     from simlabel.errors import SimlabelWarning
 
     normalize = NORMALIZE_LABELS.get() if normalize is None else normalize
-    text = values.astype(object).where(values.notna(), "").astype(str).str.strip()
-    text = text.where(~text.str.lower().isin(MISSING_LABELS), "")
+    raw = values.astype(object).where(values.notna(), "")
+    # each distinct value cleaned once (a catalog of a million rows holds a few hundred labels)
+    distinct = pd.unique(raw.to_numpy())
+    cleaned = pd.Series(distinct, dtype=object).astype(str).str.strip()
+    cleaned = cleaned.where(~cleaned.str.lower().isin(MISSING_LABELS), "")
+    codes = pd.Index(distinct, dtype=object).get_indexer(raw.to_numpy())
+    text = pd.Series(cleaned.to_numpy(dtype=object)[codes], index=values.index, dtype=object)
     present = text[text != ""]
     if present.empty:
         return text
-    key = present.str.casefold().str.split().str.join(" ")
-    spellings = present.groupby(key, sort=False).agg(lambda v: v.value_counts().index.tolist())
+    # the spellings of each label, most frequent first (ties: the first seen), from the distinct ones' counts
+    counts = present.value_counts(sort=False)
+    counts = counts.iloc[np.argsort(-counts.to_numpy(), kind="stable")]
+    forms = pd.Series(counts.index.to_numpy(dtype=object), dtype=object)
+    key = forms.str.casefold().str.split().str.join(" ")
+    spellings = forms.groupby(key.to_numpy(), sort=False).agg(list)
     clashes = spellings[spellings.map(len) > 1]
     if len(clashes):
         if normalize:

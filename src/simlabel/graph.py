@@ -330,6 +330,8 @@ def neighbours_among(graph: KnnGraph, queries: np.ndarray, allowed: np.ndarray, 
     q = np.asarray(queries, dtype=np.int64)
     nb = graph.neighbors[q].astype(np.int64)
     sim = graph.similarities[q]
+    if allowed.all() and k <= graph.k and (nb[:, :k] >= 0).all():
+        return Neighbors(nb[:, :k], sim[:, :k])  # every row allowed: the graph's rows as they are
     ok = (nb >= 0) & allowed[np.maximum(nb, 0)] & (nb != q[:, None])
     # stable: the kept neighbours stay in graph order (best first)
     order = np.argsort(~ok, axis=1, kind="stable")

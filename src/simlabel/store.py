@@ -642,11 +642,6 @@ class StoreRows(_Provenance):
             out[sel] = m[rows[sel] - self.offsets[s]]
         return out
 
-    def reader(self) -> "StoreRows":
-        """The same rows without the ids: what a worker needs to read its block (cheap to ship)."""
-        return StoreRows(np.empty(0, dtype=object), {"path": self.source}, self.dim, self.shards,
-                         np.diff(self.offsets), self._matrix)
-
     def blocks(self, size: int) -> Iterator[tuple[int, np.ndarray]]:
         """``(start, rows)`` blocks of about ``size`` rows, in order, each shard read once: a shard larger
         than ``size`` is cut into blocks of ``size``, smaller ones are joined up to ``size`` (so a pass over

@@ -177,6 +177,12 @@ def duplicate_groups(neighbors: np.ndarray, similarities: np.ndarray, threshold:
     return groups.astype(np.int64)
 
 
+def _descending_within_rows(row: np.ndarray, w: np.ndarray) -> bool:
+    """Whether ``w`` never rises within a run of equal ``row`` (a graph's best-first rows: no sort needed)."""
+    same = row[1:] == row[:-1]
+    return bool((w[1:][same] <= w[:-1][same]).all())
+
+
 def knn_votes(codes: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray, n_classes: int, *,
               groups: np.ndarray | None = None, weighting: str = "similarity") -> np.ndarray:
     """``(n, C)`` vote shares :math:`v_i(c)` of each row's neighbours (see the module docstring).
@@ -206,8 +212,13 @@ def knn_votes(codes: np.ndarray, neighbors: np.ndarray, similarities: np.ndarray
     wv = w.ravel()
     ok = (ng >= 0) & (ng != g[row])
     row, ng, wv = row[ok], ng[ok], wv[ok]
-    # one vote per (row, group): the first in best-first order, i.e. its highest similarity
-    order = np.lexsort((-wv, ng, row))
+    # one vote per (row, group): its highest weight. The entries sorted by weight (descending) within each
+    # row, then by (row, group) as one int64 key with a stable sort, so each pair's first entry is its best:
+    # a single-key sort where a three-key lexsort took 5 s at a million rows
+    by_weight = np.lexsort((-wv, row)) if not _descending_within_rows(row, wv) else None
+    if by_weight is not None:
+        row, ng, wv = row[by_weight], ng[by_weight], wv[by_weight]
+    order = np.argsort(row * np.int64(max(n_groups, 1)) + ng, kind="stable")
     row, ng, wv = row[order], ng[order], wv[order]
     first = np.ones(len(row), dtype=bool)
     first[1:] = (row[1:] != row[:-1]) | (ng[1:] != ng[:-1])
@@ -300,10 +311,16 @@ def _labelled_neighbours(emb: Embeddings, ids: Sequence[str], k: int, cfg: Suspe
 def _explain(ids: np.ndarray, labels: np.ndarray, nb: np.ndarray, sims: np.ndarray, top: int = 5) -> dict[str, list[str]]:
     nb, sims = nb[:, :top], sims[:, :top]
     ok = nb >= 0
-    id_s = np.where(ok, ids[np.maximum(nb, 0)], "")
-    lab_s = np.where(ok, labels[np.maximum(nb, 0)], "")
-    sim_s = np.char.mod("%.3f", np.where(ok, sims, 0.0))
-    join = lambda a: ["|".join(x for x, o in zip(r, m) if o) for r, m in zip(a, ok)]  # noqa: E731
+    id_s = np.where(ok, ids[np.maximum(nb, 0)], "").astype(object)
+    lab_s = np.where(ok, labels[np.maximum(nb, 0)], "").astype(object)
+    sim_s = np.char.mod("%.3f", np.where(ok, sims, 0.0)).astype(object)
+
+    def join(a: np.ndarray) -> list[str]:
+        # column by column over object arrays (C loops of str concatenation), the present ones "|"-separated
+        out = np.full(len(a), "", dtype=object)
+        for j in range(a.shape[1]):
+            out = np.where(ok[:, j], np.where(out == "", a[:, j], out + "|" + a[:, j]), out)
+        return out.tolist()
     return {"neighbor_ids": join(id_s), "neighbor_labels": join(lab_s), "neighbor_similarities": join(sim_s)}
 
 
@@ -503,16 +520,13 @@ def find_suspects(
     rank = np.full(n, np.nan)
     rank[order[: int(flagged.sum())]] = np.arange(1, int(flagged.sum()) + 1)
     suggested_names = np.asarray(classes, dtype=object)[np.where(suggested >= 0, suggested, y)]
-    result = pd.DataFrame({"id": ids, "label": lab, "suggested": suggested_names, "score": np.round(score, 6),
-                           "rank": rank, "method": method, **_explain(ids, lab, nb, sims)})
+    # the rows written, in rank order: the suspects, or every (checked) item with all_items; only they are explained
+    keep = order[flagged[order]] if not all_items else order[checked[order]] if only is not None else order
+    result = pd.DataFrame({"id": ids[keep], "label": lab[keep], "suggested": suggested_names[keep],
+                           "score": np.round(score[keep], 6), "rank": rank[keep], "method": method[keep],
+                           **_explain(ids, lab, nb[keep], sims[keep])})
     if cfg.method == "both":
-        result.insert(4, "cleanlab_score", np.round(cl_score, 6))
-    result = result.iloc[order]
-    if not all_items:
-        result = result[flagged[order]]
-    elif only is not None:
-        result = result[checked[order]]
-    result = result.reset_index(drop=True)
+        result.insert(4, "cleanlab_score", np.round(cl_score[keep], 6))
     result["rank"] = result["rank"].astype("Int64")
     found = SuspectsResult(result, summary)
     if out is not None:
