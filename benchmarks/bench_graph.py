@@ -20,7 +20,7 @@ FAISS (``FAISS_OPT_LEVEL=avx2``) and numpy (``NPY_DISABLE_CPU_FEATURES``) switch
 kind on an AVX-512 machine (the caches and clocks stay this machine's).
 
 Usage: python benchmarks/bench_graph.py [--n 1000000] [--small 50000] [--ks 10] [--on-disk] [--compare]
-       [--cap avx2] [--ray --ray-n 200000] [--json out.json]
+       [--cap avx2] [--ray --ray-n 200000] [--skip-methods | --only-spread] [--root DIR] [--json out.json]
 """
 
 from __future__ import annotations
@@ -283,6 +283,7 @@ def main() -> None:
     ap.add_argument("--ray", action="store_true", help="also measure --engine ray against local")
     ap.add_argument("--ray-n", type=int, default=200_000)
     ap.add_argument("--skip-methods", action="store_true", help="the graphs only")
+    ap.add_argument("--only-spread", action="store_true", help="only spreading against scikit-learn at --small")
     ap.add_argument("--root", type=Path, help="keep the universe here (written once, reused)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
@@ -300,7 +301,7 @@ def main() -> None:
         if not (root / "emb").exists():
             results["universe"] = write_universe(root, args.n, 384, 0, 2000)
         write_noisy(root)
-        for k in args.ks:
+        for k in ([] if args.only_spread else args.ks):
             results[f"graph_k{k}"] = bench_build(root, k)
             if args.on_disk:
                 results[f"graph_k{k}_on_disk"] = bench_build(root, k, on_disk=True)
@@ -311,7 +312,8 @@ def main() -> None:
             results["families"] = {f: bench_family(root, f, 0.95, join)
                                    for f in ("ivf-flat search", "ivf-sq8", "ivf-pq48", "nndescent", "hnsw")}
         if not args.skip_methods:
-            results["methods"] = bench_methods(root, root / f"graph{min(args.ks)}")
+            if not args.only_spread:
+                results["methods"] = bench_methods(root, root / f"graph{min(args.ks)}")
             small = root / "small"
             if not (small / "emb").exists():
                 write_universe(small, args.small, 384, 1, 2000)

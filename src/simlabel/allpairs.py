@@ -249,7 +249,9 @@ def plan_ivf(rows: StoreRows, k: int, recall: float, tune_rows: np.ndarray, exac
             if nlist is None:
                 # sqrt(p n) lists balance the assignment against the join at p probes
                 nxt = int(min(cap, max(1, round(math.sqrt(chosen["nprobe"] * n)))))
-                if nxt not in seen and abs(nxt - nl) > 0.3 * nl and len(seen) < 2:
+                # worth training only if its assignment and training alone cost less than the best so far
+                floor = n * nxt + KMEANS_ITERATIONS * TRAIN_PER_LIST * nxt * nxt
+                if nxt not in seen and abs(nxt - nl) > 0.3 * nl and len(seen) < 2 and floor < best[0]:
                     todo.append(nxt)
     plan = best[1]
     plan.trials = trials
