@@ -184,6 +184,8 @@ def bench_methods(root: Path, graph: Path) -> dict:
         "augment": "from simlabel.labels.augment import augment\nm = lambda: augment(None, SEEDS, k=10, graph=g)",
         "propagate": "from simlabel.labels.propagate import propagate\nm = lambda: propagate(None, SEEDS, k=10, steps=4, graph=g)",
         "spread": "from simlabel.labels.propagate import propagate\nm = lambda: propagate(None, SEEDS, k=10, method='spread', graph=g)",
+        "spread (tol 1e-4)": "from simlabel.labels.propagate import propagate\n"
+                             "m = lambda: propagate(None, SEEDS, k=10, method='spread', graph=g, tol=1e-4)",
         "suspects": "from simlabel.labels.suspects import find_suspects, SuspectsConfig\n"
                     "m = lambda: find_suspects(None, NOISY, SuspectsConfig(k=10), graph=g)",
         "select (probcover)": "from simlabel.selection import select_items, SelectConfig\n"
