@@ -144,7 +144,13 @@ def similarity_affinity(neighbors: np.ndarray, similarities: np.ndarray, n: int 
                         symmetric: bool = True, combine: str = "max", dtype=np.float64) -> scipy.sparse.csr_matrix:
     """``W[i, j] = max(s_ij, 0) ** power`` for ``j`` among row ``i``'s neighbours (``-1``: skipped), ``(n, n)``;
     ``symmetric``: ``max(W, W^T)`` (``combine="max"``) or ``(W + W^T) / 2`` (``"mean"``)."""
-    vals = np.maximum(np.asarray(similarities, dtype=dtype), 0.0) ** power
+    vals = np.maximum(np.asarray(similarities, dtype=dtype), 0.0)
+    if float(power).is_integer() and 1 <= power <= 4:  # by products: pow() is 10x slower on ten million entries
+        base = vals.copy()
+        for _ in range(int(power) - 1):
+            vals *= base
+    else:
+        vals = vals ** power
     w = knn_csr(neighbors, vals.astype(dtype, copy=False), n)
     if not symmetric:
         return w

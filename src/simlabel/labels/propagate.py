@@ -223,11 +223,16 @@ def propagate_labels(
 def normalized_affinity(w: sp.csr_matrix) -> sp.csr_matrix:
     """``S = D^-1/2 W D^-1/2`` with the diagonal of ``W`` removed; isolated nodes get a zero row."""
     w = sp.csr_matrix(w, dtype=np.float64, copy=True)
-    w.data[_row_of_entries(w) == w.indices] = 0.0
-    w.eliminate_zeros()
+    rows = _row_of_entries(w)
+    diagonal = rows == w.indices
+    if diagonal.any():  # a k-NN graph has none (each row's own position is left out)
+        w.data[diagonal] = 0.0
+        w.eliminate_zeros()
+        rows = _row_of_entries(w)
     deg = np.asarray(w.sum(axis=1)).ravel()
     inv = np.divide(1.0, np.sqrt(deg), out=np.zeros_like(deg), where=deg > 0)
-    w.data *= inv[_row_of_entries(w)] * inv[w.indices]
+    w.data *= inv[rows]
+    w.data *= inv[w.indices]
     return w
 
 
