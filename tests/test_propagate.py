@@ -156,3 +156,15 @@ def test_block_cg_solves_spd_systems(n, seed, alpha) -> None:
     X, _, ok = block_cg(lambda v: v - alpha * (S @ v), B, tol=1e-10, max_iter=10 * n)
     assert ok
     assert np.allclose(X - alpha * (S @ X), B, atol=1e-7)
+
+
+@settings(max_examples=20, deadline=None)
+@given(n=st.integers(1, 80), cols=st.integers(0, 3), threads=st.integers(1, 4), seed=st.integers(0, 1000))
+def test_the_threaded_product_is_the_product_bit_for_bit(n, cols, threads, seed) -> None:
+    """Rows cut between threads and one column at a time: each row summed as ``S @ v`` sums it."""
+    from simlabel.labels.propagate import threaded_product
+
+    rng = np.random.default_rng(seed)
+    S = sp.random(n, n, density=0.2, format="csr", random_state=seed)
+    v = rng.normal(size=(n,) if cols == 0 else (n, cols))
+    assert np.array_equal(threaded_product(S, threads)(v), S @ v)

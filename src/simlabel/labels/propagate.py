@@ -82,7 +82,7 @@ def row_normalize(a: sp.csr_matrix) -> sp.csr_matrix:
     return a
 
 
-def matvec(s: sp.csr_matrix, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
+def threaded_product(s: sp.csr_matrix, threads: int | None = None) -> Callable[[np.ndarray], np.ndarray]:
     """``v -> s @ v`` for ``(n, C)`` blocks on ``threads`` threads (default: the cores, at most 8): the rows cut
     into one slice per thread and each column a single-vector product (scipy's, which releases the GIL; its
     several-column product is twice slower per column). Each row is summed as ``s @ v`` sums it, so the result
@@ -293,7 +293,7 @@ def spread_labels(weights: sp.csr_matrix, labels: np.ndarray, n_classes: int | N
     y = np.zeros((n, n_classes))
     lab = labels != UNLABELED
     y[np.flatnonzero(lab), labels[lab]] = 1.0
-    product = matvec(s)
+    product = threaded_product(s)
 
     def system(v: np.ndarray) -> np.ndarray:  # (I - alpha S) v
         out = product(v)
