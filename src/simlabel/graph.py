@@ -236,11 +236,19 @@ class KnnGraph:
     def metadata(self) -> dict:  # what check_index_matches reads on an index
         return self.meta
 
-    def positions_of(self, ids: Sequence[str]) -> np.ndarray:
-        """The row positions of ``ids``, in the order asked."""
+    def _lookup(self, ids: Sequence[str]) -> np.ndarray:
+        """Each id's row position, ``-1`` for an id not in the graph (the hash of the ids built once)."""
         if self._pos is None:
             self._pos = pd.Index(self.ids, dtype=object)  # object: an Arrow string index converts each id on lookup
-        pos = self._pos.get_indexer(pd.Index([str(i) for i in ids], dtype=object))
+        return self._pos.get_indexer(pd.Index([str(i) for i in ids], dtype=object))
+
+    def contains(self, ids: Sequence[str]) -> np.ndarray:
+        """``(m,)`` bool: which of ``ids`` are rows of the graph."""
+        return self._lookup(ids) >= 0
+
+    def positions_of(self, ids: Sequence[str]) -> np.ndarray:
+        """The row positions of ``ids``, in the order asked."""
+        pos = self._lookup(ids)
         if (pos < 0).any():
             missing = np.asarray(ids)[pos < 0]
             raise MissingIdsError([str(i) for i in missing], f"the graph {self.meta.get('path', '(in memory)')}",
@@ -418,8 +426,7 @@ class GraphRows:
         return self.graph.positions_of(ids).astype(np.int64)
 
     def has(self, ids: Sequence[str] | np.ndarray) -> np.ndarray:
-        self.graph.positions_of([])  # builds the lookup once
-        return self.graph._pos.get_indexer(pd.Index([str(i) for i in ids], dtype=object)) >= 0
+        return self.graph.contains(ids)
 
     @property
     def has_vectors(self) -> bool:
@@ -591,10 +598,8 @@ def neighbour_source(emb: str | os.PathLike | Embeddings | GraphRows | np.ndarra
         e = None
     elif isinstance(emb, GraphRows):
         e = emb
-    elif graph is not None:
-        e, graph = graph_rows(emb, graph)  # the graph's rows: the vectors are read only if a query needs them
-    else:
-        e = as_embeddings(emb)
+    else:  # with a graph, its rows: the vectors are read only if a query needs them
+        e, graph = graph_rows(emb, graph)
     X = emb if plain else None
     n = len(emb) if plain else len(e.ids)
     allowed_pos = None if among is None else np.asarray(among, dtype=np.int64)
