@@ -254,7 +254,7 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     >>> result.flagged("near_duplicate")  # doctest: +SKIP
     """
     from simlabel.graph import GraphConfig, as_graph, build_graph, neighbours_for
-    from simlabel.index import drop_self_matches
+    from simlabel.index import AUTO_FLAT_MAX, drop_self_matches
 
     cfg = config or AuditConfig()
     cat = catalog if isinstance(catalog, Catalog) else load_catalog(catalog)
@@ -271,7 +271,10 @@ def audit(catalog: str | os.PathLike | Catalog, emb: str | os.PathLike | Embeddi
     k = min(cfg.k, len(ids) - 1)
     # one graph answers every neighbour question below (the leak's vote, the nearest labelled item, suspects): built
     # once where none is given, never searched again
-    graph = as_graph(graph) if graph is not None else build_graph(e, None, GraphConfig(k=k, seed=cfg.seed,
+    # exact where exact search is affordable (duplicates and leaks are judged on the nearest neighbours), the
+    # graph's tuned recall above it
+    recall = 1.0 if len(ids) <= AUTO_FLAT_MAX else GraphConfig.recall
+    graph = as_graph(graph) if graph is not None else build_graph(e, None, GraphConfig(k=k, seed=cfg.seed, recall=recall,
                                                                                        recall_sample=0),
                                                                   progress=False)
     nbrs = neighbours_for(e, k, graph=graph, seed=cfg.seed)

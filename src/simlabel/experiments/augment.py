@@ -285,7 +285,7 @@ def run_augment_experiment(
         run_dir = Path(out) if out else default_run_dir(catalog, model)
         emb = _embeddings(catalog, model, out, cfg, progress, embeddings)
         # one graph per encoder (kept in the run folder, so a second run reuses it), read by every repetition
-        graph = build_graph(emb, run_dir / f"graph-k{cfg.k}-{emb.fingerprint[:8]}", GraphConfig(k=cfg.k, recall_sample=0),
+        graph = build_graph(emb, run_dir / f"graph-k{cfg.k}-{emb.fingerprint[:8]}", GraphConfig(k=cfg.k, recall=1.0, recall_sample=0),
                             progress=progress)
         tag = safe_name(f"{cfg.positive or 'all'}")
         with task(f"experiment augment {cfg.positive or 'all classes'} ({model})", len(cfg.repeats) * len(METHODS),

@@ -287,7 +287,7 @@ def run_efficiency_experiment(
     test_df = pd.DataFrame({"id": emb.ids[test].astype(str), "label": y[test]})
     run_dir = ex.run_dir
     k = min(cfg.k, len(emb.ids) - 1)  # a small catalog holds fewer neighbours than asked
-    graph = build_graph(emb, run_dir / f"graph-k{k}-{emb.fingerprint[:8]}", GraphConfig(k=k, recall_sample=0),
+    graph = build_graph(emb, run_dir / f"graph-k{k}-{emb.fingerprint[:8]}", GraphConfig(k=k, recall=1.0, recall_sample=0),
                         progress=progress)
     seeds = list(range(cfg.repeats))
     runs = []

@@ -179,7 +179,7 @@ def run_side_info_experiment(
 
         if cfg.graph == "run":
             g = build_graph(emb, run_dir / f"graph-k{cfg.side.knn}-{emb.fingerprint[:8]}",
-                            GraphConfig(k=cfg.side.knn, recall_sample=0), progress=progress)
+                            GraphConfig(k=cfg.side.knn, recall=1.0, recall_sample=0), progress=progress)
         else:
             g = as_graph(cfg.graph)
         distinct = pd.unique(noisy["id"].astype(str))
