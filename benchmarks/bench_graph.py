@@ -96,7 +96,8 @@ def bench_build(root: Path, k: int, on_disk: bool = False, name: str | None = No
 _FAISS_COMMON = """
 import json, time, numpy as np, faiss
 from simlabel.store import open_store
-from simlabel.allpairs import exact_sample, recall_per_row, lower_bound, unit
+from simlabel.allpairs import exact_sample, lower_bound, unit
+from simlabel.index import recall_per_row
 rows = open_store({emb!r})
 n, k = len(rows), 10
 X = np.empty((n, rows.dim), np.float32)
@@ -116,6 +117,14 @@ def search_all(index):
     return I
 def drop_self(I, q):
     return np.array([[j for j in r if j != s][:k] for r, s in zip(I, q)])
+def smallest_reaching(index, set_param, values):
+    # the first setting whose recall's lower bound on the tuning rows reaches the target (else the last)
+    for v in values:
+        set_param(v)
+        low = lower_bound(recall_per_row(drop_self(index.search(X[tune], k + 1)[1], tune), ex_tune.neighbors))
+        if low >= {target}:
+            break
+    return v, low
 """
 
 
@@ -130,32 +139,23 @@ I = search_all(index); setting = {{'nlist': {join['nlist']}, 'nprobe': {join['np
         "ivf-sq8": f"""
 q = faiss.IndexFlatIP(X.shape[1]); index = faiss.IndexIVFScalarQuantizer(q, X.shape[1], {join['nlist']}, faiss.ScalarQuantizer.QT_8bit, faiss.METRIC_INNER_PRODUCT)
 index.train(X[rng.choice(n, 40 * {join['nlist']}, replace=False)]); index.add(X)
-for p in (1, 2, 4, 8, 16, 32):
-    index.nprobe = p
-    low = lower_bound(recall_per_row(drop_self(index.search(X[tune], k + 1)[1], tune), ex_tune.neighbors))
-    if low >= {target}: break
+p, low = smallest_reaching(index, lambda v: setattr(index, 'nprobe', v), (1, 2, 4, 8, 16, 32))
 I = search_all(index); setting = {{'nlist': {join['nlist']}, 'nprobe': p, 'tuned_recall_low': low}}
 """,
         "ivf-pq48": f"""
 q = faiss.IndexFlatIP(X.shape[1]); index = faiss.IndexIVFPQ(q, X.shape[1], {join['nlist']}, 48, 8, faiss.METRIC_INNER_PRODUCT)
 index.train(X[rng.choice(n, min(n, max(40 * {join["nlist"]}, 65536)), replace=False)]); index.add(X)
-for p in (1, 2, 4, 8, 16, 32):
-    index.nprobe = p
-    low = lower_bound(recall_per_row(drop_self(index.search(X[tune], k + 1)[1], tune), ex_tune.neighbors))
-    if low >= {target}: break
+p, low = smallest_reaching(index, lambda v: setattr(index, 'nprobe', v), (1, 2, 4, 8, 16, 32))
 I = search_all(index); setting = {{'nlist': {join['nlist']}, 'nprobe': p, 'tuned_recall_low': low}}
 """,
-        "hnsw": f"""
+        "hnsw": """
 index = faiss.IndexHNSWFlat(X.shape[1], 32, faiss.METRIC_INNER_PRODUCT); index.hnsw.efConstruction = 80; index.add(X)
 tb = time.perf_counter() - t0
-for ef in (16, 32, 64, 128, 256):
-    index.hnsw.efSearch = ef
-    low = lower_bound(recall_per_row(drop_self(index.search(X[tune], k + 1)[1], tune), ex_tune.neighbors))
-    if low >= {target}: break
+ef, low = smallest_reaching(index, lambda v: setattr(index.hnsw, 'efSearch', v), (16, 32, 64, 128, 256))
 I = np.empty((n, k + 1), np.int64)
 for a in range(0, n, 65536):
     I[a:a + 65536] = index.search(X[a:a + 65536], k + 1)[1]
-setting = {{'M': 32, 'efConstruction': 80, 'efSearch': ef, 'tuned_recall_low': low, 'build_s': round(tb, 1)}}
+setting = {'M': 32, 'efConstruction': 80, 'efSearch': ef, 'tuned_recall_low': low, 'build_s': round(tb, 1)}
 """,
         "nndescent": """
 index = faiss.IndexNNDescentFlat(X.shape[1], 32, faiss.METRIC_INNER_PRODUCT); index.add(X)
@@ -164,7 +164,7 @@ I = np.concatenate([np.arange(n)[:, None], G[:, :k]], axis=1)  # its graph holds
 setting = {'K': 32, 'iterations': int(index.nndescent.iter)}
 """,
     }[family]
-    code = (_FAISS_COMMON.format(emb=str(root / "emb")) + body +
+    code = (_FAISS_COMMON.format(emb=str(root / "emb"), target=target) + body +
             "secs = time.perf_counter() - t0\n"
             "nb = drop_self(I[fresh], fresh)\n"
             "print(json.dumps({'family': %r, 'index_and_query_s': round(secs, 1), 'setting': setting, "

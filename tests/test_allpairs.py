@@ -17,9 +17,9 @@ from simlabel.allpairs import (
     lay_out,
     lower_bound,
     plan_ivf,
-    recall_per_row,
     unit,
 )
+from simlabel.index import recall_per_row
 from simlabel.store import StoreRows
 
 

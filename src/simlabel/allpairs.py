@@ -39,8 +39,7 @@ from simlabel.index import Neighbors, drop_self_matches
 from simlabel.store import StoreRows
 from simlabel.threads import faiss_threads
 
-__all__ = ["IvfLayout", "IvfPlan", "exact_sample", "join_lists", "join_units", "lay_out", "lower_bound", "plan_ivf",
-           "recall_per_row"]
+__all__ = ["IvfLayout", "IvfPlan", "exact_sample", "join_lists", "join_units", "lay_out", "lower_bound", "plan_ivf"]
 
 #: training rows per list (FAISS's k-means warns under 39)
 TRAIN_PER_LIST = 40
@@ -104,17 +103,6 @@ def exact_sample(rows: StoreRows, sample: np.ndarray, k: int, *, block_rows: int
                                      min(k + 1, len(rows)), metric_type=faiss.METRIC_INNER_PRODUCT)
     sims, pos = drop_self_matches(sims, pos, sample)
     return Neighbors(pos, sims)
-
-
-def recall_per_row(approx: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    """``|approx_i ∩ exact_i| / |exact_i|`` per row (``-1`` entries ignored; a row with no exact
-    neighbour counts 1)."""
-    A = np.asarray(approx, dtype=np.int64)[:, :, None]
-    E = np.asarray(exact, dtype=np.int64)
-    valid = E >= 0
-    hit = ((A == E[:, None, :]) & (A >= 0)).any(axis=1) & valid
-    denom = valid.sum(axis=1)
-    return np.divide(hit.sum(axis=1), denom, out=np.ones(len(E)), where=denom > 0)
 
 
 def lower_bound(per_row: np.ndarray, z: float = Z) -> float:

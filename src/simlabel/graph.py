@@ -994,7 +994,8 @@ def _tune_hnsw(index: NeighborIndex, rows: StoreRows, cfg: GraphConfig) -> tuple
     tuning sample reaches ``cfg.recall`` (its lower bound); set on ``index``."""
     import dataclasses
 
-    from simlabel.allpairs import lower_bound, recall_per_row
+    from simlabel.allpairs import lower_bound
+    from simlabel.index import recall_per_row
 
     tune, exact = _tuning_rows(rows, cfg)
     trials = []

@@ -63,6 +63,7 @@ __all__ = [
     "drop_self_matches",
     "exact_knn",
     "recall_at_k",
+    "recall_per_row",
 ]
 
 IndexKind = Literal["flat", "hnsw", "ivf"]
@@ -567,19 +568,16 @@ def exact_knn(vectors: np.ndarray, k: int, *, exclude_self: bool = True, batch_s
     )
 
 
-def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> float:
-    """Mean over rows of ``|approx ∩ exact| / k``, ignoring ``-1`` entries.
+def recall_per_row(approx_positions: np.ndarray, exact_positions: np.ndarray) -> np.ndarray:
+    """``|approx_i ∩ exact_i| / |exact_i|`` for each row, ``-1`` entries ignored; a row with no valid
+    exact neighbour counts 1 (there was nothing to find).
 
-    ``k`` is the number of valid (non ``-1``) exact neighbours in the row, so
-    an approximate index that returns fewer results is penalised for them.
-    Rows with no valid exact neighbour are skipped.
+    The per-row recalls whose mean :func:`recall_at_k` is, and whose spread bounds it (the graph's tuning).
     """
     A = np.asarray(approx_positions, dtype=np.int64)
     E = np.asarray(exact_positions, dtype=np.int64)
     if A.ndim != 2 or E.ndim != 2 or A.shape[0] != E.shape[0]:
         raise InputError(f"expected two 2-D arrays with the same number of rows; got {A.shape} and {E.shape}")
-    if A.shape[0] == 0:
-        raise InputError("recall_at_k needs at least one row")
     # Broadcast compare (m, ka, 1) vs (m, 1, ke): a vectorised set intersection,
     # cheap for the small k used here (positions within a row are unique).
     # Chunked so the (rows, ka, ke) temporary stays small for m ~ 1e6.
@@ -590,10 +588,23 @@ def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> fl
         hit = ((a == e) & (a >= 0)).any(axis=1) & valid_e[start:stop]
         hits[start:stop] = hit.sum(axis=1)
     denom = valid_e.sum(axis=1)
-    rows = denom > 0
+    return np.divide(hits, denom, out=np.ones(len(E)), where=denom > 0)
+
+
+def recall_at_k(approx_positions: np.ndarray, exact_positions: np.ndarray) -> float:
+    """Mean over rows of ``|approx ∩ exact| / k``, ignoring ``-1`` entries.
+
+    ``k`` is the number of valid (non ``-1``) exact neighbours in the row, so
+    an approximate index that returns fewer results is penalised for them.
+    Rows with no valid exact neighbour are skipped.
+    """
+    per_row = recall_per_row(approx_positions, exact_positions)
+    if per_row.shape[0] == 0:
+        raise InputError("recall_at_k needs at least one row")
+    rows = (np.asarray(exact_positions) >= 0).any(axis=1)
     if not rows.any():
         raise InputError("exact_positions has no valid (non -1) entries")
-    return float(np.mean(hits[rows] / denom[rows]))
+    return float(np.mean(per_row[rows]))
 
 
 # ---------------------------------------------------------------------------
