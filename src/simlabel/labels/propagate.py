@@ -491,27 +491,14 @@ def propagate(
                          f"{len(pool):,} unlabelled), so each has at most {len(nodes) - 1:,} neighbours")
     # the k nearest nodes of each node: from the graph (exact search for a node whose graph row
     # holds fewer than k nodes), the index, or a new index over the nodes: one rule, one answer
-    whole = len(nodes) == len(ids)
-    if whole:
-        # every row is a node: solved in the rows' own order (no renumbering of n k edges), the result then put
-        # in node order (labelled first); the same system, so the same distributions
-        knn = neighbour_source(embeddings, k, graph=graph, index=index, kind=index_kind)
-        nbr, sims = knn(np.arange(len(ids)))
-        solve_labels = np.full(len(ids), UNLABELED, dtype=np.int32)
-        solve_labels[nodes] = node_labels
-    else:
-        knn = neighbour_source(embeddings, k, among=nodes, graph=graph, index=index, kind=index_kind)
-        nbr, sims = knn(nodes)
-        solve_labels = node_labels
+    knn = neighbour_source(embeddings, k, among=nodes, graph=graph, index=index, kind=index_kind)
+    nbr, sims = knn(nodes)
     if method == "iterate":
         p = row_normalize(knn_adjacency(nbr, len(nodes), symmetric=symmetric))
-        res = propagate_labels(p, solve_labels, len(classes), steps=steps)
+        res = propagate_labels(p, node_labels, len(classes), steps=steps)
     else:
-        res = spread_labels(similarity_adjacency(nbr, sims, len(nodes), power=power), solve_labels, len(classes),
+        res = spread_labels(similarity_adjacency(nbr, sims, len(nodes), power=power), node_labels, len(classes),
                             alpha=alpha, tol=tol)
-    if whole:
-        res = PropagationResult(res.distribution[nodes], res.label[nodes], res.confidence[nodes], res.steps,
-                                res.converged, None if res.weight is None else res.weight[nodes])
     unl = np.arange(len(lab_pos), len(nodes))
     got = unl[res.label[unl] >= 0]
     table = pd.DataFrame(
