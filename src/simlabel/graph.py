@@ -56,8 +56,8 @@ if TYPE_CHECKING:
 
 __all__ = [
     "GRAPH_FLAT_MAX", "GraphConfig", "GraphRows", "KnnGraph", "NeighbourSource", "build_graph", "graph_kind",
-    "graph_rows", "load_graph",
-    "neighbour_source", "neighbours_among", "neighbours_for", "neighbours_within", "sort_rows",
+    "graph_rows", "load_graph", "neighbour_source", "neighbours_among", "neighbours_for", "neighbours_within",
+    "sort_rows",
 ]
 
 FORMAT = "simlabel.graph"
@@ -125,7 +125,7 @@ def sort_rows(neighbors: np.ndarray, similarities: np.ndarray) -> tuple[np.ndarr
 
 def knn_csr(neighbors: np.ndarray, values: np.ndarray, n: int | None = None) -> scipy.sparse.csr_matrix:
     """The ``(n, n)`` sparse matrix holding ``values[i, j]`` at ``(i, neighbors[i, j])`` (``-1`` skipped),
-    built straight from the rows (no sort: a row's entries stay in the graph's order)."""
+    built straight from the rows (no COO conversion), its column indices then sorted within each row."""
     import scipy.sparse as sp
 
     nb = np.asarray(neighbors)
